@@ -1,0 +1,135 @@
+//! Change tracking: which rows of which systems an operation changed.
+//!
+//! A galaxy owns one [`Changes`] and updates it in the same call that applies a change, so
+//! "what is unsaved" is always exactly what was done, with no scan of the galaxy. The set is
+//! keyed by system index and holds a small row mask per system: its size is bounded by the
+//! number of systems, however many operations touched them.
+
+use std::collections::HashMap;
+
+use super::structure::StructureKind;
+
+/// Which rows of one system changed since it was last taken for saving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RowMask(u8);
+
+impl RowMask {
+    /// The `systems` row: resources and `current_tick`.
+    pub const SYSTEM: RowMask = RowMask(1);
+    /// The system's `events` rows (the build in flight).
+    pub const EVENTS: RowMask = RowMask(2);
+    /// Every row of the system, as after creation.
+    pub const ALL: RowMask = RowMask(0b111_1111);
+
+    /// The `structures` row of one structure.
+    pub fn structure(kind: StructureKind) -> RowMask {
+        RowMask(4 << kind.index())
+    }
+
+    pub fn contains(self, other: RowMask) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The structures whose rows this mask covers.
+    pub fn structures(self) -> impl Iterator<Item = StructureKind> {
+        StructureKind::ALL
+            .into_iter()
+            .filter(move |kind| self.contains(RowMask::structure(*kind)))
+    }
+}
+
+impl std::ops::BitOr for RowMask {
+    type Output = RowMask;
+    fn bitor(self, rhs: RowMask) -> RowMask {
+        RowMask(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for RowMask {
+    fn bitor_assign(&mut self, rhs: RowMask) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// Unsaved changes of one galaxy: system index → changed rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    rows: HashMap<u32, RowMask>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Number of systems with unsaved changes.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(crate) fn mark(&mut self, index: u32, rows: RowMask) {
+        *self.rows.entry(index).or_default() |= rows;
+    }
+
+    /// Puts back changes taken earlier (after a failed save); a system changed again in the
+    /// meantime keeps the union of both masks.
+    pub fn merge(&mut self, earlier: Changes) {
+        if self.rows.is_empty() {
+            self.rows = earlier.rows;
+            return;
+        }
+        for (index, rows) in earlier.rows {
+            self.mark(index, rows);
+        }
+    }
+
+    /// `(system index, changed rows)` in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, RowMask)> + '_ {
+        self.rows.iter().map(|(index, rows)| (*index, *rows))
+    }
+
+    pub fn get(&self, index: u32) -> Option<RowMask> {
+        self.rows.get(&index).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_combine_and_list_structures() {
+        let mask = RowMask::SYSTEM | RowMask::structure(StructureKind::Hatchery);
+        assert!(mask.contains(RowMask::SYSTEM));
+        assert!(!mask.contains(RowMask::EVENTS));
+        assert_eq!(
+            mask.structures().collect::<Vec<_>>(),
+            [StructureKind::Hatchery]
+        );
+        assert_eq!(RowMask::ALL.structures().count(), 5);
+    }
+
+    #[test]
+    fn a_system_changed_many_times_is_one_entry() {
+        let mut changes = Changes::default();
+        for _ in 0..1000 {
+            changes.mark(3, RowMask::SYSTEM);
+        }
+        changes.mark(3, RowMask::EVENTS);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes.get(3), Some(RowMask::SYSTEM | RowMask::EVENTS));
+    }
+
+    #[test]
+    fn merge_keeps_the_union() {
+        let mut now = Changes::default();
+        now.mark(1, RowMask::EVENTS);
+        let mut earlier = Changes::default();
+        earlier.mark(1, RowMask::SYSTEM);
+        earlier.mark(2, RowMask::ALL);
+        now.merge(earlier);
+        assert_eq!(now.len(), 2);
+        assert_eq!(now.get(1), Some(RowMask::SYSTEM | RowMask::EVENTS));
+        assert_eq!(now.get(2), Some(RowMask::ALL));
+    }
+}

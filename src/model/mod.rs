@@ -1,0 +1,26 @@
+//! The game model of CONTRACT §1: galaxies, systems, structures, resources and their rules.
+//!
+//! Pure and synchronous: no locks, no I/O, no clocks. Time is the `tick` argument of every
+//! operation, so callers (and tests) choose it. Every operation reports what it changed
+//! through the galaxy's [`Changes`], which the persistence engine consumes.
+
+mod changes;
+mod config;
+mod galaxy;
+mod rng;
+mod structure;
+mod system;
+
+pub use changes::{Changes, RowMask};
+pub use config::{
+    Amounts, ConfigError, Cost, CostConfig, GalaxyConfig, MapSize, Rules, StructureConfig,
+    StructureRules, SystemsConfig, DEFAULT_PRESET, MAX_SYSTEMS,
+};
+pub use galaxy::{
+    EventDetails, Galaxy, GameError, PartsError, StructureDetails, SystemDetails, SystemSummary,
+};
+pub use structure::{
+    level_value, produced_between, Resources, StructureKind, UnknownStructureName, MAX_QUANTITY,
+    MAX_TICK, TICKS_PER_HOUR,
+};
+pub use system::{Build, System};
