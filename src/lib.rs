@@ -5,10 +5,18 @@
 //! - [`model`]: the game itself (galaxies, systems, structures, the level formula, accrual,
 //!   builds, galaxy configs and presets) and the change tracking every operation feeds.
 //!   Pure: no I/O, no locks, time passed in as ticks.
+//! - [`persistence`]: the write-behind engine: the SQLite store and its migrations
+//!   (`sql/`), the writer thread that alone writes, the per-galaxy cells it cuts batches
+//!   from, metrics and health, and the one-daemon-per-database lock.
+//! - [`app`]: the application state: the galaxy cache, load on miss, create, orders,
+//!   details, delete, flush and shutdown, on top of the model and the engine.
+//! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //!
-//! The persistence engine (store, writer thread, application state) and the daemon (HTTP,
-//! signals, systemd) build on this model.
+//! The daemon (HTTP, signals, systemd) builds on [`app::AppState`].
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod model;
+pub mod persistence;
+pub mod settings;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use super::config::Rules;
 use super::structure::StructureKind;
 
 /// Which rows of one system changed since it was last taken for saving.
@@ -18,8 +19,17 @@ impl RowMask {
     pub const SYSTEM: RowMask = RowMask(1);
     /// The system's `events` rows (the build in flight).
     pub const EVENTS: RowMask = RowMask(2);
-    /// Every row of the system, as after creation.
+    /// Every row a system can have: itself, its events, all five structures.
     pub const ALL: RowMask = RowMask(0b111_1111);
+
+    /// The rows of a new system: itself, its events, and one row per configured structure.
+    pub fn new_system(rules: &Rules) -> RowMask {
+        rules
+            .configured()
+            .fold(RowMask::SYSTEM | RowMask::EVENTS, |mask, (kind, _)| {
+                mask | RowMask::structure(kind)
+            })
+    }
 
     /// The `structures` row of one structure.
     pub fn structure(kind: StructureKind) -> RowMask {

@@ -139,8 +139,9 @@ impl Galaxy {
         }
         systems.sort_unstable_by_key(System::coords);
         let mut changes = Changes::default();
+        let every_row = RowMask::new_system(&rules);
         for index in 0..systems.len() {
-            changes.mark(index as u32, RowMask::ALL);
+            changes.mark(index as u32, every_row);
         }
         Ok(Galaxy {
             name: name.to_owned(),

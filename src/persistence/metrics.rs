@@ -1,0 +1,189 @@
+//! The persistence engine's counters and health, kept as atomics.
+//!
+//! The writer thread is the only writer of most counters; game threads read them (and
+//! publish the time of a new unsaved change) without taking any lock. Only `last_error`
+//! sits behind a mutex, touched on failures and recoveries, never on the hot path.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// What the persistence engine is doing, as `/healthz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistenceState {
+    /// Every batch so far committed.
+    Healthy,
+    /// The last batch failed; its changes are kept and retried.
+    Retrying,
+    /// The database could not be opened; the game runs from memory only.
+    MemoryOnly,
+    /// Persistence is switched off by configuration.
+    Disabled,
+}
+
+impl PersistenceState {
+    fn from_u8(value: u8) -> PersistenceState {
+        match value {
+            0 => PersistenceState::Healthy,
+            1 => PersistenceState::Retrying,
+            2 => PersistenceState::MemoryOnly,
+            _ => PersistenceState::Disabled,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersistenceState::Healthy => "healthy",
+            PersistenceState::Retrying => "retrying",
+            PersistenceState::MemoryOnly => "memory-only",
+            PersistenceState::Disabled => "disabled",
+        }
+    }
+}
+
+const NONE: u64 = u64::MAX;
+
+/// Counters of the persistence engine. Durations are kept in microseconds.
+#[derive(Debug)]
+pub struct Metrics {
+    epoch: Instant,
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    pub(crate) batches_committed: AtomicU64,
+    pub(crate) batch_errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) systems_written: AtomicU64,
+    pub(crate) rows_written: AtomicU64,
+    pub(crate) in_flight_systems: AtomicU64,
+    pub(crate) last_batch_micros: AtomicU64,
+    pub(crate) max_batch_micros: AtomicU64,
+    pub(crate) total_batch_micros: AtomicU64,
+    pub(crate) max_lock_hold_micros: AtomicU64,
+    /// Milliseconds since `epoch` of the oldest unsaved change, or `NONE`.
+    oldest_unsaved_ms: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetricsSnapshot {
+    pub state: PersistenceState,
+    pub last_error: Option<String>,
+    pub batches_committed: u64,
+    pub batch_errors: u64,
+    pub retries: u64,
+    pub systems_written: u64,
+    pub rows_written: u64,
+    pub last_batch_micros: u64,
+    pub max_batch_micros: u64,
+    pub total_batch_micros: u64,
+    pub max_lock_hold_micros: u64,
+    /// Age of the oldest change not yet committed, if any.
+    pub oldest_unsaved_ms: Option<u64>,
+}
+
+impl Metrics {
+    pub(crate) fn new(state: PersistenceState) -> Metrics {
+        Metrics {
+            epoch: Instant::now(),
+            state: AtomicU8::new(state as u8),
+            last_error: Mutex::new(None),
+            batches_committed: AtomicU64::new(0),
+            batch_errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            systems_written: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            in_flight_systems: AtomicU64::new(0),
+            last_batch_micros: AtomicU64::new(0),
+            max_batch_micros: AtomicU64::new(0),
+            total_batch_micros: AtomicU64::new(0),
+            max_lock_hold_micros: AtomicU64::new(0),
+            oldest_unsaved_ms: AtomicU64::new(NONE),
+        }
+    }
+
+    pub fn state(&self) -> PersistenceState {
+        PersistenceState::from_u8(self.state.load(Relaxed))
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    pub(crate) fn set_failed(&self, error: String) {
+        self.state.store(PersistenceState::Retrying as u8, Relaxed);
+        *self.last_error.lock() = Some(error);
+    }
+
+    pub(crate) fn set_memory_only(&self, reason: String) {
+        self.state
+            .store(PersistenceState::MemoryOnly as u8, Relaxed);
+        *self.last_error.lock() = Some(reason);
+    }
+
+    /// Back to healthy after a commit; the last error stays visible for the operator.
+    pub(crate) fn set_healthy(&self) {
+        self.state.store(PersistenceState::Healthy as u8, Relaxed);
+    }
+
+    pub(crate) fn record_batch(&self, duration: Duration, systems: u64, rows: u64) {
+        let micros = duration.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.batches_committed.fetch_add(1, Relaxed);
+        self.systems_written.fetch_add(systems, Relaxed);
+        self.rows_written.fetch_add(rows, Relaxed);
+        self.last_batch_micros.store(micros, Relaxed);
+        self.max_batch_micros.fetch_max(micros, Relaxed);
+        self.total_batch_micros.fetch_add(micros, Relaxed);
+    }
+
+    pub(crate) fn record_lock_hold(&self, held: Duration) {
+        let micros = held.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.max_lock_hold_micros.fetch_max(micros, Relaxed);
+    }
+
+    pub(crate) fn millis_since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// A game thread made the first unsaved change of a galaxy at `at`.
+    pub(crate) fn note_unsaved_since(&self, at: Instant) {
+        self.oldest_unsaved_ms
+            .fetch_min(self.millis_since_epoch(at), Relaxed);
+    }
+
+    /// The writer's view of the oldest change it has not committed.
+    pub(crate) fn set_oldest_unsaved(&self, at: Option<Instant>) {
+        let value = at.map_or(NONE, |at| self.millis_since_epoch(at));
+        self.oldest_unsaved_ms.store(value, Relaxed);
+    }
+
+    /// How long the oldest unsaved change has waited, if there is one.
+    pub fn oldest_unsaved_age(&self) -> Option<Duration> {
+        match self.oldest_unsaved_ms.load(Relaxed) {
+            NONE => None,
+            since => {
+                let now = self.millis_since_epoch(Instant::now());
+                Some(Duration::from_millis(now.saturating_sub(since)))
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            state: self.state(),
+            last_error: self.last_error(),
+            batches_committed: self.batches_committed.load(Relaxed),
+            batch_errors: self.batch_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            systems_written: self.systems_written.load(Relaxed),
+            rows_written: self.rows_written.load(Relaxed),
+            last_batch_micros: self.last_batch_micros.load(Relaxed),
+            max_batch_micros: self.max_batch_micros.load(Relaxed),
+            total_batch_micros: self.total_batch_micros.load(Relaxed),
+            max_lock_hold_micros: self.max_lock_hold_micros.load(Relaxed),
+            oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The write-behind persistence engine (CONTRACT §2–§3).
+//!
+//! - [`store`]: the schema, migrations and SQL; one connection per [`store::Store`].
+//! - [`writer`]: the writer thread, the only writer of the database.
+//! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
+//! - [`metrics`]: counters and health as atomics.
+//! - [`lock`]: one daemon per database file.
+//!
+//! [`Engine`] ties them together: it holds the database lock, the writer, and the
+//! read-only connection that loads galaxies on a cache miss. Everything here logs under
+//! the target `galactic_war::persistence`.
+
+pub mod cell;
+pub mod lock;
+pub mod metrics;
+pub mod store;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::model::Galaxy;
+use crate::settings::{DatabaseUrl, PersistenceSettings};
+use cell::Registry;
+use lock::DatabaseLock;
+use metrics::Metrics;
+use store::{Store, StoreError};
+use writer::WriterHandle;
+
+/// A running persistence engine on one database.
+pub struct Engine {
+    // Field order is drop order: the writer's final flush runs before the lock is released.
+    writer: WriterHandle,
+    /// Loads on a cache miss; `None` for an in-memory database, which only the writer's
+    /// connection can see (and whose galaxies never leave memory anyway).
+    reader: Option<Mutex<Store>>,
+    tombstones: Arc<Mutex<HashSet<String>>>,
+    _lock: Option<DatabaseLock>,
+}
+
+impl Engine {
+    /// Locks the database against other daemons, opens and migrates it, and starts the
+    /// writer thread. Fails without starting anything when any step fails.
+    pub fn open(
+        url: &DatabaseUrl,
+        settings: &PersistenceSettings,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, StoreError> {
+        let lock = match url {
+            DatabaseUrl::Memory => None,
+            DatabaseUrl::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                Some(DatabaseLock::acquire(path)?)
+            }
+        };
+        let store = Store::open_writer(url, settings.synchronous)?;
+        let reader = match url {
+            DatabaseUrl::Memory => None,
+            DatabaseUrl::File(path) => Some(Mutex::new(Store::open_reader(path)?)),
+        };
+        let tombstones = Arc::new(Mutex::new(HashSet::new()));
+        let writer = WriterHandle::spawn(
+            store,
+            settings.clone(),
+            registry,
+            metrics,
+            tombstones.clone(),
+        )
+        .map_err(StoreError::WriterThread)?;
+        log::info!(target: "galactic_war::persistence", "persistence on {url:?} ({settings:?})");
+        Ok(Engine {
+            writer,
+            reader,
+            tombstones,
+            _lock: lock,
+        })
+    }
+
+    pub fn writer(&self) -> &WriterHandle {
+        &self.writer
+    }
+
+    /// True while a deletion of `name` is not yet committed: the stored copy is stale.
+    pub(crate) fn is_deleted(&self, name: &str) -> bool {
+        self.tombstones.lock().contains(name)
+    }
+
+    pub(crate) fn tombstone(&self, name: &str) {
+        self.tombstones.lock().insert(name.to_owned());
+    }
+
+    /// Loads a stored galaxy through the read-only connection (`None`: not stored).
+    pub(crate) fn load(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
+        match &self.reader {
+            Some(reader) if !self.is_deleted(name) => reader.lock().load_galaxy(name),
+            _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+        match &self.reader {
+            Some(reader) => reader.lock().galaxy_names(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub(crate) fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
+        match &self.reader {
+            Some(reader) if !self.is_deleted(name) => reader.lock().galaxy_exists(name),
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The store: the SQLite schema, its migrations, and every SQL statement the engine runs.
+//!
+//! A [`Store`] wraps one connection. The writer thread owns the only read-write one
+//! ([`Store::open_writer`]) and with it the cache of system row ids, so a hot save updates
+//! rows by primary key without a look-up. Loads on a cache miss use their own read-only
+//! connection ([`Store::open_reader`]). Nothing here locks a galaxy: callers hand in plain
+//! copies of rows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use crate::model::{Build, Galaxy, GalaxyConfig, Resources, RowMask, StructureKind, System};
+use crate::settings::{DatabaseUrl, Synchronous};
+
+/// The migrations, in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("../../sql/0001_initial.sql"))];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// SQLite waits this long for a lock held by another connection before failing with
+/// SQLITE_BUSY (CONTRACT §3: at most 5 s, so a locked database shows within seconds).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the database {path} has schema version {found}, newer than this binary's {supported}; it was left untouched")]
+    NewerSchema {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the database {database} is in use by another galactic-war process (it holds {lock})")]
+    InUse { database: PathBuf, lock: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("cannot start the writer thread: {0}")]
+    WriterThread(std::io::Error),
+    #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
+    Inconsistent { galaxy: String, reason: String },
+}
+
+trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite { context, source })
+    }
+}
+
+/// One changed system as the writer copied it under the galaxy's lock.
+#[derive(Clone, Debug)]
+pub struct SystemRow {
+    pub index: u32,
+    pub rows: RowMask,
+    pub system: System,
+}
+
+/// What one batch writes for one galaxy: its tick and its changed systems, all copied in
+/// one hold of the galaxy's lock (the consistent cut).
+#[derive(Clone, Debug)]
+pub struct GalaxyRows {
+    pub name: String,
+    pub tick: u64,
+    pub systems: Vec<SystemRow>,
+}
+
+/// A whole new galaxy, as creation writes it.
+#[derive(Clone, Debug)]
+pub struct NewGalaxy {
+    pub name: String,
+    pub config_toml: String,
+    pub tick: u64,
+    pub systems: Vec<System>,
+    /// The rows each system has (see [`RowMask::new_system`]).
+    pub rows: RowMask,
+}
+
+/// Rows written by one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub systems: u64,
+    pub rows: u64,
+}
+
+/// A system's row id and coordinates, in the galaxy's `(x, y)` order.
+type SystemIds = Vec<(i64, u32, u32)>;
+
+/// One SQLite connection and, for the writer, the cache of system row ids.
+pub struct Store {
+    conn: Connection,
+    label: String,
+    ids: HashMap<String, SystemIds>,
+}
+
+/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the read-write database: parent directories, WAL mode,
+    /// foreign keys, `synchronous`, the busy timeout, and migrations. A database written by
+    /// a newer binary is refused before anything is written to it.
+    pub fn open_writer(url: &DatabaseUrl, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let (conn, label) = match url {
+            DatabaseUrl::Memory => (
+                Connection::open_in_memory().map_err(|source| StoreError::Open {
+                    path: ":memory:".into(),
+                    source,
+                })?,
+                ":memory:".to_owned(),
+            ),
+            DatabaseUrl::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let label = path.display().to_string();
+                let conn = Connection::open(path).map_err(|source| StoreError::Open {
+                    path: label.clone(),
+                    source,
+                })?;
+                (conn, label)
+            }
+        };
+        let mut store = Store {
+            conn,
+            label,
+            ids: HashMap::new(),
+        };
+        // Read the version before any pragma that writes (journal_mode writes the header).
+        let version = store.schema_version()?;
+        store.refuse_newer(version)?;
+        store.configure(synchronous)?;
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    /// Opens a read-only connection for loads on a cache miss.
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let label = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: label.clone(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting the busy timeout")?;
+        let store = Store {
+            conn,
+            label,
+            ids: HashMap::new(),
+        };
+        let version = store.schema_version()?;
+        store.refuse_newer(version)?;
+        Ok(store)
+    }
+
+    /// `PRAGMA user_version`: the number of migrations applied. Fails on a file that is
+    /// not an SQLite database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| StoreError::Open {
+                path: self.label.clone(),
+                source,
+            })
+    }
+
+    fn refuse_newer(&self, version: i64) -> Result<(), StoreError> {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.label.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn configure(&self, synchronous: Synchronous) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .context("setting the busy timeout")?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .context("switching to WAL mode")?;
+        if mode != "wal" && mode != "memory" {
+            log::warn!(target: "galactic_war::persistence", "{}: journal mode is {mode}, not wal", self.label);
+        }
+        self.conn
+            .execute_batch(&format!(
+                "PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+                synchronous.pragma_value()
+            ))
+            .context("setting pragmas")
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        for (number, (name, sql)) in MIGRATIONS.iter().enumerate() {
+            let version = number as i64 + 1;
+            if version <= from {
+                continue;
+            }
+            let tx = self.conn.transaction().context("starting a migration")?;
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", version))
+                .and_then(|()| tx.commit())
+                .map_err(|source| StoreError::Migration { name, source })?;
+            log::info!(target: "galactic_war::persistence", "{}: applied migration {name}", self.label);
+        }
+        Ok(())
+    }
+
+    /// The underlying connection, for checks and tests.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Names of every stored galaxy, sorted.
+    pub fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM galaxies ORDER BY name")
+            .context("listing galaxies")?;
+        let names = stmt
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .context("listing galaxies")?;
+        Ok(names)
+    }
+
+    pub fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM galaxies WHERE name = ?1")
+            .and_then(|mut stmt| stmt.exists([name]))
+            .context("looking up a galaxy")
+    }
+
+    /// Loads one galaxy, or `None` when it is not stored. Three queries (galaxy, systems,
+    /// then structures and events by system id), grouped in memory.
+    pub fn load_galaxy(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context("starting a load")?;
+        let Some((config_text, tick)) = tx
+            .query_row(
+                "SELECT config_file, tick FROM galaxies WHERE name = ?1",
+                [name],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .context("loading a galaxy")?
+        else {
+            return Ok(None);
+        };
+        let bad = |reason: String| StoreError::Inconsistent {
+            galaxy: name.to_owned(),
+            reason,
+        };
+        let (config, _) = GalaxyConfig::from_toml(&config_text).map_err(|e| bad(e.to_string()))?;
+        let tick = u64::try_from(tick).map_err(|_| bad(format!("negative tick {tick}")))?;
+
+        let mut systems = Vec::new();
+        let mut index_of_id = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, x, y, metal, crew, water, current_tick FROM systems
+                     WHERE galaxy_name = ?1 ORDER BY x, y",
+                )
+                .context("loading systems")?;
+            let mut rows = stmt.query([name]).context("loading systems")?;
+            while let Some(row) = rows.next().context("loading systems")? {
+                let values: [i64; 7] = [
+                    row.get(0).context("reading a system")?,
+                    row.get(1).context("reading a system")?,
+                    row.get(2).context("reading a system")?,
+                    row.get(3).context("reading a system")?,
+                    row.get(4).context("reading a system")?,
+                    row.get(5).context("reading a system")?,
+                    row.get(6).context("reading a system")?,
+                ];
+                let [id, x, y, metal, crew, water, current] = values;
+                let coord = |v: i64| {
+                    u32::try_from(v).map_err(|_| bad(format!("system {id} has coordinate {v}")))
+                };
+                let amount = |v: i64| {
+                    u64::try_from(v).map_err(|_| bad(format!("system {id} has negative value {v}")))
+                };
+                index_of_id.insert(id, systems.len());
+                systems.push(System {
+                    x: coord(x)?,
+                    y: coord(y)?,
+                    resources: Resources {
+                        metal: amount(metal)?,
+                        crew: amount(crew)?,
+                        water: amount(water)?,
+                    },
+                    tick: amount(current)?,
+                    levels: [0; 5],
+                    build: None,
+                });
+            }
+        }
+        let by_system = |id: i64| {
+            index_of_id
+                .get(&id)
+                .copied()
+                .ok_or_else(|| bad(format!("row for unknown system {id}")))
+        };
+        let kind = |text: &str| {
+            text.parse::<StructureKind>()
+                .map_err(|e| bad(e.to_string()))
+        };
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT st.system_id, st.structure_type, st.level FROM structures st
+                     JOIN systems s ON s.id = st.system_id WHERE s.galaxy_name = ?1",
+                )
+                .context("loading structures")?;
+            let mut rows = stmt.query([name]).context("loading structures")?;
+            while let Some(row) = rows.next().context("loading structures")? {
+                let id: i64 = row.get(0).context("reading a structure")?;
+                let structure: String = row.get(1).context("reading a structure")?;
+                let level: i64 = row.get(2).context("reading a structure")?;
+                let level = u32::try_from(level)
+                    .map_err(|_| bad(format!("system {id} has structure level {level}")))?;
+                systems[by_system(id)?].levels[kind(&structure)?.index()] = level;
+            }
+        }
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT e.system_id, e.completion_tick, e.action_type, e.structure_type
+                     FROM events e JOIN systems s ON s.id = e.system_id WHERE s.galaxy_name = ?1",
+                )
+                .context("loading events")?;
+            let mut rows = stmt.query([name]).context("loading events")?;
+            while let Some(row) = rows.next().context("loading events")? {
+                let id: i64 = row.get(0).context("reading an event")?;
+                let completion: i64 = row.get(1).context("reading an event")?;
+                let action: String = row.get(2).context("reading an event")?;
+                let structure: Option<String> = row.get(3).context("reading an event")?;
+                if action != "build" {
+                    return Err(bad(format!(
+                        "system {id} has an event of unknown action '{action}'"
+                    )));
+                }
+                let structure = kind(structure.as_deref().unwrap_or_default())?;
+                let system = &mut systems[by_system(id)?];
+                if system.build.is_some() {
+                    return Err(bad(format!(
+                        "system {id} has more than one build in flight"
+                    )));
+                }
+                system.build = Some(Build {
+                    completion_tick: u64::try_from(completion).map_err(|_| {
+                        bad(format!("system {id} has completion tick {completion}"))
+                    })?,
+                    structure,
+                });
+            }
+        }
+        Galaxy::from_parts(name, config, tick, systems)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Writes a new galaxy in one transaction and caches its system ids.
+    pub fn insert_galaxy(&mut self, galaxy: &NewGalaxy) -> Result<WriteStats, StoreError> {
+        let tx = self.conn.transaction().context("starting a creation")?;
+        tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
+            .and_then(|mut stmt| {
+                stmt.execute(params![galaxy.name, galaxy.config_toml, int(galaxy.tick)])
+            })
+            .context("inserting a galaxy")?;
+        let mut ids = Vec::with_capacity(galaxy.systems.len());
+        let mut stats = WriteStats {
+            systems: 0,
+            rows: 1,
+        };
+        {
+            let mut insert_system = tx
+                .prepare_cached(
+                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .context("inserting systems")?;
+            for system in &galaxy.systems {
+                let r = system.resources;
+                insert_system
+                    .execute(params![
+                        galaxy.name,
+                        system.x,
+                        system.y,
+                        int(r.metal),
+                        int(r.crew),
+                        int(r.water),
+                        int(system.tick)
+                    ])
+                    .context("inserting a system")?;
+                let id = tx.last_insert_rowid();
+                ids.push((id, system.x, system.y));
+                stats.systems += 1;
+                stats.rows += 1 + write_structures(&tx, id, system, galaxy.rows)?;
+                stats.rows += write_events(&tx, id, system, false)?;
+            }
+        }
+        tx.commit().context("committing a creation")?;
+        self.ids.insert(galaxy.name.clone(), ids);
+        Ok(stats)
+    }
+
+    /// Writes one batch in one transaction: deletions first, then every galaxy's tick and
+    /// changed rows. On error nothing is written (the transaction rolls back on drop).
+    pub fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        for galaxy in galaxies {
+            if !self.ids.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
+                let ids = fetch_ids(&self.conn, &galaxy.name)?;
+                self.ids.insert(galaxy.name.clone(), ids);
+            }
+        }
+        let tx = self.conn.transaction().context("starting a batch")?;
+        let mut stats = WriteStats::default();
+        for name in deletions {
+            tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
+                .and_then(|mut stmt| stmt.execute([name]))
+                .context("deleting a galaxy")?;
+            stats.rows += 1;
+        }
+        for galaxy in galaxies {
+            tx.prepare_cached(
+                "UPDATE galaxies SET tick = ?1, updated_at = CURRENT_TIMESTAMP WHERE name = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![int(galaxy.tick), galaxy.name]))
+            .context("saving a galaxy tick")?;
+            stats.rows += 1;
+            if galaxy.systems.is_empty() {
+                continue;
+            }
+            let ids = self
+                .ids
+                .get(&galaxy.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4,
+                     updated_at = CURRENT_TIMESTAMP WHERE id = ?5",
+                )
+                .context("saving systems")?;
+            for row in &galaxy.systems {
+                let system = &row.system;
+                let id = match ids.get(row.index as usize) {
+                    Some(&(id, x, y)) if (x, y) == system.coords() => id,
+                    _ => {
+                        return Err(StoreError::Inconsistent {
+                            galaxy: galaxy.name.clone(),
+                            reason: format!(
+                                "no stored row for system ({}, {})",
+                                system.x, system.y
+                            ),
+                        })
+                    }
+                };
+                if row.rows.contains(RowMask::SYSTEM) {
+                    let r = system.resources;
+                    update
+                        .execute(params![
+                            int(r.metal),
+                            int(r.crew),
+                            int(r.water),
+                            int(system.tick),
+                            id
+                        ])
+                        .context("saving a system")?;
+                    stats.rows += 1;
+                }
+                stats.rows += write_structures(&tx, id, system, row.rows)?;
+                if row.rows.contains(RowMask::EVENTS) {
+                    stats.rows += write_events(&tx, id, system, true)?;
+                }
+                stats.systems += 1;
+            }
+        }
+        tx.commit().context("committing a batch")?;
+        for name in deletions {
+            self.ids.remove(name);
+        }
+        Ok(stats)
+    }
+
+    /// Forgets the cached ids of a galaxy (after its deletion or a failed write).
+    pub fn forget_ids(&mut self, name: &str) {
+        self.ids.remove(name);
+    }
+
+    /// A passive WAL checkpoint: copies what it can without waiting on readers.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .context("checkpointing the WAL")
+    }
+}
+
+fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, x, y FROM systems WHERE galaxy_name = ?1 ORDER BY x, y")
+        .context("reading system ids")?;
+    let ids = stmt
+        .query_map([galaxy], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .context("reading system ids")?;
+    Ok(ids)
+}
+
+/// Upserts the structure rows `rows` names; returns the number written.
+fn write_structures(
+    tx: &Transaction,
+    id: i64,
+    system: &System,
+    rows: RowMask,
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    for kind in rows.structures() {
+        let level = system.levels[kind.index()];
+        tx.prepare_cached(
+            "INSERT INTO structures (system_id, structure_type, level) VALUES (?1, ?2, ?3)
+             ON CONFLICT (system_id, structure_type)
+             DO UPDATE SET level = excluded.level, updated_at = CURRENT_TIMESTAMP",
+        )
+        .and_then(|mut stmt| stmt.execute(params![id, kind.as_str(), level]))
+        .context("saving a structure")?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Replaces the system's event rows with its build in flight; returns rows written.
+fn write_events(
+    tx: &Transaction,
+    id: i64,
+    system: &System,
+    replace: bool,
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    if replace {
+        tx.prepare_cached("DELETE FROM events WHERE system_id = ?1")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .context("replacing events")?;
+        written += 1;
+    }
+    if let Some(build) = system.build {
+        tx.prepare_cached(
+            "INSERT INTO events (system_id, completion_tick, action_type, structure_type)
+             VALUES (?1, ?2, 'build', ?3)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id,
+                int(build.completion_tick),
+                build.structure.as_str()
+            ])
+        })
+        .context("saving an event")?;
+        written += 1;
+    }
+    Ok(written)
+}

@@ -1,0 +1,590 @@
+//! The writer thread: the only code that writes to the database.
+//!
+//! One dedicated OS thread owns the read-write [`Store`]. Game threads never wait on it:
+//! they record changes in their galaxy (under the galaxy's lock) and, when a galaxy goes
+//! from clean to dirty, send a marker through a crossbeam channel. The writer batches:
+//! with coalescing on, a batch commits `coalescing_delay` after its first change; with it
+//! off, as soon as the writer reaches the change (whatever queued meanwhile rides along).
+//!
+//! A batch is a consistent cut: for each galaxy with work, the writer locks it, takes its
+//! change set and copies exactly those rows in the same lock hold, then unlocks; SQL runs
+//! with no galaxy locked. A failed batch gives its changes back to their galaxies, so
+//! nothing is dropped, and is retried with exponential backoff capped at the auto-save
+//! interval. Shutdown always ends with a final flush bounded by its deadline.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use super::cell::{GalaxyCell, Registry};
+use super::metrics::Metrics;
+use super::store::{GalaxyRows, NewGalaxy, Store, StoreError, SystemRow};
+use crate::model::Changes;
+use crate::settings::PersistenceSettings;
+
+const LOG: &str = "galactic_war::persistence";
+
+/// The first retry waits this long; each further failure doubles it, up to the auto-save
+/// interval.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why a flush, creation or shutdown did not save everything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    #[error("saving failed: {0}")]
+    Failed(String),
+    #[error("not everything was saved before the deadline (last error: {})", .last_error.as_deref().unwrap_or("none"))]
+    TimedOut { last_error: Option<String> },
+    #[error("the persistence writer has stopped")]
+    Stopped,
+}
+
+/// What the final flush left unsaved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Galaxies with unsaved systems, and how many, sorted by name.
+    pub unsaved: Vec<(String, usize)>,
+    /// Deletions that never reached the database.
+    pub unsaved_deletions: Vec<String>,
+    pub error: Option<PersistError>,
+}
+
+impl ShutdownReport {
+    pub fn all_saved(&self) -> bool {
+        self.unsaved.is_empty() && self.unsaved_deletions.is_empty() && self.error.is_none()
+    }
+}
+
+pub(crate) enum Message {
+    /// A galaxy went from clean to dirty at `since`.
+    Dirty {
+        cell: Arc<GalaxyCell>,
+        since: Instant,
+    },
+    Create {
+        galaxy: NewGalaxy,
+        reply: Sender<Result<(), PersistError>>,
+    },
+    Delete {
+        name: String,
+    },
+    Flush {
+        deadline: Option<Instant>,
+        reply: Sender<Result<u64, PersistError>>,
+    },
+    Shutdown {
+        deadline: Instant,
+        reply: Sender<ShutdownReport>,
+    },
+}
+
+/// The handle game threads use to reach the writer thread.
+///
+/// Only the writer thread touches the read-write connection. Sending never blocks (the
+/// channel is unbounded, but a galaxy sends at most one marker per clean→dirty transition,
+/// so its length is bounded by the number of galaxies plus pending requests). Dropping
+/// every handle disconnects the channel, which the writer treats like a shutdown.
+pub struct WriterHandle {
+    tx: Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shutdown_timeout: Duration,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `store`.
+    pub(crate) fn spawn(
+        store: Store,
+        settings: PersistenceSettings,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        tombstones: Arc<Mutex<HashSet<String>>>,
+    ) -> std::io::Result<WriterHandle> {
+        let (tx, rx) = unbounded();
+        let shutdown_timeout = settings.shutdown_timeout;
+        let now = Instant::now();
+        let writer = Writer {
+            next_interval: now + settings.auto_save_interval,
+            store,
+            rx,
+            settings,
+            registry,
+            metrics,
+            tombstones,
+            pending: HashMap::new(),
+            deletions: Vec::new(),
+            saved_ticks: HashMap::new(),
+            tickets: Vec::new(),
+            failure: None,
+            ticks_due: false,
+            exit: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("gwar-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(WriterHandle {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            shutdown_timeout,
+        })
+    }
+
+    pub(crate) fn mark_dirty(&self, cell: Arc<GalaxyCell>, since: Instant) {
+        if self.tx.send(Message::Dirty { cell, since }).is_err() {
+            log::error!(target: LOG, "the writer has stopped; changes stay in memory unsaved");
+        }
+    }
+
+    /// Writes a new galaxy and returns once it is committed.
+    pub(crate) fn create(&self, galaxy: NewGalaxy) -> Result<(), PersistError> {
+        let (reply, answer) = bounded(1);
+        self.tx
+            .send(Message::Create { galaxy, reply })
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    pub(crate) fn delete(&self, name: String) {
+        if self.tx.send(Message::Delete { name }).is_err() {
+            log::error!(target: LOG, "the writer has stopped; a deletion was not saved");
+        }
+    }
+
+    /// Returns once every change made before the call is committed (with the number of
+    /// systems the answering batch wrote), or with the error that stopped it. Without a
+    /// timeout, the first failed attempt answers; with one, it retries until then.
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
+        let (reply, answer) = bounded(1);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.tx
+            .send(Message::Flush { deadline, reply })
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
+    /// call more than once; later calls report nothing new.
+    pub fn shutdown(&self) -> ShutdownReport {
+        let Some(thread) = self.thread.lock().take() else {
+            return ShutdownReport::default();
+        };
+        let (reply, answer) = bounded(1);
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
+            Ok(()) => answer.recv().unwrap_or(ShutdownReport {
+                error: Some(PersistError::Stopped),
+                ..ShutdownReport::default()
+            }),
+            Err(_) => ShutdownReport {
+                error: Some(PersistError::Stopped),
+                ..ShutdownReport::default()
+            },
+        };
+        if thread.join().is_err() {
+            log::error!(target: LOG, "the writer thread panicked");
+        }
+        report
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        if self.thread.lock().is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+struct Pending {
+    cell: Arc<GalaxyCell>,
+    since: Instant,
+}
+
+enum TicketReply {
+    Flush(Sender<Result<u64, PersistError>>),
+    Shutdown(Sender<ShutdownReport>),
+}
+
+struct Ticket {
+    deadline: Option<Instant>,
+    reply: TicketReply,
+}
+
+struct Failure {
+    attempts: u32,
+    retry_at: Instant,
+    error: String,
+}
+
+struct Writer {
+    store: Store,
+    rx: Receiver<Message>,
+    settings: PersistenceSettings,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// Deleted galaxies whose deletion is not committed yet; loads treat them as absent.
+    tombstones: Arc<Mutex<HashSet<String>>>,
+    /// Galaxies with changes not yet taken into a committed batch.
+    pending: HashMap<String, Pending>,
+    deletions: Vec<String>,
+    /// The galaxy tick last committed, to save ticks only when they advanced.
+    saved_ticks: HashMap<String, u64>,
+    /// Flushes waiting for the next batch that starts after them.
+    tickets: Vec<Ticket>,
+    failure: Option<Failure>,
+    next_interval: Instant,
+    ticks_due: bool,
+    exit: Option<Sender<ShutdownReport>>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        log::debug!(target: LOG, "writer started (batch delay {:?})", self.settings.batch_delay());
+        loop {
+            let wake = self.next_wake();
+            match self.rx.recv_deadline(wake) {
+                Ok(message) => {
+                    self.handle(message);
+                    // Whatever queued meanwhile joins this batch.
+                    while let Ok(message) = self.rx.try_recv() {
+                        self.handle(message);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !self.has_work() && self.tickets.is_empty() {
+                        break;
+                    }
+                    // recv no longer waits once disconnected: wait here until work is due.
+                    std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+                    // Every handle is gone: save what is left, as at shutdown.
+                    if !self
+                        .tickets
+                        .iter()
+                        .any(|t| matches!(t.reply, TicketReply::Shutdown(_)))
+                    {
+                        let (reply, _ignored) = bounded(1);
+                        self.tickets.push(Ticket {
+                            deadline: Some(Instant::now() + self.settings.shutdown_timeout),
+                            reply: TicketReply::Shutdown(reply),
+                        });
+                    }
+                }
+            }
+            self.work(Instant::now());
+            if let Some(reply) = self.exit.take() {
+                let _ = reply.send(self.report());
+                break;
+            }
+        }
+        log::debug!(target: LOG, "writer stopped");
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Dirty { cell, since } => {
+                self.pending
+                    .entry(cell.name().to_owned())
+                    .or_insert(Pending { cell, since });
+                self.publish_oldest();
+            }
+            Message::Create { galaxy, reply } => {
+                let _ = reply.send(self.create(galaxy));
+            }
+            Message::Delete { name } => {
+                self.pending.remove(&name);
+                self.saved_ticks.remove(&name);
+                self.store.forget_ids(&name);
+                if !self.deletions.contains(&name) {
+                    self.deletions.push(name);
+                }
+            }
+            Message::Flush { deadline, reply } => self.tickets.push(Ticket {
+                deadline,
+                reply: TicketReply::Flush(reply),
+            }),
+            Message::Shutdown { deadline, reply } => self.tickets.push(Ticket {
+                deadline: Some(deadline),
+                reply: TicketReply::Shutdown(reply),
+            }),
+        }
+    }
+
+    fn create(&mut self, galaxy: NewGalaxy) -> Result<(), PersistError> {
+        // A pending deletion of the same name must reach the disk first.
+        if self.deletions.contains(&galaxy.name) {
+            self.batch(Instant::now());
+            if self.deletions.contains(&galaxy.name) {
+                let error = self.failure.as_ref().map(|f| f.error.clone());
+                return Err(PersistError::Failed(error.unwrap_or_default()));
+            }
+        }
+        let started = Instant::now();
+        match self.store.insert_galaxy(&galaxy) {
+            Ok(stats) => {
+                self.metrics
+                    .record_batch(started.elapsed(), stats.systems, stats.rows);
+                self.saved_ticks.insert(galaxy.name.clone(), galaxy.tick);
+                log::info!(target: LOG, "galaxy '{}' created and saved ({} systems, {:?})",
+                    galaxy.name, stats.systems, started.elapsed());
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics
+                    .batch_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::warn!(target: LOG, "could not save new galaxy '{}': {error}", galaxy.name);
+                Err(PersistError::Failed(error.to_string()))
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty() || !self.deletions.is_empty()
+    }
+
+    /// When the loop must wake up without a message.
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_interval;
+        if let Some(due) = self.batch_due() {
+            wake = wake.min(due);
+        }
+        for ticket in &self.tickets {
+            if let Some(deadline) = ticket.deadline {
+                wake = wake.min(deadline);
+            }
+        }
+        wake
+    }
+
+    /// When the next batch should commit, if there is anything to commit.
+    fn batch_due(&self) -> Option<Instant> {
+        let due = if !self.tickets.is_empty() || self.ticks_due {
+            Some(Instant::now())
+        } else {
+            let first = self.pending.values().map(|p| p.since).min();
+            let first = match (first, self.deletions.is_empty()) {
+                (None, false) => Some(Instant::now()),
+                (first, _) => first,
+            };
+            first.map(|since| since + self.settings.batch_delay())
+        }?;
+        Some(match &self.failure {
+            Some(failure) => due.max(failure.retry_at),
+            None => due,
+        })
+    }
+
+    fn work(&mut self, now: Instant) {
+        if now >= self.next_interval {
+            self.ticks_due = true;
+            while self.next_interval <= now {
+                self.next_interval += self.settings.auto_save_interval;
+            }
+        }
+        if self.batch_due().is_some_and(|due| due <= now) {
+            let periodic = self.ticks_due;
+            self.batch(now);
+            if periodic && self.failure.is_none() {
+                if let Err(error) = self.store.checkpoint() {
+                    log::warn!(target: LOG, "WAL checkpoint failed: {error}");
+                }
+            }
+        }
+        self.expire_tickets(Instant::now());
+    }
+
+    /// Takes a consistent cut of every galaxy with work and commits it in one transaction.
+    fn batch(&mut self, started: Instant) {
+        let riding: Vec<Ticket> = std::mem::take(&mut self.tickets);
+        let with_ticks = self.ticks_due || !riding.is_empty();
+        let mut galaxies = Vec::new();
+        let mut taken: Vec<(Arc<GalaxyCell>, Changes)> = Vec::new();
+        let mut copied_systems = 0;
+        for pending in self.pending.values() {
+            let mut state = pending.cell.lock();
+            if state.deleted {
+                continue;
+            }
+            // The cut: take the change set and copy its rows in one hold of the lock.
+            let hold = Instant::now();
+            let changes = state.galaxy.take_changes();
+            let systems: Vec<SystemRow> = changes
+                .iter()
+                .filter_map(|(index, rows)| {
+                    let system = state.galaxy.system(index)?.clone();
+                    Some(SystemRow {
+                        index,
+                        rows,
+                        system,
+                    })
+                })
+                .collect();
+            let tick = state.galaxy.tick();
+            drop(state);
+            self.metrics.record_lock_hold(hold.elapsed());
+            copied_systems += systems.len();
+            galaxies.push(GalaxyRows {
+                name: pending.cell.name().to_owned(),
+                tick,
+                systems,
+            });
+            taken.push((pending.cell.clone(), changes));
+        }
+        if with_ticks {
+            for cell in self.registry.all() {
+                if self.pending.contains_key(cell.name()) {
+                    continue;
+                }
+                let tick = {
+                    let state = cell.lock();
+                    if state.deleted {
+                        continue;
+                    }
+                    state.galaxy.tick()
+                };
+                if self.saved_ticks.get(cell.name()) != Some(&tick) {
+                    galaxies.push(GalaxyRows {
+                        name: cell.name().to_owned(),
+                        tick,
+                        systems: Vec::new(),
+                    });
+                }
+            }
+        }
+        let in_flight = &self.metrics.in_flight_systems;
+        in_flight.store(copied_systems as u64, std::sync::atomic::Ordering::Relaxed);
+
+        let result = self.store.write_batch(&self.deletions, &galaxies);
+        in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(stats) => {
+                let duration = started.elapsed();
+                self.metrics
+                    .record_batch(duration, stats.systems, stats.rows);
+                if let Some(failure) = self.failure.take() {
+                    log::info!(target: LOG, "saving recovered after {} failed attempt(s)", failure.attempts);
+                }
+                self.metrics.set_healthy();
+                log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
+                    stats.systems, stats.rows, galaxies.len(), self.deletions.len());
+                {
+                    let mut tombstones = self.tombstones.lock();
+                    for name in self.deletions.drain(..) {
+                        tombstones.remove(&name);
+                    }
+                }
+                for galaxy in &galaxies {
+                    self.saved_ticks.insert(galaxy.name.clone(), galaxy.tick);
+                }
+                // Changes made after the cut sent a fresh marker, still queued behind us.
+                self.pending.clear();
+                self.ticks_due = false;
+                self.publish_oldest();
+                for ticket in riding {
+                    self.answer(ticket, Ok(stats.systems));
+                }
+            }
+            Err(error) => {
+                for (cell, changes) in taken {
+                    let mut state = cell.lock();
+                    if !state.deleted {
+                        state.galaxy.restore_changes(changes);
+                    }
+                }
+                if let StoreError::Inconsistent { galaxy, .. } = &error {
+                    self.store.forget_ids(galaxy);
+                }
+                let message = error.to_string();
+                let attempts = self.failure.as_ref().map_or(0, |f| f.attempts) + 1;
+                if attempts > 1 {
+                    self.metrics
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.metrics
+                    .batch_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.set_failed(message.clone());
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1u32 << (attempts - 1).min(20))
+                    .min(self.settings.auto_save_interval);
+                if attempts == 1 {
+                    log::error!(target: LOG, "saving failed, changes kept in memory and retried: {message}");
+                } else {
+                    log::warn!(target: LOG, "saving failed again (attempt {attempts}, next in {backoff:?}): {message}");
+                }
+                self.failure = Some(Failure {
+                    attempts,
+                    retry_at: Instant::now() + backoff,
+                    error: message.clone(),
+                });
+                for ticket in riding {
+                    if ticket.deadline.is_some() {
+                        self.tickets.push(ticket);
+                    } else {
+                        self.answer(ticket, Err(PersistError::Failed(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {
+        match ticket.reply {
+            TicketReply::Flush(reply) => {
+                let _ = reply.send(result);
+            }
+            TicketReply::Shutdown(reply) => {
+                if let Err(error) = result {
+                    log::warn!(target: LOG, "final flush incomplete: {error}");
+                }
+                self.exit = Some(reply);
+            }
+        }
+    }
+
+    fn expire_tickets(&mut self, now: Instant) {
+        let (expired, waiting): (Vec<Ticket>, Vec<Ticket>) = std::mem::take(&mut self.tickets)
+            .into_iter()
+            .partition(|t| t.deadline.is_some_and(|d| d <= now));
+        self.tickets = waiting;
+        for ticket in expired {
+            let last_error = self.failure.as_ref().map(|f| f.error.clone());
+            self.answer(ticket, Err(PersistError::TimedOut { last_error }));
+        }
+    }
+
+    /// The oldest change this writer has not committed, for the unsaved-age policy.
+    fn publish_oldest(&self) {
+        self.metrics
+            .set_oldest_unsaved(self.pending.values().map(|p| p.since).min());
+    }
+
+    /// What is still unsaved: every galaxy whose change set is not empty.
+    fn report(&self) -> ShutdownReport {
+        let mut unsaved: Vec<(String, usize)> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter_map(|cell| {
+                let state = cell.lock();
+                let count = state.galaxy.changes().len();
+                (count > 0 && !state.deleted).then(|| (cell.name().to_owned(), count))
+            })
+            .collect();
+        unsaved.sort();
+        let error =
+            (!unsaved.is_empty() || !self.deletions.is_empty()).then(|| PersistError::TimedOut {
+                last_error: self.failure.as_ref().map(|f| f.error.clone()),
+            });
+        ShutdownReport {
+            unsaved,
+            unsaved_deletions: self.deletions.clone(),
+            error,
+        }
+    }
+}

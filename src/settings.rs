@@ -1,0 +1,311 @@
+//! Configuration from the environment (CONTRACT §4), parsed once into validated settings.
+//!
+//! Raw strings are read through a lookup function (the process environment in the daemon,
+//! a map in tests) and turned into typed values here; only [`Settings`] travels further. A
+//! value that does not parse is an error naming the variable and the value: nothing is
+//! silently replaced by a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the database lives (`DATABASE_URL`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite:PATH`: a file, created (with its parent directories) if missing.
+    File(PathBuf),
+    /// `sqlite::memory:`: a private in-memory database, gone with the process.
+    Memory,
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite:PATH` (also `sqlite://PATH`) or `sqlite::memory:`.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or("expected sqlite:PATH or sqlite::memory:")?;
+        if rest == ":memory:" {
+            return Ok(DatabaseUrl::Memory);
+        }
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err("the path after sqlite: is empty".into());
+        }
+        Ok(DatabaseUrl::File(PathBuf::from(path)))
+    }
+}
+
+/// SQLite's `synchronous` setting (`GWAR_PERSISTENCE_SYNCHRONOUS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Durable across a process crash; a power loss may lose the last commits.
+    Normal,
+    /// Durable across power loss; every commit waits for fsync.
+    Full,
+}
+
+impl Synchronous {
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How the persistence engine behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistenceSettings {
+    pub enabled: bool,
+    /// No change waits longer than this; also the period of tick saves, retries and WAL
+    /// checkpoints, and the cap of the retry backoff.
+    pub auto_save_interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub write_coalescing: bool,
+    /// A batch commits this long after its first change (coalescing on); capped at
+    /// `auto_save_interval`.
+    pub coalescing_delay: Duration,
+    pub synchronous: Synchronous,
+    /// Refuse orders while the oldest unsaved change is older than this.
+    pub max_unsaved: Option<Duration>,
+}
+
+impl Default for PersistenceSettings {
+    fn default() -> Self {
+        PersistenceSettings {
+            enabled: true,
+            auto_save_interval: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            write_coalescing: true,
+            coalescing_delay: Duration::from_millis(1000),
+            synchronous: Synchronous::Normal,
+            max_unsaved: None,
+        }
+    }
+}
+
+impl PersistenceSettings {
+    /// How long a batch waits after its first change before it commits.
+    pub fn batch_delay(&self) -> Duration {
+        if self.write_coalescing {
+            self.coalescing_delay.min(self.auto_save_interval)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// Everything the daemon reads from its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub database: DatabaseUrl,
+    pub persistence: PersistenceSettings,
+    pub listen: SocketAddr,
+    pub admin_token: Option<String>,
+    /// `GWAR_BACKUP_DIR`; `None` means `backups/` beside the database.
+    pub backup_dir: Option<PathBuf>,
+}
+
+/// A variable whose value does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for {variable}: {reason}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (variable name → value, `None` when unset).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        // Parses one variable with `parse`, or gives `default` when it is unset.
+        macro_rules! var {
+            ($name:literal, $parse:expr, $default:expr) => {
+                match lookup($name) {
+                    None => $default,
+                    Some(value) => {
+                        ($parse)(value.trim()).map_err(|reason: String| SettingsError {
+                            variable: $name,
+                            value: value.clone(),
+                            reason,
+                        })?
+                    }
+                }
+            };
+        }
+        let defaults = PersistenceSettings::default();
+        let persistence = PersistenceSettings {
+            enabled: var!("GWAR_PERSISTENCE_ENABLED", parse_bool, defaults.enabled),
+            auto_save_interval: var!(
+                "GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL",
+                |v| parse_positive(v, "seconds").map(Duration::from_secs),
+                defaults.auto_save_interval
+            ),
+            shutdown_timeout: var!(
+                "GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT",
+                |v| parse_number(v, "seconds").map(Duration::from_secs),
+                defaults.shutdown_timeout
+            ),
+            write_coalescing: var!(
+                "GWAR_PERSISTENCE_WRITE_COALESCING",
+                parse_bool,
+                defaults.write_coalescing
+            ),
+            coalescing_delay: var!(
+                "GWAR_PERSISTENCE_COALESCING_DELAY_MS",
+                |v| parse_number(v, "milliseconds").map(Duration::from_millis),
+                defaults.coalescing_delay
+            ),
+            synchronous: var!(
+                "GWAR_PERSISTENCE_SYNCHRONOUS",
+                |v: &str| match v.to_ascii_lowercase().as_str() {
+                    "normal" => Ok(Synchronous::Normal),
+                    "full" => Ok(Synchronous::Full),
+                    _ => Err("expected normal or full".to_owned()),
+                },
+                defaults.synchronous
+            ),
+            max_unsaved: var!(
+                "GWAR_PERSISTENCE_MAX_UNSAVED_SECS",
+                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
+                None
+            ),
+        };
+        Ok(Settings {
+            database: var!(
+                "DATABASE_URL",
+                DatabaseUrl::parse,
+                DatabaseUrl::File(PathBuf::from("galactic_war.db"))
+            ),
+            persistence,
+            listen: var!(
+                "GWAR_LISTEN",
+                |v: &str| v
+                    .parse::<SocketAddr>()
+                    .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
+                SocketAddr::from(([127, 0, 0, 1], 3050))
+            ),
+            admin_token: var!(
+                "GWAR_ADMIN_TOKEN",
+                |v: &str| if v.is_empty() {
+                    Err("an empty token would protect nothing; unset it instead".to_owned())
+                } else {
+                    Ok(Some(v.to_owned()))
+                },
+                None
+            ),
+            backup_dir: var!(
+                "GWAR_BACKUP_DIR",
+                |v: &str| if v.is_empty() {
+                    Err("expected a directory path".to_owned())
+                } else {
+                    Ok(Some(PathBuf::from(v)))
+                },
+                None
+            ),
+        })
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn parse_number(value: &str, unit: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("expected a whole number of {unit}"))
+}
+
+fn parse_positive(value: &str, unit: &str) -> Result<u64, String> {
+    match parse_number(value, unit)? {
+        0 => Err(format!("expected at least 1 {unit}")),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database, DatabaseUrl::File("galactic_war.db".into()));
+        assert_eq!(s.persistence, PersistenceSettings::default());
+        assert_eq!(s.persistence.auto_save_interval, Duration::from_secs(30));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:3050");
+        assert_eq!(s.admin_token, None);
+        assert_eq!(s.persistence.batch_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn values_parse() {
+        let s = settings(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("GWAR_PERSISTENCE_ENABLED", "false"),
+            ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "5"),
+            ("GWAR_PERSISTENCE_WRITE_COALESCING", "off"),
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "0"),
+            ("GWAR_PERSISTENCE_SYNCHRONOUS", "FULL"),
+            ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", "60"),
+            ("GWAR_LISTEN", "[::1]:8080"),
+            ("GWAR_ADMIN_TOKEN", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(s.database, DatabaseUrl::Memory);
+        assert!(!s.persistence.enabled);
+        assert!(!s.persistence.write_coalescing);
+        assert_eq!(s.persistence.batch_delay(), Duration::ZERO);
+        assert_eq!(s.persistence.synchronous, Synchronous::Full);
+        assert_eq!(s.persistence.max_unsaved, Some(Duration::from_secs(60)));
+        assert_eq!(s.admin_token.as_deref(), Some("s3cret"));
+        let s = settings(&[("DATABASE_URL", "sqlite://data/x.db?mode=rwc")]).unwrap();
+        assert_eq!(s.database, DatabaseUrl::File("data/x.db".into()));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        for (variable, value) in [
+            ("DATABASE_URL", "postgres://x"),
+            ("DATABASE_URL", "sqlite:"),
+            ("GWAR_PERSISTENCE_ENABLED", "maybe"),
+            ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "0"),
+            ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "-3"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "ten"),
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "1.5"),
+            ("GWAR_PERSISTENCE_SYNCHRONOUS", "off"),
+            ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", ""),
+            ("GWAR_LISTEN", "localhost"),
+            ("GWAR_ADMIN_TOKEN", ""),
+        ] {
+            let err = settings(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, variable);
+            assert_eq!(err.value, value);
+            let text = err.to_string();
+            assert!(
+                text.contains(variable) && text.contains(&format!("{value:?}")),
+                "{text}"
+            );
+        }
+    }
+}
