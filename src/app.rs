@@ -20,7 +20,7 @@ use crate::model::{
 use crate::persistence::cell::{GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::{NewGalaxy, StoreError};
-use crate::persistence::writer::{PersistError, ShutdownReport};
+use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
 use crate::persistence::Engine;
 use crate::settings::Settings;
 
@@ -229,6 +229,10 @@ impl AppState {
         let galaxy = engine.load(name)?.ok_or_else(unknown)?;
         log::info!(target: "galactic_war::persistence",
             "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
+        shared
+            .metrics
+            .galaxies_loaded_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cell = GalaxyCell::new(galaxy);
         shared.registry.insert(cell.clone());
         Ok(cell)
@@ -246,6 +250,18 @@ impl AppState {
             return Err(AppError::UnknownGalaxy(name.to_owned()));
         }
         Ok(read(&mut state.galaxy)?)
+    }
+
+    /// A copy of a galaxy as it is in memory (loading it on a miss). Costs time and memory
+    /// in proportion to the galaxy: for tools and tests, not for the game's hot path.
+    pub fn galaxy_copy(&self, name: &str) -> Result<Galaxy, AppError> {
+        self.read(name, |galaxy| Ok(galaxy.clone()))
+    }
+
+    /// The persistence engine's write connection, for maintenance (see
+    /// [`WriterHandle::with_connection`]); `None` without persistence.
+    pub fn writer(&self) -> Option<&WriterHandle> {
+        self.shared.engine.as_ref().map(Engine::writer)
     }
 
     /// Orders a build (CONTRACT §1) and schedules the change for saving.

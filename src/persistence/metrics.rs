@@ -62,6 +62,7 @@ pub struct Metrics {
     pub(crate) max_batch_micros: AtomicU64,
     pub(crate) total_batch_micros: AtomicU64,
     pub(crate) max_lock_hold_micros: AtomicU64,
+    pub(crate) galaxies_loaded_total: AtomicU64,
     /// Milliseconds since `epoch` of the oldest unsaved change, or `NONE`.
     oldest_unsaved_ms: AtomicU64,
 }
@@ -80,6 +81,8 @@ pub struct MetricsSnapshot {
     pub max_batch_micros: u64,
     pub total_batch_micros: u64,
     pub max_lock_hold_micros: u64,
+    /// Galaxies loaded from the database on a cache miss.
+    pub galaxies_loaded_total: u64,
     /// Age of the oldest change not yet committed, if any.
     pub oldest_unsaved_ms: Option<u64>,
 }
@@ -100,6 +103,7 @@ impl Metrics {
             max_batch_micros: AtomicU64::new(0),
             total_batch_micros: AtomicU64::new(0),
             max_lock_hold_micros: AtomicU64::new(0),
+            galaxies_loaded_total: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
         }
     }
@@ -183,6 +187,7 @@ impl Metrics {
             max_batch_micros: self.max_batch_micros.load(Relaxed),
             total_batch_micros: self.total_batch_micros.load(Relaxed),
             max_lock_hold_micros: self.max_lock_hold_micros.load(Relaxed),
+            galaxies_loaded_total: self.galaxies_loaded_total.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
         }
     }

@@ -610,3 +610,191 @@ fn write_events(
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Galaxy, GalaxyConfig};
+
+    fn memory() -> Store {
+        Store::open_writer(&DatabaseUrl::Memory, Synchronous::Normal).unwrap()
+    }
+
+    fn new_galaxy(name: &str) -> (Galaxy, NewGalaxy) {
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
+        galaxy.take_changes();
+        let new = NewGalaxy {
+            name: name.to_owned(),
+            config_toml: galaxy.config().to_toml(),
+            tick: galaxy.tick(),
+            systems: galaxy.systems().to_vec(),
+            rows: RowMask::new_system(galaxy.rules()),
+        };
+        (galaxy, new)
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .connection()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn migrations_create_the_schema_and_the_events_index() {
+        let store = memory();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let index: String = store
+            .connection()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events_system_completion'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            index.contains("events(system_id, completion_tick)"),
+            "{index}"
+        );
+        let fk: i64 = store
+            .connection()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_created_galaxy_loads_back_identical() {
+        let mut store = memory();
+        let (galaxy, new) = new_galaxy("g");
+        let stats = store.insert_galaxy(&new).unwrap();
+        assert_eq!(stats.systems, 200);
+        assert_eq!(count(&store, "systems"), 200);
+        assert_eq!(count(&store, "structures"), 200 * 5);
+        assert_eq!(count(&store, "events"), 0);
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+        assert_eq!(store.load_galaxy("nope").unwrap(), None);
+        assert!(store.galaxy_exists("g").unwrap());
+        assert_eq!(store.galaxy_names().unwrap(), ["g"]);
+        assert!(store.insert_galaxy(&new).is_err(), "names are unique");
+    }
+
+    #[test]
+    fn a_batch_writes_only_changed_rows_and_loads_back() {
+        let mut store = memory();
+        let (mut galaxy, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        let (x, y) = galaxy.systems()[7].coords();
+        galaxy
+            .build(200, x.into(), y.into(), StructureKind::Hatchery)
+            .unwrap();
+        let changes = galaxy.take_changes();
+        let rows: Vec<SystemRow> = changes
+            .iter()
+            .map(|(index, rows)| SystemRow {
+                index,
+                rows,
+                system: galaxy.system(index).unwrap().clone(),
+            })
+            .collect();
+        let batch = GalaxyRows {
+            name: "g".into(),
+            tick: galaxy.tick(),
+            systems: rows,
+        };
+        let stats = store
+            .write_batch(&[], std::slice::from_ref(&batch))
+            .unwrap();
+        // galaxy tick + system row + event delete + event insert
+        assert_eq!(
+            stats,
+            WriteStats {
+                systems: 1,
+                rows: 4
+            }
+        );
+        assert_eq!(count(&store, "events"), 1);
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
+        // Writing the same rows again replaces, never duplicates.
+        store.write_batch(&[], &[batch]).unwrap();
+        assert_eq!(count(&store, "events"), 1);
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+    }
+
+    #[test]
+    fn a_completed_build_is_saved_with_the_next_order() {
+        let mut store = memory();
+        let (mut galaxy, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        let (x, y) = galaxy.systems()[0].coords();
+        let (x, y) = (u64::from(x), u64::from(y));
+        galaxy
+            .build(100, x, y, StructureKind::AsteroidMine)
+            .unwrap();
+        galaxy
+            .build(300, x, y, StructureKind::WaterHarvester)
+            .unwrap();
+        let changes = galaxy.take_changes();
+        let mask = changes.get(0).unwrap();
+        assert!(mask.contains(RowMask::structure(StructureKind::AsteroidMine)));
+        let systems = vec![SystemRow {
+            index: 0,
+            rows: mask,
+            system: galaxy.system(0).unwrap().clone(),
+        }];
+        let batch = GalaxyRows {
+            name: "g".into(),
+            tick: 300,
+            systems,
+        };
+        store.write_batch(&[], &[batch]).unwrap();
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+    }
+
+    #[test]
+    fn deletion_cascades_to_every_row() {
+        let mut store = memory();
+        let (_, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        let (_, other) = new_galaxy("h");
+        store.insert_galaxy(&other).unwrap();
+        store.write_batch(&["g".to_owned()], &[]).unwrap();
+        assert_eq!(store.galaxy_names().unwrap(), ["h"]);
+        assert_eq!(count(&store, "systems"), 200);
+        assert_eq!(count(&store, "structures"), 1000);
+    }
+
+    #[test]
+    fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
+        let mut store = memory();
+        let (galaxy, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        let mut system = galaxy.system(0).unwrap().clone();
+        system.x += 1; // not the system stored at index 0
+        let batch = GalaxyRows {
+            name: "g".into(),
+            tick: 0,
+            systems: vec![SystemRow {
+                index: 0,
+                rows: RowMask::SYSTEM,
+                system,
+            }],
+        };
+        let err = store.write_batch(&[], &[batch]).unwrap_err();
+        assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_rows_are_refused_on_load() {
+        let mut store = memory();
+        let (_, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        store
+            .connection()
+            .execute("UPDATE systems SET metal = -5 WHERE id = 1", [])
+            .unwrap();
+        let err = store.load_galaxy("g").unwrap_err();
+        assert!(err.to_string().contains("negative value -5"), "{err}");
+    }
+}

@@ -80,6 +80,8 @@ pub(crate) enum Message {
         deadline: Instant,
         reply: Sender<ShutdownReport>,
     },
+    /// Maintenance work that needs the write connection itself.
+    Exec(Box<dyn FnOnce(&rusqlite::Connection) + Send>),
 }
 
 /// The handle game threads use to reach the writer thread.
@@ -163,6 +165,23 @@ impl WriterHandle {
             .send(Message::Flush { deadline, reply })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// Runs `work` on the writer thread with the write connection, between batches, and
+    /// returns its result. For maintenance and fault injection (a tighter
+    /// `max_page_count`, say); the connection's transaction state must be left as found.
+    pub fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
+    ) -> Result<T, PersistError> {
+        let (reply, answer) = bounded(1);
+        let job = move |conn: &rusqlite::Connection| {
+            let _ = reply.send(work(conn));
+        };
+        self.tx
+            .send(Message::Exec(Box::new(job)))
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)
     }
 
     /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
@@ -310,6 +329,7 @@ impl Writer {
                 deadline: Some(deadline),
                 reply: TicketReply::Shutdown(reply),
             }),
+            Message::Exec(job) => job(self.store.connection()),
         }
     }
 
@@ -349,7 +369,7 @@ impl Writer {
     /// When the loop must wake up without a message.
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_interval;
-        if let Some(due) = self.batch_due() {
+        if let Some(due) = self.batch_due(Instant::now()) {
             wake = wake.min(due);
         }
         for ticket in &self.tickets {
@@ -360,14 +380,15 @@ impl Writer {
         wake
     }
 
-    /// When the next batch should commit, if there is anything to commit.
-    fn batch_due(&self) -> Option<Instant> {
+    /// When the next batch should commit, if there is anything to commit; `now` when it
+    /// should commit at once.
+    fn batch_due(&self, now: Instant) -> Option<Instant> {
         let due = if !self.tickets.is_empty() || self.ticks_due {
-            Some(Instant::now())
+            Some(now)
         } else {
             let first = self.pending.values().map(|p| p.since).min();
             let first = match (first, self.deletions.is_empty()) {
-                (None, false) => Some(Instant::now()),
+                (None, false) => Some(now),
                 (first, _) => first,
             };
             first.map(|since| since + self.settings.batch_delay())
@@ -385,7 +406,7 @@ impl Writer {
                 self.next_interval += self.settings.auto_save_interval;
             }
         }
-        if self.batch_due().is_some_and(|due| due <= now) {
+        if self.batch_due(now).is_some_and(|due| due <= now) {
             let periodic = self.ticks_due;
             self.batch(now);
             if periodic && self.failure.is_none() {

@@ -1,0 +1,239 @@
+//! Orders racing the writer: no update is lost, every batch is a consistent cut, batches
+//! coalesce, and reads write nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use galactic_war::model::StructureKind;
+
+use crate::util::{coords, endless_config, wait_for, TestDb};
+
+const COLONY: StructureKind = StructureKind::Colony;
+
+#[test]
+fn no_update_is_lost_while_the_writer_saves_continuously() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = Duration::from_millis(1));
+    for name in ["a", "b"] {
+        app.create_galaxy(name, endless_config(400), Some(11), 100)
+            .unwrap();
+    }
+    let systems = coords(&app.galaxy_copy("a").unwrap());
+    let before = app.metrics().batches_committed;
+    // Order until thousands of batches have interleaved with the orders (or a time cap).
+    let enough = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let threads: Vec<_> = (0..3u64)
+        .map(|t| {
+            let app = app.clone();
+            let systems = systems.clone();
+            let enough = enough.clone();
+            std::thread::spawn(move || {
+                let mut orders = 0u64;
+                while !enough.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    for _ in 0..20 {
+                        let galaxy = if (orders + t).is_multiple_of(2) {
+                            "a"
+                        } else {
+                            "b"
+                        };
+                        let (x, y) =
+                            systems[((orders * 31 + t * 7) % systems.len() as u64) as usize];
+                        app.build(galaxy, 100, x, y, COLONY).unwrap();
+                        orders += 1;
+                    }
+                    // Leave the writer room to cut batches in between.
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                orders
+            })
+        })
+        .collect();
+    assert!(wait_for(Duration::from_secs(60), || app
+        .metrics()
+        .batches_committed
+        - before
+        >= 3_000));
+    enough.store(true, Ordering::Relaxed);
+    let orders: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    app.save_all().unwrap();
+    let batches = app.metrics().batches_committed - before;
+    eprintln!("{orders} orders, {batches} batches");
+    assert!(
+        batches >= 1_000,
+        "only {batches} batches interleaved with the orders"
+    );
+    for name in ["a", "b"] {
+        let memory = app.galaxy_copy(name).unwrap();
+        let stored = db.stored(name).unwrap();
+        assert_eq!(stored.systems(), memory.systems(), "galaxy {name}");
+        assert_eq!(stored.tick(), memory.tick());
+    }
+    let levels: u64 = ["a", "b"]
+        .iter()
+        .flat_map(|name| db.stored(name).unwrap().systems().to_vec())
+        .map(|s| u64::from(s.levels[COLONY.index()]) - 1 + u64::from(s.build.is_some()))
+        .sum();
+    assert_eq!(levels, orders, "every acknowledged order is on disk");
+}
+
+#[test]
+fn a_batch_never_mixes_instants() {
+    // One thread orders in system A then system B, strictly alternating; every order
+    // costs one metal. In any consistent cut B has had as many orders as A or one fewer,
+    // so A's metal is B's metal or one less. A batch that copied A and B at different
+    // instants would show B ahead of A.
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = Duration::from_millis(1));
+    app.create_galaxy("cut", endless_config(2), Some(5), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("cut").unwrap());
+    let (a, b) = (systems[0], systems[1]);
+    let done = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let done = done.clone();
+        let conn = db.connection();
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            let mut distinct = std::collections::HashSet::new();
+            while !done.load(Ordering::Relaxed) {
+                let metal = |tx: &rusqlite::Transaction, (x, y): (u64, u64)| -> i64 {
+                    tx.query_row(
+                        "SELECT metal FROM systems WHERE galaxy_name = 'cut' AND x = ?1 AND y = ?2",
+                        [x as i64, y as i64],
+                        |r| r.get(0),
+                    )
+                    .unwrap()
+                };
+                // One read transaction: both rows from the same committed state.
+                let tx = conn.unchecked_transaction().unwrap();
+                let (ma, mb) = (metal(&tx, a), metal(&tx, b));
+                drop(tx);
+                assert!(
+                    ma == mb || ma + 1 == mb,
+                    "A has {ma} metal, B {mb}: a mixed cut"
+                );
+                distinct.insert(ma);
+                checks += 1;
+            }
+            (checks, distinct.len())
+        })
+    };
+    // Order until the checker has had plenty of batches to look at (or a time cap).
+    let before = app.metrics().batches_committed;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.metrics().batches_committed - before < 2_000 && Instant::now() < deadline {
+        for _ in 0..10 {
+            app.build("cut", 0, a.0, a.1, COLONY).unwrap();
+            app.build("cut", 0, b.0, b.1, COLONY).unwrap();
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    app.save_all().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let (checks, states) = checker.join().unwrap();
+    eprintln!("{checks} checks over {states} distinct committed states");
+    assert!(
+        states > 100,
+        "the checker saw too few commits ({states}) to mean anything"
+    );
+    let stored = db.stored("cut").unwrap();
+    assert_eq!(stored.systems(), app.galaxy_copy("cut").unwrap().systems());
+}
+
+#[test]
+fn changes_inside_one_window_coalesce_into_one_batch() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = Duration::from_secs(3));
+    app.create_galaxy("c", endless_config(10), Some(5), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("c").unwrap());
+    let before = app.metrics();
+    let started = Instant::now();
+    for i in 0..1000usize {
+        let (x, y) = systems[i % 3];
+        if i % 2 == 0 {
+            app.build("c", 0, x, y, COLONY).unwrap();
+        } else {
+            app.system_details("c", 0, x, y).unwrap();
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the orders took too long for the test to mean anything"
+    );
+    assert!(wait_for(Duration::from_secs(20), || app
+        .metrics()
+        .batches_committed
+        > before.batches_committed));
+    // Give a second batch every chance to appear if coalescing were broken.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = app.metrics();
+    assert_eq!(
+        after.batches_committed,
+        before.batches_committed + 1,
+        "one batch"
+    );
+    assert_eq!(
+        after.systems_written,
+        before.systems_written + 3,
+        "each system written once"
+    );
+    assert_eq!(app.dirty_systems(), 0);
+    assert_eq!(
+        db.stored("c").unwrap().systems(),
+        app.galaxy_copy("c").unwrap().systems()
+    );
+}
+
+#[test]
+fn without_coalescing_a_change_commits_promptly() {
+    let db = TestDb::new();
+    // A long delay that coalescing off must ignore.
+    let app = db.open(|s| {
+        s.write_coalescing = false;
+        s.coalescing_delay = Duration::from_secs(60);
+    });
+    app.create_galaxy("p", endless_config(10), Some(5), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("p").unwrap())[0];
+    let before = app.metrics().batches_committed;
+    app.build("p", 0, x, y, COLONY).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || app
+        .metrics()
+        .batches_committed
+        > before));
+    assert_eq!(
+        db.stored("p").unwrap().systems(),
+        app.galaxy_copy("p").unwrap().systems()
+    );
+}
+
+#[test]
+fn reads_write_nothing() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = Duration::from_millis(20));
+    app.create_galaxy("r", crate::util::blitz(), Some(5), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("r").unwrap());
+    let (x, y) = systems[0];
+    app.build("r", 0, x, y, StructureKind::Hatchery).unwrap();
+    app.save_all().unwrap();
+    let before = app.metrics();
+    for tick in 1..3000u64 {
+        let (x, y) = systems[tick as usize % systems.len()];
+        app.system_details("r", tick, x, y).unwrap();
+        app.structure_details("r", tick, x, y, StructureKind::Colony)
+            .unwrap();
+        if tick % 100 == 0 {
+            app.galaxy_details("r", tick).unwrap();
+        }
+    }
+    // Several coalescing windows pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = app.metrics();
+    assert_eq!(after.rows_written, before.rows_written);
+    assert_eq!(after.batches_committed, before.batches_committed);
+    assert_eq!(app.dirty_systems(), 0);
+}

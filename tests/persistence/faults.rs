@@ -1,0 +1,146 @@
+//! Real faults: a database locked by another connection, a database that is full, and the
+//! unsaved-age policy. Orders keep working, health tells the truth, nothing is lost.
+
+use std::time::Duration;
+
+use galactic_war::app::{AppError, AppState};
+use galactic_war::model::StructureKind;
+use galactic_war::persistence::metrics::PersistenceState;
+
+use crate::util::{coords, endless_config, wait_for, TestDb};
+
+const COLONY: StructureKind = StructureKind::Colony;
+
+fn order_everywhere(app: &AppState, galaxy: &str, systems: &[(u64, u64)]) {
+    for &(x, y) in systems {
+        app.build(galaxy, 10, x, y, COLONY)
+            .expect("orders keep working");
+    }
+}
+
+fn state(app: &AppState) -> PersistenceState {
+    app.health().persistence.state
+}
+
+fn assert_all_saved(db: &TestDb, app: &AppState, galaxy: &str) {
+    assert!(
+        wait_for(Duration::from_secs(30), || state(app)
+            == PersistenceState::Healthy
+            && app.dirty_systems() == 0),
+        "the engine recovers: {:?}",
+        app.health()
+    );
+    app.save_all().unwrap();
+    let stored = db.stored(galaxy).unwrap();
+    assert_eq!(stored.systems(), app.galaxy_copy(galaxy).unwrap().systems());
+}
+
+#[test]
+fn a_locked_database_is_retried_and_everything_saved_after_release() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.auto_save_interval = Duration::from_secs(2));
+    app.create_galaxy("busy", endless_config(50), Some(1), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("busy").unwrap());
+
+    let locker = db.connection();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    order_everywhere(&app, "busy", &systems[..20]);
+    assert!(
+        wait_for(Duration::from_secs(20), || state(&app)
+            == PersistenceState::Retrying),
+        "health shows the failure: {:?}",
+        app.health()
+    );
+    let health = app.health();
+    assert_eq!(health.status, "degraded");
+    let error = health.persistence.last_error.unwrap();
+    assert!(
+        error.contains("locked") || error.contains("busy"),
+        "{error}"
+    );
+    assert!(health.persistence.dirty_systems >= 20);
+    // The game goes on from memory.
+    order_everywhere(&app, "busy", &systems);
+    app.system_details("busy", 10, systems[0].0, systems[0].1)
+        .unwrap();
+    assert!(matches!(app.save_all(), Err(AppError::Persistence(_))));
+
+    locker.execute_batch("COMMIT").unwrap();
+    assert_all_saved(&db, &app, "busy");
+    assert!(app.metrics().batch_errors >= 1);
+}
+
+#[test]
+fn a_full_database_is_retried_and_everything_saved_once_there_is_room() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.auto_save_interval = Duration::from_secs(2));
+    app.create_galaxy("full", endless_config(2_000), Some(1), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("full").unwrap());
+    let writer = app.writer().unwrap();
+    // No room to grow: every page the database has is all it may have.
+    writer
+        .with_connection(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap()
+        .unwrap();
+    // First orders add an event row to every system: the database must grow.
+    order_everywhere(&app, "full", &systems);
+    assert!(
+        wait_for(Duration::from_secs(20), || state(&app)
+            == PersistenceState::Retrying),
+        "health shows the failure: {:?}",
+        app.health()
+    );
+    let error = app.health().persistence.last_error.unwrap();
+    assert!(error.contains("full"), "{error}");
+    order_everywhere(&app, "full", &systems[..100]);
+
+    writer
+        .with_connection(|conn| {
+            conn.query_row("PRAGMA max_page_count = 1000000000", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap()
+        .unwrap();
+    assert_all_saved(&db, &app, "full");
+}
+
+#[test]
+fn orders_pause_past_the_unsaved_age_limit_and_resume_after_recovery() {
+    let db = TestDb::new();
+    let app = db.open(|s| {
+        s.auto_save_interval = Duration::from_secs(1);
+        s.max_unsaved = Some(Duration::from_secs(1));
+    });
+    app.create_galaxy("aged", endless_config(10), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("aged").unwrap())[0];
+
+    let locker = db.connection();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    app.build("aged", 10, x, y, COLONY).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || matches!(
+            app.build("aged", 10, x, y, COLONY),
+            Err(AppError::UnsavedTooOld { .. })
+        )),
+        "orders are refused once the oldest change is too old"
+    );
+    // Reads keep working.
+    app.system_details("aged", 10, x, y).unwrap();
+    locker.execute_batch("COMMIT").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || app
+            .build("aged", 10, x, y, COLONY)
+            .is_ok()),
+        "orders are accepted again once the database caught up"
+    );
+    assert_all_saved(&db, &app, "aged");
+}

@@ -1,0 +1,204 @@
+//! Flush, shutdown, migrations, and the modes without a database file.
+
+use std::time::{Duration, Instant};
+
+use galactic_war::app::AppState;
+use galactic_war::model::StructureKind;
+use galactic_war::persistence::metrics::PersistenceState;
+use galactic_war::persistence::store::{StoreError, SCHEMA_VERSION};
+use galactic_war::settings::DatabaseUrl;
+
+use crate::util::{blitz, coords, endless_config, file_bytes, TestDb};
+
+const COLONY: StructureKind = StructureKind::Colony;
+const NEVER: Duration = Duration::from_secs(3600);
+
+#[test]
+fn flush_returns_once_every_earlier_change_is_committed() {
+    let db = TestDb::new();
+    // A window so long that only the flush can be what saved the changes.
+    let app = db.open(|s| s.coalescing_delay = NEVER);
+    app.create_galaxy("f", endless_config(30), Some(1), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("f").unwrap());
+    for &(x, y) in &systems {
+        app.build("f", 5, x, y, COLONY).unwrap();
+    }
+    assert_ne!(
+        db.stored("f").unwrap().systems(),
+        app.galaxy_copy("f").unwrap().systems()
+    );
+    assert_eq!(app.save_all().unwrap(), 30);
+    let stored = db.stored("f").unwrap();
+    assert_eq!(stored.systems(), app.galaxy_copy("f").unwrap().systems());
+    assert_eq!(stored.tick(), 5);
+    // Nothing left: the next flush writes no system.
+    assert_eq!(app.save_all().unwrap(), 0);
+}
+
+#[test]
+fn shutdown_flushes_everything_and_stops_the_writer() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = NEVER);
+    app.create_galaxy("s", endless_config(30), Some(1), 0)
+        .unwrap();
+    let systems = coords(&app.galaxy_copy("s").unwrap());
+    for &(x, y) in &systems {
+        app.build("s", 5, x, y, COLONY).unwrap();
+    }
+    let memory = app.galaxy_copy("s").unwrap();
+    let report = app.shutdown();
+    assert!(report.all_saved(), "{report:?}");
+    assert!(app.shutdown().all_saved(), "a second shutdown is harmless");
+    assert!(app.save_all().is_err(), "the writer is gone after shutdown");
+    drop(app);
+    assert_eq!(db.stored("s").unwrap().systems(), memory.systems());
+}
+
+#[test]
+fn dropping_the_state_still_flushes() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.coalescing_delay = NEVER);
+    app.create_galaxy("d", endless_config(5), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("d").unwrap())[0];
+    app.build("d", 5, x, y, COLONY).unwrap();
+    let memory = app.galaxy_copy("d").unwrap();
+    drop(app);
+    assert_eq!(db.stored("d").unwrap().systems(), memory.systems());
+}
+
+#[test]
+fn shutdown_with_a_locked_database_names_every_unsaved_galaxy() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.shutdown_timeout = Duration::from_secs(1));
+    app.create_galaxy("one", endless_config(10), Some(1), 0)
+        .unwrap();
+    app.create_galaxy("two", endless_config(10), Some(2), 0)
+        .unwrap();
+    app.create_galaxy("clean", endless_config(10), Some(3), 0)
+        .unwrap();
+    let locker = db.connection();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for (name, count) in [("one", 3), ("two", 5)] {
+        let systems = coords(&app.galaxy_copy(name).unwrap());
+        for &(x, y) in &systems[..count] {
+            app.build(name, 5, x, y, COLONY).unwrap();
+        }
+    }
+    let started = Instant::now();
+    let report = app.shutdown();
+    assert!(!report.all_saved());
+    assert_eq!(
+        report.unsaved,
+        [("one".to_owned(), 3), ("two".to_owned(), 5)]
+    );
+    // The timeout plus at most one busy wait of SQLite's.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    locker.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn migrations_run_once_and_reopening_is_a_no_op() {
+    let db = TestDb::new();
+    {
+        let app = db.open(|_| {});
+        app.create_galaxy("m", blitz(), Some(1), 0).unwrap();
+    }
+    let version = |db: &TestDb| -> i64 {
+        db.connection()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&db), SCHEMA_VERSION);
+    let before = db.stored("m").unwrap();
+    {
+        let _again = db.open(|_| {});
+    }
+    assert_eq!(version(&db), SCHEMA_VERSION);
+    assert_eq!(db.stored("m").unwrap(), before);
+    let mode: String = db
+        .connection()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused_and_left_untouched() {
+    let db = TestDb::new();
+    {
+        let conn = db.connection();
+        conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let before = file_bytes(&db.path());
+    let err = AppState::open(&db.settings(|_| {})).err().expect("refused");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer"), "{err}");
+    assert_eq!(file_bytes(&db.path()), before);
+    assert!(!db.dir.path().join("galactic_war.db-wal").exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
+    let db = TestDb::new();
+    std::fs::write(
+        db.path(),
+        b"this is not an SQLite database, just some text.......",
+    )
+    .unwrap();
+    let before = file_bytes(&db.path());
+    let err = AppState::open(&db.settings(|_| {})).err().expect("refused");
+    assert!(err.to_string().contains("not a database"), "{err}");
+    assert_eq!(file_bytes(&db.path()), before);
+}
+
+#[test]
+fn parent_directories_are_created() {
+    let db = TestDb::new();
+    let mut settings = db.settings(|_| {});
+    let nested = db.dir.path().join("a/b/c/game.db");
+    settings.database = DatabaseUrl::File(nested.clone());
+    let app = AppState::open(&settings).unwrap();
+    app.create_galaxy("n", blitz(), Some(1), 0).unwrap();
+    assert!(nested.exists());
+}
+
+#[test]
+fn disabled_persistence_keeps_the_same_api_in_memory() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.enabled = false);
+    assert_eq!(app.health().persistence.state, PersistenceState::Disabled);
+    assert_eq!(app.health().status, "ok");
+    app.create_galaxy("mem", endless_config(5), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("mem").unwrap())[0];
+    app.build("mem", 1, x, y, COLONY).unwrap();
+    assert_eq!(
+        app.dirty_systems(),
+        0,
+        "nothing accumulates that nobody will save"
+    );
+    assert_eq!(app.save_all().unwrap(), 0);
+    assert_eq!(app.list().unwrap().len(), 1);
+    assert!(!db.path().exists(), "no database file is created");
+}
+
+#[test]
+fn an_in_memory_database_works_like_a_file() {
+    let db = TestDb::new();
+    let mut settings = db.settings(|_| {});
+    settings.database = DatabaseUrl::Memory;
+    let app = AppState::open(&settings).unwrap();
+    app.create_galaxy("mem", endless_config(5), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("mem").unwrap())[0];
+    app.build("mem", 1, x, y, COLONY).unwrap();
+    assert_eq!(app.save_all().unwrap(), 1);
+    assert_eq!(app.health().persistence.state, PersistenceState::Healthy);
+    assert!(app.shutdown().all_saved());
+}
