@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use super::cell::{GalaxyCell, Registry};
 use super::metrics::Metrics;
-use super::store::{GalaxyRows, NewGalaxy, Store, StoreError, SystemRow};
+use super::store::{GalaxyRows, NewGalaxy, Store, StoreError, SystemRow, WriteStats};
 use crate::model::Changes;
 use crate::settings::PersistenceSettings;
 
@@ -479,19 +479,27 @@ impl Writer {
         let in_flight = &self.metrics.in_flight_systems;
         in_flight.store(copied_systems as u64, std::sync::atomic::Ordering::Relaxed);
 
-        let result = self.store.write_batch(&self.deletions, &galaxies);
+        // Periodic work with nothing to save opens no transaction and counts no batch.
+        let nothing_to_write = galaxies.is_empty() && self.deletions.is_empty();
+        let result = if nothing_to_write {
+            Ok(WriteStats::default())
+        } else {
+            self.store.write_batch(&self.deletions, &galaxies)
+        };
         in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(stats) => {
                 let duration = started.elapsed();
-                self.metrics
-                    .record_batch(duration, stats.systems, stats.rows);
                 if let Some(failure) = self.failure.take() {
                     log::info!(target: LOG, "saving recovered after {} failed attempt(s)", failure.attempts);
                 }
                 self.metrics.set_healthy();
-                log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
-                    stats.systems, stats.rows, galaxies.len(), self.deletions.len());
+                if !nothing_to_write {
+                    self.metrics
+                        .record_batch(duration, stats.systems, stats.rows);
+                    log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
+                        stats.systems, stats.rows, galaxies.len(), self.deletions.len());
+                }
                 {
                     let mut tombstones = self.tombstones.lock();
                     for name in self.deletions.drain(..) {

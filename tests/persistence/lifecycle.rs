@@ -202,3 +202,29 @@ fn an_in_memory_database_works_like_a_file() {
     assert_eq!(app.health().persistence.state, PersistenceState::Healthy);
     assert!(app.shutdown().all_saved());
 }
+
+#[test]
+fn galaxy_ticks_advanced_by_reads_are_saved_by_the_periodic_work() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.auto_save_interval = Duration::from_secs(1));
+    app.create_galaxy("t", blitz(), Some(1), 0).unwrap();
+    let before = app.metrics();
+    app.galaxy_details("t", 12_345).unwrap();
+    let saved = crate::util::wait_for(Duration::from_secs(10), || {
+        db.stored("t").unwrap().tick() == 12_345
+    });
+    assert!(saved, "the advanced tick reached the disk");
+    let after = app.metrics();
+    assert_eq!(
+        after.systems_written, before.systems_written,
+        "no system was written"
+    );
+    assert_eq!(
+        after.rows_written,
+        before.rows_written + 1,
+        "only the galaxy row"
+    );
+    // Later intervals with nothing new write nothing at all.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(app.metrics().rows_written, after.rows_written);
+}
