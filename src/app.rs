@@ -7,6 +7,7 @@
 //! serialised by one catalog lock, taken before any galaxy lock and never during an order.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, RowMask, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
+use crate::persistence::backup::{backup_database, timestamped_path, BackupError};
 use crate::persistence::cell::{GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::{NewGalaxy, StoreError};
@@ -43,6 +45,10 @@ pub enum AppError {
     Persistence(#[from] PersistError),
     #[error("database error: {0}")]
     Store(#[from] StoreError),
+    #[error("there is no database file to back up (persistence is off or in memory)")]
+    NoDatabase,
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
 
 /// `POST /galaxies/{name}`'s answer.
@@ -400,6 +406,31 @@ impl AppState {
             Some(engine) => engine.writer().shutdown(),
             None => ShutdownReport::default(),
         }
+    }
+
+    /// An online backup of the database into `dir` (default: `backups/` beside the
+    /// database) under a timestamped name; the path written. It holds every change
+    /// committed before it started.
+    pub fn backup(&self, dir: Option<&Path>) -> Result<PathBuf, AppError> {
+        let source = self
+            .shared
+            .engine
+            .as_ref()
+            .and_then(Engine::path)
+            .ok_or(AppError::NoDatabase)?;
+        let dir = match dir {
+            Some(dir) => dir.to_path_buf(),
+            None => source
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("backups"),
+        };
+        let target = timestamped_path(&dir, std::time::SystemTime::now());
+        let started = Instant::now();
+        backup_database(source, &target)?;
+        log::info!(target: "galactic_war::persistence",
+            "backup written to {} in {:?}", target.display(), started.elapsed());
+        Ok(target)
     }
 
     /// Systems with changes not yet committed, in memory and in the batch being written.

@@ -11,12 +11,17 @@
 //! - [`app`]: the application state: the galaxy cache, load on miss, create, orders,
 //!   details, delete, flush and shutdown, on top of the model and the engine.
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
-//!
-//! The daemon (HTTP, signals, systemd) builds on [`app::AppState`].
+//! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
+//! - [`systemd`]: readiness, status, watchdog and stopping notices.
+//! - [`daemon`]: the `galactic-war` command: serve, signals, final flush, subcommands.
+//!   `src/main.rs` only hands it the arguments.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod daemon;
+pub mod http;
 pub mod model;
 pub mod persistence;
 pub mod settings;
+pub mod systemd;

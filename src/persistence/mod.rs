@@ -5,11 +5,13 @@
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
+//! - [`backup`]: online backups through SQLite's backup API.
 //!
 //! [`Engine`] ties them together: it holds the database lock, the writer, and the
 //! read-only connection that loads galaxies on a cache miss. Everything here logs under
 //! the target `galactic_war::persistence`.
 
+pub mod backup;
 pub mod cell;
 pub mod lock;
 pub mod metrics;
@@ -17,6 +19,7 @@ pub mod store;
 pub mod writer;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -37,6 +40,8 @@ pub struct Engine {
     /// connection can see (and whose galaxies never leave memory anyway).
     reader: Option<Mutex<Store>>,
     tombstones: Arc<Mutex<HashSet<String>>>,
+    /// The database file; `None` for an in-memory database.
+    path: Option<PathBuf>,
     _lock: Option<DatabaseLock>,
 }
 
@@ -75,13 +80,30 @@ impl Engine {
             tombstones.clone(),
         )
         .map_err(StoreError::WriterThread)?;
-        log::info!(target: "galactic_war::persistence", "persistence on {url:?} ({settings:?})");
+        log::info!(target: "galactic_war::persistence",
+            "persistence on {} (coalescing {}, auto-save every {:?}, synchronous {})",
+            match url {
+                DatabaseUrl::File(path) => path.display().to_string(),
+                DatabaseUrl::Memory => ":memory:".to_owned(),
+            },
+            if settings.write_coalescing { format!("{:?}", settings.coalescing_delay) } else { "off".to_owned() },
+            settings.auto_save_interval,
+            settings.synchronous.pragma_value().to_ascii_lowercase());
         Ok(Engine {
             writer,
             reader,
             tombstones,
+            path: match url {
+                DatabaseUrl::File(path) => Some(path.clone()),
+                DatabaseUrl::Memory => None,
+            },
             _lock: lock,
         })
+    }
+
+    /// The database file, if the database is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     pub fn writer(&self) -> &WriterHandle {

@@ -544,6 +544,13 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .context("checkpointing the WAL")
     }
+
+    /// Copies the whole WAL into the database and truncates it (at shutdown).
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .context("truncating the WAL")
+    }
 }
 
 fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {

@@ -184,6 +184,16 @@ impl WriterHandle {
         answer.recv().map_err(|_| PersistError::Stopped)
     }
 
+    /// True when the writer thread answers within `timeout`: it is alive and not stuck in
+    /// a batch (a batch waits at most SQLite's busy timeout per attempt).
+    pub fn ping(&self, timeout: Duration) -> bool {
+        let (reply, answer) = bounded(1);
+        let job = move |_: &rusqlite::Connection| {
+            let _ = reply.send(());
+        };
+        self.tx.send(Message::Exec(Box::new(job))).is_ok() && answer.recv_timeout(timeout).is_ok()
+    }
+
     /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
     /// call more than once; later calls report nothing new.
     pub fn shutdown(&self) -> ShutdownReport {
@@ -295,7 +305,14 @@ impl Writer {
             }
             self.work(Instant::now());
             if let Some(reply) = self.exit.take() {
-                let _ = reply.send(self.report());
+                let report = self.report();
+                if report.all_saved() {
+                    // Leave a compact database behind; a failure here loses nothing.
+                    if let Err(error) = self.store.checkpoint_truncate() {
+                        log::warn!(target: LOG, "final WAL checkpoint failed: {error}");
+                    }
+                }
+                let _ = reply.send(report);
                 break;
             }
         }

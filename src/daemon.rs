@@ -1,0 +1,242 @@
+//! The `galactic-war` command: the daemon and its maintenance subcommands.
+//!
+//! Serving: validate the environment (exit 78 naming a bad variable), start logging,
+//! open the database (or run from memory, degraded, when it cannot be used), bind, serve,
+//! tell systemd, and on SIGTERM/SIGINT stop taking requests, let in-flight ones finish,
+//! flush within the shutdown timeout, and exit 0 only if everything was saved. A second
+//! signal during shutdown exits at once.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::http::metrics::HttpMetrics;
+use crate::http::routes::Api;
+use crate::http::server::{HttpServer, Limits};
+use crate::persistence::backup::backup_database;
+use crate::persistence::metrics::PersistenceState;
+use crate::persistence::store::StoreError;
+use crate::settings::{DatabaseUrl, Settings};
+use crate::systemd;
+
+/// Exit statuses (sysexits.h).
+pub const EX_OK: i32 = 0;
+pub const EX_FAILURE: i32 = 1;
+pub const EX_USAGE: i32 = 64;
+pub const EX_CONFIG: i32 = 78;
+
+const HELP: &str = "\
+galactic-war: a real-time strategy game server whose state lives in memory and reaches
+SQLite in the background.
+
+Usage:
+  galactic-war                                  serve the game over HTTP
+  galactic-war backup --to PATH [--database URL] online backup of a database file
+  galactic-war --help | --version
+
+Configuration comes from the environment:
+  DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
+  GWAR_LISTEN                           HTTP address (127.0.0.1:3050)
+  GWAR_PERSISTENCE_ENABLED              true/false (true)
+  GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
+  GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)
+  GWAR_PERSISTENCE_WRITE_COALESCING     true/false (true)
+  GWAR_PERSISTENCE_COALESCING_DELAY_MS  batch window (1000)
+  GWAR_PERSISTENCE_SYNCHRONOUS          normal or full (normal)
+  GWAR_PERSISTENCE_MAX_UNSAVED_SECS     refuse orders past this unsaved age (unset)
+  GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: loopback only)
+  GWAR_BACKUP_DIR                       where online backups go (backups/ beside the database)
+  RUST_LOG                              log filter (info)
+";
+
+/// Runs the command line `args` (without the program name); the exit status.
+pub fn run(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        None => serve(),
+        Some("--help" | "-h" | "help") => {
+            print!("{HELP}");
+            EX_OK
+        }
+        Some("--version" | "-V") => {
+            println!("galactic-war {}", env!("CARGO_PKG_VERSION"));
+            EX_OK
+        }
+        Some("backup") => backup_command(&args[1..]),
+        Some(other) => {
+            eprintln!("galactic-war: unknown argument {other:?}; see galactic-war --help");
+            EX_USAGE
+        }
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).try_init();
+}
+
+/// `backup --to PATH [--database URL]`.
+fn backup_command(args: &[String]) -> i32 {
+    let mut to = None;
+    let mut database = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match (arg.as_str(), rest.next()) {
+            ("--to", Some(path)) => to = Some(PathBuf::from(path)),
+            ("--database", Some(url)) => database = Some(url.clone()),
+            _ => {
+                eprintln!("galactic-war backup: usage: backup --to PATH [--database URL]");
+                return EX_USAGE;
+            }
+        }
+    }
+    let Some(to) = to else {
+        eprintln!("galactic-war backup: --to PATH is required");
+        return EX_USAGE;
+    };
+    let url = match database {
+        Some(url) => {
+            DatabaseUrl::parse(&url).map_err(|reason| format!("--database {url:?}: {reason}"))
+        }
+        None => Settings::from_env()
+            .map(|s| s.database)
+            .map_err(|e| e.to_string()),
+    };
+    let source = match url {
+        Ok(DatabaseUrl::File(path)) => path,
+        Ok(DatabaseUrl::Memory) => {
+            eprintln!("galactic-war backup: an in-memory database cannot be backed up");
+            return EX_USAGE;
+        }
+        Err(message) => {
+            eprintln!("galactic-war backup: {message}");
+            return EX_CONFIG;
+        }
+    };
+    if !source.exists() {
+        eprintln!("galactic-war backup: no database at {}", source.display());
+        return EX_FAILURE;
+    }
+    match backup_database(&source, &to) {
+        Ok(()) => {
+            println!("{}", to.display());
+            EX_OK
+        }
+        Err(error) => {
+            eprintln!("galactic-war backup: {error}");
+            EX_FAILURE
+        }
+    }
+}
+
+fn serve() -> i32 {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("galactic-war: {error}");
+            return EX_CONFIG;
+        }
+    };
+    init_logging();
+    let app = match AppState::open(&settings) {
+        Ok(app) => app,
+        Err(error @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
+            log::error!("{error}");
+            return EX_FAILURE;
+        }
+        Err(error) => {
+            // The seed's rule: never delete or overwrite what we cannot read; keep serving.
+            log::error!("cannot use the database, running from memory only (nothing will be saved): {error}");
+            AppState::without_engine(PersistenceState::MemoryOnly, Some(error.to_string()))
+        }
+    };
+    let listener = match TcpListener::bind(settings.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            log::error!("cannot listen on {}: {error}", settings.listen);
+            app.shutdown();
+            return EX_FAILURE;
+        }
+    };
+    let http_metrics = Arc::new(HttpMetrics::default());
+    let api = Api::new(
+        app.clone(),
+        http_metrics.clone(),
+        settings.admin_token.clone(),
+        settings.backup_dir.clone(),
+    );
+    let server = match HttpServer::start(listener, Arc::new(api), Limits::default(), http_metrics) {
+        Ok(server) => server,
+        Err(error) => {
+            log::error!("cannot start the HTTP server: {error}");
+            app.shutdown();
+            return EX_FAILURE;
+        }
+    };
+    log::info!("listening on http://{}", server.local_addr());
+
+    let (signals, signalled) = crossbeam_channel::bounded::<()>(1);
+    let count = AtomicUsize::new(0);
+    let handler = move || {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            log::info!("signal received: shutting down (send another to exit at once)");
+            let _ = signals.try_send(());
+        } else {
+            log::warn!("second signal: exiting at once; unsaved changes are lost");
+            std::process::exit(EX_FAILURE);
+        }
+    };
+    if let Err(error) = ctrlc::set_handler(handler) {
+        log::error!("cannot install signal handlers: {error}");
+    }
+    systemd::ready(&app);
+    let supervisor = systemd::Supervisor::start(app.clone()).ok();
+
+    let _ = signalled.recv();
+    let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
+    systemd::stopping(flush_budget);
+    server.shutdown();
+    if let Some(supervisor) = supervisor {
+        supervisor.stop();
+    }
+    finish(&app)
+}
+
+/// The final flush and the exit status it earns.
+fn finish(app: &AppState) -> i32 {
+    let report = app.shutdown();
+    for (galaxy, systems) in &report.unsaved {
+        log::error!("galaxy '{galaxy}': {systems} systems were not saved");
+    }
+    for galaxy in &report.unsaved_deletions {
+        log::error!("galaxy '{galaxy}': its deletion was not saved");
+    }
+    if app.health().persistence.state == PersistenceState::MemoryOnly {
+        let galaxies: Vec<String> = app
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        if !galaxies.is_empty() {
+            log::error!(
+                "running from memory only: galaxies lost at exit: {}",
+                galaxies.join(", ")
+            );
+            return EX_FAILURE;
+        }
+    }
+    if report.all_saved() {
+        log::info!("shutdown complete: everything saved");
+        EX_OK
+    } else {
+        log::error!(
+            "shutdown incomplete: {} galaxies with unsaved systems ({})",
+            report.unsaved.len(),
+            report.error.map_or_else(String::new, |e| e.to_string())
+        );
+        EX_FAILURE
+    }
+}

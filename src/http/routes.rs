@@ -1,0 +1,370 @@
+//! The HTTP API of CONTRACT §5: routing, admin access, and the one place where errors
+//! become statuses.
+//!
+//! Handlers parse and validate everything from the request first, then make one call
+//! into [`AppState`]; nothing here touches a galaxy lock or the disk directly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::metrics::{render, HttpMetrics};
+use super::server::{Handler, Request, Response};
+use crate::app::{valid_galaxy_name, AppError, AppState};
+use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET};
+
+/// A request that cannot be served, with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every application error's status, in one place.
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> ApiError {
+        let status = match &error {
+            AppError::BadName(_) | AppError::Config(_) => 400,
+            AppError::UnknownGalaxy(_) => 404,
+            AppError::GalaxyExists(_) => 409,
+            AppError::Game(game) => match game {
+                GameError::UnknownSystem { .. } | GameError::UnknownStructure(_) => 404,
+                GameError::AlreadyBuilding { .. }
+                | GameError::TickOutOfOrder { .. }
+                | GameError::MaxLevel(_) => 409,
+                GameError::NotEnoughResources { .. } => 422,
+                GameError::TickOutOfRange(_) => 400,
+            },
+            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) => 503,
+            AppError::NoDatabase => 409,
+            AppError::Store(_) | AppError::Backup(_) => 500,
+        };
+        if status >= 500 {
+            log::warn!("request failed: {error}");
+        }
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// The API: the application state, the HTTP counters, and admin access.
+pub struct Api {
+    app: AppState,
+    http_metrics: Arc<HttpMetrics>,
+    admin_token: Option<String>,
+    backup_dir: Option<PathBuf>,
+}
+
+impl Api {
+    pub fn new(
+        app: AppState,
+        http_metrics: Arc<HttpMetrics>,
+        admin_token: Option<String>,
+        backup_dir: Option<PathBuf>,
+    ) -> Api {
+        Api {
+            app,
+            http_metrics,
+            admin_token,
+            backup_dir,
+        }
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, request: &Request) -> Response {
+        self.route(request)
+            .unwrap_or_else(|error| Response::error(error.status, &error.message))
+    }
+}
+
+/// The game's clock: Unix seconds.
+fn now_tick() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Api {
+    fn route(&self, request: &Request) -> Result<Response, ApiError> {
+        let segments = split_path(&request.path)?;
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = request.method.as_str();
+        // Ok: the route's answer; Err: the route exists but takes only these methods.
+        let outcome: Result<Result<Response, ApiError>, &[&str]> =
+            match (segments.as_slice(), method) {
+                (["healthz"], "GET") => Ok(Ok(Response::json(200, &self.app.health()))),
+                (["healthz"], _) => Err(&["GET"]),
+                (["metrics"], "GET") => Ok(Ok(self.metrics())),
+                (["metrics"], _) => Err(&["GET"]),
+                (["galaxies"], "GET") => Ok(self.list()),
+                (["galaxies"], _) => Err(&["GET"]),
+                (["galaxies", name], "GET") => Ok(self.galaxy(name)),
+                (["galaxies", name], "POST") => Ok(self.create(name, request)),
+                (["galaxies", name], "DELETE") => Ok(self.delete(name, request)),
+                (["galaxies", _], _) => Err(&["GET", "POST", "DELETE"]),
+                (["galaxies", name, "systems", x, y], "GET") => Ok(self.system(name, x, y)),
+                (["galaxies", _, "systems", _, _], _) => Err(&["GET"]),
+                (["galaxies", name, "systems", x, y, structure], "GET") => {
+                    Ok(self.structure(name, x, y, structure))
+                }
+                (["galaxies", _, "systems", _, _, _], _) => Err(&["GET"]),
+                (["galaxies", name, "systems", x, y, "build", structure], "POST") => {
+                    Ok(self.build(name, x, y, structure))
+                }
+                (["galaxies", _, "systems", _, _, "build", _], _) => Err(&["POST"]),
+                (["admin", "save"], "POST") => Ok(self.save(request)),
+                (["admin", "backup"], "POST") => Ok(self.backup(request)),
+                (["admin", "save" | "backup"], _) => Err(&["POST"]),
+                _ => return Err(ApiError::new(404, format!("no route for {}", request.path))),
+            };
+        match outcome {
+            Ok(result) => result,
+            Err(allowed) => {
+                let mut response =
+                    Response::error(405, &format!("method {method} not allowed here"));
+                response.headers.push(("Allow", allowed.join(", ")));
+                Ok(response)
+            }
+        }
+    }
+
+    fn metrics(&self) -> Response {
+        Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: render(&self.app, &self.http_metrics).into_bytes(),
+        }
+    }
+
+    fn list(&self) -> Result<Response, ApiError> {
+        let galaxies = self.app.list()?;
+        Ok(Response::json(200, &json!({ "galaxies": galaxies })))
+    }
+
+    fn galaxy(&self, name: &str) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        Ok(Response::json(
+            200,
+            &self.app.galaxy_details(name, now_tick())?,
+        ))
+    }
+
+    fn create(&self, name: &str, request: &Request) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let mut preset = None;
+        let mut seed = None;
+        for pair in request.query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            match key {
+                "preset" => preset = Some(value),
+                "seed" => {
+                    let parsed = value.parse::<u64>().map_err(|_| {
+                        ApiError::new(
+                            400,
+                            format!("seed must be a non-negative integer, not {value:?}"),
+                        )
+                    })?;
+                    seed = Some(parsed);
+                }
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        format!("unknown query parameter {other:?}"),
+                    ))
+                }
+            }
+        }
+        let body = std::str::from_utf8(&request.body)
+            .map_err(|_| ApiError::new(400, "the config must be UTF-8 TOML"))?;
+        let config = match (body.trim().is_empty(), preset) {
+            (false, Some(_)) => {
+                return Err(ApiError::new(
+                    400,
+                    "send either a TOML config or a preset, not both",
+                ))
+            }
+            (false, None) => GalaxyConfig::from_toml(body).map_err(AppError::from)?.0,
+            (true, preset) => {
+                let preset = preset.as_deref().unwrap_or(DEFAULT_PRESET);
+                GalaxyConfig::preset(preset).map_err(AppError::from)?.0
+            }
+        };
+        let created = self.app.create_galaxy(name, config, seed, now_tick())?;
+        Ok(Response::json(201, &created))
+    }
+
+    fn delete(&self, name: &str, request: &Request) -> Result<Response, ApiError> {
+        self.authorize(request)?;
+        self.app.delete(galaxy_name(name)?)?;
+        Ok(Response::empty(204))
+    }
+
+    fn system(&self, name: &str, x: &str, y: &str) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let (x, y) = (coordinate(x)?, coordinate(y)?);
+        Ok(Response::json(
+            200,
+            &self.app.system_details(name, now_tick(), x, y)?,
+        ))
+    }
+
+    fn structure(
+        &self,
+        name: &str,
+        x: &str,
+        y: &str,
+        structure: &str,
+    ) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let (x, y, structure) = (coordinate(x)?, coordinate(y)?, structure_kind(structure)?);
+        let details = self
+            .app
+            .structure_details(name, now_tick(), x, y, structure)?;
+        Ok(Response::json(200, &details))
+    }
+
+    fn build(&self, name: &str, x: &str, y: &str, structure: &str) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let (x, y, structure) = (coordinate(x)?, coordinate(y)?, structure_kind(structure)?);
+        let build = self.app.build(name, now_tick(), x, y, structure)?;
+        Ok(Response::json(
+            201,
+            &json!({
+                "completion_tick": build.completion_tick,
+                "action": "build",
+                "structure": build.structure,
+            }),
+        ))
+    }
+
+    fn save(&self, request: &Request) -> Result<Response, ApiError> {
+        self.authorize(request)?;
+        let saved = self.app.save_all()?;
+        Ok(Response::json(200, &json!({ "saved_systems": saved })))
+    }
+
+    fn backup(&self, request: &Request) -> Result<Response, ApiError> {
+        self.authorize(request)?;
+        let path = self.app.backup(self.backup_dir.as_deref())?;
+        Ok(Response::json(200, &json!({ "path": path })))
+    }
+
+    /// Admin calls: with a token configured, `Authorization: Bearer TOKEN`; without one,
+    /// loopback peers only.
+    fn authorize(&self, request: &Request) -> Result<(), ApiError> {
+        match &self.admin_token {
+            Some(token) => {
+                let presented = request
+                    .header("authorization")
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(|| ApiError::new(401, "admin call: send Authorization: Bearer TOKEN"))?;
+                if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(ApiError::new(403, "admin call: wrong token"))
+                }
+            }
+            None if request.peer.ip().is_loopback() => Ok(()),
+            None => Err(ApiError::new(
+                403,
+                "admin calls are served to loopback peers only (set GWAR_ADMIN_TOKEN to allow others)",
+            )),
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let length_differs = u8::from(a.len() != b.len());
+    let diff = a
+        .iter()
+        .zip(b.iter().cycle())
+        .fold(length_differs, |acc, (x, y)| acc | (x ^ y));
+    diff == 0 && !b.is_empty()
+}
+
+fn galaxy_name(name: &str) -> Result<&str, ApiError> {
+    if valid_galaxy_name(name) {
+        Ok(name)
+    } else {
+        Err(AppError::BadName(name.to_owned()).into())
+    }
+}
+
+fn coordinate(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>().map_err(|_| {
+        ApiError::new(
+            400,
+            format!("coordinates are non-negative integers, not {text:?}"),
+        )
+    })
+}
+
+fn structure_kind(name: &str) -> Result<StructureKind, ApiError> {
+    name.parse::<StructureKind>()
+        .map_err(|e| ApiError::new(404, e.to_string()))
+}
+
+/// Splits a path into percent-decoded segments; `/a/b` gives `["a", "b"]`.
+fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| ApiError::new(400, "the request path must start with /"))?;
+    rest.split('/').map(percent_decode).collect()
+}
+
+fn percent_decode(text: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::new(400, "malformed percent-encoding in the request path");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::new(400, "the request path is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_and_decode() {
+        assert_eq!(split_path("/galaxies/a%2Db").unwrap(), ["galaxies", "a-b"]);
+        assert_eq!(split_path("/").unwrap(), [""]);
+        assert!(split_path("/x%zz").is_err());
+        assert!(split_path("/x%4").is_err());
+        assert!(split_path("/x%ff").is_err(), "not UTF-8");
+        assert!(split_path("galaxies").is_err());
+        assert_eq!(percent_decode("%00").unwrap(), "\0");
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"secretsecret", b"secret"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+}
