@@ -1,0 +1,10 @@
+//! Black-box tests of the `galactic-war` binary: spawned on a free port with a temporary
+//! database, spoken to over real HTTP on loopback, stopped with real signals.
+
+mod util;
+
+mod bad_requests;
+mod observability;
+mod signals;
+mod startup;
+mod walkthrough;

@@ -1,0 +1,127 @@
+//! Stopping: SIGTERM saves what was acknowledged; SIGKILL after a save loses nothing saved;
+//! a locked database makes the exit status say so; a second signal exits at once.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{first_system, sqlite, stored_events, Daemon};
+
+#[test]
+fn sigterm_right_after_an_order_saves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A minute-long batch window: only the shutdown flush can save the order in time.
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000")],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "g");
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    assert_eq!(stored_events(&daemon.database(), "g"), 0, "not saved yet");
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert_eq!(stored_events(&daemon.database(), "g"), 1);
+    assert!(daemon.log().contains("everything saved"));
+}
+
+#[test]
+fn kill_9_after_admin_save_keeps_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000")],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "g");
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    let saved = daemon.post("/admin/save");
+    assert_eq!(saved.status, 200);
+    assert_eq!(saved.json()["saved_systems"], 1);
+    daemon.kill9();
+    let integrity: String = sqlite(&daemon.database())
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    assert_eq!(stored_events(&daemon.database(), "g"), 1);
+    // And a restarted daemon serves it.
+    let daemon = Daemon::start(dir.path(), &[]);
+    let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
+    assert_eq!(system["events"][0]["structure"], "hatchery");
+}
+
+#[test]
+fn shutdown_with_a_locked_database_exits_non_zero_naming_the_galaxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "1"),
+        ],
+    );
+    assert_eq!(daemon.post("/galaxies/stuck?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "stuck");
+    let locker = sqlite(&daemon.database());
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/stuck/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    let status = daemon.terminate();
+    assert_ne!(status.code(), Some(0));
+    let log = daemon.log();
+    assert!(
+        log.contains("galaxy 'stuck': 1 systems were not saved"),
+        "log:\n{log}"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_second_signal_during_shutdown_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "60"),
+        ],
+    );
+    assert_eq!(daemon.post("/galaxies/slow?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "slow");
+    let locker = sqlite(&daemon.database());
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/slow/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    daemon.signal("TERM");
+    assert!(crate::util::wait_for(Duration::from_secs(10), || daemon
+        .log()
+        .contains("shutting down")));
+    let second = Instant::now();
+    daemon.signal("INT");
+    let status = daemon.wait(Duration::from_secs(30));
+    assert_ne!(status.code(), Some(0));
+    // Far less than the 60 s the final flush was allowed.
+    assert!(
+        second.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        second.elapsed()
+    );
+    assert!(daemon.log().contains("second signal"));
+    locker.execute_batch("ROLLBACK").unwrap();
+}

@@ -1,0 +1,256 @@
+//! Harness: spawn the daemon, talk HTTP to it, signal it, read its log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_galactic-war");
+
+/// A running daemon; killed on drop if still running.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon in `dir` (its working directory, so the default database lands
+    /// there) with `env` added, and waits until it listens.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env("GWAR_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, addr) = crossbeam_channel::bounded(1);
+        let stderr = child.stderr.take().expect("piped stderr");
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let _ = found.try_send(rest.trim().to_owned());
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let addr = match addr.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr.parse().expect("a socket address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the daemon did not start listening; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Reply {
+        self.request_with(method, path, &[], body.as_bytes())
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, "")
+    }
+
+    pub fn post(&self, path: &str) -> Reply {
+        self.request("POST", path, "")
+    }
+
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        for (name, value) in headers {
+            raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body);
+        parse_reply(&self.raw(&raw))
+    }
+
+    /// Sends raw bytes and returns everything the server answered before closing.
+    pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        raw_exchange(self.addr, bytes)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the daemon did not exit in {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// SIGKILL: no chance to save anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("galactic_war.db")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may answer and close before reading everything (413, 431): ignore
+    // errors writing the rest.
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The coordinates of the first system of a galaxy.
+pub fn first_system(daemon: &Daemon, galaxy: &str) -> (u64, u64) {
+    let details = daemon.get(&format!("/galaxies/{galaxy}")).json();
+    let system = &details["systems"][0];
+    (system["x"].as_u64().unwrap(), system["y"].as_u64().unwrap())
+}
+
+/// Polls until `condition` holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+pub fn sqlite(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("the database opens")
+}
+
+/// Number of build events stored for a galaxy.
+pub fn stored_events(path: &Path, galaxy: &str) -> i64 {
+    sqlite(path)
+        .query_row(
+            "SELECT count(*) FROM events e JOIN systems s ON s.id = e.system_id WHERE s.galaxy_name = ?1",
+            [galaxy],
+            |r| r.get(0),
+        )
+        .expect("counts")
+}
