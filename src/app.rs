@@ -106,6 +106,8 @@ struct Shared {
     /// lock that an order holds for long: orders never take it.
     catalog: Mutex<()>,
     max_unsaved: Option<Duration>,
+    /// See [`AppState::use_wall_clock`].
+    wall_clock: std::sync::atomic::AtomicBool,
 }
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
@@ -162,6 +164,7 @@ impl AppState {
                 engine,
                 catalog: Mutex::new(()),
                 max_unsaved,
+                wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -248,26 +251,60 @@ impl AppState {
     fn read<T>(
         &self,
         name: &str,
-        read: impl FnOnce(&mut Galaxy) -> Result<T, GameError>,
+        tick: u64,
+        read: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
         let cell = self.cell(name)?;
         let mut state = cell.lock();
         if state.deleted {
             return Err(AppError::UnknownGalaxy(name.to_owned()));
         }
-        Ok(read(&mut state.galaxy)?)
+        let tick = self.effective_tick(tick, &state.galaxy);
+        Ok(read(&mut state.galaxy, tick)?)
+    }
+
+    /// With the wall clock, a tick behind the galaxy's (a request that read the clock
+    /// just before another took the lock, or a clock stepped back) means "now", not
+    /// "out of order": players must not see errors for the server's own races.
+    fn effective_tick(&self, tick: u64, galaxy: &Galaxy) -> u64 {
+        if self
+            .shared
+            .wall_clock
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tick.max(galaxy.tick())
+        } else {
+            tick
+        }
+    }
+
+    /// Ticks come from the wall clock (the daemon's Unix seconds): see
+    /// [`AppState::effective_tick`]. Without this, an older tick is refused as out of order.
+    pub fn use_wall_clock(&self) {
+        self.shared
+            .wall_clock
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A copy of a galaxy as it is in memory (loading it on a miss). Costs time and memory
     /// in proportion to the galaxy: for tools and tests, not for the game's hot path.
     pub fn galaxy_copy(&self, name: &str) -> Result<Galaxy, AppError> {
-        self.read(name, |galaxy| Ok(galaxy.clone()))
+        self.read(name, 0, |galaxy, _| Ok(galaxy.clone()))
     }
 
     /// The persistence engine's write connection, for maintenance (see
     /// [`WriterHandle::with_connection`]); `None` without persistence.
     pub fn writer(&self) -> Option<&WriterHandle> {
         self.shared.engine.as_ref().map(Engine::writer)
+    }
+
+    /// Schedules every row of a galaxy to be written again by the next batch (maintenance,
+    /// and the benchmarks' "every row changed" workload).
+    pub fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError> {
+        self.change(name, 0, |galaxy, _| {
+            galaxy.mark_all_changed();
+            Ok(())
+        })
     }
 
     /// Orders a build (CONTRACT §1) and schedules the change for saving.
@@ -286,16 +323,31 @@ impl AppState {
                 return Err(AppError::UnsavedTooOld { age, limit });
             }
         }
+        self.change(name, tick, |galaxy, tick| {
+            galaxy.build(tick, x, y, structure)
+        })
+    }
+
+    /// Applies a change to a galaxy under its lock and, if the galaxy went from clean to
+    /// dirty, tells the writer (after unlocking). Without an engine the change set is
+    /// dropped at once: nothing would ever save it.
+    fn change<T>(
+        &self,
+        name: &str,
+        tick: u64,
+        change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
+    ) -> Result<T, AppError> {
+        let shared = &self.shared;
         let cell = self.cell(name)?;
         let mut state = cell.lock();
         if state.deleted {
             return Err(AppError::UnknownGalaxy(name.to_owned()));
         }
         let was_clean = state.galaxy.changes().is_empty();
-        let build = state.galaxy.build(tick, x, y, structure)?;
+        let tick = self.effective_tick(tick, &state.galaxy);
+        let result = change(&mut state.galaxy, tick)?;
         match &shared.engine {
             None => {
-                // Nothing will save it: keep the change set empty rather than growing.
                 state.galaxy.take_changes();
             }
             Some(engine) => {
@@ -309,7 +361,7 @@ impl AppState {
                 }
             }
         }
-        Ok(build)
+        Ok(result)
     }
 
     pub fn system_details(
@@ -319,7 +371,7 @@ impl AppState {
         x: u64,
         y: u64,
     ) -> Result<SystemDetails, AppError> {
-        self.read(name, |galaxy| galaxy.system_details(tick, x, y))
+        self.read(name, tick, |galaxy, tick| galaxy.system_details(tick, x, y))
     }
 
     pub fn structure_details(
@@ -330,13 +382,13 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<StructureDetails, AppError> {
-        self.read(name, |galaxy| {
+        self.read(name, tick, |galaxy, tick| {
             galaxy.structure_details(tick, x, y, structure)
         })
     }
 
     pub fn galaxy_details(&self, name: &str, tick: u64) -> Result<GalaxyDetails, AppError> {
-        self.read(name, |galaxy| {
+        self.read(name, tick, |galaxy, tick| {
             let systems = galaxy.summaries(tick)?;
             Ok(GalaxyDetails {
                 name: galaxy.name().to_owned(),

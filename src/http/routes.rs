@@ -71,6 +71,8 @@ impl Api {
         admin_token: Option<String>,
         backup_dir: Option<PathBuf>,
     ) -> Api {
+        // The API's ticks are the wall clock's seconds.
+        app.use_wall_clock();
         Api {
             app,
             http_metrics,

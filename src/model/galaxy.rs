@@ -138,19 +138,16 @@ impl Galaxy {
             }
         }
         systems.sort_unstable_by_key(System::coords);
-        let mut changes = Changes::default();
-        let every_row = RowMask::new_system(&rules);
-        for index in 0..systems.len() {
-            changes.mark(index as u32, every_row);
-        }
-        Ok(Galaxy {
+        let mut galaxy = Galaxy {
             name: name.to_owned(),
             config,
             rules,
             tick,
             systems,
-            changes,
-        })
+            changes: Changes::default(),
+        };
+        galaxy.mark_all_changed();
+        Ok(galaxy)
     }
 
     /// Rebuilds a galaxy from stored parts, checking everything the game relies on. The
@@ -235,6 +232,15 @@ impl Galaxy {
     /// Takes the unsaved changes, leaving none: the caller now owns saving them.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
+    }
+
+    /// Records every row of every system as changed, so the next save rewrites the galaxy
+    /// in full (after its stored rows were restored or repaired by hand, say).
+    pub fn mark_all_changed(&mut self) {
+        let every_row = RowMask::new_system(&self.rules);
+        for index in 0..self.systems.len() {
+            self.changes.mark(index as u32, every_row);
+        }
     }
 
     /// Gives back changes whose save failed, so they are saved later.

@@ -13,6 +13,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::store::BUSY_TIMEOUT;
+use super::time::UtcTime;
 
 /// Why a backup failed. A failed backup leaves no file at its target.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +95,11 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
 
 /// `DIR/galactic_war-YYYYMMDDTHHMMSSZ.db`, with `-N` added when that name is taken.
 pub fn timestamped_path(dir: &Path, at: SystemTime) -> PathBuf {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let stem = format!("galactic_war-{}", utc_timestamp(secs));
+    let t = UtcTime::at(at);
+    let stem = format!(
+        "galactic_war-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
     let mut path = dir.join(format!("{stem}.db"));
     let mut n = 1;
     while path.exists() {
@@ -107,37 +109,9 @@ pub fn timestamped_path(dir: &Path, at: SystemTime) -> PathBuf {
     path
 }
 
-/// `YYYYMMDDTHHMMSSZ` for Unix seconds (days-to-civil, Howard Hinnant's algorithm).
-fn utc_timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        assert_eq!(utc_timestamp(0), "19700101T000000Z");
-        assert_eq!(utc_timestamp(951_782_400), "20000229T000000Z");
-        assert_eq!(utc_timestamp(1_795_737_599), "20261126T235959Z");
-    }
 
     #[test]
     fn a_backup_copies_and_never_overwrites() {

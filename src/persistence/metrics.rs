@@ -62,6 +62,7 @@ pub struct Metrics {
     pub(crate) max_batch_micros: AtomicU64,
     pub(crate) total_batch_micros: AtomicU64,
     pub(crate) max_lock_hold_micros: AtomicU64,
+    pub(crate) last_lock_hold_micros: AtomicU64,
     pub(crate) galaxies_loaded_total: AtomicU64,
     /// Milliseconds since `epoch` of the oldest unsaved change, or `NONE`.
     oldest_unsaved_ms: AtomicU64,
@@ -81,6 +82,8 @@ pub struct MetricsSnapshot {
     pub max_batch_micros: u64,
     pub total_batch_micros: u64,
     pub max_lock_hold_micros: u64,
+    /// Longest galaxy-lock hold of the last batch.
+    pub last_lock_hold_micros: u64,
     /// Galaxies loaded from the database on a cache miss.
     pub galaxies_loaded_total: u64,
     /// Age of the oldest change not yet committed, if any.
@@ -103,6 +106,7 @@ impl Metrics {
             max_batch_micros: AtomicU64::new(0),
             total_batch_micros: AtomicU64::new(0),
             max_lock_hold_micros: AtomicU64::new(0),
+            last_lock_hold_micros: AtomicU64::new(0),
             galaxies_loaded_total: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
         }
@@ -142,8 +146,10 @@ impl Metrics {
         self.total_batch_micros.fetch_add(micros, Relaxed);
     }
 
+    /// The longest galaxy-lock hold of one batch.
     pub(crate) fn record_lock_hold(&self, held: Duration) {
         let micros = held.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.last_lock_hold_micros.store(micros, Relaxed);
         self.max_lock_hold_micros.fetch_max(micros, Relaxed);
     }
 
@@ -187,6 +193,7 @@ impl Metrics {
             max_batch_micros: self.max_batch_micros.load(Relaxed),
             total_batch_micros: self.total_batch_micros.load(Relaxed),
             max_lock_hold_micros: self.max_lock_hold_micros.load(Relaxed),
+            last_lock_hold_micros: self.last_lock_hold_micros.load(Relaxed),
             galaxies_loaded_total: self.galaxies_loaded_total.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
         }

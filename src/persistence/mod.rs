@@ -16,6 +16,7 @@ pub mod cell;
 pub mod lock;
 pub mod metrics;
 pub mod store;
+mod time;
 pub mod writer;
 
 use std::collections::HashSet;

@@ -442,6 +442,7 @@ impl Writer {
         let mut galaxies = Vec::new();
         let mut taken: Vec<(Arc<GalaxyCell>, Changes)> = Vec::new();
         let mut copied_systems = 0;
+        let mut longest_hold = Duration::ZERO;
         for pending in self.pending.values() {
             let mut state = pending.cell.lock();
             if state.deleted {
@@ -463,14 +464,22 @@ impl Writer {
                 .collect();
             let tick = state.galaxy.tick();
             drop(state);
-            self.metrics.record_lock_hold(hold.elapsed());
+            longest_hold = longest_hold.max(hold.elapsed());
             copied_systems += systems.len();
+            // Row-id order: the B-tree pages are then visited in sequence, not at random
+            // (measured: a quarter of a large batch's time).
+            let mut systems = systems;
+            systems.sort_unstable_by_key(|row| row.index);
+            let name = pending.cell.name();
             galaxies.push(GalaxyRows {
-                name: pending.cell.name().to_owned(),
-                tick,
+                name: name.to_owned(),
+                tick: (self.saved_ticks.get(name) != Some(&tick)).then_some(tick),
                 systems,
             });
             taken.push((pending.cell.clone(), changes));
+        }
+        if !taken.is_empty() {
+            self.metrics.record_lock_hold(longest_hold);
         }
         if with_ticks {
             for cell in self.registry.all() {
@@ -487,7 +496,7 @@ impl Writer {
                 if self.saved_ticks.get(cell.name()) != Some(&tick) {
                     galaxies.push(GalaxyRows {
                         name: cell.name().to_owned(),
-                        tick,
+                        tick: Some(tick),
                         systems: Vec::new(),
                     });
                 }
@@ -524,7 +533,9 @@ impl Writer {
                     }
                 }
                 for galaxy in &galaxies {
-                    self.saved_ticks.insert(galaxy.name.clone(), galaxy.tick);
+                    if let Some(tick) = galaxy.tick {
+                        self.saved_ticks.insert(galaxy.name.clone(), tick);
+                    }
                 }
                 // Changes made after the cut sent a fresh marker, still queued behind us.
                 self.pending.clear();

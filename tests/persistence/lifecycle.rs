@@ -228,3 +228,30 @@ fn galaxy_ticks_advanced_by_reads_are_saved_by_the_periodic_work() {
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(app.metrics().rows_written, after.rows_written);
 }
+
+#[test]
+fn with_the_wall_clock_an_older_tick_means_now() {
+    use galactic_war::app::AppError;
+    use galactic_war::model::GameError;
+    let db = TestDb::new();
+    let app = db.open(|_| {});
+    app.create_galaxy("w", endless_config(5), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("w").unwrap())[0];
+    app.system_details("w", 100, x, y).unwrap();
+    assert!(matches!(
+        app.build("w", 50, x, y, COLONY),
+        Err(AppError::Game(GameError::TickOutOfOrder {
+            tick: 50,
+            galaxy_tick: 100
+        }))
+    ));
+    // Two requests that read the clock in one order and took the lock in the other.
+    app.use_wall_clock();
+    let build = app.build("w", 50, x, y, COLONY).unwrap();
+    assert_eq!(
+        build.completion_tick, 100,
+        "the order happened at the galaxy's tick"
+    );
+    assert_eq!(app.galaxy_copy("w").unwrap().tick(), 100);
+}

@@ -1,0 +1,954 @@
+//! The benchmark suite: the engine against floors written here, side by side in one run.
+//!
+//! `cargo bench` for the full run, `cargo bench -- --quick` for a smaller one that
+//! finishes in about a minute. Prints a table of ratios (absolute numbers as context) and
+//! one JSON object on the last line.
+//!
+//! Floors are what plain rusqlite does with no engine at all: the same schema (the
+//! project's own migration), the same pragmas, prepared statements, cached row ids, one
+//! transaction per batch.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use galactic_war::app::AppState;
+use galactic_war::http::metrics::HttpMetrics;
+use galactic_war::http::routes::Api;
+use galactic_war::http::server::{HttpServer, Limits};
+use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
+use galactic_war::persistence::store::Store;
+use galactic_war::settings::{DatabaseUrl, PersistenceSettings, Settings};
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+const SCHEMA: &str = include_str!("../sql/0001_initial.sql");
+const KINDS: [StructureKind; 5] = StructureKind::ALL;
+
+/// Every structure configured; builds complete after `build_time` ticks.
+fn config(systems: u64, build_time: u64) -> GalaxyConfig {
+    let side = ((systems as f64).sqrt().ceil() as u64) * 2;
+    let mut text = format!(
+        "system_count = {systems}\n[size]\nx = {side}\ny = {side}\n\
+         [systems.resources]\nmetal = 1000000000\ncrew = 1000000000\nwater = 1000000000\n"
+    );
+    for kind in KINDS {
+        text += &format!(
+            "[systems.structures.{kind}]\nstarting_level = 1\nmultiplier = 1.0\n\
+             [systems.structures.{kind}.production]\nmetal = 10\n\
+             [systems.structures.{kind}.storage]\nmetal = 1000000000000\n\
+             [systems.structures.{kind}.cost]\nmetal = 1\ncrew = 1\nwater = 1\ntime = {build_time}\n"
+        );
+    }
+    GalaxyConfig::from_toml(&text).expect("valid").0
+}
+
+fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settings {
+    let mut persistence = PersistenceSettings {
+        coalescing_delay: Duration::from_secs(3600),
+        auto_save_interval: Duration::from_secs(3600),
+        ..PersistenceSettings::default()
+    };
+    tweak(&mut persistence);
+    Settings {
+        database: DatabaseUrl::File(path.to_path_buf()),
+        persistence,
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        admin_token: None,
+        backup_dir: None,
+    }
+}
+
+fn coords(app: &AppState, name: &str) -> Vec<(u64, u64)> {
+    app.galaxy_copy(name)
+        .expect("exists")
+        .systems()
+        .iter()
+        .map(|s| (u64::from(s.x), u64::from(s.y)))
+        .collect()
+}
+
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+// ---------------------------------------------------------------------------------------
+// The raw-rusqlite floor.
+
+struct Floor {
+    conn: Connection,
+    ids: Vec<i64>,
+}
+
+impl Floor {
+    /// A fresh database holding `galaxy` exactly as the engine stores it.
+    fn create(path: &Path, galaxy: &Galaxy) -> Floor {
+        let mut conn = Connection::open(path).expect("opens");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .expect("pragmas");
+        // The engine's writer's pragmas, exactly.
+        conn.execute_batch(galactic_war::persistence::store::WRITER_CACHE_PRAGMA)
+            .expect("cache");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn.execute_batch(SCHEMA).expect("schema");
+        let tx = conn.transaction().expect("tx");
+        tx.execute(
+            "INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, 0)",
+            params![galaxy.name(), galaxy.config().to_toml()],
+        )
+        .expect("galaxy");
+        let mut ids = Vec::with_capacity(galaxy.systems().len());
+        for system in galaxy.systems() {
+            tx.execute(
+                "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick) VALUES (?1, ?2, ?3, 0, 0, 0, 0)",
+                params![galaxy.name(), system.x, system.y],
+            )
+            .expect("system");
+            let id = tx.last_insert_rowid();
+            for kind in KINDS {
+                tx.execute(
+                    "INSERT INTO structures (system_id, structure_type, level) VALUES (?1, ?2, 1)",
+                    params![id, kind.as_str()],
+                )
+                .expect("structure");
+            }
+            ids.push(id);
+        }
+        tx.commit().expect("commit");
+        Floor { conn, ids }
+    }
+
+    /// Writes full systems (the system row, five structure rows, its event) in one
+    /// transaction: the floor for "every row changed".
+    fn save_full(&mut self, systems: &[(usize, &System)]) {
+        let tx = self.conn.transaction().expect("tx");
+        {
+            let mut update = tx
+                .prepare_cached("UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4, updated_at = CURRENT_TIMESTAMP WHERE id = ?5")
+                .expect("prepare");
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO structures (system_id, structure_type, level) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (system_id, structure_type) DO UPDATE SET level = excluded.level, updated_at = CURRENT_TIMESTAMP",
+                )
+                .expect("prepare");
+            let mut delete = tx
+                .prepare_cached("DELETE FROM events WHERE system_id = ?1")
+                .expect("prepare");
+            let mut insert = tx
+                .prepare_cached("INSERT INTO events (system_id, completion_tick, action_type, structure_type) VALUES (?1, ?2, 'build', ?3)")
+                .expect("prepare");
+            for (index, system) in systems {
+                let id = self.ids[*index];
+                let r = system.resources;
+                update
+                    .execute(params![
+                        r.metal as i64,
+                        r.crew as i64,
+                        r.water as i64,
+                        system.tick as i64,
+                        id
+                    ])
+                    .expect("update");
+                for kind in KINDS {
+                    upsert
+                        .execute(params![id, kind.as_str(), system.levels[kind.index()]])
+                        .expect("upsert");
+                }
+                delete.execute([id]).expect("delete");
+                if let Some(build) = system.build {
+                    insert
+                        .execute(params![
+                            id,
+                            build.completion_tick as i64,
+                            build.structure.as_str()
+                        ])
+                        .expect("insert");
+                }
+            }
+        }
+        tx.commit().expect("commit");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Save throughput, every row changed.
+
+struct SaveResult {
+    batch: u64,
+    engine: f64,
+    floor: f64,
+}
+
+fn save_throughput(dir: &Path, batch: u64, rounds: u64) -> SaveResult {
+    let name = "save";
+    let engine_db = dir.join(format!("save-engine-{batch}.db"));
+    let app = AppState::open(&settings(&engine_db, |_| {})).expect("opens");
+    app.create_galaxy(name, config(batch, 1_000_000), Some(batch), 0)
+        .expect("created");
+    // Every system gets a build in flight, so every row (system, five structures, event)
+    // exists and is rewritten.
+    for (x, y) in coords(&app, name) {
+        app.build(name, 1, x, y, StructureKind::Hatchery)
+            .expect("affordable");
+    }
+    app.save_all().expect("saved");
+    let started = Instant::now();
+    for _ in 0..rounds {
+        app.rewrite_galaxy(name).expect("marked");
+        app.save_all().expect("saved");
+    }
+    let engine = per_sec(batch * rounds, started.elapsed());
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!(
+            "batch {batch}: writer's last batch {} us",
+            app.metrics().last_batch_micros
+        );
+    }
+    let galaxy = app.galaxy_copy(name).expect("exists");
+    drop(app);
+
+    let mut floor = Floor::create(&dir.join(format!("save-floor-{batch}.db")), &galaxy);
+    let mut systems: Vec<System> = galaxy.systems().to_vec();
+    let started = Instant::now();
+    for round in 0..rounds {
+        for system in &mut systems {
+            system.resources.metal = round;
+        }
+        let rows: Vec<(usize, &System)> = systems.iter().enumerate().collect();
+        floor.save_full(&rows);
+    }
+    let floor = per_sec(batch * rounds, started.elapsed());
+    SaveResult {
+        batch,
+        engine,
+        floor,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Order throughput: the same order stream, persisted in batches.
+
+fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f64, f64) {
+    let name = "orders";
+    let (galaxy_config, seed) = (config(systems, 300), 7);
+    let stream: Vec<(u64, usize, StructureKind)> = {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        (0..orders)
+            .map(|i| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (
+                    10 + i / 20,
+                    (rng % systems) as usize,
+                    KINDS[(rng >> 32) as usize % 5],
+                )
+            })
+            .collect()
+    };
+
+    let app = AppState::open(&settings(&dir.join("orders-engine.db"), |_| {})).expect("opens");
+    app.create_galaxy(name, galaxy_config.clone(), Some(seed), 0)
+        .expect("created");
+    let places = coords(&app, name);
+    let started = Instant::now();
+    let mut in_orders = Duration::ZERO;
+    for chunk in stream.chunks(batch as usize) {
+        let orders_started = Instant::now();
+        for &(tick, index, kind) in chunk {
+            let (x, y) = places[index];
+            // Refusals (a build already in flight) are part of a realistic mix.
+            let _ = app.build(name, tick, x, y, kind);
+        }
+        in_orders += orders_started.elapsed();
+        app.save_all().expect("saved");
+    }
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("orders: {in_orders:?} placing orders");
+    }
+    let engine = per_sec(orders, started.elapsed());
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let m = app.metrics();
+        eprintln!(
+            "orders: {:?} in all, {} us in batches, {} systems, {} rows written",
+            started.elapsed(),
+            m.total_batch_micros,
+            m.systems_written,
+            m.rows_written
+        );
+    }
+    drop(app);
+
+    let mut galaxy = Galaxy::create(name, galaxy_config, seed, 0).expect("created");
+    let mut floor = Floor::create(&dir.join("orders-floor.db"), &galaxy);
+    galaxy.take_changes();
+    let started = Instant::now();
+    for chunk in stream.chunks(batch as usize) {
+        for &(tick, index, kind) in chunk {
+            let (x, y) = places[index];
+            let _ = galaxy.build(tick, x, y, kind);
+        }
+        let changed = galaxy.take_changes();
+        let rows: Vec<(usize, &System)> = changed
+            .iter()
+            .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))
+            .collect();
+        floor.save_full(&rows);
+    }
+    let floor = per_sec(orders, started.elapsed());
+    (engine, floor)
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The game path.
+
+/// Orders/s and reads/s on two threads, each on its own galaxy, for `duration`.
+fn game_path(app: &AppState, duration: Duration) -> (f64, f64) {
+    let run = |reads: bool| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = ["g0", "g1"]
+            .into_iter()
+            .map(|name| {
+                let app = app.clone();
+                let stop = stop.clone();
+                let places = coords(&app, name);
+                std::thread::spawn(move || {
+                    let mut done = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            let (x, y) = places[done as usize % places.len()];
+                            if reads {
+                                app.system_details(name, 10, x, y).expect("read");
+                            } else {
+                                app.build(name, 10, x, y, StructureKind::Colony)
+                                    .expect("order");
+                            }
+                            done += 1;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        let total: u64 = threads.into_iter().map(|t| t.join().expect("joins")).sum();
+        per_sec(total, duration)
+    };
+    (run(false), run(true))
+}
+
+/// Nanoseconds per order on one thread, one galaxy.
+fn order_cost_ns(app: &AppState, orders: u64) -> f64 {
+    let places = coords(app, "g0");
+    let started = Instant::now();
+    for i in 0..orders {
+        let (x, y) = places[i as usize % places.len()];
+        app.build("g0", 10, x, y, StructureKind::Colony)
+            .expect("order");
+    }
+    started.elapsed().as_nanos() as f64 / orders as f64
+}
+
+fn game_app(path: &Path, enabled: bool, systems: u64) -> AppState {
+    let app = AppState::open(&settings(path, |s| {
+        s.enabled = enabled;
+        s.coalescing_delay = Duration::from_millis(1000);
+        s.auto_save_interval = Duration::from_secs(30);
+    }))
+    .expect("opens");
+    for name in ["g0", "g1"] {
+        // Builds complete at once, so every order succeeds.
+        app.create_galaxy(name, config(systems, 0), Some(3), 0)
+            .expect("created");
+    }
+    app
+}
+
+/// Order latencies on `play` over `duration`.
+fn latencies(app: &AppState, duration: Duration) -> Vec<Duration> {
+    let places = coords(app, "play");
+    let mut samples = Vec::new();
+    let until = Instant::now() + duration;
+    let mut i = 0;
+    while Instant::now() < until {
+        let (x, y) = places[i % places.len()];
+        let started = Instant::now();
+        app.build("play", 10, x, y, StructureKind::Colony)
+            .expect("order");
+        samples.push(started.elapsed());
+        i += 1;
+    }
+    samples.sort();
+    samples
+}
+
+struct LatencyResult {
+    idle_p50: Duration,
+    idle_p99: Duration,
+    saving_p50: Duration,
+    saving_p99: Duration,
+    save_duration: Duration,
+    lock_hold_large: Duration,
+    lock_hold_small_in_large: Duration,
+    lock_hold_small_alone: Duration,
+}
+
+fn latency_during_save(dir: &Path, large: u64) -> LatencyResult {
+    let app = AppState::open(&settings(&dir.join("latency.db"), |_| {})).expect("opens");
+    app.create_galaxy("big", config(large, 0), Some(1), 0)
+        .expect("created");
+    app.create_galaxy("play", config(1000, 0), Some(2), 0)
+        .expect("created");
+    app.create_galaxy("small", config(1000, 0), Some(3), 0)
+        .expect("created");
+    let idle = latencies(&app, Duration::from_millis(500));
+
+    app.rewrite_galaxy("big").expect("marked");
+    let saver = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            app.save_all().expect("saved");
+            started.elapsed()
+        })
+    };
+    // Sample only while the save runs.
+    let places = coords(&app, "play");
+    let mut saving = Vec::new();
+    let mut i = 0;
+    while !saver.is_finished() {
+        let (x, y) = places[i % places.len()];
+        let started = Instant::now();
+        app.build("play", 10, x, y, StructureKind::Colony)
+            .expect("order");
+        saving.push(started.elapsed());
+        i += 1;
+    }
+    let save_duration = saver.join().expect("joins");
+    saving.sort();
+    let lock_hold_large = Duration::from_micros(app.metrics().last_lock_hold_micros);
+
+    // The same 1000 dirty systems, in a galaxy of `large` systems and in one of 1000.
+    let hold_for = |name: &str, count: usize| {
+        for (x, y) in coords(&app, name).into_iter().take(count) {
+            app.build(name, 10, x, y, StructureKind::Colony)
+                .expect("order");
+        }
+        app.save_all().expect("saved");
+        Duration::from_micros(app.metrics().last_lock_hold_micros)
+    };
+    let lock_hold_small_in_large = hold_for("big", 1000);
+    let lock_hold_small_alone = hold_for("small", 1000);
+    LatencyResult {
+        idle_p50: percentile(&idle, 0.5),
+        idle_p99: percentile(&idle, 0.99),
+        saving_p50: percentile(&saving, 0.5),
+        saving_p99: percentile(&saving, 0.99),
+        save_duration,
+        lock_hold_large,
+        lock_hold_small_in_large,
+        lock_hold_small_alone,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Load, and database bytes per system.
+
+fn load(dir: &Path, systems: u64) -> (Duration, Duration, f64) {
+    let path = dir.join("load.db");
+    {
+        let app = AppState::open(&settings(&path, |_| {})).expect("opens");
+        app.create_galaxy("load", config(systems, 100), Some(1), 0)
+            .expect("created");
+        // Half the systems with a build in flight, as in a game under way.
+        for (i, (x, y)) in coords(&app, "load").into_iter().enumerate() {
+            if i % 2 == 0 {
+                app.build("load", 1, x, y, StructureKind::Hatchery)
+                    .expect("order");
+            }
+        }
+        assert!(app.shutdown().all_saved());
+    }
+    let bytes = std::fs::metadata(&path).expect("exists").len() as f64 / systems as f64;
+    let reader = Store::open_reader(&path).expect("reader");
+    let mut engine = Vec::new();
+    let mut floor = Vec::new();
+    let conn = Connection::open(&path).expect("opens");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let galaxy = reader.load_galaxy("load").expect("loads").expect("stored");
+        engine.push(started.elapsed());
+        assert_eq!(galaxy.systems().len() as u64, systems);
+        let started = Instant::now();
+        let loaded = floor_load(&conn);
+        floor.push(started.elapsed());
+        assert_eq!(loaded.len() as u64, systems);
+    }
+    engine.sort();
+    floor.sort();
+    (engine[1], floor[1], bytes)
+}
+
+/// Plain table scans without joins, grouped in Rust.
+fn floor_load(conn: &Connection) -> Vec<System> {
+    let mut systems = Vec::new();
+    let mut index_of = std::collections::HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, x, y, metal, crew, water, current_tick FROM systems")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let id: i64 = row.get(0).expect("id");
+        index_of.insert(id, systems.len());
+        systems.push(System {
+            x: row.get(1).expect("x"),
+            y: row.get(2).expect("y"),
+            resources: galactic_war::model::Resources {
+                metal: row.get::<_, i64>(3).expect("metal") as u64,
+                crew: row.get::<_, i64>(4).expect("crew") as u64,
+                water: row.get::<_, i64>(5).expect("water") as u64,
+            },
+            tick: row.get::<_, i64>(6).expect("tick") as u64,
+            levels: [0; 5],
+            build: None,
+        });
+    }
+    let mut stmt = conn
+        .prepare("SELECT system_id, structure_type, level FROM structures")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let index = index_of[&row.get::<_, i64>(0).expect("id")];
+        let kind: StructureKind = row
+            .get::<_, String>(1)
+            .expect("type")
+            .parse()
+            .expect("kind");
+        systems[index].levels[kind.index()] = row.get(2).expect("level");
+    }
+    let mut stmt = conn
+        .prepare("SELECT system_id, completion_tick, structure_type FROM events")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let index = index_of[&row.get::<_, i64>(0).expect("id")];
+        systems[index].build = Some(galactic_war::model::Build {
+            completion_tick: row.get::<_, i64>(1).expect("tick") as u64,
+            structure: row
+                .get::<_, String>(2)
+                .expect("type")
+                .parse()
+                .expect("kind"),
+        });
+    }
+    systems.sort_by_key(System::coords);
+    systems
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Memory.
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident bytes per system of a galaxy of `systems`, measured in a fresh process (this
+/// one has allocated and freed plenty by now, which would hide the growth).
+fn memory_per_system(systems: u64) -> f64 {
+    let output = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--memory", &systems.to_string()])
+        .output()
+        .expect("runs");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// The child side of [`memory_per_system`]: creates the galaxy and prints bytes/system.
+fn measure_memory(systems: u64) {
+    let app = AppState::without_engine(
+        galactic_war::persistence::metrics::PersistenceState::Disabled,
+        None,
+    );
+    let before = resident_bytes();
+    app.create_galaxy("memory", config(systems, 100), Some(1), 0)
+        .expect("created");
+    let after = resident_bytes();
+    assert_eq!(
+        app.galaxy_copy("memory").expect("exists").systems().len() as u64,
+        systems
+    );
+    println!("{}", (after.saturating_sub(before)) as f64 / systems as f64);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. HTTP over loopback.
+
+fn http_server(app: AppState) -> (HttpServer, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let metrics = Arc::new(HttpMetrics::default());
+    let api = Api::new(app, metrics.clone(), None, None);
+    let server =
+        HttpServer::start(listener, Arc::new(api), Limits::default(), metrics).expect("starts");
+    let addr = server.local_addr();
+    (server, addr)
+}
+
+/// Requests/s from `clients` keep-alive connections for `duration`; every answer must be
+/// `expect`.
+fn http_load(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    method: &str,
+    paths: Arc<Vec<String>>,
+    expect: u16,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            let paths = paths.clone();
+            let method = method.to_owned();
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(addr).expect("connects");
+                stream.set_nodelay(true).expect("nodelay");
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = &paths[(done as usize * 7 + c) % paths.len()];
+                    write!(
+                        writer,
+                        "{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n"
+                    )
+                    .expect("writes");
+                    let mut status_line = String::new();
+                    reader.read_line(&mut status_line).expect("reads");
+                    let status: u16 = status_line
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .expect("status");
+                    assert_eq!(status, expect, "{status_line}");
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).expect("reads");
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().expect("length");
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).expect("body");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let total: u64 = threads.into_iter().map(|t| t.join().expect("joins")).sum();
+    per_sec(total, duration)
+}
+
+/// A served galaxy, with persistence on or off.
+struct Served {
+    server: HttpServer,
+    addr: SocketAddr,
+    get: Arc<Vec<String>>,
+    post: Arc<Vec<String>>,
+}
+
+fn serve(dir: &Path, enabled: bool) -> Served {
+    let app = AppState::open(&settings(&dir.join(format!("http-{enabled}.db")), |s| {
+        s.enabled = enabled;
+        s.coalescing_delay = Duration::from_millis(1000);
+    }))
+    .expect("opens");
+    app.create_galaxy("web", config(1000, 0), Some(1), 0)
+        .expect("created");
+    let places = coords(&app, "web");
+    let (server, addr) = http_server(app);
+    let paths = |suffix: &str| {
+        Arc::new(
+            places
+                .iter()
+                .map(|(x, y)| format!("/galaxies/web/systems/{x}/{y}{suffix}"))
+                .collect(),
+        )
+    };
+    Served {
+        server,
+        addr,
+        get: paths(""),
+        post: paths("/build/colony"),
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// GET and POST req/s, persistence on and off: three rounds, each measuring all four in
+/// turn so that a noisy moment of the machine hits both sides; the median of each.
+fn http(dir: &Path, duration: Duration) -> [f64; 4] {
+    let on = serve(dir, true);
+    let off = serve(dir, false);
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for _ in 0..3 {
+        samples[0].push(http_load(on.addr, 4, duration, "GET", on.get.clone(), 200));
+        samples[1].push(http_load(
+            off.addr,
+            4,
+            duration,
+            "GET",
+            off.get.clone(),
+            200,
+        ));
+        samples[2].push(http_load(
+            on.addr,
+            4,
+            duration,
+            "POST",
+            on.post.clone(),
+            201,
+        ));
+        samples[3].push(http_load(
+            off.addr,
+            4,
+            duration,
+            "POST",
+            off.post.clone(),
+            201,
+        ));
+    }
+    on.server.shutdown();
+    off.server.shutdown();
+    samples.map(median)
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--memory") {
+        measure_memory(args[at + 1].parse().expect("a count"));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir: PathBuf = dir.path().to_path_buf();
+    let large: u64 = if quick { 20_000 } else { 100_000 };
+    let run_for = Duration::from_millis(if quick { 500 } else { 2000 });
+    let mut table: Vec<(String, String, String, String)> = Vec::new();
+    let mut out = serde_json::Map::new();
+    let mut row = |what: &str, ours: String, floor: String, ratio: Option<f64>, target: &str| {
+        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}"));
+        println!("| {what} | {ours} | {floor} | {ratio} | {target} |");
+        table.push((what.into(), ours, floor, ratio));
+    };
+    println!("| measurement | engine | floor / reference | ratio | target |");
+    println!("| --- | --- | --- | --- | --- |");
+
+    // 1
+    let batches: Vec<(u64, u64)> = if quick {
+        vec![(1, 200), (100, 20), (10_000, 2), (large, 1)]
+    } else {
+        vec![(1, 1000), (100, 100), (10_000, 5), (large, 2)]
+    };
+    let mut saves = Vec::new();
+    for (batch, rounds) in batches {
+        let r = save_throughput(&dir, batch, rounds);
+        row(
+            &format!("1. save, every row changed, batch {}", r.batch),
+            format!("{:.0} systems/s", r.engine),
+            format!("{:.0} systems/s", r.floor),
+            Some(r.engine / r.floor),
+            if r.batch >= 1000 { "≥ 0.9" } else { "" },
+        );
+        saves.push(json!({"batch": r.batch, "engine": r.engine, "floor": r.floor, "ratio": r.engine / r.floor}));
+    }
+    out.insert("save".into(), Value::Array(saves));
+
+    // 2
+    let (systems, orders) = if quick {
+        (10_000, 50_000)
+    } else {
+        (10_000, 200_000)
+    };
+    let (engine, floor) = order_throughput(&dir, systems, orders, 1000);
+    row(
+        "2. orders persisted (batches of 1000 orders)",
+        format!("{engine:.0} orders/s"),
+        format!("{floor:.0} orders/s"),
+        Some(engine / floor),
+        "≥ 2",
+    );
+    out.insert(
+        "orders".into(),
+        json!({"engine": engine, "floor": floor, "ratio": engine / floor}),
+    );
+
+    // 3
+    // Both sides in turn, three rounds, medians: a noisy moment hits both.
+    let on = game_app(&dir.join("game-on.db"), true, 10_000);
+    let off = game_app(&dir.join("game-off.db"), false, 10_000);
+    let mut samples: [Vec<f64>; 6] = Default::default();
+    for _ in 0..3 {
+        let (orders, reads) = game_path(&on, run_for);
+        samples[0].push(orders);
+        samples[1].push(reads);
+        samples[2].push(order_cost_ns(&on, 200_000));
+        let (orders, reads) = game_path(&off, run_for);
+        samples[3].push(orders);
+        samples[4].push(reads);
+        samples[5].push(order_cost_ns(&off, 200_000));
+    }
+    drop((on, off));
+    let [on_orders, on_reads, on_ns, off_orders, off_reads, off_ns] = samples.map(median);
+    row(
+        "3. orders/s, 2 threads, persistence on vs off",
+        format!("{on_orders:.0}"),
+        format!("{off_orders:.0}"),
+        Some(on_orders / off_orders),
+        "≥ 0.95",
+    );
+    row(
+        "3. reads/s, 2 threads, persistence on vs off",
+        format!("{on_reads:.0}"),
+        format!("{off_reads:.0}"),
+        Some(on_reads / off_reads),
+        "",
+    );
+    row(
+        "3. ns per order, on vs off (difference: cost of marking dirty)",
+        format!("{on_ns:.0} ns"),
+        format!("{off_ns:.0} ns"),
+        None,
+        &format!("{:.0} ns ≤ 100", on_ns - off_ns),
+    );
+    let l = latency_during_save(&dir, large);
+    row(
+        &format!("3. order p50 during a {large}-system save vs idle"),
+        format!("{:?}", l.saving_p50),
+        format!("{:?}", l.idle_p50),
+        Some(l.saving_p50.as_secs_f64() / l.idle_p50.as_secs_f64()),
+        "",
+    );
+    row(
+        &format!("3. order p99 during a {large}-system save vs idle"),
+        format!("{:?}", l.saving_p99),
+        format!("{:?}", l.idle_p99),
+        Some(l.saving_p99.as_secs_f64() / l.idle_p99.as_secs_f64()),
+        "≤ 2",
+    );
+    row(
+        &format!(
+            "3. writer lock hold, {large} dirty systems (save took {:?})",
+            l.save_duration
+        ),
+        format!("{:?}", l.lock_hold_large),
+        String::new(),
+        None,
+        "≤ 10 ms",
+    );
+    row(
+        &format!("3. lock hold, 1000 dirty in {large} vs 1000 dirty in 1000"),
+        format!("{:?}", l.lock_hold_small_in_large),
+        format!("{:?}", l.lock_hold_small_alone),
+        None,
+        "about equal",
+    );
+    out.insert("game".into(), json!({
+        "orders_on": on_orders, "orders_off": off_orders, "reads_on": on_reads, "reads_off": off_reads,
+        "order_ns_on": on_ns, "order_ns_off": off_ns,
+        "idle_p50_ns": l.idle_p50.as_nanos() as u64, "idle_p99_ns": l.idle_p99.as_nanos() as u64,
+        "saving_p50_ns": l.saving_p50.as_nanos() as u64, "saving_p99_ns": l.saving_p99.as_nanos() as u64,
+        "save_large_us": l.save_duration.as_micros() as u64,
+        "lock_hold_large_us": l.lock_hold_large.as_micros() as u64,
+        "lock_hold_1000_in_large_us": l.lock_hold_small_in_large.as_micros() as u64,
+        "lock_hold_1000_alone_us": l.lock_hold_small_alone.as_micros() as u64,
+    }));
+
+    // 4
+    let (engine_load, floor_load, db_bytes) = load(&dir, large);
+    row(
+        &format!("4. load {large} systems"),
+        format!("{engine_load:?}"),
+        format!("{floor_load:?}"),
+        Some(floor_load.as_secs_f64() / engine_load.as_secs_f64()),
+        "≥ 0.8 (floor time / engine time)",
+    );
+    out.insert("load".into(), json!({"systems": large, "engine_us": engine_load.as_micros() as u64, "floor_us": floor_load.as_micros() as u64}));
+
+    // 5
+    let memory_systems = if quick { 200_000 } else { 1_000_000 };
+    let per_system = memory_per_system(memory_systems);
+    row(
+        &format!("5. resident bytes per system ({memory_systems} loaded)"),
+        format!("{per_system:.0} B"),
+        String::new(),
+        None,
+        "≤ 160 B",
+    );
+    row(
+        "5. database bytes per system",
+        format!("{db_bytes:.0} B"),
+        String::new(),
+        None,
+        "",
+    );
+    out.insert("memory".into(), json!({"systems": memory_systems, "rss_bytes_per_system": per_system, "db_bytes_per_system": db_bytes}));
+
+    // 6
+    let [get_on, get_off, post_on, post_off] = http(&dir, run_for);
+    row(
+        "6. HTTP GET system, req/s, persistence on vs off",
+        format!("{get_on:.0}"),
+        format!("{get_off:.0}"),
+        Some(get_on / get_off),
+        "≥ 0.95",
+    );
+    row(
+        "6. HTTP POST build, req/s, persistence on vs off",
+        format!("{post_on:.0}"),
+        format!("{post_off:.0}"),
+        Some(post_on / post_off),
+        "≥ 0.95",
+    );
+    out.insert(
+        "http".into(),
+        json!({"get_on": get_on, "get_off": get_off, "post_on": post_on, "post_off": post_off}),
+    );
+
+    out.insert("quick".into(), Value::Bool(quick));
+    println!("{}", Value::Object(out));
+}
