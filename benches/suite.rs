@@ -212,12 +212,6 @@ fn save_throughput(dir: &Path, batch: u64, rounds: u64) -> SaveResult {
         app.save_all().expect("saved");
     }
     let engine = per_sec(batch * rounds, started.elapsed());
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        eprintln!(
-            "batch {batch}: writer's last batch {} us",
-            app.metrics().last_batch_micros
-        );
-    }
     let galaxy = app.galaxy_copy(name).expect("exists");
     drop(app);
 
@@ -266,31 +260,15 @@ fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f64, 
         .expect("created");
     let places = coords(&app, name);
     let started = Instant::now();
-    let mut in_orders = Duration::ZERO;
     for chunk in stream.chunks(batch as usize) {
-        let orders_started = Instant::now();
         for &(tick, index, kind) in chunk {
             let (x, y) = places[index];
             // Refusals (a build already in flight) are part of a realistic mix.
             let _ = app.build(name, tick, x, y, kind);
         }
-        in_orders += orders_started.elapsed();
         app.save_all().expect("saved");
     }
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        eprintln!("orders: {in_orders:?} placing orders");
-    }
     let engine = per_sec(orders, started.elapsed());
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        let m = app.metrics();
-        eprintln!(
-            "orders: {:?} in all, {} us in batches, {} systems, {} rows written",
-            started.elapsed(),
-            m.total_batch_micros,
-            m.systems_written,
-            m.rows_written
-        );
-    }
     drop(app);
 
     let mut galaxy = Galaxy::create(name, galaxy_config, seed, 0).expect("created");
@@ -717,13 +695,13 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// GET and POST req/s, persistence on and off: three rounds, each measuring all four in
-/// turn so that a noisy moment of the machine hits both sides; the median of each.
-fn http(dir: &Path, duration: Duration) -> [f64; 4] {
+/// GET and POST req/s, persistence on and off: `rounds` rounds, each measuring all four
+/// in turn so that a noisy moment of the machine hits both sides; the median of each.
+fn http(dir: &Path, duration: Duration, rounds: usize) -> [f64; 4] {
     let on = serve(dir, true);
     let off = serve(dir, false);
     let mut samples: [Vec<f64>; 4] = Default::default();
-    for _ in 0..3 {
+    for _ in 0..rounds {
         samples[0].push(http_load(on.addr, 4, duration, "GET", on.get.clone(), 200));
         samples[1].push(http_load(
             off.addr,
@@ -929,7 +907,8 @@ fn main() {
     out.insert("memory".into(), json!({"systems": memory_systems, "rss_bytes_per_system": per_system, "db_bytes_per_system": db_bytes}));
 
     // 6
-    let [get_on, get_off, post_on, post_off] = http(&dir, run_for);
+    let rounds = if quick { 3 } else { 5 };
+    let [get_on, get_off, post_on, post_off] = http(&dir, run_for, rounds);
     row(
         "6. HTTP GET system, req/s, persistence on vs off",
         format!("{get_on:.0}"),
