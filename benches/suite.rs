@@ -742,130 +742,140 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only N` runs section N alone (for profiling one of them).
+    let only: Option<u32> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|at| args.get(at + 1))
+        .and_then(|n| n.parse().ok());
+    let wanted = |section: u32| only.is_none_or(|n| n == section);
     let dir = tempfile::tempdir().expect("temp dir");
     let dir: PathBuf = dir.path().to_path_buf();
     let large: u64 = if quick { 20_000 } else { 100_000 };
     let run_for = Duration::from_millis(if quick { 500 } else { 2000 });
-    let mut table: Vec<(String, String, String, String)> = Vec::new();
     let mut out = serde_json::Map::new();
-    let mut row = |what: &str, ours: String, floor: String, ratio: Option<f64>, target: &str| {
+    let row = |what: &str, ours: String, floor: String, ratio: Option<f64>, target: &str| {
         let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}"));
         println!("| {what} | {ours} | {floor} | {ratio} | {target} |");
-        table.push((what.into(), ours, floor, ratio));
     };
     println!("| measurement | engine | floor / reference | ratio | target |");
     println!("| --- | --- | --- | --- | --- |");
 
     // 1
-    let batches: Vec<(u64, u64)> = if quick {
-        vec![(1, 200), (100, 20), (10_000, 2), (large, 1)]
-    } else {
-        vec![(1, 1000), (100, 100), (10_000, 5), (large, 2)]
-    };
-    let mut saves = Vec::new();
-    for (batch, rounds) in batches {
-        let r = save_throughput(&dir, batch, rounds);
-        row(
-            &format!("1. save, every row changed, batch {}", r.batch),
-            format!("{:.0} systems/s", r.engine),
-            format!("{:.0} systems/s", r.floor),
-            Some(r.engine / r.floor),
-            if r.batch >= 1000 { "≥ 0.9" } else { "" },
-        );
-        saves.push(json!({"batch": r.batch, "engine": r.engine, "floor": r.floor, "ratio": r.engine / r.floor}));
+    if wanted(1) {
+        let batches: Vec<(u64, u64)> = if quick {
+            vec![(1, 200), (100, 20), (10_000, 2), (large, 1)]
+        } else {
+            vec![(1, 1000), (100, 100), (10_000, 5), (large, 2)]
+        };
+        let mut saves = Vec::new();
+        for (batch, rounds) in batches {
+            let r = save_throughput(&dir, batch, rounds);
+            row(
+                &format!("1. save, every row changed, batch {}", r.batch),
+                format!("{:.0} systems/s", r.engine),
+                format!("{:.0} systems/s", r.floor),
+                Some(r.engine / r.floor),
+                if r.batch >= 1000 { "≥ 0.9" } else { "" },
+            );
+            saves.push(json!({"batch": r.batch, "engine": r.engine, "floor": r.floor, "ratio": r.engine / r.floor}));
+        }
+        out.insert("save".into(), Value::Array(saves));
     }
-    out.insert("save".into(), Value::Array(saves));
 
     // 2
-    let (systems, orders) = if quick {
-        (10_000, 50_000)
-    } else {
-        (10_000, 200_000)
-    };
-    let (engine, floor) = order_throughput(&dir, systems, orders, 1000);
-    row(
-        "2. orders persisted (batches of 1000 orders)",
-        format!("{engine:.0} orders/s"),
-        format!("{floor:.0} orders/s"),
-        Some(engine / floor),
-        "≥ 2",
-    );
-    out.insert(
-        "orders".into(),
-        json!({"engine": engine, "floor": floor, "ratio": engine / floor}),
-    );
+    if wanted(2) {
+        let (systems, orders) = if quick {
+            (10_000, 50_000)
+        } else {
+            (10_000, 200_000)
+        };
+        let (engine, floor) = order_throughput(&dir, systems, orders, 1000);
+        row(
+            "2. orders persisted (batches of 1000 orders)",
+            format!("{engine:.0} orders/s"),
+            format!("{floor:.0} orders/s"),
+            Some(engine / floor),
+            "≥ 2",
+        );
+        out.insert(
+            "orders".into(),
+            json!({"engine": engine, "floor": floor, "ratio": engine / floor}),
+        );
+    }
 
     // 3
-    // Both sides in turn, three rounds, medians: a noisy moment hits both.
-    let on = game_app(&dir.join("game-on.db"), true, 10_000);
-    let off = game_app(&dir.join("game-off.db"), false, 10_000);
-    let mut samples: [Vec<f64>; 6] = Default::default();
-    for _ in 0..3 {
-        let (orders, reads) = game_path(&on, run_for);
-        samples[0].push(orders);
-        samples[1].push(reads);
-        samples[2].push(order_cost_ns(&on, 200_000));
-        let (orders, reads) = game_path(&off, run_for);
-        samples[3].push(orders);
-        samples[4].push(reads);
-        samples[5].push(order_cost_ns(&off, 200_000));
-    }
-    drop((on, off));
-    let [on_orders, on_reads, on_ns, off_orders, off_reads, off_ns] = samples.map(median);
-    row(
-        "3. orders/s, 2 threads, persistence on vs off",
-        format!("{on_orders:.0}"),
-        format!("{off_orders:.0}"),
-        Some(on_orders / off_orders),
-        "≥ 0.95",
-    );
-    row(
-        "3. reads/s, 2 threads, persistence on vs off",
-        format!("{on_reads:.0}"),
-        format!("{off_reads:.0}"),
-        Some(on_reads / off_reads),
-        "",
-    );
-    row(
-        "3. ns per order, on vs off (difference: cost of marking dirty)",
-        format!("{on_ns:.0} ns"),
-        format!("{off_ns:.0} ns"),
-        None,
-        &format!("{:.0} ns ≤ 100", on_ns - off_ns),
-    );
-    let l = latency_during_save(&dir, large);
-    row(
-        &format!("3. order p50 during a {large}-system save vs idle"),
-        format!("{:?}", l.saving_p50),
-        format!("{:?}", l.idle_p50),
-        Some(l.saving_p50.as_secs_f64() / l.idle_p50.as_secs_f64()),
-        "",
-    );
-    row(
-        &format!("3. order p99 during a {large}-system save vs idle"),
-        format!("{:?}", l.saving_p99),
-        format!("{:?}", l.idle_p99),
-        Some(l.saving_p99.as_secs_f64() / l.idle_p99.as_secs_f64()),
-        "≤ 2",
-    );
-    row(
-        &format!(
-            "3. writer lock hold, {large} dirty systems (save took {:?})",
-            l.save_duration
-        ),
-        format!("{:?}", l.lock_hold_large),
-        String::new(),
-        None,
-        "≤ 10 ms",
-    );
-    row(
-        &format!("3. lock hold, 1000 dirty in {large} vs 1000 dirty in 1000"),
-        format!("{:?}", l.lock_hold_small_in_large),
-        format!("{:?}", l.lock_hold_small_alone),
-        None,
-        "about equal",
-    );
-    out.insert("game".into(), json!({
+    if wanted(3) {
+        // Both sides in turn, three rounds, medians: a noisy moment hits both.
+        let on = game_app(&dir.join("game-on.db"), true, 10_000);
+        let off = game_app(&dir.join("game-off.db"), false, 10_000);
+        let mut samples: [Vec<f64>; 6] = Default::default();
+        for _ in 0..3 {
+            let (orders, reads) = game_path(&on, run_for);
+            samples[0].push(orders);
+            samples[1].push(reads);
+            samples[2].push(order_cost_ns(&on, 200_000));
+            let (orders, reads) = game_path(&off, run_for);
+            samples[3].push(orders);
+            samples[4].push(reads);
+            samples[5].push(order_cost_ns(&off, 200_000));
+        }
+        drop((on, off));
+        let [on_orders, on_reads, on_ns, off_orders, off_reads, off_ns] = samples.map(median);
+        row(
+            "3. orders/s, 2 threads, persistence on vs off",
+            format!("{on_orders:.0}"),
+            format!("{off_orders:.0}"),
+            Some(on_orders / off_orders),
+            "≥ 0.95",
+        );
+        row(
+            "3. reads/s, 2 threads, persistence on vs off",
+            format!("{on_reads:.0}"),
+            format!("{off_reads:.0}"),
+            Some(on_reads / off_reads),
+            "",
+        );
+        row(
+            "3. ns per order, on vs off (difference: cost of marking dirty)",
+            format!("{on_ns:.0} ns"),
+            format!("{off_ns:.0} ns"),
+            None,
+            &format!("{:.0} ns ≤ 100", on_ns - off_ns),
+        );
+        let l = latency_during_save(&dir, large);
+        row(
+            &format!("3. order p50 during a {large}-system save vs idle"),
+            format!("{:?}", l.saving_p50),
+            format!("{:?}", l.idle_p50),
+            Some(l.saving_p50.as_secs_f64() / l.idle_p50.as_secs_f64()),
+            "",
+        );
+        row(
+            &format!("3. order p99 during a {large}-system save vs idle"),
+            format!("{:?}", l.saving_p99),
+            format!("{:?}", l.idle_p99),
+            Some(l.saving_p99.as_secs_f64() / l.idle_p99.as_secs_f64()),
+            "≤ 2",
+        );
+        row(
+            &format!(
+                "3. writer lock hold, {large} dirty systems (save took {:?})",
+                l.save_duration
+            ),
+            format!("{:?}", l.lock_hold_large),
+            String::new(),
+            None,
+            "≤ 10 ms",
+        );
+        row(
+            &format!("3. lock hold, 1000 dirty in {large} vs 1000 dirty in 1000"),
+            format!("{:?}", l.lock_hold_small_in_large),
+            format!("{:?}", l.lock_hold_small_alone),
+            None,
+            "about equal",
+        );
+        out.insert("game".into(), json!({
         "orders_on": on_orders, "orders_off": off_orders, "reads_on": on_reads, "reads_off": off_reads,
         "order_ns_on": on_ns, "order_ns_off": off_ns,
         "idle_p50_ns": l.idle_p50.as_nanos() as u64, "idle_p99_ns": l.idle_p99.as_nanos() as u64,
@@ -875,58 +885,68 @@ fn main() {
         "lock_hold_1000_in_large_us": l.lock_hold_small_in_large.as_micros() as u64,
         "lock_hold_1000_alone_us": l.lock_hold_small_alone.as_micros() as u64,
     }));
+    }
 
     // 4
-    let (engine_load, floor_load, db_bytes) = load(&dir, large);
-    row(
-        &format!("4. load {large} systems"),
-        format!("{engine_load:?}"),
-        format!("{floor_load:?}"),
-        Some(floor_load.as_secs_f64() / engine_load.as_secs_f64()),
-        "≥ 0.8 (floor time / engine time)",
-    );
-    out.insert("load".into(), json!({"systems": large, "engine_us": engine_load.as_micros() as u64, "floor_us": floor_load.as_micros() as u64}));
+    if wanted(4) {
+        let (engine_load, floor_load, db_bytes) = load(&dir, large);
+        row(
+            &format!("4. load {large} systems"),
+            format!("{engine_load:?}"),
+            format!("{floor_load:?}"),
+            Some(floor_load.as_secs_f64() / engine_load.as_secs_f64()),
+            "≥ 0.8 (floor time / engine time)",
+        );
+        row(
+            "4. database bytes per system (of that galaxy)",
+            format!("{db_bytes:.0} B"),
+            String::new(),
+            None,
+            "",
+        );
+        out.insert("load".into(), json!({"systems": large, "engine_us": engine_load.as_micros() as u64, "floor_us": floor_load.as_micros() as u64, "db_bytes_per_system": db_bytes}));
+    }
 
     // 5
-    let memory_systems = if quick { 200_000 } else { 1_000_000 };
-    let per_system = memory_per_system(memory_systems);
-    row(
-        &format!("5. resident bytes per system ({memory_systems} loaded)"),
-        format!("{per_system:.0} B"),
-        String::new(),
-        None,
-        "≤ 160 B",
-    );
-    row(
-        "5. database bytes per system",
-        format!("{db_bytes:.0} B"),
-        String::new(),
-        None,
-        "",
-    );
-    out.insert("memory".into(), json!({"systems": memory_systems, "rss_bytes_per_system": per_system, "db_bytes_per_system": db_bytes}));
+    if wanted(5) {
+        let memory_systems = if quick { 200_000 } else { 1_000_000 };
+        let per_system = memory_per_system(memory_systems);
+        row(
+            &format!("5. resident bytes per system ({memory_systems} loaded)"),
+            format!("{per_system:.0} B"),
+            String::new(),
+            None,
+            "≤ 160 B",
+        );
+        out.insert(
+            "memory".into(),
+            json!({"systems": memory_systems, "rss_bytes_per_system": per_system}),
+        );
+    }
 
     // 6
-    let rounds = if quick { 3 } else { 5 };
-    let [get_on, get_off, post_on, post_off] = http(&dir, run_for, rounds);
-    row(
-        "6. HTTP GET system, req/s, persistence on vs off",
-        format!("{get_on:.0}"),
-        format!("{get_off:.0}"),
-        Some(get_on / get_off),
-        "≥ 0.95",
-    );
-    row(
-        "6. HTTP POST build, req/s, persistence on vs off",
-        format!("{post_on:.0}"),
-        format!("{post_off:.0}"),
-        Some(post_on / post_off),
-        "≥ 0.95",
-    );
-    out.insert(
-        "http".into(),
-        json!({"get_on": get_on, "get_off": get_off, "post_on": post_on, "post_off": post_off}),
-    );
+    if wanted(6) {
+        let rounds = if quick { 3 } else { 5 };
+        let [get_on, get_off, post_on, post_off] = http(&dir, run_for, rounds);
+        row(
+            "6. HTTP GET system, req/s, persistence on vs off",
+            format!("{get_on:.0}"),
+            format!("{get_off:.0}"),
+            Some(get_on / get_off),
+            "≥ 0.95",
+        );
+        row(
+            "6. HTTP POST build, req/s, persistence on vs off",
+            format!("{post_on:.0}"),
+            format!("{post_off:.0}"),
+            Some(post_on / post_off),
+            "≥ 0.95",
+        );
+        out.insert(
+            "http".into(),
+            json!({"get_on": get_on, "get_off": get_off, "post_on": post_on, "post_off": post_off}),
+        );
+    }
 
     out.insert("quick".into(), Value::Bool(quick));
     println!("{}", Value::Object(out));

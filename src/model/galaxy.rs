@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(rebuilt, galaxy);
 
         let mut twice = galaxy.systems().to_vec();
-        twice.push(twice[0].clone());
+        twice.push(twice[0]);
         assert!(matches!(
             Galaxy::from_parts("s", galaxy.config().clone(), 0, twice),
             Err(PartsError::Unordered { .. })

@@ -16,8 +16,8 @@ pub struct Build {
     pub structure: StructureKind,
 }
 
-/// The persisted state of one system.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The persisted state of one system (plain data: copying it is a `memcpy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct System {
     pub x: u32,
     pub y: u32,
@@ -56,7 +56,7 @@ impl System {
     /// way, if any. Accrual runs piecewise: up to the build's completion with the old levels,
     /// from there with the new ones.
     pub fn projected(&self, rules: &Rules, tick: u64) -> (System, Option<StructureKind>) {
-        let mut next = self.clone();
+        let mut next = *self;
         let mut completed = None;
         if let Some(build) = next.build.filter(|b| b.completion_tick <= tick) {
             next.accrue(rules, build.completion_tick);

@@ -3,6 +3,7 @@
 //! - [`store`]: the schema, migrations and SQL; one connection per [`store::Store`].
 //! - [`writer`]: the writer thread, the only writer of the database.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
+//! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - [`backup`]: online backups through SQLite's backup API.
@@ -13,6 +14,7 @@
 
 pub mod backup;
 pub mod cell;
+mod cut;
 pub mod lock;
 pub mod metrics;
 pub mod store;

@@ -828,7 +828,7 @@ mod tests {
             .map(|(index, rows)| SystemRow {
                 index,
                 rows,
-                system: galaxy.system(index).unwrap().clone(),
+                system: *galaxy.system(index).unwrap(),
             })
             .collect();
         let batch = GalaxyRows {
@@ -874,7 +874,7 @@ mod tests {
         let systems = vec![SystemRow {
             index: 0,
             rows: mask,
-            system: galaxy.system(0).unwrap().clone(),
+            system: *galaxy.system(0).unwrap(),
         }];
         let batch = GalaxyRows {
             name: "g".into(),
@@ -903,7 +903,7 @@ mod tests {
         let mut store = memory();
         let (galaxy, new) = new_galaxy("g");
         store.insert_galaxy(&new).unwrap();
-        let mut system = galaxy.system(0).unwrap().clone();
+        let mut system = *galaxy.system(0).unwrap();
         system.x += 1; // not the system stored at index 0
         let batch = GalaxyRows {
             name: "g".into(),
