@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_requests;
+mod crash_loop;
 mod notify;
 mod observability;
 mod signals;
