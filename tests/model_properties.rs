@@ -194,3 +194,94 @@ proptest! {
         prop_assert_eq!(original, again);
     }
 }
+
+/// A line of TOML-ish text: headers and keys of the config's vocabulary (and a few
+/// strangers), values of every kind including hostile numbers.
+fn toml_line() -> impl Strategy<Value = String> {
+    let header = prop::sample::select(vec![
+        "[size]",
+        "[systems]",
+        "[systems.resources]",
+        "[systems.structures.colony]",
+        "[systems.structures.colony.cost]",
+        "[systems.structures.colony.production]",
+        "[systems.structures.colony.storage]",
+        "[systems.structures.hatchery]",
+        "[systems.structures.castle]",
+        "[[systems]]",
+        "[size.x]",
+    ])
+    .prop_map(str::to_owned);
+    let key = prop::sample::select(vec![
+        "system_count",
+        "x",
+        "y",
+        "metal",
+        "crew",
+        "water",
+        "time",
+        "multiplier",
+        "starting_level",
+        "description",
+        "bogus",
+    ]);
+    let value = prop::sample::select(vec![
+        "0",
+        "1",
+        "-1",
+        "7",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1.5",
+        "0.0",
+        "-0.0",
+        "1e308",
+        "inf",
+        "-inf",
+        "nan",
+        "true",
+        "\"text\"",
+        "[1, 2]",
+        "{ a = 1 }",
+        "",
+    ]);
+    prop_oneof![
+        header,
+        (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        "\\PC{0,30}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("GWAR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    ))]
+
+    /// The config parser and validator never panic, whatever the text; and a config they
+    /// accept creates its galaxy.
+    #[test]
+    fn config_parsing_never_panics(
+        valid_start in any::<bool>(),
+        lines in prop::collection::vec(toml_line(), 0..30),
+    ) {
+        // Half the cases start from a valid config, so the validator sees more than
+        // parse errors.
+        let start = if valid_start { "system_count = 3\n[size]\nx = 2\ny = 2\n" } else { "" };
+        let text = format!("{start}{}", lines.join("\n"));
+        if let Ok((config, _)) = GalaxyConfig::from_toml(&text) {
+            if config.system_count <= 2_000 {
+                let galaxy = Galaxy::create("fuzz", config.clone(), 1, 0);
+                prop_assert!(galaxy.is_ok());
+                let galaxy = galaxy.unwrap();
+                prop_assert_eq!(galaxy.systems().len() as u64, config.system_count);
+            }
+        }
+    }
+
+    #[test]
+    fn config_parsing_never_panics_on_any_text(text in "\\PC{0,300}") {
+        let _ = GalaxyConfig::from_toml(&text);
+    }
+}

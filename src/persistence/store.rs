@@ -67,6 +67,11 @@ pub enum StoreError {
         context: &'static str,
         source: rusqlite::Error,
     },
+    #[error("the database file {path} {problem} after it was opened; nothing is written until it is back (restart the daemon to use a new file)")]
+    FileGone {
+        path: PathBuf,
+        problem: &'static str,
+    },
     #[error("cannot start the writer thread: {0}")]
     WriterThread(std::io::Error),
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
@@ -137,6 +142,29 @@ pub struct Store {
     conn: Connection,
     label: String,
     ids: HashMap<String, SystemIds>,
+    /// The database file as opened (writer only): a save first checks that the path
+    /// still names it, so a removed or replaced file is reported instead of written to
+    /// through a stale descriptor (or a fresh file silently taking its place).
+    file: Option<FileIdentity>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            path: path.to_path_buf(),
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
 }
 
 /// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
@@ -176,12 +204,19 @@ impl Store {
             conn,
             label,
             ids: HashMap::new(),
+            file: None,
         };
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
         store.configure(synchronous)?;
         store.migrate(version)?;
+        if let DatabaseUrl::File(path) = url {
+            store.file = Some(FileIdentity::of(path).map_err(|source| StoreError::Lock {
+                path: path.clone(),
+                source,
+            })?);
+        }
         Ok(store)
     }
 
@@ -202,6 +237,7 @@ impl Store {
             conn,
             label,
             ids: HashMap::new(),
+            file: None,
         };
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
@@ -448,6 +484,7 @@ impl Store {
 
     /// Writes a new galaxy in one transaction and caches its system ids.
     pub fn insert_galaxy(&mut self, galaxy: &NewGalaxy) -> Result<WriteStats, StoreError> {
+        self.check_file()?;
         let tx = self.conn.transaction().context("starting a creation")?;
         tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
             .and_then(|mut stmt| {
@@ -506,6 +543,7 @@ impl Store {
         deletions: &[String],
         galaxies: &[GalaxyRows],
     ) -> Result<WriteStats, StoreError> {
+        self.check_file()?;
         for galaxy in galaxies {
             if !self.ids.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
                 let ids = fetch_ids(&self.conn, &galaxy.name)?;
@@ -528,6 +566,23 @@ impl Store {
         result
     }
 
+    /// Fails when the database file was removed or replaced since it was opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        let Some(opened) = &self.file else {
+            return Ok(());
+        };
+        let problem = match FileIdentity::of(&opened.path) {
+            Ok(now) if now == *opened => return Ok(()),
+            Ok(_) => "was replaced by another file",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was removed",
+            Err(_) => "cannot be examined",
+        };
+        Err(StoreError::FileGone {
+            path: opened.path.clone(),
+            problem,
+        })
+    }
+
     /// Forgets the cached ids of a galaxy (after its deletion or a failed write).
     pub fn forget_ids(&mut self, name: &str) {
         self.ids.remove(name);
@@ -535,6 +590,7 @@ impl Store {
 
     /// A passive WAL checkpoint: copies what it can without waiting on readers.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.check_file()?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .context("checkpointing the WAL")

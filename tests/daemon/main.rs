@@ -5,8 +5,11 @@ mod util;
 
 mod bad_requests;
 mod crash_loop;
+mod faults;
+mod fuzz;
 mod notify;
 mod observability;
 mod signals;
+mod soak;
 mod startup;
 mod walkthrough;

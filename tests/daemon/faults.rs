@@ -1,0 +1,170 @@
+//! Real faults under the real daemon: the database directory removed or replaced, and a
+//! full disk (a small tmpfs). Orders keep working, health tells the truth, nothing is
+//! lost, and nothing is written where it does not belong.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::{first_system, stored_events, wait_for, Daemon};
+
+fn health_state(daemon: &Daemon) -> serde_json::Value {
+    daemon.get("/healthz").json()
+}
+
+#[test]
+fn a_removed_or_replaced_database_directory_is_reported_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let url = format!("sqlite:{}", data.join("galactic_war.db").display());
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", &url),
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "20"),
+            ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
+        ],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "g");
+
+    std::fs::remove_dir_all(&data).unwrap();
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || health_state(&daemon)["status"]
+            == "degraded"),
+        "{}",
+        health_state(&daemon)
+    );
+    let error = health_state(&daemon)["persistence"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("was removed"), "{error}");
+    // The game goes on from memory.
+    let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
+    assert_eq!(system["events"][0]["structure"], "hatchery");
+    assert_eq!(health_state(&daemon)["persistence"]["dirty_systems"], 1);
+
+    // Something else now sits where the database was: it is not ours to write.
+    std::fs::create_dir_all(&data).unwrap();
+    let impostor = data.join("galactic_war.db");
+    std::fs::write(&impostor, b"someone else's file").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let error = health_state(&daemon)["persistence"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("was replaced"), "{error}");
+    assert_eq!(std::fs::read(&impostor).unwrap(), b"someone else's file");
+    assert!(!data.join("galactic_war.db-wal").exists());
+    assert!(daemon.log().contains("saving failed"), "{}", daemon.log());
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then(|| Tmpfs { path, _dir: dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes a file until the filesystem refuses; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_is_survived_and_everything_saved_once_there_is_room() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount permission)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", tmpfs.path.join("galactic_war.db").display());
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", &url),
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "20"),
+            ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
+        ],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1&preset=classic").status, 201);
+    let systems: Vec<(u64, u64)> = daemon.get("/galaxies/g").json()["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
+        .collect();
+    let filler = fill(&tmpfs.path);
+
+    // Every first order adds an event row: the database must grow, and cannot.
+    for (x, y) in &systems {
+        let reply = daemon.post(&format!("/galaxies/g/systems/{x}/{y}/build/storagedepot"));
+        assert_eq!(reply.status, 201, "orders keep working: {}", reply.body);
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || health_state(&daemon)["status"]
+            == "degraded"),
+        "{}",
+        health_state(&daemon)
+    );
+    let error = health_state(&daemon)["persistence"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("full"), "{error}");
+    assert!(
+        daemon.get("/galaxies/g").status == 200,
+        "reads keep working"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let health = health_state(&daemon);
+            health["persistence"]["state"] == "healthy"
+                && health["persistence"]["dirty_systems"] == 0
+        }),
+        "{}",
+        health_state(&daemon)
+    );
+    assert_eq!(daemon.post("/admin/save").status, 200);
+    let db = tmpfs.path.join("galactic_war.db");
+    assert_eq!(
+        stored_events(&db, "g"),
+        systems.len() as i64,
+        "every order was saved"
+    );
+    drop(daemon);
+}
