@@ -50,6 +50,8 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error("the database {path} is corrupt (it was left untouched): {details}")]
+    Corrupt { path: String, details: String },
     #[error("the database {database} is in use by another galactic-war process (it holds {lock})")]
     InUse { database: PathBuf, lock: PathBuf },
     #[error("cannot lock {path}: {source}")]
@@ -209,6 +211,7 @@ impl Store {
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
+        store.refuse_corrupt()?;
         store.configure(synchronous)?;
         store.migrate(version)?;
         if let DatabaseUrl::File(path) = url {
@@ -264,6 +267,33 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// `PRAGMA quick_check` before anything writes: a database with a damaged page is
+    /// refused untouched rather than served until a load or save trips over the damage.
+    /// It reads the whole file once (about 0.2 s per 100 000 systems here).
+    fn refuse_corrupt(&self) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA quick_check(20)")
+            .map_err(|source| StoreError::Open {
+                path: self.label.clone(),
+                source,
+            })?;
+        let problems: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|source| StoreError::Open {
+                path: self.label.clone(),
+                source,
+            })?;
+        if problems == ["ok"] {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            path: self.label.clone(),
+            details: problems.join("; "),
+        })
     }
 
     fn configure(&self, synchronous: Synchronous) -> Result<(), StoreError> {

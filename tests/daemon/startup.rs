@@ -96,3 +96,43 @@ fn help_and_version_work() {
     let unknown = Command::new(BIN).arg("--frobnicate").output().unwrap();
     assert_eq!(unknown.status.code(), Some(64));
 }
+
+#[test]
+fn a_damaged_page_is_found_at_start_up_and_the_file_left_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("galactic_war.db");
+    {
+        let mut daemon = Daemon::start(dir.path(), &[]);
+        assert_eq!(daemon.post("/galaxies/g?seed=1&preset=classic").status, 201);
+        assert!(daemon.terminate().success());
+    }
+    // Garbage over a page in the middle of the file; the header stays valid.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    let middle = bytes.len() / page / 2 * page;
+    for (i, byte) in bytes[middle..middle + page].iter_mut().enumerate() {
+        *byte = (i * 37 % 251) as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let health = daemon.get("/healthz").json();
+    assert_eq!(health["persistence"]["state"], "memory-only", "{health}");
+    assert!(
+        health["persistence"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt"),
+        "{health}"
+    );
+    assert_eq!(
+        daemon.post("/galaxies/other?seed=1").status,
+        201,
+        "the game still runs"
+    );
+    drop(daemon);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file is untouched"
+    );
+}
