@@ -87,6 +87,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 struct Floor {
     conn: Connection,
+    galaxy: String,
     ids: Vec<i64>,
 }
 
@@ -99,7 +100,7 @@ impl Floor {
         )
         .expect("pragmas");
         // The engine's writer's pragmas, exactly.
-        conn.execute_batch(galactic_war::persistence::store::WRITER_CACHE_PRAGMA)
+        conn.execute_batch(galactic_war::persistence::store::WRITER_PRAGMAS)
             .expect("cache");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
@@ -128,16 +129,27 @@ impl Floor {
             ids.push(id);
         }
         tx.commit().expect("commit");
-        Floor { conn, ids }
+        Floor {
+            conn,
+            galaxy: galaxy.name().to_owned(),
+            ids,
+        }
     }
 
-    /// Writes full systems (the system row, five structure rows, its event) in one
-    /// transaction: the floor for "every row changed".
+    /// Writes full systems in one transaction with the plain statements of a
+    /// save-everything design: one system upsert, five structure upserts (by cached system
+    /// id), delete and insert of its event.
     fn save_full(&mut self, systems: &[(usize, &System)]) {
         let tx = self.conn.transaction().expect("tx");
         {
             let mut update = tx
-                .prepare_cached("UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4, updated_at = CURRENT_TIMESTAMP WHERE id = ?5")
+                .prepare_cached(
+                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (galaxy_name, x, y) DO UPDATE SET metal = excluded.metal,
+                     crew = excluded.crew, water = excluded.water,
+                     current_tick = excluded.current_tick, updated_at = CURRENT_TIMESTAMP",
+                )
                 .expect("prepare");
             let mut upsert = tx
                 .prepare_cached(
@@ -156,13 +168,15 @@ impl Floor {
                 let r = system.resources;
                 update
                     .execute(params![
+                        self.galaxy,
+                        system.x,
+                        system.y,
                         r.metal as i64,
                         r.crew as i64,
                         r.water as i64,
-                        system.tick as i64,
-                        id
+                        system.tick as i64
                     ])
-                    .expect("update");
+                    .expect("upsert");
                 for kind in KINDS {
                     upsert
                         .execute(params![id, kind.as_str(), system.levels[kind.index()]])
