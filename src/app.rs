@@ -480,6 +480,8 @@ impl AppState {
         let target = timestamped_path(&dir, std::time::SystemTime::now());
         let started = Instant::now();
         backup_database(source, &target)?;
+        // Absolute, so the answer means the same to a client as to the daemon.
+        let target = std::fs::canonicalize(&target).unwrap_or(target);
         log::info!(target: "galactic_war::persistence",
             "backup written to {} in {:?}", target.display(), started.elapsed());
         Ok(target)

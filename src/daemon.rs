@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::AppState;
+use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::Api;
 use crate::http::server::{HttpServer, Limits};
@@ -34,6 +35,7 @@ SQLite in the background.
 
 Usage:
   galactic-war                                  serve the game over HTTP
+  galactic-war check [--database URL]           integrity and consistency of a database
   galactic-war backup --to PATH [--database URL] online backup of a database file
   galactic-war --help | --version
 
@@ -65,6 +67,7 @@ pub fn run(args: &[String]) -> i32 {
             EX_OK
         }
         Some("backup") => backup_command(&args[1..]),
+        Some("check") => check_command(&args[1..]),
         Some(other) => {
             eprintln!("galactic-war: unknown argument {other:?}; see galactic-war --help");
             EX_USAGE
@@ -77,48 +80,104 @@ fn init_logging() {
     let _ = env_logger::Builder::from_env(env).try_init();
 }
 
-/// `backup --to PATH [--database URL]`.
-fn backup_command(args: &[String]) -> i32 {
-    let mut to = None;
-    let mut database = None;
+/// `--flag VALUE` pairs of a subcommand; `None` (after printing `usage`) on anything else.
+fn flags<'a>(
+    command: &str,
+    usage: &str,
+    args: &'a [String],
+    known: &[&str],
+) -> Option<Vec<(&'a str, &'a str)>> {
+    let mut found = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
-        match (arg.as_str(), rest.next()) {
-            ("--to", Some(path)) => to = Some(PathBuf::from(path)),
-            ("--database", Some(url)) => database = Some(url.clone()),
+        match rest.next() {
+            Some(value) if known.contains(&arg.as_str()) => {
+                found.push((arg.as_str(), value.as_str()))
+            }
             _ => {
-                eprintln!("galactic-war backup: usage: backup --to PATH [--database URL]");
-                return EX_USAGE;
+                eprintln!("galactic-war {command}: usage: {usage}");
+                return None;
             }
         }
     }
-    let Some(to) = to else {
-        eprintln!("galactic-war backup: --to PATH is required");
-        return EX_USAGE;
-    };
-    let url = match database {
-        Some(url) => {
-            DatabaseUrl::parse(&url).map_err(|reason| format!("--database {url:?}: {reason}"))
+    Some(found)
+}
+
+/// The database file of `--database URL`, or of `DATABASE_URL`; an exit status on error.
+fn database_file(command: &str, flags: &[(&str, &str)]) -> Result<PathBuf, i32> {
+    let url = match flags.iter().find(|(flag, _)| *flag == "--database") {
+        Some((_, url)) => {
+            DatabaseUrl::parse(url).map_err(|reason| format!("--database {url:?}: {reason}"))
         }
         None => Settings::from_env()
             .map(|s| s.database)
             .map_err(|e| e.to_string()),
     };
-    let source = match url {
-        Ok(DatabaseUrl::File(path)) => path,
+    match url {
+        Ok(DatabaseUrl::File(path)) if path.exists() => Ok(path),
+        Ok(DatabaseUrl::File(path)) => {
+            eprintln!("galactic-war {command}: no database at {}", path.display());
+            Err(EX_FAILURE)
+        }
         Ok(DatabaseUrl::Memory) => {
-            eprintln!("galactic-war backup: an in-memory database cannot be backed up");
-            return EX_USAGE;
+            eprintln!("galactic-war {command}: an in-memory database has no file to work on");
+            Err(EX_USAGE)
         }
         Err(message) => {
-            eprintln!("galactic-war backup: {message}");
-            return EX_CONFIG;
+            eprintln!("galactic-war {command}: {message}");
+            Err(EX_CONFIG)
         }
-    };
-    if !source.exists() {
-        eprintln!("galactic-war backup: no database at {}", source.display());
-        return EX_FAILURE;
     }
+}
+
+/// `check [--database URL]`: prints what it found; 0 only when every check holds.
+fn check_command(args: &[String]) -> i32 {
+    let Some(flags) = flags("check", "check [--database URL]", args, &["--database"]) else {
+        return EX_USAGE;
+    };
+    let path = match database_file("check", &flags) {
+        Ok(path) => path,
+        Err(status) => return status,
+    };
+    println!("database: {}", path.display());
+    match check_database(&path) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            for problem in &report.problems {
+                println!("PROBLEM: {problem}");
+            }
+            if report.passed() {
+                println!("all checks passed");
+                EX_OK
+            } else {
+                println!("{} problem(s) found", report.problems.len());
+                EX_FAILURE
+            }
+        }
+        Err(error) => {
+            println!("PROBLEM: the database cannot be read: {error}");
+            EX_FAILURE
+        }
+    }
+}
+
+/// `backup --to PATH [--database URL]`.
+fn backup_command(args: &[String]) -> i32 {
+    let usage = "backup --to PATH [--database URL]";
+    let Some(flags) = flags("backup", usage, args, &["--to", "--database"]) else {
+        return EX_USAGE;
+    };
+    let Some(&(_, to)) = flags.iter().find(|(flag, _)| *flag == "--to") else {
+        eprintln!("galactic-war backup: --to PATH is required");
+        return EX_USAGE;
+    };
+    let source = match database_file("backup", &flags) {
+        Ok(path) => path,
+        Err(status) => return status,
+    };
+    let to = PathBuf::from(to);
     match backup_database(&source, &to) {
         Ok(()) => {
             println!("{}", to.display());

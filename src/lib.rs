@@ -13,12 +13,14 @@
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.
+//! - [`check`]: `galactic-war check`, the read-only consistency check of a database.
 //! - [`daemon`]: the `galactic-war` command: serve, signals, final flush, subcommands.
 //!   `src/main.rs` only hands it the arguments.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod check;
 pub mod daemon;
 pub mod http;
 pub mod model;

@@ -631,8 +631,9 @@ impl Store {
             .context("checkpointing the WAL")
     }
 
-    /// Copies the whole WAL into the database and truncates it (at shutdown).
+    /// Copies the whole WAL into the database and truncates it (when idle, at shutdown).
     pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        self.check_file()?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .context("truncating the WAL")

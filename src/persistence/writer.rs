@@ -123,6 +123,7 @@ impl WriterHandle {
             tickets: Vec::new(),
             failure: None,
             ticks_due: false,
+            last_commit: None,
             exit: None,
         };
         let thread = std::thread::Builder::new()
@@ -267,6 +268,8 @@ struct Writer {
     failure: Option<Failure>,
     next_interval: Instant,
     ticks_due: bool,
+    /// When a batch last wrote something, to tell an idle database from a busy one.
+    last_commit: Option<Instant>,
     exit: Option<Sender<ShutdownReport>>,
 }
 
@@ -428,7 +431,17 @@ impl Writer {
             let periodic = self.ticks_due;
             self.batch(now);
             if periodic && self.failure.is_none() {
-                if let Err(error) = self.store.checkpoint() {
+                // Idle for a whole interval: give the WAL file back to the filesystem.
+                // Busy: a passive checkpoint, which never waits on readers.
+                let idle = self
+                    .last_commit
+                    .is_none_or(|at| at.elapsed() >= self.settings.auto_save_interval);
+                let checkpoint = if idle {
+                    self.store.checkpoint_truncate()
+                } else {
+                    self.store.checkpoint()
+                };
+                if let Err(error) = checkpoint {
                     log::warn!(target: LOG, "WAL checkpoint failed: {error}");
                 }
             }
@@ -501,6 +514,7 @@ impl Writer {
                 }
                 self.metrics.set_healthy();
                 if !nothing_to_write {
+                    self.last_commit = Some(Instant::now());
                     self.metrics
                         .record_batch(duration, stats.systems, stats.rows);
                     log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",

@@ -9,6 +9,7 @@ mod faults;
 mod fuzz;
 mod notify;
 mod observability;
+mod operations;
 mod signals;
 mod soak;
 mod startup;

@@ -255,3 +255,32 @@ fn with_the_wall_clock_an_older_tick_means_now() {
     );
     assert_eq!(app.galaxy_copy("w").unwrap().tick(), 100);
 }
+
+#[test]
+fn the_wal_is_truncated_when_the_database_goes_idle() {
+    let db = TestDb::new();
+    let app = db.open(|s| s.auto_save_interval = Duration::from_secs(1));
+    app.create_galaxy("w", endless_config(500), Some(1), 0)
+        .unwrap();
+    let wal = db.dir.path().join("galactic_war.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let systems = coords(&app.galaxy_copy("w").unwrap());
+    for round in 0..20u64 {
+        for &(x, y) in &systems {
+            app.build("w", round, x, y, COLONY).unwrap();
+        }
+        app.save_all().unwrap();
+        // Within journal_size_limit plus one checkpoint's worth of frames.
+        assert!(
+            wal_size() <= 64 * 1024 * 1024 + 40 * 1024 * 1024,
+            "{}",
+            wal_size()
+        );
+    }
+    assert!(wal_size() > 0, "the saves went through the WAL");
+    assert!(
+        crate::util::wait_for(Duration::from_secs(10), || wal_size() == 0),
+        "an idle database's WAL is truncated (still {} bytes)",
+        wal_size()
+    );
+}

@@ -1,0 +1,151 @@
+//! Operator commands beside a running daemon: `check` and `backup`, and `/admin/backup`.
+
+use std::process::Command;
+
+use crate::util::{first_system, sqlite, stored_events, Daemon, BIN};
+
+fn run(args: &[&str]) -> (i32, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_passes_on_a_sound_database_and_names_an_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let (x, y) = first_system(&daemon, "g");
+    assert_eq!(
+        daemon
+            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
+            .status,
+        201
+    );
+    assert_eq!(daemon.post("/admin/save").status, 200);
+    let url = format!("sqlite:{}", daemon.database().display());
+
+    // Beside the running daemon.
+    let (status, text) = run(&["check", "--database", &url]);
+    assert_eq!(status, 0, "{text}");
+    for line in [
+        "integrity_check: ok",
+        "schema version: 1",
+        "systems: 200 rows",
+        "events: 1 rows",
+        "all checks passed",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+
+    // An orphaned structure row, inserted by hand behind the foreign keys' back.
+    sqlite(&daemon.database())
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO structures (system_id, structure_type, level) VALUES (999999, 'colony', 1);",
+        )
+        .unwrap();
+    let (status, text) = run(&["check", "--database", &url]);
+    assert_eq!(status, 1, "{text}");
+    assert!(
+        text.contains("PROBLEM: 1 structures of no system"),
+        "{text}"
+    );
+
+    let (status, text) = run(&["check", "--database", "sqlite:/nonexistent/x.db"]);
+    assert_ne!(status, 0, "{text}");
+    let (status, _) = run(&["check", "--bogus"]);
+    assert_eq!(status, 64);
+}
+
+#[test]
+fn backups_while_serving_are_complete_and_never_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "10")],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let systems: Vec<(u64, u64)> = daemon.get("/galaxies/g").json()["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
+        .collect();
+    for (x, y) in &systems[..50] {
+        assert_eq!(
+            daemon
+                .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
+                .status,
+            201
+        );
+    }
+    assert_eq!(daemon.post("/admin/save").status, 200);
+
+    // Orders keep coming while the backups are taken.
+    let addr = daemon.addr;
+    let later: Vec<(u64, u64)> = systems[50..].to_vec();
+    let orders = std::thread::spawn(move || {
+        for (x, y) in later {
+            let raw = format!(
+                "POST /galaxies/g/systems/{x}/{y}/build/hatchery HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            );
+            crate::util::raw_exchange(addr, raw.as_bytes());
+        }
+    });
+    let reply = daemon.post("/admin/backup");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let api_backup = std::path::PathBuf::from(reply.json()["path"].as_str().unwrap());
+    let cli_backup = dir.path().join("by-hand.db");
+    let url = format!("sqlite:{}", daemon.database().display());
+    let (status, text) = run(&[
+        "backup",
+        "--to",
+        cli_backup.to_str().unwrap(),
+        "--database",
+        &url,
+    ]);
+    assert_eq!(status, 0, "{text}");
+    orders.join().unwrap();
+
+    for backup in [&api_backup, &cli_backup] {
+        let integrity: String = sqlite(backup)
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        // Everything committed before the backup began is in it.
+        assert!(stored_events(backup, "g") >= 50, "{}", backup.display());
+        let (status, text) = run(&[
+            "check",
+            "--database",
+            &format!("sqlite:{}", backup.display()),
+        ]);
+        assert_eq!(status, 0, "{text}");
+    }
+    // Never overwritten.
+    let before = std::fs::read(&cli_backup).unwrap();
+    let (status, text) = run(&[
+        "backup",
+        "--to",
+        cli_backup.to_str().unwrap(),
+        "--database",
+        &url,
+    ]);
+    assert_ne!(status, 0, "{text}");
+    assert!(text.contains("already exists"), "{text}");
+    assert_eq!(std::fs::read(&cli_backup).unwrap(), before);
+
+    // A restored backup serves its galaxies.
+    let mut daemon = daemon;
+    assert!(daemon.terminate().success());
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(&api_backup, restored.path().join("galactic_war.db")).unwrap();
+    let daemon = Daemon::start(restored.path(), &[]);
+    let (x, y) = systems[0];
+    let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
+    assert_eq!(system["events"][0]["structure"], "hatchery");
+}
