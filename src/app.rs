@@ -254,13 +254,22 @@ impl AppState {
         tick: u64,
         read: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
-        let cell = self.cell(name)?;
-        let mut state = cell.lock();
-        if state.deleted {
-            return Err(AppError::UnknownGalaxy(name.to_owned()));
+        let mut read = Some(read);
+        loop {
+            let cell = self.cell(name)?;
+            let mut state = cell.lock();
+            if state.deleted {
+                return Err(AppError::UnknownGalaxy(name.to_owned()));
+            }
+            if state.evicted {
+                continue; // a stale copy: the next lookup loads the galaxy again
+            }
+            state.last_access = Instant::now();
+            let tick = self.effective_tick(tick, &state.galaxy);
+            // Every path that reaches this line returns, so the closure is taken once.
+            let read = read.take().expect("the read runs once");
+            return Ok(read(&mut state.galaxy, tick)?);
         }
-        let tick = self.effective_tick(tick, &state.galaxy);
-        Ok(read(&mut state.galaxy, tick)?)
     }
 
     /// With the wall clock, a tick behind the galaxy's (a request that read the clock
@@ -338,30 +347,39 @@ impl AppState {
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
         let shared = &self.shared;
-        let cell = self.cell(name)?;
-        let mut state = cell.lock();
-        if state.deleted {
-            return Err(AppError::UnknownGalaxy(name.to_owned()));
-        }
-        let was_clean = state.galaxy.changes().is_empty();
-        let tick = self.effective_tick(tick, &state.galaxy);
-        let result = change(&mut state.galaxy, tick)?;
-        match &shared.engine {
-            None => {
-                state.galaxy.take_changes();
+        let mut change = Some(change);
+        loop {
+            let cell = self.cell(name)?;
+            let mut state = cell.lock();
+            if state.deleted {
+                return Err(AppError::UnknownGalaxy(name.to_owned()));
             }
-            Some(engine) => {
-                let newly_dirty = was_clean && !state.galaxy.changes().is_empty();
-                // Unlock before signalling: the writer may want this lock for its cut.
-                drop(state);
-                if newly_dirty {
-                    let now = Instant::now();
-                    shared.metrics.note_unsaved_since(now);
-                    engine.writer().mark_dirty(cell, now);
+            if state.evicted {
+                continue; // a stale copy: the next lookup loads the galaxy again
+            }
+            state.last_access = Instant::now();
+            let was_clean = state.galaxy.changes().is_empty();
+            let tick = self.effective_tick(tick, &state.galaxy);
+            // Every path that reaches this line returns, so the closure is taken once.
+            let change = change.take().expect("the change runs once");
+            let result = change(&mut state.galaxy, tick)?;
+            match &shared.engine {
+                None => {
+                    state.galaxy.take_changes();
+                }
+                Some(engine) => {
+                    let newly_dirty = was_clean && !state.galaxy.changes().is_empty();
+                    // Unlock before signalling: the writer may want this lock for its cut.
+                    drop(state);
+                    if newly_dirty {
+                        let now = Instant::now();
+                        shared.metrics.note_unsaved_since(now);
+                        engine.writer().mark_dirty(cell, now);
+                    }
                 }
             }
+            return Ok(result);
         }
-        Ok(result)
     }
 
     pub fn system_details(
@@ -528,6 +546,16 @@ impl AppState {
     /// Galaxies in memory.
     pub fn galaxies_loaded(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// Systems of the galaxies in memory.
+    pub fn systems_loaded(&self) -> usize {
+        self.shared
+            .registry
+            .all()
+            .iter()
+            .map(|cell| cell.lock().galaxy.systems().len())
+            .sum()
     }
 }
 

@@ -69,6 +69,8 @@ pub struct PersistenceSettings {
     pub synchronous: Synchronous,
     /// Refuse orders while the oldest unsaved change is older than this.
     pub max_unsaved: Option<Duration>,
+    /// Evict clean galaxies from memory after this long without a read or an order.
+    pub galaxy_idle: Option<Duration>,
 }
 
 impl Default for PersistenceSettings {
@@ -81,6 +83,7 @@ impl Default for PersistenceSettings {
             coalescing_delay: Duration::from_millis(1000),
             synchronous: Synchronous::Normal,
             max_unsaved: None,
+            galaxy_idle: None,
         }
     }
 }
@@ -173,6 +176,11 @@ impl Settings {
             ),
             max_unsaved: var!(
                 "GWAR_PERSISTENCE_MAX_UNSAVED_SECS",
+                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
+                None
+            ),
+            galaxy_idle: var!(
+                "GWAR_GALAXY_IDLE_SECS",
                 |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
                 None
             ),
@@ -295,6 +303,7 @@ mod tests {
             ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "1.5"),
             ("GWAR_PERSISTENCE_SYNCHRONOUS", "off"),
             ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", ""),
+            ("GWAR_GALAXY_IDLE_SECS", "0"),
             ("GWAR_LISTEN", "localhost"),
             ("GWAR_ADMIN_TOKEN", ""),
         ] {

@@ -179,6 +179,20 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
     );
     sample(
         &mut out,
+        "gwar_systems_loaded",
+        "gauge",
+        "Systems of the galaxies in memory.",
+        app.systems_loaded(),
+    );
+    sample(
+        &mut out,
+        "gwar_galaxy_evictions_total",
+        "counter",
+        "Clean, idle galaxies evicted from memory.",
+        m.galaxies_evicted_total,
+    );
+    sample(
+        &mut out,
         "gwar_galaxy_loads_total",
         "counter",
         "Galaxies loaded from the database on a cache miss.",

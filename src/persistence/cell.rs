@@ -1,12 +1,14 @@
 //! Galaxies in memory, shared by the game threads and the writer thread.
 //!
 //! Each galaxy sits in its own [`GalaxyCell`] behind its own lock, so galaxies never
-//! contend with each other. The [`Registry`] maps names to cells. Lock order: the
-//! registry's lock is held only to find, insert or remove a cell, never together with a
-//! cell's lock, and no lock here is ever held during SQL.
+//! contend with each other. The [`Registry`] maps names to cells. Lock order: a cell's
+//! lock may be held while the registry's is taken (the writer does so to evict), never
+//! the other way round: nothing locks a cell while holding the registry. No lock here is
+//! ever held during SQL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
@@ -26,6 +28,11 @@ pub struct CellState {
     /// Set (under the lock) when the galaxy is deleted: a holder of a stale `Arc` must not
     /// play on, and the writer must not save it again.
     pub deleted: bool,
+    /// Set (under the lock) when the writer evicted this clean, idle galaxy from memory: a
+    /// holder of a stale `Arc` must look the name up again, which loads it afresh.
+    pub evicted: bool,
+    /// The last read or order, for eviction of idle galaxies.
+    pub last_access: Instant,
 }
 
 impl GalaxyCell {
@@ -35,6 +42,8 @@ impl GalaxyCell {
             state: Mutex::new(CellState {
                 galaxy,
                 deleted: false,
+                evicted: false,
+                last_access: Instant::now(),
             }),
         })
     }
@@ -65,6 +74,14 @@ impl Registry {
 
     pub fn remove(&self, name: &str) -> Option<Arc<GalaxyCell>> {
         self.cells.write().remove(name)
+    }
+
+    /// Removes `cell` if its name still maps to it (and not to a newer cell).
+    pub fn remove_cell(&self, cell: &Arc<GalaxyCell>) {
+        let mut cells = self.cells.write();
+        if cells.get(cell.name()).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            cells.remove(cell.name());
+        }
     }
 
     /// Every cell, copied out so the registry's lock is released before any cell is locked.

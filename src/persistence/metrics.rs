@@ -64,6 +64,7 @@ pub struct Metrics {
     pub(crate) max_lock_hold_micros: AtomicU64,
     pub(crate) last_lock_hold_micros: AtomicU64,
     pub(crate) galaxies_loaded_total: AtomicU64,
+    pub(crate) galaxies_evicted_total: AtomicU64,
     /// Milliseconds since `epoch` of the oldest unsaved change, or `NONE`.
     oldest_unsaved_ms: AtomicU64,
 }
@@ -86,6 +87,8 @@ pub struct MetricsSnapshot {
     pub last_lock_hold_micros: u64,
     /// Galaxies loaded from the database on a cache miss.
     pub galaxies_loaded_total: u64,
+    /// Clean, idle galaxies evicted from memory.
+    pub galaxies_evicted_total: u64,
     /// Age of the oldest change not yet committed, if any.
     pub oldest_unsaved_ms: Option<u64>,
 }
@@ -108,6 +111,7 @@ impl Metrics {
             max_lock_hold_micros: AtomicU64::new(0),
             last_lock_hold_micros: AtomicU64::new(0),
             galaxies_loaded_total: AtomicU64::new(0),
+            galaxies_evicted_total: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
         }
     }
@@ -195,6 +199,7 @@ impl Metrics {
             max_lock_hold_micros: self.max_lock_hold_micros.load(Relaxed),
             last_lock_hold_micros: self.last_lock_hold_micros.load(Relaxed),
             galaxies_loaded_total: self.galaxies_loaded_total.load(Relaxed),
+            galaxies_evicted_total: self.galaxies_evicted_total.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
         }
     }

@@ -431,6 +431,9 @@ impl Writer {
             let periodic = self.ticks_due;
             self.batch(now);
             if periodic && self.failure.is_none() {
+                if let Some(idle) = self.settings.galaxy_idle {
+                    self.evict_idle(idle);
+                }
                 // Idle for a whole interval: give the WAL file back to the filesystem.
                 // Busy: a passive checkpoint, which never waits on readers.
                 let idle = self
@@ -606,6 +609,38 @@ impl Writer {
         for ticket in expired {
             let last_error = self.failure.as_ref().map(|f| f.error.clone());
             self.answer(ticket, Err(PersistError::TimedOut { last_error }));
+        }
+    }
+
+    /// Drops clean galaxies nobody touched for `idle` from memory; they load again on their
+    /// next access. Only the writer can do this safely: it alone knows that a galaxy has no
+    /// batch in flight (none is, between batches) and that its tick is saved.
+    fn evict_idle(&mut self, idle: Duration) {
+        for cell in self.registry.all() {
+            let name = cell.name();
+            if self.pending.contains_key(name) {
+                continue;
+            }
+            let mut state = cell.lock();
+            let keep = state.deleted
+                || state.evicted
+                || !state.galaxy.changes().is_empty()
+                || state.last_access.elapsed() < idle
+                || self.saved_ticks.get(name) != Some(&state.galaxy.tick());
+            if keep {
+                continue;
+            }
+            // Marked and unlisted under the cell's lock, so no order can slip in between:
+            // a holder of this cell sees `evicted` and looks the name up again.
+            state.evicted = true;
+            self.registry.remove_cell(&cell);
+            drop(state);
+            self.store.forget_ids(name);
+            self.saved_ticks.remove(name);
+            self.metrics
+                .galaxies_evicted_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::debug!(target: LOG, "galaxy '{name}' evicted after {idle:?} idle");
         }
     }
 

@@ -284,3 +284,56 @@ fn the_wal_is_truncated_when_the_database_goes_idle() {
         wal_size()
     );
 }
+
+#[test]
+fn an_idle_galaxy_leaves_memory_and_comes_back_identical() {
+    let db = TestDb::new();
+    let app = db.open(|s| {
+        s.auto_save_interval = Duration::from_secs(1);
+        s.galaxy_idle = Some(Duration::from_secs(1));
+    });
+    app.create_galaxy("idle", endless_config(50), Some(1), 0).unwrap();
+    let systems = coords(&app.galaxy_copy("idle").unwrap());
+    for &(x, y) in &systems[..10] {
+        app.build("idle", 7, x, y, COLONY).unwrap();
+    }
+    let before = app.galaxy_copy("idle").unwrap();
+    assert!(
+        crate::util::wait_for(Duration::from_secs(15), || app.galaxies_loaded() == 0),
+        "evicted once idle and saved"
+    );
+    assert_eq!(app.metrics().galaxies_evicted_total, 1);
+    assert_eq!(app.systems_loaded(), 0);
+    let loads = app.metrics().galaxies_loaded_total;
+    let after = app.galaxy_copy("idle").unwrap();
+    assert_eq!(after.systems(), before.systems());
+    assert_eq!(after.tick(), before.tick());
+    assert_eq!(app.metrics().galaxies_loaded_total, loads + 1, "loaded again on access");
+    // And it plays on.
+    app.build("idle", 8, systems[0].0, systems[0].1, COLONY).unwrap();
+}
+
+#[test]
+fn a_dirty_galaxy_is_never_evicted_before_it_is_saved() {
+    let db = TestDb::new();
+    let app = db.open(|s| {
+        s.auto_save_interval = Duration::from_secs(1);
+        s.galaxy_idle = Some(Duration::from_secs(1));
+    });
+    app.create_galaxy("busy", endless_config(20), Some(1), 0).unwrap();
+    let (x, y) = coords(&app.galaxy_copy("busy").unwrap())[0];
+    let locker = db.connection();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    app.build("busy", 5, x, y, COLONY).unwrap();
+    let memory = app.galaxy_copy("busy").unwrap();
+    // Idle far longer than the limit, but unsaved: it stays.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(app.galaxies_loaded(), 1);
+    assert!(app.dirty_systems() >= 1);
+    locker.execute_batch("COMMIT").unwrap();
+    assert!(
+        crate::util::wait_for(Duration::from_secs(30), || app.galaxies_loaded() == 0),
+        "evicted once saved"
+    );
+    assert_eq!(db.stored("busy").unwrap().systems(), memory.systems());
+}
