@@ -59,6 +59,8 @@ fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settin
         listen: "127.0.0.1:0".parse().expect("valid"),
         admin_token: None,
         backup_dir: None,
+        backup_interval: None,
+        backup_keep: 7,
     }
 }
 

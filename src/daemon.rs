@@ -17,7 +17,7 @@ use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::Api;
 use crate::http::server::{HttpServer, Limits};
-use crate::persistence::backup::backup_database;
+use crate::persistence::backup::{backup_database, prune};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
 use crate::settings::{DatabaseUrl, Settings};
@@ -51,6 +51,9 @@ Configuration comes from the environment:
   GWAR_PERSISTENCE_MAX_UNSAVED_SECS     refuse orders past this unsaved age (unset)
   GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: loopback only)
   GWAR_BACKUP_DIR                       where online backups go (backups/ beside the database)
+  GWAR_BACKUP_INTERVAL                  seconds between automatic backups (unset: none)
+  GWAR_BACKUP_KEEP                      automatic backups kept, newest first (7)
+  GWAR_GALAXY_IDLE_SECS                 evict clean galaxies idle this long (unset: never)
   RUST_LOG                              log filter (info)
 ";
 
@@ -252,6 +255,14 @@ fn serve() -> i32 {
     }
     systemd::ready(&app);
     let supervisor = systemd::Supervisor::start(app.clone()).ok();
+    let backups = settings.backup_interval.map(|every| {
+        BackupSchedule::start(
+            app.clone(),
+            settings.backup_dir.clone(),
+            every,
+            settings.backup_keep,
+        )
+    });
 
     let _ = signalled.recv();
     let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
@@ -260,7 +271,45 @@ fn serve() -> i32 {
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
+    if let Some(backups) = backups {
+        backups.stop();
+    }
     finish(&app)
+}
+
+/// Periodic backups (`GWAR_BACKUP_INTERVAL`), keeping the newest `GWAR_BACKUP_KEEP`, on a
+/// thread of their own: a backup reads through its own connection and never holds up the
+/// writer or a player.
+struct BackupSchedule {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BackupSchedule {
+    fn start(app: AppState, dir: Option<PathBuf>, every: Duration, keep: usize) -> BackupSchedule {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(every)
+            {
+                match app.backup(dir.as_deref()) {
+                    Ok(path) => {
+                        let pruned = path.parent().map(|dir| prune(dir, keep));
+                        if let Some(Err(error)) = pruned {
+                            log::warn!("could not prune old backups: {error}");
+                        }
+                    }
+                    Err(error) => log::error!("periodic backup failed: {error}"),
+                }
+            }
+        });
+        BackupSchedule { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// The final flush and the exit status it earns.

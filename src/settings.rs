@@ -108,6 +108,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// `GWAR_BACKUP_DIR`; `None` means `backups/` beside the database.
     pub backup_dir: Option<PathBuf>,
+    /// `GWAR_BACKUP_INTERVAL`: take a backup this often (unset: never by itself).
+    pub backup_interval: Option<Duration>,
+    /// `GWAR_BACKUP_KEEP`: how many periodic backups to keep, newest first.
+    pub backup_keep: usize,
 }
 
 /// A variable whose value does not parse.
@@ -217,6 +221,16 @@ impl Settings {
                 },
                 None
             ),
+            backup_interval: var!(
+                "GWAR_BACKUP_INTERVAL",
+                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
+                None
+            ),
+            backup_keep: var!(
+                "GWAR_BACKUP_KEEP",
+                |v| parse_positive(v, "backups").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                7
+            ),
         })
     }
 }
@@ -304,6 +318,8 @@ mod tests {
             ("GWAR_PERSISTENCE_SYNCHRONOUS", "off"),
             ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", ""),
             ("GWAR_GALAXY_IDLE_SECS", "0"),
+            ("GWAR_BACKUP_INTERVAL", "hourly"),
+            ("GWAR_BACKUP_KEEP", "0"),
             ("GWAR_LISTEN", "localhost"),
             ("GWAR_ADMIN_TOKEN", ""),
         ] {

@@ -93,6 +93,27 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
     }
 }
 
+/// Deletes all but the newest `keep` timestamped backups in `dir` (files named by
+/// [`timestamped_path`]; anything else there is left alone); the paths deleted.
+pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("galactic_war-") && n.ends_with(".db"))
+        })
+        .collect();
+    // The names carry the UTC time, so name order is age order.
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    let doomed: Vec<PathBuf> = backups.into_iter().take(excess).collect();
+    for path in &doomed {
+        std::fs::remove_file(path)?;
+    }
+    Ok(doomed)
+}
+
 /// `DIR/galactic_war-YYYYMMDDTHHMMSSZ.db`, with `-N` added when that name is taken.
 pub fn timestamped_path(dir: &Path, at: SystemTime) -> PathBuf {
     let t = UtcTime::at(at);

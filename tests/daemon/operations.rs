@@ -149,3 +149,43 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
     let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
     assert_eq!(system["events"][0]["structure"], "hatchery");
 }
+
+#[test]
+fn periodic_backups_keep_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("kept");
+    let backups_env = backups.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("GWAR_BACKUP_INTERVAL", "1"),
+            ("GWAR_BACKUP_KEEP", "2"),
+            ("GWAR_BACKUP_DIR", &backups_env),
+        ],
+    );
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    // Something that is not a backup of ours is never pruned.
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::write(backups.join("notes.txt"), b"mine").unwrap();
+    let count = || {
+        std::fs::read_dir(&backups)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("galactic_war-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    assert_eq!(count(), 2, "the newest two are kept");
+    assert!(backups.join("notes.txt").exists());
+    for entry in std::fs::read_dir(&backups).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "db") {
+            assert_eq!(stored_events(&path, "g"), 0);
+            let (status, text) = run(&["check", "--database", &format!("sqlite:{}", path.display())]);
+            assert_eq!(status, 0, "{text}");
+        }
+    }
+    assert!(daemon.terminate().success());
+}

@@ -292,7 +292,8 @@ fn an_idle_galaxy_leaves_memory_and_comes_back_identical() {
         s.auto_save_interval = Duration::from_secs(1);
         s.galaxy_idle = Some(Duration::from_secs(1));
     });
-    app.create_galaxy("idle", endless_config(50), Some(1), 0).unwrap();
+    app.create_galaxy("idle", endless_config(50), Some(1), 0)
+        .unwrap();
     let systems = coords(&app.galaxy_copy("idle").unwrap());
     for &(x, y) in &systems[..10] {
         app.build("idle", 7, x, y, COLONY).unwrap();
@@ -308,9 +309,14 @@ fn an_idle_galaxy_leaves_memory_and_comes_back_identical() {
     let after = app.galaxy_copy("idle").unwrap();
     assert_eq!(after.systems(), before.systems());
     assert_eq!(after.tick(), before.tick());
-    assert_eq!(app.metrics().galaxies_loaded_total, loads + 1, "loaded again on access");
+    assert_eq!(
+        app.metrics().galaxies_loaded_total,
+        loads + 1,
+        "loaded again on access"
+    );
     // And it plays on.
-    app.build("idle", 8, systems[0].0, systems[0].1, COLONY).unwrap();
+    app.build("idle", 8, systems[0].0, systems[0].1, COLONY)
+        .unwrap();
 }
 
 #[test]
@@ -320,7 +326,8 @@ fn a_dirty_galaxy_is_never_evicted_before_it_is_saved() {
         s.auto_save_interval = Duration::from_secs(1);
         s.galaxy_idle = Some(Duration::from_secs(1));
     });
-    app.create_galaxy("busy", endless_config(20), Some(1), 0).unwrap();
+    app.create_galaxy("busy", endless_config(20), Some(1), 0)
+        .unwrap();
     let (x, y) = coords(&app.galaxy_copy("busy").unwrap())[0];
     let locker = db.connection();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();

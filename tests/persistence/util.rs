@@ -39,6 +39,8 @@ impl TestDb {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: None,
             backup_dir: None,
+            backup_interval: None,
+            backup_keep: 7,
         }
     }
 
