@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::model::{
@@ -19,7 +19,7 @@ use crate::model::{
     SystemDetails, SystemSummary,
 };
 use crate::persistence::backup::{backup_database, timestamped_path, BackupError};
-use crate::persistence::cell::{GalaxyCell, Registry};
+use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::{NewGalaxy, StoreError};
 use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
@@ -247,14 +247,15 @@ impl AppState {
         Ok(cell)
     }
 
-    /// Runs a read on a galaxy under its lock. Reads never dirty anything.
-    fn read<T>(
+    /// Runs `f` on a galaxy's cell with its lock held, the galaxy loaded on a miss. A
+    /// deleted galaxy is unknown; an evicted cell is a stale copy, so the name is looked up
+    /// again (which loads the galaxy afresh).
+    fn with_live_cell<T>(
         &self,
         name: &str,
-        tick: u64,
-        read: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
+        f: impl FnOnce(&Arc<GalaxyCell>, MutexGuard<'_, CellState>) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        let mut read = Some(read);
+        let mut f = Some(f);
         loop {
             let cell = self.cell(name)?;
             let mut state = cell.lock();
@@ -262,14 +263,26 @@ impl AppState {
                 return Err(AppError::UnknownGalaxy(name.to_owned()));
             }
             if state.evicted {
-                continue; // a stale copy: the next lookup loads the galaxy again
+                continue;
             }
             state.last_access = Instant::now();
-            let tick = self.effective_tick(tick, &state.galaxy);
-            // Every path that reaches this line returns, so the closure is taken once.
-            let read = read.take().expect("the read runs once");
-            return Ok(read(&mut state.galaxy, tick)?);
+            // Every path that reaches this line returns, so `f` is taken once.
+            let f = f.take().expect("runs once");
+            return f(&cell, state);
         }
+    }
+
+    /// Runs a read on a galaxy under its lock. Reads never dirty anything.
+    fn read<T>(
+        &self,
+        name: &str,
+        tick: u64,
+        read: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
+    ) -> Result<T, AppError> {
+        self.with_live_cell(name, |_, mut state| {
+            let tick = self.effective_tick(tick, &state.galaxy);
+            Ok(read(&mut state.galaxy, tick)?)
+        })
     }
 
     /// With the wall clock, a tick behind the galaxy's (a request that read the clock
@@ -347,21 +360,9 @@ impl AppState {
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
         let shared = &self.shared;
-        let mut change = Some(change);
-        loop {
-            let cell = self.cell(name)?;
-            let mut state = cell.lock();
-            if state.deleted {
-                return Err(AppError::UnknownGalaxy(name.to_owned()));
-            }
-            if state.evicted {
-                continue; // a stale copy: the next lookup loads the galaxy again
-            }
-            state.last_access = Instant::now();
+        self.with_live_cell(name, |cell, mut state| {
             let was_clean = state.galaxy.changes().is_empty();
             let tick = self.effective_tick(tick, &state.galaxy);
-            // Every path that reaches this line returns, so the closure is taken once.
-            let change = change.take().expect("the change runs once");
             let result = change(&mut state.galaxy, tick)?;
             match &shared.engine {
                 None => {
@@ -374,12 +375,12 @@ impl AppState {
                     if newly_dirty {
                         let now = Instant::now();
                         shared.metrics.note_unsaved_since(now);
-                        engine.writer().mark_dirty(cell, now);
+                        engine.writer().mark_dirty(cell.clone(), now);
                     }
                 }
             }
-            return Ok(result);
-        }
+            Ok(result)
+        })
     }
 
     pub fn system_details(

@@ -60,12 +60,7 @@ impl Engine {
         let lock = match url {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-                }
+                store::create_parent_dir(path)?;
                 Some(DatabaseLock::acquire(path)?)
             }
         };

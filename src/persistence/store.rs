@@ -95,6 +95,17 @@ impl<T> Context<T> for rusqlite::Result<T> {
     }
 }
 
+/// Creates the directories a database file at `path` needs.
+pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// One changed system as the writer copied it under the galaxy's lock.
 #[derive(Clone, Debug)]
 pub struct SystemRow {
@@ -193,12 +204,7 @@ impl Store {
                 ":memory:".to_owned(),
             ),
             DatabaseUrl::File(path) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-                }
+                create_parent_dir(path)?;
                 let label = path.display().to_string();
                 let conn = Connection::open(path).map_err(|source| StoreError::Open {
                     path: label.clone(),

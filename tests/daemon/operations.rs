@@ -183,7 +183,8 @@ fn periodic_backups_keep_the_newest() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "db") {
             assert_eq!(stored_events(&path, "g"), 0);
-            let (status, text) = run(&["check", "--database", &format!("sqlite:{}", path.display())]);
+            let (status, text) =
+                run(&["check", "--database", &format!("sqlite:{}", path.display())]);
             assert_eq!(status, 0, "{text}");
         }
     }
