@@ -243,10 +243,18 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// The largest number a setting takes: centuries in seconds, so that adding any setting
+/// to a clock reading can never overflow.
+const MAX_SETTING: u64 = 10_000_000_000;
+
 fn parse_number(value: &str, unit: &str) -> Result<u64, String> {
-    value
+    let n = value
         .parse::<u64>()
-        .map_err(|_| format!("expected a whole number of {unit}"))
+        .map_err(|_| format!("expected a whole number of {unit}"))?;
+    if n > MAX_SETTING {
+        return Err(format!("expected at most {MAX_SETTING} {unit}"));
+    }
+    Ok(n)
 }
 
 fn parse_positive(value: &str, unit: &str) -> Result<u64, String> {
@@ -320,6 +328,7 @@ mod tests {
             ("GWAR_GALAXY_IDLE_SECS", "0"),
             ("GWAR_BACKUP_INTERVAL", "hourly"),
             ("GWAR_BACKUP_KEEP", "0"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "9999999999999999999"),
             ("GWAR_LISTEN", "localhost"),
             ("GWAR_ADMIN_TOKEN", ""),
         ] {

@@ -48,7 +48,8 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
-            queue: 1024,
+            // Well below the usual limit of 1024 open files.
+            queue: 256,
         }
     }
 }
@@ -150,7 +151,18 @@ impl HttpServer {
                     .name(format!("gwar-http-{n}"))
                     .spawn(move || {
                         // Ends when the acceptor drops the queue's sender and it drains.
-                        for stream in connections {
+                        for mut stream in connections {
+                            if worker.stopping.load(Ordering::SeqCst) {
+                                // Accepted but not started: a new request, refused quickly.
+                                let response = Response::error(503, "shutting down");
+                                let _ = write_response(
+                                    &mut stream,
+                                    &response,
+                                    false,
+                                    Duration::from_secs(1),
+                                );
+                                continue;
+                            }
                             worker.serve(stream);
                         }
                     })?,
@@ -166,11 +178,20 @@ impl HttpServer {
                         if stopping.load(Ordering::SeqCst) {
                             break;
                         }
-                        let Ok(stream) = stream else { continue };
+                        let Ok(stream) = stream else {
+                            // Out of file descriptors, say: wait rather than spin.
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        };
                         if let Err(TrySendError::Full(mut stream)) = queue.try_send(stream) {
                             let response = Response::error(503, "server busy, try again");
                             metrics.record(response.status, Duration::ZERO);
-                            let _ = write_response(&mut stream, &response, false);
+                            let _ = write_response(
+                                &mut stream,
+                                &response,
+                                false,
+                                Duration::from_secs(1),
+                            );
                         }
                     }
                 })?
@@ -226,7 +247,7 @@ impl Worker {
     fn serve(&self, mut stream: TcpStream) {
         let Ok(peer) = stream.peer_addr() else { return };
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(self.limits.request_timeout));
+        let write_within = self.limits.request_timeout;
         let mut buffer = Vec::new();
         loop {
             let started = Instant::now();
@@ -235,7 +256,7 @@ impl Worker {
                 Err(ReadFailure::Close) => return,
                 Err(ReadFailure::Reply(response)) => {
                     self.metrics.record(response.status, started.elapsed());
-                    let _ = write_response(&mut stream, &response, false);
+                    let _ = write_response(&mut stream, &response, false, write_within);
                     return;
                 }
             };
@@ -246,7 +267,9 @@ impl Worker {
                 });
             self.metrics.record(response.status, started.elapsed());
             let keep_alive = keep_alive && !self.stopping.load(Ordering::SeqCst);
-            if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+            if write_response(&mut stream, &response, keep_alive, write_within).is_err()
+                || !keep_alive
+            {
                 return;
             }
         }
@@ -274,7 +297,7 @@ impl Worker {
             if buffer.len() > limits.max_head_bytes {
                 return Err(reply(431, "request head too large"));
             }
-            let read = read_some(stream, buffer, deadline, first_byte_seen)?;
+            let read = read_some(stream, buffer, deadline, first_byte_seen, &self.stopping)?;
             if read > 0 && !first_byte_seen {
                 first_byte_seen = true;
                 deadline = Instant::now() + limits.request_timeout;
@@ -323,11 +346,18 @@ impl Worker {
                 "send the body with Content-Length, not a transfer encoding",
             ));
         }
-        let body_len = match request_header("content-length") {
-            None => 0,
-            Some(value) => value
+        let lengths: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        // Exactly one, digits only: anything looser is how requests get smuggled.
+        let body_len = match lengths.as_slice() {
+            [] => 0,
+            [value] if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => value
                 .parse::<usize>()
-                .map_err(|_| reply(400, "invalid Content-Length"))?,
+                .map_err(|_| reply(413, "request body larger than 1 MiB"))?,
+            _ => return Err(reply(400, "invalid Content-Length")),
         };
         if body_len > limits.max_body_bytes {
             return Err(reply(413, "request body larger than 1 MiB"));
@@ -348,7 +378,7 @@ impl Worker {
                 .map_err(|_| ReadFailure::Close)?;
         }
         while buffer.len() < body_len {
-            read_some(stream, buffer, deadline, true)?;
+            read_some(stream, buffer, deadline, true, &self.stopping)?;
         }
         let body: Vec<u8> = buffer.drain(..body_len).collect();
         Ok((
@@ -370,12 +400,14 @@ fn reply(status: u16, message: &str) -> ReadFailure {
 }
 
 /// Reads what is available into `buffer` before `deadline`; fails with 408 when the
-/// deadline passes mid-request, or closes quietly when an idle connection times out.
+/// deadline passes mid-request, or closes quietly when an idle connection times out or
+/// the server is stopping (an idle wait is sliced so that shutdown is not held up).
 fn read_some(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
     deadline: Instant,
     mid_request: bool,
+    stopping: &AtomicBool,
 ) -> Result<usize, ReadFailure> {
     let timed_out = || {
         if mid_request {
@@ -388,7 +420,15 @@ fn read_some(
     if left.is_zero() {
         return Err(timed_out());
     }
-    let _ = stream.set_read_timeout(Some(left));
+    if !mid_request && stopping.load(Ordering::SeqCst) {
+        return Err(ReadFailure::Close);
+    }
+    let slice = if mid_request {
+        left
+    } else {
+        left.min(Duration::from_millis(200))
+    };
+    let _ = stream.set_read_timeout(Some(slice));
     let mut chunk = [0u8; 8192];
     match stream.read(&mut chunk) {
         Ok(0) => Err(ReadFailure::Close),
@@ -402,7 +442,11 @@ fn read_some(
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            Err(timed_out())
+            if mid_request || Instant::now() >= deadline {
+                Err(timed_out())
+            } else {
+                Ok(0) // one idle slice passed; the caller loops
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
         Err(_) => Err(ReadFailure::Close),
@@ -440,7 +484,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(stream: &mut TcpStream, response: &Response, keep_alive: bool) -> io::Result<()> {
+/// Writes the response within `within` in all, however slowly the client reads: a write
+/// timeout alone bounds each send, not the whole.
+fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    keep_alive: bool,
+    within: Duration,
+) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nConnection: {}\r\n",
         response.status,
@@ -461,6 +512,14 @@ fn write_response(stream: &mut TcpStream, response: &Response, keep_alive: bool)
     head.push_str("\r\n");
     let mut out = head.into_bytes();
     out.extend_from_slice(&response.body);
-    stream.write_all(&out)?;
+    let deadline = Instant::now() + within;
+    for chunk in out.chunks(64 * 1024) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        stream.write_all(chunk)?;
+    }
     stream.flush()
 }

@@ -326,9 +326,20 @@ impl Writer {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Dirty { cell, since } => {
-                self.pending
-                    .entry(cell.name().to_owned())
-                    .or_insert(Pending { cell, since });
+                // A late marker of a galaxy deleted since is dropped; a marker of a newer
+                // cell under the same name (recreated) replaces the stale one, or the new
+                // cell's changes would never be cut.
+                if cell.lock().deleted {
+                    return;
+                }
+                match self.pending.get_mut(cell.name()) {
+                    Some(pending) if Arc::ptr_eq(&pending.cell, &cell) => {}
+                    Some(pending) => *pending = Pending { cell, since },
+                    None => {
+                        let name = cell.name().to_owned();
+                        self.pending.insert(name, Pending { cell, since });
+                    }
+                }
                 self.publish_oldest();
             }
             Message::Create { galaxy, reply } => {
@@ -477,6 +488,7 @@ impl Writer {
         if !taken.is_empty() {
             self.metrics.record_lock_hold(longest_hold);
         }
+        let mut strays = Vec::new();
         if with_ticks {
             for cell in self.registry.all() {
                 if self.pending.contains_key(cell.name()) {
@@ -485,6 +497,13 @@ impl Writer {
                 let tick = {
                     let state = cell.lock();
                     if state.deleted {
+                        continue;
+                    }
+                    if !state.galaxy.changes().is_empty() {
+                        // Changed since the cut began: its marker is on its way, and its
+                        // tick belongs with those rows, in the next batch. (Also a safety
+                        // net: a galaxy with changes is always made pending.)
+                        strays.push(cell.clone());
                         continue;
                     }
                     state.galaxy.tick()
@@ -500,6 +519,7 @@ impl Writer {
         }
         let in_flight = &self.metrics.in_flight_systems;
         in_flight.store(copied_systems as u64, std::sync::atomic::Ordering::Relaxed);
+        let strays_since = Instant::now();
 
         // Periodic work with nothing to save opens no transaction and counts no batch.
         let nothing_to_write = galaxies.is_empty() && self.deletions.is_empty();
@@ -536,6 +556,13 @@ impl Writer {
                 }
                 // Changes made after the cut sent a fresh marker, still queued behind us.
                 self.pending.clear();
+                for cell in strays.drain(..) {
+                    let name = cell.name().to_owned();
+                    self.pending.entry(name).or_insert(Pending {
+                        cell,
+                        since: strays_since,
+                    });
+                }
                 self.ticks_due = false;
                 self.publish_oldest();
                 for ticket in riding {
@@ -543,6 +570,13 @@ impl Writer {
                 }
             }
             Err(error) => {
+                for cell in strays.drain(..) {
+                    let name = cell.name().to_owned();
+                    self.pending.entry(name).or_insert(Pending {
+                        cell,
+                        since: strays_since,
+                    });
+                }
                 for (cell, changes) in taken {
                     let mut state = cell.lock();
                     if !state.deleted {

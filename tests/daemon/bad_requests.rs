@@ -151,6 +151,11 @@ fn oversized_and_malformed_requests_are_refused() {
     assert_json_error(&parse_reply(&chunked), 411, "chunked body");
     let bad_length = daemon.raw(b"POST /galaxies/c HTTP/1.1\r\nContent-Length: lots\r\n\r\n");
     assert_json_error(&parse_reply(&bad_length), 400, "bad Content-Length");
+    let twice = daemon
+        .raw(b"POST /galaxies/c HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello");
+    assert_json_error(&parse_reply(&twice), 400, "two Content-Length headers");
+    let signed = daemon.raw(b"POST /galaxies/c HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello");
+    assert_json_error(&parse_reply(&signed), 400, "a signed Content-Length");
     let not_utf8 = daemon.request_with("POST", "/galaxies/u", &[], &[0xff, 0xfe, 0x00]);
     assert_json_error(&not_utf8, 400, "a body that is not UTF-8");
     assert_eq!(daemon.get("/healthz").status, 200, "still serving");

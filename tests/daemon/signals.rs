@@ -125,3 +125,26 @@ fn a_second_signal_during_shutdown_exits_at_once() {
     assert!(daemon.log().contains("second signal"));
     locker.execute_batch("ROLLBACK").unwrap();
 }
+
+#[test]
+fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    // A client that keeps its connection open after one request, then says nothing.
+    let mut idle = std::net::TcpStream::connect(daemon.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let started = Instant::now();
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    // Well inside the 5 s idle timeout the connection would otherwise be given.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
