@@ -508,19 +508,18 @@ impl AppState {
 
     /// Systems with changes not yet committed, in memory and in the batch being written.
     pub fn dirty_systems(&self) -> u64 {
-        let in_cells: usize = self
-            .shared
-            .registry
-            .all()
-            .iter()
-            .map(|cell| cell.lock().galaxy.changes().len())
-            .sum();
-        let in_flight = self
-            .shared
-            .metrics
-            .in_flight_systems
-            .load(std::sync::atomic::Ordering::Relaxed);
-        in_cells as u64 + in_flight
+        let unsaved = |state: &CellState| {
+            let changes = state.galaxy.changes();
+            // A system changed again while its batch is written is counted once.
+            let only_in_flight = state
+                .in_flight
+                .iter()
+                .filter(|index| changes.get(**index).is_none())
+                .count();
+            changes.len() + only_in_flight
+        };
+        let cells = self.shared.registry.all();
+        cells.iter().map(|cell| unsaved(&cell.lock()) as u64).sum()
     }
 
     pub fn health(&self) -> Health {

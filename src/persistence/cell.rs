@@ -33,6 +33,9 @@ pub struct CellState {
     pub evicted: bool,
     /// The last read or order, for eviction of idle galaxies.
     pub last_access: Instant,
+    /// Indexes of the systems in the batch being written (taken from the change set but
+    /// not yet committed), so the unsaved count counts each system once.
+    pub in_flight: Vec<u32>,
 }
 
 impl GalaxyCell {
@@ -44,6 +47,7 @@ impl GalaxyCell {
                 deleted: false,
                 evicted: false,
                 last_access: Instant::now(),
+                in_flight: Vec::new(),
             }),
         })
     }

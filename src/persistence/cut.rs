@@ -107,6 +107,8 @@ pub(crate) fn cut(cell: &GalaxyCell) -> Option<Cut> {
             .collect();
     }
     rows.sort_unstable_by_key(|row| row.index);
+    // For the unsaved-systems gauge only; it may undercount for this instant.
+    cell.lock().in_flight = rows.iter().map(|row| row.index).collect();
     Some(Cut {
         rows,
         changes,

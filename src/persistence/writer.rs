@@ -469,14 +469,12 @@ impl Writer {
         let with_ticks = self.ticks_due || !riding.is_empty();
         let mut galaxies = Vec::new();
         let mut taken: Vec<(Arc<GalaxyCell>, Changes)> = Vec::new();
-        let mut copied_systems = 0;
         let mut longest_hold = Duration::ZERO;
         for pending in self.pending.values() {
             let Some(cut) = cut(&pending.cell) else {
                 continue;
             };
             longest_hold = longest_hold.max(cut.hold);
-            copied_systems += cut.rows.len();
             let name = pending.cell.name();
             galaxies.push(GalaxyRows {
                 name: name.to_owned(),
@@ -517,8 +515,6 @@ impl Writer {
                 }
             }
         }
-        let in_flight = &self.metrics.in_flight_systems;
-        in_flight.store(copied_systems as u64, std::sync::atomic::Ordering::Relaxed);
         let strays_since = Instant::now();
 
         // Periodic work with nothing to save opens no transaction and counts no batch.
@@ -528,7 +524,6 @@ impl Writer {
         } else {
             self.store.write_batch(&self.deletions, &galaxies)
         };
-        in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(stats) => {
                 let duration = started.elapsed();
@@ -553,6 +548,9 @@ impl Writer {
                     if let Some(tick) = galaxy.tick {
                         self.saved_ticks.insert(galaxy.name.clone(), tick);
                     }
+                }
+                for (cell, _) in &taken {
+                    cell.lock().in_flight.clear();
                 }
                 // Changes made after the cut sent a fresh marker, still queued behind us.
                 self.pending.clear();
@@ -579,6 +577,7 @@ impl Writer {
                 }
                 for (cell, changes) in taken {
                     let mut state = cell.lock();
+                    state.in_flight.clear();
                     if !state.deleted {
                         state.galaxy.restore_changes(changes);
                     }
