@@ -5,19 +5,29 @@
 //! rows by primary key without a look-up. Loads on a cache miss use their own read-only
 //! connection ([`Store::open_reader`]). Nothing here locks a galaxy: callers hand in plain
 //! copies of rows.
+//!
+//! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
+//! holds the writer's statements and its cache of row ids.
+
+mod load;
+mod write;
+
+use write::SystemIds;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rusqlite::{params, CachedStatement, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
-use super::time::UtcTime;
-use crate::model::{Build, Galaxy, GalaxyConfig, Resources, RowMask, StructureKind, System};
+use crate::model::{RowMask, System};
 use crate::settings::{DatabaseUrl, Synchronous};
 
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("../../sql/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial",
+    include_str!("../../../sql/0001_initial.sql"),
+)];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -140,20 +150,6 @@ pub struct WriteStats {
     pub systems: u64,
     pub rows: u64,
 }
-
-/// What the writer knows of a stored system: its row id, its coordinates (to check the
-/// cache against the galaxy), and the row id of its event if it has one, so a save
-/// updates or deletes that row by id instead of searching for it.
-#[derive(Clone, Copy, Debug)]
-struct StoredSystem {
-    id: i64,
-    x: u32,
-    y: u32,
-    event: Option<i64>,
-}
-
-/// A galaxy's stored systems, in the galaxy's `(x, y)` order.
-type SystemIds = Vec<StoredSystem>;
 
 /// One SQLite connection and, for the writer, the cache of system row ids.
 pub struct Store {
@@ -367,246 +363,6 @@ impl Store {
             .context("looking up a galaxy")
     }
 
-    /// Loads one galaxy, or `None` when it is not stored, in one read transaction.
-    ///
-    /// A galaxy's systems are created in one transaction, so their row ids form one range,
-    /// and so do their structure rows (upserts keep row ids). The load therefore finds
-    /// each range through an index (reading the index only) and then scans the tables by
-    /// row id, which is sequential, instead of one index probe per row; rows of other
-    /// galaxies that fall inside a range are skipped. Events are few (at most one per
-    /// system) and are read through their index.
-    pub fn load_galaxy(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .context("starting a load")?;
-        let Some((config_text, tick)) = tx
-            .query_row(
-                "SELECT config_file, tick FROM galaxies WHERE name = ?1",
-                [name],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-            )
-            .optional()
-            .context("loading a galaxy")?
-        else {
-            return Ok(None);
-        };
-        let bad = |reason: String| StoreError::Inconsistent {
-            galaxy: name.to_owned(),
-            reason,
-        };
-        let (config, _) = GalaxyConfig::from_toml(&config_text).map_err(|e| bad(e.to_string()))?;
-        let tick = u64::try_from(tick).map_err(|_| bad(format!("negative tick {tick}")))?;
-
-        let (first, last): (Option<i64>, Option<i64>) = tx
-            .query_row(
-                "SELECT min(id), max(id) FROM systems WHERE galaxy_name = ?1",
-                [name],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .context("finding systems")?;
-        let (Some(first), Some(last)) = (first, last) else {
-            return Galaxy::from_parts(name, config, tick, Vec::new())
-                .map(Some)
-                .map_err(|e| bad(e.to_string()));
-        };
-
-        // Systems in row-id order, beside their ids; sorted by (x, y) at the end.
-        let mut ids: Vec<i64> = Vec::new();
-        let mut systems: Vec<System> = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, x, y, metal, crew, water, current_tick FROM systems
-                     WHERE id BETWEEN ?1 AND ?2 AND galaxy_name = ?3",
-                )
-                .context("loading systems")?;
-            let mut rows = stmt
-                .query(params![first, last, name])
-                .context("loading systems")?;
-            while let Some(row) = rows.next().context("loading systems")? {
-                let mut values = [0i64; 7];
-                for (i, value) in values.iter_mut().enumerate() {
-                    *value = row.get(i).context("reading a system")?;
-                }
-                let [id, x, y, metal, crew, water, current] = values;
-                let coord = |v: i64| {
-                    u32::try_from(v).map_err(|_| bad(format!("system {id} has coordinate {v}")))
-                };
-                let amount = |v: i64| {
-                    u64::try_from(v).map_err(|_| bad(format!("system {id} has negative value {v}")))
-                };
-                ids.push(id);
-                systems.push(System {
-                    x: coord(x)?,
-                    y: coord(y)?,
-                    resources: Resources {
-                        metal: amount(metal)?,
-                        crew: amount(crew)?,
-                        water: amount(water)?,
-                    },
-                    tick: amount(current)?,
-                    levels: [0; 5],
-                    build: None,
-                });
-            }
-        }
-        // Ids ascend: a binary search finds a row's system.
-        let position = |id: i64| ids.binary_search(&id).ok();
-        let kind = |text: &str| {
-            text.parse::<StructureKind>()
-                .map_err(|e| bad(e.to_string()))
-        };
-        {
-            let (from, to): (Option<i64>, Option<i64>) = tx
-                .query_row(
-                    "SELECT min(id), max(id) FROM structures WHERE system_id BETWEEN ?1 AND ?2",
-                    [first, last],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .context("finding structures")?;
-            let mut stmt = tx
-                .prepare(
-                    "SELECT system_id, structure_type, level FROM structures
-                     WHERE id BETWEEN ?1 AND ?2",
-                )
-                .context("loading structures")?;
-            let mut rows = stmt.query([from, to]).context("loading structures")?;
-            while let Some(row) = rows.next().context("loading structures")? {
-                let id: i64 = row.get(0).context("reading a structure")?;
-                let Some(index) = position(id) else { continue };
-                let structure: String = row.get(1).context("reading a structure")?;
-                let level: i64 = row.get(2).context("reading a structure")?;
-                let level = u32::try_from(level)
-                    .map_err(|_| bad(format!("system {id} has structure level {level}")))?;
-                let structure = kind(&structure)?;
-                systems[index].levels[structure.index()] = level;
-            }
-        }
-        {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT system_id, completion_tick, action_type, structure_type FROM events
-                     WHERE system_id BETWEEN ?1 AND ?2",
-                )
-                .context("loading events")?;
-            let mut rows = stmt.query([first, last]).context("loading events")?;
-            while let Some(row) = rows.next().context("loading events")? {
-                let id: i64 = row.get(0).context("reading an event")?;
-                let Some(index) = position(id) else { continue };
-                let completion: i64 = row.get(1).context("reading an event")?;
-                let action: String = row.get(2).context("reading an event")?;
-                let structure: Option<String> = row.get(3).context("reading an event")?;
-                if action != "build" {
-                    return Err(bad(format!(
-                        "system {id} has an event of unknown action '{action}'"
-                    )));
-                }
-                let structure = kind(structure.as_deref().unwrap_or_default())?;
-                let system = &mut systems[index];
-                if system.build.is_some() {
-                    return Err(bad(format!(
-                        "system {id} has more than one build in flight"
-                    )));
-                }
-                system.build = Some(Build {
-                    completion_tick: u64::try_from(completion).map_err(|_| {
-                        bad(format!("system {id} has completion tick {completion}"))
-                    })?,
-                    structure,
-                });
-            }
-        }
-        systems.sort_unstable_by_key(System::coords);
-        Galaxy::from_parts(name, config, tick, systems)
-            .map(Some)
-            .map_err(|e| bad(e.to_string()))
-    }
-
-    /// Writes a new galaxy in one transaction and caches its system ids.
-    pub fn insert_galaxy(&mut self, galaxy: &NewGalaxy) -> Result<WriteStats, StoreError> {
-        self.check_file()?;
-        let tx = self.conn.transaction().context("starting a creation")?;
-        tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
-            .and_then(|mut stmt| {
-                stmt.execute(params![galaxy.name, galaxy.config_toml, int(galaxy.tick)])
-            })
-            .context("inserting a galaxy")?;
-        let mut ids = Vec::with_capacity(galaxy.systems.len());
-        let mut stats = WriteStats {
-            systems: 0,
-            rows: 1,
-        };
-        {
-            let mut insert_system = tx
-                .prepare_cached(
-                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .context("inserting systems")?;
-            let mut rows = RowWriter::prepare(&tx)?;
-            for system in &galaxy.systems {
-                let r = system.resources;
-                insert_system
-                    .execute(params![
-                        galaxy.name,
-                        system.x,
-                        system.y,
-                        int(r.metal),
-                        int(r.crew),
-                        int(r.water),
-                        int(system.tick)
-                    ])
-                    .context("inserting a system")?;
-                let mut stored = StoredSystem {
-                    id: tx.last_insert_rowid(),
-                    x: system.x,
-                    y: system.y,
-                    event: None,
-                };
-                stats.systems += 1;
-                stats.rows += 1 + rows.structures(stored.id, system, galaxy.rows)?;
-                stats.rows += rows.events(&mut stored, system)?;
-                ids.push(stored);
-            }
-        }
-        tx.commit().context("committing a creation")?;
-        self.ids.insert(galaxy.name.clone(), ids);
-        Ok(stats)
-    }
-
-    /// Writes one batch in one transaction: deletions first, then every galaxy's tick and
-    /// changed rows. On error nothing is written (the transaction rolls back on drop) and
-    /// the batch's galaxies are dropped from the id cache, which may have run ahead of
-    /// what was rolled back; they are read again on their next save.
-    pub fn write_batch(
-        &mut self,
-        deletions: &[String],
-        galaxies: &[GalaxyRows],
-    ) -> Result<WriteStats, StoreError> {
-        self.check_file()?;
-        for galaxy in galaxies {
-            if !self.ids.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
-                let ids = fetch_ids(&self.conn, &galaxy.name)?;
-                self.ids.insert(galaxy.name.clone(), ids);
-            }
-        }
-        let result = write_rows(&mut self.conn, &mut self.ids, deletions, galaxies);
-        match result {
-            Ok(_) => {
-                for name in deletions {
-                    self.ids.remove(name);
-                }
-            }
-            Err(_) => {
-                for galaxy in galaxies {
-                    self.ids.remove(&galaxy.name);
-                }
-            }
-        }
-        result
-    }
-
     /// Fails when the database file was removed or replaced since it was opened.
     fn check_file(&self) -> Result<(), StoreError> {
         let Some(opened) = &self.file else {
@@ -646,206 +402,10 @@ impl Store {
     }
 }
 
-fn write_rows(
-    conn: &mut Connection,
-    cache: &mut HashMap<String, SystemIds>,
-    deletions: &[String],
-    galaxies: &[GalaxyRows],
-) -> Result<WriteStats, StoreError> {
-    let tx = conn.transaction().context("starting a batch")?;
-    let now = UtcTime::at(SystemTime::now()).sql();
-    let mut stats = WriteStats::default();
-    for name in deletions {
-        tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
-            .and_then(|mut stmt| stmt.execute([name]))
-            .context("deleting a galaxy")?;
-        stats.rows += 1;
-    }
-    for galaxy in galaxies {
-        if let Some(tick) = galaxy.tick {
-            tx.prepare_cached("UPDATE galaxies SET tick = ?1, updated_at = ?3 WHERE name = ?2")
-                .and_then(|mut stmt| stmt.execute(params![int(tick), galaxy.name, now]))
-                .context("saving a galaxy tick")?;
-            stats.rows += 1;
-        }
-        if galaxy.systems.is_empty() {
-            continue;
-        }
-        let mut empty = Vec::new();
-        let stored_systems = cache.get_mut(&galaxy.name).unwrap_or(&mut empty);
-        let mut rows = RowWriter::prepare(&tx)?;
-        for row in &galaxy.systems {
-            let system = &row.system;
-            let stored = match stored_systems.get_mut(row.index as usize) {
-                Some(stored) if (stored.x, stored.y) == system.coords() => stored,
-                _ => {
-                    return Err(StoreError::Inconsistent {
-                        galaxy: galaxy.name.clone(),
-                        reason: format!("no stored row for system ({}, {})", system.x, system.y),
-                    })
-                }
-            };
-            if row.rows.contains(RowMask::SYSTEM) {
-                stats.rows += rows.system(stored.id, system)?;
-            }
-            stats.rows += rows.structures(stored.id, system, row.rows)?;
-            if row.rows.contains(RowMask::EVENTS) {
-                stats.rows += rows.events(stored, system)?;
-            }
-            stats.systems += 1;
-        }
-    }
-    tx.commit().context("committing a batch")?;
-    Ok(stats)
-}
-
-fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT s.id, s.x, s.y, e.id FROM systems s LEFT JOIN events e ON e.system_id = s.id
-             WHERE s.galaxy_name = ?1 ORDER BY s.x, s.y",
-        )
-        .context("reading system ids")?;
-    let ids: SystemIds = stmt
-        .query_map([galaxy], |row| {
-            Ok(StoredSystem {
-                id: row.get(0)?,
-                x: row.get(1)?,
-                y: row.get(2)?,
-                event: row.get(3)?,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .context("reading system ids")?;
-    if ids.windows(2).any(|pair| pair[0].id == pair[1].id) {
-        return Err(StoreError::Inconsistent {
-            galaxy: galaxy.to_owned(),
-            reason: "a system has more than one event".into(),
-        });
-    }
-    Ok(ids)
-}
-
-/// The hot statements of a batch, prepared once per transaction: a save runs them per
-/// system without looking them up again.
-struct RowWriter<'c> {
-    /// `updated_at` for every row of the batch, formatted once: binding it costs less than
-    /// evaluating CURRENT_TIMESTAMP per row, and the batch's rows share one instant.
-    now: String,
-    update_system: CachedStatement<'c>,
-    upsert_structure: CachedStatement<'c>,
-    update_event: CachedStatement<'c>,
-    delete_event: CachedStatement<'c>,
-    insert_event: CachedStatement<'c>,
-}
-
-impl<'c> RowWriter<'c> {
-    fn prepare(conn: &'c Connection) -> Result<RowWriter<'c>, StoreError> {
-        Ok(RowWriter {
-            now: UtcTime::at(SystemTime::now()).sql(),
-            update_system: conn
-                .prepare_cached(
-                    "UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4,
-                     updated_at = ?6 WHERE id = ?5",
-                )
-                .context("preparing the system update")?,
-            upsert_structure: conn
-                .prepare_cached(
-                    "INSERT INTO structures (system_id, structure_type, level) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (system_id, structure_type)
-                     DO UPDATE SET level = excluded.level, updated_at = ?4",
-                )
-                .context("preparing the structure upsert")?,
-            update_event: conn
-                .prepare_cached(
-                    "UPDATE events SET completion_tick = ?1, structure_type = ?2 WHERE id = ?3",
-                )
-                .context("preparing the event update")?,
-            delete_event: conn
-                .prepare_cached("DELETE FROM events WHERE id = ?1")
-                .context("preparing the event delete")?,
-            insert_event: conn
-                .prepare_cached(
-                    "INSERT INTO events (system_id, completion_tick, action_type, structure_type)
-                     VALUES (?1, ?2, 'build', ?3)",
-                )
-                .context("preparing the event insert")?,
-        })
-    }
-
-    /// Updates the system row; returns rows written.
-    fn system(&mut self, id: i64, system: &System) -> Result<u64, StoreError> {
-        let r = system.resources;
-        self.update_system
-            .execute(params![
-                int(r.metal),
-                int(r.crew),
-                int(r.water),
-                int(system.tick),
-                id,
-                self.now
-            ])
-            .context("saving a system")?;
-        Ok(1)
-    }
-
-    /// Upserts the structure rows `rows` names; returns rows written.
-    fn structures(&mut self, id: i64, system: &System, rows: RowMask) -> Result<u64, StoreError> {
-        let mut written = 0;
-        for kind in rows.structures() {
-            self.upsert_structure
-                .execute(params![
-                    id,
-                    kind.as_str(),
-                    system.levels[kind.index()],
-                    self.now
-                ])
-                .context("saving a structure")?;
-            written += 1;
-        }
-        Ok(written)
-    }
-
-    /// Makes the system's event row match its build in flight, by the event's row id;
-    /// returns rows written. `stored.event` follows what was written.
-    fn events(&mut self, stored: &mut StoredSystem, system: &System) -> Result<u64, StoreError> {
-        match (stored.event, system.build) {
-            (Some(event), Some(build)) => {
-                self.update_event
-                    .execute(params![
-                        int(build.completion_tick),
-                        build.structure.as_str(),
-                        event
-                    ])
-                    .context("saving an event")?;
-            }
-            (Some(event), None) => {
-                self.delete_event
-                    .execute([event])
-                    .context("deleting an event")?;
-                stored.event = None;
-            }
-            (None, Some(build)) => {
-                let event = self
-                    .insert_event
-                    .insert(params![
-                        stored.id,
-                        int(build.completion_tick),
-                        build.structure.as_str()
-                    ])
-                    .context("saving an event")?;
-                stored.event = Some(event);
-            }
-            (None, None) => return Ok(0),
-        }
-        Ok(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Galaxy, GalaxyConfig};
+    use crate::model::{Galaxy, GalaxyConfig, StructureKind};
 
     fn memory() -> Store {
         Store::open_writer(&DatabaseUrl::Memory, Synchronous::Normal).unwrap()
