@@ -7,9 +7,9 @@
 //!   Pure: no I/O, no locks, time passed in as ticks.
 //! - [`persistence`]: the write-behind engine: the SQLite store and its migrations
 //!   (`sql/`), the writer thread that alone writes, the per-galaxy cells it cuts batches
-//!   from, metrics and health, and the one-daemon-per-database lock.
+//!   from, metrics and health, the one-daemon-per-database lock, and online backups.
 //! - [`app`]: the application state: the galaxy cache, load on miss, create, orders,
-//!   details, delete, flush and shutdown, on top of the model and the engine.
+//!   details, delete, flush, shutdown and backup, on top of the model and the engine.
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.

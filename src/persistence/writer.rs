@@ -11,6 +11,11 @@
 //! with no galaxy locked. A failed batch gives its changes back to their galaxies, so
 //! nothing is dropped, and is retried with exponential backoff capped at the auto-save
 //! interval. Shutdown always ends with a final flush bounded by its deadline.
+//!
+//! Periodic work (every auto-save interval) saves galaxy ticks that advanced, checkpoints
+//! the WAL (truncating it when idle), and evicts clean idle galaxies: only the writer can
+//! know that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
+//! eviction) the registry's; never a galaxy lock during SQL.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
