@@ -58,26 +58,33 @@ fn kill_9_after_admin_save_keeps_the_order() {
     assert_eq!(system["events"][0]["structure"], "hatchery");
 }
 
+/// A daemon whose database another connection holds locked (the lock is returned), with
+/// one acknowledged order in galaxy `name` that the writer cannot save.
+fn locked_with_an_unsaved_order(
+    dir: &std::path::Path,
+    name: &str,
+    shutdown_timeout: &str,
+) -> (Daemon, rusqlite::Connection) {
+    let daemon = Daemon::start(
+        dir,
+        &[
+            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", shutdown_timeout),
+        ],
+    );
+    assert_eq!(daemon.post(&format!("/galaxies/{name}?seed=1")).status, 201);
+    let (x, y) = first_system(&daemon, name);
+    let locker = sqlite(&daemon.database());
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let order = daemon.post(&format!("/galaxies/{name}/systems/{x}/{y}/build/hatchery"));
+    assert_eq!(order.status, 201);
+    (daemon, locker)
+}
+
 #[test]
 fn shutdown_with_a_locked_database_exits_non_zero_naming_the_galaxy() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &[
-            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000"),
-            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "1"),
-        ],
-    );
-    assert_eq!(daemon.post("/galaxies/stuck?seed=1").status, 201);
-    let (x, y) = first_system(&daemon, "stuck");
-    let locker = sqlite(&daemon.database());
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/stuck/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    let (mut daemon, locker) = locked_with_an_unsaved_order(dir.path(), "stuck", "1");
     let status = daemon.terminate();
     assert_ne!(status.code(), Some(0));
     let log = daemon.log();
@@ -91,23 +98,7 @@ fn shutdown_with_a_locked_database_exits_non_zero_naming_the_galaxy() {
 #[test]
 fn a_second_signal_during_shutdown_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &[
-            ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "60000"),
-            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "60"),
-        ],
-    );
-    assert_eq!(daemon.post("/galaxies/slow?seed=1").status, 201);
-    let (x, y) = first_system(&daemon, "slow");
-    let locker = sqlite(&daemon.database());
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/slow/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    let (mut daemon, locker) = locked_with_an_unsaved_order(dir.path(), "slow", "60");
     daemon.signal("TERM");
     assert!(crate::util::wait_for(Duration::from_secs(10), || daemon
         .log()

@@ -22,6 +22,33 @@ fn state(app: &AppState) -> PersistenceState {
     app.health().persistence.state
 }
 
+/// Lets the writer's database grow no further: saves that need a new page fail with
+/// SQLITE_FULL (`max_page_count` is per connection, so it is set on the writer's own).
+fn freeze_size(app: &AppState) {
+    app.writer()
+        .unwrap()
+        .with_connection(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap()
+        .unwrap();
+}
+
+fn thaw_size(app: &AppState) {
+    app.writer()
+        .unwrap()
+        .with_connection(|conn| {
+            conn.query_row("PRAGMA max_page_count = 1000000000", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap()
+        .unwrap();
+}
+
 fn assert_all_saved(db: &TestDb, app: &AppState, galaxy: &str) {
     assert!(
         wait_for(Duration::from_secs(30), || state(app)
@@ -78,17 +105,8 @@ fn a_full_database_is_retried_and_everything_saved_once_there_is_room() {
     app.create_galaxy("full", endless_config(2_000), Some(1), 0)
         .unwrap();
     let systems = coords(&app.galaxy_copy("full").unwrap());
-    let writer = app.writer().unwrap();
     // No room to grow: every page the database has is all it may have.
-    writer
-        .with_connection(|conn| {
-            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .unwrap()
-        .unwrap();
+    freeze_size(&app);
     // First orders add an event row to every system: the database must grow.
     order_everywhere(&app, "full", &systems);
     assert!(
@@ -101,14 +119,7 @@ fn a_full_database_is_retried_and_everything_saved_once_there_is_room() {
     assert!(error.contains("full"), "{error}");
     order_everywhere(&app, "full", &systems[..100]);
 
-    writer
-        .with_connection(|conn| {
-            conn.query_row("PRAGMA max_page_count = 1000000000", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .unwrap()
-        .unwrap();
+    thaw_size(&app);
     assert_all_saved(&db, &app, "full");
 }
 
@@ -153,16 +164,7 @@ fn retries_back_off_exponentially() {
     app.create_galaxy("slow", endless_config(2_000), Some(1), 0)
         .unwrap();
     let systems = coords(&app.galaxy_copy("slow").unwrap());
-    let writer = app.writer().unwrap();
-    writer
-        .with_connection(|conn| {
-            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .unwrap()
-        .unwrap();
+    freeze_size(&app);
     order_everywhere(&app, "slow", &systems);
     assert!(wait_for(Duration::from_secs(10), || app
         .metrics()
@@ -181,12 +183,5 @@ fn retries_back_off_exponentially() {
     assert!(at_4 - at_2 <= 2, "2 s → 4 s: {} more attempts", at_4 - at_2);
     assert!(at_8 > at_2, "it keeps retrying");
     assert_eq!(app.metrics().retries, app.metrics().batch_errors - 1);
-    writer
-        .with_connection(|conn| {
-            conn.query_row("PRAGMA max_page_count = 1000000000", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .unwrap()
-        .unwrap();
+    thaw_size(&app);
 }
