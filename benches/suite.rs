@@ -712,37 +712,36 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 /// GET and POST req/s, persistence on and off: `rounds` rounds, each measuring all four
-/// in turn so that a noisy moment of the machine hits both sides; the median of each.
+/// in turn, with on and off taking turns at going first, so that neither a noisy moment
+/// nor the order of measurement favours a side; the median of each.
 fn http(dir: &Path, duration: Duration, rounds: usize) -> [f64; 4] {
     let on = serve(dir, true);
     let off = serve(dir, false);
+    // samples: GET on, GET off, POST on, POST off.
     let mut samples: [Vec<f64>; 4] = Default::default();
-    for _ in 0..rounds {
-        samples[0].push(http_load(on.addr, 4, duration, "GET", on.get.clone(), 200));
-        samples[1].push(http_load(
-            off.addr,
-            4,
-            duration,
-            "GET",
-            off.get.clone(),
-            200,
-        ));
-        samples[2].push(http_load(
-            on.addr,
-            4,
-            duration,
-            "POST",
-            on.post.clone(),
-            201,
-        ));
-        samples[3].push(http_load(
-            off.addr,
-            4,
-            duration,
-            "POST",
-            off.post.clone(),
-            201,
-        ));
+    for round in 0..rounds {
+        for (method, path_of, status, slot) in [("GET", 0, 200, 0), ("POST", 1, 201, 2)] {
+            let sides = if round % 2 == 0 {
+                [(&on, 0), (&off, 1)]
+            } else {
+                [(&off, 1), (&on, 0)]
+            };
+            for (served, side) in sides {
+                let paths = if path_of == 0 {
+                    served.get.clone()
+                } else {
+                    served.post.clone()
+                };
+                samples[slot + side].push(http_load(
+                    served.addr,
+                    4,
+                    duration,
+                    method,
+                    paths,
+                    status,
+                ));
+            }
+        }
     }
     on.server.shutdown();
     off.server.shutdown();
