@@ -97,13 +97,8 @@ fn bad_requests_get_their_4xx_and_change_nothing() {
         assert_json_error(&reply, status, &format!("{method} {path}"));
     }
     // A request for more than one build in the same system, and one that cannot pay.
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
-    let busy = daemon.post(&format!("/galaxies/g/systems/{x}/{y}/build/colony"));
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
+    let busy = daemon.order("g", (x, y), "colony");
     assert_json_error(&busy, 409, "a second build");
     let poor = daemon.request(
         "POST",

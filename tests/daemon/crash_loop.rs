@@ -152,15 +152,7 @@ fn crash_loop() {
             for galaxy in GALAXIES {
                 let created = daemon.request("POST", &format!("/galaxies/{galaxy}?seed=7"), CONFIG);
                 assert_eq!(created.status, 201, "{}", created.body);
-                let details = daemon.get(&format!("/galaxies/{galaxy}")).json();
-                coords.push(
-                    details["systems"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
-                        .collect(),
-                );
+                coords.push(crate::util::systems(&daemon, galaxy));
             }
         }
         let baseline: Vec<Vec<i64>> = GALAXIES

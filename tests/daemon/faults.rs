@@ -12,6 +12,19 @@ fn health_state(daemon: &Daemon) -> serde_json::Value {
     daemon.get("/healthz").json()
 }
 
+/// Waits until health says `degraded`; the persistence error it reports.
+fn degraded_within(daemon: &Daemon, timeout: Duration) -> String {
+    assert!(
+        wait_for(timeout, || health_state(daemon)["status"] == "degraded"),
+        "{}",
+        health_state(daemon)
+    );
+    health_state(daemon)["persistence"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn a_removed_or_replaced_database_directory_is_reported_and_never_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,22 +42,8 @@ fn a_removed_or_replaced_database_directory_is_reported_and_never_written() {
     let (x, y) = first_system(&daemon, "g");
 
     std::fs::remove_dir_all(&data).unwrap();
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || health_state(&daemon)["status"]
-            == "degraded"),
-        "{}",
-        health_state(&daemon)
-    );
-    let error = health_state(&daemon)["persistence"]["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
+    let error = degraded_within(&daemon, Duration::from_secs(20));
     assert!(error.contains("was removed"), "{error}");
     // The game goes on from memory.
     let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
@@ -120,29 +119,15 @@ fn a_full_disk_is_survived_and_everything_saved_once_there_is_room() {
         ],
     );
     assert_eq!(daemon.post("/galaxies/g?seed=1&preset=classic").status, 201);
-    let systems: Vec<(u64, u64)> = daemon.get("/galaxies/g").json()["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
-        .collect();
+    let systems = crate::util::systems(&daemon, "g");
     let filler = fill(&tmpfs.path);
 
     // Every first order adds an event row: the database must grow, and cannot.
-    for (x, y) in &systems {
-        let reply = daemon.post(&format!("/galaxies/g/systems/{x}/{y}/build/storagedepot"));
+    for &(x, y) in &systems {
+        let reply = daemon.order("g", (x, y), "storagedepot");
         assert_eq!(reply.status, 201, "orders keep working: {}", reply.body);
     }
-    assert!(
-        wait_for(Duration::from_secs(30), || health_state(&daemon)["status"]
-            == "degraded"),
-        "{}",
-        health_state(&daemon)
-    );
-    let error = health_state(&daemon)["persistence"]["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = degraded_within(&daemon, Duration::from_secs(30));
     assert!(error.contains("full"), "{error}");
     assert!(
         daemon.get("/galaxies/g").status == 200,

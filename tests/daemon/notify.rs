@@ -64,12 +64,7 @@ fn the_daemon_speaks_the_notify_protocol() {
     let (x, y) = first_system(&daemon, "g");
     let locker = sqlite(&daemon.database());
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     let locked_at = Instant::now();
     messages.clear();
     receive(&socket, &mut messages, Duration::from_secs(8), |_| false);

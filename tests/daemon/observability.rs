@@ -21,7 +21,7 @@ fn healthz_reports_the_persistence_state() {
     assert!(health["persistence"]["last_error"].is_null());
     daemon.post("/galaxies/g?seed=1");
     let (x, y) = first_system(&daemon, "g");
-    daemon.post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"));
+    daemon.order("g", (x, y), "hatchery");
     assert_eq!(
         daemon.get("/healthz").json()["persistence"]["dirty_systems"],
         1
@@ -51,7 +51,7 @@ fn metrics_count_saves_and_requests() {
     let daemon = Daemon::start(dir.path(), &[]);
     daemon.post("/galaxies/g?seed=1");
     let (x, y) = first_system(&daemon, "g");
-    daemon.post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"));
+    daemon.order("g", (x, y), "hatchery");
     daemon.get("/galaxies/nope");
     assert_eq!(daemon.post("/admin/save").status, 200);
     let reply = daemon.get("/metrics");

@@ -20,12 +20,7 @@ fn check_passes_on_a_sound_database_and_names_an_orphan() {
     let daemon = Daemon::start(dir.path(), &[]);
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     assert_eq!(daemon.post("/admin/save").status, 200);
     let url = format!("sqlite:{}", daemon.database().display());
 
@@ -70,19 +65,9 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
         &[("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "10")],
     );
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
-    let systems: Vec<(u64, u64)> = daemon.get("/galaxies/g").json()["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
-        .collect();
-    for (x, y) in &systems[..50] {
-        assert_eq!(
-            daemon
-                .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-                .status,
-            201
-        );
+    let systems = crate::util::systems(&daemon, "g");
+    for &(x, y) in &systems[..50] {
+        assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     }
     assert_eq!(daemon.post("/admin/save").status, 200);
 

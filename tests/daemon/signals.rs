@@ -15,12 +15,7 @@ fn sigterm_right_after_an_order_saves_it() {
     );
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     assert_eq!(stored_events(&daemon.database(), "g"), 0, "not saved yet");
     let status = daemon.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
@@ -37,12 +32,7 @@ fn kill_9_after_admin_save_keeps_the_order() {
     );
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
-    assert_eq!(
-        daemon
-            .post(&format!("/galaxies/g/systems/{x}/{y}/build/hatchery"))
-            .status,
-        201
-    );
+    assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     let saved = daemon.post("/admin/save");
     assert_eq!(saved.status, 200);
     assert_eq!(saved.json()["saved_systems"], 1);

@@ -71,11 +71,8 @@ fn a_soak_keeps_memory_and_the_dirty_set_bounded() {
                 .status,
             201
         );
-        for s in daemon.get(&format!("/galaxies/{galaxy}")).json()["systems"]
-            .as_array()
-            .unwrap()
-        {
-            systems.push((galaxy, s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()));
+        for (x, y) in crate::util::systems(&daemon, galaxy) {
+            systems.push((galaxy, x, y));
         }
     }
     let systems = Arc::new(systems);

@@ -104,6 +104,13 @@ impl Daemon {
         self.request("POST", path, "")
     }
 
+    /// Orders a build of `structure` in the system at `(x, y)`.
+    pub fn order(&self, galaxy: &str, (x, y): (u64, u64), structure: &str) -> Reply {
+        self.post(&format!(
+            "/galaxies/{galaxy}/systems/{x}/{y}/build/{structure}"
+        ))
+    }
+
     pub fn request_with(
         &self,
         method: &str,
@@ -221,11 +228,19 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
     }
 }
 
+/// The coordinates of every system of a galaxy, in the API's (x, y) order.
+pub fn systems(daemon: &Daemon, galaxy: &str) -> Vec<(u64, u64)> {
+    daemon.get(&format!("/galaxies/{galaxy}")).json()["systems"]
+        .as_array()
+        .expect("a galaxy's systems")
+        .iter()
+        .map(|s| (s["x"].as_u64().unwrap(), s["y"].as_u64().unwrap()))
+        .collect()
+}
+
 /// The coordinates of the first system of a galaxy.
 pub fn first_system(daemon: &Daemon, galaxy: &str) -> (u64, u64) {
-    let details = daemon.get(&format!("/galaxies/{galaxy}")).json();
-    let system = &details["systems"][0];
-    (system["x"].as_u64().unwrap(), system["y"].as_u64().unwrap())
+    systems(daemon, galaxy)[0]
 }
 
 /// Polls until `condition` holds or `timeout` passes.

@@ -34,7 +34,7 @@ fn the_readme_walkthrough_survives_a_restart() {
     let build = build.json();
     assert_eq!(build["action"], "build");
     assert_eq!(build["structure"], "hatchery");
-    let again = daemon.post(&format!("/galaxies/andromeda/systems/{x}/{y}/build/colony"));
+    let again = daemon.order("andromeda", (x, y), "colony");
     assert_eq!(again.status, 409, "one build at a time");
 
     let mut daemon = daemon;

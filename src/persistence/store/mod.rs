@@ -209,12 +209,7 @@ impl Store {
                 (conn, label)
             }
         };
-        let mut store = Store {
-            conn,
-            label,
-            ids: HashMap::new(),
-            file: None,
-        };
+        let mut store = Store::wrap(conn, label);
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
@@ -230,6 +225,15 @@ impl Store {
         Ok(store)
     }
 
+    fn wrap(conn: Connection, label: String) -> Store {
+        Store {
+            conn,
+            label,
+            ids: HashMap::new(),
+            file: None,
+        }
+    }
+
     /// Opens a read-only connection for loads on a cache miss.
     pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
         let label = path.display().to_string();
@@ -243,12 +247,7 @@ impl Store {
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
-        let store = Store {
-            conn,
-            label,
-            ids: HashMap::new(),
-            file: None,
-        };
+        let store = Store::wrap(conn, label);
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
         Ok(store)
