@@ -67,7 +67,7 @@ impl Store {
                     event: None,
                 };
                 stats.systems += 1;
-                stats.rows += 1 + rows.structures(stored.id, system, galaxy.rows)?;
+                stats.rows += 1 + rows.new_structures(stored.id, system, galaxy.rows)?;
                 stats.rows += rows.events(&mut stored, system)?;
                 ids.push(stored);
             }
@@ -197,7 +197,8 @@ struct RowWriter<'c> {
     /// evaluating CURRENT_TIMESTAMP per row, and the batch's rows share one instant.
     now: String,
     update_system: CachedStatement<'c>,
-    upsert_structure: CachedStatement<'c>,
+    update_structure: CachedStatement<'c>,
+    insert_structure: CachedStatement<'c>,
     update_event: CachedStatement<'c>,
     delete_event: CachedStatement<'c>,
     insert_event: CachedStatement<'c>,
@@ -213,13 +214,22 @@ impl<'c> RowWriter<'c> {
                      updated_at = ?6 WHERE id = ?5",
                 )
                 .context("preparing the system update")?,
-            upsert_structure: conn
+            // An update by the unique key, and an insert only when it found no row: an
+            // `INSERT .. ON CONFLICT DO UPDATE` costs about twice as much per row, for the
+            // insert attempt (AUTOINCREMENT bookkeeping, the foreign-key probe) that
+            // conflicts on nearly every save.
+            update_structure: conn
                 .prepare_cached(
-                    "INSERT INTO structures (system_id, structure_type, level) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (system_id, structure_type)
-                     DO UPDATE SET level = excluded.level, updated_at = ?4",
+                    "UPDATE structures SET level = ?3, updated_at = ?4
+                     WHERE system_id = ?1 AND structure_type = ?2",
                 )
-                .context("preparing the structure upsert")?,
+                .context("preparing the structure update")?,
+            insert_structure: conn
+                .prepare_cached(
+                    "INSERT INTO structures (system_id, structure_type, level, updated_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .context("preparing the structure insert")?,
             update_event: conn
                 .prepare_cached(
                     "UPDATE events SET completion_tick = ?1, structure_type = ?2 WHERE id = ?3",
@@ -253,11 +263,37 @@ impl<'c> RowWriter<'c> {
         Ok(1)
     }
 
-    /// Upserts the structure rows `rows` names; returns rows written.
+    /// Writes the structure rows `rows` names, inserting those not stored yet; returns
+    /// rows written.
     fn structures(&mut self, id: i64, system: &System, rows: RowMask) -> Result<u64, StoreError> {
         let mut written = 0;
         for kind in rows.structures() {
-            self.upsert_structure
+            let row = params![id, kind.as_str(), system.levels[kind.index()], self.now];
+            let updated = self
+                .update_structure
+                .execute(row)
+                .context("saving a structure")?;
+            if updated == 0 {
+                self.insert_structure
+                    .execute(row)
+                    .context("saving a structure")?;
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Inserts the structure rows `rows` names for a system just inserted; returns rows
+    /// written.
+    fn new_structures(
+        &mut self,
+        id: i64,
+        system: &System,
+        rows: RowMask,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for kind in rows.structures() {
+            self.insert_structure
                 .execute(params![
                     id,
                     kind.as_str(),
