@@ -339,10 +339,10 @@ impl AppState {
         structure: StructureKind,
     ) -> Result<Build, AppError> {
         let shared = &self.shared;
-        if let (Some(limit), Some(age)) = (shared.max_unsaved, shared.metrics.oldest_unsaved_age())
-        {
-            if age > limit {
-                return Err(AppError::UnsavedTooOld { age, limit });
+        if let Some(limit) = shared.max_unsaved {
+            match shared.metrics.oldest_unsaved_age() {
+                Some(age) if age > limit => return Err(AppError::UnsavedTooOld { age, limit }),
+                _ => {}
             }
         }
         self.change(name, tick, |galaxy, tick| {
