@@ -545,6 +545,42 @@ mod tests {
     }
 
     #[test]
+    fn a_structure_row_missing_from_the_database_is_inserted_not_lost() {
+        let mut store = memory();
+        let (mut galaxy, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        let (x, y) = galaxy.systems()[0].coords();
+        store
+            .connection()
+            .execute(
+                "DELETE FROM structures WHERE structure_type = 'asteroidmine'
+                 AND system_id = (SELECT id FROM systems WHERE x = ?1 AND y = ?2)",
+                [x, y],
+            )
+            .unwrap();
+        galaxy
+            .build(100, x.into(), y.into(), StructureKind::AsteroidMine)
+            .unwrap();
+        galaxy
+            .build(300, x.into(), y.into(), StructureKind::Colony)
+            .unwrap();
+        let changes = galaxy.take_changes();
+        let systems = vec![SystemRow {
+            index: 0,
+            rows: changes.get(0).unwrap(),
+            system: *galaxy.system(0).unwrap(),
+        }];
+        let batch = GalaxyRows {
+            name: "g".into(),
+            tick: Some(300),
+            systems,
+        };
+        store.write_batch(&[], &[batch]).unwrap();
+        assert_eq!(count(&store, "structures"), 200 * 5);
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+    }
+
+    #[test]
     fn deletion_cascades_to_every_row() {
         let mut store = memory();
         let (_, new) = new_galaxy("g");
