@@ -426,6 +426,25 @@ mod tests {
         (galaxy, new)
     }
 
+    /// Takes the galaxy's changes as one batch, as the writer's cut does.
+    fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
+        let changes = galaxy.take_changes();
+        let mut systems: Vec<SystemRow> = changes
+            .iter()
+            .map(|(index, rows)| SystemRow {
+                index,
+                rows,
+                system: *galaxy.system(index).unwrap(),
+            })
+            .collect();
+        systems.sort_unstable_by_key(|row| row.index);
+        GalaxyRows {
+            name: galaxy.name().to_owned(),
+            tick: Some(tick),
+            systems,
+        }
+    }
+
     fn count(store: &Store, table: &str) -> i64 {
         store
             .connection()
@@ -481,20 +500,8 @@ mod tests {
         galaxy
             .build(200, x.into(), y.into(), StructureKind::Hatchery)
             .unwrap();
-        let changes = galaxy.take_changes();
-        let rows: Vec<SystemRow> = changes
-            .iter()
-            .map(|(index, rows)| SystemRow {
-                index,
-                rows,
-                system: *galaxy.system(index).unwrap(),
-            })
-            .collect();
-        let batch = GalaxyRows {
-            name: "g".into(),
-            tick: Some(galaxy.tick()),
-            systems: rows,
-        };
+        let tick = galaxy.tick();
+        let batch = take_batch(&mut galaxy, tick);
         let stats = store
             .write_batch(&[], std::slice::from_ref(&batch))
             .unwrap();
@@ -527,19 +534,10 @@ mod tests {
         galaxy
             .build(300, x, y, StructureKind::WaterHarvester)
             .unwrap();
-        let changes = galaxy.take_changes();
-        let mask = changes.get(0).unwrap();
-        assert!(mask.contains(RowMask::structure(StructureKind::AsteroidMine)));
-        let systems = vec![SystemRow {
-            index: 0,
-            rows: mask,
-            system: *galaxy.system(0).unwrap(),
-        }];
-        let batch = GalaxyRows {
-            name: "g".into(),
-            tick: Some(300),
-            systems,
-        };
+        let batch = take_batch(&mut galaxy, 300);
+        assert!(batch.systems[0]
+            .rows
+            .contains(RowMask::structure(StructureKind::AsteroidMine)));
         store.write_batch(&[], &[batch]).unwrap();
         assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
     }
@@ -564,18 +562,9 @@ mod tests {
         galaxy
             .build(300, x.into(), y.into(), StructureKind::Colony)
             .unwrap();
-        let changes = galaxy.take_changes();
-        let systems = vec![SystemRow {
-            index: 0,
-            rows: changes.get(0).unwrap(),
-            system: *galaxy.system(0).unwrap(),
-        }];
-        let batch = GalaxyRows {
-            name: "g".into(),
-            tick: Some(300),
-            systems,
-        };
-        store.write_batch(&[], &[batch]).unwrap();
+        store
+            .write_batch(&[], &[take_batch(&mut galaxy, 300)])
+            .unwrap();
         assert_eq!(count(&store, "structures"), 200 * 5);
         assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
     }
