@@ -10,11 +10,11 @@ impl Store {
     /// Loads one galaxy, or `None` when it is not stored, in one read transaction.
     ///
     /// A galaxy's systems are created in one transaction, so their row ids form one range,
-    /// and so do their structure rows (saves update them in place, keeping their ids). The load therefore finds
-    /// each range through an index (reading the index only) and then scans the tables by
-    /// row id, which is sequential, instead of one index probe per row; rows of other
-    /// galaxies that fall inside a range are skipped. Events are few (at most one per
-    /// system) and are read through their index.
+    /// and so do their structure rows (saves update them in place, keeping their ids). The
+    /// load therefore finds each range through an index (reading the index only) and then
+    /// scans the tables by row id, which is sequential, instead of one index probe per
+    /// row; rows of other galaxies that fall inside a range are skipped. Events are few
+    /// (at most one per system) and are read through their index.
     pub fn load_galaxy(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
         let tx = self
             .conn
