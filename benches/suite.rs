@@ -575,10 +575,9 @@ fn resident_bytes() -> u64 {
 /// one has allocated and freed plenty by now, which would hide the growth), with
 /// persistence on (as the daemon runs) or off (the galaxy alone).
 fn memory_per_system(dir: &Path, systems: u64, persistence: bool) -> f64 {
-    let database = dir.join("memory.db");
     let mut args = vec!["--memory".to_owned(), systems.to_string()];
     if persistence {
-        args.push(database.display().to_string());
+        args.push(dir.join("memory.db").display().to_string());
     }
     let output = std::process::Command::new(std::env::current_exe().expect("own path"))
         .args(args)
@@ -592,7 +591,7 @@ fn memory_per_system(dir: &Path, systems: u64, persistence: bool) -> f64 {
 
 /// The child side of [`memory_per_system`]: creates the galaxy, saved to `database` if
 /// given, and prints bytes/system.
-fn measure_memory(systems: u64, database: Option<&String>) {
+fn measure_memory(systems: u64, database: Option<&str>) {
     let before = resident_bytes();
     let app = match database {
         Some(path) => AppState::open(&settings(Path::new(path), |_| {})).expect("opens"),
@@ -813,7 +812,10 @@ const HTTP_CLIENTS: usize = 16;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--memory") {
-        measure_memory(args[at + 1].parse().expect("a count"), args.get(at + 2));
+        measure_memory(
+            args[at + 1].parse().expect("a count"),
+            args.get(at + 2).map(String::as_str),
+        );
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");

@@ -67,7 +67,7 @@ impl Store {
                     event: None,
                 };
                 stats.systems += 1;
-                stats.rows += 1 + rows.new_structures(stored.id, system, galaxy.rows)?;
+                stats.rows += 1 + rows.structures(stored.id, system, galaxy.rows, true)?;
                 stats.rows += rows.events(&mut stored, system)?;
                 ids.push(stored);
             }
@@ -152,7 +152,7 @@ fn write_rows(
             if row.rows.contains(RowMask::SYSTEM) {
                 stats.rows += rows.system(stored.id, system)?;
             }
-            stats.rows += rows.structures(stored.id, system, row.rows)?;
+            stats.rows += rows.structures(stored.id, system, row.rows, false)?;
             if row.rows.contains(RowMask::EVENTS) {
                 stats.rows += rows.events(stored, system)?;
             }
@@ -263,44 +263,30 @@ impl<'c> RowWriter<'c> {
         Ok(1)
     }
 
-    /// Writes the structure rows `rows` names, inserting those not stored yet; returns
-    /// rows written.
-    fn structures(&mut self, id: i64, system: &System, rows: RowMask) -> Result<u64, StoreError> {
+    /// Writes the structure rows `rows` names, inserting those not stored yet (all of them
+    /// for a system just inserted); returns rows written.
+    fn structures(
+        &mut self,
+        id: i64,
+        system: &System,
+        rows: RowMask,
+        new_system: bool,
+    ) -> Result<u64, StoreError> {
         let mut written = 0;
         for kind in rows.structures() {
             let row = params![id, kind.as_str(), system.levels[kind.index()], self.now];
-            let updated = self
-                .update_structure
-                .execute(row)
-                .context("saving a structure")?;
+            let updated = if new_system {
+                0
+            } else {
+                self.update_structure
+                    .execute(row)
+                    .context("saving a structure")?
+            };
             if updated == 0 {
                 self.insert_structure
                     .execute(row)
                     .context("saving a structure")?;
             }
-            written += 1;
-        }
-        Ok(written)
-    }
-
-    /// Inserts the structure rows `rows` names for a system just inserted; returns rows
-    /// written.
-    fn new_structures(
-        &mut self,
-        id: i64,
-        system: &System,
-        rows: RowMask,
-    ) -> Result<u64, StoreError> {
-        let mut written = 0;
-        for kind in rows.structures() {
-            self.insert_structure
-                .execute(params![
-                    id,
-                    kind.as_str(),
-                    system.levels[kind.index()],
-                    self.now
-                ])
-                .context("saving a structure")?;
             written += 1;
         }
         Ok(written)
