@@ -20,6 +20,7 @@ use galactic_war::http::metrics::HttpMetrics;
 use galactic_war::http::routes::Api;
 use galactic_war::http::server::{HttpServer, Limits};
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
+use galactic_war::persistence::checkpoint::CHECKPOINT_PAGES;
 use galactic_war::persistence::store::Store;
 use galactic_war::settings::{DatabaseUrl, PersistenceSettings, Settings};
 use rusqlite::{params, Connection};
@@ -101,9 +102,12 @@ impl Floor {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .expect("pragmas");
-        // The engine's writer's pragmas, exactly.
+        // The engine's writer's pragmas, exactly, and SQLite's automatic checkpoint at the
+        // size at which the engine's writer asks its checkpoint thread for one.
         conn.execute_batch(galactic_war::persistence::store::WRITER_PRAGMAS)
             .expect("cache");
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"))
+            .expect("checkpoint threshold");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
         conn.execute_batch(SCHEMA).expect("schema");

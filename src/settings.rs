@@ -5,6 +5,7 @@
 //! value that does not parse is an error naming the variable and the value: nothing is
 //! silently replaced by a default.
 
+use crate::persistence::checkpoint::CHECKPOINT_PAGES;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +72,9 @@ pub struct PersistenceSettings {
     pub max_unsaved: Option<Duration>,
     /// Evict clean galaxies from memory after this long without a read or an order.
     pub galaxy_idle: Option<Duration>,
+    /// The WAL size, in pages, at which the writer asks for a checkpoint. Not read from
+    /// the environment: a tuning knob for embedders, and small in tests.
+    pub checkpoint_pages: u32,
 }
 
 impl Default for PersistenceSettings {
@@ -84,6 +88,7 @@ impl Default for PersistenceSettings {
             synchronous: Synchronous::Normal,
             max_unsaved: None,
             galaxy_idle: None,
+            checkpoint_pages: CHECKPOINT_PAGES,
         }
     }
 }
@@ -188,6 +193,7 @@ impl Settings {
                 |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
                 None
             ),
+            checkpoint_pages: defaults.checkpoint_pages,
         };
         Ok(Settings {
             database: var!(

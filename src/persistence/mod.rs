@@ -2,6 +2,7 @@
 //!
 //! - [`store`]: the schema, migrations and SQL; one connection per [`store::Store`].
 //! - [`writer`]: the writer thread, the only writer of the database.
+//! - [`checkpoint`]: the thread that copies the WAL back into the database file.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
 //! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
 //! - [`metrics`]: counters and health as atomics.
@@ -14,6 +15,7 @@
 
 pub mod backup;
 pub mod cell;
+pub mod checkpoint;
 mod cut;
 pub mod lock;
 pub mod metrics;
@@ -30,6 +32,7 @@ use parking_lot::Mutex;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use cell::Registry;
+use checkpoint::Checkpointer;
 use lock::DatabaseLock;
 use metrics::Metrics;
 use store::{Store, StoreError};
@@ -69,15 +72,27 @@ impl Engine {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => Some(Mutex::new(Store::open_reader(path)?)),
         };
+        let checkpointer = match url {
+            DatabaseUrl::Memory => None,
+            DatabaseUrl::File(path) => Some(Checkpointer::spawn(
+                path,
+                settings.synchronous,
+                settings.checkpoint_pages,
+            )?),
+        };
         let tombstones = Arc::new(Mutex::new(HashSet::new()));
         let writer = WriterHandle::spawn(
             store,
+            checkpointer,
             settings.clone(),
             registry,
             metrics,
             tombstones.clone(),
         )
-        .map_err(StoreError::WriterThread)?;
+        .map_err(|source| StoreError::Thread {
+            name: "writer",
+            source,
+        })?;
         log::info!(target: "galactic_war::persistence",
             "persistence on {} (coalescing {}, auto-save every {:?}, synchronous {})",
             match url {

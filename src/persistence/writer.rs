@@ -12,9 +12,11 @@
 //! nothing is dropped, and is retried with exponential backoff capped at the auto-save
 //! interval. Shutdown always ends with a final flush bounded by its deadline.
 //!
-//! Periodic work (every auto-save interval) saves galaxy ticks that advanced, checkpoints
-//! the WAL (truncating it when idle), and evicts clean idle galaxies: only the writer can
-//! know that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
+//! Checkpoints run on their own thread ([`super::checkpoint`]): after a commit leaves the
+//! WAL at its threshold, the writer asks for one and goes on. Periodic work (every
+//! auto-save interval) saves galaxy ticks that advanced, asks for a checkpoint (one that
+//! truncates the WAL when idle), and evicts clean idle galaxies: only the writer can know
+//! that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
 //! eviction) the registry's; never a galaxy lock during SQL.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +28,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::cell::{GalaxyCell, Registry};
+use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::cut::cut;
 use super::metrics::Metrics;
 use super::store::{GalaxyRows, NewGalaxy, Store, StoreError, WriteStats};
@@ -106,6 +109,7 @@ impl WriterHandle {
     /// Starts the writer thread on `store`.
     pub(crate) fn spawn(
         store: Store,
+        checkpointer: Option<Checkpointer>,
         settings: PersistenceSettings,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
@@ -117,6 +121,7 @@ impl WriterHandle {
         let writer = Writer {
             next_interval: now + settings.auto_save_interval,
             store,
+            checkpointer,
             rx,
             settings,
             registry,
@@ -257,6 +262,8 @@ struct Failure {
 
 struct Writer {
     store: Store,
+    /// `None` for an in-memory database, which has no WAL.
+    checkpointer: Option<Checkpointer>,
     rx: Receiver<Message>,
     settings: PersistenceSettings,
     registry: Arc<Registry>,
@@ -315,6 +322,9 @@ impl Writer {
             self.work(Instant::now());
             if let Some(reply) = self.exit.take() {
                 let report = self.report();
+                // Its checkpoint in progress ends first: a truncating checkpoint waits
+                // for no other.
+                drop(self.checkpointer.take());
                 if report.all_saved() {
                     // Leave a compact database behind; a failure here loses nothing.
                     if let Err(error) = self.store.checkpoint_truncate() {
@@ -382,6 +392,7 @@ impl Writer {
         let started = Instant::now();
         match self.store.insert_galaxy(&galaxy) {
             Ok(stats) => {
+                self.checkpoint_if_due();
                 self.metrics
                     .record_batch(started.elapsed(), stats.systems, stats.rows);
                 self.saved_ticks.insert(galaxy.name.clone(), galaxy.tick);
@@ -396,6 +407,12 @@ impl Writer {
                 log::warn!(target: LOG, "could not save new galaxy '{}': {error}", galaxy.name);
                 Err(PersistError::Failed(error.to_string()))
             }
+        }
+    }
+
+    fn checkpoint_if_due(&mut self) {
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.after_commit(&self.store);
         }
     }
 
@@ -455,13 +472,12 @@ impl Writer {
                 let idle = self
                     .last_commit
                     .is_none_or(|at| at.elapsed() >= self.settings.auto_save_interval);
-                let checkpoint = if idle {
-                    self.store.checkpoint_truncate()
-                } else {
-                    self.store.checkpoint()
-                };
-                if let Err(error) = checkpoint {
-                    log::warn!(target: LOG, "WAL checkpoint failed: {error}");
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.request(if idle {
+                        CheckpointMode::Truncate
+                    } else {
+                        CheckpointMode::Passive
+                    });
                 }
             }
         }
@@ -537,6 +553,7 @@ impl Writer {
                 }
                 self.metrics.set_healthy();
                 if !nothing_to_write {
+                    self.checkpoint_if_due();
                     self.last_commit = Some(Instant::now());
                     self.metrics
                         .record_batch(duration, stats.systems, stats.rows);

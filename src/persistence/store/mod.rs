@@ -1,9 +1,10 @@
 //! The store: the SQLite schema, its migrations, and every SQL statement the engine runs.
 //!
-//! A [`Store`] wraps one connection. The writer thread owns the only read-write one
+//! A [`Store`] wraps one connection. The writer thread owns the only one that writes rows
 //! ([`Store::open_writer`]) and with it the cache of system row ids, so a hot save updates
-//! rows by primary key without a look-up. Loads on a cache miss use their own read-only
-//! connection ([`Store::open_reader`]). Nothing here locks a galaxy: callers hand in plain
+//! rows by primary key without a look-up. The checkpoint thread has a second read-write
+//! connection that only checkpoints ([`Store::open_checkpointer`]). Loads on a cache miss
+//! use their own read-only connection ([`Store::open_reader`]). Nothing here locks a galaxy: callers hand in plain
 //! copies of rows.
 //!
 //! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
@@ -14,10 +15,12 @@ mod write;
 
 use write::SystemIds;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{RowMask, System};
@@ -37,12 +40,27 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 ///   tables, and with the small default they were evicted and read back on every batch.
 ///   64 MiB saved all of a 100 000-system galaxy about 4% faster (orders: no difference)
 ///   but cost 50 bytes per system at 1 000 000 systems, a third of the memory budget;
-/// - checkpoints every 10 000 WAL pages (40 MiB) instead of 1000: the hot pages that
-///   every batch rewrites are copied back once per checkpoint, not every few batches
-///   (+33% persisted orders);
 /// - the WAL file truncated back to 64 MiB after a checkpoint, so it cannot stay large.
-pub const WRITER_PRAGMAS: &str = "PRAGMA cache_size = -16384; \
-    PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
+///
+/// Checkpoints do not run in the writer's commits at all: see
+/// [`crate::persistence::checkpoint`].
+pub const WRITER_PRAGMAS: &str =
+    "PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 67108864;";
+
+thread_local! {
+    /// Pages in the WAL after the last commit made on this thread. Set by
+    /// [`note_wal_pages`], SQLite's WAL hook, which cannot carry per-connection data
+    /// through rusqlite; a thread-local is exact because only the writer thread commits
+    /// on the writer's connection, and it reads this right after its own commit.
+    static WAL_PAGES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// SQLite calls this after every commit on the writer's connection. Registering it also
+/// turns off SQLite's automatic checkpoint on that connection, which is the same hook.
+fn note_wal_pages(_: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(u32::try_from(pages).unwrap_or(0));
+    Ok(())
+}
 
 /// SQLite waits this long for a lock held by another connection before failing with
 /// SQLITE_BUSY (CONTRACT §3: at most 5 s, so a locked database shows within seconds).
@@ -91,8 +109,11 @@ pub enum StoreError {
         path: PathBuf,
         problem: &'static str,
     },
-    #[error("cannot start the writer thread: {0}")]
-    WriterThread(std::io::Error),
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
     Inconsistent { galaxy: String, reason: String },
 }
@@ -217,6 +238,7 @@ impl Store {
         store.refuse_newer(version)?;
         store.refuse_corrupt()?;
         store.configure(synchronous)?;
+        store.conn.wal_hook(Some(note_wal_pages));
         store.migrate(version)?;
         if let DatabaseUrl::File(path) = url {
             store.file = Some(FileIdentity::of(path).map_err(|source| StoreError::Lock {
@@ -253,6 +275,35 @@ impl Store {
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
         Ok(store)
+    }
+
+    /// Opens the checkpoint thread's connection to a database the writer has opened. It
+    /// only checkpoints, with the writer's `synchronous` (which decides the fsyncs a
+    /// checkpoint makes).
+    pub fn open_checkpointer(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let label = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: label.clone(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting the busy timeout")?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {};",
+            synchronous.pragma_value()
+        ))
+        .context("setting pragmas")?;
+        Ok(Store::wrap(conn, label))
+    }
+
+    /// Pages in the WAL after the writer's last commit (0 before any, or in memory).
+    /// Meaningful only on the writer thread; see [`WAL_PAGES`].
+    pub fn wal_pages(&self) -> u32 {
+        WAL_PAGES.get()
     }
 
     /// `PRAGMA user_version`: the number of migrations applied. Fails on a file that is
