@@ -4,8 +4,8 @@
 //! ([`Store::open_writer`]) and with it the cache of system row ids, so a hot save updates
 //! rows by primary key without a look-up. The checkpoint thread has a second read-write
 //! connection that only checkpoints ([`Store::open_checkpointer`]). Loads on a cache miss
-//! use their own read-only connection ([`Store::open_reader`]). Nothing here locks a galaxy: callers hand in plain
-//! copies of rows.
+//! use their own read-only connection ([`Store::open_reader`]). Nothing here locks a
+//! galaxy: callers hand in plain copies of rows.
 //!
 //! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
 //! holds the writer's statements and its cache of row ids.
@@ -260,18 +260,7 @@ impl Store {
 
     /// Opens a read-only connection for loads on a cache miss.
     pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
-        let label = path.display().to_string();
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
-            path: label.clone(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context("setting the busy timeout")?;
-        let store = Store::wrap(conn, label);
+        let store = Store::open_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
         Ok(store)
@@ -281,22 +270,28 @@ impl Store {
     /// only checkpoints, with the writer's `synchronous` (which decides the fsyncs a
     /// checkpoint makes).
     pub fn open_checkpointer(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let store = Store::open_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        store
+            .conn
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {};",
+                synchronous.pragma_value()
+            ))
+            .context("setting pragmas")?;
+        Ok(store)
+    }
+
+    /// Opens a second connection to an existing database file (`access`: read-only or
+    /// read-write; never created), with the busy timeout set.
+    fn open_existing(path: &Path, access: OpenFlags) -> Result<Store, StoreError> {
         let label = path.display().to_string();
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
-            path: label.clone(),
-            source,
-        })?;
+        let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|source| StoreError::Open {
+                path: label.clone(),
+                source,
+            })?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {};",
-            synchronous.pragma_value()
-        ))
-        .context("setting pragmas")?;
         Ok(Store::wrap(conn, label))
     }
 
