@@ -13,7 +13,8 @@
 //! interval. Shutdown always ends with a final flush bounded by its deadline.
 //!
 //! Checkpoints run on their own thread ([`super::checkpoint`]): after a commit leaves the
-//! WAL at its threshold, the writer asks for one and goes on. Periodic work (every
+//! WAL at its threshold, the writer asks for one and goes on (under back-to-back batches it
+//! then copies the last few frames itself, so that the WAL restarts). Periodic work (every
 //! auto-save interval) saves galaxy ticks that advanced, asks for a checkpoint (one that
 //! truncates the WAL when idle), and evicts clean idle galaxies: only the writer can know
 //! that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for

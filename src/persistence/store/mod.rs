@@ -458,6 +458,14 @@ mod tests {
         Store::open_writer(&DatabaseUrl::Memory, Synchronous::Normal).unwrap()
     }
 
+    /// An in-memory store holding the blitz galaxy "g", and that galaxy with nothing unsaved.
+    fn stored_galaxy() -> (Store, Galaxy) {
+        let mut store = memory();
+        let (galaxy, new) = new_galaxy("g");
+        store.insert_galaxy(&new).unwrap();
+        (store, galaxy)
+    }
+
     fn new_galaxy(name: &str) -> (Galaxy, NewGalaxy) {
         let (config, _) = GalaxyConfig::preset("blitz").unwrap();
         let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
@@ -539,9 +547,7 @@ mod tests {
 
     #[test]
     fn a_batch_writes_only_changed_rows_and_loads_back() {
-        let mut store = memory();
-        let (mut galaxy, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        let (mut store, mut galaxy) = stored_galaxy();
         let (x, y) = galaxy.systems()[7].coords();
         galaxy
             .build(200, x.into(), y.into(), StructureKind::Hatchery)
@@ -569,9 +575,7 @@ mod tests {
 
     #[test]
     fn a_completed_build_is_saved_with_the_next_order() {
-        let mut store = memory();
-        let (mut galaxy, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        let (mut store, mut galaxy) = stored_galaxy();
         let (x, y) = galaxy.systems()[0].coords();
         let (x, y) = (u64::from(x), u64::from(y));
         galaxy
@@ -590,9 +594,7 @@ mod tests {
 
     #[test]
     fn a_structure_row_missing_from_the_database_is_inserted_not_lost() {
-        let mut store = memory();
-        let (mut galaxy, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        let (mut store, mut galaxy) = stored_galaxy();
         let (x, y) = galaxy.systems()[0].coords();
         store
             .connection()
