@@ -9,16 +9,14 @@
 //! transaction per batch.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
-use galactic_war::http::metrics::HttpMetrics;
-use galactic_war::http::routes::Api;
-use galactic_war::http::server::{HttpServer, Limits};
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
 use galactic_war::persistence::checkpoint::CHECKPOINT_PAGES;
 use galactic_war::persistence::store::Store;
@@ -617,16 +615,6 @@ fn measure_memory(systems: u64, database: Option<&str>) {
 // ---------------------------------------------------------------------------------------
 // 6. HTTP over loopback.
 
-fn http_server(app: AppState) -> (HttpServer, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
-    let metrics = Arc::new(HttpMetrics::default());
-    let api = Api::new(app, metrics.clone(), None, None);
-    let server =
-        HttpServer::start(listener, Arc::new(api), Limits::default(), metrics).expect("starts");
-    let addr = server.local_addr();
-    (server, addr)
-}
-
 /// Requests/s from `clients` keep-alive connections over `duration`, counted only after
 /// a warm-up with the clients already connected and running, so that neither connecting
 /// nor the previous measurement's teardown lands in the window; every answer must be
@@ -700,24 +688,78 @@ fn http_load(
 /// Unmeasured running time before each HTTP measurement.
 const HTTP_WARM_UP: Duration = Duration::from_millis(60);
 
-/// A served galaxy, with persistence on or off.
+/// A `galactic-war` daemon (the binary operators run, built by `cargo bench`) serving one
+/// galaxy. Each server is its own process, as in production: the load generator's
+/// threads and allocations share nothing with it. Killed when dropped, also when the
+/// bench panics, so no daemon outlives the run.
 struct Served {
-    server: HttpServer,
+    daemon: Child,
     addr: SocketAddr,
     get: Arc<Vec<String>>,
     post: Arc<Vec<String>>,
 }
 
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Starts a daemon on `http-LABEL.db` in `dir` with the contract's defaults (1 s
+/// coalescing) and persistence on or off, and creates the same 1000-system galaxy in it.
 fn serve(dir: &Path, label: &str, enabled: bool) -> Served {
-    let app = AppState::open(&settings(&dir.join(format!("http-{label}.db")), |s| {
-        s.enabled = enabled;
-        s.coalescing_delay = Duration::from_millis(1000);
-    }))
-    .expect("opens");
-    app.create_galaxy("web", config(1000, 0), Some(1), 0)
-        .expect("created");
-    let places = coords(&app, "web");
-    let (server, addr) = http_server(app);
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_galactic-war"))
+        .current_dir(dir)
+        // Only what is set here: nothing from the caller's environment tunes the servers.
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite:http-{label}.db"))
+        .env("GWAR_PERSISTENCE_ENABLED", enabled.to_string())
+        .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let (listening, address) = crossbeam_channel::bounded(1);
+    let log = daemon.stderr.take().expect("piped");
+    // Reads the log to its end, so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                let _ = listening.try_send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = address
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon listens")
+        .parse()
+        .expect("an address");
+    // Dropped (so killed) if anything below fails.
+    let mut served = Served {
+        daemon,
+        addr,
+        get: Arc::default(),
+        post: Arc::default(),
+    };
+    let created = exchange(
+        addr,
+        "POST",
+        "/galaxies/web?seed=1",
+        &config(1000, 0).to_toml(),
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+    let (status, listing) = exchange(addr, "GET", "/galaxies/web", "");
+    assert_eq!(status, 200, "{listing}");
+    let listing: Value = serde_json::from_str(&listing).expect("JSON");
+    let places: Vec<(u64, u64)> = listing["systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .map(|s| (s["x"].as_u64().expect("x"), s["y"].as_u64().expect("y")))
+        .collect();
     let paths = |suffix: &str| {
         Arc::new(
             places
@@ -726,12 +768,29 @@ fn serve(dir: &Path, label: &str, enabled: bool) -> Served {
                 .collect(),
         )
     };
-    Served {
-        server,
-        addr,
-        get: paths(""),
-        post: paths("/build/colony"),
-    }
+    served.get = paths("");
+    served.post = paths("/build/colony");
+    served
+}
+
+/// One request on its own connection: the status and the body.
+fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reads");
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
@@ -794,9 +853,7 @@ fn http(dir: &Path, duration: Duration, rounds: usize) -> HttpResult {
             }
         }
     }
-    for served in servers {
-        served.server.shutdown();
-    }
+    drop(servers);
     let ratios =
         |side: usize, route: usize| paired_ratio(&samples[side][route], &samples[1][route]);
     HttpResult {

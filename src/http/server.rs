@@ -27,7 +27,6 @@ pub struct Limits {
     pub workers: usize,
     /// Request line and headers together.
     pub max_head_bytes: usize,
-    pub max_headers: usize,
     pub max_path_bytes: usize,
     pub max_body_bytes: usize,
     /// Time allowed to receive one whole request once its first byte arrived.
@@ -43,7 +42,6 @@ impl Default for Limits {
         Limits {
             workers: 16,
             max_head_bytes: 16 * 1024,
-            max_headers: 64,
             max_path_bytes: 2048,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -53,6 +51,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Headers per request; more get 431.
+const MAX_HEADERS: usize = 64;
 
 /// A complete request.
 #[derive(Debug)]
@@ -307,7 +308,9 @@ impl Worker {
             return Err(reply(431, "request head too large"));
         }
 
-        let mut header_slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        // On the stack: a heap block this size (2 KiB) per request would send glibc's
+        // malloc through its slow path (consolidating small free blocks) every time.
+        let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut header_slots);
         match parsed.parse(&buffer[..head_len]) {
             Ok(httparse::Status::Complete(_)) => {}
@@ -492,25 +495,29 @@ fn write_response(
     keep_alive: bool,
     within: Duration,
 ) -> io::Result<()> {
-    let mut head = format!(
+    // One buffer, one allocation: the head is written straight after a reserve that
+    // leaves room for the body.
+    let mut out = Vec::with_capacity(256 + response.body.len());
+    write!(
+        out,
         "HTTP/1.1 {} {}\r\nConnection: {}\r\n",
         response.status,
         reason(response.status),
         if keep_alive { "keep-alive" } else { "close" },
-    );
+    )?;
     // A 204 carries no body and, by RFC 9110, no Content-Length either.
     if response.status != 204 {
-        head.push_str(&format!(
+        write!(
+            out,
             "Content-Type: {}\r\nContent-Length: {}\r\n",
             response.content_type,
             response.body.len()
-        ));
+        )?;
     }
     for (name, value) in &response.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        write!(out, "{name}: {value}\r\n")?;
     }
-    head.push_str("\r\n");
-    let mut out = head.into_bytes();
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&response.body);
     let deadline = Instant::now() + within;
     for chunk in out.chunks(64 * 1024) {

@@ -136,6 +136,10 @@ fn oversized_and_malformed_requests_are_refused() {
     let huge_header = "x".repeat(20 * 1024);
     let reply = daemon.request_with("GET", "/healthz", &[("X-Filler", &huge_header)], b"");
     assert_json_error(&reply, 431, "20 KiB header");
+    let names: Vec<String> = (0..65).map(|n| format!("X-H{n}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let reply = daemon.request_with("GET", "/healthz", &many, b"");
+    assert_json_error(&reply, 431, "65 headers");
     let long_path = format!("/galaxies/{}", "a".repeat(4096));
     assert_json_error(&daemon.get(&long_path), 414, "4 KiB path");
     let raw = daemon.raw(b"this is not http\r\n\r\n");
