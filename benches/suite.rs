@@ -316,40 +316,51 @@ fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f64, 
 // ---------------------------------------------------------------------------------------
 // 3. The game path.
 
-/// Orders/s and reads/s on two threads, each on its own galaxy, for `duration`.
-fn game_path(app: &AppState, duration: Duration) -> (f64, f64) {
-    let run = |reads: bool| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = ["g0", "g1"]
-            .into_iter()
-            .map(|name| {
-                let app = app.clone();
-                let stop = stop.clone();
-                let places = coords(&app, name);
-                std::thread::spawn(move || {
-                    let mut done = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..64 {
-                            let (x, y) = places[done as usize % places.len()];
-                            if reads {
-                                app.system_details(name, 10, x, y).expect("read");
-                            } else {
-                                app.build(name, 10, x, y, StructureKind::Colony)
-                                    .expect("order");
-                            }
-                            done += 1;
+/// Orders/s (`reads` false) or reads/s on two threads, each on its own galaxy, counted
+/// over `window` after `warm_up`, with the threads already running.
+fn game_path(app: &AppState, reads: bool, warm_up: Duration, window: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = ["g0", "g1"]
+        .into_iter()
+        .map(|name| {
+            let (app, stop, done) = (app.clone(), stop.clone(), done.clone());
+            let places = coords(&app, name);
+            std::thread::spawn(move || {
+                let mut next = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let (x, y) = places[next % places.len()];
+                        if reads {
+                            app.system_details(name, 10, x, y).expect("read");
+                        } else {
+                            app.build(name, 10, x, y, StructureKind::Colony)
+                                .expect("order");
                         }
+                        next += 1;
                     }
-                    done
-                })
+                    done.fetch_add(64, Ordering::Relaxed);
+                }
             })
-            .collect();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let total: u64 = threads.into_iter().map(|t| t.join().expect("joins")).sum();
-        per_sec(total, duration)
-    };
-    (run(false), run(true))
+        })
+        .collect();
+    std::thread::sleep(warm_up);
+    let (before, started) = (done.load(Ordering::Relaxed), Instant::now());
+    std::thread::sleep(window);
+    let (after, elapsed) = (done.load(Ordering::Relaxed), started.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("joins");
+    }
+    per_sec(after - before, elapsed)
+}
+
+/// Saves what `app` has pending (nothing without persistence), so that no save of one
+/// measurement's orders runs during the next measurement.
+fn settle(app: &AppState) {
+    if let Some(writer) = app.writer() {
+        writer.flush(None).expect("saved");
+    }
 }
 
 /// Nanoseconds per order on one thread, one galaxy.
@@ -950,20 +961,27 @@ fn main() {
         // first; ratios paired within rounds. A multiple of three rounds.
         let apps = ["on", "off", "control"]
             .map(|side| game_app(&dir.join(format!("game-{side}.db")), side == "on", 10_000));
-        let (rounds, duration) = if quick {
-            (3, Duration::from_millis(300))
+        // Orders are counted over whole coalescing delays (1 s): the writer's saves of
+        // those orders (one per delay) run inside the window, competing with the game
+        // threads as in a running game; what is left unsaved at the end is saved outside
+        // any window.
+        let ms = Duration::from_millis;
+        let (rounds, orders_warm_up, orders_window, reads_window) = if quick {
+            (3, ms(200), ms(1000), ms(300))
         } else {
-            (6, Duration::from_millis(700))
+            (6, ms(200), ms(2000), ms(500))
         };
         // Per app: orders/s, reads/s, ns per order.
         let mut samples: [[Vec<f64>; 3]; 3] = Default::default();
         for round in 0..rounds {
             for turn in 0..apps.len() {
                 let side = (round + turn) % apps.len();
-                let (orders, reads) = game_path(&apps[side], duration);
-                samples[side][0].push(orders);
-                samples[side][1].push(reads);
-                samples[side][2].push(order_cost_ns(&apps[side], 200_000));
+                let app = &apps[side];
+                samples[side][0].push(game_path(app, false, orders_warm_up, orders_window));
+                settle(app);
+                samples[side][1].push(game_path(app, true, Duration::ZERO, reads_window));
+                samples[side][2].push(order_cost_ns(app, 200_000));
+                settle(app);
             }
         }
         drop(apps);
