@@ -352,7 +352,7 @@ impl AppState {
 
     /// Applies a change to a galaxy under its lock and, if the galaxy went from clean to
     /// dirty, tells the writer (after unlocking). Without an engine the change set is
-    /// dropped at once: nothing would ever save it.
+    /// emptied at once: nothing would ever save it.
     fn change<T>(
         &self,
         name: &str,
@@ -365,9 +365,7 @@ impl AppState {
             let tick = self.effective_tick(tick, &state.galaxy);
             let result = change(&mut state.galaxy, tick)?;
             match &shared.engine {
-                None => {
-                    state.galaxy.take_changes();
-                }
+                None => state.galaxy.forget_changes(),
                 Some(engine) => {
                     let newly_dirty = was_clean && !state.galaxy.changes().is_empty();
                     // Unlock before signalling: the writer may want this lock for its cut.

@@ -6,6 +6,7 @@
 //! number of systems, however many operations touched them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::config::Rules;
 use super::structure::StructureKind;
@@ -64,7 +65,31 @@ impl std::ops::BitOrAssign for RowMask {
 /// Unsaved changes of one galaxy: system index → changed rows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    rows: HashMap<u32, RowMask>,
+    rows: HashMap<u32, RowMask, BuildHasherDefault<IndexHasher>>,
+}
+
+/// Hashes a system index with one multiplication (Fibonacci hashing), where the default
+/// SipHash took a tenth of an order's time. SipHash defends against keys chosen to
+/// collide; these keys are a galaxy's own system indexes, distinct small integers that
+/// this spreads evenly over any table size.
+#[derive(Clone, Copy, Debug, Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn write_u32(&mut self, index: u32) {
+        self.0 = u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    // Only `u32` keys are hashed; this keeps any other use correct, if slower.
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Changes {
@@ -79,6 +104,11 @@ impl Changes {
 
     pub(crate) fn mark(&mut self, index: u32, rows: RowMask) {
         *self.rows.entry(index).or_default() |= rows;
+    }
+
+    /// Empties the set; its memory is kept.
+    pub fn clear(&mut self) {
+        self.rows.clear();
     }
 
     /// Puts back changes taken earlier (after a failed save); a system changed again in the
@@ -128,6 +158,19 @@ mod tests {
         changes.mark(3, RowMask::EVENTS);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes.get(3), Some(RowMask::SYSTEM | RowMask::EVENTS));
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let mut changes = Changes::default();
+        for index in 0..100 {
+            changes.mark(index * 7919, RowMask::SYSTEM);
+        }
+        assert_eq!(changes.len(), 100);
+        assert_eq!(changes.get(7919), Some(RowMask::SYSTEM));
+        changes.clear();
+        assert!(changes.is_empty());
+        assert_eq!(changes.get(7919), None);
     }
 
     #[test]

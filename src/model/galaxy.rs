@@ -243,6 +243,12 @@ impl Galaxy {
         }
     }
 
+    /// Drops the unsaved changes (nothing will save them), keeping the set's memory for
+    /// the next ones: with persistence off this runs after every order.
+    pub fn forget_changes(&mut self) {
+        self.changes.clear();
+    }
+
     /// Gives back changes whose save failed, so they are saved later.
     pub fn restore_changes(&mut self, changes: Changes) {
         self.changes.merge(changes);
