@@ -324,7 +324,12 @@ fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
     let rest = path
         .strip_prefix('/')
         .ok_or_else(|| ApiError::new(400, "the request path must start with /"))?;
-    rest.split('/').map(percent_decode).collect()
+    // Sized up front: a vector grown by `collect` is reallocated on every request.
+    let mut segments = Vec::with_capacity(rest.matches('/').count() + 1);
+    for segment in rest.split('/') {
+        segments.push(percent_decode(segment)?);
+    }
+    Ok(segments)
 }
 
 fn percent_decode(text: &str) -> Result<String, ApiError> {

@@ -345,17 +345,19 @@ impl Galaxy {
     ) -> Result<SystemDetails, GameError> {
         let system = self.projected(tick, x, y)?;
         let (production, _) = self.rules.production_and_capacity(&system.levels);
+        // Inserted one by one: collecting an iterator of unknown length into a map goes
+        // through a growing vector, and every request answered pays for its reallocation.
+        let mut structures = BTreeMap::new();
+        for (kind, _) in self.rules.configured() {
+            structures.insert(kind.as_str(), system.levels[kind.index()]);
+        }
         Ok(SystemDetails {
             x: system.x,
             y: system.y,
             score: system.score(),
             resources: system.resources,
             production,
-            structures: self
-                .rules
-                .configured()
-                .map(|(kind, _)| (kind.as_str(), system.levels[kind.index()]))
-                .collect(),
+            structures,
             events: system.build.map(EventDetails::from).into_iter().collect(),
         })
     }
