@@ -7,10 +7,10 @@
 //! the head is `httparse`'s. A handler that panics costs one 500, never a worker.
 //!
 //! Allocation: answering the game's hot requests (a system, an order) allocates only
-//! small blocks and never grows one (no `realloc`, nothing over 1 KiB). glibc serves such blocks from a per-thread cache
-//! without a lock; a reallocation or a large block takes the lock of an allocator arena,
-//! and glibc makes only 8 arenas per core, so on a small machine the workers share them
-//! with each other and with the persistence threads. Before this rule, two idle threads
+//! small blocks and never grows one (no `realloc`, nothing over 1 KiB). glibc serves such
+//! blocks from a per-thread cache without a lock; a reallocation or a large block takes
+//! the lock of an allocator arena, and glibc makes only 8 arenas per core, so on a small
+//! machine the workers share them with each other and with the persistence threads. Before this rule, two idle threads
 //! that had merely allocated made a server 2–10% slower (bench section 6); after it, 1%.
 //!
 //! Shutdown: the acceptor stops taking connections, workers finish the request in hand,

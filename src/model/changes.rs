@@ -68,22 +68,25 @@ pub struct Changes {
     rows: HashMap<u32, RowMask, BuildHasherDefault<IndexHasher>>,
 }
 
-/// Hashes a system index with one multiplication (Fibonacci hashing), where the default
-/// SipHash took a tenth of an order's time. SipHash defends against keys chosen to
-/// collide; these keys are a galaxy's own system indexes, distinct small integers that
+/// Hashes a system index with one multiplication (Fibonacci hashing): about 4 ns less per
+/// order than the default SipHash (bench section 3). SipHash defends against keys chosen
+/// to collide; these keys are a galaxy's own system indexes, distinct small integers that
 /// this spreads evenly over any table size.
 #[derive(Clone, Copy, Debug, Default)]
 struct IndexHasher(u64);
 
+/// 2^64 divided by the golden ratio, odd: multiplying by it permutes and mixes.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Hasher for IndexHasher {
     fn write_u32(&mut self, index: u32) {
-        self.0 = u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = u64::from(index).wrapping_mul(GOLDEN);
     }
 
     // Only `u32` keys are hashed; this keeps any other use correct, if slower.
     fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(GOLDEN);
         }
     }
 
