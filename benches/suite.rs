@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
@@ -344,6 +345,18 @@ fn game_path(app: &AppState, reads: bool, warm_up: Duration, window: Duration) -
             })
         })
         .collect();
+    rate_in_window(&done, &stop, threads, warm_up, window)
+}
+
+/// `done`'s increase per second over `window`, counted after `warm_up` with `threads`
+/// already running; then `stop` ends them.
+fn rate_in_window(
+    done: &AtomicU64,
+    stop: &AtomicBool,
+    threads: Vec<JoinHandle<()>>,
+    warm_up: Duration,
+    window: Duration,
+) -> f64 {
     std::thread::sleep(warm_up);
     let (before, started) = (done.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(window);
@@ -685,15 +698,7 @@ fn http_load(
             })
         })
         .collect();
-    std::thread::sleep(HTTP_WARM_UP);
-    let (before, started) = (done.load(Ordering::Relaxed), Instant::now());
-    std::thread::sleep(duration);
-    let (after, elapsed) = (done.load(Ordering::Relaxed), started.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        thread.join().expect("joins");
-    }
-    per_sec(after - before, elapsed)
+    rate_in_window(&done, &stop, threads, HTTP_WARM_UP, duration)
 }
 
 /// Unmeasured running time before each HTTP measurement.
