@@ -21,7 +21,7 @@ use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
 use galactic_war::persistence::checkpoint::CHECKPOINT_PAGES;
 use galactic_war::persistence::store::Store;
-use galactic_war::settings::{DatabaseUrl, PersistenceSettings, Settings};
+use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
@@ -61,6 +61,7 @@ fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settin
         backup_dir: None,
         backup_interval: None,
         backup_keep: 7,
+        galaxy_limits: GalaxyLimits::default(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! The slow paths — loading a galaxy on a cache miss, creating and deleting — are
 //! serialised by one catalog lock, taken before any galaxy lock and never during an order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,16 +15,16 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::model::{
-    Build, ConfigError, Galaxy, GalaxyConfig, GameError, RowMask, StructureDetails, StructureKind,
+    Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
 use crate::persistence::backup::{backup_database, timestamped_path, BackupError};
 use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
-use crate::persistence::store::{NewGalaxy, StoreError};
+use crate::persistence::store::StoreError;
 use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
 use crate::persistence::Engine;
-use crate::settings::Settings;
+use crate::settings::{GalaxyLimits, Settings};
 
 /// Why an application operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum AppError {
     UnknownGalaxy(String),
     #[error("galaxy '{0}' already exists")]
     GalaxyExists(String),
+    #[error("there are already {limit} galaxies, the most this server holds (GWAR_MAX_GALAXIES)")]
+    TooManyGalaxies { limit: usize },
     #[error(transparent)]
     Game(#[from] GameError),
     #[error(transparent)]
@@ -102,9 +104,14 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
-    /// Serialises loads, creations and deletions. Never held while waiting for a galaxy
-    /// lock that an order holds for long: orders never take it.
+    /// Serialises loads, the start and end of creations, and deletions. Never held while
+    /// waiting for a galaxy lock that an order holds for long: orders never take it.
     catalog: Mutex<()>,
+    /// Names being created: reserved (a second creation is refused, a load finds
+    /// nothing) until the creation is saved and in the registry, or has failed. Taken
+    /// under the catalog lock, or alone.
+    creating: Mutex<HashSet<String>>,
+    max_galaxies: usize,
     max_unsaved: Option<Duration>,
     /// See [`AppState::use_wall_clock`].
     wall_clock: std::sync::atomic::AtomicBool,
@@ -133,12 +140,22 @@ impl AppState {
             registry.clone(),
             metrics.clone(),
         )?;
-        Ok(AppState::assemble(
+        let mut app = AppState::assemble(
             registry,
             metrics,
             Some(engine),
             settings.persistence.max_unsaved,
-        ))
+        );
+        app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
+        Ok(app)
+    }
+
+    /// At most `limit` galaxies may exist (`GWAR_MAX_GALAXIES`); only for a state not yet
+    /// shared.
+    pub fn set_max_galaxies(&mut self, limit: usize) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.max_galaxies = limit;
+        }
     }
 
     /// A state that keeps everything in memory: `Disabled` by configuration, or
@@ -163,6 +180,8 @@ impl AppState {
                 metrics,
                 engine,
                 catalog: Mutex::new(()),
+                creating: Mutex::new(HashSet::new()),
+                max_galaxies: GalaxyLimits::default().max_galaxies,
                 max_unsaved,
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -171,6 +190,11 @@ impl AppState {
 
     /// Creates a galaxy from `config` and returns once it is saved (with persistence on).
     /// `seed` picks the map; without one, a random seed is drawn.
+    ///
+    /// The name is reserved first; the galaxy is made in memory without any lock held,
+    /// then written by the writer in chunks between other galaxies' batches. Until the
+    /// last chunk commits nobody can see it: loads find nothing and a second creation of
+    /// the name is refused. Only then does it enter the registry.
     pub fn create_galaxy(
         &self,
         name: &str,
@@ -182,38 +206,63 @@ impl AppState {
             return Err(AppError::BadName(name.to_owned()));
         }
         let shared = &self.shared;
-        let _catalog = shared.catalog.lock();
-        let stored = match &shared.engine {
-            Some(engine) => engine.is_stored(name)?,
-            None => false,
-        };
-        if stored || shared.registry.get(name).is_some() {
-            return Err(AppError::GalaxyExists(name.to_owned()));
-        }
+        let _reserved = self.reserve(name)?;
         let mut galaxy = Galaxy::create(name, config, seed.unwrap_or_else(random_seed), tick)?;
         // Creation writes every row of the new galaxy, so nothing is left to save after it.
         galaxy.take_changes();
-        if let Some(engine) = &shared.engine {
-            engine.writer().create(NewGalaxy {
-                name: name.to_owned(),
-                config_toml: galaxy.config().to_toml(),
-                tick: galaxy.tick(),
-                systems: galaxy.systems().to_vec(),
-                rows: RowMask::new_system(galaxy.rules()),
-            })?;
-        } else {
-            log::info!(
-                "galaxy '{name}' created in memory ({} systems)",
-                galaxy.systems().len()
-            );
-        }
+        let galaxy = match &shared.engine {
+            Some(engine) => *engine.writer().create(Box::new(galaxy))?,
+            None => {
+                log::info!(
+                    "galaxy '{name}' created in memory ({} systems)",
+                    galaxy.systems().len()
+                );
+                galaxy
+            }
+        };
         let created = CreatedGalaxy {
             name: name.to_owned(),
             tick: galaxy.tick(),
             systems: galaxy.systems().len(),
         };
+        let _catalog = shared.catalog.lock();
         shared.registry.insert(GalaxyCell::new(galaxy));
         Ok(created)
+    }
+
+    /// Reserves `name` for a creation: refused when the galaxy exists, is being created,
+    /// or the galaxy limit is reached. The reservation ends when the guard drops.
+    fn reserve(&self, name: &str) -> Result<Reservation<'_>, AppError> {
+        let shared = &self.shared;
+        let _catalog = shared.catalog.lock();
+        let stored = match &shared.engine {
+            Some(engine) => engine.is_stored(name)?,
+            None => false,
+        };
+        if stored || shared.registry.get(name).is_some() || shared.creating.lock().contains(name) {
+            return Err(AppError::GalaxyExists(name.to_owned()));
+        }
+        // Every galaxy in memory is stored (with an engine), except those whose deletion
+        // is not committed yet, which the listing leaves out.
+        let existing = match &shared.engine {
+            Some(engine) => engine
+                .stored_names()?
+                .iter()
+                .filter(|name| !engine.is_deleted(name))
+                .count(),
+            None => shared.registry.len(),
+        };
+        let mut creating = shared.creating.lock();
+        if existing + creating.len() >= shared.max_galaxies {
+            return Err(AppError::TooManyGalaxies {
+                limit: shared.max_galaxies,
+            });
+        }
+        creating.insert(name.to_owned());
+        Ok(Reservation {
+            creating: &shared.creating,
+            name: name.to_owned(),
+        })
     }
 
     /// The cell of a galaxy, loading it from the database on a cache miss. Two threads
@@ -233,6 +282,10 @@ impl AppState {
         let _catalog = shared.catalog.lock();
         if let Some(cell) = shared.registry.get(name) {
             return Ok(cell);
+        }
+        if shared.creating.lock().contains(name) {
+            // Saved but not yet handed over, or still being written: not there yet.
+            return Err(unknown());
         }
         let started = Instant::now();
         let galaxy = engine.load(name)?.ok_or_else(unknown)?;
@@ -468,6 +521,14 @@ impl AppState {
         }
     }
 
+    /// Refuses creations from now on and stops those in progress at a chunk boundary (the
+    /// daemon is stopping: their requests must end, and the galaxies are not kept).
+    pub fn stop_creating(&self) {
+        if let Some(engine) = &self.shared.engine {
+            engine.writer().stop_creating();
+        }
+    }
+
     /// The final flush, bounded by the shutdown timeout; what was left unsaved. Safe to
     /// call more than once.
     pub fn shutdown(&self) -> ShutdownReport {
@@ -525,7 +586,7 @@ impl AppState {
         let state = metrics.state();
         let degraded = matches!(
             state,
-            PersistenceState::Retrying | PersistenceState::MemoryOnly
+            PersistenceState::Retrying | PersistenceState::Lagging | PersistenceState::MemoryOnly
         );
         Health {
             status: if degraded { "degraded" } else { "ok" },
@@ -554,6 +615,18 @@ impl AppState {
             .iter()
             .map(|cell| cell.lock().galaxy.systems().len())
             .sum()
+    }
+}
+
+/// A name reserved for a creation in progress; released on drop.
+struct Reservation<'a> {
+    creating: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.creating.lock().remove(&self.name);
     }
 }
 

@@ -54,6 +54,9 @@ Configuration comes from the environment:
   GWAR_BACKUP_INTERVAL                  seconds between automatic backups (unset: none)
   GWAR_BACKUP_KEEP                      automatic backups kept, newest first (7)
   GWAR_GALAXY_IDLE_SECS                 evict clean galaxies idle this long (unset: never)
+  GWAR_MAX_GALAXY_SYSTEMS               largest galaxy a caller without the admin token
+                                        may create (100000)
+  GWAR_MAX_GALAXIES                     galaxies that may exist at once (10000)
   RUST_LOG                              log filter (info)
 ";
 
@@ -228,7 +231,8 @@ fn serve() -> i32 {
         http_metrics.clone(),
         settings.admin_token.clone(),
         settings.backup_dir.clone(),
-    );
+    )
+    .with_max_public_systems(settings.galaxy_limits.max_public_systems);
     let server = match HttpServer::start(listener, Arc::new(api), Limits::default(), http_metrics) {
         Ok(server) => server,
         Err(error) => {
@@ -267,6 +271,9 @@ fn serve() -> i32 {
     let _ = signalled.recv();
     let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
     systemd::stopping(flush_budget);
+    // A creation in progress would hold its request, and so the server's shutdown, for
+    // as long as it takes to write (minutes at 10 M systems): stop it first.
+    app.stop_creating();
     server.shutdown();
     if let Some(supervisor) = supervisor {
         supervisor.stop();

@@ -5,6 +5,7 @@
 //! value that does not parse is an error naming the variable and the value: nothing is
 //! silently replaced by a default.
 
+use crate::model::MAX_SYSTEMS;
 use crate::persistence::checkpoint::CHECKPOINT_PAGES;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +103,33 @@ impl PersistenceSettings {
             Duration::ZERO
         }
     }
+
+    /// Health reads `lagging` once the oldest unsaved change is older than this: five
+    /// batch delays (a batch is due after one, and commits within a chunk or two of bulk
+    /// work), but at least a second, so that with coalescing off a single slow commit
+    /// does not flap the state.
+    pub fn lagging_after(&self) -> Duration {
+        (self.batch_delay() * 5).max(Duration::from_secs(1))
+    }
+}
+
+/// How much the game may hold (CONTRACT §7, isolation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GalaxyLimits {
+    /// `GWAR_MAX_GALAXY_SYSTEMS`: the largest galaxy a caller without the admin token may
+    /// create over HTTP (admin callers: up to the model's limit).
+    pub max_public_systems: u64,
+    /// `GWAR_MAX_GALAXIES`: galaxies that may exist at once.
+    pub max_galaxies: usize,
+}
+
+impl Default for GalaxyLimits {
+    fn default() -> Self {
+        GalaxyLimits {
+            max_public_systems: 100_000,
+            max_galaxies: 10_000,
+        }
+    }
 }
 
 /// Everything the daemon reads from its environment.
@@ -117,6 +145,7 @@ pub struct Settings {
     pub backup_interval: Option<Duration>,
     /// `GWAR_BACKUP_KEEP`: how many periodic backups to keep, newest first.
     pub backup_keep: usize,
+    pub galaxy_limits: GalaxyLimits,
 }
 
 /// A variable whose value does not parse.
@@ -152,6 +181,7 @@ impl Settings {
             };
         }
         let defaults = PersistenceSettings::default();
+        let limits = GalaxyLimits::default();
         let persistence = PersistenceSettings {
             enabled: var!("GWAR_PERSISTENCE_ENABLED", parse_bool, defaults.enabled),
             auto_save_interval: var!(
@@ -237,6 +267,26 @@ impl Settings {
                 |v| parse_positive(v, "backups").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
                 7
             ),
+            galaxy_limits: GalaxyLimits {
+                max_public_systems: var!(
+                    "GWAR_MAX_GALAXY_SYSTEMS",
+                    |v| match parse_positive(v, "systems")? {
+                        n if n > MAX_SYSTEMS => {
+                            Err(format!(
+                                "expected at most {MAX_SYSTEMS} systems (the model's limit)"
+                            ))
+                        }
+                        n => Ok(n),
+                    },
+                    limits.max_public_systems
+                ),
+                max_galaxies: var!(
+                    "GWAR_MAX_GALAXIES",
+                    |v| parse_positive(v, "galaxies")
+                        .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                    limits.max_galaxies
+                ),
+            },
         })
     }
 }
@@ -292,6 +342,9 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:3050");
         assert_eq!(s.admin_token, None);
         assert_eq!(s.persistence.batch_delay(), Duration::from_secs(1));
+        assert_eq!(s.persistence.lagging_after(), Duration::from_secs(5));
+        assert_eq!(s.galaxy_limits.max_public_systems, 100_000);
+        assert_eq!(s.galaxy_limits.max_galaxies, 10_000);
     }
 
     #[test]
@@ -337,6 +390,9 @@ mod tests {
             ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "9999999999999999999"),
             ("GWAR_LISTEN", "localhost"),
             ("GWAR_ADMIN_TOKEN", ""),
+            ("GWAR_MAX_GALAXY_SYSTEMS", "0"),
+            ("GWAR_MAX_GALAXY_SYSTEMS", "10000001"),
+            ("GWAR_MAX_GALAXIES", "many"),
         ] {
             let err = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable);

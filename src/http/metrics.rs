@@ -74,6 +74,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
     for state in [
         PersistenceState::Healthy,
         PersistenceState::Retrying,
+        PersistenceState::Lagging,
         PersistenceState::MemoryOnly,
         PersistenceState::Disabled,
     ] {
@@ -102,7 +103,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         &mut out,
         "gwar_persistence_retries_total",
         "counter",
-        "Retries of a failed batch.",
+        "Attempts that retried a failed batch or chunk, whether they failed again or committed.",
         m.retries,
     );
     sample(

@@ -12,7 +12,8 @@ use serde_json::json;
 use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
 use crate::app::{valid_galaxy_name, AppError, AppState};
-use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET};
+use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
+use crate::settings::GalaxyLimits;
 
 /// A request that cannot be served, with its status.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl From<AppError> for ApiError {
             AppError::BadName(_) | AppError::Config(_) => 400,
             AppError::UnknownGalaxy(_) => 404,
             AppError::GalaxyExists(_) => 409,
+            AppError::TooManyGalaxies { .. } => 422,
             AppError::Game(game) => match game {
                 GameError::UnknownSystem { .. } | GameError::UnknownStructure(_) => 404,
                 GameError::AlreadyBuilding { .. }
@@ -62,6 +64,8 @@ pub struct Api {
     http_metrics: Arc<HttpMetrics>,
     admin_token: Option<String>,
     backup_dir: Option<PathBuf>,
+    /// The largest galaxy a caller without the admin token may create.
+    max_public_systems: u64,
 }
 
 impl Api {
@@ -78,7 +82,15 @@ impl Api {
             http_metrics,
             admin_token,
             backup_dir,
+            max_public_systems: GalaxyLimits::default().max_public_systems,
         }
+    }
+
+    /// Creations of more than `limit` systems need the admin token
+    /// (`GWAR_MAX_GALAXY_SYSTEMS`).
+    pub fn with_max_public_systems(mut self, limit: u64) -> Api {
+        self.max_public_systems = limit;
+        self
     }
 }
 
@@ -203,6 +215,29 @@ impl Api {
                 GalaxyConfig::preset(preset).map_err(AppError::from)?.0
             }
         };
+        // Only a caller with the admin token may go past the public limit: without a
+        // token configured, "admin" means a loopback peer, and behind a reverse proxy on
+        // the same host every player is one.
+        let admin = self.admin_token.is_some() && self.authorize(request).is_ok();
+        let limit = if admin {
+            MAX_SYSTEMS
+        } else {
+            self.max_public_systems
+        };
+        if config.system_count > limit {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "a galaxy of {} systems is above the limit of {limit}{}",
+                    config.system_count,
+                    if admin {
+                        ""
+                    } else {
+                        " for callers without the admin token (GWAR_MAX_GALAXY_SYSTEMS)"
+                    }
+                ),
+            ));
+        }
         let created = self.app.create_galaxy(name, config, seed, now_tick())?;
         Ok(Response::json(201, &created))
     }

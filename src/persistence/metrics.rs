@@ -22,6 +22,9 @@ pub enum PersistenceState {
     MemoryOnly,
     /// Persistence is switched off by configuration.
     Disabled,
+    /// Batches commit, but the oldest unsaved change is older than a few coalescing
+    /// delays: the writer is not keeping up (derived, never stored).
+    Lagging,
 }
 
 impl PersistenceState {
@@ -31,6 +34,7 @@ impl PersistenceState {
             1 => PersistenceState::Retrying,
             2 => PersistenceState::MemoryOnly,
             _ => PersistenceState::Disabled,
+            // `Lagging` is derived in `Metrics::state`, never stored.
         }
     }
 
@@ -40,6 +44,7 @@ impl PersistenceState {
             PersistenceState::Retrying => "retrying",
             PersistenceState::MemoryOnly => "memory-only",
             PersistenceState::Disabled => "disabled",
+            PersistenceState::Lagging => "lagging",
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Metrics {
     pub(crate) galaxies_evicted_total: AtomicU64,
     /// Milliseconds since `epoch` of the oldest unsaved change, or `NONE`.
     oldest_unsaved_ms: AtomicU64,
+    /// An unsaved change older than this makes a healthy engine `Lagging`; `NONE`: never.
+    lagging_after_ms: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -111,11 +118,30 @@ impl Metrics {
             galaxies_loaded_total: AtomicU64::new(0),
             galaxies_evicted_total: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
+            lagging_after_ms: AtomicU64::new(NONE),
         }
     }
 
+    /// From now on, an unsaved change older than `limit` reads as `Lagging`.
+    pub(crate) fn set_lagging_after(&self, limit: Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(NONE);
+        self.lagging_after_ms.store(ms, Relaxed);
+    }
+
+    /// The state, with `Healthy` read as `Lagging` while the oldest unsaved change is
+    /// older than the limit, whatever the writer is doing (a batch or a chunk that does
+    /// not end, a disk that slowed down).
     pub fn state(&self) -> PersistenceState {
-        PersistenceState::from_u8(self.state.load(Relaxed))
+        let stored = PersistenceState::from_u8(self.state.load(Relaxed));
+        let limit = self.lagging_after_ms.load(Relaxed);
+        let lagging = limit != NONE
+            && self
+                .oldest_unsaved_age()
+                .is_some_and(|age| age.as_millis() > u128::from(limit));
+        match stored {
+            PersistenceState::Healthy if lagging => PersistenceState::Lagging,
+            state => state,
+        }
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -133,9 +159,11 @@ impl Metrics {
         *self.last_error.lock() = Some(reason);
     }
 
-    /// Back to healthy after a commit; the last error stays visible for the operator.
-    pub(crate) fn set_healthy(&self) {
+    /// Back to healthy: a retry committed. The error is cleared, since `/healthz` shows
+    /// what is wrong now; the log and `gwar_persistence_errors_total` keep the history.
+    pub(crate) fn set_recovered(&self) {
         self.state.store(PersistenceState::Healthy as u8, Relaxed);
+        *self.last_error.lock() = None;
     }
 
     pub(crate) fn record_batch(&self, duration: Duration, systems: u64, rows: u64) {

@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: the thread that copies the WAL back into the database file.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
 //! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
+//! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - [`backup`]: online backups through SQLite's backup API.
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod cell;
 pub mod checkpoint;
 mod cut;
+mod jobs;
 pub mod lock;
 pub mod metrics;
 pub mod store;
@@ -67,7 +69,8 @@ impl Engine {
                 Some(DatabaseLock::acquire(path)?)
             }
         };
-        let store = Store::open_writer(url, settings.synchronous)?;
+        let mut store = Store::open_writer(url, settings.synchronous)?;
+        let unfinished = store.unfinished_jobs()?;
         let reader = match url {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => Some(Mutex::new(Store::open_reader(path)?)),
@@ -81,8 +84,10 @@ impl Engine {
             )?),
         };
         let tombstones = Arc::new(Mutex::new(HashSet::new()));
+        metrics.set_lagging_after(settings.lagging_after());
         let writer = WriterHandle::spawn(
             store,
+            unfinished,
             checkpointer,
             settings.clone(),
             registry,

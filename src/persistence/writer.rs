@@ -12,6 +12,13 @@
 //! nothing is dropped, and is retried with exponential backoff capped at the auto-save
 //! interval. Shutdown always ends with a final flush bounded by its deadline.
 //!
+//! Creating and deleting whole galaxies are bulk jobs ([`super::jobs`]): a deletion is
+//! committed by the next batch like any change (it marks the galaxy `deleting`), and the
+//! rows of deletions and creations are written or removed one bounded chunk per turn of
+//! the loop, after the batch that is due, so no galaxy's loss window waits behind another
+//! galaxy's bulk work for more than a chunk. Messages (pings included) are read between
+//! chunks, and shutdown stops a creation at a chunk boundary.
+//!
 //! Checkpoints run on their own thread ([`super::checkpoint`]): after a commit leaves the
 //! WAL at its threshold, the writer asks for one and goes on (under back-to-back batches it
 //! then copies the last few frames itself, so that the WAL restarts). Periodic work (every
@@ -31,9 +38,10 @@ use parking_lot::Mutex;
 use super::cell::{GalaxyCell, Registry};
 use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::cut::cut;
+use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{GalaxyRows, NewGalaxy, Store, StoreError, WriteStats};
-use crate::model::Changes;
+use super::store::{BusyDeadline, GalaxyJob, GalaxyRows, Store, StoreError, WriteStats};
+use crate::model::{Changes, Galaxy};
 use crate::settings::PersistenceSettings;
 
 const LOG: &str = "galactic_war::persistence";
@@ -76,9 +84,11 @@ pub(crate) enum Message {
         since: Instant,
     },
     Create {
-        galaxy: NewGalaxy,
-        reply: Sender<Result<(), PersistError>>,
+        galaxy: Box<Galaxy>,
+        reply: CreationReply,
     },
+    /// Refuse creations from now on, and the ones in progress (the daemon is stopping).
+    StopCreating,
     Delete {
         name: String,
     },
@@ -104,12 +114,15 @@ pub struct WriterHandle {
     tx: Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
     shutdown_timeout: Duration,
+    /// Set at shutdown, so a batch waiting on a locked database gives up in time.
+    busy_deadline: Arc<BusyDeadline>,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `store`.
     pub(crate) fn spawn(
         store: Store,
+        unfinished: Vec<GalaxyJob>,
         checkpointer: Option<Checkpointer>,
         settings: PersistenceSettings,
         registry: Arc<Registry>,
@@ -118,8 +131,26 @@ impl WriterHandle {
     ) -> std::io::Result<WriterHandle> {
         let (tx, rx) = unbounded();
         let shutdown_timeout = settings.shutdown_timeout;
+        let busy_deadline = BusyDeadline::new();
         let now = Instant::now();
+        let mut jobs = Jobs::default();
+        for job in unfinished {
+            let name = match job {
+                GalaxyJob::Creating(name) => {
+                    log::warn!(target: LOG, "galaxy '{name}': its creation was interrupted; removing what was written");
+                    name
+                }
+                GalaxyJob::Deleting(name) => {
+                    log::info!(target: LOG, "galaxy '{name}': finishing its deletion");
+                    name
+                }
+            };
+            jobs.purge(name);
+        }
         let writer = Writer {
+            busy_deadline: busy_deadline.clone(),
+            jobs,
+            creating: true,
             next_interval: now + settings.auto_save_interval,
             store,
             checkpointer,
@@ -144,6 +175,7 @@ impl WriterHandle {
             tx,
             thread: Mutex::new(Some(thread)),
             shutdown_timeout,
+            busy_deadline,
         })
     }
 
@@ -153,13 +185,20 @@ impl WriterHandle {
         }
     }
 
-    /// Writes a new galaxy and returns once it is committed.
-    pub(crate) fn create(&self, galaxy: NewGalaxy) -> Result<(), PersistError> {
+    /// Writes a new galaxy, in chunks between other galaxies' batches, and returns it once
+    /// its last chunk is committed (it is invisible in the database until then).
+    pub(crate) fn create(&self, galaxy: Box<Galaxy>) -> Result<Box<Galaxy>, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Create { galaxy, reply })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// Refuses creations from now on and stops those in progress at their next chunk, so
+    /// that a stopping daemon's requests end; their rows are removed at the next start.
+    pub fn stop_creating(&self) {
+        let _ = self.tx.send(Message::StopCreating);
     }
 
     pub(crate) fn delete(&self, name: String) {
@@ -215,6 +254,7 @@ impl WriterHandle {
         };
         let (reply, answer) = bounded(1);
         let deadline = Instant::now() + self.shutdown_timeout;
+        self.busy_deadline.set(deadline);
         let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
             Ok(()) => answer.recv().unwrap_or(ShutdownReport {
                 error: Some(PersistError::Stopped),
@@ -263,6 +303,10 @@ struct Failure {
 
 struct Writer {
     store: Store,
+    busy_deadline: Arc<BusyDeadline>,
+    jobs: Jobs,
+    /// False once the daemon is stopping: creations are refused.
+    creating: bool,
     /// `None` for an in-memory database, which has no WAL.
     checkpointer: Option<Checkpointer>,
     rx: Receiver<Message>,
@@ -289,6 +333,9 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         log::debug!(target: LOG, "writer started (batch delay {:?})", self.settings.batch_delay());
+        if let Err(error) = self.busy_deadline.install(self.store.connection()) {
+            log::warn!(target: LOG, "busy waits will not end at the shutdown deadline: {error}");
+        }
         loop {
             let wake = self.next_wake();
             match self.rx.recv_deadline(wake) {
@@ -322,6 +369,10 @@ impl Writer {
             }
             self.work(Instant::now());
             if let Some(reply) = self.exit.take() {
+                self.jobs.cancel_creations();
+                for name in self.jobs.purges() {
+                    log::info!(target: LOG, "galaxy '{name}' is deleted; its remaining rows are removed at the next start");
+                }
                 let report = self.report();
                 // Its checkpoint in progress ends first: a truncating checkpoint waits
                 // for no other.
@@ -359,15 +410,25 @@ impl Writer {
                 self.publish_oldest();
             }
             Message::Create { galaxy, reply } => {
-                let _ = reply.send(self.create(galaxy));
+                if self.creating {
+                    self.jobs.create(Creation::new(galaxy, reply));
+                } else {
+                    let _ = reply.send(Err(PersistError::Stopped));
+                }
+            }
+            Message::StopCreating => {
+                self.creating = false;
+                self.jobs.cancel_creations();
             }
             Message::Delete { name } => {
                 self.pending.remove(&name);
                 self.saved_ticks.remove(&name);
                 self.store.forget_ids(&name);
                 if !self.deletions.contains(&name) {
-                    self.deletions.push(name);
+                    self.deletions.push(name.clone());
                 }
+                // Its rows go once the batch that marks it deleted has committed.
+                self.jobs.purge(name);
             }
             Message::Flush { deadline, reply } => self.tickets.push(Ticket {
                 deadline,
@@ -381,36 +442,6 @@ impl Writer {
         }
     }
 
-    fn create(&mut self, galaxy: NewGalaxy) -> Result<(), PersistError> {
-        // A pending deletion of the same name must reach the disk first.
-        if self.deletions.contains(&galaxy.name) {
-            self.batch(Instant::now());
-            if self.deletions.contains(&galaxy.name) {
-                let error = self.failure.as_ref().map(|f| f.error.clone());
-                return Err(PersistError::Failed(error.unwrap_or_default()));
-            }
-        }
-        let started = Instant::now();
-        match self.store.insert_galaxy(&galaxy) {
-            Ok(stats) => {
-                self.checkpoint_if_due();
-                self.metrics
-                    .record_batch(started.elapsed(), stats.systems, stats.rows);
-                self.saved_ticks.insert(galaxy.name.clone(), galaxy.tick);
-                log::info!(target: LOG, "galaxy '{}' created and saved ({} systems, {:?})",
-                    galaxy.name, stats.systems, started.elapsed());
-                Ok(())
-            }
-            Err(error) => {
-                self.metrics
-                    .batch_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::warn!(target: LOG, "could not save new galaxy '{}': {error}", galaxy.name);
-                Err(PersistError::Failed(error.to_string()))
-            }
-        }
-    }
-
     fn checkpoint_if_due(&mut self) {
         if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.after_commit(&self.store);
@@ -418,13 +449,17 @@ impl Writer {
     }
 
     fn has_work(&self) -> bool {
-        !self.pending.is_empty() || !self.deletions.is_empty()
+        !self.pending.is_empty() || !self.deletions.is_empty() || !self.jobs.is_empty()
     }
 
     /// When the loop must wake up without a message.
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_interval;
-        if let Some(due) = self.batch_due(Instant::now()) {
+        let now = Instant::now();
+        for due in [self.batch_due(now), self.chunk_due(now)]
+            .into_iter()
+            .flatten()
+        {
             wake = wake.min(due);
         }
         for ticket in &self.tickets {
@@ -454,6 +489,88 @@ impl Writer {
         })
     }
 
+    /// When the next chunk of a bulk job may run: at once, unless saving is backing off
+    /// after a failure, or the job is the removal of a galaxy whose deletion is not
+    /// committed yet (the batch that commits it is due at once).
+    fn chunk_due(&self, now: Instant) -> Option<Instant> {
+        let name = self.jobs.next_name()?;
+        if self.deletions.iter().any(|deleted| deleted == name) {
+            return None;
+        }
+        Some(self.failure.as_ref().map_or(now, |f| f.retry_at.max(now)))
+    }
+
+    /// Runs one chunk of the oldest bulk job, in its own transaction.
+    fn chunk(&mut self) {
+        let started = Instant::now();
+        match self.jobs.step(&mut self.store) {
+            Ok((stats, finished)) => {
+                self.saved(started.elapsed(), stats);
+                match finished {
+                    Some(Finished::Created(creation)) => {
+                        let (name, tick) = (creation.name().to_owned(), creation.tick());
+                        if creation.answer() {
+                            self.saved_ticks.insert(name, tick);
+                        } else {
+                            // Its caller is gone (the daemon is stopping): the galaxy is
+                            // stored but no one holds it; it loads on its next access.
+                            self.store.forget_ids(&name);
+                        }
+                    }
+                    Some(Finished::Purged) | None => {}
+                }
+            }
+            Err(error) => self.failed(&error),
+        }
+    }
+
+    /// Bookkeeping after any commit: health, metrics, and a checkpoint when due.
+    fn saved(&mut self, duration: Duration, stats: WriteStats) {
+        if let Some(failure) = self.failure.take() {
+            // This commit was a retry, and it succeeded.
+            self.metrics
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.set_recovered();
+            log::info!(target: LOG, "saving recovered after {} failed attempt(s)", failure.attempts);
+        }
+        if stats != WriteStats::default() {
+            self.checkpoint_if_due();
+            self.last_commit = Some(Instant::now());
+            self.metrics
+                .record_batch(duration, stats.systems, stats.rows);
+        }
+    }
+
+    /// Bookkeeping after a failed transaction: metrics, the log, and the backoff.
+    fn failed(&mut self, error: &StoreError) {
+        let message = error.to_string();
+        let attempts = self.failure.as_ref().map_or(0, |f| f.attempts) + 1;
+        if attempts > 1 {
+            // This attempt was a retry of an earlier failure.
+            self.metrics
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.metrics
+            .batch_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.set_failed(message.clone());
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1u32 << (attempts - 1).min(20))
+            .min(self.settings.auto_save_interval);
+        if attempts == 1 {
+            log::error!(target: LOG, "saving failed, changes kept in memory and retried: {message}");
+        } else {
+            log::warn!(target: LOG, "saving failed again (attempt {attempts}, next in {backoff:?}): {message}");
+        }
+        self.failure = Some(Failure {
+            attempts,
+            retry_at: Instant::now() + backoff,
+            error: message,
+        });
+    }
+
     fn work(&mut self, now: Instant) {
         if now >= self.next_interval {
             self.ticks_due = true;
@@ -481,6 +598,12 @@ impl Writer {
                     });
                 }
             }
+        }
+        // One chunk of bulk work per turn, after the batch that was due: under constant
+        // orders, batches and chunks alternate, and neither starves the other.
+        let now = Instant::now();
+        if self.exit.is_none() && self.chunk_due(now).is_some_and(|due| due <= now) {
+            self.chunk();
         }
         self.expire_tickets(Instant::now());
     }
@@ -549,15 +672,8 @@ impl Writer {
         match result {
             Ok(stats) => {
                 let duration = started.elapsed();
-                if let Some(failure) = self.failure.take() {
-                    log::info!(target: LOG, "saving recovered after {} failed attempt(s)", failure.attempts);
-                }
-                self.metrics.set_healthy();
+                self.saved(duration, stats);
                 if !nothing_to_write {
-                    self.checkpoint_if_due();
-                    self.last_commit = Some(Instant::now());
-                    self.metrics
-                        .record_batch(duration, stats.systems, stats.rows);
                     log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
                         stats.systems, stats.rows, galaxies.len(), self.deletions.len());
                 }
@@ -608,30 +724,8 @@ impl Writer {
                 if let StoreError::Inconsistent { galaxy, .. } = &error {
                     self.store.forget_ids(galaxy);
                 }
+                self.failed(&error);
                 let message = error.to_string();
-                let attempts = self.failure.as_ref().map_or(0, |f| f.attempts) + 1;
-                if attempts > 1 {
-                    self.metrics
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                self.metrics
-                    .batch_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.metrics.set_failed(message.clone());
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1u32 << (attempts - 1).min(20))
-                    .min(self.settings.auto_save_interval);
-                if attempts == 1 {
-                    log::error!(target: LOG, "saving failed, changes kept in memory and retried: {message}");
-                } else {
-                    log::warn!(target: LOG, "saving failed again (attempt {attempts}, next in {backoff:?}): {message}");
-                }
-                self.failure = Some(Failure {
-                    attempts,
-                    retry_at: Instant::now() + backoff,
-                    error: message.clone(),
-                });
                 for ticket in riding {
                     if ticket.deadline.is_some() {
                         self.tickets.push(ticket);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
 use galactic_war::persistence::store::Store;
-use galactic_war::settings::{DatabaseUrl, PersistenceSettings, Settings};
+use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,
@@ -41,6 +41,7 @@ impl TestDb {
             backup_dir: None,
             backup_interval: None,
             backup_keep: 7,
+            galaxy_limits: GalaxyLimits::default(),
         }
     }
 

@@ -7,11 +7,13 @@ use super::{Context, Store, StoreError};
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
 impl Store {
-    /// Loads one galaxy, or `None` when it is not stored, in one read transaction.
+    /// Loads one galaxy, or `None` when it is not stored (or its creation or deletion is
+    /// unfinished), in one read transaction.
     ///
-    /// A galaxy's systems are created in one transaction, so their row ids form one range,
-    /// and so do their structure rows (saves update them in place, keeping their ids). The
-    /// load therefore finds each range through an index (reading the index only) and then
+    /// A galaxy's systems are created by one creation job, and the writer runs one job at
+    /// a time and inserts systems nowhere else, so their row ids form one range; so do
+    /// their structure rows, but for the rare one a save re-inserts (saves update them in
+    /// place, keeping their ids). The load therefore finds each range through an index (reading the index only) and then
     /// scans the tables by row id, which is sequential, instead of one index probe per
     /// row; rows of other galaxies that fall inside a range are skipped. Events are few
     /// (at most one per system) and are read through their index.
@@ -22,7 +24,8 @@ impl Store {
             .context("starting a load")?;
         let Some((config_text, tick)) = tx
             .query_row(
-                "SELECT config_file, tick FROM galaxies WHERE name = ?1",
+                "SELECT config_file, tick FROM galaxies WHERE name = ?1
+                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
                 [name],
                 |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
             )

@@ -8,11 +8,17 @@
 //! galaxy: callers hand in plain copies of rows.
 //!
 //! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
-//! holds the writer's statements and its cache of row ids.
+//! holds the writer's statements and its cache of row ids; `jobs.rs` creates and deletes
+//! whole galaxies in bounded chunks. A galaxy with an unfinished job (table
+//! `galaxy_jobs`) is invisible to every read here.
 
+mod busy;
+mod jobs;
 mod load;
 mod write;
 
+pub use busy::BusyDeadline;
+pub use jobs::{CreationProgress, GalaxyJob};
 use write::SystemIds;
 
 use std::cell::Cell;
@@ -27,10 +33,16 @@ use crate::model::{RowMask, System};
 use crate::settings::{DatabaseUrl, Synchronous};
 
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial",
-    include_str!("../../../sql/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial",
+        include_str!("../../../sql/0001_initial.sql"),
+    ),
+    (
+        "0002_galaxy_jobs",
+        include_str!("../../../sql/0002_galaxy_jobs.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -156,13 +168,13 @@ pub struct GalaxyRows {
     pub systems: Vec<SystemRow>,
 }
 
-/// A whole new galaxy, as creation writes it.
-#[derive(Clone, Debug)]
-pub struct NewGalaxy {
-    pub name: String,
-    pub config_toml: String,
+/// A whole new galaxy, as creation writes it (borrowed from the galaxy in memory).
+#[derive(Clone, Copy, Debug)]
+pub struct NewGalaxy<'a> {
+    pub name: &'a str,
+    pub config_toml: &'a str,
     pub tick: u64,
-    pub systems: Vec<System>,
+    pub systems: &'a [System],
     /// The rows each system has (see [`RowMask::new_system`]).
     pub rows: RowMask,
 }
@@ -306,10 +318,21 @@ impl Store {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(|source| StoreError::Open {
+            .map_err(|source| self.open_error(source))
+    }
+
+    /// An error met while opening: `Corrupt` when SQLite found damage, else `Open`.
+    fn open_error(&self, source: rusqlite::Error) -> StoreError {
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+                path: self.label.clone(),
+                details: source.to_string(),
+            },
+            _ => StoreError::Open {
                 path: self.label.clone(),
                 source,
-            })
+            },
+        }
     }
 
     fn refuse_newer(&self, version: i64) -> Result<(), StoreError> {
@@ -330,17 +353,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("PRAGMA quick_check(20)")
-            .map_err(|source| StoreError::Open {
-                path: self.label.clone(),
-                source,
-            })?;
+            .map_err(|source| self.open_error(source))?;
         let problems: Vec<String> = stmt
             .query_map([], |row| row.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(|source| StoreError::Open {
-                path: self.label.clone(),
-                source,
-            })?;
+            .map_err(|source| self.open_error(source))?;
         if problems == ["ok"] {
             return Ok(());
         }
@@ -394,7 +411,10 @@ impl Store {
     pub fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name FROM galaxies ORDER BY name")
+            .prepare_cached(
+                "SELECT name FROM galaxies WHERE name NOT IN (SELECT name FROM galaxy_jobs)
+                 ORDER BY name",
+            )
             .context("listing galaxies")?;
         let names = stmt
             .query_map([], |row| row.get(0))
@@ -405,7 +425,10 @@ impl Store {
 
     pub fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
         self.conn
-            .prepare_cached("SELECT 1 FROM galaxies WHERE name = ?1")
+            .prepare_cached(
+                "SELECT 1 FROM galaxies WHERE name = ?1
+                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
+            )
             .and_then(|mut stmt| stmt.exists([name]))
             .context("looking up a galaxy")
     }
@@ -461,23 +484,51 @@ mod tests {
     /// An in-memory store holding the blitz galaxy "g", and that galaxy with nothing unsaved.
     fn stored_galaxy() -> (Store, Galaxy) {
         let mut store = memory();
-        let (galaxy, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        let galaxy = new_galaxy("g");
+        insert(&mut store, &galaxy).unwrap();
         (store, galaxy)
     }
 
-    fn new_galaxy(name: &str) -> (Galaxy, NewGalaxy) {
+    fn new_galaxy(name: &str) -> Galaxy {
         let (config, _) = GalaxyConfig::preset("blitz").unwrap();
         let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
         galaxy.take_changes();
+        galaxy
+    }
+
+    /// Creates `galaxy` in chunks of 64 systems, as the writer's jobs do, checking that it
+    /// stays invisible until the last chunk.
+    fn insert(store: &mut Store, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
+        let config_toml = galaxy.config().to_toml();
         let new = NewGalaxy {
-            name: name.to_owned(),
-            config_toml: galaxy.config().to_toml(),
+            name: galaxy.name(),
+            config_toml: &config_toml,
             tick: galaxy.tick(),
-            systems: galaxy.systems().to_vec(),
+            systems: galaxy.systems(),
             rows: RowMask::new_system(galaxy.rules()),
         };
-        (galaxy, new)
+        let mut progress = CreationProgress::default();
+        let mut total = WriteStats::default();
+        loop {
+            let stats = store.create_chunk(&new, &mut progress, 64)?;
+            total.systems += stats.systems;
+            total.rows += stats.rows;
+            let visible = store.galaxy_exists(galaxy.name())?;
+            if progress.written == galaxy.systems().len() {
+                assert!(visible, "a created galaxy is visible");
+                return Ok(total);
+            }
+            assert!(!visible, "a galaxy being created is invisible");
+            assert_eq!(store.load_galaxy(galaxy.name())?, None);
+            assert!(!store.galaxy_names()?.iter().any(|n| n == galaxy.name()));
+        }
+    }
+
+    /// Deletes galaxy `name` as the writer does: a batch marks it, chunks remove its rows.
+    fn delete(store: &mut Store, name: &str) {
+        store.write_batch(&[name.to_owned()], &[]).unwrap();
+        assert!(!store.galaxy_exists(name).unwrap(), "hidden once marked");
+        while !store.purge_chunk(name, 64).unwrap().1 {}
     }
 
     /// Takes the galaxy's changes as one batch, as the writer's cut does.
@@ -532,17 +583,17 @@ mod tests {
     #[test]
     fn a_created_galaxy_loads_back_identical() {
         let mut store = memory();
-        let (galaxy, new) = new_galaxy("g");
-        let stats = store.insert_galaxy(&new).unwrap();
+        let galaxy = new_galaxy("g");
+        let stats = insert(&mut store, &galaxy).unwrap();
         assert_eq!(stats.systems, 200);
         assert_eq!(count(&store, "systems"), 200);
         assert_eq!(count(&store, "structures"), 200 * 5);
         assert_eq!(count(&store, "events"), 0);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
         assert_eq!(store.load_galaxy("nope").unwrap(), None);
         assert!(store.galaxy_exists("g").unwrap());
         assert_eq!(store.galaxy_names().unwrap(), ["g"]);
-        assert!(store.insert_galaxy(&new).is_err(), "names are unique");
+        assert!(insert(&mut store, &galaxy).is_err(), "names are unique");
     }
 
     #[test]
@@ -620,21 +671,74 @@ mod tests {
     #[test]
     fn deletion_cascades_to_every_row() {
         let mut store = memory();
-        let (_, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
-        let (_, other) = new_galaxy("h");
-        store.insert_galaxy(&other).unwrap();
-        store.write_batch(&["g".to_owned()], &[]).unwrap();
+        insert(&mut store, &new_galaxy("g")).unwrap();
+        insert(&mut store, &new_galaxy("h")).unwrap();
+        delete(&mut store, "g");
         assert_eq!(store.galaxy_names().unwrap(), ["h"]);
+        assert_eq!(count(&store, "galaxies"), 1);
+        assert_eq!(count(&store, "galaxy_jobs"), 0);
         assert_eq!(count(&store, "systems"), 200);
         assert_eq!(count(&store, "structures"), 1000);
+        // The name can be created again.
+        insert(&mut store, &new_galaxy("g")).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_removed_at_the_next_start() {
+        let mut store = memory();
+        let galaxy = new_galaxy("g");
+        let config_toml = galaxy.config().to_toml();
+        let new = NewGalaxy {
+            name: "g",
+            config_toml: &config_toml,
+            tick: galaxy.tick(),
+            systems: galaxy.systems(),
+            rows: RowMask::new_system(galaxy.rules()),
+        };
+        store
+            .create_chunk(&new, &mut CreationProgress::default(), 50)
+            .unwrap();
+        insert(&mut store, &new_galaxy("h")).unwrap();
+        delete_mark_only(&mut store, "h");
+        assert_eq!(count(&store, "systems"), 250);
+        assert_eq!(
+            store.unfinished_jobs().unwrap(),
+            [
+                GalaxyJob::Creating("g".into()),
+                GalaxyJob::Deleting("h".into())
+            ]
+        );
+        assert_eq!(
+            store.unfinished_jobs().unwrap(),
+            [
+                GalaxyJob::Deleting("g".into()),
+                GalaxyJob::Deleting("h".into())
+            ],
+            "the creation became a deletion"
+        );
+        while !store.purge_chunk("g", 16).unwrap().1 {}
+        while !store.purge_chunk("h", 1000).unwrap().1 {}
+        assert_eq!(count(&store, "galaxies"), 0);
+        assert_eq!(count(&store, "systems"), 0);
+        assert_eq!(count(&store, "structures"), 0);
+    }
+
+    #[test]
+    fn a_purge_never_touches_a_live_galaxy() {
+        let (mut store, galaxy) = stored_galaxy();
+        assert!(store.purge_chunk("g", 1000).unwrap().1);
+        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+    }
+
+    fn delete_mark_only(store: &mut Store, name: &str) {
+        store.write_batch(&[name.to_owned()], &[]).unwrap();
     }
 
     #[test]
     fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
         let mut store = memory();
-        let (galaxy, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        let galaxy = new_galaxy("g");
+        insert(&mut store, &galaxy).unwrap();
         let mut system = *galaxy.system(0).unwrap();
         system.x += 1; // not the system stored at index 0
         let batch = GalaxyRows {
@@ -653,8 +757,7 @@ mod tests {
     #[test]
     fn inconsistent_rows_are_refused_on_load() {
         let mut store = memory();
-        let (_, new) = new_galaxy("g");
-        store.insert_galaxy(&new).unwrap();
+        insert(&mut store, &new_galaxy("g")).unwrap();
         store
             .connection()
             .execute("UPDATE systems SET metal = -5 WHERE id = 1", [])

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, CachedStatement, Connection};
 
-use super::{int, Context, GalaxyRows, NewGalaxy, Store, StoreError, WriteStats};
+use super::{int, Context, GalaxyRows, Store, StoreError, WriteStats};
 use crate::model::{RowMask, System};
 use crate::persistence::time::UtcTime;
 
@@ -15,70 +15,19 @@ use crate::persistence::time::UtcTime;
 /// updates or deletes that row by id instead of searching for it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct StoredSystem {
-    id: i64,
-    x: u32,
-    y: u32,
-    event: Option<i64>,
+    pub(super) id: i64,
+    pub(super) x: u32,
+    pub(super) y: u32,
+    pub(super) event: Option<i64>,
 }
 
 /// A galaxy's stored systems, in the galaxy's `(x, y)` order.
 pub(super) type SystemIds = Vec<StoredSystem>;
 
 impl Store {
-    /// Writes a new galaxy in one transaction and caches its system ids.
-    pub fn insert_galaxy(&mut self, galaxy: &NewGalaxy) -> Result<WriteStats, StoreError> {
-        self.check_file()?;
-        let tx = self.conn.transaction().context("starting a creation")?;
-        tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
-            .and_then(|mut stmt| {
-                stmt.execute(params![galaxy.name, galaxy.config_toml, int(galaxy.tick)])
-            })
-            .context("inserting a galaxy")?;
-        let mut ids = Vec::with_capacity(galaxy.systems.len());
-        let mut stats = WriteStats {
-            systems: 0,
-            rows: 1,
-        };
-        {
-            let mut insert_system = tx
-                .prepare_cached(
-                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .context("inserting systems")?;
-            let mut rows = RowWriter::prepare(&tx)?;
-            for system in &galaxy.systems {
-                let r = system.resources;
-                insert_system
-                    .execute(params![
-                        galaxy.name,
-                        system.x,
-                        system.y,
-                        int(r.metal),
-                        int(r.crew),
-                        int(r.water),
-                        int(system.tick)
-                    ])
-                    .context("inserting a system")?;
-                let mut stored = StoredSystem {
-                    id: tx.last_insert_rowid(),
-                    x: system.x,
-                    y: system.y,
-                    event: None,
-                };
-                stats.systems += 1;
-                stats.rows += 1 + rows.structures(stored.id, system, galaxy.rows, true)?;
-                stats.rows += rows.events(&mut stored, system)?;
-                ids.push(stored);
-            }
-        }
-        tx.commit().context("committing a creation")?;
-        self.ids.insert(galaxy.name.clone(), ids);
-        Ok(stats)
-    }
-
-    /// Writes one batch in one transaction: deletions first, then every galaxy's tick and
-    /// changed rows. On error nothing is written (the transaction rolls back on drop) and
+    /// Writes one batch in one transaction: deletions first (each marks its galaxy
+    /// `deleting`, which hides it and makes the deletion durable; its rows are removed
+    /// later, in chunks: see `jobs.rs`), then every galaxy's tick and changed rows. On error nothing is written (the transaction rolls back on drop) and
     /// the batch's galaxies are dropped from the id cache, which may have run ahead of
     /// what was rolled back; they are read again on their next save.
     pub fn write_batch(
@@ -120,10 +69,7 @@ fn write_rows(
     let now = UtcTime::at(SystemTime::now()).sql();
     let mut stats = WriteStats::default();
     for name in deletions {
-        tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
-            .and_then(|mut stmt| stmt.execute([name]))
-            .context("deleting a galaxy")?;
-        stats.rows += 1;
+        stats.rows += super::jobs::mark_deleting(&tx, name)?;
     }
     for galaxy in galaxies {
         if let Some(tick) = galaxy.tick {
@@ -192,7 +138,7 @@ fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
 
 /// The hot statements of a batch, prepared once per transaction: a save runs them per
 /// system without looking them up again.
-struct RowWriter<'c> {
+pub(super) struct RowWriter<'c> {
     /// `updated_at` for every row of the batch, formatted once: binding it costs less than
     /// evaluating CURRENT_TIMESTAMP per row, and the batch's rows share one instant.
     now: String,
@@ -205,7 +151,7 @@ struct RowWriter<'c> {
 }
 
 impl<'c> RowWriter<'c> {
-    fn prepare(conn: &'c Connection) -> Result<RowWriter<'c>, StoreError> {
+    pub(super) fn prepare(conn: &'c Connection) -> Result<RowWriter<'c>, StoreError> {
         Ok(RowWriter {
             now: UtcTime::at(SystemTime::now()).sql(),
             update_system: conn
@@ -265,7 +211,7 @@ impl<'c> RowWriter<'c> {
 
     /// Writes the structure rows `rows` names, inserting those not stored yet (all of them
     /// for a system just inserted); returns rows written.
-    fn structures(
+    pub(super) fn structures(
         &mut self,
         id: i64,
         system: &System,
@@ -294,7 +240,11 @@ impl<'c> RowWriter<'c> {
 
     /// Makes the system's event row match its build in flight, by the event's row id;
     /// returns rows written. `stored.event` follows what was written.
-    fn events(&mut self, stored: &mut StoredSystem, system: &System) -> Result<u64, StoreError> {
+    pub(super) fn events(
+        &mut self,
+        stored: &mut StoredSystem,
+        system: &System,
+    ) -> Result<u64, StoreError> {
         match (stored.event, system.build) {
             (Some(event), Some(build)) => {
                 self.update_event

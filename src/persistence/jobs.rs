@@ -1,0 +1,273 @@
+//! The writer's queue of bulk jobs: galaxies being created or having their rows removed.
+//!
+//! A bulk job advances one chunk (one transaction) per turn of the writer's loop, between
+//! ordinary batches, so no galaxy's batch waits behind another galaxy's creation or
+//! deletion for more than one chunk (CONTRACT §7). Chunks are sized by time: each one
+//! aims at [`CHUNK_TARGET`] of writer time, adapting to the disk and the machine. Jobs
+//! run one at a time, oldest first: a creation never overlaps the removal of an older
+//! galaxy of the same name, and a galaxy's systems get one range of row ids (which loads
+//! rely on, see `store/load.rs`). Only the writer thread owns this queue.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::store::{CreationProgress, NewGalaxy, Store, StoreError, WriteStats};
+use super::writer::PersistError;
+use crate::model::{Galaxy, RowMask};
+
+/// The writer time one chunk aims at. Well under the loss window's "one commit" of slack
+/// and under the watchdog's ping period, yet large enough that a chunk's fixed costs
+/// (a commit, statement set-up) stay small.
+pub(crate) const CHUNK_TARGET: Duration = Duration::from_millis(25);
+
+/// The answer a creation waits for: the galaxy back, saved, or why not.
+pub(crate) type CreationReply = Sender<Result<Box<Galaxy>, PersistError>>;
+
+/// A galaxy being written, and the caller waiting for it.
+pub(crate) struct Creation {
+    galaxy: Box<Galaxy>,
+    config_toml: String,
+    progress: CreationProgress,
+    reply: CreationReply,
+    started: Instant,
+}
+
+enum Job {
+    Create(Creation),
+    /// Removes the rows of a galaxy whose deletion (or failed creation) is committed.
+    Purge {
+        name: String,
+        removed: u64,
+    },
+}
+
+/// What one chunk finished, if anything.
+pub(crate) enum Finished {
+    /// The last chunk of a creation committed: the galaxy exists on disk.
+    Created(Creation),
+    /// A galaxy's last rows are gone.
+    Purged,
+}
+
+/// A number of systems per chunk that follows how long chunks take.
+struct ChunkSize(usize);
+
+impl ChunkSize {
+    const MIN: usize = 16;
+    const MAX: usize = 200_000;
+
+    /// Scales the size towards [`CHUNK_TARGET`] after a chunk of `systems` took `took`,
+    /// at most doubling or halving at a time, so one slow chunk (a checkpoint, a busy
+    /// core) does not swing it.
+    fn adapt(&mut self, systems: usize, took: Duration) {
+        if systems < self.0 {
+            return; // a short last chunk says nothing about the rate
+        }
+        let micros = took.as_micros().max(1) as f64;
+        let ideal = systems as f64 * CHUNK_TARGET.as_micros() as f64 / micros;
+        let next = ideal.clamp(self.0 as f64 / 2.0, self.0 as f64 * 2.0);
+        self.0 = (next as usize).clamp(Self::MIN, Self::MAX);
+    }
+}
+
+pub(crate) struct Jobs {
+    queue: VecDeque<Job>,
+    create_size: ChunkSize,
+    purge_size: ChunkSize,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            queue: VecDeque::new(),
+            create_size: ChunkSize(1_000),
+            purge_size: ChunkSize(1_000),
+        }
+    }
+}
+
+impl Creation {
+    pub(crate) fn new(galaxy: Box<Galaxy>, reply: CreationReply) -> Creation {
+        Creation {
+            config_toml: galaxy.config().to_toml(),
+            galaxy,
+            progress: CreationProgress::default(),
+            reply,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.galaxy.name()
+    }
+
+    pub(crate) fn tick(&self) -> u64 {
+        self.galaxy.tick()
+    }
+
+    /// Hands the saved galaxy to its caller; false when the caller is gone.
+    pub(crate) fn answer(self) -> bool {
+        let (name, systems, took) = (
+            self.galaxy.name().to_owned(),
+            self.galaxy.systems().len(),
+            self.started.elapsed(),
+        );
+        log::info!(target: "galactic_war::persistence",
+            "galaxy '{name}' created and saved ({systems} systems, {took:?})");
+        self.reply.send(Ok(self.galaxy)).is_ok()
+    }
+
+    /// Tells the caller the creation failed; what it wrote is removed by a purge.
+    fn refuse(self, error: PersistError) -> String {
+        let _ = self.reply.send(Err(error));
+        self.galaxy.name().to_owned()
+    }
+}
+
+impl Jobs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub(crate) fn create(&mut self, creation: Creation) {
+        self.queue.push_back(Job::Create(creation));
+    }
+
+    /// Queues the removal of a galaxy's rows, once.
+    pub(crate) fn purge(&mut self, name: String) {
+        let queued = self
+            .queue
+            .iter()
+            .any(|job| matches!(job, Job::Purge { name: n, .. } if *n == name));
+        if !queued {
+            self.queue.push_back(Job::Purge { name, removed: 0 });
+        }
+    }
+
+    /// The name the next chunk works on.
+    pub(crate) fn next_name(&self) -> Option<&str> {
+        self.queue.front().map(|job| match job {
+            Job::Create(creation) => creation.name(),
+            Job::Purge { name, .. } => name.as_str(),
+        })
+    }
+
+    /// Runs one chunk of the oldest job in one transaction. On error the chunk left
+    /// nothing behind: a purge is retried later; a creation is refused to its caller and
+    /// replaced by the purge of whatever it had committed.
+    pub(crate) fn step(
+        &mut self,
+        store: &mut Store,
+    ) -> Result<(WriteStats, Option<Finished>), StoreError> {
+        let Some(job) = self.queue.front_mut() else {
+            return Ok((WriteStats::default(), None));
+        };
+        let started = Instant::now();
+        match job {
+            Job::Create(creation) => {
+                let galaxy = &creation.galaxy;
+                let new = NewGalaxy {
+                    name: galaxy.name(),
+                    config_toml: &creation.config_toml,
+                    tick: galaxy.tick(),
+                    systems: galaxy.systems(),
+                    rows: RowMask::new_system(galaxy.rules()),
+                };
+                let size = self.create_size.0;
+                match store.create_chunk(&new, &mut creation.progress, size) {
+                    Ok(stats) => {
+                        self.create_size
+                            .adapt(stats.systems as usize, started.elapsed());
+                        if creation.progress.written < galaxy.systems().len() {
+                            return Ok((stats, None));
+                        }
+                        // The front job, just borrowed: this creation.
+                        let finished = match self.queue.pop_front() {
+                            Some(Job::Create(creation)) => Some(Finished::Created(creation)),
+                            _ => None,
+                        };
+                        Ok((stats, finished))
+                    }
+                    Err(error) => {
+                        if let Some(Job::Create(creation)) = self.queue.pop_front() {
+                            let name = creation.refuse(PersistError::Failed(error.to_string()));
+                            self.queue.push_front(Job::Purge { name, removed: 0 });
+                        }
+                        Err(error)
+                    }
+                }
+            }
+            Job::Purge { name, removed } => {
+                let (stats, done) = store.purge_chunk(name, self.purge_size.0)?;
+                self.purge_size
+                    .adapt(stats.systems as usize, started.elapsed());
+                *removed += stats.systems;
+                if !done {
+                    return Ok((stats, None));
+                }
+                log::debug!(target: "galactic_war::persistence",
+                    "galaxy '{name}': its {removed} systems are removed from the database");
+                // The front job, just borrowed: this purge.
+                let finished = match self.queue.pop_front() {
+                    Some(Job::Purge { .. }) => Some(Finished::Purged),
+                    _ => None,
+                };
+                Ok((stats, finished))
+            }
+        }
+    }
+
+    /// Refuses every creation still queued (the writer is stopping); what they wrote is
+    /// removed at the next start. The names refused.
+    pub(crate) fn cancel_creations(&mut self) -> Vec<String> {
+        let mut cancelled = Vec::new();
+        for job in std::mem::take(&mut self.queue) {
+            match job {
+                Job::Create(creation) => {
+                    let (written, total) =
+                        (creation.progress.written, creation.galaxy.systems().len());
+                    let name = creation.refuse(PersistError::Stopped);
+                    log::warn!(target: "galactic_war::persistence",
+                        "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
+                         it was not created, and what was written is removed at the next start");
+                    cancelled.push(name);
+                }
+                purge => self.queue.push_back(purge),
+            }
+        }
+        cancelled
+    }
+
+    /// Names whose rows are still to be removed (finished at the next start if need be).
+    pub(crate) fn purges(&self) -> impl Iterator<Item = &str> {
+        self.queue.iter().filter_map(|job| match job {
+            Job::Purge { name, .. } => Some(name.as_str()),
+            Job::Create(_) => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_follows_the_target_within_bounds() {
+        let mut size = ChunkSize(1_000);
+        size.adapt(1_000, CHUNK_TARGET * 4);
+        assert_eq!(size.0, 500, "at most halved");
+        size.adapt(500, CHUNK_TARGET / 100);
+        assert_eq!(size.0, 1_000, "at most doubled");
+        size.adapt(1_000, CHUNK_TARGET);
+        assert_eq!(size.0, 1_000);
+        size.adapt(10, Duration::from_secs(10));
+        assert_eq!(size.0, 1_000, "a short last chunk is ignored");
+        for _ in 0..40 {
+            let n = size.0;
+            size.adapt(n, Duration::from_secs(5));
+        }
+        assert_eq!(size.0, ChunkSize::MIN);
+    }
+}

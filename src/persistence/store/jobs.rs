@@ -1,0 +1,207 @@
+//! Creating and deleting whole galaxies in bounded chunks, each its own transaction.
+//!
+//! A galaxy of 10 million systems is about 60 million rows: written in one transaction it
+//! held the writer for minutes, and every other galaxy's batch waited behind it. Here a
+//! job advances by a chunk the caller sizes, and the table `galaxy_jobs` (migration 0002)
+//! keeps the galaxy invisible until the job is done:
+//! - creation: the first chunk inserts the galaxy row marked `creating` and the first
+//!   systems; the last chunk deletes the mark in the same transaction, so the galaxy
+//!   exists from that commit on, whole;
+//! - deletion: a batch marks the galaxy `deleting` (that commit is the deletion); chunks
+//!   then delete its systems, whose structures and events go by cascade, and the last one
+//!   deletes the galaxy row, which takes the mark with it.
+//!
+//! A creation interrupted by a crash or a shutdown is turned into a deletion at the next
+//! start ([`Store::unfinished_jobs`]), so nothing half-made is ever seen or kept.
+
+use rusqlite::{params, Transaction};
+
+use super::write::{RowWriter, StoredSystem, SystemIds};
+use super::{int, Context, NewGalaxy, Store, StoreError, WriteStats};
+
+/// An unfinished job found in the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GalaxyJob {
+    Creating(String),
+    Deleting(String),
+}
+
+/// How far a creation got: the systems committed so far and their row ids.
+#[derive(Debug, Default)]
+pub struct CreationProgress {
+    /// Systems committed; the next chunk starts at this index.
+    pub written: usize,
+    ids: SystemIds,
+}
+
+/// Marks `name` as being deleted, inside a batch's transaction; rows written (0 when the
+/// galaxy is not stored, which is not an error: there is nothing to delete).
+pub(super) fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
+    let marked = tx
+        .prepare_cached(
+            "INSERT INTO galaxy_jobs (name, job) SELECT name, 'deleting' FROM galaxies
+             WHERE name = ?1 ON CONFLICT (name) DO UPDATE SET job = 'deleting'",
+        )
+        .and_then(|mut stmt| stmt.execute([name]))
+        .context("marking a galaxy deleted")?;
+    Ok(marked as u64)
+}
+
+impl Store {
+    /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
+    /// chunk also writes the galaxy row and its `creating` mark). When the chunk reaches
+    /// the last system it removes the mark, so the galaxy exists, and caches its system
+    /// ids; `progress.written` then equals the galaxy's systems. On error nothing of the
+    /// chunk is written and `progress` is unchanged, so the same chunk can be tried again.
+    pub fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        self.check_file()?;
+        let from = progress.written;
+        let to = galaxy
+            .systems
+            .len()
+            .min(from.saturating_add(max_systems.max(1)));
+        let finished = to == galaxy.systems.len();
+        let mut stats = WriteStats::default();
+        let mut ids = Vec::with_capacity(to - from);
+        let tx = self.conn.transaction().context("starting a creation")?;
+        if from == 0 {
+            tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
+                .and_then(|mut stmt| {
+                    stmt.execute(params![galaxy.name, galaxy.config_toml, int(galaxy.tick)])
+                })
+                .context("inserting a galaxy")?;
+            tx.prepare_cached("INSERT INTO galaxy_jobs (name, job) VALUES (?1, 'creating')")
+                .and_then(|mut stmt| stmt.execute([galaxy.name]))
+                .context("marking a galaxy as being created")?;
+            stats.rows += 2;
+        }
+        {
+            let mut insert_system = tx
+                .prepare_cached(
+                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .context("inserting systems")?;
+            let mut rows = RowWriter::prepare(&tx)?;
+            for system in &galaxy.systems[from..to] {
+                let r = system.resources;
+                insert_system
+                    .execute(params![
+                        galaxy.name,
+                        system.x,
+                        system.y,
+                        int(r.metal),
+                        int(r.crew),
+                        int(r.water),
+                        int(system.tick)
+                    ])
+                    .context("inserting a system")?;
+                let mut stored = StoredSystem {
+                    id: tx.last_insert_rowid(),
+                    x: system.x,
+                    y: system.y,
+                    event: None,
+                };
+                stats.systems += 1;
+                stats.rows += 1 + rows.structures(stored.id, system, galaxy.rows, true)?;
+                stats.rows += rows.events(&mut stored, system)?;
+                ids.push(stored);
+            }
+        }
+        if finished {
+            tx.prepare_cached("DELETE FROM galaxy_jobs WHERE name = ?1")
+                .and_then(|mut stmt| stmt.execute([galaxy.name]))
+                .context("finishing a creation")?;
+            stats.rows += 1;
+        }
+        tx.commit().context("committing a creation")?;
+        progress.written = to;
+        progress.ids.append(&mut ids);
+        if finished {
+            self.ids
+                .insert(galaxy.name.to_owned(), std::mem::take(&mut progress.ids));
+        }
+        Ok(stats)
+    }
+
+    /// Deletes up to `max_systems` systems of a galaxy marked `deleting` (with their
+    /// structures and events), in one transaction; when none are left, the galaxy row
+    /// and its mark too. Returns the rows deleted and whether the galaxy is gone.
+    pub fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        self.check_file()?;
+        let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction().context("starting a deletion")?;
+        // Only a galaxy marked `deleting`: a purge must never touch a live galaxy, even
+        // one that took the name since.
+        let marked = tx
+            .prepare_cached("SELECT 1 FROM galaxy_jobs WHERE name = ?1 AND job = 'deleting'")
+            .and_then(|mut stmt| stmt.exists([name]))
+            .context("checking a deletion")?;
+        if !marked {
+            return Ok((WriteStats::default(), true));
+        }
+        let systems = tx
+            .prepare_cached(
+                "DELETE FROM systems WHERE id IN
+                 (SELECT id FROM systems WHERE galaxy_name = ?1 LIMIT ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, limit]))
+            .context("deleting systems")?;
+        let done = (systems as i64) < limit;
+        if done {
+            tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
+                .and_then(|mut stmt| stmt.execute([name]))
+                .context("deleting a galaxy")?;
+        }
+        tx.commit().context("committing a deletion")?;
+        if done {
+            self.ids.remove(name);
+        }
+        let stats = WriteStats {
+            systems: systems as u64,
+            rows: systems as u64 + u64::from(done),
+        };
+        Ok((stats, done))
+    }
+
+    /// The jobs a previous run left unfinished, as they were found. Creations among them
+    /// are turned into deletions (a half-written galaxy is never kept), so every job
+    /// returned is to be finished by [`Store::purge_chunk`].
+    pub fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.check_file()?;
+        let jobs: Vec<GalaxyJob> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name, job FROM galaxy_jobs ORDER BY started_at, name")
+                .context("reading unfinished jobs")?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get::<_, String>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<(String, String)>, _>>())
+                .context("reading unfinished jobs")?;
+            rows.into_iter()
+                .map(|(name, job)| match job.as_str() {
+                    "creating" => GalaxyJob::Creating(name),
+                    _ => GalaxyJob::Deleting(name),
+                })
+                .collect()
+        };
+        if jobs.iter().any(|job| matches!(job, GalaxyJob::Creating(_))) {
+            self.conn
+                .execute(
+                    "UPDATE galaxy_jobs SET job = 'deleting' WHERE job = 'creating'",
+                    [],
+                )
+                .context("abandoning unfinished creations")?;
+        }
+        Ok(jobs)
+    }
+}
