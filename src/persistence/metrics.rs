@@ -230,3 +230,34 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_reads_lagging_while_an_unsaved_change_is_older_than_the_limit() {
+        let metrics = Metrics::new(PersistenceState::Healthy);
+        metrics.set_lagging_after(Duration::from_secs(1));
+        let now = Instant::now();
+        metrics.note_unsaved_since(now);
+        assert_eq!(metrics.state(), PersistenceState::Healthy);
+        // The epoch is the metrics' creation; an older change cannot be expressed, so
+        // move the limit instead of the change.
+        metrics.set_lagging_after(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(metrics.state(), PersistenceState::Lagging);
+        assert_eq!(metrics.snapshot().state, PersistenceState::Lagging);
+        metrics.set_oldest_unsaved(None);
+        assert_eq!(metrics.state(), PersistenceState::Healthy, "saved");
+        metrics.note_unsaved_since(now);
+        metrics.set_failed("disk full".into());
+        assert_eq!(
+            metrics.state(),
+            PersistenceState::Retrying,
+            "a failure says more"
+        );
+        metrics.set_recovered();
+        assert_eq!(metrics.last_error(), None, "recovery clears the error");
+    }
+}

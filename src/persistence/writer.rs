@@ -161,6 +161,7 @@ impl WriterHandle {
             tombstones,
             pending: HashMap::new(),
             deletions: Vec::new(),
+            deleted_since: None,
             saved_ticks: HashMap::new(),
             tickets: Vec::new(),
             failure: None,
@@ -318,6 +319,9 @@ struct Writer {
     /// Galaxies with changes not yet taken into a committed batch.
     pending: HashMap<String, Pending>,
     deletions: Vec<String>,
+    /// When the oldest uncommitted deletion was made: it starts the coalescing timer like
+    /// any change (a deletion must reach the disk within the loss window).
+    deleted_since: Option<Instant>,
     /// The galaxy tick last committed, to save ticks only when they advanced.
     saved_ticks: HashMap<String, u64>,
     /// Flushes waiting for the next batch that starts after them.
@@ -427,6 +431,8 @@ impl Writer {
                 if !self.deletions.contains(&name) {
                     self.deletions.push(name.clone());
                 }
+                self.deleted_since.get_or_insert_with(Instant::now);
+                self.publish_oldest();
                 // Its rows go once the batch that marks it deleted has committed.
                 self.jobs.purge(name);
             }
@@ -476,12 +482,8 @@ impl Writer {
         let due = if !self.tickets.is_empty() || self.ticks_due {
             Some(now)
         } else {
-            let first = self.pending.values().map(|p| p.since).min();
-            let first = match (first, self.deletions.is_empty()) {
-                (None, false) => Some(now),
-                (first, _) => first,
-            };
-            first.map(|since| since + self.settings.batch_delay())
+            self.oldest_unsaved()
+                .map(|since| since + self.settings.batch_delay())
         }?;
         Some(match &self.failure {
             Some(failure) => due.max(failure.retry_at),
@@ -679,6 +681,7 @@ impl Writer {
                 }
                 {
                     let mut tombstones = self.tombstones.lock();
+                    self.deleted_since = None;
                     for name in self.deletions.drain(..) {
                         tombstones.remove(&name);
                     }
@@ -794,10 +797,15 @@ impl Writer {
         }
     }
 
+    /// When the oldest change (or deletion) not yet committed was made.
+    fn oldest_unsaved(&self) -> Option<Instant> {
+        let changes = self.pending.values().map(|p| p.since);
+        changes.chain(self.deleted_since).min()
+    }
+
     /// The oldest change this writer has not committed, for the unsaved-age policy.
     fn publish_oldest(&self) {
-        self.metrics
-            .set_oldest_unsaved(self.pending.values().map(|p| p.since).min());
+        self.metrics.set_oldest_unsaved(self.oldest_unsaved());
     }
 
     /// What is still unsaved: every galaxy whose change set is not empty.

@@ -15,7 +15,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{sqlite, Daemon, BIN};
+use crate::util::{client, sqlite, stored_metal, Daemon, Order, BIN};
 
 const GALAXIES: [&str; 3] = ["alpha", "beta", "gamma"];
 const COALESCING_MS: u64 = 50;
@@ -31,69 +31,6 @@ const ENV: [(&str, &str); 2] = [
     ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "50"),
     ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
 ];
-
-/// One acknowledged (or at least sent) order.
-#[derive(Clone, Copy)]
-struct Order {
-    system: usize,
-    acknowledged: Option<Instant>,
-}
-
-/// Metal per system of a galaxy, as stored, in (x, y) order; `None` before creation.
-fn stored_metal(path: &std::path::Path, galaxy: &str) -> Option<Vec<i64>> {
-    let conn = sqlite(path);
-    let mut stmt = conn
-        .prepare("SELECT metal FROM systems WHERE galaxy_name = ?1 ORDER BY x, y")
-        .unwrap();
-    let metal: Vec<i64> = stmt
-        .query_map([galaxy], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    (!metal.is_empty()).then_some(metal)
-}
-
-/// Places orders on one galaxy until the daemon stops answering.
-fn client(
-    daemon_addr: std::net::SocketAddr,
-    galaxy: &'static str,
-    systems: Vec<(u64, u64)>,
-    seed: u64,
-) -> Vec<Order> {
-    let mut orders = Vec::new();
-    let mut rng = seed | 1;
-    loop {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let system = (rng % systems.len() as u64) as usize;
-        let (x, y) = systems[system];
-        let request = format!(
-            "POST /galaxies/{galaxy}/systems/{x}/{y}/build/colony HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        orders.push(Order {
-            system,
-            acknowledged: None,
-        });
-        let Ok(mut stream) = std::net::TcpStream::connect(daemon_addr) else {
-            return orders;
-        };
-        use std::io::{Read, Write};
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        if stream.write_all(request.as_bytes()).is_err() {
-            return orders;
-        }
-        let mut reply = Vec::new();
-        let _ = stream.read_to_end(&mut reply);
-        if reply.starts_with(b"HTTP/1.1 201") {
-            orders.last_mut().unwrap().acknowledged = Some(Instant::now());
-        } else if !reply.is_empty() {
-            panic!("an order was refused: {}", String::from_utf8_lossy(&reply));
-        } else {
-            return orders;
-        }
-    }
-}
 
 #[derive(Default)]
 struct Tally {

@@ -7,6 +7,7 @@ mod bad_requests;
 mod crash_loop;
 mod faults;
 mod fuzz;
+mod isolation;
 mod notify;
 mod observability;
 mod operations;

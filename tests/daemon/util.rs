@@ -193,10 +193,13 @@ impl Drop for Daemon {
 }
 
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    raw_exchange_for(addr, bytes, Duration::from_secs(30))
+}
+
+/// [`raw_exchange`], waiting up to `timeout` for the answer.
+pub fn raw_exchange_for(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connects");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     // The server may answer and close before reading everything (413, 431): ignore
     // errors writing the rest.
     let _ = stream.write_all(bytes);
@@ -268,4 +271,68 @@ pub fn stored_events(path: &Path, galaxy: &str) -> i64 {
             |r| r.get(0),
         )
         .expect("counts")
+}
+
+/// One acknowledged (or at least sent) order.
+#[derive(Clone, Copy)]
+pub struct Order {
+    pub system: usize,
+    pub acknowledged: Option<Instant>,
+}
+
+/// Metal per system of a galaxy, as stored, in (x, y) order; `None` before creation.
+pub fn stored_metal(path: &std::path::Path, galaxy: &str) -> Option<Vec<i64>> {
+    let conn = sqlite(path);
+    let mut stmt = conn
+        .prepare("SELECT metal FROM systems WHERE galaxy_name = ?1 ORDER BY x, y")
+        .unwrap();
+    let metal: Vec<i64> = stmt
+        .query_map([galaxy], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (!metal.is_empty()).then_some(metal)
+}
+
+/// Places orders of a colony on random systems of one galaxy until the daemon stops
+/// answering; panics on a refused order (use a galaxy where every order succeeds).
+pub fn client(
+    daemon_addr: std::net::SocketAddr,
+    galaxy: &'static str,
+    systems: Vec<(u64, u64)>,
+    seed: u64,
+) -> Vec<Order> {
+    let mut orders = Vec::new();
+    let mut rng = seed | 1;
+    loop {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let system = (rng % systems.len() as u64) as usize;
+        let (x, y) = systems[system];
+        let request = format!(
+            "POST /galaxies/{galaxy}/systems/{x}/{y}/build/colony HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        orders.push(Order {
+            system,
+            acknowledged: None,
+        });
+        let Ok(mut stream) = std::net::TcpStream::connect(daemon_addr) else {
+            return orders;
+        };
+        use std::io::{Read, Write};
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        if stream.write_all(request.as_bytes()).is_err() {
+            return orders;
+        }
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        if reply.starts_with(b"HTTP/1.1 201") {
+            orders.last_mut().unwrap().acknowledged = Some(Instant::now());
+        } else if !reply.is_empty() {
+            panic!("an order was refused: {}", String::from_utf8_lossy(&reply));
+        } else {
+            return orders;
+        }
+    }
 }
