@@ -333,17 +333,18 @@ impl Page {
         let mut offset = None;
         let mut limit = None;
         for (key, value) in query_pairs(query)? {
-            let slot =
-                match key {
-                    "offset" => &mut offset,
-                    "limit" => &mut limit,
-                    other => return Err(ApiError::new(
+            let slot = match key {
+                "offset" => &mut offset,
+                "limit" => &mut limit,
+                other => {
+                    return Err(ApiError::new(
                         400,
                         format!(
                             "unknown query parameter {other:?} (this list takes offset and limit)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let number = value.parse::<usize>().map_err(|_| {
                 ApiError::new(
                     400,

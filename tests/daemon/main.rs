@@ -10,6 +10,7 @@ mod fuzz;
 mod notify;
 mod observability;
 mod operations;
+mod paging;
 mod signals;
 mod soak;
 mod startup;
