@@ -3,8 +3,16 @@
 //! [`AppState`] is a cheap-to-clone handle. Game operations find a galaxy's cell in the
 //! registry, lock that one galaxy, apply the operation, unlock, and only then (if the
 //! galaxy went from clean to dirty) signal the writer: no game thread ever waits on disk.
-//! The slow paths — loading a galaxy on a cache miss, creating and deleting — are
-//! serialised by one catalog lock, taken before any galaxy lock and never during an order.
+//! Creating and deleting are serialised by one catalog lock, taken before any galaxy
+//! lock and never during an order. A load on a cache miss reads the database holding no
+//! lock at all (the engine's pool of read-only connections, one flight per galaxy) and
+//! takes the catalog lock only to publish what it read, so a load of millions of systems
+//! holds up neither other loads nor creations and deletions.
+//!
+//! Lock order, outermost first: catalog → a galaxy cell's lock → the registry's change
+//! lock; then the engine's own (see `crate::persistence`). Never SQL under the catalog
+//! lock on the load path; a deletion must tombstone the galaxy while it holds the catalog
+//! lock, which is what keeps a load in flight from bringing it back (`publish_loaded`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,7 +31,7 @@ use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::StoreError;
 use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
-use crate::persistence::Engine;
+use crate::persistence::{Engine, Landed, LoadTicket};
 use crate::settings::{GalaxyLimits, Settings};
 
 /// Why an application operation failed.
@@ -61,13 +69,17 @@ pub struct CreatedGalaxy {
     pub systems: usize,
 }
 
-/// `GET /galaxies/{name}`'s answer.
+/// `GET /galaxies/{name}`'s answer: one page of the galaxy's systems.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GalaxyDetails {
     pub name: String,
     pub tick: u64,
+    /// All of the galaxy's systems, whatever the page.
     pub system_count: usize,
+    /// At most `limit` systems from the `offset`-th, in `(x, y)` order.
     pub systems: Vec<SystemSummary>,
+    pub offset: usize,
+    pub limit: usize,
 }
 
 /// One entry of `GET /galaxies`.
@@ -75,6 +87,16 @@ pub struct GalaxyDetails {
 pub struct GalaxyListing {
     pub name: String,
     pub loaded: bool,
+}
+
+/// `GET /galaxies`'s answer: one page of the galaxies, sorted by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GalaxyPage {
+    pub galaxies: Vec<GalaxyListing>,
+    /// All galaxies, whatever the page.
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
 }
 
 /// `GET /healthz`'s persistence part.
@@ -104,7 +126,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
-    /// Serialises loads, the start and end of creations, and deletions. Never held while
+    /// Serialises the start and end of creations, deletions, and a load's publishing of
+    /// what it read (short; never during SQL or a creation's writing). Never held while
     /// waiting for a galaxy lock that an order holds for long: orders never take it.
     catalog: Mutex<()>,
     /// Names being created: reserved (a second creation is refused, a load finds
@@ -266,38 +289,53 @@ impl AppState {
     }
 
     /// The cell of a galaxy, loading it from the database on a cache miss. Two threads
-    /// missing on the same galaxy load it once: the second finds it after the catalog lock.
+    /// missing on the same galaxy load it once (the engine's single flight); loads of
+    /// different galaxies run side by side, and none holds the catalog lock while it reads.
     fn cell(&self, name: &str) -> Result<Arc<GalaxyCell>, AppError> {
         let shared = &self.shared;
-        if let Some(cell) = shared.registry.get(name) {
-            return Ok(cell);
-        }
         let unknown = || AppError::UnknownGalaxy(name.to_owned());
-        let Some(engine) = &shared.engine else {
-            return Err(unknown());
-        };
-        if !valid_galaxy_name(name) {
-            return Err(unknown());
+        loop {
+            if let Some(cell) = shared.registry.get(name) {
+                return Ok(cell);
+            }
+            let Some(engine) = &shared.engine else {
+                return Err(unknown());
+            };
+            if !valid_galaxy_name(name) {
+                return Err(unknown());
+            }
+            match engine.load_once(name, |galaxy, ticket| self.publish_loaded(galaxy, ticket))? {
+                Landed::Cell(cell) => return Ok(cell),
+                Landed::Missing => return Err(unknown()),
+                // Deleted while it was read (the next look-up finds the tombstone, or the
+                // galaxy created since under the same name), or the leader's read failed.
+                Landed::Again => continue,
+            }
         }
+    }
+
+    /// Puts a galaxy just read from the database into the registry, unless it was deleted
+    /// meanwhile. Under the catalog lock, which deletion holds while it tombstones, so a
+    /// deletion is either wholly before this (superseded) or wholly after (it finds the cell).
+    fn publish_loaded(&self, galaxy: Galaxy, ticket: LoadTicket<'_>) -> Landed {
+        let shared = &self.shared;
         let _catalog = shared.catalog.lock();
-        if let Some(cell) = shared.registry.get(name) {
-            return Ok(cell);
+        if ticket.superseded() {
+            return Landed::Again;
         }
-        if shared.creating.lock().contains(name) {
-            // Saved but not yet handed over, or still being written: not there yet.
-            return Err(unknown());
+        // A cell under the name already (nothing else loads it, but a creation could have
+        // put one there): that one is the galaxy's live state.
+        if let Some(cell) = shared.registry.get(galaxy.name()) {
+            return Landed::Cell(cell);
         }
-        let started = Instant::now();
-        let galaxy = engine.load(name)?.ok_or_else(unknown)?;
-        log::info!(target: "galactic_war::persistence",
-            "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
-        shared
-            .metrics
-            .galaxies_loaded_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if shared.creating.lock().contains(galaxy.name()) {
+            // Its last chunk has committed, but the creation is not reported yet: until
+            // its creator puts it in the registry, it is not there for anyone else.
+            return Landed::Missing;
+        }
         let cell = GalaxyCell::new(galaxy);
         shared.registry.insert(cell.clone());
-        Ok(cell)
+        Landed::Cell(cell)
     }
 
     /// Runs `f` on a galaxy's cell with its lock held, the galaxy loaded on a miss. A
@@ -457,20 +495,41 @@ impl AppState {
         })
     }
 
+    /// The galaxy with every system's summary (see [`AppState::galaxy_page`]).
     pub fn galaxy_details(&self, name: &str, tick: u64) -> Result<GalaxyDetails, AppError> {
+        self.galaxy_page(name, tick, 0, usize::MAX)
+    }
+
+    /// The galaxy with the summaries of at most `limit` systems from the `offset`-th:
+    /// the galaxy's lock is held for the page's systems only.
+    pub fn galaxy_page(
+        &self,
+        name: &str,
+        tick: u64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<GalaxyDetails, AppError> {
         self.read(name, tick, |galaxy, tick| {
-            let systems = galaxy.summaries(tick)?;
+            let systems = galaxy.summaries_in(tick, offset, limit)?;
             Ok(GalaxyDetails {
                 name: galaxy.name().to_owned(),
                 tick: galaxy.tick(),
-                system_count: systems.len(),
+                system_count: galaxy.systems().len(),
                 systems,
+                offset,
+                limit,
             })
         })
     }
 
     /// Stored and in-memory galaxies, sorted by name.
     pub fn list(&self) -> Result<Vec<GalaxyListing>, AppError> {
+        Ok(self.list_page(0, usize::MAX)?.galaxies)
+    }
+
+    /// At most `limit` of the stored and in-memory galaxies from the `offset`-th, sorted
+    /// by name, and how many there are.
+    pub fn list_page(&self, offset: usize, limit: usize) -> Result<GalaxyPage, AppError> {
         let shared = &self.shared;
         let mut listing: BTreeMap<String, bool> = BTreeMap::new();
         if let Some(engine) = &shared.engine {
@@ -483,10 +542,19 @@ impl AppState {
         for cell in shared.registry.all() {
             listing.insert(cell.name().to_owned(), true);
         }
-        Ok(listing
+        let total = listing.len();
+        let galaxies = listing
             .into_iter()
+            .skip(offset)
+            .take(limit)
             .map(|(name, loaded)| GalaxyListing { name, loaded })
-            .collect())
+            .collect();
+        Ok(GalaxyPage {
+            galaxies,
+            total,
+            offset,
+            limit,
+        })
     }
 
     /// Deletes a galaxy from memory now and from the database within the loss window.

@@ -199,6 +199,13 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         "Galaxies loaded from the database on a cache miss.",
         m.galaxies_loaded_total,
     );
+    sample(
+        &mut out,
+        "gwar_galaxy_loads_in_progress",
+        "gauge",
+        "Galaxies being read from the database now (one per galaxy, however many requests wait).",
+        m.loads_in_progress,
+    );
 
     family(
         &mut out,

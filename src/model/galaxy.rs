@@ -395,9 +395,21 @@ impl Galaxy {
 
     /// Every system's coordinates and score at `tick`, sorted by `(x, y)`.
     pub fn summaries(&mut self, tick: u64) -> Result<Vec<SystemSummary>, GameError> {
+        self.summaries_in(tick, 0, usize::MAX)
+    }
+
+    /// The summaries of at most `limit` systems from the `offset`-th in `(x, y)` order
+    /// (none past the end), at `tick`: work in proportion to the page, not the galaxy.
+    pub fn summaries_in(
+        &mut self,
+        tick: u64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<SystemSummary>, GameError> {
         self.observe(tick)?;
-        Ok(self
-            .systems
+        let start = offset.min(self.systems.len());
+        let end = start.saturating_add(limit).min(self.systems.len());
+        Ok(self.systems[start..end]
             .iter()
             .map(|system| {
                 let score = match system.build {
@@ -589,6 +601,26 @@ mod tests {
         }
         assert_eq!(galaxy.systems(), systems);
         assert!(galaxy.changes().is_empty());
+    }
+
+    #[test]
+    fn a_page_of_summaries_is_the_same_slice_of_all_of_them() {
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        let mut galaxy = Galaxy::create("g", config, 3, 0).unwrap();
+        let all = galaxy.summaries(10).unwrap();
+        assert_eq!(all.len(), 200);
+        assert_eq!(galaxy.summaries_in(10, 0, 1000).unwrap(), all);
+        assert_eq!(galaxy.summaries_in(10, 17, 5).unwrap(), all[17..22]);
+        assert_eq!(galaxy.summaries_in(10, 195, 50).unwrap(), all[195..]);
+        assert!(galaxy.summaries_in(10, 200, 5).unwrap().is_empty());
+        assert!(galaxy
+            .summaries_in(10, usize::MAX, usize::MAX)
+            .unwrap()
+            .is_empty());
+        assert!(
+            galaxy.summaries_in(9, 0, 1).is_err(),
+            "ticks still only go forward"
+        );
     }
 
     #[test]

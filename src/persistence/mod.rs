@@ -4,21 +4,31 @@
 //! - [`writer`]: the writer thread, the only writer of the database.
 //! - [`checkpoint`]: the thread that copies the WAL back into the database file.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
+//! - `loads`: the pool of read-only connections and single-flight loads on a cache miss.
 //! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
 //! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - [`backup`]: online backups through SQLite's backup API.
 //!
-//! [`Engine`] ties them together: it holds the database lock, the writer, and the
-//! read-only connection that loads galaxies on a cache miss. Everything here logs under
-//! the target `galactic_war::persistence`.
+//! [`Engine`] ties them together: it holds the database lock, the writer, and the pool of
+//! read-only connections that load galaxies on a cache miss ([`loads::READERS`] of them,
+//! one flight per galaxy, so a big load holds up neither small loads nor anything else).
+//! Everything here logs under the target `galactic_war::persistence`.
+//!
+//! Lock order, outermost first (a lock may be taken while holding only locks above it):
+//! the application's catalog lock (`crate::app`; short sections, never SQL) → a galaxy
+//! cell's lock → the registry's change lock; the tombstones and the map of loads in
+//! flight are taken alone (under the catalog lock at most). The reader pool's lock and a
+//! load's outcome lock are leaves. No lock at all is held while a reader runs SQL, and
+//! the writer holds none during its SQL either.
 
 pub mod backup;
 pub mod cell;
 pub mod checkpoint;
 mod cut;
 mod jobs;
+mod loads;
 pub mod lock;
 pub mod metrics;
 pub mod store;
@@ -35,6 +45,8 @@ use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use cell::Registry;
 use checkpoint::Checkpointer;
+pub(crate) use loads::Landed;
+use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
 use store::{Store, StoreError};
@@ -46,8 +58,11 @@ pub struct Engine {
     writer: WriterHandle,
     /// Loads on a cache miss; `None` for an in-memory database, which only the writer's
     /// connection can see (and whose galaxies never leave memory anyway).
-    reader: Option<Mutex<Store>>,
+    readers: Option<ReaderPool>,
+    /// Loads in progress, one per galaxy.
+    flights: Flights,
     tombstones: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
     _lock: Option<DatabaseLock>,
@@ -71,9 +86,9 @@ impl Engine {
         };
         let mut store = Store::open_writer(url, settings.synchronous)?;
         let unfinished = store.unfinished_jobs()?;
-        let reader = match url {
+        let readers = match url {
             DatabaseUrl::Memory => None,
-            DatabaseUrl::File(path) => Some(Mutex::new(Store::open_reader(path)?)),
+            DatabaseUrl::File(path) => Some(ReaderPool::open(path)?),
         };
         let checkpointer = match url {
             DatabaseUrl::Memory => None,
@@ -91,7 +106,7 @@ impl Engine {
             checkpointer,
             settings.clone(),
             registry,
-            metrics,
+            metrics.clone(),
             tombstones.clone(),
         )
         .map_err(|source| StoreError::Thread {
@@ -109,8 +124,10 @@ impl Engine {
             settings.synchronous.pragma_value().to_ascii_lowercase());
         Ok(Engine {
             writer,
-            reader,
+            readers,
+            flights: Flights::default(),
             tombstones,
+            metrics,
             path: match url {
                 DatabaseUrl::File(path) => Some(path.clone()),
                 DatabaseUrl::Memory => None,
@@ -133,29 +150,105 @@ impl Engine {
         self.tombstones.lock().contains(name)
     }
 
+    /// Marks `name` deleted until the writer commits the deletion. Call it under the
+    /// catalog lock: a load of `name` in flight is superseded, and its leader checks that
+    /// under the same lock before it publishes, so the load cannot bring the galaxy back.
     pub(crate) fn tombstone(&self, name: &str) {
         self.tombstones.lock().insert(name.to_owned());
+        self.flights.supersede(name);
     }
 
-    /// Loads a stored galaxy through the read-only connection (`None`: not stored).
-    pub(crate) fn load(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
-        match &self.reader {
-            Some(reader) if !self.is_deleted(name) => reader.lock().load_galaxy(name),
-            _ => Ok(None),
+    /// Loads a stored galaxy once however many threads ask at the same time. The first
+    /// (the leader) reads it through a pooled read-only connection, holding no lock, and
+    /// hands it to `publish`, which puts it in the registry under the catalog lock
+    /// (refusing when [`LoadTicket::superseded`]); the others wait for the leader's
+    /// [`Landed`]. A failed read is the leader's error; the others see [`Landed::Again`].
+    pub(crate) fn load_once(
+        &self,
+        name: &str,
+        publish: impl FnOnce(Galaxy, LoadTicket<'_>) -> Landed,
+    ) -> Result<Landed, StoreError> {
+        let Some(readers) = &self.readers else {
+            return Ok(Landed::Missing);
+        };
+        let leading = match self.flights.board(name) {
+            Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
+            Boarding::Lead(leading) => leading,
+        };
+        // Boarded first, checked second: a deletion after this check supersedes the flight.
+        if self.is_deleted(name) {
+            return Ok(leading.land(Landed::Missing));
         }
+        let started = std::time::Instant::now();
+        let galaxy = {
+            let _in_progress = InProgress::start(&self.metrics);
+            readers.with(Purpose::Load, |store| store.load_galaxy(name))?
+        };
+        let Some(galaxy) = galaxy else {
+            return Ok(leading.land(Landed::Missing));
+        };
+        log::info!(target: "galactic_war::persistence",
+            "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
+        self.metrics
+            .galaxies_loaded_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ticket = LoadTicket {
+            engine: self,
+            name,
+            flight: leading.flight(),
+        };
+        let landed = publish(galaxy, ticket);
+        Ok(leading.land(landed))
     }
 
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
-        match &self.reader {
-            Some(reader) => reader.lock().galaxy_names(),
+        match &self.readers {
+            Some(readers) => readers.with(Purpose::Lookup, Store::galaxy_names),
             None => Ok(Vec::new()),
         }
     }
 
     pub(crate) fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
-        match &self.reader {
-            Some(reader) if !self.is_deleted(name) => reader.lock().galaxy_exists(name),
+        match &self.readers {
+            Some(readers) if !self.is_deleted(name) => {
+                readers.with(Purpose::Lookup, |store| store.galaxy_exists(name))
+            }
             _ => Ok(false),
         }
+    }
+}
+
+/// What a load's leader may publish: see [`Engine::load_once`].
+pub(crate) struct LoadTicket<'a> {
+    engine: &'a Engine,
+    name: &'a str,
+    flight: &'a Flight,
+}
+
+impl LoadTicket<'_> {
+    /// True when the galaxy was deleted after the load began (or is being deleted): what
+    /// was read must not go back into memory. Meaningful under the catalog lock.
+    pub(crate) fn superseded(&self) -> bool {
+        self.flight.superseded() || self.engine.is_deleted(self.name)
+    }
+}
+
+/// The loads-in-progress gauge, raised for as long as this lives (also on unwinding).
+struct InProgress<'a>(&'a Metrics);
+
+impl<'a> InProgress<'a> {
+    fn start(metrics: &'a Metrics) -> InProgress<'a> {
+        metrics
+            .loads_in_progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InProgress(metrics)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0
+            .loads_in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

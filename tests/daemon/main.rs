@@ -11,6 +11,7 @@ mod isolation;
 mod notify;
 mod observability;
 mod operations;
+mod paging;
 mod signals;
 mod soak;
 mod startup;

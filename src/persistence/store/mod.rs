@@ -4,7 +4,7 @@
 //! ([`Store::open_writer`]) and with it the cache of system row ids, so a hot save updates
 //! rows by primary key without a look-up. The checkpoint thread has a second read-write
 //! connection that only checkpoints ([`Store::open_checkpointer`]). Loads on a cache miss
-//! use their own read-only connection ([`Store::open_reader`]). Nothing here locks a
+//! use a small pool of read-only connections ([`Store::open_reader`]). Nothing here locks a
 //! galaxy: callers hand in plain copies of rows.
 //!
 //! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
