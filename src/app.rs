@@ -18,7 +18,7 @@ use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, RowMask, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
-use crate::persistence::backup::{backup_database, timestamped_path, BackupError};
+use crate::persistence::backup::{backup_into, default_dir, BackupError};
 use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::{NewGalaxy, StoreError};
@@ -47,6 +47,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("there is no database file to back up (persistence is off or in memory)")]
     NoDatabase,
+    #[error("a backup is already running; try again when it has finished")]
+    BackupInProgress,
     #[error(transparent)]
     Backup(#[from] BackupError),
 }
@@ -106,6 +108,8 @@ struct Shared {
     /// lock that an order holds for long: orders never take it.
     catalog: Mutex<()>,
     max_unsaved: Option<Duration>,
+    /// Held for the whole of a backup: backups run one at a time.
+    backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
     wall_clock: std::sync::atomic::AtomicBool,
 }
@@ -164,6 +168,7 @@ impl AppState {
                 engine,
                 catalog: Mutex::new(()),
                 max_unsaved,
+                backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -479,7 +484,10 @@ impl AppState {
 
     /// An online backup of the database into `dir` (default: `backups/` beside the
     /// database) under a timestamped name; the path written. It holds every change
-    /// committed before it started.
+    /// committed before it started. One backup at a time: while one runs, another is
+    /// refused at once (`BackupInProgress`) rather than queued — a second copy taken
+    /// right after the first adds nothing, and a caller waiting for it would hold an
+    /// HTTP worker for as long as a copy of the whole database takes.
     pub fn backup(&self, dir: Option<&Path>) -> Result<PathBuf, AppError> {
         let source = self
             .shared
@@ -489,14 +497,15 @@ impl AppState {
             .ok_or(AppError::NoDatabase)?;
         let dir = match dir {
             Some(dir) => dir.to_path_buf(),
-            None => source
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join("backups"),
+            None => default_dir(source),
         };
-        let target = timestamped_path(&dir, std::time::SystemTime::now());
+        let _one_at_a_time = self
+            .shared
+            .backup
+            .try_lock()
+            .ok_or(AppError::BackupInProgress)?;
         let started = Instant::now();
-        backup_database(source, &target)?;
+        let target = backup_into(source, &dir, std::time::SystemTime::now())?;
         // Absolute, so the answer means the same to a client as to the daemon.
         let target = std::fs::canonicalize(&target).unwrap_or(target);
         log::info!(target: "galactic_war::persistence",

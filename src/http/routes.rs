@@ -13,6 +13,7 @@ use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
 use crate::app::{valid_galaxy_name, AppError, AppState};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET};
+use crate::persistence::backup::BackupError;
 
 /// A request that cannot be served, with its status.
 #[derive(Debug)]
@@ -46,7 +47,9 @@ impl From<AppError> for ApiError {
                 GameError::TickOutOfRange(_) => 400,
             },
             AppError::UnsavedTooOld { .. } | AppError::Persistence(_) => 503,
-            AppError::NoDatabase => 409,
+            AppError::NoDatabase
+            | AppError::BackupInProgress
+            | AppError::Backup(BackupError::InProgress { .. }) => 409,
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {
