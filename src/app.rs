@@ -51,6 +51,8 @@ pub enum AppError {
     BackupInProgress,
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
+    MemoryOnly,
 }
 
 /// `POST /galaxies/{name}`'s answer.
@@ -174,6 +176,17 @@ impl AppState {
         }
     }
 
+    /// Refuses what must be saved when nothing can be: in memory-only mode (the database
+    /// could not be opened at start-up) a creation or a save would be acknowledged and
+    /// then lost. Persistence disabled by configuration is a choice, not a failure: there
+    /// both go on, in memory.
+    fn refuse_if_memory_only(&self) -> Result<(), AppError> {
+        if self.shared.metrics.state() == PersistenceState::MemoryOnly {
+            return Err(AppError::MemoryOnly);
+        }
+        Ok(())
+    }
+
     /// Creates a galaxy from `config` and returns once it is saved (with persistence on).
     /// `seed` picks the map; without one, a random seed is drawn.
     pub fn create_galaxy(
@@ -183,6 +196,7 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
+        self.refuse_if_memory_only()?;
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
@@ -465,8 +479,10 @@ impl AppState {
     }
 
     /// Returns once every change made before the call is committed: the number of systems
-    /// the answering batch wrote. Without persistence there is nothing to save (0).
+    /// the answering batch wrote. With persistence disabled there is nothing to save (0);
+    /// in memory-only mode nothing can be saved (`MemoryOnly`).
     pub fn save_all(&self) -> Result<u64, AppError> {
+        self.refuse_if_memory_only()?;
         match &self.shared.engine {
             Some(engine) => Ok(engine.writer().flush(None)?),
             None => Ok(0),

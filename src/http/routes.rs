@@ -46,7 +46,7 @@ impl From<AppError> for ApiError {
                 GameError::NotEnoughResources { .. } => 422,
                 GameError::TickOutOfRange(_) => 400,
             },
-            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) => 503,
+            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) | AppError::MemoryOnly => 503,
             AppError::NoDatabase
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,
