@@ -196,10 +196,12 @@ fn concurrent_backups_run_one_at_a_time_and_never_fail() {
     let backup_lines = |log: &str| log.matches("backup written to").count();
     let mut written = Vec::new();
     let mut round = 0;
-    // Four rounds at least, and on until the schedule has run beside them (a backup
+    // Four rounds and four backups at least (a round may find the schedule's backup
+    // running and get four 409s), and on until the schedule has run beside them (a backup
     // written that no request asked for, or one skipped).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while round < 4
+        || written.len() < 4
         || !(backup_lines(&daemon.log()) > written.len()
             || daemon.log().contains("periodic backup skipped"))
     {
@@ -217,11 +219,9 @@ fn concurrent_backups_run_one_at_a_time_and_never_fail() {
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        let mut ok = 0;
         for reply in &replies {
             match reply.status {
                 200 => {
-                    ok += 1;
                     written.push(std::path::PathBuf::from(
                         reply.json()["path"].as_str().unwrap(),
                     ));
@@ -237,7 +237,6 @@ fn concurrent_backups_run_one_at_a_time_and_never_fail() {
                 other => panic!("round {round}: {other} {}", reply.body),
             }
         }
-        assert!(ok >= 1, "round {round}: {replies:?}");
     }
     let mut unique = written.clone();
     unique.sort();
