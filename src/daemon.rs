@@ -1,10 +1,11 @@
 //! The `galactic-war` command: the daemon and its maintenance subcommands.
 //!
 //! Serving: validate the environment (exit 78 naming a bad variable), start logging,
-//! open the database (or run from memory, degraded, when it cannot be used), bind, serve,
-//! tell systemd, and on SIGTERM/SIGINT stop taking requests, let in-flight ones finish,
-//! flush within the shutdown timeout, and exit 0 only if everything was saved. A second
-//! signal during shutdown exits at once.
+//! open the database (or run from memory, degraded, when it cannot be used), remove what
+//! backups killed mid-copy left in the backup directory, bind, serve, tell systemd, and
+//! on SIGTERM/SIGINT stop taking requests, let in-flight ones finish, flush within the
+//! shutdown timeout, and exit 0 only if everything was saved. A second signal during
+//! shutdown exits at once.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
