@@ -26,7 +26,7 @@ use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
-use crate::persistence::backup::{backup_database, timestamped_path, BackupError};
+use crate::persistence::backup::{backup_into, default_dir, BackupError};
 use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
 use crate::persistence::store::StoreError;
@@ -57,8 +57,12 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("there is no database file to back up (persistence is off or in memory)")]
     NoDatabase,
+    #[error("a backup is already running; try again when it has finished")]
+    BackupInProgress,
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
+    MemoryOnly,
 }
 
 /// `POST /galaxies/{name}`'s answer.
@@ -136,6 +140,8 @@ struct Shared {
     creating: Mutex<HashSet<String>>,
     max_galaxies: usize,
     max_unsaved: Option<Duration>,
+    /// Held for the whole of a backup: backups run one at a time.
+    backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
     wall_clock: std::sync::atomic::AtomicBool,
 }
@@ -206,9 +212,21 @@ impl AppState {
                 creating: Mutex::new(HashSet::new()),
                 max_galaxies: GalaxyLimits::default().max_galaxies,
                 max_unsaved,
+                backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Refuses what must be saved when nothing can be: in memory-only mode (the database
+    /// could not be opened at start-up) a creation or a save would be acknowledged and
+    /// then lost. Persistence disabled by configuration is a choice, not a failure: there
+    /// both go on, in memory.
+    fn refuse_if_memory_only(&self) -> Result<(), AppError> {
+        if self.shared.metrics.state() == PersistenceState::MemoryOnly {
+            return Err(AppError::MemoryOnly);
+        }
+        Ok(())
     }
 
     /// Creates a galaxy from `config` and returns once it is saved (with persistence on).
@@ -225,6 +243,7 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
+        self.refuse_if_memory_only()?;
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
@@ -581,8 +600,10 @@ impl AppState {
     }
 
     /// Returns once every change made before the call is committed: the number of systems
-    /// the answering batch wrote. Without persistence there is nothing to save (0).
+    /// the answering batch wrote. With persistence disabled there is nothing to save (0);
+    /// in memory-only mode nothing can be saved (`MemoryOnly`).
     pub fn save_all(&self) -> Result<u64, AppError> {
+        self.refuse_if_memory_only()?;
         match &self.shared.engine {
             Some(engine) => Ok(engine.writer().flush(None)?),
             None => Ok(0),
@@ -608,7 +629,10 @@ impl AppState {
 
     /// An online backup of the database into `dir` (default: `backups/` beside the
     /// database) under a timestamped name; the path written. It holds every change
-    /// committed before it started.
+    /// committed before it started. One backup at a time: while one runs, another is
+    /// refused at once (`BackupInProgress`) rather than queued — a second copy taken
+    /// right after the first adds nothing, and a caller waiting for it would hold an
+    /// HTTP worker for as long as a copy of the whole database takes.
     pub fn backup(&self, dir: Option<&Path>) -> Result<PathBuf, AppError> {
         let source = self
             .shared
@@ -618,14 +642,15 @@ impl AppState {
             .ok_or(AppError::NoDatabase)?;
         let dir = match dir {
             Some(dir) => dir.to_path_buf(),
-            None => source
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join("backups"),
+            None => default_dir(source),
         };
-        let target = timestamped_path(&dir, std::time::SystemTime::now());
+        let _one_at_a_time = self
+            .shared
+            .backup
+            .try_lock()
+            .ok_or(AppError::BackupInProgress)?;
         let started = Instant::now();
-        backup_database(source, &target)?;
+        let target = backup_into(source, &dir, std::time::SystemTime::now())?;
         // Absolute, so the answer means the same to a client as to the daemon.
         let target = std::fs::canonicalize(&target).unwrap_or(target);
         log::info!(target: "galactic_war::persistence",

@@ -4,13 +4,16 @@
 //! SQLite's integrity check, the schema version, row counts, and our own consistency rules
 //! (no orphaned rows, values within the bounds the game can hold, configs that parse,
 //! at most one build in flight per system). Each failed rule is reported with a count and
-//! an example; the exit status is 0 only when every rule holds.
+//! an example; the exit status is 0 only when every rule holds. A backup's temporary file
+//! (`….partial-PID`, see [`crate::persistence::backup`]) is named as what it is, an
+//! unfinished backup, without being opened.
 
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::GalaxyConfig;
+use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::store::{BUSY_TIMEOUT, SCHEMA_VERSION};
 
 /// The outcome of a check: what was found, and what is wrong.
@@ -71,9 +74,19 @@ const RULES: &[(&str, &str)] = &[
 
 /// Checks the database file at `path` without changing it.
 pub fn check_database(path: &Path) -> Result<CheckReport, rusqlite::Error> {
+    let mut report = CheckReport::default();
+    if let Some(pid) = unfinished_backup_pid(path) {
+        // Opening it would say "attempt to write a readonly database" (SQLite wants to
+        // roll its hot journal back), which tells an operator nothing.
+        report.problems.push(format!(
+            "this is an unfinished backup: the temporary file of a backup by process {pid} \
+             that did not finish (killed mid-copy), not a database to use or restore; \
+             delete it (the daemon removes these at start-up)"
+        ));
+        return Ok(report);
+    }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mut report = CheckReport::default();
 
     let mut integrity: Vec<String> = Vec::new();
     {

@@ -1,10 +1,11 @@
 //! The `galactic-war` command: the daemon and its maintenance subcommands.
 //!
 //! Serving: validate the environment (exit 78 naming a bad variable), start logging,
-//! open the database (or run from memory, degraded, when it cannot be used), bind, serve,
-//! tell systemd, and on SIGTERM/SIGINT stop taking requests, let in-flight ones finish,
-//! flush within the shutdown timeout, and exit 0 only if everything was saved. A second
-//! signal during shutdown exits at once.
+//! open the database (or run from memory, degraded, when it cannot be used), remove what
+//! backups killed mid-copy left in the backup directory, bind, serve, tell systemd, and
+//! on SIGTERM/SIGINT stop taking requests, let in-flight ones finish, flush within the
+//! shutdown timeout, and exit 0 only if everything was saved. A second signal during
+//! shutdown exits at once.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,12 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::AppState;
+use crate::app::{AppError, AppState};
 use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::Api;
 use crate::http::server::{HttpServer, Limits};
-use crate::persistence::backup::{backup_database, prune};
+use crate::persistence::backup::{backup_database, default_dir, prune, remove_unfinished};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
 use crate::settings::{DatabaseUrl, Settings};
@@ -217,6 +218,7 @@ fn serve() -> i32 {
             AppState::without_engine(PersistenceState::MemoryOnly, Some(error.to_string()))
         }
     };
+    remove_unfinished_backups(&settings);
     let listener = match TcpListener::bind(settings.listen) {
         Ok(listener) => listener,
         Err(error) => {
@@ -284,6 +286,37 @@ fn serve() -> i32 {
     finish(&app)
 }
 
+/// Removes what backups killed mid-copy left in the backup directory (see
+/// [`remove_unfinished`] for what counts as ours and what is spared), before any backup
+/// of this process can start. Logged either way; a failure here stops nothing.
+fn remove_unfinished_backups(settings: &Settings) {
+    let dir = match (&settings.backup_dir, &settings.database) {
+        (Some(dir), _) => dir.clone(),
+        (None, DatabaseUrl::File(database)) => default_dir(database),
+        (None, DatabaseUrl::Memory) => return,
+    };
+    match remove_unfinished(&dir) {
+        Ok(found) => {
+            for path in &found.removed {
+                log::info!(
+                    "removed an unfinished backup left by a crash: {}",
+                    path.display()
+                );
+            }
+            for (path, pid) in &found.kept {
+                log::info!(
+                    "left {} alone: process {pid}, a running galactic-war, may be writing it",
+                    path.display()
+                );
+            }
+        }
+        Err(error) => log::warn!(
+            "could not look for unfinished backups in {}: {error}",
+            dir.display()
+        ),
+    }
+}
+
 /// Periodic backups (`GWAR_BACKUP_INTERVAL`), keeping the newest `GWAR_BACKUP_KEEP`, on a
 /// thread of their own: a backup reads through its own connection and never holds up the
 /// writer or a player.
@@ -305,6 +338,11 @@ impl BackupSchedule {
                         if let Some(Err(error)) = pruned {
                             log::warn!("could not prune old backups: {error}");
                         }
+                    }
+                    // The backup running (one asked for over HTTP) is as fresh as ours
+                    // would be; the next turn prunes.
+                    Err(AppError::BackupInProgress) => {
+                        log::info!("periodic backup skipped: another backup is running")
                     }
                     Err(error) => log::error!("periodic backup failed: {error}"),
                 }

@@ -13,6 +13,7 @@ use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
 use crate::app::{valid_galaxy_name, AppError, AppState};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
+use crate::persistence::backup::BackupError;
 use crate::settings::GalaxyLimits;
 
 /// A request that cannot be served, with its status.
@@ -47,8 +48,10 @@ impl From<AppError> for ApiError {
                 GameError::NotEnoughResources { .. } => 422,
                 GameError::TickOutOfRange(_) => 400,
             },
-            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) => 503,
-            AppError::NoDatabase => 409,
+            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) | AppError::MemoryOnly => 503,
+            AppError::NoDatabase
+            | AppError::BackupInProgress
+            | AppError::Backup(BackupError::InProgress { .. }) => 409,
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {

@@ -175,3 +175,145 @@ fn periodic_backups_keep_the_newest() {
     }
     assert!(daemon.terminate().success());
 }
+
+#[test]
+fn concurrent_backups_run_one_at_a_time_and_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            // The schedule joins in; nothing of ours is pruned meanwhile.
+            ("GWAR_BACKUP_INTERVAL", "1"),
+            ("GWAR_BACKUP_KEEP", "1000"),
+        ],
+    );
+    for galaxy in ["a", "b", "c"] {
+        assert_eq!(
+            daemon.post(&format!("/galaxies/{galaxy}?seed=1")).status,
+            201
+        );
+    }
+    let backup_lines = |log: &str| log.matches("backup written to").count();
+    let mut written = Vec::new();
+    let mut round = 0;
+    // Four rounds and four backups at least (a round may find the schedule's backup
+    // running and get four 409s), and on until the schedule has run beside them (a backup
+    // written that no request asked for, or one skipped).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while round < 4
+        || written.len() < 4
+        || !(backup_lines(&daemon.log()) > written.len()
+            || daemon.log().contains("periodic backup skipped"))
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        round += 1;
+        let start = std::sync::Barrier::new(4);
+        let replies: Vec<crate::util::Reply> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        daemon.post("/admin/backup")
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for reply in &replies {
+            match reply.status {
+                200 => {
+                    written.push(std::path::PathBuf::from(
+                        reply.json()["path"].as_str().unwrap(),
+                    ));
+                }
+                409 => assert!(
+                    reply.json()["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("a backup is already running"),
+                    "{}",
+                    reply.body
+                ),
+                other => panic!("round {round}: {other} {}", reply.body),
+            }
+        }
+    }
+    let mut unique = written.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), written.len(), "each backup its own file");
+    for backup in &written {
+        let (status, text) = run(&[
+            "check",
+            "--database",
+            &format!("sqlite:{}", backup.display()),
+        ]);
+        assert_eq!(status, 0, "{text}");
+        assert!(text.contains("systems: 600 rows"), "{text}");
+    }
+    let log = daemon.log();
+    assert!(!log.contains("backup failed"), "{log}");
+    assert!(!log.contains("request failed"), "{log}");
+    // Nothing half-written is left beside them (`check` leaves a WAL-mode copy's `-shm`).
+    let backups = dir.path().join("backups");
+    for entry in std::fs::read_dir(&backups).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.contains(".partial-"), "{name}");
+    }
+}
+
+#[test]
+fn a_crashed_backup_is_removed_at_the_next_start_and_check_names_it() {
+    // A running galactic-war, whose backup the next daemon must not take away.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let running = Daemon::start(elsewhere.path(), &[]);
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut daemon = Daemon::start(dir.path(), &[]);
+        assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+        assert!(daemon.terminate().success());
+    }
+    // What a SIGKILL mid-copy leaves: a full-size copy and its rollback journal, named
+    // after a process that is gone (above Linux's largest PID: never a live process).
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let database = std::fs::read(dir.path().join("galactic_war.db")).unwrap();
+    let crashed = backups.join("galactic_war-20250101T000000Z.db.partial-4194305");
+    let journal = backups.join("galactic_war-20250101T000000Z.db.partial-4194305-journal");
+    std::fs::write(&crashed, &database).unwrap();
+    std::fs::write(&journal, &database[..4096]).unwrap();
+    let in_progress = backups.join(format!(
+        "galactic_war-20250101T000001Z.db.partial-{}",
+        running.pid()
+    ));
+    std::fs::write(&in_progress, &database).unwrap();
+    let finished = backups.join("galactic_war-20250101T000000Z.db");
+    std::fs::write(&finished, &database).unwrap();
+    std::fs::write(backups.join("notes.txt"), b"mine").unwrap();
+
+    let (status, text) = run(&[
+        "check",
+        "--database",
+        &format!("sqlite:{}", crashed.display()),
+    ]);
+    assert_eq!(status, 1, "{text}");
+    assert!(text.contains("unfinished backup"), "{text}");
+    assert!(!text.contains("readonly"), "{text}");
+
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert!(!crashed.exists() && !journal.exists(), "{}", daemon.log());
+    assert!(
+        in_progress.exists(),
+        "a running galactic-war's copy is kept"
+    );
+    assert!(finished.exists() && backups.join("notes.txt").exists());
+    let log = daemon.log();
+    assert!(
+        log.contains("removed an unfinished backup left by a crash: ")
+            && log.contains("galactic_war-20250101T000000Z.db.partial-4194305-journal"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("process {}", running.pid())), "{log}");
+    assert_eq!(daemon.get("/galaxies/g").status, 200);
+}

@@ -1,4 +1,5 @@
-//! Start-up: bad environment values, a database in use, a corrupt database, help.
+//! Start-up: bad environment values, a database in use, a corrupt database (memory-only
+//! mode, which refuses what it cannot save), help.
 
 use std::process::Command;
 
@@ -54,6 +55,31 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     );
 }
 
+/// Memory-only mode answers what it can and refuses what would be acknowledged and lost.
+fn assert_refuses_what_it_cannot_save(daemon: &Daemon) {
+    let created = daemon.post("/galaxies/temp?seed=1");
+    assert_eq!(created.status, 503, "{}", created.body);
+    assert!(
+        created.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory only"),
+        "{}",
+        created.body
+    );
+    let saved = daemon.post("/admin/save");
+    assert_eq!(saved.status, 503, "{}", saved.body);
+    assert!(saved.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("memory only"));
+    assert_eq!(daemon.get("/galaxies/temp").status, 404);
+    assert_eq!(daemon.get("/galaxies/temp/systems/0/0").status, 404);
+    let listing = daemon.get("/galaxies");
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.json()["galaxies"], serde_json::json!([]));
+}
+
 #[test]
 fn a_corrupt_database_is_left_intact_and_the_daemon_serves_from_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,10 +94,11 @@ fn a_corrupt_database_is_left_intact_and_the_daemon_serves_from_memory() {
         .as_str()
         .unwrap()
         .contains("not a database"));
+    assert_refuses_what_it_cannot_save(&daemon);
     assert_eq!(
-        daemon.post("/galaxies/temp?seed=1").status,
-        201,
-        "the game still runs"
+        daemon.get("/healthz").json(),
+        health,
+        "refusals change nothing"
     );
     daemon.terminate();
     assert_eq!(
@@ -79,6 +106,16 @@ fn a_corrupt_database_is_left_intact_and_the_daemon_serves_from_memory() {
         garbage,
         "the file is untouched"
     );
+}
+
+#[test]
+fn with_persistence_disabled_creation_and_save_go_on_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_PERSISTENCE_ENABLED", "false")]);
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    let saved = daemon.post("/admin/save");
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.json(), serde_json::json!({ "saved_systems": 0 }));
 }
 
 #[test]
@@ -124,11 +161,7 @@ fn a_damaged_page_is_found_at_start_up_and_the_file_left_intact() {
             .contains("corrupt"),
         "{health}"
     );
-    assert_eq!(
-        daemon.post("/galaxies/other?seed=1").status,
-        201,
-        "the game still runs"
-    );
+    assert_refuses_what_it_cannot_save(&daemon);
     drop(daemon);
     assert_eq!(
         std::fs::read(&path).unwrap(),
