@@ -89,7 +89,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         &mut out,
         "gwar_persistence_batches_total",
         "counter",
-        "Batches committed.",
+        "Transactions committed: batches, and chunks of galaxy creations and deletions.",
         m.batches_committed,
     );
     sample(
