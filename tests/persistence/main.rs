@@ -5,5 +5,6 @@ mod util;
 mod concurrency;
 mod faults;
 mod lifecycle;
+mod marker;
 mod restart;
 mod single_daemon;
