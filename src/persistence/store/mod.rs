@@ -239,11 +239,13 @@ fn with_progress<T>(label: &str, size: u64, check: impl FnOnce() -> T) -> T {
                     stopped.recv_timeout(CHECK_PROGRESS_EVERY)
                 {
                     // Nothing else reads files during start-up, so the process's reads are
-                    // the check's (an estimate: SQLite reads most pages once).
+                    // the check's. Only a hint of progress: the WAL is read too, and the
+                    // check's last stretch is work on pages already read.
                     let progress = match (read_before, bytes_read()) {
-                        (Some(before), Some(now)) if size > 0 => format!(
-                            ", about {}% read",
-                            ((now.saturating_sub(before)) * 100 / size).min(99)
+                        (Some(before), Some(now)) => format!(
+                            ", {:.0} MB read of the file's {:.0} MB",
+                            now.saturating_sub(before) as f64 / 1e6,
+                            size as f64 / 1e6
                         ),
                         _ => String::new(),
                     };
