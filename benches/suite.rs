@@ -638,6 +638,112 @@ fn measure_memory(systems: u64, database: Option<&str>) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 7. Start-up to READY on a large database.
+
+/// Builds a database of `systems` systems (in galaxies of at most 1 000 000) through the
+/// library and stops it cleanly, which leaves the clean-shutdown marker.
+fn startup_database(path: &Path, systems: u64) {
+    let app = AppState::open(&settings(path, |_| {})).expect("opens");
+    let mut left = systems;
+    for n in 0.. {
+        if left == 0 {
+            break;
+        }
+        let size = left.min(1_000_000);
+        app.create_galaxy(&format!("start{n}"), config(size, 100), Some(n), 0)
+            .expect("created");
+        left -= size;
+    }
+    assert!(app.shutdown().all_saved());
+}
+
+/// Starts the daemon on `path` and times it from spawn to READY=1 on a notify socket of
+/// its own; the daemon (still running) and that time.
+fn start_to_ready(dir: &Path, path: &Path) -> (Child, Duration, String) {
+    let socket_path = dir.join("startup-notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("binds");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("a timeout");
+    let started = Instant::now();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_galactic-war"))
+        .current_dir(dir)
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite:{}", path.display()))
+        .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let mut buffer = [0u8; 4096];
+    let ready = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no READY=1 within 10 minutes"
+        );
+        if let Ok(n) = socket.recv(&mut buffer) {
+            if String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                break started.elapsed();
+            }
+        }
+    };
+    // The start-up lines, then a thread drains the rest so the daemon never blocks.
+    let mut lines = BufReader::new(daemon.stderr.take().expect("piped")).lines();
+    let mut log = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        log += &line;
+        log.push('\n');
+        if line.contains("listening on http://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (daemon, ready, log)
+}
+
+fn stop_cleanly(mut daemon: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(daemon.wait().expect("waits").success(), "a clean stop");
+}
+
+/// Start-up to READY after a clean stop (the marker) and after `kill -9` (no marker:
+/// the whole file is checked), `rounds` of each; the medians, and the database's size.
+fn startup(dir: &Path, systems: u64, rounds: usize) -> (Duration, Duration, u64) {
+    let path = dir.join("startup.db");
+    startup_database(&path, systems);
+    let (mut clean, mut unclean) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (daemon, ready, log) = start_to_ready(dir, &path);
+        assert!(log.contains("full check skipped"), "{log}");
+        clean.push(ready);
+        let mut daemon = daemon;
+        daemon.kill().expect("SIGKILL");
+        let _ = daemon.wait();
+        let (daemon, ready, log) = start_to_ready(dir, &path);
+        assert!(log.contains("checking the whole database"), "{log}");
+        unclean.push(ready);
+        stop_cleanly(daemon);
+    }
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    (median(clean), median(unclean), bytes)
+}
+
+// ---------------------------------------------------------------------------------------
 // 6. HTTP over loopback.
 
 /// Requests/s from `clients` keep-alive connections over `duration`, counted only after
@@ -1146,6 +1252,34 @@ fn main() {
                    "post_on": h.on[1], "post_off": h.off[1], "post_control": h.control[1],
                    "get_ratio": h.on_ratio[0], "post_ratio": h.on_ratio[1],
                    "get_control_ratio": h.control_ratio[0], "post_control_ratio": h.control_ratio[1]}),
+        );
+    }
+
+    // 7
+    if wanted(7) {
+        let (systems, rounds) = if quick { (200_000, 1) } else { (1_000_000, 3) };
+        let (clean, unclean, bytes) = startup(&dir, systems, rounds);
+        row(
+            &format!(
+                "7. start-up to READY, {systems} systems ({} MB), after a clean stop",
+                bytes / 1_000_000
+            ),
+            format!("{clean:?}"),
+            String::new(),
+            None,
+            "≤ 1 s",
+        );
+        row(
+            "7. start-up to READY, the same after kill -9 (whole-file check)",
+            format!("{unclean:?}"),
+            String::new(),
+            None,
+            "",
+        );
+        out.insert(
+            "startup".into(),
+            json!({"systems": systems, "database_bytes": bytes,
+                   "clean_us": clean.as_micros() as u64, "unclean_us": unclean.as_micros() as u64}),
         );
     }
 

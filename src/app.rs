@@ -618,11 +618,12 @@ impl AppState {
         }
     }
 
-    /// The final flush, bounded by the shutdown timeout; what was left unsaved. Safe to
-    /// call more than once.
+    /// The final flush, bounded by the shutdown timeout; what was left unsaved. After a
+    /// clean one, the engine leaves the clean-shutdown marker that spares the next
+    /// start-up a whole-file check. Safe to call more than once.
     pub fn shutdown(&self) -> ShutdownReport {
         match &self.shared.engine {
-            Some(engine) => engine.writer().shutdown(),
+            Some(engine) => engine.shutdown(),
             None => ShutdownReport::default(),
         }
     }

@@ -34,6 +34,17 @@ pub fn stopping(flush_budget: Duration) {
     ]);
 }
 
+/// EXTEND_TIMEOUT_USEC: `by` more time for what the daemon is doing now (starting, while
+/// it checks a large database), with a STATUS= line saying what that is. To keep the
+/// extension going, send again before `by` runs out.
+pub fn extend_timeout(by: Duration, status: &str) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
+}
+
 fn status_line(app: &AppState) -> String {
     let health = app.health();
     format!(

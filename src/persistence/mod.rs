@@ -10,6 +10,8 @@
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - [`backup`]: online backups through SQLite's backup API.
+//! - [`clean`]: the clean-shutdown marker, which spares a start-up after a clean stop
+//!   the whole-file check.
 //!
 //! [`Engine`] ties them together: it holds the database lock, the writer, and the pool of
 //! read-only connections that load galaxies on a cache miss ([`loads::READERS`] of them,
@@ -26,6 +28,7 @@
 pub mod backup;
 pub mod cell;
 pub mod checkpoint;
+pub mod clean;
 mod cut;
 mod jobs;
 mod loads;
@@ -45,12 +48,13 @@ use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use cell::Registry;
 use checkpoint::Checkpointer;
+use clean::CleanShutdown;
 pub(crate) use loads::Landed;
 use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{Store, StoreError};
-use writer::WriterHandle;
+use store::{StartupCheck, Store, StoreError};
+use writer::{ShutdownReport, WriterHandle};
 
 /// A running persistence engine on one database.
 pub struct Engine {
@@ -65,6 +69,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
+    /// Writes the clean-shutdown marker; `None` for an in-memory database.
+    clean: Option<CleanShutdown>,
     _lock: Option<DatabaseLock>,
 }
 
@@ -84,8 +90,26 @@ impl Engine {
                 Some(DatabaseLock::acquire(path)?)
             }
         };
-        let mut store = Store::open_writer(url, settings.synchronous)?;
+        // Under the lock and before anything writes: the marker is read and removed here.
+        let check = match url {
+            DatabaseUrl::File(path) => clean::take(path),
+            DatabaseUrl::Memory => StartupCheck::Whole {
+                why: "in memory".to_owned(),
+            },
+        };
+        let mut store = Store::open_writer_checked(url, settings.synchronous, check)?;
         let unfinished = store.unfinished_jobs()?;
+        let clean = match url {
+            DatabaseUrl::File(path) => {
+                Some(
+                    CleanShutdown::opened(path).map_err(|source| StoreError::Lock {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            DatabaseUrl::Memory => None,
+        };
         let readers = match url {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => Some(ReaderPool::open(path)?),
@@ -132,6 +156,7 @@ impl Engine {
                 DatabaseUrl::File(path) => Some(path.clone()),
                 DatabaseUrl::Memory => None,
             },
+            clean,
             _lock: lock,
         })
     }
@@ -143,6 +168,17 @@ impl Engine {
 
     pub fn writer(&self) -> &WriterHandle {
         &self.writer
+    }
+
+    /// The final flush, bounded by the shutdown timeout; once the writer thread has ended
+    /// with everything saved, the clean-shutdown marker (see [`clean`]). Safe to call more
+    /// than once; later calls report nothing new and write nothing.
+    pub fn shutdown(&self) -> ShutdownReport {
+        let report = self.writer.shutdown();
+        if let Some(clean) = &self.clean {
+            clean.after_shutdown(&report);
+        }
+        report
     }
 
     /// True while a deletion of `name` is not yet committed: the stored copy is stale.

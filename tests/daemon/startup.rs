@@ -1,9 +1,22 @@
 //! Start-up: bad environment values, a database in use, a corrupt database (memory-only
-//! mode, which refuses what it cannot save), help.
+//! mode, which refuses what it cannot save), help, and the clean-shutdown marker that
+//! spares a large database the whole-file check.
 
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use galactic_war::app::AppState;
+use galactic_war::model::GalaxyConfig;
+use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
 
 use crate::util::{Daemon, BIN};
+
+/// The log lines of the two start-up paths.
+const SKIPPED: &str =
+    "clean-shutdown marker matches: header and schema checked, full check skipped";
+const WHOLE: &str = "checking the whole database";
 
 #[test]
 fn a_bad_environment_value_exits_78_naming_the_variable() {
@@ -152,6 +165,12 @@ fn a_damaged_page_is_found_at_start_up_and_the_file_left_intact() {
     }
     std::fs::write(&path, &bytes).unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
+    // The clean stop left a marker; the damage, same size, changed the file's mtime.
+    assert!(
+        daemon.log().contains("its modification time changed"),
+        "{}",
+        daemon.log()
+    );
     let health = daemon.get("/healthz").json();
     assert_eq!(health["persistence"]["state"], "memory-only", "{health}");
     assert!(
@@ -168,4 +187,199 @@ fn a_damaged_page_is_found_at_start_up_and_the_file_left_intact() {
         bytes,
         "the file is untouched"
     );
+}
+
+fn marker(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".clean");
+    PathBuf::from(name)
+}
+
+/// Systems in the start-up test's database: CI size by default, more with
+/// `GWAR_TEST_STARTUP_SYSTEMS`.
+fn startup_systems() -> u64 {
+    std::env::var("GWAR_TEST_STARTUP_SYSTEMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300_000)
+}
+
+/// Builds a database of `systems` systems in `galaxies` galaxies through the library, and
+/// stops it cleanly (which leaves the marker).
+fn build_database(path: &Path, systems: u64, galaxies: u64) {
+    let settings = Settings {
+        database: DatabaseUrl::File(path.to_path_buf()),
+        persistence: PersistenceSettings::default(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: None,
+        backup_dir: None,
+        backup_interval: None,
+        backup_keep: 7,
+        galaxy_limits: GalaxyLimits::default(),
+    };
+    let app = AppState::open(&settings).expect("the engine opens");
+    let each = systems / galaxies;
+    let side = (each as f64).sqrt().ceil() as u64 * 2;
+    let config = format!(
+        "system_count = {each}\n[size]\nx = {side}\ny = {side}\n\
+         [systems.resources]\nmetal = 100\ncrew = 100\nwater = 100\n\
+         [systems.structures.colony]\nstarting_level = 1\n\
+         [systems.structures.colony.cost]\nmetal = 1\ncrew = 1\nwater = 1\ntime = 1\n"
+    );
+    for n in 0..galaxies {
+        let (config, _) = GalaxyConfig::from_toml(&config).expect("a valid config");
+        app.create_galaxy(&format!("big{n}"), config, Some(n), 0)
+            .expect("created");
+    }
+    assert!(app.shutdown().all_saved());
+}
+
+/// A stand-in for systemd's notify socket, and what it received.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: String,
+    messages: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket {
+            socket,
+            path: path.to_str().unwrap().to_owned(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Receives until a message has a line `line`; panics after a minute.
+    fn until(&mut self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buffer = [0u8; 4096];
+        while !self.messages.iter().any(|m| m.lines().any(|l| l == line)) {
+            assert!(Instant::now() < deadline, "no {line}: {:?}", self.messages);
+            if let Ok(n) = self.socket.recv(&mut buffer) {
+                self.messages
+                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+    }
+
+    fn position(&self, prefix: &str) -> Option<usize> {
+        self.messages
+            .iter()
+            .position(|m| m.lines().any(|l| l.starts_with(prefix)))
+    }
+}
+
+#[test]
+fn a_large_database_after_a_clean_stop_starts_without_the_whole_file_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("galactic_war.db");
+    build_database(&path, startup_systems(), 3);
+    assert!(marker(&path).exists(), "a clean stop leaves the marker");
+
+    // Clean start: the header and the schema only, READY, and no marker while it runs.
+    let mut notify = NotifySocket::bind(dir.path());
+    let socket_path = notify.path.clone();
+    let env = [("NOTIFY_SOCKET", socket_path.as_str())];
+    let mut daemon = Daemon::start(dir.path(), &env);
+    notify.until("READY=1");
+    let log = daemon.log();
+    assert!(log.contains(SKIPPED) && !log.contains(WHOLE), "{log}");
+    assert_eq!(
+        notify.position("EXTEND_TIMEOUT_USEC="),
+        None,
+        "{:?}",
+        notify.messages
+    );
+    assert!(
+        !marker(&path).exists(),
+        "the marker is gone while the daemon runs"
+    );
+    let listing = daemon.get("/galaxies").json();
+    assert_eq!(
+        listing["galaxies"].as_array().unwrap().len(),
+        3,
+        "{listing}"
+    );
+    assert_eq!(daemon.get("/healthz").json()["status"], "ok");
+
+    // After kill -9 there is no marker: the whole file is checked, with more start-up
+    // time asked for before READY.
+    daemon.kill9();
+    assert!(!marker(&path).exists());
+    drop(notify);
+    std::fs::remove_file(dir.path().join("notify.sock")).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut daemon = Daemon::start(dir.path(), &env);
+    notify.until("READY=1");
+    let log = daemon.log();
+    assert!(
+        log.contains("no clean-shutdown marker") && log.contains(WHOLE),
+        "{log}"
+    );
+    assert!(log.contains("whole-database check passed"), "{log}");
+    assert!(!log.contains(SKIPPED), "{log}");
+    let extended = notify
+        .position("EXTEND_TIMEOUT_USEC=")
+        .expect("more start-up time");
+    assert!(
+        extended < notify.position("READY=1").unwrap(),
+        "{:?}",
+        notify.messages
+    );
+    assert_eq!(daemon.get("/healthz").json()["status"], "ok");
+
+    // A clean stop leaves the marker again.
+    assert!(daemon.terminate().success());
+    assert!(marker(&path).exists(), "{}", daemon.log());
+}
+
+#[test]
+fn a_damaged_database_is_refused_with_a_stale_marker_or_without_one() {
+    for with_marker in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("galactic_war.db");
+        {
+            let mut daemon = Daemon::start(dir.path(), &[]);
+            assert_eq!(daemon.post("/galaxies/g?seed=1&preset=classic").status, 201);
+            assert!(daemon.terminate().success());
+        }
+        assert!(marker(&path).exists());
+        if !with_marker {
+            std::fs::remove_file(marker(&path)).unwrap();
+        }
+        // Garbage over a page in the middle of the file, and a page more: what a torn or
+        // misdirected write leaves. The header stays valid.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        let middle = bytes.len() / page / 2 * page;
+        for (i, byte) in bytes[middle..middle + page].iter_mut().enumerate() {
+            *byte = (i * 37 % 251) as u8;
+        }
+        bytes.extend((0..page).map(|i| (i * 13 % 251) as u8));
+        std::fs::write(&path, &bytes).unwrap();
+
+        let daemon = Daemon::start(dir.path(), &[]);
+        let log = daemon.log();
+        let why = if with_marker {
+            "the clean-shutdown marker does not match the database (its size changed)"
+        } else {
+            "no clean-shutdown marker"
+        };
+        assert!(log.contains(why) && log.contains(WHOLE), "{log}");
+        let health = daemon.get("/healthz").json();
+        assert_eq!(health["persistence"]["state"], "memory-only", "{health}");
+        assert!(!marker(&path).exists(), "a stale marker is removed");
+        drop(daemon);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is untouched"
+        );
+    }
 }

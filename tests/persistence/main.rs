@@ -6,5 +6,6 @@ mod concurrency;
 mod faults;
 mod lifecycle;
 mod loads;
+mod marker;
 mod restart;
 mod single_daemon;

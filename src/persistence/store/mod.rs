@@ -74,6 +74,26 @@ fn note_wal_pages(_: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How much of the database file start-up checks before anything writes (chosen by
+/// [`crate::persistence::clean::take`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartupCheck {
+    /// `PRAGMA quick_check` over the whole file; `why` says in the log why it is needed.
+    Whole { why: String },
+    /// The file is exactly as a clean shutdown left it, with this schema version: the
+    /// header and the schema only. If they do not hold, the whole file is checked.
+    HeaderAndSchema { schema_version: i64 },
+}
+
+/// The tables every migrated database has.
+const TABLES: [&str; 4] = ["galaxies", "systems", "structures", "events"];
+
+/// While a whole-file check runs: how often it logs its progress and asks systemd for
+/// more start-up time, and how much more (longer than the period, so one late tick does
+/// not get the daemon killed).
+const CHECK_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const CHECK_TIMEOUT_EXTENSION: Duration = Duration::from_secs(30);
+
 /// SQLite waits this long for a lock held by another connection before failing with
 /// SQLITE_BUSY (CONTRACT §3: at most 5 s, so a locked database shows within seconds).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,6 +236,56 @@ impl FileIdentity {
     }
 }
 
+/// Runs `check` while a thread logs its progress every [`CHECK_PROGRESS_EVERY`] and asks
+/// systemd for more start-up time, so a long check is neither silent nor killed.
+fn with_progress<T>(label: &str, size: u64, check: impl FnOnce() -> T) -> T {
+    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, "checking the database");
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|scope| {
+        let reporter = std::thread::Builder::new()
+            .name("gwar-check-progress".into())
+            .spawn_scoped(scope, move || {
+                let started = std::time::Instant::now();
+                let read_before = bytes_read();
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECK_PROGRESS_EVERY)
+                {
+                    // Nothing else reads files during start-up, so the process's reads are
+                    // the check's. Only a hint of progress: the WAL is read too, and the
+                    // check's last stretch is work on pages already read.
+                    let progress = match (read_before, bytes_read()) {
+                        (Some(before), Some(now)) => format!(
+                            ", {:.0} MB read of the file's {:.0} MB",
+                            now.saturating_sub(before) as f64 / 1e6,
+                            size as f64 / 1e6
+                        ),
+                        _ => String::new(),
+                    };
+                    let status = format!(
+                        "checking the database: {:.0?} so far{progress}",
+                        started.elapsed()
+                    );
+                    log::info!(target: "galactic_war::persistence", "{label}: {status}");
+                    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, &status);
+                }
+            });
+        if let Err(error) = &reporter {
+            log::warn!(target: "galactic_war::persistence", "no progress reports for the check: {error}");
+        }
+        let result = check();
+        drop(stop);
+        result
+    })
+}
+
+/// Bytes this process has read (`rchar` of `/proc/self/io`), where the kernel says.
+fn bytes_read() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -226,6 +296,20 @@ impl Store {
     /// foreign keys, `synchronous`, the busy timeout, and migrations. A database written by
     /// a newer binary is refused before anything is written to it.
     pub fn open_writer(url: &DatabaseUrl, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let why = "opening the database".to_owned();
+        Store::open_writer_checked(url, synchronous, StartupCheck::Whole { why })
+    }
+
+    /// [`Store::open_writer`], checking as much of the file as `check` says first.
+    pub fn open_writer_checked(
+        url: &DatabaseUrl,
+        synchronous: Synchronous,
+        check: StartupCheck,
+    ) -> Result<Store, StoreError> {
+        let size = match url {
+            DatabaseUrl::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            DatabaseUrl::Memory => 0,
+        };
         let (conn, label) = match url {
             DatabaseUrl::Memory => (
                 Connection::open_in_memory().map_err(|source| StoreError::Open {
@@ -248,7 +332,7 @@ impl Store {
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = store.schema_version()?;
         store.refuse_newer(version)?;
-        store.refuse_corrupt()?;
+        store.check_at_start_up(check, version, size)?;
         store.configure(synchronous)?;
         store.conn.wal_hook(Some(note_wal_pages));
         store.migrate(version)?;
@@ -342,6 +426,75 @@ impl Store {
                 found: version,
                 supported: SCHEMA_VERSION,
             });
+        }
+        Ok(())
+    }
+
+    /// The start-up check, before anything writes: the header and schema after a clean
+    /// shutdown, the whole file otherwise (see [`crate::persistence::clean`]). `size`: the
+    /// file's size in bytes (0 when new or in memory).
+    fn check_at_start_up(
+        &self,
+        check: StartupCheck,
+        version: i64,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let why = match check {
+            _ if size == 0 => return self.refuse_corrupt(),
+            StartupCheck::HeaderAndSchema { schema_version } => {
+                match self.header_and_schema(schema_version, version, size) {
+                    Ok(()) => {
+                        log::info!(target: "galactic_war::persistence",
+                            "{}: clean-shutdown marker matches: header and schema checked, full check skipped",
+                            self.label);
+                        return Ok(());
+                    }
+                    Err(problem) => format!("the clean-shutdown marker matches but {problem}"),
+                }
+            }
+            StartupCheck::Whole { why } => why,
+        };
+        log::info!(target: "galactic_war::persistence",
+            "{}: {why}: checking the whole database ({:.1} MB)...", self.label, size as f64 / 1e6);
+        let started = std::time::Instant::now();
+        let result = with_progress(&self.label, size, || self.refuse_corrupt());
+        if result.is_ok() {
+            log::info!(target: "galactic_war::persistence",
+                "{}: whole-database check passed in {:.1?}", self.label, started.elapsed());
+        }
+        result
+    }
+
+    /// The cheap checks: the schema version the marker recorded, the tables, a readable
+    /// schema cookie, and a page count that fills the file (the header's own size field
+    /// is trusted only when it does). Reads page 1 and the schema, nothing else.
+    fn header_and_schema(&self, expected: i64, version: i64, size: u64) -> Result<(), String> {
+        if version != expected {
+            return Err(format!(
+                "the schema version is {version}, not the marker's {expected}"
+            ));
+        }
+        let read = |sql: &str| -> Result<i64, String> {
+            self.conn
+                .query_row(sql, [], |row| row.get(0))
+                .map_err(|e| format!("{sql} failed: {e}"))
+        };
+        read("PRAGMA schema_version")?;
+        let (pages, page_size) = (read("PRAGMA page_count")?, read("PRAGMA page_size")?);
+        if u64::try_from(pages.saturating_mul(page_size)).ok() != Some(size) {
+            return Err(format!(
+                "the header says {pages} pages of {page_size} bytes, the file has {size} bytes"
+            ));
+        }
+        for table in TABLES {
+            let found = self
+                .conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+                .and_then(|mut stmt| stmt.exists([table]))
+                .map_err(|e| format!("the schema cannot be read: {e}"))?;
+            if !found {
+                return Err(format!("the table {table} is missing"));
+            }
         }
         Ok(())
     }
