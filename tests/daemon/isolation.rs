@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    client, parse_reply, raw_exchange_for, sqlite, stored_metal, systems, wait_for, Daemon, Order,
+    check_survivors, client, parse_reply, raw_exchange_for, sqlite, stored_metal, systems,
+    wait_for, Daemon, Order, COUNTING_CONFIG,
 };
 
 const TOKEN: &str = "isolation-token";
@@ -20,13 +21,6 @@ const COALESCING_MS: u64 = 200;
 /// Coalescing delay plus one commit, with room for a slow disk on a shared machine (as in
 /// the crash loop).
 const LOSS_WINDOW: Duration = Duration::from_millis(COALESCING_MS + 1000);
-
-/// Every order costs one metal and nothing else changes metal, so stored metal counts the
-/// orders that survived (see the crash loop).
-const PLAY: &str = "system_count = 40\n[size]\nx = 9\ny = 9\n\
-    [systems.resources]\nmetal = 1000000000\ncrew = 0\nwater = 0\n\
-    [systems.structures.colony]\nstarting_level = 1\n\
-    [systems.structures.colony.cost]\nmetal = 1\ntime = 0\n";
 
 fn large_systems() -> u64 {
     std::env::var("GWAR_ISOLATION_SYSTEMS")
@@ -97,39 +91,6 @@ fn stored_progress(path: &std::path::Path, galaxy: &str) -> (i64, bool) {
     (systems, unfinished > 0)
 }
 
-/// Checks that every order acknowledged more than the loss window before `killed_at`
-/// survived, and that the survivors are a prefix (the consistent cut); the count of
-/// orders that had to survive.
-fn assert_loss_window(
-    path: &std::path::Path,
-    galaxy: &str,
-    baseline: &[i64],
-    orders: &[Order],
-    killed_at: Instant,
-) -> usize {
-    let metal = stored_metal(path, galaxy).expect("still stored");
-    let survived: Vec<i64> = baseline.iter().zip(&metal).map(|(b, m)| b - m).collect();
-    let k: i64 = survived.iter().sum();
-    let mut prefix = vec![0i64; metal.len()];
-    for order in &orders[..(k as usize).min(orders.len())] {
-        prefix[order.system] += 1;
-    }
-    assert_eq!(prefix, survived, "the survivors are not a prefix");
-    let acknowledged: Vec<Instant> = orders.iter().filter_map(|o| o.acknowledged).collect();
-    let must_survive = acknowledged
-        .iter()
-        .filter(|at| killed_at.duration_since(**at) > LOSS_WINDOW)
-        .count();
-    assert!(
-        k as usize >= must_survive,
-        "{} orders acknowledged more than {LOSS_WINDOW:?} before the kill were lost \
-         ({k} survived of {} acknowledged)",
-        must_survive - k as usize,
-        acknowledged.len()
-    );
-    must_survive
-}
-
 /// Watchdog pings received on `socket` until `stop`, with their arrival times.
 fn collect_pings(
     socket: UnixDatagram,
@@ -166,7 +127,11 @@ fn a_large_creation_beside_play_keeps_the_loss_window_and_the_watchdog() {
     let played = ["play1", "play2"];
     let mut coords = Vec::new();
     for galaxy in played {
-        let created = daemon.request("POST", &format!("/galaxies/{galaxy}?seed=7"), PLAY);
+        let created = daemon.request(
+            "POST",
+            &format!("/galaxies/{galaxy}?seed=7"),
+            COUNTING_CONFIG,
+        );
         assert_eq!(created.status, 201, "{}", created.body);
         coords.push(systems(&daemon, galaxy));
     }
@@ -239,7 +204,8 @@ fn a_large_creation_beside_play_keeps_the_loss_window_and_the_watchdog() {
         .unwrap();
     assert_eq!(integrity, "ok");
     for ((galaxy, baseline), orders) in played.iter().zip(&baselines).zip(&histories) {
-        let must_survive = assert_loss_window(&path, galaxy, baseline, orders, killed_at);
+        let must_survive =
+            check_survivors(&path, galaxy, baseline, orders, killed_at, LOSS_WINDOW).must_survive;
         assert!(
             must_survive > 0,
             "{galaxy}: orders were acknowledged during the creation"
@@ -291,7 +257,9 @@ fn a_deletion_is_on_disk_within_the_loss_window() {
     );
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(
-        daemon.request("POST", "/galaxies/play?seed=7", PLAY).status,
+        daemon
+            .request("POST", "/galaxies/play?seed=7", COUNTING_CONFIG)
+            .status,
         201
     );
     let deleted = daemon.request_with(
@@ -327,7 +295,9 @@ fn shutdown_during_a_large_creation_stops_it_and_keeps_nothing() {
     let mut daemon = Daemon::start(dir.path(), &env(None));
     let path = daemon.database();
     assert_eq!(
-        daemon.request("POST", "/galaxies/play?seed=7", PLAY).status,
+        daemon
+            .request("POST", "/galaxies/play?seed=7", COUNTING_CONFIG)
+            .status,
         201
     );
     let (x, y) = systems(&daemon, "play")[0];

@@ -336,3 +336,60 @@ pub fn client(
         }
     }
 }
+
+/// A galaxy where every order succeeds and costs its system one metal, and nothing else
+/// changes metal (no production): stored metal counts the orders that survived.
+pub const COUNTING_CONFIG: &str = "system_count = 40\n[size]\nx = 9\ny = 9\n\
+    [systems.resources]\nmetal = 1000000000\ncrew = 0\nwater = 0\n\
+    [systems.structures.colony]\nstarting_level = 1\n\
+    [systems.structures.colony.cost]\nmetal = 1\ntime = 0\n";
+
+/// What survived a kill of one galaxy's orders (one client, so in acknowledgement order).
+pub struct Survivors {
+    /// Orders found on disk.
+    pub survived: usize,
+    /// Orders acknowledged more than the loss window before the kill.
+    pub must_survive: usize,
+}
+
+/// Checks the promises of CONTRACT §3 on a galaxy of [`COUNTING_CONFIG`] after a kill at
+/// `killed_at`: the survivors are exactly the first orders sent (the consistent cut), no
+/// more than were sent, and include every order acknowledged more than `window` before.
+pub fn check_survivors(
+    path: &Path,
+    galaxy: &str,
+    baseline: &[i64],
+    orders: &[Order],
+    killed_at: Instant,
+    window: Duration,
+) -> Survivors {
+    let metal = stored_metal(path, galaxy).expect("still stored");
+    let survived: Vec<i64> = baseline.iter().zip(&metal).map(|(b, m)| b - m).collect();
+    assert!(survived.iter().all(|&n| n >= 0), "{galaxy}: metal went up");
+    let k = survived.iter().sum::<i64>() as usize;
+    assert!(
+        k <= orders.len(),
+        "{galaxy}: {k} orders survived but only {} were sent",
+        orders.len()
+    );
+    let mut prefix = vec![0i64; metal.len()];
+    for order in &orders[..k] {
+        prefix[order.system] += 1;
+    }
+    assert_eq!(prefix, survived, "{galaxy}: the survivors are not a prefix");
+    let must_survive = orders
+        .iter()
+        .filter_map(|o| o.acknowledged)
+        .filter(|at| killed_at.duration_since(*at) > window)
+        .count();
+    assert!(
+        k >= must_survive,
+        "{galaxy}: {} orders acknowledged more than {window:?} before the kill were lost \
+         ({k} survived)",
+        must_survive - k
+    );
+    Survivors {
+        survived: k,
+        must_survive,
+    }
+}
