@@ -7,14 +7,19 @@
 //! an example; the exit status is 0 only when every rule holds. A backup's temporary file
 //! (`….partial-PID`, see [`crate::persistence::backup`]) is named as what it is, an
 //! unfinished backup, without being opened.
+//!
+//! "Read-only" includes the directory: the database is opened by
+//! [`crate::persistence::reading::open_to_read`], so a check of a file nobody else has open
+//! (a stopped daemon's database, a backup) leaves no `-wal`/`-shm` beside it, and files a
+//! running or crashed daemon left there are left as found; the database file itself is
+//! never written.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-
 use crate::model::GalaxyConfig;
 use crate::persistence::backup::unfinished_backup_pid;
-use crate::persistence::store::{BUSY_TIMEOUT, SCHEMA_VERSION};
+use crate::persistence::reading::open_to_read;
+use crate::persistence::store::SCHEMA_VERSION;
 
 /// The outcome of a check: what was found, and what is wrong.
 #[derive(Debug, Default)]
@@ -85,8 +90,7 @@ pub fn check_database(path: &Path) -> Result<CheckReport, rusqlite::Error> {
         ));
         return Ok(report);
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let conn = open_to_read(path)?;
 
     let mut integrity: Vec<String> = Vec::new();
     {

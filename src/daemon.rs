@@ -8,17 +8,17 @@
 //! shutdown exits at once.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::app::{AppError, AppState};
 use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::Api;
 use crate::http::server::{HttpServer, Limits};
-use crate::persistence::backup::{backup_database, default_dir, prune, remove_unfinished};
+use crate::persistence::backup::{backup_to, default_dir, prune, remove_unfinished};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
 use crate::settings::{DatabaseUrl, Settings};
@@ -39,6 +39,11 @@ Usage:
   galactic-war check [--database URL]           integrity and consistency of a database
   galactic-war backup --to PATH [--database URL] online backup of a database file
   galactic-war --help | --version
+
+backup writes PATH, never over an existing file; when PATH is a directory (or ends
+in /) it writes galactic_war-YYYYMMDDTHHMMSSZ.db inside, as the daemon's backups do.
+It prints the path written. check and backup only read the database, also beside a
+running daemon, and leave no -wal/-shm files beside one nobody else has open.
 
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
@@ -184,10 +189,9 @@ fn backup_command(args: &[String]) -> i32 {
         Ok(path) => path,
         Err(status) => return status,
     };
-    let to = PathBuf::from(to);
-    match backup_database(&source, &to) {
-        Ok(()) => {
-            println!("{}", to.display());
+    match backup_to(&source, Path::new(to), SystemTime::now()) {
+        Ok(written) => {
+            println!("{}", written.display());
             EX_OK
         }
         Err(error) => {

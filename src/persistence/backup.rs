@@ -13,15 +13,24 @@
 //! second chose the same name and shared one temporary file; the first to finish deleted
 //! it under the other, which failed with "disk I/O error".) A temporary file outlives its
 //! backup only when the process dies mid-copy; [`remove_unfinished`] clears those.
+//!
+//! [`backup_to`] is the command line's entry: a directory (one that exists, or a path
+//! ending in `/`) gets a timestamped file inside, as the daemon's backups do, so that
+//! `--to /srv/backups` from cron keeps every copy; any other path is the file to write.
+//! The source is opened by [`super::reading::open_to_read`], which leaves no `-wal`/`-shm`
+//! beside a database nobody else has open. A failure names its cause: a directory that
+//! cannot be made or written (a path through a file, no permission, a read-only file
+//! system) is reported as that, with the directory's name, not as SQLite's "unable to open
+//! database file" on a temporary file.
 
-use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
+use super::reading::{beside, open_to_read};
 use super::store::BUSY_TIMEOUT;
 use super::time::UtcTime;
 
@@ -30,6 +39,11 @@ use super::time::UtcTime;
 pub enum BackupError {
     #[error("backup target {0} already exists; backups never overwrite")]
     Exists(PathBuf),
+    #[error("cannot write a backup into {dir}: {source}")]
+    Directory {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("a backup to {target} is already in progress in this process ({partial} exists)")]
     InProgress { target: PathBuf, partial: PathBuf },
     #[error("backup: {path}: {source}")]
@@ -60,14 +74,29 @@ pub fn default_dir(database: &Path) -> PathBuf {
         .join("backups")
 }
 
+/// Copies the database at `source` to `to`: into a timestamped file inside it when `to`
+/// is a directory or ends in `/` (see [`backup_into`]), else to the file `to` (see
+/// [`backup_database`]); the path written.
+pub fn backup_to(source: &Path, to: &Path, at: SystemTime) -> Result<PathBuf, BackupError> {
+    let names_a_directory = to
+        .as_os_str()
+        .as_encoded_bytes()
+        .last()
+        .is_some_and(|&b| std::path::is_separator(char::from(b)));
+    if names_a_directory || to.is_dir() {
+        backup_into(source, to, at)
+    } else {
+        backup_database(source, to).map(|()| to.to_path_buf())
+    }
+}
+
 /// Copies the database at `source` to `target`, which must not exist.
 pub fn backup_database(source: &Path, target: &Path) -> Result<(), BackupError> {
     if target.exists() {
         return Err(BackupError::Exists(target.to_path_buf()));
     }
-    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
+    let dir = parent_of(target);
+    make_dir(dir)?;
     let partial = partial_path(target);
     if !reserve(&partial)? {
         return Err(BackupError::InProgress {
@@ -92,7 +121,7 @@ pub fn backup_database(source: &Path, target: &Path) -> Result<(), BackupError> 
 /// the time `at` (with `-N` added when that name is taken, also by a backup finishing
 /// meanwhile); the path written. Safe to call from several threads or processes at once.
 pub fn backup_into(source: &Path, dir: &Path, at: SystemTime) -> Result<PathBuf, BackupError> {
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    make_dir(dir)?;
     let stem = timestamp_stem(at);
     // The first free name whose temporary file we could create is ours to copy into.
     let mut n = 0;
@@ -123,6 +152,32 @@ pub fn backup_into(source: &Path, dir: &Path, at: SystemTime) -> Result<PathBuf,
     result
 }
 
+/// The directory a file path is in (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+}
+
+/// Creates `dir` and its parents when missing. A path through a file is named as such:
+/// `create_dir_all` would say "File exists" about the file, or "Not a directory".
+fn make_dir(dir: &Path) -> Result<(), BackupError> {
+    let failed = |source| BackupError::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(file) = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", file.display()),
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(failed)
+}
+
 /// `TARGET.partial-PID`.
 fn partial_path(target: &Path) -> PathBuf {
     let mut partial = target.as_os_str().to_owned();
@@ -131,7 +186,8 @@ fn partial_path(target: &Path) -> PathBuf {
 }
 
 /// Creates `partial` empty (an empty file is an empty SQLite database), exclusively: false
-/// when it exists, that is, another backup of this process is writing it.
+/// when it exists, that is, another backup of this process is writing it. This is the
+/// first file a backup creates, so a directory it may not write into fails here, by name.
 fn reserve(partial: &Path) -> Result<bool, BackupError> {
     match OpenOptions::new()
         .write(true)
@@ -140,7 +196,10 @@ fn reserve(partial: &Path) -> Result<bool, BackupError> {
     {
         Ok(_) => Ok(true),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(error) => Err(io_error(partial)(error)),
+        Err(source) => Err(BackupError::Directory {
+            dir: parent_of(partial).to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -152,9 +211,7 @@ fn discard(partial: &Path) {
 }
 
 fn journal_of(path: &Path) -> PathBuf {
-    let mut journal: OsString = path.as_os_str().to_owned();
-    journal.push("-journal");
-    PathBuf::from(journal)
+    beside(path, "-journal")
 }
 
 fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
@@ -162,9 +219,7 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
         let path = path.to_path_buf();
         move |source| BackupError::Sqlite { path, source }
     };
-    let from = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sqlite(source))?;
-    from.busy_timeout(BUSY_TIMEOUT).map_err(sqlite(source))?;
+    let from = open_to_read(source).map_err(sqlite(source))?;
     let mut to = Connection::open(partial).map_err(sqlite(partial))?;
     let backup = Backup::new(&from, &mut to).map_err(sqlite(partial))?;
     // -1: every page in one step, so the copy is one consistent read transaction. A busy

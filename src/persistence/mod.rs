@@ -10,6 +10,8 @@
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - [`backup`]: online backups through SQLite's backup API.
+//! - [`reading`]: opening a database file only to read it (check, backups), leaving no
+//!   `-wal`/`-shm` behind.
 //! - [`clean`]: the clean-shutdown marker, which spares a start-up after a clean stop
 //!   the whole-file check.
 //!
@@ -34,6 +36,7 @@ mod jobs;
 mod loads;
 pub mod lock;
 pub mod metrics;
+pub mod reading;
 pub mod store;
 mod time;
 pub mod writer;
