@@ -21,7 +21,7 @@ fn check_passes_on_a_sound_database_and_names_an_orphan() {
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
     assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let url = format!("sqlite:{}", daemon.database().display());
 
     // Beside the running daemon.
@@ -69,7 +69,7 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
     for &(x, y) in &systems[..50] {
         assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     }
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
 
     // Orders keep coming while the backups are taken.
     let addr = daemon.addr;
@@ -82,7 +82,7 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
             crate::util::raw_exchange(addr, raw.as_bytes());
         }
     });
-    let reply = daemon.post("/admin/backup");
+    let reply = daemon.admin_post("/admin/backup");
     assert_eq!(reply.status, 200, "{}", reply.body);
     let api_backup = std::path::PathBuf::from(reply.json()["path"].as_str().unwrap());
     let cli_backup = dir.path().join("by-hand.db");
@@ -213,7 +213,7 @@ fn concurrent_backups_run_one_at_a_time_and_never_fail() {
                 .map(|_| {
                     scope.spawn(|| {
                         start.wait();
-                        daemon.post("/admin/backup")
+                        daemon.admin_post("/admin/backup")
                     })
                 })
                 .collect();
