@@ -210,15 +210,11 @@ fn serve() -> i32 {
         }
     };
     init_logging();
-    // Before the database: a taken port must stop start-up having created nothing.
-    let Some(game_listener) = bind(settings.listen, "the game", "GWAR_LISTEN") else {
-        return EX_FAILURE;
-    };
     let admin_addr = match &settings.admin_listen {
         AdminListen::Tcp(addr) => *addr,
         AdminListen::Unix(_) => {
             // Parsed and validated, but the HTTP server takes TCP listeners only until
-            // its event-loop rewrite (issue 14) lands.
+            // its event-loop rewrite (issue 14) lands; then `http::listen::bind_unix`.
             log::error!(
                 "GWAR_ADMIN_LISTEN={}: Unix sockets are not served by this build yet; \
                  use HOST:PORT such as 127.0.0.1:3051",
@@ -226,6 +222,10 @@ fn serve() -> i32 {
             );
             return EX_CONFIG;
         }
+    };
+    // Before the database: a taken port must stop start-up having created nothing.
+    let Some(game_listener) = bind(settings.listen, "the game", "GWAR_LISTEN") else {
+        return EX_FAILURE;
     };
     let Some(admin_listener) = bind(admin_addr, "admin calls", "GWAR_ADMIN_LISTEN") else {
         return EX_FAILURE;
