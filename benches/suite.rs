@@ -21,7 +21,9 @@ use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
 use galactic_war::persistence::checkpoint::CHECKPOINT_PAGES;
 use galactic_war::persistence::store::Store;
-use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
+use galactic_war::settings::{
+    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
+};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
@@ -57,6 +59,7 @@ fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settin
         database: DatabaseUrl::File(path.to_path_buf()),
         persistence,
         listen: "127.0.0.1:0".parse().expect("valid"),
+        admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
         admin_token: None,
         backup_dir: None,
         backup_interval: None,
@@ -672,6 +675,7 @@ fn start_to_ready(dir: &Path, path: &Path) -> (Child, Duration, String) {
         .env_clear()
         .env("DATABASE_URL", format!("sqlite:{}", path.display()))
         .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
         .env("NOTIFY_SOCKET", &socket_path)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -839,6 +843,7 @@ fn serve(dir: &Path, label: &str, enabled: bool) -> Served {
         .env("DATABASE_URL", format!("sqlite:http-{label}.db"))
         .env("GWAR_PERSISTENCE_ENABLED", enabled.to_string())
         .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

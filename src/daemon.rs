@@ -1,13 +1,15 @@
 //! The `galactic-war` command: the daemon and its maintenance subcommands.
 //!
 //! Serving: validate the environment (exit 78 naming a bad variable), start logging,
-//! open the database (or run from memory, degraded, when it cannot be used), remove what
-//! backups killed mid-copy left in the backup directory, bind, serve, tell systemd, and
+//! bind the game listener and the admin listener (an address in use stops start-up
+//! before anything is created), open the database (or run from memory, degraded, when it
+//! cannot be used), remove what backups killed mid-copy left in the backup directory,
+//! serve, tell systemd, and
 //! on SIGTERM/SIGINT stop taking requests, let in-flight ones finish, flush within the
 //! shutdown timeout, and exit 0 only if everything was saved. A second signal during
 //! shutdown exits at once.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use std::time::{Duration, SystemTime};
 use crate::app::{AppError, AppState};
 use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
-use crate::http::routes::Api;
+use crate::http::routes::{Api, Role};
 use crate::http::server::{HttpServer, Limits};
 use crate::persistence::backup::{backup_to, default_dir, prune, remove_unfinished};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
-use crate::settings::{DatabaseUrl, Settings};
+use crate::settings::{AdminListen, DatabaseUrl, Settings};
 use crate::systemd;
 
 /// Exit statuses (sysexits.h).
@@ -47,7 +49,9 @@ running daemon, and leave no -wal/-shm files beside one nobody else has open.
 
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
-  GWAR_LISTEN                           HTTP address (127.0.0.1:3050)
+  GWAR_LISTEN                           HTTP address of the game (127.0.0.1:3050)
+  GWAR_ADMIN_LISTEN                     HTTP address of the admin calls, never exposed
+                                        (127.0.0.1:3051)
   GWAR_PERSISTENCE_ENABLED              true/false (true)
   GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
   GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)
@@ -55,7 +59,7 @@ Configuration comes from the environment:
   GWAR_PERSISTENCE_COALESCING_DELAY_MS  batch window (1000)
   GWAR_PERSISTENCE_SYNCHRONOUS          normal or full (normal)
   GWAR_PERSISTENCE_MAX_UNSAVED_SECS     refuse orders past this unsaved age (unset)
-  GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: loopback only)
+  GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: none asked)
   GWAR_BACKUP_DIR                       where online backups go (backups/ beside the database)
   GWAR_BACKUP_INTERVAL                  seconds between automatic backups (unset: none)
   GWAR_BACKUP_KEEP                      automatic backups kept, newest first (7)
@@ -210,6 +214,26 @@ fn serve() -> i32 {
         }
     };
     init_logging();
+    let admin_addr = match &settings.admin_listen {
+        AdminListen::Tcp(addr) => *addr,
+        AdminListen::Unix(_) => {
+            // Parsed and validated, but the HTTP server takes TCP listeners only until
+            // its event-loop rewrite (issue 14) lands; then `http::listen::bind_unix`.
+            log::error!(
+                "GWAR_ADMIN_LISTEN={}: Unix sockets are not served by this build yet; \
+                 use HOST:PORT such as 127.0.0.1:3051",
+                settings.admin_listen
+            );
+            return EX_CONFIG;
+        }
+    };
+    // Before the database: a taken port must stop start-up having created nothing.
+    let Some(game_listener) = bind(settings.listen, "the game", "GWAR_LISTEN") else {
+        return EX_FAILURE;
+    };
+    let Some(admin_listener) = bind(admin_addr, "admin calls", "GWAR_ADMIN_LISTEN") else {
+        return EX_FAILURE;
+    };
     let app = match AppState::open(&settings) {
         Ok(app) => app,
         Err(error @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
@@ -223,14 +247,6 @@ fn serve() -> i32 {
         }
     };
     remove_unfinished_backups(&settings);
-    let listener = match TcpListener::bind(settings.listen) {
-        Ok(listener) => listener,
-        Err(error) => {
-            log::error!("cannot listen on {}: {error}", settings.listen);
-            app.shutdown();
-            return EX_FAILURE;
-        }
-    };
     let http_metrics = Arc::new(HttpMetrics::default());
     let api = Api::new(
         app.clone(),
@@ -239,14 +255,40 @@ fn serve() -> i32 {
         settings.backup_dir.clone(),
     )
     .with_max_public_systems(settings.galaxy_limits.max_public_systems);
-    let server = match HttpServer::start(listener, Arc::new(api), Limits::default(), http_metrics) {
+    let admin_api = api.clone().with_role(Role::Admin);
+    // A few workers: the operator's calls are rare, and a save or a backup holds one.
+    let admin_limits = Limits {
+        workers: 2,
+        ..Limits::default()
+    };
+    let admin_server = match HttpServer::start(
+        admin_listener,
+        Arc::new(admin_api),
+        admin_limits,
+        http_metrics.clone(),
+    ) {
         Ok(server) => server,
         Err(error) => {
-            log::error!("cannot start the HTTP server: {error}");
+            log::error!("cannot start the admin HTTP server: {error}");
             app.shutdown();
             return EX_FAILURE;
         }
     };
+    let server = match HttpServer::start(
+        game_listener,
+        Arc::new(api),
+        Limits::default(),
+        http_metrics,
+    ) {
+        Ok(server) => server,
+        Err(error) => {
+            log::error!("cannot start the HTTP server: {error}");
+            admin_server.shutdown();
+            app.shutdown();
+            return EX_FAILURE;
+        }
+    };
+    log::info!("admin on http://{}", admin_server.local_addr());
     log::info!("listening on http://{}", server.local_addr());
 
     let (signals, signalled) = crossbeam_channel::bounded::<()>(1);
@@ -281,6 +323,7 @@ fn serve() -> i32 {
     // as long as it takes to write (minutes at 10 M systems): stop it first.
     app.stop_creating();
     server.shutdown();
+    admin_server.shutdown();
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
@@ -288,6 +331,19 @@ fn serve() -> i32 {
         backups.stop();
     }
     finish(&app)
+}
+
+/// Binds the listener of `what`, configured by `variable`; `None` after logging why not.
+fn bind(addr: SocketAddr, what: &str, variable: &str) -> Option<TcpListener> {
+    match TcpListener::bind(addr) {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            log::error!(
+                "cannot listen on {addr} for {what} ({variable}): {error}; nothing was started"
+            );
+            None
+        }
+    }
 }
 
 /// Removes what backups killed mid-copy left in the backup directory (see

@@ -38,6 +38,54 @@ impl DatabaseUrl {
     }
 }
 
+/// Where the admin API listens (`GWAR_ADMIN_LISTEN`): never the game's address, so that
+/// whoever can reach the game port (every player, or a reverse proxy on the same host)
+/// cannot reach an admin route. The address is the protection when no admin token is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminListen {
+    /// `HOST:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:PATH`: a Unix socket, protected by its file's permissions.
+    Unix(PathBuf),
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes on Linux, one
+/// of them the terminating NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+impl AdminListen {
+    /// Parses `HOST:PORT` (an IP address, as `GWAR_LISTEN`) or `unix:PATH`.
+    pub fn parse(value: &str) -> Result<AdminListen, String> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("the path after unix: is empty".into());
+            }
+            if path.ends_with('/') {
+                return Err("expected unix:PATH of a socket file, not a directory".into());
+            }
+            if path.len() > MAX_UNIX_PATH {
+                return Err(format!(
+                    "a Unix socket path holds at most {MAX_UNIX_PATH} bytes"
+                ));
+            }
+            return Ok(AdminListen::Unix(PathBuf::from(path)));
+        }
+        value
+            .parse::<SocketAddr>()
+            .map(AdminListen::Tcp)
+            .map_err(|_| "expected an address such as 127.0.0.1:3051, or unix:PATH".to_owned())
+    }
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminListen::Tcp(addr) => write!(f, "{addr}"),
+            AdminListen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// SQLite's `synchronous` setting (`GWAR_PERSISTENCE_SYNCHRONOUS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Synchronous {
@@ -138,6 +186,8 @@ pub struct Settings {
     pub database: DatabaseUrl,
     pub persistence: PersistenceSettings,
     pub listen: SocketAddr,
+    /// `GWAR_ADMIN_LISTEN`: the admin API's own listener.
+    pub admin_listen: AdminListen,
     pub admin_token: Option<String>,
     /// `GWAR_BACKUP_DIR`; `None` means `backups/` beside the database.
     pub backup_dir: Option<PathBuf>,
@@ -238,6 +288,11 @@ impl Settings {
                     .parse::<SocketAddr>()
                     .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
                 SocketAddr::from(([127, 0, 0, 1], 3050))
+            ),
+            admin_listen: var!(
+                "GWAR_ADMIN_LISTEN",
+                AdminListen::parse,
+                AdminListen::Tcp(SocketAddr::from(([127, 0, 0, 1], 3051)))
             ),
             admin_token: var!(
                 "GWAR_ADMIN_TOKEN",
@@ -341,6 +396,7 @@ mod tests {
         assert_eq!(s.persistence.auto_save_interval, Duration::from_secs(30));
         assert_eq!(s.listen.to_string(), "127.0.0.1:3050");
         assert_eq!(s.admin_token, None);
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:3051");
         assert_eq!(s.persistence.batch_delay(), Duration::from_secs(1));
         assert_eq!(s.persistence.lagging_after(), Duration::from_secs(5));
         assert_eq!(s.galaxy_limits.max_public_systems, 100_000);
@@ -359,8 +415,13 @@ mod tests {
             ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", "60"),
             ("GWAR_LISTEN", "[::1]:8080"),
             ("GWAR_ADMIN_TOKEN", "s3cret"),
+            ("GWAR_ADMIN_LISTEN", "[::1]:9000"),
         ])
         .unwrap();
+        assert_eq!(
+            s.admin_listen,
+            AdminListen::Tcp("[::1]:9000".parse().unwrap())
+        );
         assert_eq!(s.database, DatabaseUrl::Memory);
         assert!(!s.persistence.enabled);
         assert!(!s.persistence.write_coalescing);
@@ -368,6 +429,15 @@ mod tests {
         assert_eq!(s.persistence.synchronous, Synchronous::Full);
         assert_eq!(s.persistence.max_unsaved, Some(Duration::from_secs(60)));
         assert_eq!(s.admin_token.as_deref(), Some("s3cret"));
+        let unix = settings(&[("GWAR_ADMIN_LISTEN", "unix:/run/galactic-war/admin.sock")]).unwrap();
+        assert_eq!(
+            unix.admin_listen,
+            AdminListen::Unix("/run/galactic-war/admin.sock".into())
+        );
+        assert_eq!(
+            unix.admin_listen.to_string(),
+            "unix:/run/galactic-war/admin.sock"
+        );
         let s = settings(&[("DATABASE_URL", "sqlite://data/x.db?mode=rwc")]).unwrap();
         assert_eq!(s.database, DatabaseUrl::File("data/x.db".into()));
     }
@@ -390,6 +460,12 @@ mod tests {
             ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "9999999999999999999"),
             ("GWAR_LISTEN", "localhost"),
             ("GWAR_ADMIN_TOKEN", ""),
+            ("GWAR_ADMIN_LISTEN", "localhost:3051"),
+            ("GWAR_ADMIN_LISTEN", "3051"),
+            ("GWAR_ADMIN_LISTEN", ""),
+            ("GWAR_ADMIN_LISTEN", "unix:"),
+            ("GWAR_ADMIN_LISTEN", "unix:/run/galactic-war/"),
+            ("GWAR_ADMIN_LISTEN", "unix:/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "0"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "10000001"),
             ("GWAR_MAX_GALAXIES", "many"),

@@ -1,6 +1,14 @@
 //! The HTTP API of CONTRACT §5: routing, admin access, and the one place where errors
 //! become statuses.
 //!
+//! One [`Api`] answers on each listener, in one of two [`Role`]s. The game listener
+//! (`GWAR_LISTEN`) never serves an admin route, whoever asks: behind a reverse proxy on
+//! the same host every player is a loopback peer, so neither the peer's address nor
+//! anything a proxy forwards can be what grants admin access. The admin listener
+//! (`GWAR_ADMIN_LISTEN`) serves the admin routes to whoever can connect to it — its
+//! address is the protection — and, when `GWAR_ADMIN_TOKEN` is set, only to callers
+//! presenting it.
+//!
 //! Handlers parse and validate everything from the request first, then make one call
 //! into [`AppState`]; nothing here touches a galaxy lock or the disk directly.
 
@@ -61,8 +69,21 @@ impl From<AppError> for ApiError {
     }
 }
 
+/// Which listener an [`Api`] answers on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `GWAR_LISTEN`, the players' port: every route but the admin routes.
+    Game,
+    /// `GWAR_ADMIN_LISTEN`, the operator's: health, metrics, the galaxies' list, reading,
+    /// creation (up to the model's limit) and deletion, and `/admin/*`; not the players'
+    /// routes (systems, structures, orders).
+    Admin,
+}
+
 /// The API: the application state, the HTTP counters, and admin access.
+#[derive(Clone)]
 pub struct Api {
+    role: Role,
     app: AppState,
     http_metrics: Arc<HttpMetrics>,
     admin_token: Option<String>,
@@ -72,6 +93,7 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API of the game listener; see [`Api::with_role`] for the admin listener's.
     pub fn new(
         app: AppState,
         http_metrics: Arc<HttpMetrics>,
@@ -81,6 +103,7 @@ impl Api {
         // The API's ticks are the wall clock's seconds.
         app.use_wall_clock();
         Api {
+            role: Role::Game,
             app,
             http_metrics,
             admin_token,
@@ -93,6 +116,12 @@ impl Api {
     /// (`GWAR_MAX_GALAXY_SYSTEMS`).
     pub fn with_max_public_systems(mut self, limit: u64) -> Api {
         self.max_public_systems = limit;
+        self
+    }
+
+    /// The same API answering as `role`.
+    pub fn with_role(mut self, role: Role) -> Api {
+        self.role = role;
         self
     }
 }
@@ -116,6 +145,36 @@ impl Api {
         let segments = split_path(&request.path)?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = request.method.as_str();
+        match (self.role, segments.as_slice()) {
+            (_, ["healthz" | "metrics"]) => {}
+            // Not "forbidden": on this listener these routes do not exist.
+            (Role::Game, ["admin", ..]) => {
+                return Err(ApiError::new(
+                    404,
+                    format!(
+                        "no route for {}: admin calls are served on the admin listener \
+                         (GWAR_ADMIN_LISTEN) only",
+                        request.path
+                    ),
+                ))
+            }
+            (Role::Admin, ["galaxies", _, "systems", ..]) => {
+                return Err(ApiError::new(
+                    404,
+                    format!(
+                        "no route for {}: the players' routes are served on the game \
+                         listener (GWAR_LISTEN)",
+                        request.path
+                    ),
+                ))
+            }
+            // Before anything else, so that a caller without the token learns nothing.
+            (Role::Admin, _) => self.authorize(request)?,
+            (Role::Game, _) => {}
+        }
+        // Parsed once for every route, so that a repeated parameter is refused everywhere.
+        let query = query_pairs(&request.query)?;
+        let admin = self.role == Role::Admin;
         // Ok: the route's answer; Err: the route exists but takes only these methods.
         let outcome: Result<Result<Response, ApiError>, &[&str]> =
             match (segments.as_slice(), method) {
@@ -123,12 +182,19 @@ impl Api {
                 (["healthz"], _) => Err(&["GET"]),
                 (["metrics"], "GET") => Ok(Ok(self.metrics())),
                 (["metrics"], _) => Err(&["GET"]),
-                (["galaxies"], "GET") => Ok(self.list(request)),
+                (["galaxies"], "GET") => Ok(self.list(&query)),
                 (["galaxies"], _) => Err(&["GET"]),
-                (["galaxies", name], "GET") => Ok(self.galaxy(name, request)),
-                (["galaxies", name], "POST") => Ok(self.create(name, request)),
-                (["galaxies", name], "DELETE") => Ok(self.delete(name, request)),
-                (["galaxies", _], _) => Err(&["GET", "POST", "DELETE"]),
+                (["galaxies", name], "GET") => Ok(self.galaxy(name, &query)),
+                (["galaxies", name], "POST") => Ok(self.create(name, &query, request)),
+                (["galaxies", name], "DELETE") if admin => Ok(self.delete(name)),
+                // A 405, not a 404 that a script could read as "already deleted".
+                (["galaxies", _], "DELETE") => Ok(Ok(not_allowed(
+                    "DELETE is an admin call: it is served on the admin listener \
+                     (GWAR_ADMIN_LISTEN) only",
+                    &["GET", "POST"],
+                ))),
+                (["galaxies", _], _) if admin => Err(&["GET", "POST", "DELETE"]),
+                (["galaxies", _], _) => Err(&["GET", "POST"]),
                 (["galaxies", name, "systems", x, y], "GET") => Ok(self.system(name, x, y)),
                 (["galaxies", _, "systems", _, _], _) => Err(&["GET"]),
                 (["galaxies", name, "systems", x, y, structure], "GET") => {
@@ -139,19 +205,17 @@ impl Api {
                     Ok(self.build(name, x, y, structure))
                 }
                 (["galaxies", _, "systems", _, _, "build", _], _) => Err(&["POST"]),
-                (["admin", "save"], "POST") => Ok(self.save(request)),
-                (["admin", "backup"], "POST") => Ok(self.backup(request)),
+                (["admin", "save"], "POST") => Ok(self.save()),
+                (["admin", "backup"], "POST") => Ok(self.backup()),
                 (["admin", "save" | "backup"], _) => Err(&["POST"]),
                 _ => return Err(ApiError::new(404, format!("no route for {}", request.path))),
             };
         match outcome {
             Ok(result) => result,
-            Err(allowed) => {
-                let mut response =
-                    Response::error(405, &format!("method {method} not allowed here"));
-                response.headers.push(("Allow", allowed.join(", ")));
-                Ok(response)
-            }
+            Err(allowed) => Ok(not_allowed(
+                &format!("method {method} not allowed here"),
+                allowed,
+            )),
         }
     }
 
@@ -164,15 +228,15 @@ impl Api {
         }
     }
 
-    fn list(&self, request: &Request) -> Result<Response, ApiError> {
-        let page = Page::parse(&request.query, GALAXIES_PAGE)?;
+    fn list(&self, query: &[(String, String)]) -> Result<Response, ApiError> {
+        let page = Page::parse(query, GALAXIES_PAGE)?;
         let galaxies = self.app.list_page(page.offset, page.limit)?;
         Ok(Response::json(200, &galaxies))
     }
 
-    fn galaxy(&self, name: &str, request: &Request) -> Result<Response, ApiError> {
+    fn galaxy(&self, name: &str, query: &[(String, String)]) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
-        let page = Page::parse(&request.query, SYSTEMS_PAGE)?;
+        let page = Page::parse(query, SYSTEMS_PAGE)?;
         Ok(Response::json(
             200,
             &self
@@ -181,15 +245,18 @@ impl Api {
         ))
     }
 
-    fn create(&self, name: &str, request: &Request) -> Result<Response, ApiError> {
+    fn create(
+        &self,
+        name: &str,
+        query: &[(String, String)],
+        request: &Request,
+    ) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
         let mut preset = None;
         let mut seed = None;
-        for pair in request.query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            match key {
-                "preset" => preset = Some(value),
+        for (key, value) in query {
+            match key.as_str() {
+                "preset" => preset = Some(value.as_str()),
                 "seed" => {
                     let parsed = value.parse::<u64>().map_err(|_| {
                         ApiError::new(
@@ -218,14 +285,17 @@ impl Api {
             }
             (false, None) => GalaxyConfig::from_toml(body).map_err(AppError::from)?.0,
             (true, preset) => {
-                let preset = preset.as_deref().unwrap_or(DEFAULT_PRESET);
+                let preset = preset.unwrap_or(DEFAULT_PRESET);
                 GalaxyConfig::preset(preset).map_err(AppError::from)?.0
             }
         };
-        // Only a caller with the admin token may go past the public limit: without a
-        // token configured, "admin" means a loopback peer, and behind a reverse proxy on
-        // the same host every player is one.
-        let admin = self.admin_token.is_some() && self.authorize(request).is_ok();
+        // Past the public limit: the operator's listener (already authorized), or on the
+        // game listener a caller presenting the admin token. Without a token configured
+        // nobody passes on the game listener, whatever its peer address.
+        let admin = match self.role {
+            Role::Admin => true,
+            Role::Game => self.admin_token.is_some() && self.authorize(request).is_ok(),
+        };
         let limit = if admin {
             MAX_SYSTEMS
         } else {
@@ -249,8 +319,7 @@ impl Api {
         Ok(Response::json(201, &created))
     }
 
-    fn delete(&self, name: &str, request: &Request) -> Result<Response, ApiError> {
-        self.authorize(request)?;
+    fn delete(&self, name: &str) -> Result<Response, ApiError> {
         self.app.delete(galaxy_name(name)?)?;
         Ok(Response::empty(204))
     }
@@ -293,40 +362,43 @@ impl Api {
         ))
     }
 
-    fn save(&self, request: &Request) -> Result<Response, ApiError> {
-        self.authorize(request)?;
+    fn save(&self) -> Result<Response, ApiError> {
         let saved = self.app.save_all()?;
         Ok(Response::json(200, &json!({ "saved_systems": saved })))
     }
 
-    fn backup(&self, request: &Request) -> Result<Response, ApiError> {
-        self.authorize(request)?;
+    fn backup(&self) -> Result<Response, ApiError> {
         let path = self.app.backup(self.backup_dir.as_deref())?;
         Ok(Response::json(200, &json!({ "path": path })))
     }
 
-    /// Admin calls: with a token configured, `Authorization: Bearer TOKEN`; without one,
-    /// loopback peers only.
+    /// With a token configured, `Authorization: Bearer TOKEN`; without one, anyone (on
+    /// the admin listener, whoever can connect to it).
     fn authorize(&self, request: &Request) -> Result<(), ApiError> {
         match &self.admin_token {
             Some(token) => {
                 let presented = request
                     .header("authorization")
                     .and_then(|v| v.strip_prefix("Bearer "))
-                    .ok_or_else(|| ApiError::new(401, "admin call: send Authorization: Bearer TOKEN"))?;
+                    .ok_or_else(|| {
+                        ApiError::new(401, "admin call: send Authorization: Bearer TOKEN")
+                    })?;
                 if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
                     Ok(())
                 } else {
                     Err(ApiError::new(403, "admin call: wrong token"))
                 }
             }
-            None if request.peer.ip().is_loopback() => Ok(()),
-            None => Err(ApiError::new(
-                403,
-                "admin calls are served to loopback peers only (set GWAR_ADMIN_TOKEN to allow others)",
-            )),
+            None => Ok(()),
         }
     }
+}
+
+/// A 405 with its `Allow` header.
+fn not_allowed(message: &str, allowed: &[&str]) -> Response {
+    let mut response = Response::error(405, message);
+    response.headers.push(("Allow", allowed.join(", ")));
+    response
 }
 
 /// Compares without an early exit, so the time taken says nothing about where they differ.
@@ -367,11 +439,11 @@ struct Page {
 }
 
 impl Page {
-    fn parse(query: &str, bounds: PageBounds) -> Result<Page, ApiError> {
+    fn parse(query: &[(String, String)], bounds: PageBounds) -> Result<Page, ApiError> {
         let mut offset = None;
         let mut limit = None;
-        for (key, value) in query_pairs(query)? {
-            let slot = match key {
+        for (key, value) in query {
+            let slot = match key.as_str() {
                 "offset" => &mut offset,
                 "limit" => &mut limit,
                 other => {
@@ -408,12 +480,14 @@ impl Page {
     }
 }
 
-/// The `key=value` pairs of a query string, values percent-decoded; a key given twice is
-/// refused (which one would count is anybody's guess).
-fn query_pairs(query: &str) -> Result<Vec<(&str, String)>, ApiError> {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
+/// The `key=value` pairs of a query string, percent-decoded; a key given twice (also
+/// spelt differently, `a` and `%61`) is refused on every route: which one would count is
+/// anybody's guess, and a proxy or cache in front may have guessed differently.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(key)?;
         if pairs.iter().any(|(seen, _)| *seen == key) {
             return Err(ApiError::new(
                 400,
@@ -461,7 +535,7 @@ fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn percent_decode(text: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::new(400, "malformed percent-encoding in the request path");
+    let bad = || ApiError::new(400, "malformed percent-encoding in the request target");
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -476,7 +550,7 @@ fn percent_decode(text: &str) -> Result<String, ApiError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::new(400, "the request path is not UTF-8"))
+    String::from_utf8(out).map_err(|_| ApiError::new(400, "the request target is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -496,7 +570,11 @@ mod tests {
 
     #[test]
     fn pages_parse_with_defaults_and_bounds() {
-        let page = |query| Page::parse(query, SYSTEMS_PAGE).map_err(|e| e.status);
+        let page = |query| {
+            query_pairs(query)
+                .and_then(|pairs| Page::parse(&pairs, SYSTEMS_PAGE))
+                .map_err(|e| e.status)
+        };
         assert_eq!(
             page(""),
             Ok(Page {
@@ -533,10 +611,153 @@ mod tests {
             assert_eq!(page(bad), Err(400), "{bad}");
         }
         assert_eq!(
-            Page::parse("", GALAXIES_PAGE).map(|p| p.limit).ok(),
+            Page::parse(&[], GALAXIES_PAGE).map(|p| p.limit).ok(),
             Some(100)
         );
-        assert!(Page::parse("limit=1001", GALAXIES_PAGE).is_err());
+        let over = query_pairs("limit=1001").unwrap();
+        assert!(Page::parse(&over, GALAXIES_PAGE).is_err());
+    }
+
+    use crate::persistence::metrics::PersistenceState;
+
+    fn api(role: Role, token: Option<&str>) -> Api {
+        let app = AppState::without_engine(PersistenceState::Disabled, None);
+        Api::new(app, Arc::default(), token.map(str::to_owned), None)
+            .with_max_public_systems(200)
+            .with_role(role)
+    }
+
+    /// A request from a loopback peer, the peer every player is behind a local proxy.
+    fn call(api: &Api, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let request = Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+        };
+        api.handle(&request).status
+    }
+
+    const ADMIN_ROUTES: [(&str, &str); 5] = [
+        ("DELETE", "/galaxies/g"),
+        ("POST", "/admin/save"),
+        ("POST", "/admin/backup"),
+        ("GET", "/admin/save"),
+        ("POST", "/admin/anything"),
+    ];
+
+    #[test]
+    fn the_game_role_serves_no_admin_route_to_anyone() {
+        for token in [None, Some("s3cret")] {
+            let game = api(Role::Game, token);
+            assert_eq!(call(&game, "POST", "/galaxies/g?seed=1", &[], ""), 201);
+            for (method, path) in ADMIN_ROUTES {
+                for headers in [&[][..], &[("Authorization", "Bearer s3cret")][..]] {
+                    let status = call(&game, method, path, headers, "");
+                    let expected = if method == "DELETE" { 405 } else { 404 };
+                    assert_eq!(status, expected, "{method} {path} {headers:?} {token:?}");
+                }
+            }
+            assert_eq!(
+                call(&game, "GET", "/galaxies/g", &[], ""),
+                200,
+                "still there"
+            );
+        }
+    }
+
+    #[test]
+    fn the_admin_role_serves_admin_routes_behind_the_token_when_set() {
+        let open = api(Role::Admin, None);
+        assert_eq!(call(&open, "POST", "/galaxies/g?seed=1", &[], ""), 201);
+        assert_eq!(call(&open, "POST", "/admin/save", &[], ""), 200);
+        assert_eq!(call(&open, "GET", "/admin/save", &[], ""), 405);
+        assert_eq!(call(&open, "DELETE", "/galaxies/g", &[], ""), 204);
+        assert_eq!(call(&open, "GET", "/galaxies/g", &[], ""), 404);
+        assert_eq!(call(&open, "GET", "/galaxies/g/systems/0/0", &[], ""), 404);
+        assert_eq!(
+            call(
+                &open,
+                "POST",
+                "/galaxies/g/systems/0/0/build/colony",
+                &[],
+                ""
+            ),
+            404
+        );
+
+        let guarded = api(Role::Admin, Some("s3cret"));
+        let right = [("Authorization", "Bearer s3cret")];
+        let wrong = [("Authorization", "Bearer nope")];
+        assert_eq!(call(&guarded, "GET", "/healthz", &[], ""), 200);
+        assert_eq!(call(&guarded, "GET", "/metrics", &[], ""), 200);
+        assert_eq!(call(&guarded, "POST", "/galaxies/g?seed=1", &[], ""), 401);
+        assert_eq!(call(&guarded, "GET", "/galaxies", &wrong, ""), 403);
+        assert_eq!(
+            call(&guarded, "POST", "/galaxies/g?seed=1", &right, ""),
+            201
+        );
+        assert_eq!(call(&guarded, "POST", "/admin/save", &[], ""), 401);
+        assert_eq!(call(&guarded, "POST", "/admin/save", &wrong, ""), 403);
+        assert_eq!(call(&guarded, "POST", "/admin/save", &right, ""), 200);
+        assert_eq!(call(&guarded, "DELETE", "/galaxies/g", &wrong, ""), 403);
+        assert_eq!(call(&guarded, "DELETE", "/galaxies/g", &right, ""), 204);
+    }
+
+    #[test]
+    fn the_public_creation_limit_yields_to_the_token_or_the_admin_role() {
+        // 400 systems, over the public limit of 200 set by `api`.
+        let config = "system_count = 400\n[size]\nx = 40\ny = 40\n\
+                      [systems.structures.colony]\nstarting_level = 1\n";
+        let token = [("Authorization", "Bearer s3cret")];
+        let untokened = api(Role::Game, None);
+        assert_eq!(call(&untokened, "POST", "/galaxies/a", &token, config), 422);
+        let game = api(Role::Game, Some("s3cret"));
+        assert_eq!(call(&game, "POST", "/galaxies/a", &[], config), 422);
+        assert_eq!(call(&game, "POST", "/galaxies/a", &token, config), 201);
+        let admin = api(Role::Admin, None);
+        assert_eq!(call(&admin, "POST", "/galaxies/b", &[], config), 201);
+    }
+
+    #[test]
+    fn a_repeated_query_parameter_is_refused_on_every_route() {
+        let game = api(Role::Game, None);
+        assert_eq!(call(&game, "POST", "/galaxies/g?seed=1", &[], ""), 201);
+        for (method, target) in [
+            ("POST", "/galaxies/h?preset=blitz&preset=classic"),
+            ("POST", "/galaxies/h?seed=1&seed=1"),
+            ("POST", "/galaxies/h?seed=1&s%65ed=2"),
+            ("GET", "/galaxies?limit=1&limit=2"),
+            ("GET", "/galaxies/g?offset=0&offset=0"),
+            ("GET", "/galaxies/g/systems/0/0?x=1&x=2"),
+            ("GET", "/healthz?a&a"),
+            ("GET", "/metrics?a=1&a=2"),
+        ] {
+            assert_eq!(
+                call(&game, method, target, &[], ""),
+                400,
+                "{method} {target}"
+            );
+        }
+        assert_eq!(
+            call(&game, "GET", "/galaxies/h", &[], ""),
+            404,
+            "nothing created"
+        );
+        let admin = api(Role::Admin, None);
+        assert_eq!(call(&admin, "POST", "/admin/save?a=1&a=1", &[], ""), 400);
+        assert_eq!(call(&admin, "DELETE", "/galaxies/g?a=1&a=1", &[], ""), 400);
+        assert_eq!(
+            call(&game, "GET", "/galaxies/g", &[], ""),
+            200,
+            "not deleted"
+        );
     }
 
     #[test]

@@ -31,7 +31,15 @@ fn bad_requests_get_their_4xx_and_change_nothing() {
         ("GET", "/galaxies/".into(), "", 400),
         ("PUT", "/galaxies".into(), "", 405),
         ("PATCH", "/galaxies/g".into(), "", 405),
-        ("GET", "/admin/save".into(), "", 405),
+        ("GET", "/admin/save".into(), "", 404),
+        (
+            "POST",
+            "/galaxies/h?preset=blitz&preset=classic".into(),
+            "",
+            400,
+        ),
+        ("POST", "/galaxies/h?seed=1&seed=2".into(), "", 400),
+        ("GET", "/galaxies?limit=5&limit=5".into(), "", 400),
         ("POST", "/healthz".into(), "", 405),
         ("GET", "/galaxies/../x".into(), "", 404),
         ("POST", "/galaxies/..%2Fx".into(), "", 400),
@@ -165,15 +173,15 @@ fn admin_calls_need_the_token_when_one_is_set() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[("GWAR_ADMIN_TOKEN", "s3cret")]);
     assert_eq!(daemon.post("/galaxies/g").status, 201);
-    assert_json_error(&daemon.post("/admin/save"), 401, "no token");
-    let wrong = daemon.request_with(
+    assert_json_error(&daemon.admin_post("/admin/save"), 401, "no token");
+    let wrong = daemon.admin_request_with(
         "POST",
         "/admin/save",
         &[("Authorization", "Bearer nope")],
         b"",
     );
     assert_json_error(&wrong, 403, "wrong token");
-    let scheme = daemon.request_with(
+    let scheme = daemon.admin_request_with(
         "POST",
         "/admin/save",
         &[("Authorization", "Basic s3cret")],
@@ -181,24 +189,79 @@ fn admin_calls_need_the_token_when_one_is_set() {
     );
     assert_json_error(&scheme, 401, "wrong scheme");
     assert_json_error(
-        &daemon.request("DELETE", "/galaxies/g", ""),
+        &daemon.admin_request("DELETE", "/galaxies/g", ""),
         401,
         "delete without token",
     );
-    let right = daemon.request_with(
+    assert_eq!(
+        daemon.admin_request("GET", "/healthz", "").status,
+        200,
+        "health needs no token"
+    );
+    let right = daemon.admin_request_with(
         "POST",
         "/admin/save",
         &[("Authorization", "Bearer s3cret")],
         b"",
     );
     assert_eq!(right.status, 200);
-    let delete = daemon.request_with(
+    let delete = daemon.admin_request_with(
         "DELETE",
         "/galaxies/g",
         &[("Authorization", "Bearer s3cret")],
         b"",
     );
     assert_eq!(delete.status, 204);
+}
+
+/// Every admin route, as a raw request; `DELETE` on a galaxy is 405 on the game listener
+/// (the resource is there, the method is not), the rest 404.
+const ADMIN_CALLS: [(&str, &str, u16); 4] = [
+    ("DELETE", "/galaxies/g", 405),
+    ("POST", "/admin/save", 404),
+    ("POST", "/admin/backup", 404),
+    ("POST", "/admin/whatever", 404),
+];
+
+/// Admin routes are never served on the game listener: not to a loopback peer, not with
+/// the token, not with a percent-encoded path.
+#[test]
+fn the_game_listener_serves_no_admin_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_ADMIN_TOKEN", "s3cret")]);
+    assert_eq!(daemon.post("/galaxies/g").status, 201);
+    for (method, path, status) in ADMIN_CALLS {
+        for headers in [&[][..], &[("Authorization", "Bearer s3cret")][..]] {
+            let reply = daemon.request_with(method, path, headers, b"");
+            assert_json_error(&reply, status, &format!("{method} {path} {headers:?}"));
+            assert!(
+                reply.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("GWAR_ADMIN_LISTEN"),
+                "the error says where admin calls go: {}",
+                reply.body
+            );
+        }
+    }
+    let encoded = daemon.request("POST", "/%61dmin/save", "");
+    assert_json_error(&encoded, 404, "a percent-encoded admin path");
+    assert_eq!(daemon.get("/galaxies/g").status, 200, "not deleted");
+    assert!(!dir.path().join("backups").exists(), "no backup was taken");
+    // The admin listener serves them.
+    let token = [("Authorization", "Bearer s3cret")];
+    assert_eq!(
+        daemon
+            .admin_request_with("POST", "/admin/backup", &token, b"")
+            .status,
+        200
+    );
+    assert_eq!(
+        daemon
+            .admin_request_with("DELETE", "/galaxies/g", &token, b"")
+            .status,
+        204
+    );
 }
 
 /// An address of this machine that is not loopback, if it has one.
@@ -213,29 +276,35 @@ fn own_non_loopback_ip() -> Option<std::net::IpAddr> {
         .find(|ip| ip.is_ipv4() && !ip.is_loopback())
 }
 
+/// Without a token the admin listener serves whoever can connect to it, and the game
+/// listener serves no admin route to anyone, wherever they connect from.
 #[test]
-fn without_a_token_admin_calls_are_for_loopback_peers_only() {
-    let Some(ip) = own_non_loopback_ip() else {
-        eprintln!("SKIPPED: this machine has no non-loopback address to connect from");
-        return;
-    };
+fn without_a_token_admin_calls_are_served_on_the_admin_listener_only() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[("GWAR_LISTEN", "0.0.0.0:0")]);
-    let local = daemon.post("/admin/save");
-    assert_eq!(local.status, 200, "loopback is allowed");
+    assert_eq!(daemon.post("/galaxies/g").status, 201);
+    let local = daemon.request("POST", "/admin/save", "");
+    assert_json_error(&local, 404, "admin from loopback on the game listener");
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
+    let Some(ip) = own_non_loopback_ip() else {
+        eprintln!("SKIPPED (in part): this machine has no non-loopback address to connect from");
+        return;
+    };
     let remote_addr = std::net::SocketAddr::new(ip, daemon.addr.port());
+    for (method, path, status) in ADMIN_CALLS {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        let raw = crate::util::raw_exchange(remote_addr, request.as_bytes());
+        assert_json_error(&parse_reply(&raw), status, "admin from a non-loopback peer");
+    }
     let raw = crate::util::raw_exchange(
         remote_addr,
-        b"POST /admin/save HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    );
-    assert_json_error(&parse_reply(&raw), 403, "admin from a non-loopback peer");
-    let raw = crate::util::raw_exchange(
-        remote_addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /galaxies/g HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         parse_reply(&raw).status,
         200,
-        "players may connect from anywhere"
+        "players may connect from anywhere, and the galaxy is still there"
     );
 }

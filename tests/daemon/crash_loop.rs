@@ -64,6 +64,7 @@ fn crash_loop() {
             let mut child = Command::new(BIN)
                 .current_dir(dir.path())
                 .env("GWAR_LISTEN", "127.0.0.1:0")
+                .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
                 .envs(ENV)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

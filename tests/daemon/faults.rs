@@ -144,7 +144,7 @@ fn a_full_disk_is_survived_and_everything_saved_once_there_is_room() {
         "{}",
         health_state(&daemon)
     );
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let db = tmpfs.path.join("galactic_war.db");
     assert_eq!(
         stored_events(&db, "g"),

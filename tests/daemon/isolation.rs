@@ -262,7 +262,7 @@ fn a_deletion_is_on_disk_within_the_loss_window() {
             .status,
         201
     );
-    let deleted = daemon.request_with(
+    let deleted = daemon.admin_request_with(
         "DELETE",
         "/galaxies/doomed",
         &[("Authorization", &auth)],
@@ -386,7 +386,7 @@ fn public_callers_may_not_create_past_the_limits() {
         .as_str()
         .unwrap()
         .contains("GWAR_MAX_GALAXIES"));
-    let deleted = daemon.request_with(
+    let deleted = daemon.admin_request_with(
         "DELETE",
         "/galaxies/second",
         &[("Authorization", &auth)],

@@ -8,6 +8,7 @@ mod crash_loop;
 mod faults;
 mod fuzz;
 mod isolation;
+mod nginx;
 mod notify;
 mod observability;
 mod operations;

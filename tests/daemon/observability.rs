@@ -53,7 +53,7 @@ fn metrics_count_saves_and_requests() {
     let (x, y) = first_system(&daemon, "g");
     daemon.order("g", (x, y), "hatchery");
     daemon.get("/galaxies/nope");
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let reply = daemon.get("/metrics");
     assert_eq!(reply.status, 200);
     assert!(reply

@@ -23,7 +23,7 @@ fn check_passes_on_a_sound_database_and_names_an_orphan() {
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
     assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let url = format!("sqlite:{}", daemon.database().display());
 
     // Beside the running daemon.
@@ -71,7 +71,7 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
     for &(x, y) in &systems[..50] {
         assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
     }
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
 
     // Orders keep coming while the backups are taken.
     let addr = daemon.addr;
@@ -84,7 +84,7 @@ fn backups_while_serving_are_complete_and_never_overwrite() {
             crate::util::raw_exchange(addr, raw.as_bytes());
         }
     });
-    let reply = daemon.post("/admin/backup");
+    let reply = daemon.admin_post("/admin/backup");
     assert_eq!(reply.status, 200, "{}", reply.body);
     let api_backup = std::path::PathBuf::from(reply.json()["path"].as_str().unwrap());
     let cli_backup = dir.path().join("by-hand.db");
@@ -215,7 +215,7 @@ fn concurrent_backups_run_one_at_a_time_and_never_fail() {
                 .map(|_| {
                     scope.spawn(|| {
                         start.wait();
-                        daemon.post("/admin/backup")
+                        daemon.admin_post("/admin/backup")
                     })
                 })
                 .collect();
@@ -342,7 +342,7 @@ fn check_and_backup_leave_no_wal_or_shm_beside_what_they_only_read() {
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let systems = crate::util::systems(&daemon, "g");
     assert_eq!(daemon.order("g", systems[0], "hatchery").status, 201);
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let database = daemon.database();
     let url = format!("sqlite:{}", database.display());
     let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
@@ -359,7 +359,7 @@ fn check_and_backup_leave_no_wal_or_shm_beside_what_they_only_read() {
     assert_eq!(status, 0, "{text}");
     assert_eq!((inode(&wal), inode(&shm)), theirs);
     assert_eq!(daemon.order("g", systems[1], "hatchery").status, 201);
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     assert_eq!(stored_events(&database, "g"), 2, "{}", daemon.log());
 
     // A backup nobody has open (in WAL mode, like its source): checked and copied, and

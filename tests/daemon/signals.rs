@@ -33,7 +33,7 @@ fn kill_9_after_admin_save_keeps_the_order() {
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
     let (x, y) = first_system(&daemon, "g");
     assert_eq!(daemon.order("g", (x, y), "hatchery").status, 201);
-    let saved = daemon.post("/admin/save");
+    let saved = daemon.admin_post("/admin/save");
     assert_eq!(saved.status, 200);
     assert_eq!(saved.json()["saved_systems"], 1);
     daemon.kill9();

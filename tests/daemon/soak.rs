@@ -123,7 +123,7 @@ fn a_soak_keeps_memory_and_the_dirty_set_bounded() {
     for client in clients {
         client.join().unwrap();
     }
-    assert_eq!(daemon.post("/admin/save").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
     let metrics = daemon.get("/metrics").body;
     assert!(
         metrics.contains("gwar_persistence_errors_total 0"),

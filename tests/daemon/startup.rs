@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::GalaxyConfig;
-use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
+use galactic_war::settings::{
+    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
+};
 
 use crate::util::{Daemon, BIN};
 
@@ -26,6 +28,7 @@ fn a_bad_environment_value_exits_78_naming_the_variable() {
         ("GWAR_LISTEN", "not-an-address"),
         ("DATABASE_URL", "postgres://x"),
         ("GWAR_PERSISTENCE_SYNCHRONOUS", "extra"),
+        ("GWAR_ADMIN_LISTEN", "localhost:3051"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(BIN)
@@ -46,6 +49,57 @@ fn a_bad_environment_value_exits_78_naming_the_variable() {
     }
 }
 
+/// A taken address, of either listener, stops start-up before the database is opened:
+/// nothing is created, and the log names the address and the listener.
+#[test]
+fn a_taken_port_stops_start_up_having_created_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (game, admin, variable) in [
+        (taken_addr.as_str(), "127.0.0.1:0", "GWAR_LISTEN"),
+        ("127.0.0.1:0", taken_addr.as_str(), "GWAR_ADMIN_LISTEN"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("GWAR_LISTEN", game)
+            .env("GWAR_ADMIN_LISTEN", admin)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("cannot listen on {taken_addr}")) && stderr.contains(variable),
+            "{stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing was created: {left:?}");
+    }
+}
+
+/// `unix:PATH` parses, but this build's HTTP server serves TCP only: start-up says so
+/// and stops before anything is created.
+#[test]
+fn a_unix_admin_socket_is_refused_clearly_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("GWAR_ADMIN_LISTEN", "unix:admin.sock")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("GWAR_ADMIN_LISTEN=unix:admin.sock"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing was created: {left:?}");
+}
+
 #[test]
 fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,6 +107,7 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let output = Command::new(BIN)
         .current_dir(dir.path())
         .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert_ne!(output.status.code(), Some(0));
@@ -80,7 +135,7 @@ fn assert_refuses_what_it_cannot_save(daemon: &Daemon) {
         "{}",
         created.body
     );
-    let saved = daemon.post("/admin/save");
+    let saved = daemon.admin_post("/admin/save");
     assert_eq!(saved.status, 503, "{}", saved.body);
     assert!(saved.json()["error"]
         .as_str()
@@ -126,7 +181,7 @@ fn with_persistence_disabled_creation_and_save_go_on_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[("GWAR_PERSISTENCE_ENABLED", "false")]);
     assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
-    let saved = daemon.post("/admin/save");
+    let saved = daemon.admin_post("/admin/save");
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.json(), serde_json::json!({ "saved_systems": 0 }));
 }
@@ -137,7 +192,9 @@ fn help_and_version_work() {
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(
-        text.contains("DATABASE_URL") && text.contains("GWAR_LISTEN"),
+        text.contains("DATABASE_URL")
+            && text.contains("GWAR_LISTEN")
+            && text.contains("GWAR_ADMIN_LISTEN"),
         "{text}"
     );
     let version = Command::new(BIN).arg("--version").output().unwrap();
@@ -211,6 +268,7 @@ fn build_database(path: &Path, systems: u64, galaxies: u64) {
         database: DatabaseUrl::File(path.to_path_buf()),
         persistence: PersistenceSettings::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
         admin_token: None,
         backup_dir: None,
         backup_interval: None,

@@ -12,7 +12,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_galactic-war");
 /// A running daemon; killed on drop if still running.
 pub struct Daemon {
     child: Child,
+    /// The game listener (`GWAR_LISTEN`).
     pub addr: SocketAddr,
+    /// The admin listener (`GWAR_ADMIN_LISTEN`).
+    pub admin_addr: SocketAddr,
     pub dir: PathBuf,
     log: Arc<Mutex<String>>,
 }
@@ -47,6 +50,7 @@ impl Daemon {
             .current_dir(dir)
             .env_remove("DATABASE_URL")
             .env("GWAR_LISTEN", "127.0.0.1:0")
+            .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -56,6 +60,7 @@ impl Daemon {
             .expect("the daemon starts");
         let log = Arc::new(Mutex::new(String::new()));
         let (found, addr) = crossbeam_channel::bounded(1);
+        let (found_admin, admin_addr) = crossbeam_channel::bounded(1);
         let stderr = child.stderr.take().expect("piped stderr");
         {
             let log = log.clone();
@@ -64,25 +69,33 @@ impl Daemon {
                     if let Some(rest) = line.split("listening on http://").nth(1) {
                         let _ = found.try_send(rest.trim().to_owned());
                     }
+                    if let Some(rest) = line.split("admin on http://").nth(1) {
+                        let _ = found_admin.try_send(rest.trim().to_owned());
+                    }
                     let mut log = log.lock().unwrap();
                     log.push_str(&line);
                     log.push('\n');
                 }
             });
         }
-        let addr = match addr.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr.parse().expect("a socket address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the daemon did not start listening; log:\n{}",
-                    log.lock().unwrap()
-                );
+        let mut listening = |found: crossbeam_channel::Receiver<String>| -> SocketAddr {
+            match found.recv_timeout(Duration::from_secs(60)) {
+                Ok(addr) => addr.parse().expect("a socket address"),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "the daemon did not start listening; log:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
             }
         };
+        let addr = listening(addr);
+        let admin_addr = listening(admin_addr);
         Daemon {
             child,
             addr,
+            admin_addr,
             dir: dir.to_path_buf(),
             log,
         }
@@ -118,17 +131,28 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let mut raw = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        )
-        .into_bytes();
-        for (name, value) in headers {
-            raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(body);
-        parse_reply(&self.raw(&raw))
+        request_at(self.addr, method, path, headers, body)
+    }
+
+    /// A request to the admin listener.
+    pub fn admin_request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        request_at(self.admin_addr, method, path, headers, body)
+    }
+
+    /// A request to the admin listener, without a token.
+    pub fn admin_request(&self, method: &str, path: &str, body: &str) -> Reply {
+        self.admin_request_with(method, path, &[], body.as_bytes())
+    }
+
+    /// A `POST` to the admin listener, without a token (`/admin/save`, say).
+    pub fn admin_post(&self, path: &str) -> Reply {
+        self.admin_request("POST", path, "")
     }
 
     /// Sends raw bytes and returns everything the server answered before closing.
@@ -190,6 +214,27 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One request on a connection of its own.
+pub fn request_at(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (name, value) in headers {
+        raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    parse_reply(&raw_exchange(addr, &raw))
 }
 
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {

@@ -59,11 +59,14 @@ fn admin_delete_removes_a_galaxy() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     assert_eq!(daemon.post("/galaxies/gone").status, 201);
-    let deleted = daemon.request("DELETE", "/galaxies/gone", "");
+    let deleted = daemon.admin_request("DELETE", "/galaxies/gone", "");
     assert_eq!(deleted.status, 204);
     assert_eq!(daemon.get("/galaxies/gone").status, 404);
-    assert_eq!(daemon.request("DELETE", "/galaxies/gone", "").status, 404);
-    let saved = daemon.post("/admin/save");
+    assert_eq!(
+        daemon.admin_request("DELETE", "/galaxies/gone", "").status,
+        404
+    );
+    let saved = daemon.admin_post("/admin/save");
     assert_eq!(saved.status, 200);
     assert_eq!(crate::util::stored_events(&daemon.database(), "gone"), 0);
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
 use galactic_war::persistence::store::Store;
-use galactic_war::settings::{DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings};
+use galactic_war::settings::{
+    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
+};
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,
@@ -37,6 +39,7 @@ impl TestDb {
             database: DatabaseUrl::File(self.path()),
             persistence,
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
             admin_token: None,
             backup_dir: None,
             backup_interval: None,
