@@ -17,7 +17,7 @@ use crate::app::{AppError, AppState};
 use crate::check::check_database;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::Api;
-use crate::http::server::{HttpServer, Limits};
+use crate::http::server::{raise_open_files_limit, Endpoint, HttpServer, Limits, Listener};
 use crate::persistence::backup::{backup_database, default_dir, prune, remove_unfinished};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
@@ -43,6 +43,7 @@ Usage:
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
   GWAR_LISTEN                           HTTP address (127.0.0.1:3050)
+  GWAR_MAX_CONNECTIONS                  open HTTP connections, past which new ones get 503 (10000)
   GWAR_PERSISTENCE_ENABLED              true/false (true)
   GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
   GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)
@@ -235,7 +236,16 @@ fn serve() -> i32 {
         settings.backup_dir.clone(),
     )
     .with_max_public_systems(settings.galaxy_limits.max_public_systems);
-    let server = match HttpServer::start(listener, Arc::new(api), Limits::default(), http_metrics) {
+    raise_open_files_limit(settings.max_connections);
+    let limits = Limits {
+        max_connections: settings.max_connections,
+        ..Limits::default()
+    };
+    let endpoints = vec![Endpoint {
+        listener: Listener::Tcp(listener),
+        handler: Arc::new(api),
+    }];
+    let server = match HttpServer::start(endpoints, limits, http_metrics) {
         Ok(server) => server,
         Err(error) => {
             log::error!("cannot start the HTTP server: {error}");

@@ -320,7 +320,7 @@ impl Api {
                     Err(ApiError::new(403, "admin call: wrong token"))
                 }
             }
-            None if request.peer.ip().is_loopback() => Ok(()),
+            None if request.peer.is_loopback() => Ok(()),
             None => Err(ApiError::new(
                 403,
                 "admin calls are served to loopback peers only (set GWAR_ADMIN_TOKEN to allow others)",

@@ -35,7 +35,7 @@ mod loads;
 pub mod lock;
 pub mod metrics;
 pub mod store;
-mod time;
+pub(crate) mod time;
 pub mod writer;
 
 use std::collections::HashSet;

@@ -216,6 +216,7 @@ fn build_database(path: &Path, systems: u64, galaxies: u64) {
         backup_interval: None,
         backup_keep: 7,
         galaxy_limits: GalaxyLimits::default(),
+        max_connections: 10_000,
     };
     let app = AppState::open(&settings).expect("the engine opens");
     let each = systems / galaxies;
