@@ -360,3 +360,96 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
     }
     Some(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers with its name and what it saw of the peer.
+    struct Named(&'static str);
+
+    impl Handler for Named {
+        fn handle(&self, request: &Request) -> Response {
+            if request.path == "/panic" {
+                panic!("on purpose");
+            }
+            Response::json(
+                200,
+                &serde_json::json!({
+                    "endpoint": self.0,
+                    "method": request.method,
+                    "loopback": request.peer.is_loopback(),
+                    "unix": request.peer == Peer::Unix,
+                }),
+            )
+        }
+    }
+
+    fn ask(mut stream: impl Read + Write, request: &str) -> String {
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn one_server_serves_a_tcp_and_a_unix_endpoint_each_with_its_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let endpoints = vec![
+            Endpoint {
+                listener: Listener::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+                handler: Arc::new(Named("game")),
+            },
+            Endpoint {
+                listener: Listener::Unix(std::os::unix::net::UnixListener::bind(&socket).unwrap()),
+                handler: Arc::new(Named("admin")),
+            },
+        ];
+        let server = HttpServer::start(
+            endpoints,
+            Limits {
+                workers: 2,
+                ..Limits::default()
+            },
+            Arc::new(HttpMetrics::default()),
+        )
+        .unwrap();
+        let tcp = server.local_addr();
+        assert_eq!(server.addresses()[0], EndpointAddr::Tcp(tcp));
+        assert_eq!(server.addresses()[1], EndpointAddr::Unix(socket.clone()));
+        assert_eq!(
+            server.addresses()[1].to_string(),
+            format!("unix:{}", socket.display())
+        );
+        let request = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let game = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
+        assert!(game.starts_with("HTTP/1.1 200"), "{game}");
+        assert!(
+            game.ends_with(r#"{"endpoint":"game","loopback":true,"method":"GET","unix":false}"#),
+            "{game}"
+        );
+        let admin = ask(
+            std::os::unix::net::UnixStream::connect(&socket).unwrap(),
+            request,
+        );
+        assert!(
+            admin.ends_with(r#"{"endpoint":"admin","loopback":true,"method":"GET","unix":true}"#),
+            "{admin}"
+        );
+        // A panicking handler costs one 500; the server goes on.
+        let panicked = ask(
+            std::os::unix::net::UnixStream::connect(&socket).unwrap(),
+            "GET /panic HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(panicked.starts_with("HTTP/1.1 500"), "{panicked}");
+        let again = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+        server.shutdown();
+        assert!(
+            std::net::TcpStream::connect(tcp).is_err(),
+            "no longer listening"
+        );
+    }
+}
