@@ -43,7 +43,7 @@ Usage:
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
   GWAR_LISTEN                           HTTP address (127.0.0.1:3050)
-  GWAR_MAX_CONNECTIONS                  open HTTP connections, past which new ones get 503 (10000)
+  GWAR_MAX_CONNECTIONS                  HTTP connections open at once; 503 past it (10000)
   GWAR_PERSISTENCE_ENABLED              true/false (true)
   GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
   GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)

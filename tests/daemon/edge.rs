@@ -77,6 +77,30 @@ fn exchange(stream: &mut TcpStream, request: &[u8]) -> Answer {
     read_answer(stream, &mut Vec::new(), request.starts_with(b"HEAD "))
 }
 
+/// [`exchange`], or `None` when the server had closed the connection.
+fn try_exchange(stream: &mut TcpStream, request: &[u8]) -> Option<u16> {
+    stream.write_all(request).ok()?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            if answer.len() >= end + 4 + length {
+                return head.get(9..12)?.parse().ok();
+            }
+        }
+    }
+}
+
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
 }
@@ -169,14 +193,19 @@ fn thousands_of_idle_connections_cost_no_thread() {
     );
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let idle: Vec<TcpStream> = (0..IDLE)
+    let mut idle: Vec<TcpStream> = (0..IDLE)
         .map(|_| connect(daemon.addr, Duration::from_secs(5)))
         .collect();
-    // Each has been accepted (the gauge counts them), and a new client is still answered.
-    assert!(wait_for(Duration::from_secs(4), || metric(
-        &daemon,
-        "gwar_http_connections_open"
-    ) >= IDLE as f64));
+    // Each asks once and so is known to be held; one closed by its idle timeout (5 s) while
+    // the others were still connecting on a loaded machine is opened again.
+    for stream in &mut idle {
+        if try_exchange(stream, &get("/healthz")) != Some(200) {
+            *stream = connect(daemon.addr, Duration::from_secs(5));
+            assert_eq!(exchange(stream, &get("/healthz")).status, 200);
+        }
+    }
+    let open = metric(&daemon, "gwar_http_connections_open");
+    assert!(open >= IDLE as f64, "{open} connections open");
     let mut client = connect(daemon.addr, Duration::from_secs(5));
     assert_eq!(exchange(&mut client, &get("/healthz")).status, 200);
     // 16 workers, the poller, persistence and housekeeping: nowhere near one per connection.
@@ -188,14 +217,13 @@ fn thousands_of_idle_connections_cost_no_thread() {
         &daemon,
         "gwar_http_connections_open"
     ) <= 1.0));
-    let mut closed = idle;
-    let mut byte = [0u8; 1];
-    assert_eq!(
-        closed[0].read(&mut byte).unwrap_or(0),
-        0,
-        "closed by the server"
+    let mut rest = Vec::new();
+    let _ = idle[0].read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "closed quietly: {:?}",
+        String::from_utf8_lossy(&rest)
     );
-    closed.clear();
 }
 
 #[test]
