@@ -65,6 +65,7 @@ fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settin
         backup_interval: None,
         backup_keep: 7,
         galaxy_limits: GalaxyLimits::default(),
+        max_connections: 10_000,
     }
 }
 

@@ -17,9 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::app::{AppError, AppState};
 use crate::check::check_database;
+use crate::http::listen::bind_unix;
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::{Api, Role};
-use crate::http::server::{HttpServer, Limits};
+use crate::http::server::{
+    raise_open_files_limit, Endpoint, EndpointAddr, HttpServer, Limits, Listener,
+};
 use crate::persistence::backup::{backup_to, default_dir, prune, remove_unfinished};
 use crate::persistence::metrics::PersistenceState;
 use crate::persistence::store::StoreError;
@@ -50,8 +53,9 @@ running daemon, and leave no -wal/-shm files beside one nobody else has open.
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
   GWAR_LISTEN                           HTTP address of the game (127.0.0.1:3050)
-  GWAR_ADMIN_LISTEN                     HTTP address of the admin calls, never exposed
-                                        (127.0.0.1:3051)
+  GWAR_ADMIN_LISTEN                     HOST:PORT or unix:PATH of the admin calls, never
+                                        exposed (127.0.0.1:3051)
+  GWAR_MAX_CONNECTIONS                  HTTP connections open at once; 503 past it (10000)
   GWAR_PERSISTENCE_ENABLED              true/false (true)
   GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
   GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)
@@ -214,25 +218,22 @@ fn serve() -> i32 {
         }
     };
     init_logging();
-    let admin_addr = match &settings.admin_listen {
-        AdminListen::Tcp(addr) => *addr,
-        AdminListen::Unix(_) => {
-            // Parsed and validated, but the HTTP server takes TCP listeners only until
-            // its event-loop rewrite (issue 14) lands; then `http::listen::bind_unix`.
-            log::error!(
-                "GWAR_ADMIN_LISTEN={}: Unix sockets are not served by this build yet; \
-                 use HOST:PORT such as 127.0.0.1:3051",
-                settings.admin_listen
-            );
-            return EX_CONFIG;
-        }
-    };
     // Before the database: a taken port must stop start-up having created nothing.
     let Some(game_listener) = bind(settings.listen, "the game", "GWAR_LISTEN") else {
         return EX_FAILURE;
     };
-    let Some(admin_listener) = bind(admin_addr, "admin calls", "GWAR_ADMIN_LISTEN") else {
-        return EX_FAILURE;
+    let admin_listener = match &settings.admin_listen {
+        AdminListen::Tcp(addr) => match bind(*addr, "admin calls", "GWAR_ADMIN_LISTEN") {
+            Some(listener) => Listener::Tcp(listener),
+            None => return EX_FAILURE,
+        },
+        AdminListen::Unix(path) => match bind_unix(path) {
+            Ok(listener) => Listener::Unix(listener),
+            Err(error) => {
+                log::error!("cannot listen for admin calls (GWAR_ADMIN_LISTEN): {error}; nothing was started");
+                return EX_FAILURE;
+            }
+        },
     };
     let app = match AppState::open(&settings) {
         Ok(app) => app,
@@ -255,40 +256,35 @@ fn serve() -> i32 {
         settings.backup_dir.clone(),
     )
     .with_max_public_systems(settings.galaxy_limits.max_public_systems);
-    let admin_api = api.clone().with_role(Role::Admin);
-    // A few workers: the operator's calls are rare, and a save or a backup holds one.
-    let admin_limits = Limits {
-        workers: 2,
+    raise_open_files_limit(settings.max_connections);
+    let limits = Limits {
+        max_connections: settings.max_connections,
         ..Limits::default()
     };
-    let admin_server = match HttpServer::start(
-        admin_listener,
-        Arc::new(admin_api),
-        admin_limits,
-        http_metrics.clone(),
-    ) {
-        Ok(server) => server,
-        Err(error) => {
-            log::error!("cannot start the admin HTTP server: {error}");
-            app.shutdown();
-            return EX_FAILURE;
-        }
-    };
-    let server = match HttpServer::start(
-        game_listener,
-        Arc::new(api),
-        Limits::default(),
-        http_metrics,
-    ) {
+    // One poller and one pool of workers for both listeners: admin calls are rare.
+    let endpoints = vec![
+        Endpoint {
+            listener: Listener::Tcp(game_listener),
+            handler: Arc::new(api.clone()),
+        },
+        Endpoint {
+            listener: admin_listener,
+            handler: Arc::new(api.with_role(Role::Admin)),
+        },
+    ];
+    let server = match HttpServer::start(endpoints, limits, http_metrics) {
         Ok(server) => server,
         Err(error) => {
             log::error!("cannot start the HTTP server: {error}");
-            admin_server.shutdown();
             app.shutdown();
             return EX_FAILURE;
         }
     };
-    log::info!("admin on http://{}", admin_server.local_addr());
+    match server.addresses().get(1) {
+        Some(EndpointAddr::Tcp(addr)) => log::info!("admin on http://{addr}"),
+        Some(EndpointAddr::Unix(path)) => log::info!("admin on unix:{}", path.display()),
+        None => {}
+    }
     log::info!("listening on http://{}", server.local_addr());
 
     let (signals, signalled) = crossbeam_channel::bounded::<()>(1);
@@ -323,7 +319,10 @@ fn serve() -> i32 {
     // as long as it takes to write (minutes at 10 M systems): stop it first.
     app.stop_creating();
     server.shutdown();
-    admin_server.shutdown();
+    if let AdminListen::Unix(path) = &settings.admin_listen {
+        // Ours, and no one listens on it any more.
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }

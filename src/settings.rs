@@ -196,6 +196,8 @@ pub struct Settings {
     /// `GWAR_BACKUP_KEEP`: how many periodic backups to keep, newest first.
     pub backup_keep: usize,
     pub galaxy_limits: GalaxyLimits,
+    /// `GWAR_MAX_CONNECTIONS`: open HTTP connections, past which new ones get 503.
+    pub max_connections: usize,
 }
 
 /// A variable whose value does not parse.
@@ -342,6 +344,12 @@ impl Settings {
                     limits.max_galaxies
                 ),
             },
+            max_connections: var!(
+                "GWAR_MAX_CONNECTIONS",
+                |v| parse_positive(v, "connections")
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                crate::http::server::DEFAULT_MAX_CONNECTIONS
+            ),
         })
     }
 }
@@ -401,6 +409,7 @@ mod tests {
         assert_eq!(s.persistence.lagging_after(), Duration::from_secs(5));
         assert_eq!(s.galaxy_limits.max_public_systems, 100_000);
         assert_eq!(s.galaxy_limits.max_galaxies, 10_000);
+        assert_eq!(s.max_connections, 10_000);
     }
 
     #[test]
@@ -469,6 +478,8 @@ mod tests {
             ("GWAR_MAX_GALAXY_SYSTEMS", "0"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "10000001"),
             ("GWAR_MAX_GALAXIES", "many"),
+            ("GWAR_MAX_CONNECTIONS", "0"),
+            ("GWAR_MAX_CONNECTIONS", "lots"),
         ] {
             let err = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable);

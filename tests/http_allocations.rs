@@ -4,9 +4,10 @@
 //! persistence threads. Counted with a global allocator in this test binary, over real
 //! requests on loopback.
 //!
-//! Only the request path is counted: the one worker thread that serves the test's
-//! keep-alive connection (reading, handling and writing each request), found by the handler
-//! wrapper marking its own thread. Everything else in the process is left out — above all
+//! Only the request path is counted: the worker thread that serves the test's keep-alive
+//! connection (running the handler, building the response and writing it; the poller
+//! thread reads and parses the request), found by the handler wrapper marking its own
+//! thread. The server under test has a single worker, so one thread serves them all. Everything else in the process is left out — above all
 //! the idle workers, which on a loaded machine are still registering on the connection
 //! queue when counting starts (crossbeam's waker list grows: reallocations that are not the
 //! request path's), and the client, which allocates nothing while counting anyway.
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use galactic_war::app::AppState;
 use galactic_war::http::metrics::HttpMetrics;
 use galactic_war::http::routes::Api;
-use galactic_war::http::server::{Handler, HttpServer, Limits, Request, Response};
+use galactic_war::http::server::{
+    Endpoint, Handler, HttpServer, Limits, Listener, Request, Response,
+};
 use galactic_war::model::{GalaxyConfig, StructureKind};
 use galactic_war::persistence::metrics::PersistenceState;
 
@@ -81,9 +84,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The API, marking the worker thread that calls it as the thread under test. With one
-/// keep-alive connection, one worker serves every request of the test, so the mark covers
-/// that worker's whole request path: reading the request, the handler, writing the answer.
+/// The API, marking the worker thread that calls it as the thread under test. The server
+/// has one worker, so the mark covers every request's path on the worker: the handler,
+/// building the answer, writing it and handing the connection back to the poller.
 struct Marking(Api);
 
 impl Handler for Marking {
@@ -148,7 +151,15 @@ fn reads_and_orders_grow_no_block_and_allocate_nothing_large() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics = Arc::new(HttpMetrics::default());
     let api = Arc::new(Marking(Api::new(app, metrics.clone(), None, None)));
-    let server = HttpServer::start(listener, api, Limits::default(), metrics).unwrap();
+    let endpoint = Endpoint {
+        listener: Listener::Tcp(listener),
+        handler: api,
+    };
+    let limits = Limits {
+        workers: 1,
+        ..Limits::default()
+    };
+    let server = HttpServer::start(vec![endpoint], limits, metrics).unwrap();
 
     // Every request is built before counting starts.
     let request = |method: &str, suffix: &str, (x, y): (u32, u32)| {

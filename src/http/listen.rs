@@ -4,9 +4,7 @@
 //! deleting whatever is at the path would let a second daemon steal a live daemon's
 //! socket, or delete a file that is not ours. So the file is removed only when it is a
 //! socket and nothing answers on it; anything else is an error naming the path.
-//!
-//! Not called by the daemon yet: the HTTP server takes TCP listeners only until its
-//! event-loop rewrite (issue 14) lands; until then start-up refuses `unix:PATH`.
+//! The daemon removes the socket file again when it stops.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;

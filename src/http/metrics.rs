@@ -1,6 +1,7 @@
 //! `GET /metrics`: the engine's and the HTTP layer's counters in Prometheus text format.
 //!
-//! HTTP counters are atomics updated by the worker threads after each response; rendering
+//! HTTP counters are atomics updated by the worker threads after each response and by the
+//! poller as connections open, close, are refused or time out; rendering
 //! reads them and the engine's snapshot without taking any galaxy lock for long (the
 //! dirty-systems gauge locks each galaxy once, briefly).
 
@@ -24,6 +25,10 @@ pub struct HttpMetrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    /// Set by the poller as connections open and close.
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl HttpMetrics {
@@ -39,6 +44,20 @@ impl HttpMetrics {
             duration.as_micros().min(u128::from(u64::MAX)) as u64,
             Relaxed,
         );
+    }
+
+    pub fn set_open_connections(&self, open: usize) {
+        self.connections_open.store(open as u64, Relaxed);
+    }
+
+    /// A connection answered 503 and closed because `max_connections` were open.
+    pub fn record_refused_connection(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A request that did not arrive whole in time (answered 408).
+    pub fn record_timed_out(&self) {
+        self.timed_out.fetch_add(1, Relaxed);
     }
 
     /// Requests answered so far with a status in `class` (1 to 5).
@@ -245,5 +264,26 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         seconds(http.sum_micros.load(Relaxed))
     );
     let _ = writeln!(out, "gwar_http_request_duration_seconds_count {count}");
+    sample(
+        &mut out,
+        "gwar_http_connections_open",
+        "gauge",
+        "HTTP connections open, idle ones included.",
+        http.connections_open.load(Relaxed),
+    );
+    sample(
+        &mut out,
+        "gwar_http_connections_refused_total",
+        "counter",
+        "Connections answered 503 and closed because GWAR_MAX_CONNECTIONS were open.",
+        http.connections_refused.load(Relaxed),
+    );
+    sample(
+        &mut out,
+        "gwar_http_requests_timed_out_total",
+        "counter",
+        "Requests not received whole within the request timeout (answered 408).",
+        http.timed_out.load(Relaxed),
+    );
     out
 }

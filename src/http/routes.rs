@@ -618,6 +618,7 @@ mod tests {
         assert!(Page::parse(&over, GALAXIES_PAGE).is_err());
     }
 
+    use crate::http::server::Peer;
     use crate::persistence::metrics::PersistenceState;
 
     fn api(role: Role, token: Option<&str>) -> Api {
@@ -639,7 +640,7 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             body: body.as_bytes().to_vec(),
-            peer: "127.0.0.1:40000".parse().unwrap(),
+            peer: Peer::Tcp("127.0.0.1:40000".parse().unwrap()),
         };
         api.handle(&request).status
     }

@@ -1,48 +1,69 @@
-//! A small blocking HTTP/1.1 server: one acceptor thread and a fixed pool of workers.
+//! A small HTTP/1.1 server: one poller thread that owns every socket, and a fixed pool of
+//! workers that run the handler. Synchronous and threaded; no async runtime.
 //!
 //! Written for this daemon's needs rather than taken from a crate because its limits are
 //! the point: the request head is bounded (431), the path is bounded (414), the body is
-//! bounded (413) and read only by `Content-Length`, and every read has a deadline (408),
-//! so neither a slow nor a hostile client can hold a worker or memory for long. Parsing of
-//! the head is `httparse`'s. A handler that panics costs one 500, never a worker.
+//! bounded (413, `Content-Length` or chunked), a request must arrive whole within a deadline
+//! once its first byte did (408), an idle keep-alive connection is closed after a while,
+//! and the number of open connections is capped (503). A handler that panics costs one 500,
+//! never a worker.
+//!
+//! Connection model (see [`super::poller`]): the poller holds every listening socket and
+//! every connection that is idle or mid-request, in epoll through `mio`, with a deadline
+//! each. An idle connection costs its socket and a slot of a couple of hundred bytes: no
+//! thread and no buffer. Only once a whole request (head and body) has arrived is the
+//! connection handed, with the parsed [`Request`], to a worker (see [`super::worker`]),
+//! which runs the handler, writes the response and hands the connection back. A slow or
+//! silent client therefore holds no worker, however many of them there are.
 //!
 //! Allocation: answering the game's hot requests (a system, an order) allocates only
-//! small blocks and never grows one (no `realloc`, nothing over 1 KiB). glibc serves such
-//! blocks from a per-thread cache without a lock; a reallocation or a large block takes
-//! the lock of an allocator arena, and glibc makes only 8 arenas per core, so on a small
-//! machine the workers share them with each other and with the persistence threads. Before this rule, two idle threads
-//! that had merely allocated made a server 2–10% slower (bench section 6); after it, 1%.
+//! small blocks on the worker and never grows one (no `realloc`, nothing over 1 KiB).
+//! glibc serves such blocks from a per-thread cache without a lock; a reallocation or a
+//! large block takes the lock of an allocator arena, and glibc makes only 8 arenas per
+//! core, so on a small machine the workers share them with each other and with the
+//! persistence threads. Before this rule, two idle threads that had merely allocated made a
+//! server 2–10% slower (bench section 6); after it, 1%.
 //!
-//! Shutdown: the acceptor stops taking connections, workers finish the request in hand,
-//! answer it with `Connection: close`, and exit; [`HttpServer::shutdown`] joins them.
+//! Shutdown: the poller answers what waits in the listen backlog with 503 and stops
+//! listening, closes idle connections, answers half-received requests and requests still
+//! queued for a worker with 503, lets the requests in hand finish (answered with
+//! `Connection: close`), and exits once every connection is closed; [`HttpServer::shutdown`]
+//! joins it and the workers.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{bounded, Receiver, TrySendError};
+use std::time::Duration;
 
 use super::metrics::HttpMetrics;
+use super::poller::Poller;
+use super::worker;
 
-/// Limits that keep a client from holding a worker or memory.
+/// Limits that keep a client from holding a worker, a connection slot or memory.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub workers: usize,
     /// Request line and headers together.
     pub max_head_bytes: usize,
     pub max_path_bytes: usize,
+    /// The body as the handler sees it (after chunked decoding).
     pub max_body_bytes: usize,
-    /// Time allowed to receive one whole request once its first byte arrived.
+    /// Time allowed to receive one whole request once its first byte arrived; also the
+    /// time allowed to write a response to a client that reads slowly.
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
-    /// Accepted connections waiting for a worker before new ones get 503.
-    pub queue: usize,
+    /// Open connections, all endpoints together; past it new ones are answered 503 and
+    /// closed.
+    pub max_connections: usize,
 }
+
+/// The default of [`Limits::max_connections`] and `GWAR_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -53,26 +74,52 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
-            // Well below the usual limit of 1024 open files.
-            queue: 256,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
-/// Headers per request; more get 431.
-const MAX_HEADERS: usize = 64;
+/// Who sent a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A client of a Unix socket: a process on this host, let in by the socket file's
+    /// permissions (Unix peers are usually unnamed, so there is no address to keep).
+    Unix,
+}
+
+impl Peer {
+    /// Whether the peer is on this host: a loopback address, or any Unix socket client.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            Peer::Tcp(addr) => addr.ip().is_loopback(),
+            Peer::Unix => true,
+        }
+    }
+
+    /// The peer's IP address, for a TCP peer.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Unix => None,
+        }
+    }
+}
 
 /// A complete request.
 #[derive(Debug)]
 pub struct Request {
+    /// As sent, except that a `HEAD` request is given to the handler as `GET` (the server
+    /// drops the body of the answer).
     pub method: String,
     /// The path as sent, before `?`, not yet percent-decoded.
     pub path: String,
     /// What follows `?`, or empty.
     pub query: String,
     pub headers: Vec<(String, String)>,
+    /// The body, decoded when it was sent chunked.
     pub body: Vec<u8>,
-    pub peer: SocketAddr,
+    pub peer: Peer,
 }
 
 impl Request {
@@ -85,7 +132,7 @@ impl Request {
     }
 }
 
-/// A response; `Content-Length` and `Connection` are added by the server.
+/// A response; `Content-Length`, `Connection` and `Date` are added by the server.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -129,414 +176,280 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request) -> Response;
 }
 
+/// A listening socket, bound by the caller.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// One listening socket and the handler that serves what arrives on it.
+pub struct Endpoint {
+    pub listener: Listener,
+    pub handler: Arc<dyn Handler>,
+}
+
+/// Where an endpoint listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointAddr {
+    Tcp(SocketAddr),
+    /// The socket file's path (empty for an unnamed socket).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for EndpointAddr {
+    /// `HOST:PORT`, or `unix:PATH` as `GWAR_ADMIN_LISTEN` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointAddr::Tcp(addr) => write!(f, "{addr}"),
+            EndpointAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// A running server.
 pub struct HttpServer {
-    local_addr: SocketAddr,
+    addresses: Vec<EndpointAddr>,
     stopping: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    waker: Arc<mio::Waker>,
+    poller: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl HttpServer {
-    /// Starts serving `listener` with `handler`.
+    /// Starts serving every endpoint, each with its own handler, from one poller and one
+    /// pool of workers; `limits` hold for all of them together.
     pub fn start(
-        listener: TcpListener,
-        handler: Arc<dyn Handler>,
+        endpoints: Vec<Endpoint>,
         limits: Limits,
         metrics: Arc<HttpMetrics>,
     ) -> io::Result<HttpServer> {
-        let local_addr = listener.local_addr()?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (queue, connections) = bounded::<TcpStream>(limits.queue);
+        let mut addresses = Vec::with_capacity(endpoints.len());
+        let mut listeners = Vec::with_capacity(endpoints.len());
+        let mut handlers = Vec::with_capacity(endpoints.len());
+        for Endpoint { listener, handler } in endpoints {
+            addresses.push(match &listener {
+                Listener::Tcp(l) => EndpointAddr::Tcp(l.local_addr()?),
+                Listener::Unix(l) => EndpointAddr::Unix(
+                    l.local_addr()?
+                        .as_pathname()
+                        .map(PathBuf::from)
+                        .unwrap_or_default(),
+                ),
+            });
+            listeners.push(listener);
+            handlers.push(handler);
+        }
         let limits = Arc::new(limits);
-        let mut workers = Vec::with_capacity(limits.workers);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (jobs, queued) = crossbeam_channel::unbounded();
+        // Bounded, so allocated once: an unbounded channel allocates a block of slots
+        // every few dozen sends, on the worker, over 1 KiB (see the module doc). Workers
+        // wait only if the poller falls this far behind.
+        let (returns, returned) = crossbeam_channel::bounded(limits.workers.max(1) * 64);
+        let poller = Poller::new(
+            listeners,
+            limits.clone(),
+            metrics.clone(),
+            stopping.clone(),
+            jobs,
+            returned,
+        )?;
+        let waker = poller.waker();
+        let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
+        let mut workers = Vec::with_capacity(limits.workers.max(1));
         for n in 0..limits.workers.max(1) {
-            let connections: Receiver<TcpStream> = connections.clone();
-            let worker = Worker {
-                handler: handler.clone(),
-                limits: limits.clone(),
+            let worker = worker::Worker {
+                handlers: handlers.clone(),
                 metrics: metrics.clone(),
                 stopping: stopping.clone(),
+                returns: returns.clone(),
+                waker: waker.clone(),
             };
+            let queued = queued.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("gwar-http-{n}"))
-                    .spawn(move || {
-                        // Ends when the acceptor drops the queue's sender and it drains.
-                        for mut stream in connections {
-                            if worker.stopping.load(Ordering::SeqCst) {
-                                // Accepted but not started: a new request, refused quickly.
-                                let response = Response::error(503, "shutting down");
-                                let _ = write_response(
-                                    &mut stream,
-                                    &response,
-                                    false,
-                                    Duration::from_secs(1),
-                                );
-                                continue;
-                            }
-                            worker.serve(stream);
-                        }
-                    })?,
+                    .spawn(move || worker.run(queued))?,
             );
         }
-        let acceptor = {
-            let stopping = stopping.clone();
-            let metrics = metrics.clone();
-            std::thread::Builder::new()
-                .name("gwar-http-accept".into())
-                .spawn(move || {
-                    for stream in listener.incoming() {
-                        if stopping.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = stream else {
-                            // Out of file descriptors, say: wait rather than spin.
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        };
-                        if let Err(TrySendError::Full(mut stream)) = queue.try_send(stream) {
-                            let response = Response::error(503, "server busy, try again");
-                            metrics.record(response.status, Duration::ZERO);
-                            let _ = write_response(
-                                &mut stream,
-                                &response,
-                                false,
-                                Duration::from_secs(1),
-                            );
-                        }
-                    }
-                })?
-        };
+        let poller = std::thread::Builder::new()
+            .name("gwar-http-poll".into())
+            .spawn(move || poller.run())?;
         Ok(HttpServer {
-            local_addr,
+            addresses,
             stopping,
-            acceptor: Some(acceptor),
+            waker,
+            poller: Some(poller),
             workers,
         })
     }
 
+    /// The address of the first TCP endpoint (`0.0.0.0:0` for a server without one).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.addresses
+            .iter()
+            .find_map(|a| match a {
+                EndpointAddr::Tcp(addr) => Some(*addr),
+                EndpointAddr::Unix(_) => None,
+            })
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Stops accepting, lets in-flight requests finish, and joins every thread.
+    /// Every endpoint's address, in the order the endpoints were given to [`Self::start`].
+    pub fn addresses(&self) -> &[EndpointAddr] {
+        &self.addresses
+    }
+
+    /// Stops listening, lets in-flight requests finish, and joins every thread.
     pub fn shutdown(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // Wake the acceptor from its blocking accept with a connection of our own.
-        let wake_ip = match self.local_addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        let wake = SocketAddr::new(wake_ip, self.local_addr.port());
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        if let Err(error) = self.waker.wake() {
+            log::error!("cannot wake the HTTP poller to stop it: {error}");
         }
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
+        }
+        // The poller dropped the job queue's sender: the workers' loops end.
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
-struct Worker {
-    handler: Arc<dyn Handler>,
-    limits: Arc<Limits>,
-    metrics: Arc<HttpMetrics>,
-    stopping: Arc<AtomicBool>,
-}
+/// Files the daemon keeps open beside its connections: the database and its journal
+/// files, read connections, backups, listeners, the poller's own descriptors, logs.
+pub const FILES_BESIDE_CONNECTIONS: u64 = 256;
 
-/// Why a connection stops before a complete request was read.
-enum ReadFailure {
-    /// Nothing more to do: closed, idle timeout, or I/O error.
-    Close,
-    /// Tell the client why, then close.
-    Reply(Response),
-}
-
-impl Worker {
-    fn serve(&self, mut stream: TcpStream) {
-        let Ok(peer) = stream.peer_addr() else { return };
-        let _ = stream.set_nodelay(true);
-        let write_within = self.limits.request_timeout;
-        let mut buffer = Vec::new();
-        loop {
-            let started = Instant::now();
-            let (request, keep_alive) = match self.read_request(&mut stream, &mut buffer, peer) {
-                Ok(parsed) => parsed,
-                Err(ReadFailure::Close) => return,
-                Err(ReadFailure::Reply(response)) => {
-                    self.metrics.record(response.status, started.elapsed());
-                    let _ = write_response(&mut stream, &response, false, write_within);
-                    return;
-                }
-            };
-            let response = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&request)))
-                .unwrap_or_else(|_| {
-                    log::error!("handler panicked on {} {}", request.method, request.path);
-                    Response::error(500, "internal error")
-                });
-            self.metrics.record(response.status, started.elapsed());
-            let keep_alive = keep_alive && !self.stopping.load(Ordering::SeqCst);
-            if write_response(&mut stream, &response, keep_alive, write_within).is_err()
-                || !keep_alive
-            {
-                return;
-            }
-        }
-    }
-
-    /// Reads one request; `buffer` carries bytes already received beyond the last one.
-    fn read_request(
-        &self,
-        stream: &mut TcpStream,
-        buffer: &mut Vec<u8>,
-        peer: SocketAddr,
-    ) -> Result<(Request, bool), ReadFailure> {
-        let limits = &self.limits;
-        // Wait for the first byte under the idle timeout, then the whole request under
-        // the request timeout.
-        let mut deadline = Instant::now() + limits.idle_timeout;
-        let mut first_byte_seen = !buffer.is_empty();
-        if first_byte_seen {
-            deadline = Instant::now() + limits.request_timeout;
-        }
-        let head_len = loop {
-            if let Some(end) = find_head_end(buffer) {
-                break end;
-            }
-            if buffer.len() > limits.max_head_bytes {
-                return Err(reply(431, "request head too large"));
-            }
-            let read = read_some(stream, buffer, deadline, first_byte_seen, &self.stopping)?;
-            if read > 0 && !first_byte_seen {
-                first_byte_seen = true;
-                deadline = Instant::now() + limits.request_timeout;
-            }
-        };
-        if head_len > limits.max_head_bytes {
-            return Err(reply(431, "request head too large"));
-        }
-
-        // On the stack: a 2 KiB heap block per request takes the allocator's slow path,
-        // locked and consolidating small free blocks (see the module doc).
-        let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut header_slots);
-        match parsed.parse(&buffer[..head_len]) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(reply(400, "malformed request head")),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(reply(431, "too many request headers"))
-            }
-            Err(e) => return Err(reply(400, &format!("malformed request: {e}"))),
-        }
-        let method = parsed.method.unwrap_or_default().to_owned();
-        let target = parsed.path.unwrap_or_default();
-        if target.len() > limits.max_path_bytes {
-            return Err(reply(414, "request path too long"));
-        }
-        let http_10 = parsed.version == Some(0);
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path.to_owned(), query.to_owned()),
-            None => (target.to_owned(), String::new()),
-        };
-        let mut headers = Vec::with_capacity(parsed.headers.len());
-        for header in parsed.headers.iter() {
-            let Ok(value) = std::str::from_utf8(header.value) else {
-                return Err(reply(400, "header values must be UTF-8"));
-            };
-            headers.push((header.name.to_owned(), value.trim().to_owned()));
-        }
-        let request_header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        if request_header("transfer-encoding").is_some() {
-            return Err(reply(
-                411,
-                "send the body with Content-Length, not a transfer encoding",
-            ));
-        }
-        let lengths: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        // Exactly one, digits only: anything looser is how requests get smuggled.
-        let body_len = match lengths.as_slice() {
-            [] => 0,
-            [value] if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => value
-                .parse::<usize>()
-                .map_err(|_| reply(413, "request body larger than 1 MiB"))?,
-            _ => return Err(reply(400, "invalid Content-Length")),
-        };
-        if body_len > limits.max_body_bytes {
-            return Err(reply(413, "request body larger than 1 MiB"));
-        }
-        let connection = request_header("connection").map(str::to_ascii_lowercase);
-        let keep_alive = match connection.as_deref() {
-            Some(c) if c.contains("close") => false,
-            Some(c) if c.contains("keep-alive") => true,
-            _ => !http_10,
-        };
-        let expects_continue =
-            request_header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-
-        buffer.drain(..head_len);
-        if expects_continue && buffer.len() < body_len {
-            stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .map_err(|_| ReadFailure::Close)?;
-        }
-        while buffer.len() < body_len {
-            read_some(stream, buffer, deadline, true, &self.stopping)?;
-        }
-        let body: Vec<u8> = buffer.drain(..body_len).collect();
-        Ok((
-            Request {
-                method,
-                path,
-                query,
-                headers,
-                body,
-                peer,
-            },
-            keep_alive,
-        ))
-    }
-}
-
-fn reply(status: u16, message: &str) -> ReadFailure {
-    ReadFailure::Reply(Response::error(status, message))
-}
-
-/// Reads what is available into `buffer` before `deadline`; fails with 408 when the
-/// deadline passes mid-request, or closes quietly when an idle connection times out or
-/// the server is stopping (an idle wait is sliced so that shutdown is not held up).
-fn read_some(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    deadline: Instant,
-    mid_request: bool,
-    stopping: &AtomicBool,
-) -> Result<usize, ReadFailure> {
-    let timed_out = || {
-        if mid_request {
-            reply(408, "request not received in time")
-        } else {
-            ReadFailure::Close
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) so that `max_connections`
+/// connections fit beside the daemon's other files, up to the hard limit, and says in the
+/// log what it did or why it could not. Returns the soft limit in force afterwards.
+pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = (max_connections as u64).saturating_add(FILES_BESIDE_CONNECTIONS);
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            log::warn!("cannot read the open-files limit (RLIMIT_NOFILE): {error}");
+            return None;
         }
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(timed_out());
+    if soft >= wanted {
+        return Some(soft);
     }
-    if !mid_request && stopping.load(Ordering::SeqCst) {
-        return Err(ReadFailure::Close);
+    let target = wanted.min(hard);
+    if target > soft {
+        if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            log::warn!(
+                "cannot raise the open-files limit from {soft} to {target}: {error}; \
+                 connections past about {} will fail",
+                soft.saturating_sub(FILES_BESIDE_CONNECTIONS)
+            );
+            return Some(soft);
+        }
     }
-    let slice = if mid_request {
-        left
+    if target < wanted {
+        log::warn!(
+            "the open-files limit is {target} (hard limit {hard}), below the {wanted} that \
+             GWAR_MAX_CONNECTIONS={max_connections} needs: connections past about {} will \
+             fail (raise LimitNOFILE, or lower GWAR_MAX_CONNECTIONS)",
+            target.saturating_sub(FILES_BESIDE_CONNECTIONS)
+        );
     } else {
-        left.min(Duration::from_millis(200))
-    };
-    let _ = stream.set_read_timeout(Some(slice));
-    let mut chunk = [0u8; 8192];
-    match stream.read(&mut chunk) {
-        Ok(0) => Err(ReadFailure::Close),
-        Ok(n) => {
-            buffer.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            if mid_request || Instant::now() >= deadline {
-                Err(timed_out())
-            } else {
-                Ok(0) // one idle slice passed; the caller loops
+        log::info!("raised the open-files limit from {soft} to {target}");
+    }
+    Some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers with its name and what it saw of the peer.
+    struct Named(&'static str);
+
+    impl Handler for Named {
+        fn handle(&self, request: &Request) -> Response {
+            if request.path == "/panic" {
+                panic!("on purpose");
             }
+            Response::json(
+                200,
+                &serde_json::json!({
+                    "endpoint": self.0,
+                    "method": request.method,
+                    "loopback": request.peer.is_loopback(),
+                    "unix": request.peer == Peer::Unix,
+                }),
+            )
         }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-        Err(_) => Err(ReadFailure::Close),
     }
-}
 
-fn find_head_end(buffer: &[u8]) -> Option<usize> {
-    buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-}
+    fn ask(mut stream: impl Read + Write, request: &str) -> String {
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        422 => "Unprocessable Content",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
+    #[test]
+    fn one_server_serves_a_tcp_and_a_unix_endpoint_each_with_its_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let endpoints = vec![
+            Endpoint {
+                listener: Listener::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+                handler: Arc::new(Named("game")),
+            },
+            Endpoint {
+                listener: Listener::Unix(std::os::unix::net::UnixListener::bind(&socket).unwrap()),
+                handler: Arc::new(Named("admin")),
+            },
+        ];
+        let server = HttpServer::start(
+            endpoints,
+            Limits {
+                workers: 2,
+                ..Limits::default()
+            },
+            Arc::new(HttpMetrics::default()),
+        )
+        .unwrap();
+        let tcp = server.local_addr();
+        assert_eq!(server.addresses()[0], EndpointAddr::Tcp(tcp));
+        assert_eq!(server.addresses()[1], EndpointAddr::Unix(socket.clone()));
+        assert_eq!(
+            server.addresses()[1].to_string(),
+            format!("unix:{}", socket.display())
+        );
+        let request = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let game = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
+        assert!(game.starts_with("HTTP/1.1 200"), "{game}");
+        assert!(
+            game.ends_with(r#"{"endpoint":"game","loopback":true,"method":"GET","unix":false}"#),
+            "{game}"
+        );
+        let admin = ask(
+            std::os::unix::net::UnixStream::connect(&socket).unwrap(),
+            request,
+        );
+        assert!(
+            admin.ends_with(r#"{"endpoint":"admin","loopback":true,"method":"GET","unix":true}"#),
+            "{admin}"
+        );
+        // A panicking handler costs one 500; the server goes on.
+        let panicked = ask(
+            std::os::unix::net::UnixStream::connect(&socket).unwrap(),
+            "GET /panic HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(panicked.starts_with("HTTP/1.1 500"), "{panicked}");
+        let again = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+        server.shutdown();
+        assert!(
+            std::net::TcpStream::connect(tcp).is_err(),
+            "no longer listening"
+        );
     }
-}
-
-/// Writes the response within `within` in all, however slowly the client reads: a write
-/// timeout alone bounds each send, not the whole.
-fn write_response(
-    stream: &mut TcpStream,
-    response: &Response,
-    keep_alive: bool,
-    within: Duration,
-) -> io::Result<()> {
-    // One buffer, allocated once at its final size (see the module doc).
-    let mut out = Vec::with_capacity(256 + response.body.len());
-    write!(
-        out,
-        "HTTP/1.1 {} {}\r\nConnection: {}\r\n",
-        response.status,
-        reason(response.status),
-        if keep_alive { "keep-alive" } else { "close" },
-    )?;
-    // A 204 carries no body and, by RFC 9110, no Content-Length either.
-    if response.status != 204 {
-        write!(
-            out,
-            "Content-Type: {}\r\nContent-Length: {}\r\n",
-            response.content_type,
-            response.body.len()
-        )?;
-    }
-    for (name, value) in &response.headers {
-        write!(out, "{name}: {value}\r\n")?;
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&response.body);
-    let deadline = Instant::now() + within;
-    for chunk in out.chunks(64 * 1024) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_write_timeout(Some(left))?;
-        stream.write_all(chunk)?;
-    }
-    stream.flush()
 }

@@ -38,7 +38,7 @@ pub mod lock;
 pub mod metrics;
 pub mod reading;
 pub mod store;
-mod time;
+pub(crate) mod time;
 pub mod writer;
 
 use std::collections::HashSet;

@@ -2,8 +2,8 @@
 //! isolation): a large galaxy created or deleted beside play, with the loss window, the
 //! watchdog and shutdown checked for the others.
 //!
-//! `GWAR_ISOLATION_SYSTEMS` sets the size of the large galaxy (200 000 by default, as in
-//! CI); a longer run is `GWAR_ISOLATION_SYSTEMS=1000000 cargo test --release --test daemon
+//! `GWAR_ISOLATION_SYSTEMS` sets the size of the large galaxy (500 000 by default, as in
+//! CI: large enough to be unfinished after twice the loss window on a fast machine); a longer run is `GWAR_ISOLATION_SYSTEMS=1000000 cargo test --release --test daemon
 //! isolation -- --nocapture`.
 
 use std::os::unix::net::UnixDatagram;
@@ -26,7 +26,7 @@ fn large_systems() -> u64 {
     std::env::var("GWAR_ISOLATION_SYSTEMS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000)
+        .unwrap_or(500_000)
 }
 
 /// A cheap galaxy of `systems` systems: one structure each.
@@ -159,11 +159,11 @@ fn a_large_creation_beside_play_keeps_the_loss_window_and_the_watchdog() {
         "the creation began"
     );
     let began = Instant::now();
-    // Let the creation and the orders run side by side for a while, then kill the daemon
-    // while the creation is still unfinished.
+    // Let the creation and the orders run side by side well past the loss window, then
+    // kill the daemon while the creation is still unfinished.
     let total = large_systems() as i64;
-    wait_for(Duration::from_secs(3), || {
-        stored_progress(&path, "huge").0 >= total / 2
+    wait_for(LOSS_WINDOW * 2, || {
+        stored_progress(&path, "huge").0 >= total * 4 / 5
     });
     let (written, unfinished) = stored_progress(&path, "huge");
     let killed_at = Instant::now();

@@ -5,6 +5,7 @@ mod util;
 
 mod bad_requests;
 mod crash_loop;
+mod edge;
 mod faults;
 mod fuzz;
 mod isolation;

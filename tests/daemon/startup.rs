@@ -80,24 +80,59 @@ fn a_taken_port_stops_start_up_having_created_nothing() {
 
 /// `unix:PATH` parses, but this build's HTTP server serves TCP only: start-up says so
 /// and stops before anything is created.
+/// One request over a Unix socket; the status.
+fn unix_request(socket: &Path, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    crate::util::parse_reply(&answer).status
+}
+
 #[test]
-fn a_unix_admin_socket_is_refused_clearly_for_now() {
+fn admin_calls_are_served_on_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
+    let socket = dir.path().join("admin.sock");
+    let mut child = Command::new(BIN)
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
         .env("GWAR_LISTEN", "127.0.0.1:0")
-        .env("GWAR_ADMIN_LISTEN", "unix:admin.sock")
-        .output()
+        .env("GWAR_ADMIN_LISTEN", format!("unix:{}", socket.display()))
+        .env("GWAR_ADMIN_TOKEN", "t0ken")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    assert_eq!(output.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("GWAR_ADMIN_LISTEN=unix:admin.sock"),
-        "{stderr}"
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the admin socket never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let save = "POST /admin/save HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n";
+    assert_eq!(
+        unix_request(&socket, &format!("{save}Content-Length: 0\r\n\r\n")),
+        401,
+        "the token is required on the socket too"
     );
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert!(left.is_empty(), "nothing was created: {left:?}");
+    assert_eq!(
+        unix_request(
+            &socket,
+            &format!("{save}Authorization: Bearer t0ken\r\nContent-Length: 0\r\n\r\n")
+        ),
+        200
+    );
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket file is removed at exit");
 }
 
 #[test]
@@ -274,6 +309,7 @@ fn build_database(path: &Path, systems: u64, galaxies: u64) {
         backup_interval: None,
         backup_keep: 7,
         galaxy_limits: GalaxyLimits::default(),
+        max_connections: 10_000,
     };
     let app = AppState::open(&settings).expect("the engine opens");
     let each = systems / galaxies;

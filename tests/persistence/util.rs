@@ -45,6 +45,7 @@ impl TestDb {
             backup_interval: None,
             backup_keep: 7,
             galaxy_limits: GalaxyLimits::default(),
+            max_connections: 10_000,
         }
     }
 

@@ -1,0 +1,400 @@
+//! Request parsing for the poller: the head (with `httparse`) and the body, by
+//! `Content-Length` or chunked (RFC 9112 §7.1), both incremental over a connection's
+//! buffer of received bytes.
+//!
+//! Invariants: nothing here reads a socket or waits; a refusal is a [`Response`] with the
+//! status the module doc of [`super::server`] promises (400, 413, 414, 431, 501); the body
+//! handed on is never larger than `max_body_bytes`, and the bytes held for a request are
+//! bounded by the head and body limits plus one read (chunked framing is consumed as it
+//! arrives, so a body sent in tiny chunks does not hold more than its data).
+
+use super::server::{Limits, Peer, Request, Response};
+
+/// Headers per request; more get 431.
+const MAX_HEADERS: usize = 64;
+/// A chunk-size line (size and extensions) longer than this is refused.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// A request whose head has been read, waiting for its body.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The request without its body yet.
+    pub request: Request,
+    pub keep_alive: bool,
+    /// Sent as `HEAD`: answer as `GET`, without the body.
+    pub head_only: bool,
+    /// `Expect: 100-continue` not yet answered.
+    pub expects_continue: bool,
+    pub body: Body,
+}
+
+/// How the body is framed.
+#[derive(Debug)]
+pub(super) enum Body {
+    Length(usize),
+    Chunked(Chunked),
+}
+
+/// The head's outcome.
+pub(super) enum Head {
+    /// More bytes are needed.
+    Partial,
+    /// The head took this many bytes of the buffer.
+    Complete(Box<Pending>, usize),
+    Refused(Response),
+}
+
+fn refuse(status: u16, message: &str) -> Response {
+    Response::error(status, message)
+}
+
+/// Parses the head at the start of `buffer`. Bare-LF line endings are accepted, as RFC
+/// 9112 §2.2 allows (httparse takes them), so such a head completes at once.
+pub(super) fn parse_head(buffer: &[u8], limits: &Limits, peer: &Peer) -> Head {
+    // On the stack: a 2 KiB heap block per request takes the allocator's slow path,
+    // locked and consolidating small free blocks (see the module doc of `server`).
+    let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut header_slots);
+    let head_len = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) if len <= limits.max_head_bytes => len,
+        Ok(httparse::Status::Complete(_)) => {
+            return Head::Refused(refuse(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) if buffer.len() > limits.max_head_bytes => {
+            return Head::Refused(refuse(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Head::Refused(refuse(431, "too many request headers"))
+        }
+        Err(e) => return Head::Refused(refuse(400, &format!("malformed request: {e}"))),
+    };
+    match head(&parsed, limits, peer) {
+        Ok(pending) => Head::Complete(Box::new(pending), head_len),
+        Err(response) => Head::Refused(response),
+    }
+}
+
+fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pending, Response> {
+    let target = parsed.path.unwrap_or_default();
+    if target.len() > limits.max_path_bytes {
+        return Err(refuse(414, "request path too long"));
+    }
+    let sent_method = parsed.method.unwrap_or_default();
+    let head_only = sent_method == "HEAD";
+    let method = if head_only { "GET" } else { sent_method }.to_owned();
+    let http_10 = parsed.version == Some(0);
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (target.to_owned(), String::new()),
+    };
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            return Err(refuse(400, "header values must be UTF-8"));
+        };
+        headers.push((header.name.to_owned(), value.trim().to_owned()));
+    }
+    let named = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request.
+    match named("host").count() {
+        0 if !http_10 => return Err(refuse(400, "an HTTP/1.1 request needs a Host header")),
+        0 | 1 => {}
+        _ => return Err(refuse(400, "more than one Host header")),
+    }
+    let lengths: Vec<&str> = named("content-length").collect();
+    let mut codings = named("transfer-encoding")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .peekable();
+    let body = if codings.peek().is_some() {
+        let codings: Vec<&str> = codings.collect();
+        // Both framings, or chunked not last: how requests get smuggled (RFC 9112 §6.1, §6.3).
+        if !lengths.is_empty() {
+            return Err(refuse(400, "both Transfer-Encoding and Content-Length"));
+        }
+        if http_10 {
+            return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        match codings.as_slice() {
+            [only] if only.eq_ignore_ascii_case("chunked") => Body::Chunked(Chunked::default()),
+            [.., last] if last.eq_ignore_ascii_case("chunked") => {
+                return Err(refuse(501, "only the chunked transfer coding is supported"))
+            }
+            _ => {
+                return Err(refuse(
+                    400,
+                    "a request body's last transfer coding must be chunked",
+                ))
+            }
+        }
+    } else {
+        // Exactly one, digits only: anything looser is how requests get smuggled.
+        match lengths.as_slice() {
+            [] => Body::Length(0),
+            [value] if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                match value.parse::<usize>() {
+                    Ok(len) if len <= limits.max_body_bytes => Body::Length(len),
+                    _ => return Err(refuse(413, "request body larger than 1 MiB")),
+                }
+            }
+            _ => return Err(refuse(400, "invalid Content-Length")),
+        }
+    };
+    let keep_alive = match named("connection").next().map(str::to_ascii_lowercase) {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => !http_10,
+    };
+    let expects_continue = named("expect")
+        .next()
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    Ok(Pending {
+        request: Request {
+            method,
+            path,
+            query,
+            headers,
+            body: Vec::new(),
+            peer: peer.clone(),
+        },
+        keep_alive,
+        head_only,
+        expects_continue,
+        body,
+    })
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Default)]
+enum ChunkState {
+    /// At the start of a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk's data, this much still to come.
+    Data(usize),
+    /// After a chunk's data, before its line ending.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one; this many bytes so far.
+    Trailers(usize),
+}
+
+/// A chunked body being decoded as it arrives.
+#[derive(Debug, Default)]
+pub(super) struct Chunked {
+    state: ChunkState,
+    pub body: Vec<u8>,
+}
+
+/// The line at the start of `buffer`, without its ending (CRLF or bare LF), and the bytes
+/// it takes with its ending; `None` while its end has not arrived.
+fn line(buffer: &[u8]) -> Option<(&[u8], usize)> {
+    let end = buffer.iter().position(|&b| b == b'\n')?;
+    let text = &buffer[..end];
+    Some((text.strip_suffix(b"\r").unwrap_or(text), end + 1))
+}
+
+impl Chunked {
+    /// Decodes what `buffer` holds; returns the bytes consumed (the caller drops them) and
+    /// whether the body, trailers included, is complete.
+    pub fn advance(&mut self, buffer: &[u8], limits: &Limits) -> Result<(usize, bool), Response> {
+        let mut at = 0;
+        loop {
+            let rest = &buffer[at..];
+            match self.state {
+                ChunkState::Size => {
+                    let Some((text, taken)) = line(rest) else {
+                        if rest.len() > MAX_CHUNK_LINE {
+                            return Err(refuse(400, "malformed chunk size"));
+                        }
+                        return Ok((at, false));
+                    };
+                    if text.len() > MAX_CHUNK_LINE {
+                        return Err(refuse(400, "malformed chunk size"));
+                    }
+                    // Extensions (`;name=value`) are allowed and ignored.
+                    let size = text.split(|&b| b == b';').next().unwrap_or_default();
+                    let size = size.trim_ascii_end();
+                    let size = match std::str::from_utf8(size) {
+                        Ok(hex)
+                            if !hex.is_empty()
+                                && hex.len() <= 16
+                                && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                        {
+                            u64::from_str_radix(hex, 16)
+                                .map_err(|_| refuse(400, "malformed chunk size"))?
+                        }
+                        _ => return Err(refuse(400, "malformed chunk size")),
+                    };
+                    at += taken;
+                    if size == 0 {
+                        self.state = ChunkState::Trailers(0);
+                        continue;
+                    }
+                    let total = (self.body.len() as u64).saturating_add(size);
+                    if total > limits.max_body_bytes as u64 {
+                        return Err(refuse(413, "request body larger than 1 MiB"));
+                    }
+                    // Bounded by the check above.
+                    let size = size as usize;
+                    if self.body.capacity() == 0 {
+                        self.body.reserve_exact(size);
+                    }
+                    self.state = ChunkState::Data(size);
+                }
+                ChunkState::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok((at, false));
+                    }
+                    let take = left.min(rest.len());
+                    self.body.extend_from_slice(&rest[..take]);
+                    at += take;
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                }
+                ChunkState::DataEnd => match rest {
+                    [b'\r', b'\n', ..] => {
+                        at += 2;
+                        self.state = ChunkState::Size;
+                    }
+                    [b'\n', ..] => {
+                        at += 1;
+                        self.state = ChunkState::Size;
+                    }
+                    [] | [b'\r'] => return Ok((at, false)),
+                    _ => return Err(refuse(400, "chunk data longer than its size")),
+                },
+                ChunkState::Trailers(seen) => {
+                    let Some((text, taken)) = line(rest) else {
+                        if seen + rest.len() > limits.max_head_bytes {
+                            return Err(refuse(431, "request trailers too large"));
+                        }
+                        return Ok((at, false));
+                    };
+                    at += taken;
+                    if text.is_empty() {
+                        return Ok((at, true));
+                    }
+                    if seen + taken > limits.max_head_bytes {
+                        return Err(refuse(431, "request trailers too large"));
+                    }
+                    self.state = ChunkState::Trailers(seen + taken);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer::Tcp(([127, 0, 0, 1], 1).into())
+    }
+
+    fn status(head: Head) -> u16 {
+        match head {
+            Head::Partial => 0,
+            Head::Complete(..) => 200,
+            Head::Refused(r) => r.status,
+        }
+    }
+
+    #[test]
+    fn heads_with_bare_lf_complete() {
+        let limits = Limits::default();
+        let Head::Complete(pending, len) =
+            parse_head(b"GET /a?b HTTP/1.1\nHost: x\n\nNEXT", &limits, &peer())
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(len, 27);
+        assert_eq!(pending.request.path, "/a");
+        assert_eq!(pending.request.query, "b");
+        assert!(pending.keep_alive);
+    }
+
+    #[test]
+    fn heads_are_checked() {
+        let limits = Limits::default();
+        let parse = |raw: &[u8]| status(parse_head(raw, &limits, &peer()));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), 0);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), 400, "no Host");
+        assert_eq!(parse(b"GET / HTTP/1.0\r\n\r\n"), 200, "1.0 needs no Host");
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n"),
+            413
+        );
+        let Head::Complete(pending, _) =
+            parse_head(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", &limits, &peer())
+        else {
+            panic!()
+        };
+        assert!(pending.head_only);
+        assert_eq!(pending.request.method, "GET");
+    }
+
+    fn decode(raw: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, u16> {
+        // Fed one byte at a time, as the slowest client would.
+        let mut chunked = Chunked::default();
+        let mut buffer = Vec::new();
+        for &b in raw {
+            buffer.push(b);
+            let (used, done) = chunked.advance(&buffer, limits).map_err(|r| r.status)?;
+            buffer.drain(..used);
+            if done {
+                return Ok(Some(std::mem::take(&mut chunked.body)));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let limits = Limits::default();
+        assert_eq!(
+            decode(
+                b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+                &limits
+            ),
+            Ok(Some(b"hello world".to_vec()))
+        );
+        assert_eq!(decode(b"3\nabc\n0\n\n", &limits), Ok(Some(b"abc".to_vec())));
+        assert_eq!(decode(b"0\r\n\r\n", &limits), Ok(Some(Vec::new())));
+        assert_eq!(decode(b"A\r\n0123456789", &limits), Ok(None));
+        assert_eq!(decode(b"zz\r\n", &limits), Err(400));
+        assert_eq!(decode(b"-1\r\n", &limits), Err(400));
+        assert_eq!(decode(b"\r\n", &limits), Err(400));
+        assert_eq!(decode(b"3\r\nabcd\r\n", &limits), Err(400));
+        assert_eq!(decode(b"fffffffffffffffff\r\n", &limits), Err(400));
+        let small = Limits {
+            max_body_bytes: 4,
+            ..Limits::default()
+        };
+        assert_eq!(decode(b"3\r\nabc\r\n2\r\nde\r\n", &small), Err(413));
+        assert_eq!(decode(b"ffffffffffffffff\r\n", &small), Err(413));
+    }
+}

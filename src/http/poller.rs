@@ -1,0 +1,673 @@
+//! The poller: one thread that owns every listening socket and every connection that is
+//! idle, mid-request, or finishing a response a slow client reads slowly, through epoll
+//! (`mio`, edge-triggered).
+//!
+//! A connection is a [`Conn`] in a slot of a slab (its index is its `mio::Token`): the
+//! socket, the bytes received but not yet consumed (empty, and without a heap block, while
+//! the connection is idle), the bytes still to send, the request whose head has arrived,
+//! and one deadline. Once a whole request has arrived the connection moves, with the
+//! parsed request, to a worker through the job queue; its slot stays reserved (`Busy`) and
+//! the worker hands it back through a channel and the [`mio::Waker`]. Events for a busy
+//! connection are ignored: when it comes back it is read again until the socket would
+//! block, which is what edge-triggered readiness requires anyway.
+//!
+//! Deadlines are checked by a sweep of the slab every [`SWEEP`] (10 000 connections cost a
+//! few tens of microseconds a sweep): an idle connection is closed after `idle_timeout`;
+//! a request not whole `request_timeout` after its first byte gets 408 and the connection
+//! closes; a response not sent within `request_timeout` closes the connection. So neither
+//! a silent nor a slow client ever holds a worker.
+//!
+//! Invariants: at most one request per connection is with a worker at a time, so pipelined
+//! requests are answered in order; `open` counts every connection, busy ones included,
+//! and never exceeds `max_connections`; the poller exits only once every connection it
+//! handed to a worker has come back and been closed.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::event::Source;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use super::metrics::HttpMetrics;
+use super::parse::{parse_head, Body, Head, Pending};
+use super::server::{Limits, Listener, Peer, Response};
+use super::worker::{serialize, Back, Job};
+
+/// How often deadlines are checked.
+const SWEEP: Duration = Duration::from_millis(100);
+/// Tokens from here on are listeners; below, connections' slots.
+const LISTENER_BASE: usize = usize::MAX / 2;
+const WAKER: Token = Token(usize::MAX);
+/// Bytes read from a socket at a time (one buffer for the poller, not per connection).
+const READ_CHUNK: usize = 32 * 1024;
+/// How long the answer to a refused request may take to leave before the connection is
+/// closed anyway.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// A connected socket of either kind.
+pub(super) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+/// A listening socket of either kind.
+enum ListenSocket {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl ListenSocket {
+    fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            ListenSocket::Tcp(l) => l.accept().map(|(stream, addr)| {
+                // Small answers leave at once rather than wait for an acknowledgement.
+                let _ = stream.set_nodelay(true);
+                (Stream::Tcp(stream), Peer::Tcp(addr))
+            }),
+            ListenSocket::Unix(l) => l
+                .accept()
+                .map(|(stream, _)| (Stream::Unix(stream), Peer::Unix)),
+        }
+    }
+}
+
+/// One connection, owned by the poller or, while its request is served, by a worker.
+pub(super) struct Conn {
+    stream: Stream,
+    /// Which endpoint accepted it: the index of its handler.
+    pub endpoint: usize,
+    peer: Peer,
+    /// Received, not yet consumed.
+    buf: Vec<u8>,
+    /// How much of `buf` is known not to hold the end of a head: a head is parsed only once
+    /// its end may have arrived, so a head sent a byte at a time costs linear time, not
+    /// quadratic.
+    head_scanned: usize,
+    /// To send, from `out_at` on.
+    pub out: Vec<u8>,
+    out_at: usize,
+    /// The request whose head has arrived, waiting for its body.
+    pending: Option<Box<Pending>>,
+    /// When the first byte of the request being received arrived; `None` between requests.
+    started: Option<Instant>,
+    deadline: Instant,
+    /// The socket may have bytes to read: set by events, cleared when a read would block.
+    readable: bool,
+    pub close_after_flush: bool,
+    /// A write failed: close without more ado.
+    pub failed: bool,
+}
+
+impl Conn {
+    /// Writes what is queued without blocking; `Ok(true)` once all of it has left.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.out_at < self.out.len() {
+            match self.stream.write(&self.out[self.out_at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Sent: the buffer goes, so that an idle connection holds none.
+        self.out = Vec::new();
+        self.out_at = 0;
+        Ok(true)
+    }
+
+    fn sending(&self) -> bool {
+        self.out_at < self.out.len()
+    }
+}
+
+enum Slot {
+    Free,
+    Open(Conn),
+    /// With a worker.
+    Busy,
+}
+
+/// What to do with a connection after [`Poller::step`].
+enum Next {
+    /// Keep it until an event or its deadline.
+    Wait,
+    Close,
+    /// Hand it to a worker with this request.
+    Dispatch(Box<Pending>, Instant),
+}
+
+/// What the bytes received so far make of a request.
+enum Advance {
+    NeedMore,
+    Ready(Box<Pending>),
+    Refused(Response),
+    /// The head asked for `100 Continue` and the body has not all arrived.
+    SendContinue,
+}
+
+pub(super) struct Poller {
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<Option<ListenSocket>>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Connections open, busy ones included.
+    open: usize,
+    limits: Arc<Limits>,
+    metrics: Arc<HttpMetrics>,
+    stopping: Arc<AtomicBool>,
+    jobs: Option<Sender<Job>>,
+    returned: Receiver<Back>,
+    scratch: Box<[u8]>,
+    /// An accept failed (out of file descriptors, say): retried at each sweep.
+    accept_failed: bool,
+    last_accept_warning: Option<Instant>,
+}
+
+impl Poller {
+    pub fn new(
+        listeners: Vec<Listener>,
+        limits: Arc<Limits>,
+        metrics: Arc<HttpMetrics>,
+        stopping: Arc<AtomicBool>,
+        jobs: Sender<Job>,
+        returned: Receiver<Back>,
+    ) -> io::Result<Poller> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for (n, listener) in listeners.into_iter().enumerate() {
+            let token = Token(LISTENER_BASE + n);
+            let socket = match listener {
+                Listener::Tcp(l) => {
+                    l.set_nonblocking(true)?;
+                    let mut l = mio::net::TcpListener::from_std(l);
+                    poll.registry()
+                        .register(&mut l, token, Interest::READABLE)?;
+                    ListenSocket::Tcp(l)
+                }
+                Listener::Unix(l) => {
+                    l.set_nonblocking(true)?;
+                    let mut l = mio::net::UnixListener::from_std(l);
+                    poll.registry()
+                        .register(&mut l, token, Interest::READABLE)?;
+                    ListenSocket::Unix(l)
+                }
+            };
+            sockets.push(Some(socket));
+        }
+        Ok(Poller {
+            poll,
+            waker,
+            listeners: sockets,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            limits,
+            metrics,
+            stopping,
+            jobs: Some(jobs),
+            returned,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            accept_failed: false,
+            last_accept_warning: None,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The event loop; returns once stopping and every connection is closed.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP;
+        let mut draining = false;
+        loop {
+            let timeout = (self.open > 0 || self.accept_failed)
+                .then(|| next_sweep.saturating_duration_since(Instant::now()));
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    log::error!("HTTP poller: {error}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                if token.0 >= LISTENER_BASE {
+                    self.accept_all(token.0 - LISTENER_BASE);
+                    continue;
+                }
+                if let Some(Slot::Open(conn)) = self.slots.get_mut(token.0) {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        conn.readable = true;
+                    }
+                    self.drive(token.0);
+                }
+            }
+            while let Ok(back) = self.returned.try_recv() {
+                self.take_back(back);
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP;
+                if self.accept_failed {
+                    self.accept_failed = false;
+                    for n in 0..self.listeners.len() {
+                        self.accept_all(n);
+                    }
+                }
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                if !draining {
+                    draining = true;
+                    self.stop_listening();
+                    for index in 0..self.slots.len() {
+                        self.drive(index);
+                    }
+                }
+                if self.open == 0 {
+                    break;
+                }
+            }
+        }
+        // Every job came back: the workers' loops end with the queue.
+        self.jobs = None;
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// What waits in the backlogs is answered 503; then the sockets close.
+    fn stop_listening(&mut self) {
+        for n in 0..self.listeners.len() {
+            self.accept_all(n);
+            if let Some(mut listener) = self.listeners[n].take() {
+                let registry = self.poll.registry();
+                let _ = match &mut listener {
+                    ListenSocket::Tcp(l) => l.deregister(registry),
+                    ListenSocket::Unix(l) => l.deregister(registry),
+                };
+            }
+        }
+    }
+
+    fn accept_all(&mut self, n: usize) {
+        loop {
+            let Some(Some(listener)) = self.listeners.get(n) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(n, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors, say: retried at the next sweep, logged at
+                    // most once a minute.
+                    self.accept_failed = true;
+                    let now = Instant::now();
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|at| now.duration_since(at) > Duration::from_secs(60))
+                    {
+                        self.last_accept_warning = Some(now);
+                        log::warn!("cannot accept connections: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, endpoint: usize, mut stream: Stream, peer: Peer) {
+        let stopping = self.stopping();
+        if stopping || self.open >= self.limits.max_connections {
+            let response = if stopping {
+                Response::error(503, "shutting down")
+            } else {
+                self.metrics.record_refused_connection();
+                Response::error(503, "too many connections, try again")
+            };
+            self.metrics.record(response.status, Duration::ZERO);
+            let mut out = Vec::new();
+            serialize(&mut out, &response, false, false);
+            // Best effort, never waited for. What the client sent already is read first,
+            // so that closing sends a FIN after the answer rather than a reset before it.
+            let _ = stream.read(&mut self.scratch);
+            let _ = stream.write(&out);
+            return;
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::Free);
+            self.slots.len() - 1
+        });
+        if let Err(error) = self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot watch a new connection: {error}");
+            self.free.push(index);
+            return;
+        }
+        self.slots[index] = Slot::Open(Conn {
+            stream,
+            endpoint,
+            peer,
+            buf: Vec::new(),
+            head_scanned: 0,
+            out: Vec::new(),
+            out_at: 0,
+            pending: None,
+            started: None,
+            deadline: Instant::now() + self.limits.idle_timeout,
+            // Registering reports data that is already there as an event.
+            readable: false,
+            close_after_flush: false,
+            failed: false,
+        });
+        self.open += 1;
+        self.metrics.set_open_connections(self.open);
+    }
+
+    fn take_back(&mut self, back: Back) {
+        let Back { token, mut conn } = back;
+        conn.readable = true;
+        conn.deadline = Instant::now()
+            + if conn.sending() {
+                self.limits.request_timeout
+            } else {
+                self.limits.idle_timeout
+            };
+        if let Some(slot) = self.slots.get_mut(token.0) {
+            *slot = Slot::Open(conn);
+            self.drive(token.0);
+        }
+    }
+
+    /// Moves the connection in slot `index` on as far as it can go without waiting.
+    fn drive(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Slot::Open(mut conn) = std::mem::replace(slot, Slot::Busy) else {
+            return;
+        };
+        match self.step(&mut conn) {
+            Next::Wait => self.slots[index] = Slot::Open(conn),
+            Next::Close => self.close(index, conn),
+            Next::Dispatch(pending, started) => {
+                let Pending {
+                    request,
+                    keep_alive,
+                    head_only,
+                    ..
+                } = *pending;
+                let job = Job {
+                    token: Token(index),
+                    conn,
+                    request,
+                    keep_alive,
+                    head_only,
+                    started,
+                };
+                // The slot is `Busy` already. The workers live as long as the server;
+                // should the queue be gone, the connection just closes.
+                let unsent = match &self.jobs {
+                    Some(jobs) => jobs.send(job).err().map(|error| error.into_inner()),
+                    None => Some(job),
+                };
+                if let Some(job) = unsent {
+                    self.close(index, job.conn);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize, conn: Conn) {
+        // Closing the socket removes it from epoll.
+        drop(conn);
+        self.slots[index] = Slot::Free;
+        self.free.push(index);
+        self.open -= 1;
+        self.metrics.set_open_connections(self.open);
+    }
+
+    fn step(&mut self, conn: &mut Conn) -> Next {
+        let limits = self.limits.clone();
+        let stopping = self.stopping();
+        loop {
+            if conn.failed {
+                return Next::Close;
+            }
+            if conn.sending() {
+                let answer = conn.started.is_none();
+                match conn.flush() {
+                    Ok(true) if answer => conn.deadline = Instant::now() + limits.idle_timeout,
+                    Ok(true) => {}
+                    Ok(false) => return Next::Wait,
+                    Err(_) => return Next::Close,
+                }
+            }
+            if conn.close_after_flush {
+                return Next::Close;
+            }
+            if conn.started.is_none() {
+                if conn.buf.is_empty() {
+                    if stopping {
+                        return Next::Close;
+                    }
+                } else {
+                    // Pipelined bytes that came with the last request: a new request.
+                    conn.started = Some(Instant::now());
+                    conn.deadline = Instant::now() + limits.request_timeout;
+                }
+            }
+            if let Some(started) = conn.started {
+                if stopping {
+                    self.refuse(conn, Response::error(503, "shutting down"));
+                    continue;
+                }
+                match advance(conn, &limits) {
+                    Advance::Ready(pending) => {
+                        // Between requests from here on, until the next one's first byte.
+                        conn.started = None;
+                        return Next::Dispatch(pending, started);
+                    }
+                    Advance::Refused(response) => {
+                        self.refuse(conn, response);
+                        continue;
+                    }
+                    Advance::SendContinue => {
+                        conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        continue;
+                    }
+                    Advance::NeedMore => {}
+                }
+            }
+            if !conn.readable {
+                return Next::Wait;
+            }
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    if conn.started.is_none() {
+                        conn.started = Some(Instant::now());
+                        conn.deadline = Instant::now() + limits.request_timeout;
+                    }
+                    conn.buf.extend_from_slice(&self.scratch[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return Next::Wait;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    /// Answers the request being received with `response`, then closes.
+    fn refuse(&self, conn: &mut Conn, response: Response) {
+        let started = conn.started.unwrap_or_else(Instant::now);
+        self.metrics.record(response.status, started.elapsed());
+        serialize(&mut conn.out, &response, false, false);
+        conn.close_after_flush = true;
+        conn.pending = None;
+        conn.buf = Vec::new();
+        conn.head_scanned = 0;
+        conn.deadline = Instant::now() + self.limits.request_timeout.min(REFUSAL_LINGER);
+    }
+
+    /// Closes idle connections past their time, answers requests past theirs with 408,
+    /// and gives up on answers that do not leave in time.
+    fn sweep(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            if !matches!(&self.slots[index], Slot::Open(conn) if conn.deadline <= now) {
+                continue;
+            }
+            let Slot::Open(mut conn) = std::mem::replace(&mut self.slots[index], Slot::Busy) else {
+                continue;
+            };
+            if conn.sending() || conn.close_after_flush || conn.started.is_none() {
+                self.close(index, conn);
+                continue;
+            }
+            self.metrics.record_timed_out();
+            self.refuse(
+                &mut conn,
+                Response::error(408, "request not received in time"),
+            );
+            self.slots[index] = Slot::Open(conn);
+            self.drive(index);
+        }
+    }
+}
+
+/// What the bytes in `conn.buf` make of a request; consumes what it uses.
+fn advance(conn: &mut Conn, limits: &Limits) -> Advance {
+    if conn.pending.is_none() {
+        // A head ends with an empty line: LF LF, or LF CR LF.
+        let fresh = &conn.buf[conn.head_scanned.saturating_sub(2)..];
+        let may_end =
+            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        conn.head_scanned = conn.buf.len();
+        if !may_end && conn.buf.len() <= limits.max_head_bytes {
+            return Advance::NeedMore;
+        }
+        match parse_head(&conn.buf, limits, &conn.peer) {
+            Head::Partial => return Advance::NeedMore,
+            Head::Refused(response) => return Advance::Refused(response),
+            Head::Complete(pending, head_len) => {
+                conn.buf.drain(..head_len);
+                conn.head_scanned = 0;
+                conn.pending = Some(pending);
+            }
+        }
+    }
+    let Some(pending) = conn.pending.as_mut() else {
+        return Advance::NeedMore;
+    };
+    let whole = match &mut pending.body {
+        Body::Length(len) => conn.buf.len() >= *len,
+        Body::Chunked(chunked) => match chunked.advance(&conn.buf, limits) {
+            Ok((used, done)) => {
+                conn.buf.drain(..used);
+                done
+            }
+            Err(response) => return Advance::Refused(response),
+        },
+    };
+    if !whole {
+        if pending.expects_continue {
+            pending.expects_continue = false;
+            return Advance::SendContinue;
+        }
+        return Advance::NeedMore;
+    }
+    let Some(mut pending) = conn.pending.take() else {
+        return Advance::NeedMore;
+    };
+    pending.request.body = match &mut pending.body {
+        Body::Length(len) if *len == conn.buf.len() => std::mem::take(&mut conn.buf),
+        Body::Length(len) => conn.buf.drain(..*len).collect(),
+        Body::Chunked(chunked) => std::mem::take(&mut chunked.body),
+    };
+    if conn.buf.is_empty() {
+        // No heap block kept for an idle connection.
+        conn.buf = Vec::new();
+    }
+    Advance::Ready(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_a_small_slot() {
+        // What the README promises an idle connection costs beside its socket: the slot,
+        // with no buffer behind it (`buf` and `out` are empty `Vec`s, `pending` is `None`).
+        let size = std::mem::size_of::<Slot>();
+        assert!(size <= 200, "{size} bytes");
+    }
+}
