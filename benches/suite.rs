@@ -1,7 +1,7 @@
 //! The benchmark suite: the engine against floors written here, side by side in one run.
 //!
 //! `cargo bench` for the full run, `cargo bench -- --quick` for a smaller one that
-//! finishes in about a minute. Prints a table of ratios (absolute numbers as context) and
+//! finishes in under two minutes. Prints a table of ratios (absolute numbers as context) and
 //! one JSON object on the last line.
 //!
 //! Floors are what plain rusqlite does with no engine at all: the same schema (the
