@@ -3,8 +3,11 @@
 //! [`AppState`] is a cheap-to-clone handle. Game operations find a galaxy's cell in the
 //! registry, lock that one galaxy, apply the operation, unlock, and only then (if the
 //! galaxy went from clean to dirty) signal the writer: no game thread ever waits on disk.
-//! Creating and deleting are serialised by one catalog lock, taken before any galaxy
-//! lock and never during an order. A load on a cache miss reads the database holding no
+//! The catalog lock guards the short steps that change which galaxies exist: reserving a
+//! name for a creation and publishing the result, a deletion, publishing a load. It is
+//! taken before any galaxy lock and never during an order. A creation builds its galaxy
+//! and waits for the writer to save it (in chunks, between other galaxies' batches)
+//! holding no lock; its reserved name keeps it invisible meanwhile. A load on a cache miss reads the database holding no
 //! lock at all (the engine's pool of read-only connections, one flight per galaxy) and
 //! takes the catalog lock only to publish what it read, so a load of millions of systems
 //! holds up neither other loads nor creations and deletions.
