@@ -326,7 +326,10 @@ impl AppState {
             if !valid_galaxy_name(name) {
                 return Err(unknown());
             }
-            match engine.load_once(name, |galaxy, ticket| self.publish_loaded(galaxy, ticket))? {
+            let loaded = || shared.registry.get(name);
+            match engine.load_once(name, loaded, |galaxy, ticket| {
+                self.publish_loaded(galaxy, ticket)
+            })? {
                 Landed::Cell(cell) => return Ok(cell),
                 Landed::Missing => return Err(unknown()),
                 // Deleted while it was read (the next look-up finds the tombstone, or the

@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
-use cell::Registry;
+use cell::{GalaxyCell, Registry};
 use checkpoint::Checkpointer;
 use clean::CleanShutdown;
 pub(crate) use loads::Landed;
@@ -202,9 +202,13 @@ impl Engine {
     /// hands it to `publish`, which puts it in the registry under the catalog lock
     /// (refusing when [`LoadTicket::superseded`]); the others wait for the leader's
     /// [`Landed`]. A failed read is the leader's error; the others see [`Landed::Again`].
+    /// `loaded` finds the galaxy's cell if it is in memory already: a leader asks it after
+    /// boarding, since a previous leader may have published and landed between the
+    /// caller's own look-up and this flight.
     pub(crate) fn load_once(
         &self,
         name: &str,
+        loaded: impl FnOnce() -> Option<Arc<GalaxyCell>>,
         publish: impl FnOnce(Galaxy, LoadTicket<'_>) -> Landed,
     ) -> Result<Landed, StoreError> {
         let Some(readers) = &self.readers else {
@@ -214,6 +218,10 @@ impl Engine {
             Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
             Boarding::Lead(leading) => leading,
         };
+        // A previous flight publishes before it lands, so a cell published by it is seen.
+        if let Some(cell) = loaded() {
+            return Ok(leading.land(Landed::Cell(cell)));
+        }
         // Boarded first, checked second: a deletion after this check supersedes the flight.
         if self.is_deleted(name) {
             return Ok(leading.land(Landed::Missing));
