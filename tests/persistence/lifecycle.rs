@@ -308,9 +308,10 @@ fn back_to_back_saves_keep_the_wal_near_its_checkpoint_size() {
         largest = largest.max(wal_size());
     }
     // Never reusing the file, 300 saves write over 2000 frames here; reusing it, about
-    // 100. The bound leaves room for a slow disk's fsyncs to delay a few restarts.
+    // 100. The bound (1024) leaves room for a slow disk's fsyncs, or a checkpoint thread
+    // starved of a core on a busy machine, to delay a few restarts (8 × failed once there).
     assert!(
-        largest <= 8 * u64::from(PAGES) * FRAME,
+        largest <= 16 * u64::from(PAGES) * FRAME,
         "largest WAL: {} frames",
         largest / FRAME
     );
