@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
-use galactic_war::persistence::checkpoint::CHECKPOINT_PAGES;
 use galactic_war::persistence::store::Store;
+use galactic_war::settings::CHECKPOINT_PAGES;
 use galactic_war::settings::{
     AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
 };

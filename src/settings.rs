@@ -6,7 +6,6 @@
 //! silently replaced by a default.
 
 use crate::model::MAX_SYSTEMS;
-use crate::persistence::checkpoint::CHECKPOINT_PAGES;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +102,11 @@ impl Synchronous {
         }
     }
 }
+
+/// The default WAL size, in pages, at which the writer asks for a checkpoint. Larger than
+/// SQLite's default of 1000: the hot pages that every batch rewrites are copied back once
+/// per checkpoint, not every few batches (README, Benchmarks).
+pub const CHECKPOINT_PAGES: u32 = 10_000;
 
 /// How the persistence engine behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 //! on a 10 000-system galaxy under load). Instead, the writer's connection has no automatic
 //! checkpoint; after each commit the writer asks this thread for one when the WAL holds
 //! `checkpoint_pages` pages or more (setting [`crate::settings::PersistenceSettings`];
-//! [`CHECKPOINT_PAGES`] by default). The thread runs passive checkpoints on its own
-//! connection, which never block the writer: it keeps appending to the WAL meanwhile, and
+//! [`crate::settings::CHECKPOINT_PAGES`] by default). The thread runs passive
+//! checkpoints on its own connection, which never block the writer: it keeps appending to the WAL meanwhile, and
 //! restarts the WAL from its beginning at the first batch after a checkpoint has copied
 //! everything. Under back-to-back batches the writer copies the last few frames itself
 //! (see [`Checkpointer::after_commit`]). Nothing is lost either way: until a checkpoint
@@ -26,12 +26,6 @@ use super::store::{Store, StoreError};
 use crate::settings::Synchronous;
 
 const LOG: &str = "galactic_war::persistence";
-
-/// The default WAL size, in pages, at which the writer asks for a checkpoint. Larger than
-/// SQLite's default of 1000: the hot pages that every batch rewrites are copied back once
-/// per checkpoint, not every few batches (persisted orders +33% when checkpoints still
-/// ran inside commits).
-pub const CHECKPOINT_PAGES: u32 = 10_000;
 
 /// What a checkpoint may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
