@@ -7,9 +7,9 @@
 //! checkpoint; after each commit the writer asks this thread for one when the WAL holds
 //! `checkpoint_pages` pages or more (setting [`crate::settings::PersistenceSettings`];
 //! [`crate::settings::CHECKPOINT_PAGES`] by default). The thread runs passive
-//! checkpoints on its own connection, which never block the writer: it keeps appending to the WAL meanwhile, and
-//! restarts the WAL from its beginning at the first batch after a checkpoint has copied
-//! everything. Under back-to-back batches the writer copies the last few frames itself
+//! checkpoints on its own connection, which never block the writer: it keeps appending
+//! to the WAL meanwhile, and restarts the WAL from its beginning at the first batch after
+//! a checkpoint has copied everything. Under back-to-back batches the writer copies the last few frames itself
 //! (see [`Checkpointer::after_commit`]). Nothing is lost either way: until a checkpoint
 //! copies a page, the WAL has it.
 //!
