@@ -7,14 +7,15 @@
 //! name for a creation and publishing the result, a deletion, publishing a load. It is
 //! taken before any galaxy lock and never during an order. A creation builds its galaxy
 //! and waits for the writer to save it (in chunks, between other galaxies' batches)
-//! holding no lock; its reserved name keeps it invisible meanwhile. A load on a cache miss reads the database holding no
-//! lock at all (the engine's pool of read-only connections, one flight per galaxy) and
-//! takes the catalog lock only to publish what it read, so a load of millions of systems
+//! holding no lock; its reserved name keeps it invisible meanwhile. A load on a cache
+//! miss reads the database holding no lock at all (the engine's pool of read-only
+//! connections, one flight per galaxy) and takes the catalog lock only to publish what
+//! it read, so a load of millions of systems
 //! holds up neither other loads nor creations and deletions.
 //!
 //! Lock order, outermost first: catalog → a galaxy cell's lock → the registry's change
-//! lock; then the engine's own (see `crate::persistence`). Never SQL under the catalog
-//! lock on the load path; a deletion must tombstone the galaxy while it holds the catalog
+//! lock; then the engine's own (see `crate::persistence`). The only SQL under the catalog
+//! lock is a look-up in the `galaxies` table, never a load; a deletion must tombstone the galaxy while it holds the catalog
 //! lock, which is what keeps a load in flight from bringing it back (`publish_loaded`).
 
 use std::collections::{BTreeMap, HashSet};
@@ -134,8 +135,10 @@ struct Shared {
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
     /// Serialises the start and end of creations, deletions, and a load's publishing of
-    /// what it read (short; never during SQL or a creation's writing). Never held while
-    /// waiting for a galaxy lock that an order holds for long: orders never take it.
+    /// what it read. Short: the only SQL under it is a look-up in the `galaxies` table
+    /// (does a name exist, how many are there), never a load or a creation's writing.
+    /// Never held while waiting for a galaxy lock that an order holds for long: orders
+    /// never take it.
     catalog: Mutex<()>,
     /// Names being created: reserved (a second creation is refused, a load finds
     /// nothing) until the creation is saved and in the registry, or has failed. Taken
@@ -162,7 +165,9 @@ impl AppState {
     /// persistence is disabled. Errors leave nothing running.
     pub fn open(settings: &Settings) -> Result<AppState, StoreError> {
         if !settings.persistence.enabled {
-            return Ok(AppState::without_engine(PersistenceState::Disabled, None));
+            let mut app = AppState::without_engine(PersistenceState::Disabled, None);
+            app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
+            return Ok(app);
         }
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new(PersistenceState::Healthy));
@@ -287,16 +292,18 @@ impl AppState {
         if stored || shared.registry.get(name).is_some() || shared.creating.lock().contains(name) {
             return Err(AppError::GalaxyExists(name.to_owned()));
         }
-        // Every galaxy in memory is stored (with an engine), except those whose deletion
-        // is not committed yet, which the listing leaves out.
-        let existing = match &shared.engine {
+        // With a database file every galaxy in memory is stored; without one (persistence
+        // off, an in-memory database) the registry is all there is. Deletions not yet
+        // committed are left out, as the listing leaves them out.
+        let stored = match &shared.engine {
             Some(engine) => engine
                 .stored_names()?
                 .iter()
                 .filter(|name| !engine.is_deleted(name))
                 .count(),
-            None => shared.registry.len(),
+            None => 0,
         };
+        let existing = stored.max(shared.registry.len());
         let mut creating = shared.creating.lock();
         if existing + creating.len() >= shared.max_galaxies {
             return Err(AppError::TooManyGalaxies {
@@ -558,8 +565,11 @@ impl AppState {
         let shared = &self.shared;
         let mut listing: BTreeMap<String, bool> = BTreeMap::new();
         if let Some(engine) = &shared.engine {
-            for name in engine.stored_names()? {
-                if !engine.is_deleted(&name) {
+            let stored = engine.stored_names()?;
+            // A creation's last chunk committed but not yet reported is not there yet.
+            let creating = shared.creating.lock();
+            for name in stored {
+                if !engine.is_deleted(&name) && !creating.contains(&name) {
                     listing.insert(name, false);
                 }
             }
@@ -586,6 +596,12 @@ impl AppState {
     pub fn delete(&self, name: &str) -> Result<(), AppError> {
         let shared = &self.shared;
         let _catalog = shared.catalog.lock();
+        if shared.creating.lock().contains(name) {
+            // Saved perhaps, but not yet reported: until its creator publishes it, it is
+            // not there to delete (deleting it now would leave its creator publishing a
+            // galaxy whose rows are being removed).
+            return Err(AppError::UnknownGalaxy(name.to_owned()));
+        }
         let stored = match &shared.engine {
             Some(engine) => engine.is_stored(name)?,
             None => false,

@@ -4,9 +4,12 @@
 //! ordinary batches, so no galaxy's batch waits behind another galaxy's creation or
 //! deletion for more than one chunk (CONTRACT §7). Chunks are sized by time: each one
 //! aims at [`CHUNK_TARGET`] of writer time, adapting to the disk and the machine. Jobs
-//! run one at a time, oldest first: a creation never overlaps the removal of an older
-//! galaxy of the same name, and a galaxy's systems get one range of row ids (which loads
-//! rely on, see `store/load.rs`). Only the writer thread owns this queue.
+//! run one chunk at a time, oldest first, with two twists: a creation runs to its end
+//! once begun (so a galaxy's systems get one range of row ids, which loads rely on, see
+//! `store/load.rs`), and a removal that no later job shares a name with goes to the back
+//! after each chunk (so minutes of removing a huge galaxy hold up no creation). A job
+//! never overtakes an earlier one of the same name: a creation never overlaps the removal
+//! of an older galaxy of its name. Only the writer thread owns this queue.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -36,11 +39,21 @@ pub(crate) struct Creation {
 
 enum Job {
     Create(Creation),
-    /// Removes the rows of a galaxy whose deletion (or failed creation) is committed.
+    /// Removes the rows of a galaxy whose deletion is committed, or whose creation
+    /// failed.
     Purge {
         name: String,
         removed: u64,
     },
+}
+
+impl Job {
+    fn name(&self) -> &str {
+        match self {
+            Job::Create(creation) => creation.name(),
+            Job::Purge { name, .. } => name,
+        }
+    }
 }
 
 /// What one chunk finished, if anything.
@@ -150,10 +163,7 @@ impl Jobs {
 
     /// The name the next chunk works on.
     pub(crate) fn next_name(&self) -> Option<&str> {
-        self.queue.front().map(|job| match job {
-            Job::Create(creation) => creation.name(),
-            Job::Purge { name, .. } => name.as_str(),
-        })
+        self.queue.front().map(Job::name)
     }
 
     /// Runs one chunk of the oldest job in one transaction. On error the chunk left
@@ -207,6 +217,8 @@ impl Jobs {
                     .adapt(stats.systems as usize, started.elapsed());
                 *removed += stats.systems;
                 if !done {
+                    let name = name.clone();
+                    self.let_others_pass(&name);
                     return Ok((stats, None));
                 }
                 log::debug!(target: "galactic_war::persistence",
@@ -221,10 +233,18 @@ impl Jobs {
         }
     }
 
+    /// Moves the removal of `name` at the front to the back, unless a later job has the
+    /// same name (it must not overtake the removal).
+    fn let_others_pass(&mut self, name: &str) {
+        let shared = self.queue.iter().skip(1).any(|job| job.name() == name);
+        if !shared {
+            self.queue.rotate_left(1);
+        }
+    }
+
     /// Refuses every creation still queued (the writer is stopping); what they wrote is
-    /// removed at the next start. The names refused.
-    pub(crate) fn cancel_creations(&mut self) -> Vec<String> {
-        let mut cancelled = Vec::new();
+    /// removed at the next start.
+    pub(crate) fn cancel_creations(&mut self) {
         for job in std::mem::take(&mut self.queue) {
             match job {
                 Job::Create(creation) => {
@@ -234,12 +254,10 @@ impl Jobs {
                     log::warn!(target: "galactic_war::persistence",
                         "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
                          it was not created, and what was written is removed at the next start");
-                    cancelled.push(name);
                 }
                 purge => self.queue.push_back(purge),
             }
         }
-        cancelled
     }
 
     /// Names whose rows are still to be removed (finished at the next start if need be).

@@ -21,11 +21,11 @@
 //! Everything here logs under the target `galactic_war::persistence`.
 //!
 //! Lock order, outermost first (a lock may be taken while holding only locks above it):
-//! the application's catalog lock (`crate::app`; short sections, never SQL) → a galaxy
-//! cell's lock → the registry's change lock; the tombstones and the map of loads in
-//! flight are taken alone (under the catalog lock at most). The reader pool's lock and a
-//! load's outcome lock are leaves. No lock at all is held while a reader runs SQL, and
-//! the writer holds none during its SQL either.
+//! the application's catalog lock (`crate::app`; short sections, whose only SQL is a
+//! look-up in the `galaxies` table) → a galaxy cell's lock → the registry's change lock;
+//! the tombstones and the map of loads in flight are taken alone (under the catalog lock
+//! at most). The reader pool's lock and a load's outcome lock are leaves. A load holds no
+//! lock while it reads, and the writer holds none during its SQL.
 
 pub mod backup;
 pub mod cell;

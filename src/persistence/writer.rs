@@ -116,6 +116,8 @@ pub struct WriterHandle {
     shutdown_timeout: Duration,
     /// Set at shutdown, so a batch waiting on a locked database gives up in time.
     busy_deadline: Arc<BusyDeadline>,
+    /// What the final flush left unsaved, once it ran.
+    report: Mutex<Option<ShutdownReport>>,
 }
 
 impl WriterHandle {
@@ -165,6 +167,7 @@ impl WriterHandle {
             saved_ticks: HashMap::new(),
             tickets: Vec::new(),
             failure: None,
+            job_failure: None,
             ticks_due: false,
             last_commit: None,
             exit: None,
@@ -177,6 +180,7 @@ impl WriterHandle {
             thread: Mutex::new(Some(thread)),
             shutdown_timeout,
             busy_deadline,
+            report: Mutex::new(None),
         })
     }
 
@@ -248,10 +252,11 @@ impl WriterHandle {
     }
 
     /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
-    /// call more than once; later calls report nothing new.
+    /// call more than once: later calls (which wait for the first) return its report.
     pub fn shutdown(&self) -> ShutdownReport {
-        let Some(thread) = self.thread.lock().take() else {
-            return ShutdownReport::default();
+        let mut running = self.thread.lock();
+        let Some(thread) = running.take() else {
+            return self.report.lock().clone().unwrap_or_default();
         };
         let (reply, answer) = bounded(1);
         let deadline = Instant::now() + self.shutdown_timeout;
@@ -269,6 +274,7 @@ impl WriterHandle {
         if thread.join().is_err() {
             log::error!(target: LOG, "the writer thread panicked");
         }
+        *self.report.lock() = Some(report.clone());
         report
     }
 }
@@ -294,6 +300,34 @@ enum TicketReply {
 struct Ticket {
     deadline: Option<Instant>,
     reply: TicketReply,
+}
+
+/// The two kinds of transaction the writer makes, each with its own backoff: a removal
+/// that keeps failing must not hold up the batches of orders, nor a chunk that commits
+/// hide that they are failing.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// Batches of changes (orders, ticks, deletion marks).
+    Batches,
+    /// Chunks of creations and removals.
+    Jobs,
+}
+
+impl Lane {
+    fn what(self) -> &'static str {
+        match self {
+            Lane::Batches => "saving",
+            Lane::Jobs => "writing or removing a whole galaxy",
+        }
+    }
+
+    /// What happens to the work of a failed transaction.
+    fn kept(self) -> &'static str {
+        match self {
+            Lane::Batches => "changes kept in memory and retried",
+            Lane::Jobs => "a creation is refused and what it wrote removed, a removal retried",
+        }
+    }
 }
 
 struct Failure {
@@ -327,6 +361,8 @@ struct Writer {
     /// Flushes waiting for the next batch that starts after them.
     tickets: Vec<Ticket>,
     failure: Option<Failure>,
+    /// Bulk work's own failure: see [`Lane`].
+    job_failure: Option<Failure>,
     next_interval: Instant,
     ticks_due: bool,
     /// When a batch last wrote something, to tell an idle database from a busy one.
@@ -491,15 +527,19 @@ impl Writer {
         })
     }
 
-    /// When the next chunk of a bulk job may run: at once, unless saving is backing off
-    /// after a failure, or the job is the removal of a galaxy whose deletion is not
-    /// committed yet (the batch that commits it is due at once).
+    /// When the next chunk of a bulk job may run: at once, unless bulk work is backing
+    /// off after a failure, or the job is the removal of a galaxy whose deletion is not
+    /// committed yet (the next batch commits it).
     fn chunk_due(&self, now: Instant) -> Option<Instant> {
         let name = self.jobs.next_name()?;
         if self.deletions.iter().any(|deleted| deleted == name) {
             return None;
         }
-        Some(self.failure.as_ref().map_or(now, |f| f.retry_at.max(now)))
+        Some(
+            self.job_failure
+                .as_ref()
+                .map_or(now, |f| f.retry_at.max(now)),
+        )
     }
 
     /// Runs one chunk of the oldest bulk job, in its own transaction.
@@ -507,34 +547,45 @@ impl Writer {
         let started = Instant::now();
         match self.jobs.step(&mut self.store) {
             Ok((stats, finished)) => {
-                self.saved(started.elapsed(), stats);
+                self.saved(Lane::Jobs, started.elapsed(), stats);
                 match finished {
                     Some(Finished::Created(creation)) => {
                         let (name, tick) = (creation.name().to_owned(), creation.tick());
                         if creation.answer() {
                             self.saved_ticks.insert(name, tick);
                         } else {
-                            // Its caller is gone (the daemon is stopping): the galaxy is
-                            // stored but no one holds it; it loads on its next access.
+                            // Its caller's thread is gone: the galaxy is stored but no
+                            // one holds it; it loads on its next access.
                             self.store.forget_ids(&name);
                         }
                     }
                     Some(Finished::Purged) | None => {}
                 }
             }
-            Err(error) => self.failed(&error),
+            Err(error) => self.failed(Lane::Jobs, &error),
+        }
+    }
+
+    /// The failure a lane is backing off from, if any.
+    fn failure_of(&mut self, lane: Lane) -> &mut Option<Failure> {
+        match lane {
+            Lane::Batches => &mut self.failure,
+            Lane::Jobs => &mut self.job_failure,
         }
     }
 
     /// Bookkeeping after any commit: health, metrics, and a checkpoint when due.
-    fn saved(&mut self, duration: Duration, stats: WriteStats) {
-        if let Some(failure) = self.failure.take() {
+    fn saved(&mut self, lane: Lane, duration: Duration, stats: WriteStats) {
+        if let Some(failure) = self.failure_of(lane).take() {
             // This commit was a retry, and it succeeded.
             self.metrics
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.set_recovered();
-            log::info!(target: LOG, "saving recovered after {} failed attempt(s)", failure.attempts);
+            log::info!(target: LOG, "{} recovered after {} failed attempt(s)", lane.what(), failure.attempts);
+            // Healthy once neither lane is failing.
+            if self.failure.is_none() && self.job_failure.is_none() {
+                self.metrics.set_recovered();
+            }
         }
         if stats != WriteStats::default() {
             self.checkpoint_if_due();
@@ -544,10 +595,10 @@ impl Writer {
         }
     }
 
-    /// Bookkeeping after a failed transaction: metrics, the log, and the backoff.
-    fn failed(&mut self, error: &StoreError) {
+    /// Bookkeeping after a failed transaction: metrics, the log, and the lane's backoff.
+    fn failed(&mut self, lane: Lane, error: &StoreError) {
         let message = error.to_string();
-        let attempts = self.failure.as_ref().map_or(0, |f| f.attempts) + 1;
+        let attempts = self.failure_of(lane).as_ref().map_or(0, |f| f.attempts) + 1;
         if attempts > 1 {
             // This attempt was a retry of an earlier failure.
             self.metrics
@@ -561,12 +612,13 @@ impl Writer {
         let backoff = FIRST_BACKOFF
             .saturating_mul(1u32 << (attempts - 1).min(20))
             .min(self.settings.auto_save_interval);
+        let what = lane.what();
         if attempts == 1 {
-            log::error!(target: LOG, "saving failed, changes kept in memory and retried: {message}");
+            log::error!(target: LOG, "{what} failed, {}: {message}", lane.kept());
         } else {
-            log::warn!(target: LOG, "saving failed again (attempt {attempts}, next in {backoff:?}): {message}");
+            log::warn!(target: LOG, "{what} failed again (attempt {attempts}, next in {backoff:?}): {message}");
         }
-        self.failure = Some(Failure {
+        *self.failure_of(lane) = Some(Failure {
             attempts,
             retry_at: Instant::now() + backoff,
             error: message,
@@ -674,7 +726,7 @@ impl Writer {
         match result {
             Ok(stats) => {
                 let duration = started.elapsed();
-                self.saved(duration, stats);
+                self.saved(Lane::Batches, duration, stats);
                 if !nothing_to_write {
                     log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
                         stats.systems, stats.rows, galaxies.len(), self.deletions.len());
@@ -727,7 +779,7 @@ impl Writer {
                 if let StoreError::Inconsistent { galaxy, .. } = &error {
                     self.store.forget_ids(galaxy);
                 }
-                self.failed(&error);
+                self.failed(Lane::Batches, &error);
                 let message = error.to_string();
                 for ticket in riding {
                     if ticket.deadline.is_some() {

@@ -185,3 +185,65 @@ fn retries_back_off_exponentially() {
     assert_eq!(app.metrics().retries, app.metrics().batch_errors - 1);
     thaw_size(&app);
 }
+
+/// Lets the writer's database grow by `pages` pages more, then no further.
+fn allow_pages(app: &AppState, pages: i64) {
+    app.writer()
+        .unwrap()
+        .with_connection(move |conn| {
+            let now: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            conn.query_row(
+                &format!("PRAGMA max_page_count = {}", now + pages),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn a_creation_that_fails_midway_is_refused_removed_and_its_name_free() {
+    let db = TestDb::new();
+    let app = db.open(|_| {});
+    // Room for the first chunks of 20 000 systems, not for all of them.
+    allow_pages(&app, 400);
+    let failed = app.create_galaxy("big", endless_config(20_000), Some(1), 0);
+    assert!(
+        matches!(failed, Err(AppError::Persistence(_))),
+        "refused: {failed:?}"
+    );
+    assert!(matches!(
+        app.galaxy_details("big", 0),
+        Err(AppError::UnknownGalaxy(_))
+    ));
+    thaw_size(&app);
+    let conn = db.connection();
+    let rows_left = || -> i64 {
+        conn.query_row(
+            "SELECT (SELECT count(*) FROM systems WHERE galaxy_name = 'big')
+                  + (SELECT count(*) FROM galaxies WHERE name = 'big')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || rows_left() == 0),
+        "what the failed creation wrote is removed"
+    );
+    let created = app
+        .create_galaxy("big", endless_config(20_000), Some(2), 0)
+        .expect("the name is free again");
+    assert_eq!(created.systems, 20_000);
+    assert!(
+        wait_for(Duration::from_secs(30), || state(&app)
+            == PersistenceState::Healthy),
+        "healthy again: {:?}",
+        app.health()
+    );
+    assert_eq!(
+        db.stored("big").unwrap().systems(),
+        app.galaxy_copy("big").unwrap().systems()
+    );
+}

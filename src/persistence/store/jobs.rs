@@ -52,7 +52,7 @@ impl Store {
     /// chunk also writes the galaxy row and its `creating` mark). When the chunk reaches
     /// the last system it removes the mark, so the galaxy exists, and caches its system
     /// ids; `progress.written` then equals the galaxy's systems. On error nothing of the
-    /// chunk is written and `progress` is unchanged, so the same chunk can be tried again.
+    /// chunk is written and `progress` is unchanged.
     pub fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,
@@ -129,9 +129,12 @@ impl Store {
         Ok(stats)
     }
 
-    /// Deletes up to `max_systems` systems of a galaxy marked `deleting` (with their
-    /// structures and events), in one transaction; when none are left, the galaxy row
-    /// and its mark too. Returns the rows deleted and whether the galaxy is gone.
+    /// Deletes up to `max_systems` systems of a galaxy with a mark (with their structures
+    /// and events), in one transaction; when none are left, the galaxy row and its mark
+    /// too. Returns the rows deleted and whether the galaxy is gone. `deleting`: its
+    /// deletion is committed; `creating`: its creation failed or was abandoned (the
+    /// writer queues the purge before any later creation of the name, and runs one
+    /// creation at a time, so the mark is never a creation still in progress).
     pub fn purge_chunk(
         &mut self,
         name: &str,
@@ -140,10 +143,10 @@ impl Store {
         self.check_file()?;
         let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
         let tx = self.conn.transaction().context("starting a deletion")?;
-        // Only a galaxy marked `deleting`: a purge must never touch a live galaxy, even
-        // one that took the name since.
+        // Only a galaxy with a mark: a purge must never touch a live galaxy, even one
+        // that took the name since.
         let marked = tx
-            .prepare_cached("SELECT 1 FROM galaxy_jobs WHERE name = ?1 AND job = 'deleting'")
+            .prepare_cached("SELECT 1 FROM galaxy_jobs WHERE name = ?1")
             .and_then(|mut stmt| stmt.exists([name]))
             .context("checking a deletion")?;
         if !marked {

@@ -883,6 +883,29 @@ mod tests {
         assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
     }
 
+    #[test]
+    fn a_failed_creation_is_purged_and_its_name_created_again() {
+        let mut store = memory();
+        let galaxy = new_galaxy("g");
+        let config_toml = galaxy.config().to_toml();
+        let new = NewGalaxy {
+            name: "g",
+            config_toml: &config_toml,
+            tick: galaxy.tick(),
+            systems: galaxy.systems(),
+            rows: RowMask::new_system(galaxy.rules()),
+        };
+        store
+            .create_chunk(&new, &mut CreationProgress::default(), 50)
+            .unwrap();
+        // The writer refuses the creation after a failed chunk and purges what it wrote.
+        while !store.purge_chunk("g", 16).unwrap().1 {}
+        assert_eq!(count(&store, "galaxies"), 0);
+        assert_eq!(count(&store, "systems"), 0);
+        assert_eq!(count(&store, "galaxy_jobs"), 0);
+        insert(&mut store, &galaxy).unwrap();
+    }
+
     fn delete_mark_only(store: &mut Store, name: &str) {
         store.write_batch(&[name.to_owned()], &[]).unwrap();
     }
