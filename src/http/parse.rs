@@ -357,6 +357,29 @@ mod tests {
         assert_eq!(pending.request.method, "GET");
     }
 
+    #[test]
+    fn heads_that_cannot_become_valid_are_refused_before_they_end() {
+        // The poller parses a partial head whenever a control byte arrives (see
+        // `poller::advance`); each of these must be refused then, not left waiting.
+        let limits = Limits::default();
+        let parse = |raw: &[u8]| status(parse_head(raw, &limits, &peer()));
+        assert_eq!(parse(b"GET /healthz HTTP/1.1\rHost: x\r\r"), 400, "bare CR");
+        assert_eq!(parse(b"\x00\x00\x00"), 400, "NUL");
+        assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01\x00"), 400, "TLS");
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\x00"),
+            400,
+            "NUL in a value"
+        );
+        // Too many headers is known before the head ends: this bounds how often a
+        // partial head is parsed.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for n in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{n}: y\r\n").as_bytes());
+        }
+        assert_eq!(parse(&many), 431);
+    }
+
     fn decode(raw: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, u16> {
         // Fed one byte at a time, as the slowest client would.
         let mut chunked = Chunked::default();

@@ -131,9 +131,8 @@ pub(super) struct Conn {
     peer: Peer,
     /// Received, not yet consumed.
     buf: Vec<u8>,
-    /// How much of `buf` is known not to hold the end of a head: a head is parsed only once
-    /// its end may have arrived, so a head sent a byte at a time costs linear time, not
-    /// quadratic.
+    /// How much of `buf` has been looked at for a byte worth parsing the head for (see
+    /// [`advance`]): a head sent a byte at a time costs linear time, not quadratic.
     head_scanned: usize,
     /// To send, from `out_at` on.
     pub out: Vec<u8>,
@@ -603,15 +602,37 @@ impl Poller {
     }
 }
 
+/// The bytes that empty lines (CRLF or bare LF) take at the start of `buf`.
+fn blank_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &buf[at..] {
+            [b'\r', b'\n', ..] => at += 2,
+            [b'\n', ..] => at += 1,
+            _ => return at,
+        }
+    }
+}
+
 /// What the bytes in `conn.buf` make of a request; consumes what it uses.
 fn advance(conn: &mut Conn, limits: &Limits) -> Advance {
     if conn.pending.is_none() {
-        // A head ends with an empty line: LF LF, or LF CR LF.
-        let fresh = &conn.buf[conn.head_scanned.saturating_sub(2)..];
-        let may_end =
-            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        // Empty lines before a request line are ignored (RFC 9112 §2.2) and dropped here,
+        // so that a stream of them never piles up to be parsed again and again.
+        let blank = blank_lines(&conn.buf);
+        if blank > 0 {
+            conn.buf.drain(..blank);
+            conn.head_scanned = 0;
+        }
+        // The head is parsed again only once a control byte arrives: a line ending (so
+        // the head may be complete), or a byte no head may hold (NUL, a bare CR, a TLS
+        // handshake), which is refused at once rather than at the request timeout. A
+        // valid head holds two such bytes a line and at most `MAX_HEADERS` lines before
+        // it completes or is refused, so the parses are bounded too.
+        let fresh = &conn.buf[conn.head_scanned.min(conn.buf.len())..];
+        let worth_parsing = fresh.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
         conn.head_scanned = conn.buf.len();
-        if !may_end && conn.buf.len() <= limits.max_head_bytes {
+        if !worth_parsing && conn.buf.len() <= limits.max_head_bytes {
             return Advance::NeedMore;
         }
         match parse_head(&conn.buf, limits, &conn.peer) {

@@ -426,6 +426,35 @@ fn heads_with_bare_lf_or_without_host_are_answered_at_once() {
     );
 }
 
+/// Bug: a head that could never become valid but held no empty line (a bare CR, NUL
+/// bytes, a TLS handshake sent to the plain port) was parsed only once an empty line
+/// arrived, so it waited for the 10 s request timeout and got 408 instead of a 400.
+#[test]
+fn malformed_heads_without_an_empty_line_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let tls_hello: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00\x00\x00";
+    for raw in [
+        &b"GET /healthz HTTP/1.1\rHost: t\r\r"[..],
+        b"\x00\x00\x00",
+        tls_hello,
+        b"GET /healthz HTTP/1.1\r\nHost: t\x00",
+    ] {
+        // The connection stays open for writing: the answer must not wait for the client.
+        let mut stream = connect(daemon.addr, Duration::from_secs(5));
+        stream.write_all(raw).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400"), "{raw:?}: {text:?}");
+    }
+    // Empty lines before a request line are ignored, however many.
+    let mut stream = connect(daemon.addr, Duration::from_secs(5));
+    let mut blank_first = b"\r\n\n".repeat(10_000);
+    blank_first.extend_from_slice(&get("/healthz"));
+    assert_eq!(exchange(&mut stream, &blank_first).status, 200);
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
