@@ -14,8 +14,9 @@
 //! Deadlines are checked by a sweep of the slab every [`SWEEP`] (10 000 connections cost a
 //! few tens of microseconds a sweep): an idle connection is closed after `idle_timeout`;
 //! a request not whole `request_timeout` after its first byte gets 408 and the connection
-//! closes; a response not sent within `request_timeout` closes the connection. So neither
-//! a silent nor a slow client ever holds a worker.
+//! closes; a response not sent within `request_timeout` (within [`REFUSAL_LINGER`] once the
+//! server is stopping) closes the connection. So neither a silent nor a slow client ever
+//! holds a worker, nor the shutdown for long.
 //!
 //! Invariants: at most one request per connection is with a worker at a time, so pipelined
 //! requests are answered in order; `open` counts every connection, busy ones included,
@@ -44,7 +45,8 @@ const WAKER: Token = Token(usize::MAX);
 /// Bytes read from a socket at a time (one buffer for the poller, not per connection).
 const READ_CHUNK: usize = 32 * 1024;
 /// How long the answer to a refused request may take to leave before the connection is
-/// closed anyway.
+/// closed anyway; also how long any answer may take to leave once the server is stopping,
+/// so that a client that does not read holds the shutdown this long at most.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// A connected socket of either kind.
@@ -319,7 +321,11 @@ impl Poller {
                 if !draining {
                     draining = true;
                     self.stop_listening();
+                    let linger = Instant::now() + REFUSAL_LINGER;
                     for index in 0..self.slots.len() {
+                        if let Slot::Open(conn) = &mut self.slots[index] {
+                            conn.deadline = conn.deadline.min(linger);
+                        }
                         self.drive(index);
                     }
                 }
@@ -432,7 +438,9 @@ impl Poller {
         let Back { token, mut conn } = back;
         conn.readable = true;
         conn.deadline = Instant::now()
-            + if conn.sending() {
+            + if self.stopping() {
+                REFUSAL_LINGER
+            } else if conn.sending() {
                 self.limits.request_timeout
             } else {
                 self.limits.idle_timeout
