@@ -19,8 +19,10 @@
 //! holds a worker, nor the shutdown for long.
 //!
 //! Invariants: at most one request per connection is with a worker at a time, so pipelined
-//! requests are answered in order; `open` counts every connection, busy ones included,
-//! and never exceeds `max_connections`; the poller exits only once every connection it
+//! requests are answered in order; `open` counts every connection, busy ones included;
+//! the connections of the endpoints without a cap of their own never exceed
+//! `max_connections`, and an endpoint's with one never exceed it, so that neither locks
+//! the other out; the poller exits only once every connection it
 //! handed to a worker has come back and been closed.
 
 use std::io::{self, Read, Write};
@@ -207,6 +209,11 @@ pub(super) struct Poller {
     free: Vec<usize>,
     /// Connections open, busy ones included.
     open: usize,
+    /// Per endpoint: its own cap, if it has one.
+    own_caps: Vec<Option<usize>>,
+    /// Per endpoint: its connections open; the shared cap's count is the sum over the
+    /// endpoints without a cap of their own.
+    open_at: Vec<usize>,
     limits: Arc<Limits>,
     metrics: Arc<HttpMetrics>,
     stopping: Arc<AtomicBool>,
@@ -221,6 +228,7 @@ pub(super) struct Poller {
 impl Poller {
     pub fn new(
         listeners: Vec<Listener>,
+        own_caps: Vec<Option<usize>>,
         limits: Arc<Limits>,
         metrics: Arc<HttpMetrics>,
         stopping: Arc<AtomicBool>,
@@ -257,6 +265,8 @@ impl Poller {
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
+            open_at: vec![0; own_caps.len()],
+            own_caps,
             limits,
             metrics,
             stopping,
@@ -383,9 +393,23 @@ impl Poller {
         }
     }
 
+    /// Whether `endpoint` is at its cap: its own, or the one it shares.
+    fn full(&self, endpoint: usize) -> bool {
+        match self.own_caps.get(endpoint).copied().flatten() {
+            Some(cap) => self.open_at.get(endpoint).copied().unwrap_or(0) >= cap,
+            None => {
+                let shared: usize = (0..self.open_at.len())
+                    .filter(|&n| self.own_caps.get(n).copied().flatten().is_none())
+                    .map(|n| self.open_at[n])
+                    .sum();
+                shared >= self.limits.max_connections
+            }
+        }
+    }
+
     fn admit(&mut self, endpoint: usize, mut stream: Stream, peer: Peer) {
         let stopping = self.stopping();
-        if stopping || self.open >= self.limits.max_connections {
+        if stopping || self.full(endpoint) {
             let response = if stopping {
                 Response::error(503, "shutting down")
             } else {
@@ -431,6 +455,7 @@ impl Poller {
             failed: false,
         });
         self.open += 1;
+        self.open_at[endpoint] += 1;
         self.metrics.set_open_connections(self.open);
     }
 
@@ -491,11 +516,15 @@ impl Poller {
     }
 
     fn close(&mut self, index: usize, conn: Conn) {
+        let conn_endpoint = conn.endpoint;
         // Closing the socket removes it from epoll.
         drop(conn);
         self.slots[index] = Slot::Free;
         self.free.push(index);
         self.open -= 1;
+        if let Some(open) = self.open_at.get_mut(conn_endpoint) {
+            *open -= 1;
+        }
         self.metrics.set_open_connections(self.open);
     }
 

@@ -251,6 +251,27 @@ fn past_the_connection_cap_new_connections_get_503_and_are_counted() {
     assert_eq!(daemon.get("/healthz").status, 200);
 }
 
+/// Bug: both listeners shared one cap, so anyone able to open `GWAR_MAX_CONNECTIONS` idle
+/// connections to the public port locked the operator out of the admin listener (503 on
+/// `/healthz`, `/admin/save`, `/admin/backup`). The admin listener has a cap of its own.
+#[test]
+fn a_full_game_listener_does_not_lock_out_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_MAX_CONNECTIONS", "20")]);
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| connect(daemon.addr, Duration::from_secs(5)))
+        .collect();
+    let mut refused = connect(daemon.addr, Duration::from_secs(5));
+    let mut answer = Vec::new();
+    let _ = refused.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // The game listener is full; the admin listener still serves.
+    assert_eq!(daemon.admin_request("GET", "/healthz", "").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
+    drop(held);
+}
+
 #[test]
 fn slow_clients_hold_no_worker_and_are_cut_with_408() {
     let dir = tempfile::tempdir().unwrap();
