@@ -155,9 +155,12 @@ fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pend
         Some(c) if c.contains("keep-alive") => true,
         _ => !http_10,
     };
-    let expects_continue = named("expect")
-        .next()
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    // An HTTP/1.0 client cannot expect 100 Continue, and must not be sent one (RFC 9110
+    // §10.1.1).
+    let expects_continue = !http_10
+        && named("expect")
+            .next()
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     Ok(Pending {
         request: Request {
             method,
@@ -421,6 +424,23 @@ mod tests {
         assert_eq!(of("/plain?x"), owned("/plain", "x"));
         // Not absolute form: left for the router to refuse.
         assert_eq!(of("ftp://a/b"), owned("ftp://a/b", ""));
+    }
+
+    /// Bug: an HTTP/1.0 request with `Expect: 100-continue` was sent `100 Continue`, which
+    /// RFC 9110 §10.1.1 forbids (an HTTP/1.0 client cannot read it).
+    #[test]
+    fn http_10_requests_get_no_100_continue() {
+        let limits = Limits::default();
+        let expects = |raw: &[u8]| match parse_head(raw, &limits, &peer()) {
+            Head::Complete(pending, _) => pending.expects_continue,
+            _ => panic!("refused"),
+        };
+        assert!(expects(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(!expects(
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
     }
 
     fn decode(raw: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, u16> {
