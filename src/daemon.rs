@@ -55,7 +55,7 @@ Configuration comes from the environment:
   GWAR_LISTEN                           HTTP address of the game (127.0.0.1:3050)
   GWAR_ADMIN_LISTEN                     HOST:PORT or unix:PATH of the admin calls, never
                                         exposed (127.0.0.1:3051)
-  GWAR_MAX_CONNECTIONS                  HTTP connections open at once; 503 past it (10000)
+  GWAR_MAX_CONNECTIONS                  game connections open at once; 503 past it (10000)
   GWAR_PERSISTENCE_ENABLED              true/false (true)
   GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL   seconds (30)
   GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT     seconds for the final flush (10)
@@ -73,6 +73,9 @@ Configuration comes from the environment:
   GWAR_MAX_GALAXIES                     galaxies that may exist at once (10000)
   RUST_LOG                              log filter (info)
 ";
+
+/// Connections the admin listener may hold open, beside `GWAR_MAX_CONNECTIONS`.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Runs the command line `args` (without the program name); the exit status.
 pub fn run(args: &[String]) -> i32 {
@@ -266,10 +269,13 @@ fn serve() -> i32 {
         Endpoint {
             listener: Listener::Tcp(game_listener),
             handler: Arc::new(api.clone()),
+            own_max_connections: None,
         },
+        // A cap of its own: players filling GWAR_MAX_CONNECTIONS never lock the operator out.
         Endpoint {
             listener: admin_listener,
             handler: Arc::new(api.with_role(Role::Admin)),
+            own_max_connections: Some(ADMIN_MAX_CONNECTIONS),
         },
     ];
     let server = match HttpServer::start(endpoints, limits, http_metrics) {

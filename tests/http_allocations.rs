@@ -154,6 +154,7 @@ fn reads_and_orders_grow_no_block_and_allocate_nothing_large() {
     let endpoint = Endpoint {
         listener: Listener::Tcp(listener),
         handler: api,
+        own_max_connections: None,
     };
     let limits = Limits {
         workers: 1,

@@ -84,10 +84,13 @@ fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pend
     let head_only = sent_method == "HEAD";
     let method = if head_only { "GET" } else { sent_method }.to_owned();
     let http_10 = parsed.version == Some(0);
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), query.to_owned()),
-        None => (target.to_owned(), String::new()),
+    let (path, query) = match origin_form(target).split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (origin_form(target), ""),
     };
+    // `http://host` and `http://host?q` name the root.
+    let path = if path.is_empty() { "/" } else { path }.to_owned();
+    let query = query.to_owned();
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
         let Ok(value) = std::str::from_utf8(header.value) else {
@@ -152,9 +155,12 @@ fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pend
         Some(c) if c.contains("keep-alive") => true,
         _ => !http_10,
     };
-    let expects_continue = named("expect")
-        .next()
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    // An HTTP/1.0 client cannot expect 100 Continue, and must not be sent one (RFC 9110
+    // §10.1.1).
+    let expects_continue = !http_10
+        && named("expect")
+            .next()
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     Ok(Pending {
         request: Request {
             method,
@@ -169,6 +175,23 @@ fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pend
         expects_continue,
         body,
     })
+}
+
+/// The path and query of a request target in absolute form (`http://host/path?query`),
+/// which a server must accept (RFC 9112 §3.2.2); any other target as it is. The authority
+/// is dropped: no handler looks at the host, and which routes a request may reach depends
+/// on the listener alone, never on anything the client names.
+fn origin_form(target: &str) -> &str {
+    let scheme = ["http://", "https://"].into_iter().find(|scheme| {
+        target
+            .get(..scheme.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    });
+    let Some(scheme) = scheme else {
+        return target;
+    };
+    let rest = &target[scheme.len()..];
+    rest.find(['/', '?']).map_or("", |at| &rest[at..])
 }
 
 /// Where a chunked body's decoding stands.
@@ -355,6 +378,69 @@ mod tests {
         };
         assert!(pending.head_only);
         assert_eq!(pending.request.method, "GET");
+    }
+
+    #[test]
+    fn heads_that_cannot_become_valid_are_refused_before_they_end() {
+        // The poller parses a partial head whenever a control byte arrives (see
+        // `poller::advance`); each of these must be refused then, not left waiting.
+        let limits = Limits::default();
+        let parse = |raw: &[u8]| status(parse_head(raw, &limits, &peer()));
+        assert_eq!(parse(b"GET /healthz HTTP/1.1\rHost: x\r\r"), 400, "bare CR");
+        assert_eq!(parse(b"\x00\x00\x00"), 400, "NUL");
+        assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01\x00"), 400, "TLS");
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\x00"),
+            400,
+            "NUL in a value"
+        );
+        // Too many headers is known before the head ends: this bounds how often a
+        // partial head is parsed.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for n in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{n}: y\r\n").as_bytes());
+        }
+        assert_eq!(parse(&many), 431);
+    }
+
+    /// Bug: a request target in absolute form (`GET http://host/path`), which RFC 9112
+    /// §3.2.2 says a server must accept, was answered 400 ("must start with /").
+    #[test]
+    fn absolute_form_targets_are_accepted() {
+        let limits = Limits::default();
+        let target = |raw: &[u8]| match parse_head(raw, &limits, &peer()) {
+            Head::Complete(pending, _) => (pending.request.path, pending.request.query),
+            _ => panic!("refused"),
+        };
+        let of = |t: &str| target(format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let owned = |p: &str, q: &str| (p.to_owned(), q.to_owned());
+        assert_eq!(
+            of("http://a/galaxies/x?limit=2"),
+            owned("/galaxies/x", "limit=2")
+        );
+        assert_eq!(of("HTTPS://a:8080/healthz"), owned("/healthz", ""));
+        assert_eq!(of("http://a"), owned("/", ""));
+        assert_eq!(of("http://a?x=1"), owned("/", "x=1"));
+        assert_eq!(of("/plain?x"), owned("/plain", "x"));
+        // Not absolute form: left for the router to refuse.
+        assert_eq!(of("ftp://a/b"), owned("ftp://a/b", ""));
+    }
+
+    /// Bug: an HTTP/1.0 request with `Expect: 100-continue` was sent `100 Continue`, which
+    /// RFC 9110 §10.1.1 forbids (an HTTP/1.0 client cannot read it).
+    #[test]
+    fn http_10_requests_get_no_100_continue() {
+        let limits = Limits::default();
+        let expects = |raw: &[u8]| match parse_head(raw, &limits, &peer()) {
+            Head::Complete(pending, _) => pending.expects_continue,
+            _ => panic!("refused"),
+        };
+        assert!(expects(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(!expects(
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
     }
 
     fn decode(raw: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, u16> {

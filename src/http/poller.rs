@@ -14,12 +14,15 @@
 //! Deadlines are checked by a sweep of the slab every [`SWEEP`] (10 000 connections cost a
 //! few tens of microseconds a sweep): an idle connection is closed after `idle_timeout`;
 //! a request not whole `request_timeout` after its first byte gets 408 and the connection
-//! closes; a response not sent within `request_timeout` closes the connection. So neither
-//! a silent nor a slow client ever holds a worker.
+//! closes; a response not sent within `request_timeout` (within [`REFUSAL_LINGER`] once the
+//! server is stopping) closes the connection. So neither a silent nor a slow client ever
+//! holds a worker, nor the shutdown for long.
 //!
 //! Invariants: at most one request per connection is with a worker at a time, so pipelined
-//! requests are answered in order; `open` counts every connection, busy ones included,
-//! and never exceeds `max_connections`; the poller exits only once every connection it
+//! requests are answered in order; `open` counts every connection, busy ones included;
+//! the connections of the endpoints without a cap of their own never exceed
+//! `max_connections`, and an endpoint's with one never exceed it, so that neither locks
+//! the other out; the poller exits only once every connection it
 //! handed to a worker has come back and been closed.
 
 use std::io::{self, Read, Write};
@@ -44,7 +47,8 @@ const WAKER: Token = Token(usize::MAX);
 /// Bytes read from a socket at a time (one buffer for the poller, not per connection).
 const READ_CHUNK: usize = 32 * 1024;
 /// How long the answer to a refused request may take to leave before the connection is
-/// closed anyway.
+/// closed anyway; also how long any answer may take to leave once the server is stopping,
+/// so that a client that does not read holds the shutdown this long at most.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// A connected socket of either kind.
@@ -131,9 +135,8 @@ pub(super) struct Conn {
     peer: Peer,
     /// Received, not yet consumed.
     buf: Vec<u8>,
-    /// How much of `buf` is known not to hold the end of a head: a head is parsed only once
-    /// its end may have arrived, so a head sent a byte at a time costs linear time, not
-    /// quadratic.
+    /// How much of `buf` has been looked at for a byte worth parsing the head for (see
+    /// [`advance`]): a head sent a byte at a time costs linear time, not quadratic.
     head_scanned: usize,
     /// To send, from `out_at` on.
     pub out: Vec<u8>,
@@ -206,6 +209,11 @@ pub(super) struct Poller {
     free: Vec<usize>,
     /// Connections open, busy ones included.
     open: usize,
+    /// Per endpoint: its own cap, if it has one.
+    own_caps: Vec<Option<usize>>,
+    /// Per endpoint: its connections open; the shared cap's count is the sum over the
+    /// endpoints without a cap of their own.
+    open_at: Vec<usize>,
     limits: Arc<Limits>,
     metrics: Arc<HttpMetrics>,
     stopping: Arc<AtomicBool>,
@@ -220,6 +228,7 @@ pub(super) struct Poller {
 impl Poller {
     pub fn new(
         listeners: Vec<Listener>,
+        own_caps: Vec<Option<usize>>,
         limits: Arc<Limits>,
         metrics: Arc<HttpMetrics>,
         stopping: Arc<AtomicBool>,
@@ -256,6 +265,8 @@ impl Poller {
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
+            open_at: vec![0; own_caps.len()],
+            own_caps,
             limits,
             metrics,
             stopping,
@@ -320,7 +331,11 @@ impl Poller {
                 if !draining {
                     draining = true;
                     self.stop_listening();
+                    let linger = Instant::now() + REFUSAL_LINGER;
                     for index in 0..self.slots.len() {
+                        if let Slot::Open(conn) = &mut self.slots[index] {
+                            conn.deadline = conn.deadline.min(linger);
+                        }
                         self.drive(index);
                     }
                 }
@@ -378,9 +393,23 @@ impl Poller {
         }
     }
 
+    /// Whether `endpoint` is at its cap: its own, or the one it shares.
+    fn full(&self, endpoint: usize) -> bool {
+        match self.own_caps.get(endpoint).copied().flatten() {
+            Some(cap) => self.open_at.get(endpoint).copied().unwrap_or(0) >= cap,
+            None => {
+                let shared: usize = (0..self.open_at.len())
+                    .filter(|&n| self.own_caps.get(n).copied().flatten().is_none())
+                    .map(|n| self.open_at[n])
+                    .sum();
+                shared >= self.limits.max_connections
+            }
+        }
+    }
+
     fn admit(&mut self, endpoint: usize, mut stream: Stream, peer: Peer) {
         let stopping = self.stopping();
-        if stopping || self.open >= self.limits.max_connections {
+        if stopping || self.full(endpoint) {
             let response = if stopping {
                 Response::error(503, "shutting down")
             } else {
@@ -426,6 +455,7 @@ impl Poller {
             failed: false,
         });
         self.open += 1;
+        self.open_at[endpoint] += 1;
         self.metrics.set_open_connections(self.open);
     }
 
@@ -433,7 +463,9 @@ impl Poller {
         let Back { token, mut conn } = back;
         conn.readable = true;
         conn.deadline = Instant::now()
-            + if conn.sending() {
+            + if self.stopping() {
+                REFUSAL_LINGER
+            } else if conn.sending() {
                 self.limits.request_timeout
             } else {
                 self.limits.idle_timeout
@@ -484,11 +516,15 @@ impl Poller {
     }
 
     fn close(&mut self, index: usize, conn: Conn) {
+        let conn_endpoint = conn.endpoint;
         // Closing the socket removes it from epoll.
         drop(conn);
         self.slots[index] = Slot::Free;
         self.free.push(index);
         self.open -= 1;
+        if let Some(open) = self.open_at.get_mut(conn_endpoint) {
+            *open -= 1;
+        }
         self.metrics.set_open_connections(self.open);
     }
 
@@ -603,15 +639,37 @@ impl Poller {
     }
 }
 
+/// The bytes that empty lines (CRLF or bare LF) take at the start of `buf`.
+fn blank_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &buf[at..] {
+            [b'\r', b'\n', ..] => at += 2,
+            [b'\n', ..] => at += 1,
+            _ => return at,
+        }
+    }
+}
+
 /// What the bytes in `conn.buf` make of a request; consumes what it uses.
 fn advance(conn: &mut Conn, limits: &Limits) -> Advance {
     if conn.pending.is_none() {
-        // A head ends with an empty line: LF LF, or LF CR LF.
-        let fresh = &conn.buf[conn.head_scanned.saturating_sub(2)..];
-        let may_end =
-            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        // Empty lines before a request line are ignored (RFC 9112 §2.2) and dropped here,
+        // so that a stream of them never piles up to be parsed again and again.
+        let blank = blank_lines(&conn.buf);
+        if blank > 0 {
+            conn.buf.drain(..blank);
+            conn.head_scanned = 0;
+        }
+        // The head is parsed again only once a control byte arrives: a line ending (so
+        // the head may be complete), or a byte no head may hold (NUL, a bare CR, a TLS
+        // handshake), which is refused at once rather than at the request timeout. A
+        // valid head holds two such bytes a line and at most `MAX_HEADERS` lines before
+        // it completes or is refused, so the parses are bounded too.
+        let fresh = &conn.buf[conn.head_scanned.min(conn.buf.len())..];
+        let worth_parsing = fresh.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
         conn.head_scanned = conn.buf.len();
-        if !may_end && conn.buf.len() <= limits.max_head_bytes {
+        if !worth_parsing && conn.buf.len() <= limits.max_head_bytes {
             return Advance::NeedMore;
         }
         match parse_head(&conn.buf, limits, &conn.peer) {

@@ -57,8 +57,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
-    /// Open connections, all endpoints together; past it new ones are answered 503 and
-    /// closed.
+    /// Open connections, all endpoints together but those with a cap of their own
+    /// ([`Endpoint::own_max_connections`]); past it new ones are answered 503 and closed.
     pub max_connections: usize,
 }
 
@@ -187,6 +187,11 @@ pub enum Listener {
 pub struct Endpoint {
     pub listener: Listener,
     pub handler: Arc<dyn Handler>,
+    /// `None`: the endpoint's connections count against [`Limits::max_connections`],
+    /// shared with every other such endpoint. `Some(n)`: it has a cap of its own, and
+    /// others filling theirs never lock it out (the admin listener, so that an operator
+    /// can still reach a daemon whose public port is flooded).
+    pub own_max_connections: Option<usize>,
 }
 
 /// Where an endpoint listens.
@@ -227,7 +232,13 @@ impl HttpServer {
         let mut addresses = Vec::with_capacity(endpoints.len());
         let mut listeners = Vec::with_capacity(endpoints.len());
         let mut handlers = Vec::with_capacity(endpoints.len());
-        for Endpoint { listener, handler } in endpoints {
+        let mut own_caps = Vec::with_capacity(endpoints.len());
+        for Endpoint {
+            listener,
+            handler,
+            own_max_connections,
+        } in endpoints
+        {
             addresses.push(match &listener {
                 Listener::Tcp(l) => EndpointAddr::Tcp(l.local_addr()?),
                 Listener::Unix(l) => EndpointAddr::Unix(
@@ -239,6 +250,7 @@ impl HttpServer {
             });
             listeners.push(listener);
             handlers.push(handler);
+            own_caps.push(own_max_connections);
         }
         let limits = Arc::new(limits);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -249,6 +261,7 @@ impl HttpServer {
         let (returns, returned) = crossbeam_channel::bounded(limits.workers.max(1) * 64);
         let poller = Poller::new(
             listeners,
+            own_caps,
             limits.clone(),
             metrics.clone(),
             stopping.clone(),
@@ -318,7 +331,8 @@ impl HttpServer {
 }
 
 /// Files the daemon keeps open beside its connections: the database and its journal
-/// files, read connections, backups, listeners, the poller's own descriptors, logs.
+/// files, read connections, backups, listeners, the poller's own descriptors, logs, and
+/// the admin listener's connections (a cap of their own, far below this).
 pub const FILES_BESIDE_CONNECTIONS: u64 = 256;
 
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) so that `max_connections`
@@ -401,10 +415,12 @@ mod tests {
             Endpoint {
                 listener: Listener::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
                 handler: Arc::new(Named("game")),
+                own_max_connections: None,
             },
             Endpoint {
                 listener: Listener::Unix(std::os::unix::net::UnixListener::bind(&socket).unwrap()),
                 handler: Arc::new(Named("admin")),
+                own_max_connections: Some(8),
             },
         ];
         let server = HttpServer::start(

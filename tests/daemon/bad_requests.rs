@@ -264,6 +264,35 @@ fn the_game_listener_serves_no_admin_route() {
     );
 }
 
+/// Bug: a target in absolute form (`GET http://host/path`, which RFC 9112 §3.2.2 says a
+/// server must accept, and what a client configured to use a proxy sends) got 400. It is
+/// served now, and naming a host in it reaches no admin route on the game listener.
+#[test]
+fn absolute_form_targets_are_served_and_reach_no_admin_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(daemon.post("/galaxies/g").status, 201);
+    let read =
+        parse_reply(&daemon.raw(
+            b"GET http://t/galaxies/g?limit=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        ));
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["name"], "g");
+    for raw in [
+        &b"DELETE http://127.0.0.1:3051/galaxies/g HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        b"POST http://localhost/admin/save HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ] {
+        let reply = parse_reply(&daemon.raw(raw));
+        assert!(
+            reply.status == 404 || reply.status == 405,
+            "{}: {}",
+            String::from_utf8_lossy(raw),
+            reply.body
+        );
+    }
+    assert_eq!(daemon.get("/galaxies/g").status, 200, "not deleted");
+}
+
 /// An address of this machine that is not loopback, if it has one.
 fn own_non_loopback_ip() -> Option<std::net::IpAddr> {
     let output = std::process::Command::new("hostname")

@@ -251,6 +251,27 @@ fn past_the_connection_cap_new_connections_get_503_and_are_counted() {
     assert_eq!(daemon.get("/healthz").status, 200);
 }
 
+/// Bug: both listeners shared one cap, so anyone able to open `GWAR_MAX_CONNECTIONS` idle
+/// connections to the public port locked the operator out of the admin listener (503 on
+/// `/healthz`, `/admin/save`, `/admin/backup`). The admin listener has a cap of its own.
+#[test]
+fn a_full_game_listener_does_not_lock_out_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_MAX_CONNECTIONS", "20")]);
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| connect(daemon.addr, Duration::from_secs(5)))
+        .collect();
+    let mut refused = connect(daemon.addr, Duration::from_secs(5));
+    let mut answer = Vec::new();
+    let _ = refused.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // The game listener is full; the admin listener still serves.
+    assert_eq!(daemon.admin_request("GET", "/healthz", "").status, 200);
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
+    drop(held);
+}
+
 #[test]
 fn slow_clients_hold_no_worker_and_are_cut_with_408() {
     let dir = tempfile::tempdir().unwrap();
@@ -424,6 +445,35 @@ fn heads_with_bare_lf_or_without_host_are_answered_at_once() {
         "{}",
         String::from_utf8_lossy(&old)
     );
+}
+
+/// Bug: a head that could never become valid but held no empty line (a bare CR, NUL
+/// bytes, a TLS handshake sent to the plain port) was parsed only once an empty line
+/// arrived, so it waited for the 10 s request timeout and got 408 instead of a 400.
+#[test]
+fn malformed_heads_without_an_empty_line_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let tls_hello: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00\x00\x00";
+    for raw in [
+        &b"GET /healthz HTTP/1.1\rHost: t\r\r"[..],
+        b"\x00\x00\x00",
+        tls_hello,
+        b"GET /healthz HTTP/1.1\r\nHost: t\x00",
+    ] {
+        // The connection stays open for writing: the answer must not wait for the client.
+        let mut stream = connect(daemon.addr, Duration::from_secs(5));
+        stream.write_all(raw).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400"), "{raw:?}: {text:?}");
+    }
+    // Empty lines before a request line are ignored, however many.
+    let mut stream = connect(daemon.addr, Duration::from_secs(5));
+    let mut blank_first = b"\r\n\n".repeat(10_000);
+    blank_first.extend_from_slice(&get("/healthz"));
+    assert_eq!(exchange(&mut stream, &blank_first).status, 200);
 }
 
 #[test]

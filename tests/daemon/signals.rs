@@ -129,3 +129,59 @@ fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
         started.elapsed()
     );
 }
+
+/// Bytes queued to send on the TCP socket from `local` to `remote` (loopback, IPv4), from
+/// /proc/net/tcp.
+fn send_queue(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u64> {
+    let hex = |addr: std::net::SocketAddr| match addr {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+                return None;
+            }
+            u64::from_str_radix(fields.get(4)?.split(':').next()?, 16).ok()
+        })
+}
+
+/// Bug: a client that pipelined requests and never read the answers held the shutdown
+/// for the whole 10 s request timeout, since its answer was still being sent; a stopping
+/// server now gives any answer 2 s to leave.
+#[test]
+fn a_client_that_never_reads_does_not_hold_up_shutdown() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(daemon.post("/galaxies/full").status, 201);
+    // Far more answers than the socket buffers hold, never read.
+    let request = b"GET /galaxies/full?limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut deaf = std::net::TcpStream::connect(daemon.addr).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = deaf.write_all(&request.repeat(4000));
+    // Until the server's answers to it are stuck in its send buffer.
+    let (client, server) = (deaf.local_addr().unwrap(), daemon.addr);
+    assert!(crate::util::wait_for(Duration::from_secs(30), || {
+        send_queue(server, client).is_some_and(|queued| queued > 64 * 1024)
+    }));
+    let started = Instant::now();
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    // Well inside the 10 s the answer would otherwise be given.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(deaf);
+}
