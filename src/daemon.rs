@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::app::{AppError, AppState};
 use crate::check::check_database;
-use crate::http::listen::bind_unix;
+use crate::http::listen::{bind_tcp, bind_unix};
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::{Api, Role};
 use crate::http::server::{
@@ -340,7 +340,7 @@ fn serve() -> i32 {
 
 /// Binds the listener of `what`, configured by `variable`; `None` after logging why not.
 fn bind(addr: SocketAddr, what: &str, variable: &str) -> Option<TcpListener> {
-    match TcpListener::bind(addr) {
+    match bind_tcp(addr) {
         Ok(listener) => Some(listener),
         Err(error) => {
             log::error!(

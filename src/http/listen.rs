@@ -1,4 +1,10 @@
-//! Binding a Unix socket for the admin listener (`GWAR_ADMIN_LISTEN=unix:PATH`).
+//! Binding the listeners: TCP sockets with a deep accept queue, and a Unix socket for the
+//! admin listener (`GWAR_ADMIN_LISTEN=unix:PATH`).
+//!
+//! The standard library listens with a backlog of 128: when more clients connect at once
+//! (every player reconnecting after a restart), the kernel drops their SYNs and each
+//! waits a second for its retry. [`LISTEN_BACKLOG`] connections wait in the kernel
+//! instead, for the poller to accept them (the kernel caps it at `net.core.somaxconn`).
 //!
 //! A daemon killed with `kill -9` leaves its socket file behind, and binding over it fails;
 //! deleting whatever is at the path would let a second daemon steal a live daemon's
@@ -7,9 +13,25 @@
 //! The daemon removes the socket file again when it stops.
 
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// Connections the kernel queues for a listener before the poller accepts them.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a TCP listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as the
+/// standard library sets it, so a restart does not wait out old connections' TIME_WAIT).
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
 
 /// Why a Unix socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +68,43 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, UnixBindError> {
             Err(error) => return Err(io_error(error)),
         },
     }
-    UnixListener::bind(path).map_err(io_error)
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_error)?;
+    socket
+        .bind(&SockAddr::unix(path).map_err(io_error)?)
+        .map_err(io_error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(io_error)?;
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tcp_listener_queues_the_full_backlog() {
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // `ss` shows a listening socket's backlog as its Send-Q.
+        let Ok(output) = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+        else {
+            eprintln!("ss is not installed: the backlog is not checked");
+            return;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let send_q: Vec<&str> = text.split_whitespace().take(3).collect();
+        let expected = LISTEN_BACKLOG.min(somaxconn()).to_string();
+        assert_eq!(send_q, ["LISTEN", "0", expected.as_str()], "{text}");
+    }
+
+    /// The kernel's cap on a listen backlog.
+    fn somaxconn() -> i32 {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(LISTEN_BACKLOG)
+    }
 
     #[test]
     fn a_fresh_path_binds() {
