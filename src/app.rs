@@ -365,6 +365,7 @@ impl AppState {
             // its creator puts it in the registry, it is not there for anyone else.
             return Landed::Missing;
         }
+        ticket.publish();
         let cell = GalaxyCell::new(galaxy);
         shared.registry.insert(cell.clone());
         Landed::Cell(cell)

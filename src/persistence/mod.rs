@@ -56,7 +56,7 @@ pub(crate) use loads::Landed;
 use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{StartupCheck, Store, StoreError};
+use store::{RowIds, StartupCheck, Store, StoreError};
 use writer::{ShutdownReport, WriterHandle};
 
 /// A running persistence engine on one database.
@@ -229,9 +229,9 @@ impl Engine {
         let started = std::time::Instant::now();
         let galaxy = {
             let _in_progress = InProgress::start(&self.metrics);
-            readers.with(Purpose::Load, |store| store.load_galaxy(name))?
+            readers.with(Purpose::Load, |store| store.load_galaxy_with_ids(name))?
         };
-        let Some(galaxy) = galaxy else {
+        let Some((galaxy, ids)) = galaxy else {
             return Ok(leading.land(Landed::Missing));
         };
         log::info!(target: "galactic_war::persistence",
@@ -243,6 +243,7 @@ impl Engine {
             engine: self,
             name,
             flight: leading.flight(),
+            ids,
         };
         let landed = publish(galaxy, ticket);
         Ok(leading.land(landed))
@@ -270,6 +271,7 @@ pub(crate) struct LoadTicket<'a> {
     engine: &'a Engine,
     name: &'a str,
     flight: &'a Flight,
+    ids: RowIds,
 }
 
 impl LoadTicket<'_> {
@@ -277,6 +279,14 @@ impl LoadTicket<'_> {
     /// was read must not go back into memory. Meaningful under the catalog lock.
     pub(crate) fn superseded(&self) -> bool {
         self.flight.superseded() || self.engine.is_deleted(self.name)
+    }
+
+    /// The galaxy goes into memory: the writer gets the row ids that were read with it.
+    /// Call it under the catalog lock, after [`LoadTicket::superseded`] said no and before
+    /// the galaxy can change: a deletion then sends its own message after this one, and
+    /// no save of the galaxy comes before it.
+    pub(crate) fn publish(self) {
+        self.engine.writer.adopt_ids(self.name.to_owned(), self.ids);
     }
 }
 

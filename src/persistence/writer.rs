@@ -40,7 +40,7 @@ use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::cut::cut;
 use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{BusyDeadline, GalaxyJob, GalaxyRows, Store, StoreError, WriteStats};
+use super::store::{BusyDeadline, GalaxyJob, GalaxyRows, RowIds, Store, StoreError, WriteStats};
 use crate::model::{Changes, Galaxy};
 use crate::settings::PersistenceSettings;
 
@@ -89,6 +89,11 @@ pub(crate) enum Message {
     },
     /// Refuse creations from now on, and the ones in progress (the daemon is stopping).
     StopCreating,
+    /// The row ids a load read, for the cache (sent before the galaxy is in memory).
+    AdoptIds {
+        name: String,
+        ids: RowIds,
+    },
     Delete {
         name: String,
     },
@@ -204,6 +209,13 @@ impl WriterHandle {
     /// that a stopping daemon's requests end; their rows are removed at the next start.
     pub fn stop_creating(&self) {
         let _ = self.tx.send(Message::StopCreating);
+    }
+
+    /// Hands the writer the row ids a load read for galaxy `name`, so that its first save
+    /// needs no look-up. Send it before the galaxy can change, and never for a galaxy
+    /// deleted since it was read (see [`super::LoadTicket::publish`]).
+    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds) {
+        let _ = self.tx.send(Message::AdoptIds { name, ids });
     }
 
     pub(crate) fn delete(&self, name: String) {
@@ -456,6 +468,7 @@ impl Writer {
                     let _ = reply.send(Err(PersistError::Stopped));
                 }
             }
+            Message::AdoptIds { name, ids } => self.store.adopt_ids(&name, ids),
             Message::StopCreating => {
                 self.creating = false;
                 self.jobs.cancel_creations();

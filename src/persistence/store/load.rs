@@ -3,7 +3,8 @@
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Context, Store, StoreError};
+use super::write::StoredSystem;
+use super::{Context, RowIds, Store, StoreError};
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
 impl Store {
@@ -18,6 +19,14 @@ impl Store {
     /// row; rows of other galaxies that fall inside a range are skipped. Events are few
     /// (at most one per system) and are read through their index.
     pub fn load_galaxy(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
+        Ok(self.load_galaxy_with_ids(name)?.map(|(galaxy, _)| galaxy))
+    }
+
+    /// [`Store::load_galaxy`], with the row ids of the galaxy's systems and events, for
+    /// the writer's cache ([`Store::adopt_ids`]): its first save after the load then
+    /// needs no look-up, which for millions of systems would take seconds of the writer's
+    /// time (and every other galaxy's loss window with it).
+    pub fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         let tx = self
             .conn
             .unchecked_transaction()
@@ -50,7 +59,7 @@ impl Store {
             .context("finding systems")?;
         let (Some(first), Some(last)) = (first, last) else {
             return Galaxy::from_parts(name, config, tick, Vec::new())
-                .map(Some)
+                .map(|galaxy| Some((galaxy, RowIds(Vec::new()))))
                 .map_err(|e| bad(e.to_string()));
         };
 
@@ -94,6 +103,7 @@ impl Store {
                 });
             }
         }
+        let mut event_ids: Vec<Option<i64>> = vec![None; ids.len()];
         let mut structures = Positions::new(&ids);
         let mut events = Positions::new(&ids);
         let kind = |text: &str| {
@@ -132,8 +142,8 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare(
-                    "SELECT system_id, completion_tick, action_type, structure_type FROM events
-                     WHERE system_id BETWEEN ?1 AND ?2",
+                    "SELECT system_id, completion_tick, action_type, structure_type, id
+                     FROM events WHERE system_id BETWEEN ?1 AND ?2",
                 )
                 .context("loading events")?;
             let mut rows = stmt.query([first, last]).context("loading events")?;
@@ -154,6 +164,7 @@ impl Store {
                     _ => text(row, 3).context("reading an event")?,
                 };
                 let structure = kind(structure)?;
+                event_ids[index] = Some(row.get(4).context("reading an event")?);
                 let system = &mut systems[index];
                 if system.build.is_some() {
                     return Err(bad(format!(
@@ -168,9 +179,24 @@ impl Store {
                 });
             }
         }
-        systems.sort_unstable_by_key(System::coords);
+        // Sorted by (x, y) together, so the ids stay beside their systems.
+        let mut rows: Vec<(System, StoredSystem)> = systems
+            .into_iter()
+            .zip(ids.iter().zip(&event_ids))
+            .map(|(system, (&id, &event))| {
+                let stored = StoredSystem {
+                    id,
+                    x: system.x,
+                    y: system.y,
+                    event,
+                };
+                (system, stored)
+            })
+            .collect();
+        rows.sort_unstable_by_key(|(system, _)| system.coords());
+        let (systems, stored): (Vec<System>, Vec<StoredSystem>) = rows.into_iter().unzip();
         Galaxy::from_parts(name, config, tick, systems)
-            .map(Some)
+            .map(|galaxy| Some((galaxy, RowIds(stored))))
             .map_err(|e| bad(e.to_string()))
     }
 }

@@ -19,6 +19,7 @@ mod write;
 
 pub use busy::BusyDeadline;
 pub use jobs::{CreationProgress, GalaxyJob};
+pub use write::RowIds;
 use write::SystemIds;
 
 use std::cell::Cell;
@@ -904,6 +905,26 @@ mod tests {
         assert_eq!(count(&store, "systems"), 0);
         assert_eq!(count(&store, "galaxy_jobs"), 0);
         insert(&mut store, &galaxy).unwrap();
+    }
+
+    #[test]
+    fn a_load_reads_the_same_row_ids_the_writer_would_look_up() {
+        let (mut store, mut galaxy) = stored_galaxy();
+        // Builds in flight on some systems, so some have an event row.
+        for index in [0usize, 3, 150] {
+            let (x, y) = galaxy.systems()[index].coords();
+            galaxy
+                .build(200, x.into(), y.into(), StructureKind::Hatchery)
+                .unwrap();
+        }
+        store
+            .write_batch(&[], &[take_batch(&mut galaxy, 200)])
+            .unwrap();
+        let (loaded, ids) = store.load_galaxy_with_ids("g").unwrap().unwrap();
+        assert_eq!(loaded, galaxy);
+        let looked_up = write::fetch_ids(store.connection(), "g").unwrap();
+        assert_eq!(ids.0, looked_up);
+        assert_eq!(ids.0.iter().filter(|s| s.event.is_some()).count(), 3);
     }
 
     fn delete_mark_only(store: &mut Store, name: &str) {

@@ -13,7 +13,7 @@ use crate::persistence::time::UtcTime;
 /// What the writer knows of a stored system: its row id, its coordinates (to check the
 /// cache against the galaxy), and the row id of its event if it has one, so a save
 /// updates or deletes that row by id instead of searching for it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct StoredSystem {
     pub(super) id: i64,
     pub(super) x: u32,
@@ -23,6 +23,19 @@ pub(super) struct StoredSystem {
 
 /// A galaxy's stored systems, in the galaxy's `(x, y)` order.
 pub(super) type SystemIds = Vec<StoredSystem>;
+
+/// A galaxy's row ids as a load read them, for the writer's cache.
+#[derive(Debug)]
+pub struct RowIds(pub(super) SystemIds);
+
+impl Store {
+    /// Takes the row ids a load read for galaxy `name` into the writer's cache, replacing
+    /// any there: they are what the database holds, since nothing writes a galaxy's rows
+    /// while it is not in memory.
+    pub fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.ids.insert(name.to_owned(), ids.0);
+    }
+}
 
 impl Store {
     /// Writes one batch in one transaction: deletions first (each marks its galaxy
@@ -109,7 +122,7 @@ fn write_rows(
     Ok(stats)
 }
 
-fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
+pub(super) fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT s.id, s.x, s.y, e.id FROM systems s LEFT JOIN events e ON e.system_id = s.id
