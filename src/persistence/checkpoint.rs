@@ -18,11 +18,12 @@
 //! stops the thread and waits for the checkpoint in progress.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::store::{Store, StoreError};
+use super::store::{BusyDeadline, Store, StoreError};
 use crate::settings::Synchronous;
 
 const LOG: &str = "galactic_war::persistence";
@@ -51,17 +52,25 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Opens a second read-write connection to the database at `path` (already created
     /// and migrated by the writer) and starts the thread.
+    /// Its busy waits end at `busy_deadline` too: the writer's final steps wait for the
+    /// checkpoint in progress, and the shutdown's deadline holds for both.
     pub(crate) fn spawn(
         path: &Path,
         synchronous: Synchronous,
         threshold: u32,
+        busy_deadline: Arc<BusyDeadline>,
     ) -> Result<Checkpointer, StoreError> {
         let store = Store::open_checkpointer(path, synchronous)?;
         let (requests, rx) = unbounded();
         let (finish, finished) = unbounded();
         let thread = std::thread::Builder::new()
             .name("gwar-checkpoint".into())
-            .spawn(move || run(store, rx, finish))
+            .spawn(move || {
+                if let Err(error) = busy_deadline.install(store.connection()) {
+                    log::warn!(target: LOG, "checkpoints will not end at the shutdown deadline: {error}");
+                }
+                run(store, rx, finish)
+            })
             .map_err(|source| StoreError::Thread {
                 name: "checkpoint",
                 source,

@@ -56,8 +56,8 @@ pub(crate) use loads::Landed;
 use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{RowIds, StartupCheck, Store, StoreError};
-use writer::{ShutdownReport, WriterHandle};
+use store::{BusyDeadline, RowIds, StartupCheck, Store, StoreError};
+use writer::{ShutdownReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
 pub struct Engine {
@@ -117,20 +117,27 @@ impl Engine {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => Some(ReaderPool::open(path)?),
         };
+        // Set at shutdown: the busy waits of the writer and the checkpointer end there.
+        let busy_deadline = BusyDeadline::new();
         let checkpointer = match url {
             DatabaseUrl::Memory => None,
             DatabaseUrl::File(path) => Some(Checkpointer::spawn(
                 path,
                 settings.synchronous,
                 settings.checkpoint_pages,
+                busy_deadline.clone(),
             )?),
         };
         let tombstones = Arc::new(Mutex::new(HashSet::new()));
         metrics.set_lagging_after(settings.lagging_after());
-        let writer = WriterHandle::spawn(
+        let database = WriterDatabase {
             store,
-            unfinished,
             checkpointer,
+            busy_deadline,
+            unfinished,
+        };
+        let writer = WriterHandle::spawn(
+            database,
             settings.clone(),
             registry,
             metrics.clone(),

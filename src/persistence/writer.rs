@@ -125,20 +125,35 @@ pub struct WriterHandle {
     report: Mutex<Option<ShutdownReport>>,
 }
 
+/// What the writer takes over from the engine that opened the database.
+pub(crate) struct WriterDatabase {
+    /// The read-write connection.
+    pub store: Store,
+    /// `None` for an in-memory database, which has no WAL.
+    pub checkpointer: Option<Checkpointer>,
+    /// Set at shutdown; the busy waits of this thread and the checkpointer's end there.
+    pub busy_deadline: Arc<BusyDeadline>,
+    /// Creations and deletions a previous run left unfinished.
+    pub unfinished: Vec<GalaxyJob>,
+}
+
 impl WriterHandle {
-    /// Starts the writer thread on `store`.
+    /// Starts the writer thread on `database`.
     pub(crate) fn spawn(
-        store: Store,
-        unfinished: Vec<GalaxyJob>,
-        checkpointer: Option<Checkpointer>,
+        database: WriterDatabase,
         settings: PersistenceSettings,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         tombstones: Arc<Mutex<HashSet<String>>>,
     ) -> std::io::Result<WriterHandle> {
+        let WriterDatabase {
+            store,
+            checkpointer,
+            busy_deadline,
+            unfinished,
+        } = database;
         let (tx, rx) = unbounded();
         let shutdown_timeout = settings.shutdown_timeout;
-        let busy_deadline = BusyDeadline::new();
         let now = Instant::now();
         let mut jobs = Jobs::default();
         for job in unfinished {
