@@ -650,21 +650,42 @@ mod tests {
         galaxy
     }
 
-    /// Creates `galaxy` in chunks of 64 systems, as the writer's jobs do, checking that it
-    /// stays invisible until the last chunk.
-    fn insert(store: &mut Store, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
+    /// Runs `write` on `galaxy` as creation writes it.
+    fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
         let config_toml = galaxy.config().to_toml();
-        let new = NewGalaxy {
+        write(&NewGalaxy {
             name: galaxy.name(),
             config_toml: &config_toml,
             tick: galaxy.tick(),
             systems: galaxy.systems(),
             rows: RowMask::new_system(galaxy.rules()),
-        };
+        })
+    }
+
+    /// Writes the first `systems` of a creation of `galaxy` and stops there, as a
+    /// creation that failed or was interrupted does.
+    fn begin_creation(store: &mut Store, galaxy: &Galaxy, systems: usize) {
+        as_new(galaxy, |new| {
+            store.create_chunk(new, &mut CreationProgress::default(), systems)
+        })
+        .unwrap();
+    }
+
+    /// Creates `galaxy` in chunks of 64 systems, as the writer's jobs do, checking that it
+    /// stays invisible until the last chunk.
+    fn insert(store: &mut Store, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
+        as_new(galaxy, |new| insert_new(store, galaxy, new))
+    }
+
+    fn insert_new(
+        store: &mut Store,
+        galaxy: &Galaxy,
+        new: &NewGalaxy,
+    ) -> Result<WriteStats, StoreError> {
         let mut progress = CreationProgress::default();
         let mut total = WriteStats::default();
         loop {
-            let stats = store.create_chunk(&new, &mut progress, 64)?;
+            let stats = store.create_chunk(new, &mut progress, 64)?;
             total.systems += stats.systems;
             total.rows += stats.rows;
             let visible = store.galaxy_exists(galaxy.name())?;
@@ -841,17 +862,7 @@ mod tests {
     fn an_interrupted_creation_is_removed_at_the_next_start() {
         let mut store = memory();
         let galaxy = new_galaxy("g");
-        let config_toml = galaxy.config().to_toml();
-        let new = NewGalaxy {
-            name: "g",
-            config_toml: &config_toml,
-            tick: galaxy.tick(),
-            systems: galaxy.systems(),
-            rows: RowMask::new_system(galaxy.rules()),
-        };
-        store
-            .create_chunk(&new, &mut CreationProgress::default(), 50)
-            .unwrap();
+        begin_creation(&mut store, &galaxy, 50);
         insert(&mut store, &new_galaxy("h")).unwrap();
         delete_mark_only(&mut store, "h");
         assert_eq!(count(&store, "systems"), 250);
@@ -888,17 +899,7 @@ mod tests {
     fn a_failed_creation_is_purged_and_its_name_created_again() {
         let mut store = memory();
         let galaxy = new_galaxy("g");
-        let config_toml = galaxy.config().to_toml();
-        let new = NewGalaxy {
-            name: "g",
-            config_toml: &config_toml,
-            tick: galaxy.tick(),
-            systems: galaxy.systems(),
-            rows: RowMask::new_system(galaxy.rules()),
-        };
-        store
-            .create_chunk(&new, &mut CreationProgress::default(), 50)
-            .unwrap();
+        begin_creation(&mut store, &galaxy, 50);
         // The writer refuses the creation after a failed chunk and purges what it wrote.
         while !store.purge_chunk("g", 16).unwrap().1 {}
         assert_eq!(count(&store, "galaxies"), 0);
