@@ -537,10 +537,20 @@ impl Poller {
             }
             if conn.sending() {
                 let answer = conn.started.is_none();
+                let sent_before = conn.out_at;
                 match conn.flush() {
                     Ok(true) if answer => conn.deadline = Instant::now() + limits.idle_timeout,
                     Ok(true) => {}
-                    Ok(false) => return Next::Wait,
+                    Ok(false) => {
+                        // A slow reader that keeps reading is not cut: an answer's
+                        // deadline counts from its last progress (nginx's send_timeout),
+                        // not from its start. Not while a next request is being read
+                        // (that has its own deadline), nor once stopping.
+                        if answer && !stopping && conn.out_at > sent_before {
+                            conn.deadline = Instant::now() + limits.request_timeout;
+                        }
+                        return Next::Wait;
+                    }
                     Err(_) => return Next::Close,
                 }
             }

@@ -53,7 +53,7 @@ pub struct Limits {
     /// The body as the handler sees it (after chunked decoding).
     pub max_body_bytes: usize,
     /// Time allowed to receive one whole request once its first byte arrived; also the
-    /// time allowed to write a response to a client that reads slowly.
+    /// time a response may go without progress to a client that reads slowly.
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
