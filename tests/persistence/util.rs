@@ -64,6 +64,18 @@ impl TestDb {
     pub fn connection(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path()).expect("a connection opens")
     }
+
+    /// Rows of galaxy `name` still in the database: its galaxy row and its systems.
+    pub fn rows_of(&self, name: &str) -> i64 {
+        self.connection()
+            .query_row(
+                "SELECT (SELECT count(*) FROM systems WHERE galaxy_name = ?1)
+                      + (SELECT count(*) FROM galaxies WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )
+            .expect("counts")
+    }
 }
 
 /// A galaxy where every order succeeds: plenty of resources, and a colony whose every level
