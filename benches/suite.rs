@@ -21,9 +21,7 @@ use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
 use galactic_war::persistence::store::Store;
 use galactic_war::settings::CHECKPOINT_PAGES;
-use galactic_war::settings::{
-    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
-};
+use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
@@ -60,12 +58,7 @@ fn settings(path: &Path, tweak: impl FnOnce(&mut PersistenceSettings)) -> Settin
         persistence,
         listen: "127.0.0.1:0".parse().expect("valid"),
         admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
-        admin_token: None,
-        backup_dir: None,
-        backup_interval: None,
-        backup_keep: 7,
-        galaxy_limits: GalaxyLimits::default(),
-        max_connections: 10_000,
+        ..Settings::default()
     }
 }
 

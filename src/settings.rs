@@ -213,6 +213,25 @@ pub struct SettingsError {
     pub reason: String,
 }
 
+/// The contract's defaults (CONTRACT §4): what an empty environment gives. Programs that
+/// link the library start from it and set what they need.
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: DatabaseUrl::File(PathBuf::from("galactic_war.db")),
+            persistence: PersistenceSettings::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3050)),
+            admin_listen: AdminListen::Tcp(SocketAddr::from(([127, 0, 0, 1], 3051))),
+            admin_token: None,
+            backup_dir: None,
+            backup_interval: None,
+            backup_keep: 7,
+            galaxy_limits: GalaxyLimits::default(),
+            max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
@@ -236,8 +255,9 @@ impl Settings {
                 }
             };
         }
-        let defaults = PersistenceSettings::default();
-        let limits = GalaxyLimits::default();
+        let d = Settings::default();
+        let defaults = d.persistence.clone();
+        let limits = d.galaxy_limits;
         let persistence = PersistenceSettings {
             enabled: var!("GWAR_PERSISTENCE_ENABLED", parse_bool, defaults.enabled),
             auto_save_interval: var!(
@@ -282,24 +302,16 @@ impl Settings {
             checkpoint_pages: defaults.checkpoint_pages,
         };
         Ok(Settings {
-            database: var!(
-                "DATABASE_URL",
-                DatabaseUrl::parse,
-                DatabaseUrl::File(PathBuf::from("galactic_war.db"))
-            ),
+            database: var!("DATABASE_URL", DatabaseUrl::parse, d.database),
             persistence,
             listen: var!(
                 "GWAR_LISTEN",
                 |v: &str| v
                     .parse::<SocketAddr>()
                     .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
-                SocketAddr::from(([127, 0, 0, 1], 3050))
+                d.listen
             ),
-            admin_listen: var!(
-                "GWAR_ADMIN_LISTEN",
-                AdminListen::parse,
-                AdminListen::Tcp(SocketAddr::from(([127, 0, 0, 1], 3051)))
-            ),
+            admin_listen: var!("GWAR_ADMIN_LISTEN", AdminListen::parse, d.admin_listen),
             admin_token: var!(
                 "GWAR_ADMIN_TOKEN",
                 |v: &str| if v.is_empty() {
@@ -307,7 +319,7 @@ impl Settings {
                 } else {
                     Ok(Some(v.to_owned()))
                 },
-                None
+                d.admin_token
             ),
             backup_dir: var!(
                 "GWAR_BACKUP_DIR",
@@ -316,17 +328,17 @@ impl Settings {
                 } else {
                     Ok(Some(PathBuf::from(v)))
                 },
-                None
+                d.backup_dir
             ),
             backup_interval: var!(
                 "GWAR_BACKUP_INTERVAL",
                 |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
-                None
+                d.backup_interval
             ),
             backup_keep: var!(
                 "GWAR_BACKUP_KEEP",
                 |v| parse_positive(v, "backups").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                7
+                d.backup_keep
             ),
             galaxy_limits: GalaxyLimits {
                 max_public_systems: var!(
@@ -352,7 +364,7 @@ impl Settings {
                 "GWAR_MAX_CONNECTIONS",
                 |v| parse_positive(v, "connections")
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                crate::http::server::DEFAULT_MAX_CONNECTIONS
+                d.max_connections
             ),
         })
     }
@@ -403,6 +415,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let s = settings(&[]).unwrap();
+        assert_eq!(s, Settings::default());
         assert_eq!(s.database, DatabaseUrl::File("galactic_war.db".into()));
         assert_eq!(s.persistence, PersistenceSettings::default());
         assert_eq!(s.persistence.auto_save_interval, Duration::from_secs(30));

@@ -226,21 +226,27 @@ fn thousands_of_idle_connections_cost_no_thread() {
     );
 }
 
-#[test]
-fn past_the_connection_cap_new_connections_get_503_and_are_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), &[("GWAR_MAX_CONNECTIONS", "50")]);
-    let held: Vec<TcpStream> = (0..50)
+/// Opens `cap` connections to the game listener and checks that one more is refused: the
+/// backlog is accepted in order, so it is past the cap, answered without having to send
+/// anything (503 with a JSON error), and closed. The connections held.
+fn fill_to_the_cap(daemon: &Daemon, cap: usize) -> Vec<TcpStream> {
+    let held: Vec<TcpStream> = (0..cap)
         .map(|_| connect(daemon.addr, Duration::from_secs(5)))
         .collect();
-    // The backlog is accepted in order: the 51st is past the cap. It is answered without
-    // having to send anything, and closed.
     let mut refused = connect(daemon.addr, Duration::from_secs(5));
     let mut answer = Vec::new();
     let _ = refused.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(answer.contains("\"error\""), "{answer:?}");
+    held
+}
+
+#[test]
+fn past_the_connection_cap_new_connections_get_503_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_MAX_CONNECTIONS", "50")]);
+    let held = fill_to_the_cap(&daemon, 50);
     drop(held);
     // Room again once they are gone; the refusal was counted.
     assert!(wait_for(Duration::from_secs(10), || metric(
@@ -258,14 +264,7 @@ fn past_the_connection_cap_new_connections_get_503_and_are_counted() {
 fn a_full_game_listener_does_not_lock_out_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[("GWAR_MAX_CONNECTIONS", "20")]);
-    let held: Vec<TcpStream> = (0..20)
-        .map(|_| connect(daemon.addr, Duration::from_secs(5)))
-        .collect();
-    let mut refused = connect(daemon.addr, Duration::from_secs(5));
-    let mut answer = Vec::new();
-    let _ = refused.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    let held = fill_to_the_cap(&daemon, 20);
     // The game listener is full; the admin listener still serves.
     assert_eq!(daemon.admin_request("GET", "/healthz", "").status, 200);
     assert_eq!(daemon.admin_post("/admin/save").status, 200);

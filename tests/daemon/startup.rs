@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::GalaxyConfig;
-use galactic_war::settings::{
-    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
-};
+use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
 
 use crate::util::{Daemon, BIN};
 
@@ -304,12 +302,7 @@ fn build_database(path: &Path, systems: u64, galaxies: u64) {
         persistence: PersistenceSettings::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
-        admin_token: None,
-        backup_dir: None,
-        backup_interval: None,
-        backup_keep: 7,
-        galaxy_limits: GalaxyLimits::default(),
-        max_connections: 10_000,
+        ..Settings::default()
     };
     let app = AppState::open(&settings).expect("the engine opens");
     let each = systems / galaxies;

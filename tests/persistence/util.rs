@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
 use galactic_war::persistence::store::Store;
-use galactic_war::settings::{
-    AdminListen, DatabaseUrl, GalaxyLimits, PersistenceSettings, Settings,
-};
+use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,
@@ -40,12 +38,7 @@ impl TestDb {
             persistence,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: AdminListen::Tcp("127.0.0.1:0".parse().unwrap()),
-            admin_token: None,
-            backup_dir: None,
-            backup_interval: None,
-            backup_keep: 7,
-            galaxy_limits: GalaxyLimits::default(),
-            max_connections: 10_000,
+            ..Settings::default()
         }
     }
 
