@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
-use galactic_war::persistence::store::Store;
+use galactic_war::persistence::store::{ReadStore, SqliteReader};
 use galactic_war::settings::CHECKPOINT_PAGES;
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
 use rusqlite::{params, Connection};
@@ -501,7 +501,7 @@ fn load(dir: &Path, systems: u64) -> (Duration, Duration, f64) {
         assert!(app.shutdown().all_saved());
     }
     let bytes = std::fs::metadata(&path).expect("exists").len() as f64 / systems as f64;
-    let reader = Store::open_reader(&path).expect("reader");
+    let reader = SqliteReader::open(&path).expect("reader");
     let mut engine = Vec::new();
     let mut floor = Vec::new();
     let conn = Connection::open(&path).expect("opens");

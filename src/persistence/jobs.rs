@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::store::{CreationProgress, NewGalaxy, Store, StoreError, WriteStats};
+use super::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
 use super::writer::PersistError;
 use crate::model::{Galaxy, RowMask};
 
@@ -171,7 +171,7 @@ impl Jobs {
     /// replaced by the purge of whatever it had committed.
     pub(crate) fn step(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn WriteStore,
     ) -> Result<(WriteStats, Option<Finished>), StoreError> {
         let Some(job) = self.queue.front_mut() else {
             return Ok((WriteStats::default(), None));
@@ -204,7 +204,7 @@ impl Jobs {
                     }
                     Err(error) => {
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
-                            let name = creation.refuse(PersistError::Failed(error.to_string()));
+                            let name = creation.refuse(PersistError::Failed(error.failure()));
                             self.queue.push_front(Job::Purge { name, removed: 0 });
                         }
                         Err(error)

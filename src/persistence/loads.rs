@@ -19,18 +19,17 @@
 //! deletion) and takes nothing itself.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
 use super::cell::GalaxyCell;
-use super::store::{Store, StoreError};
+use super::store::{OpenReader, ReadStore, StoreError};
 
 /// Read-only connections for loads and look-ups. Four: loads are bound by decoding rows
-/// (CPU), not by SQLite's locks, so more than the cores a small server has buys nothing,
-/// while one connection (as before) let a 59 s load of 10 M systems stall every other load.
+/// (CPU), not by the database's locks, so more than the cores a small server has buys
+/// nothing, while a single connection let one huge load stall every other load.
 pub const READERS: usize = 4;
 
 /// What a connection is borrowed for.
@@ -43,13 +42,13 @@ pub(crate) enum Purpose {
 }
 
 pub(crate) struct ReaderPool {
-    path: PathBuf,
+    open: OpenReader,
     state: Mutex<PoolState>,
     returned: Condvar,
 }
 
 struct PoolState {
-    idle: Vec<Store>,
+    idle: Vec<Box<dyn ReadStore>>,
     /// Connections in existence: idle or lent.
     opened: usize,
     /// Connections lent for loads.
@@ -59,10 +58,10 @@ struct PoolState {
 impl ReaderPool {
     /// Opens the first connection now, so a database the reader cannot open fails the
     /// engine's start rather than the first load.
-    pub(crate) fn open(path: &Path) -> Result<ReaderPool, StoreError> {
-        let first = Store::open_reader(path)?;
+    pub(crate) fn open(open: OpenReader) -> Result<ReaderPool, StoreError> {
+        let first = open()?;
         Ok(ReaderPool {
-            path: path.to_path_buf(),
+            open,
             state: Mutex::new(PoolState {
                 idle: vec![first],
                 opened: 1,
@@ -78,17 +77,17 @@ impl ReaderPool {
     pub(crate) fn with<T>(
         &self,
         purpose: Purpose,
-        query: impl FnOnce(&Store) -> Result<T, StoreError>,
+        query: impl FnOnce(&dyn ReadStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let (store, mut lent) = self.lend(purpose)?;
-        let result = query(&store);
+        let result = query(store.as_ref());
         if result.is_ok() {
             lent.keep = Some(store);
         }
         result
     }
 
-    fn lend(&self, purpose: Purpose) -> Result<(Store, Lent<'_>), StoreError> {
+    fn lend(&self, purpose: Purpose) -> Result<(Box<dyn ReadStore>, Lent<'_>), StoreError> {
         let load = purpose == Purpose::Load;
         let mut state = self.state.lock();
         loop {
@@ -104,7 +103,7 @@ impl ReaderPool {
                     // From here the counts are the guard's to restore, whatever happens.
                     let lent = Lent::new(self, load);
                     // Opening reads the schema: outside the pool's lock.
-                    return Ok((Store::open_reader(&self.path)?, lent));
+                    return Ok(((self.open)()?, lent));
                 }
             }
             self.returned.wait(&mut state);
@@ -117,7 +116,7 @@ impl ReaderPool {
 struct Lent<'a> {
     pool: &'a ReaderPool,
     load: bool,
-    keep: Option<Store>,
+    keep: Option<Box<dyn ReadStore>>,
 }
 
 impl<'a> Lent<'a> {

@@ -1,8 +1,9 @@
 //! The write-behind persistence engine (CONTRACT §2–§3).
 //!
-//! - [`store`]: the schema, migrations and SQL; one connection per [`store::Store`].
+//! - [`store`]: the seam to a database: what the writer needs ([`store::WriteStore`]) and
+//!   what a load needs ([`store::ReadStore`]), and the SQLite store that implements both
+//!   (its schema, migrations, SQL and WAL checkpoints).
 //! - [`writer`]: the writer thread, the only writer of the database.
-//! - [`checkpoint`]: the thread that copies the WAL back into the database file.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
 //! - `loads`: the pool of read-only connections and single-flight loads on a cache miss.
 //! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
@@ -29,7 +30,6 @@
 
 pub mod backup;
 pub mod cell;
-pub mod checkpoint;
 pub mod clean;
 mod cut;
 mod jobs;
@@ -50,13 +50,12 @@ use parking_lot::Mutex;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use cell::{GalaxyCell, Registry};
-use checkpoint::Checkpointer;
 use clean::CleanShutdown;
 pub(crate) use loads::Landed;
 use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{BusyDeadline, RowIds, StartupCheck, Store, StoreError};
+use store::{BusyDeadline, RowIds, StartupCheck, StoreError};
 use writer::{ShutdownReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
@@ -100,7 +99,10 @@ impl Engine {
                 why: "in memory".to_owned(),
             },
         };
-        let mut store = Store::open_writer_checked(url, settings.synchronous, check)?;
+        // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
+        let busy_deadline = BusyDeadline::new();
+        let opened = store::open(url, settings, check, busy_deadline.clone())?;
+        let mut store = opened.writer;
         let unfinished = store.unfinished_jobs()?;
         let clean = match url {
             DatabaseUrl::File(path) => {
@@ -113,26 +115,11 @@ impl Engine {
             }
             DatabaseUrl::Memory => None,
         };
-        let readers = match url {
-            DatabaseUrl::Memory => None,
-            DatabaseUrl::File(path) => Some(ReaderPool::open(path)?),
-        };
-        // Set at shutdown: the busy waits of the writer and the checkpointer end there.
-        let busy_deadline = BusyDeadline::new();
-        let checkpointer = match url {
-            DatabaseUrl::Memory => None,
-            DatabaseUrl::File(path) => Some(Checkpointer::spawn(
-                path,
-                settings.synchronous,
-                settings.checkpoint_pages,
-                busy_deadline.clone(),
-            )?),
-        };
+        let readers = opened.readers.map(ReaderPool::open).transpose()?;
         let tombstones = Arc::new(Mutex::new(HashSet::new()));
         metrics.set_lagging_after(settings.lagging_after());
         let database = WriterDatabase {
             store,
-            checkpointer,
             busy_deadline,
             unfinished,
         };
@@ -258,7 +245,7 @@ impl Engine {
 
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, Store::galaxy_names),
+            Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_names()),
             None => Ok(Vec::new()),
         }
     }

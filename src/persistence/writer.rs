@@ -1,6 +1,6 @@
 //! The writer thread: the only code that writes to the database.
 //!
-//! One dedicated OS thread owns the read-write [`Store`]. Game threads never wait on it:
+//! One dedicated OS thread owns the store that writes ([`WriteStore`]). Game threads never wait on it:
 //! they record changes in their galaxy (under the galaxy's lock) and, when a galaxy goes
 //! from clean to dirty, send a marker through a crossbeam channel. The writer batches:
 //! with coalescing on, a batch commits `coalescing_delay` after its first change; with it
@@ -36,11 +36,13 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::cell::{GalaxyCell, Registry};
-use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::cut::cut;
 use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{BusyDeadline, GalaxyJob, GalaxyRows, RowIds, Store, StoreError, WriteStats};
+use super::store::{
+    BusyDeadline, GalaxyJob, GalaxyRows, RowIds, StoreError, StoreFailure, StoreWork, WriteStats,
+    WriteStore,
+};
 use crate::model::{Changes, Galaxy};
 use crate::settings::PersistenceSettings;
 
@@ -50,13 +52,14 @@ const LOG: &str = "galactic_war::persistence";
 /// interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Why a flush, creation or shutdown did not save everything.
+/// Why a flush, creation or shutdown did not save everything. A store's failure keeps its
+/// kind ([`StoreFailure::kind`]: busy, full, file gone, inconsistent…) across the thread.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
     #[error("saving failed: {0}")]
-    Failed(String),
-    #[error("not everything was saved before the deadline (last error: {})", .last_error.as_deref().unwrap_or("none"))]
-    TimedOut { last_error: Option<String> },
+    Failed(StoreFailure),
+    #[error("not everything was saved before the deadline (last error: {})", .last_error.as_ref().map_or("none", |e| e.message.as_str()))]
+    TimedOut { last_error: Option<StoreFailure> },
     #[error("the persistence writer has stopped")]
     Stopped,
 }
@@ -105,8 +108,8 @@ pub(crate) enum Message {
         deadline: Instant,
         reply: Sender<ShutdownReport>,
     },
-    /// Maintenance work that needs the write connection itself.
-    Exec(Box<dyn FnOnce(&rusqlite::Connection) + Send>),
+    /// Work on the writer's store itself, between batches (maintenance, fault injection).
+    Exec(StoreWork),
 }
 
 /// The handle game threads use to reach the writer thread.
@@ -127,11 +130,9 @@ pub struct WriterHandle {
 
 /// What the writer takes over from the engine that opened the database.
 pub(crate) struct WriterDatabase {
-    /// The read-write connection.
-    pub store: Store,
-    /// `None` for an in-memory database, which has no WAL.
-    pub checkpointer: Option<Checkpointer>,
-    /// Set at shutdown; the busy waits of this thread and the checkpointer's end there.
+    /// The store the writer thread owns.
+    pub store: Box<dyn WriteStore>,
+    /// Set at shutdown; the store's waits end there.
     pub busy_deadline: Arc<BusyDeadline>,
     /// Creations and deletions a previous run left unfinished.
     pub unfinished: Vec<GalaxyJob>,
@@ -148,7 +149,6 @@ impl WriterHandle {
     ) -> std::io::Result<WriterHandle> {
         let WriterDatabase {
             store,
-            checkpointer,
             busy_deadline,
             unfinished,
         } = database;
@@ -170,12 +170,10 @@ impl WriterHandle {
             jobs.purge(name);
         }
         let writer = Writer {
-            busy_deadline: busy_deadline.clone(),
             jobs,
             creating: true,
             next_interval: now + settings.auto_save_interval,
             store,
-            checkpointer,
             rx,
             settings,
             registry,
@@ -251,16 +249,15 @@ impl WriterHandle {
         answer.recv().map_err(|_| PersistError::Stopped)?
     }
 
-    /// Runs `work` on the writer thread with the write connection, between batches, and
-    /// returns its result. For maintenance and fault injection (a tighter
-    /// `max_page_count`, say); the connection's transaction state must be left as found.
-    pub fn with_connection<T: Send + 'static>(
+    /// Runs `work` on the writer thread with its store, between batches, and returns its
+    /// result. For maintenance and fault injection; the store must be left as found.
+    pub(crate) fn exec<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
+        work: impl FnOnce(&mut dyn WriteStore) -> T + Send + 'static,
     ) -> Result<T, PersistError> {
         let (reply, answer) = bounded(1);
-        let job = move |conn: &rusqlite::Connection| {
-            let _ = reply.send(work(conn));
+        let job = move |store: &mut dyn WriteStore| {
+            let _ = reply.send(work(store));
         };
         self.tx
             .send(Message::Exec(Box::new(job)))
@@ -272,7 +269,7 @@ impl WriterHandle {
     /// a batch (a batch waits at most SQLite's busy timeout per attempt).
     pub fn ping(&self, timeout: Duration) -> bool {
         let (reply, answer) = bounded(1);
-        let job = move |_: &rusqlite::Connection| {
+        let job = move |_: &mut dyn WriteStore| {
             let _ = reply.send(());
         };
         self.tx.send(Message::Exec(Box::new(job))).is_ok() && answer.recv_timeout(timeout).is_ok()
@@ -360,17 +357,14 @@ impl Lane {
 struct Failure {
     attempts: u32,
     retry_at: Instant,
-    error: String,
+    error: StoreFailure,
 }
 
 struct Writer {
-    store: Store,
-    busy_deadline: Arc<BusyDeadline>,
+    store: Box<dyn WriteStore>,
     jobs: Jobs,
     /// False once the daemon is stopping: creations are refused.
     creating: bool,
-    /// `None` for an in-memory database, which has no WAL.
-    checkpointer: Option<Checkpointer>,
     rx: Receiver<Message>,
     settings: PersistenceSettings,
     registry: Arc<Registry>,
@@ -400,9 +394,7 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         log::debug!(target: LOG, "writer started (batch delay {:?})", self.settings.batch_delay());
-        if let Err(error) = self.busy_deadline.install(self.store.connection()) {
-            log::warn!(target: LOG, "busy waits will not end at the shutdown deadline: {error}");
-        }
+        self.store.on_writer_thread();
         loop {
             let wake = self.next_wake();
             match self.rx.recv_deadline(wake) {
@@ -441,15 +433,7 @@ impl Writer {
                     log::info!(target: LOG, "galaxy '{name}' is deleted; its remaining rows are removed at the next start");
                 }
                 let report = self.report();
-                // Its checkpoint in progress ends first: a truncating checkpoint waits
-                // for no other.
-                drop(self.checkpointer.take());
-                if report.all_saved() {
-                    // Leave a compact database behind; a failure here loses nothing.
-                    if let Err(error) = self.store.checkpoint_truncate() {
-                        log::warn!(target: LOG, "final WAL checkpoint failed: {error}");
-                    }
-                }
+                self.store.finish(report.all_saved());
                 let _ = reply.send(report);
                 break;
             }
@@ -508,14 +492,12 @@ impl Writer {
                 deadline: Some(deadline),
                 reply: TicketReply::Shutdown(reply),
             }),
-            Message::Exec(job) => job(self.store.connection()),
+            Message::Exec(job) => job(self.store.as_mut()),
         }
     }
 
     fn checkpoint_if_due(&mut self) {
-        if let Some(checkpointer) = &mut self.checkpointer {
-            checkpointer.after_commit(&self.store);
-        }
+        self.store.after_commit();
     }
 
     fn has_work(&self) -> bool {
@@ -573,7 +555,7 @@ impl Writer {
     /// Runs one chunk of the oldest bulk job, in its own transaction.
     fn chunk(&mut self) {
         let started = Instant::now();
-        match self.jobs.step(&mut self.store) {
+        match self.jobs.step(self.store.as_mut()) {
             Ok((stats, finished)) => {
                 self.saved(Lane::Jobs, started.elapsed(), stats);
                 match finished {
@@ -625,7 +607,8 @@ impl Writer {
 
     /// Bookkeeping after a failed transaction: metrics, the log, and the lane's backoff.
     fn failed(&mut self, lane: Lane, error: &StoreError) {
-        let message = error.to_string();
+        let failure = error.failure();
+        let message = failure.message.clone();
         let attempts = self.failure_of(lane).as_ref().map_or(0, |f| f.attempts) + 1;
         if attempts > 1 {
             // This attempt was a retry of an earlier failure.
@@ -649,7 +632,7 @@ impl Writer {
         *self.failure_of(lane) = Some(Failure {
             attempts,
             retry_at: Instant::now() + backoff,
-            error: message,
+            error: failure,
         });
     }
 
@@ -667,18 +650,10 @@ impl Writer {
                 if let Some(idle) = self.settings.galaxy_idle {
                     self.evict_idle(idle);
                 }
-                // Idle for a whole interval: give the WAL file back to the filesystem.
-                // Busy: a passive checkpoint, which never waits on readers.
                 let idle = self
                     .last_commit
                     .is_none_or(|at| at.elapsed() >= self.settings.auto_save_interval);
-                if let Some(checkpointer) = &self.checkpointer {
-                    checkpointer.request(if idle {
-                        CheckpointMode::Truncate
-                    } else {
-                        CheckpointMode::Passive
-                    });
-                }
+                self.store.maintain(idle);
             }
         }
         // One chunk of bulk work per turn, after the batch that was due: under constant
@@ -808,12 +783,12 @@ impl Writer {
                     self.store.forget_ids(galaxy);
                 }
                 self.failed(Lane::Batches, &error);
-                let message = error.to_string();
+                let failure = error.failure();
                 for ticket in riding {
                     if ticket.deadline.is_some() {
                         self.tickets.push(ticket);
                     } else {
-                        self.answer(ticket, Err(PersistError::Failed(message.clone())));
+                        self.answer(ticket, Err(PersistError::Failed(failure.clone())));
                     }
                 }
             }

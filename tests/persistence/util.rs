@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
-use galactic_war::persistence::store::Store;
+use galactic_war::persistence::store::{ReadStore, SqliteReader};
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
 
 pub struct TestDb {
@@ -48,7 +48,7 @@ impl TestDb {
 
     /// The galaxy as stored, read through a fresh read-only connection.
     pub fn stored(&self, name: &str) -> Option<Galaxy> {
-        Store::open_reader(&self.path())
+        SqliteReader::open(&self.path())
             .expect("a reader opens")
             .load_galaxy(name)
             .expect("the galaxy loads")

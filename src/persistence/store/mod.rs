@@ -1,103 +1,69 @@
-//! The store: the SQLite schema, its migrations, and every SQL statement the engine runs.
+//! The store: the seam between the engine and a database.
 //!
-//! A [`Store`] wraps one connection. The writer thread owns the only one that writes rows
-//! ([`Store::open_writer`]) and with it the cache of system row ids, so a hot save updates
-//! rows by primary key without a look-up. The checkpoint thread has a second read-write
-//! connection that only checkpoints ([`Store::open_checkpointer`]). Loads on a cache miss
-//! use a small pool of read-only connections ([`Store::open_reader`]). Nothing here locks a
-//! galaxy: callers hand in plain copies of rows.
+//! What the writer thread needs from a database is one trait, [`WriteStore`]; what a load
+//! on a cache miss needs is another, [`ReadStore`]. The writer, the cut, flush, retries,
+//! shutdown and the app name only these traits and the plain row types below, so a second
+//! database plugs in beside [`sqlite`] without touching them; [`open`] chooses the
+//! implementation from the database URL, once, at start-up. A reader is its own type, with
+//! no write method: a read-only connection cannot be asked to write.
 //!
-//! This file opens, configures and migrates; `load.rs` reads a galaxy back; `write.rs`
-//! holds the writer's statements and its cache of row ids; `jobs.rs` creates and deletes
-//! whole galaxies in bounded chunks. A galaxy with an unfinished job (table
-//! `galaxy_jobs`) is invisible to every read here.
+//! Dispatch is per call, never per row: a batch, a chunk of a bulk job and a whole load are
+//! each one call, and their loops over rows run inside the implementation.
+//!
+//! Errors keep their kind across the writer's thread boundary: [`StoreError::failure`]
+//! gives a [`StoreFailure`] (a [`FailureKind`] and the message), which is `Clone` and goes
+//! into every answer a flush, a creation or a shutdown gets.
+//!
+//! Invariants every implementation keeps: a galaxy with an unfinished creation or
+//! deletion is invisible to every read; a batch commits whole or not at all; the writer's
+//! cache of row ids never runs ahead of what is committed (it is dropped for the galaxies of
+//! a failed batch).
 
-mod busy;
-mod jobs;
-mod load;
-mod write;
+pub mod sqlite;
 
-pub use busy::BusyDeadline;
-pub use jobs::{CreationProgress, GalaxyJob};
-pub use write::RowIds;
-use write::SystemIds;
-
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use rusqlite::hooks::Wal;
-use rusqlite::{Connection, OpenFlags};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::model::{RowMask, System};
-use crate::settings::{DatabaseUrl, Synchronous};
+use crate::settings::{DatabaseUrl, PersistenceSettings};
 
-/// The migrations, in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_initial",
-        include_str!("../../../sql/0001_initial.sql"),
-    ),
-    (
-        "0002_galaxy_jobs",
-        include_str!("../../../sql/0002_galaxy_jobs.sql"),
-    ),
-];
+pub use sqlite::{
+    SqliteReader, SqliteWriter, StartupCheck, BUSY_TIMEOUT, SCHEMA_VERSION, WRITER_PRAGMAS,
+};
 
-/// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// The writer's tuning, measured with `cargo bench` (the floors use the same):
-/// - a 16 MiB page cache (SQLite's default is 2 MiB): a save touches pages all over the
-///   tables, and with the small default they were evicted and read back on every batch.
-///   64 MiB saved all of a 100 000-system galaxy about 4% faster (orders: no difference)
-///   but cost 50 bytes per system at 1 000 000 systems, a third of the memory budget;
-/// - the WAL file truncated back to 64 MiB after a checkpoint, so it cannot stay large.
-///
-/// Checkpoints do not run in the writer's commits at all: see
-/// [`crate::persistence::checkpoint`].
-pub const WRITER_PRAGMAS: &str =
-    "PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 67108864;";
-
-thread_local! {
-    /// Pages in the WAL after the last commit made on this thread. Set by
-    /// [`note_wal_pages`], SQLite's WAL hook, which cannot carry per-connection data
-    /// through rusqlite; a thread-local is exact because only the writer thread commits
-    /// on the writer's connection, and it reads this right after its own commit.
-    static WAL_PAGES: Cell<u32> = const { Cell::new(0) };
+/// What kind of failure a store operation met, for callers that act on it (health, the
+/// HTTP status, a retry policy) rather than print it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Another connection or process holds a lock the operation waited for in vain.
+    Busy,
+    /// The database (or its disk) has no room for the rows.
+    Full,
+    /// The database file was removed or replaced after it was opened.
+    FileGone,
+    /// The database cannot be reached (a server down, a connection lost).
+    Unavailable,
+    /// The stored rows break the model's rules, or the writer's cache of row ids
+    /// disagrees with them.
+    Inconsistent,
+    /// The database is damaged.
+    Corrupt,
+    /// The database's schema is newer than this binary's.
+    NewerSchema,
+    /// Anything else (opening, locking, a thread, an unexpected database error).
+    Other,
 }
 
-/// SQLite calls this after every commit on the writer's connection. Registering it also
-/// turns off SQLite's automatic checkpoint on that connection, which is the same hook.
-fn note_wal_pages(_: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_PAGES.set(u32::try_from(pages).unwrap_or(0));
-    Ok(())
+/// A store failure as it crosses a thread boundary: its kind, and the message to show.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreFailure {
+    pub kind: FailureKind,
+    pub message: String,
 }
-
-/// How much of the database file start-up checks before anything writes (chosen by
-/// [`crate::persistence::clean::take`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StartupCheck {
-    /// `PRAGMA quick_check` over the whole file; `why` says in the log why it is needed.
-    Whole { why: String },
-    /// The file is exactly as a clean shutdown left it, with this schema version: the
-    /// header and the schema only. If they do not hold, the whole file is checked.
-    HeaderAndSchema { schema_version: i64 },
-}
-
-/// The tables every migrated database has.
-const TABLES: [&str; 4] = ["galaxies", "systems", "structures", "events"];
-
-/// While a whole-file check runs: how often it logs its progress and asks systemd for
-/// more start-up time, and how much more (longer than the period, so one late tick does
-/// not get the daemon killed).
-const CHECK_PROGRESS_EVERY: Duration = Duration::from_secs(5);
-const CHECK_TIMEOUT_EXTENSION: Duration = Duration::from_secs(30);
-
-/// SQLite waits this long for a lock held by another connection before failing with
-/// SQLITE_BUSY (CONTRACT §3: at most 5 s, so a locked database shows within seconds).
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +117,29 @@ pub enum StoreError {
     Inconsistent { galaxy: String, reason: String },
 }
 
-trait Context<T> {
-    fn context(self, context: &'static str) -> Result<T, StoreError>;
-}
+impl StoreError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::Open { source, .. }
+            | StoreError::Migration { source, .. }
+            | StoreError::Sqlite { source, .. } => sqlite::failure_kind(source),
+            StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
+            StoreError::Corrupt { .. } => FailureKind::Corrupt,
+            StoreError::FileGone { .. } => FailureKind::FileGone,
+            StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
+            StoreError::CreateDir { .. }
+            | StoreError::InUse { .. }
+            | StoreError::Lock { .. }
+            | StoreError::Thread { .. } => FailureKind::Other,
+        }
+    }
 
-impl<T> Context<T> for rusqlite::Result<T> {
-    fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Sqlite { context, source })
+    /// This error as it crosses a thread boundary (its message is its `Display`).
+    pub fn failure(&self) -> StoreFailure {
+        StoreFailure {
+            kind: self.kind(),
+            message: self.to_string(),
+        }
     }
 }
 
@@ -207,760 +189,182 @@ pub struct WriteStats {
     pub rows: u64,
 }
 
-/// One SQLite connection and, for the writer, the cache of system row ids.
-pub struct Store {
-    conn: Connection,
-    label: String,
-    ids: HashMap<String, SystemIds>,
-    /// The database file as opened (writer only): a save first checks that the path
-    /// still names it, so a removed or replaced file is reported instead of written to
-    /// through a stale descriptor (or a fresh file silently taking its place).
-    file: Option<FileIdentity>,
-}
-
+/// An unfinished job found in the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct FileIdentity {
-    path: PathBuf,
-    device: u64,
-    inode: u64,
+pub enum GalaxyJob {
+    Creating(String),
+    Deleting(String),
 }
 
-impl FileIdentity {
-    fn of(path: &Path) -> std::io::Result<FileIdentity> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path)?;
-        Ok(FileIdentity {
-            path: path.to_path_buf(),
-            device: meta.dev(),
-            inode: meta.ino(),
+/// What the writer knows of a stored system: its row id, its coordinates (to check the
+/// cache against the galaxy), and the row id of its event if it has one, so a save
+/// updates or deletes that row by id instead of searching for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredSystem {
+    id: i64,
+    x: u32,
+    y: u32,
+    event: Option<i64>,
+}
+
+/// A galaxy's stored systems, in the galaxy's `(x, y)` order.
+type SystemIds = Vec<StoredSystem>;
+
+/// A galaxy's row ids as a load read them, for the writer's cache
+/// ([`WriteStore::adopt_ids`]). Opaque outside the store.
+#[derive(Debug)]
+pub struct RowIds(SystemIds);
+
+/// How far a creation got: the systems committed so far and their row ids.
+#[derive(Debug, Default)]
+pub struct CreationProgress {
+    /// Systems committed; the next chunk starts at this index.
+    pub written: usize,
+    ids: SystemIds,
+}
+
+/// A deadline one thread sets and the store's waits obey (for a lock held by another
+/// connection, say): at shutdown the writer thread is inside the store, waiting, when the
+/// final flush's deadline is set, and the wait must not outlast it.
+#[derive(Debug)]
+pub struct BusyDeadline {
+    base: Instant,
+    /// Milliseconds after `base`, or `u64::MAX` for none.
+    at_ms: AtomicU64,
+}
+
+impl BusyDeadline {
+    pub fn new() -> Arc<BusyDeadline> {
+        Arc::new(BusyDeadline {
+            base: Instant::now(),
+            at_ms: AtomicU64::new(u64::MAX),
         })
     }
+
+    /// From now on, waits end at `at` (or at the store's own timeout, if sooner).
+    pub fn set(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.base).as_millis();
+        self.at_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX - 1), Ordering::SeqCst);
+    }
+
+    fn passed(&self, now: Instant) -> bool {
+        match self.at_ms.load(Ordering::SeqCst) {
+            u64::MAX => false,
+            at => now.saturating_duration_since(self.base).as_millis() >= u128::from(at),
+        }
+    }
 }
 
-/// Runs `check` while a thread logs its progress every [`CHECK_PROGRESS_EVERY`] and asks
-/// systemd for more start-up time, so a long check is neither silent nor killed.
-fn with_progress<T>(label: &str, size: u64, check: impl FnOnce() -> T) -> T {
-    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, "checking the database");
-    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    std::thread::scope(|scope| {
-        let reporter = std::thread::Builder::new()
-            .name("gwar-check-progress".into())
-            .spawn_scoped(scope, move || {
-                let started = std::time::Instant::now();
-                let read_before = bytes_read();
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECK_PROGRESS_EVERY)
-                {
-                    // Nothing else reads files during start-up, so the process's reads are
-                    // the check's. Only a hint of progress: the WAL is read too, and the
-                    // check's last stretch is work on pages already read.
-                    let progress = match (read_before, bytes_read()) {
-                        (Some(before), Some(now)) => format!(
-                            ", {:.0} MB read of the file's {:.0} MB",
-                            now.saturating_sub(before) as f64 / 1e6,
-                            size as f64 / 1e6
-                        ),
-                        _ => String::new(),
-                    };
-                    let status = format!(
-                        "checking the database: {:.0?} so far{progress}",
-                        started.elapsed()
-                    );
-                    log::info!(target: "galactic_war::persistence", "{label}: {status}");
-                    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, &status);
-                }
-            });
-        if let Err(error) = &reporter {
-            log::warn!(target: "galactic_war::persistence", "no progress reports for the check: {error}");
-        }
-        let result = check();
-        drop(stop);
-        result
-    })
+/// What the writer thread needs from a database. Only the writer thread calls these, one
+/// at a time; each is one transaction at most, and a failed one leaves nothing written.
+///
+/// `Any` lets maintenance and fault injection reach an implementation's own handle (see
+/// [`SqliteWriter::with_connection`]) without the writer knowing which store runs.
+pub trait WriteStore: Any + Send {
+    /// Called once, on the writer thread, before any other method.
+    fn on_writer_thread(&mut self);
+
+    /// The jobs a previous run left unfinished, as they were found. Creations among them
+    /// are turned into deletions (a half-written galaxy is never kept), so every job
+    /// returned is to be finished by [`WriteStore::purge_chunk`].
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError>;
+
+    /// Writes one batch in one transaction: deletions first (each marks its galaxy
+    /// `deleting`, which hides it and makes the deletion durable; its rows are removed
+    /// later by [`WriteStore::purge_chunk`]), then every galaxy's tick and changed rows.
+    /// On error nothing is written and the batch's galaxies are dropped from the id cache.
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError>;
+
+    /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
+    /// chunk also writes the galaxy and its `creating` mark). The chunk that reaches the
+    /// last system removes the mark, so the galaxy exists from that commit on, and caches
+    /// its row ids; `progress.written` then equals the galaxy's systems. On error nothing
+    /// of the chunk is written and `progress` is unchanged.
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError>;
+
+    /// Deletes up to `max_systems` systems of a galaxy with a `deleting` or `creating`
+    /// mark, in one transaction; when none are left, the galaxy and its mark too. Returns
+    /// the rows deleted and whether the galaxy is gone. Never touches a galaxy without a
+    /// mark.
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError>;
+
+    /// Takes the row ids a load read for galaxy `name` into the cache, replacing any
+    /// there: they are what the database holds, since nothing writes a galaxy's rows while
+    /// it is not in memory.
+    fn adopt_ids(&mut self, name: &str, ids: RowIds);
+
+    /// Forgets the cached ids of a galaxy (deleted, evicted, or found inconsistent).
+    fn forget_ids(&mut self, name: &str);
+
+    /// After every commit that wrote something: the store's own upkeep (SQLite: asks for
+    /// a WAL checkpoint when due). Never blocks for long.
+    fn after_commit(&mut self);
+
+    /// Every auto-save interval, after its batch; `idle` when nothing was written for a
+    /// whole interval (SQLite: a checkpoint that truncates the WAL).
+    fn maintain(&mut self, idle: bool);
+
+    /// The writer is stopping: end the store's helpers and, when `all_saved`, leave the
+    /// database compact. A failure here loses nothing; it is logged.
+    fn finish(&mut self, all_saved: bool);
 }
 
-/// Bytes this process has read (`rchar` of `/proc/self/io`), where the kernel says.
-fn bytes_read() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines()
-        .find_map(|line| line.strip_prefix("rchar:"))
-        .and_then(|value| value.trim().parse().ok())
-}
+/// Work the writer thread runs on its store between batches (maintenance, fault injection).
+pub(crate) type StoreWork = Box<dyn FnOnce(&mut dyn WriteStore) + Send>;
 
-/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
-fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-impl Store {
-    /// Opens (creating if needed) the read-write database: parent directories, WAL mode,
-    /// foreign keys, `synchronous`, the busy timeout, and migrations. A database written by
-    /// a newer binary is refused before anything is written to it.
-    pub fn open_writer(url: &DatabaseUrl, synchronous: Synchronous) -> Result<Store, StoreError> {
-        let why = "opening the database".to_owned();
-        Store::open_writer_checked(url, synchronous, StartupCheck::Whole { why })
-    }
-
-    /// [`Store::open_writer`], checking as much of the file as `check` says first.
-    pub fn open_writer_checked(
-        url: &DatabaseUrl,
-        synchronous: Synchronous,
-        check: StartupCheck,
-    ) -> Result<Store, StoreError> {
-        let size = match url {
-            DatabaseUrl::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
-            DatabaseUrl::Memory => 0,
-        };
-        let (conn, label) = match url {
-            DatabaseUrl::Memory => (
-                Connection::open_in_memory().map_err(|source| StoreError::Open {
-                    path: ":memory:".into(),
-                    source,
-                })?,
-                ":memory:".to_owned(),
-            ),
-            DatabaseUrl::File(path) => {
-                create_parent_dir(path)?;
-                let label = path.display().to_string();
-                let conn = Connection::open(path).map_err(|source| StoreError::Open {
-                    path: label.clone(),
-                    source,
-                })?;
-                (conn, label)
-            }
-        };
-        let mut store = Store::wrap(conn, label);
-        // Read the version before any pragma that writes (journal_mode writes the header).
-        let version = store.schema_version()?;
-        store.refuse_newer(version)?;
-        store.check_at_start_up(check, version, size)?;
-        store.configure(synchronous)?;
-        store.conn.wal_hook(Some(note_wal_pages));
-        store.migrate(version)?;
-        if let DatabaseUrl::File(path) = url {
-            store.file = Some(FileIdentity::of(path).map_err(|source| StoreError::Lock {
-                path: path.clone(),
-                source,
-            })?);
-        }
-        Ok(store)
-    }
-
-    fn wrap(conn: Connection, label: String) -> Store {
-        Store {
-            conn,
-            label,
-            ids: HashMap::new(),
-            file: None,
-        }
-    }
-
-    /// Opens a read-only connection for loads on a cache miss.
-    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
-        let store = Store::open_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let version = store.schema_version()?;
-        store.refuse_newer(version)?;
-        Ok(store)
-    }
-
-    /// Opens the checkpoint thread's connection to a database the writer has opened. It
-    /// only checkpoints, with the writer's `synchronous` (which decides the fsyncs a
-    /// checkpoint makes).
-    pub fn open_checkpointer(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
-        let store = Store::open_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        store
-            .conn
-            .execute_batch(&format!(
-                "PRAGMA synchronous = {};",
-                synchronous.pragma_value()
-            ))
-            .context("setting pragmas")?;
-        Ok(store)
-    }
-
-    /// Opens a second connection to an existing database file (`access`: read-only or
-    /// read-write; never created), with the busy timeout set.
-    fn open_existing(path: &Path, access: OpenFlags) -> Result<Store, StoreError> {
-        let label = path.display().to_string();
-        let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|source| StoreError::Open {
-                path: label.clone(),
-                source,
-            })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context("setting the busy timeout")?;
-        Ok(Store::wrap(conn, label))
-    }
-
-    /// Pages in the WAL after the writer's last commit (0 before any, or in memory).
-    /// Meaningful only on the writer thread; see [`WAL_PAGES`].
-    pub fn wal_pages(&self) -> u32 {
-        WAL_PAGES.get()
-    }
-
-    /// `PRAGMA user_version`: the number of migrations applied. Fails on a file that is
-    /// not an SQLite database.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(|source| self.open_error(source))
-    }
-
-    /// An error met while opening: `Corrupt` when SQLite found damage, else `Open`.
-    fn open_error(&self, source: rusqlite::Error) -> StoreError {
-        match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path: self.label.clone(),
-                details: source.to_string(),
-            },
-            _ => StoreError::Open {
-                path: self.label.clone(),
-                source,
-            },
-        }
-    }
-
-    fn refuse_newer(&self, version: i64) -> Result<(), StoreError> {
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: self.label.clone(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        Ok(())
-    }
-
-    /// The start-up check, before anything writes: the header and schema after a clean
-    /// shutdown, the whole file otherwise (see [`crate::persistence::clean`]). `size`: the
-    /// file's size in bytes (0 when new or in memory).
-    fn check_at_start_up(
+/// What a load on a cache miss, and a look-up of stored names, need from a database.
+/// Lent to one thread at a time.
+pub trait ReadStore: Send {
+    /// Loads one galaxy with its row ids, or `None` when it is not stored (or its
+    /// creation or deletion is unfinished), in one read transaction.
+    fn load_galaxy_with_ids(
         &self,
-        check: StartupCheck,
-        version: i64,
-        size: u64,
-    ) -> Result<(), StoreError> {
-        let why = match check {
-            _ if size == 0 => return self.refuse_corrupt(),
-            StartupCheck::HeaderAndSchema { schema_version } => {
-                match self.header_and_schema(schema_version, version, size) {
-                    Ok(()) => {
-                        log::info!(target: "galactic_war::persistence",
-                            "{}: clean-shutdown marker matches: header and schema checked, full check skipped",
-                            self.label);
-                        return Ok(());
-                    }
-                    Err(problem) => format!("the clean-shutdown marker matches but {problem}"),
-                }
-            }
-            StartupCheck::Whole { why } => why,
-        };
-        log::info!(target: "galactic_war::persistence",
-            "{}: {why}: checking the whole database ({:.1} MB)...", self.label, size as f64 / 1e6);
-        let started = std::time::Instant::now();
-        let result = with_progress(&self.label, size, || self.refuse_corrupt());
-        if result.is_ok() {
-            log::info!(target: "galactic_war::persistence",
-                "{}: whole-database check passed in {:.1?}", self.label, started.elapsed());
-        }
-        result
-    }
+        name: &str,
+    ) -> Result<Option<(crate::model::Galaxy, RowIds)>, StoreError>;
 
-    /// The cheap checks: the schema version the marker recorded, the tables, a readable
-    /// schema cookie, and a page count that fills the file (the header's own size field
-    /// is trusted only when it does). Reads page 1 and the schema, nothing else.
-    fn header_and_schema(&self, expected: i64, version: i64, size: u64) -> Result<(), String> {
-        if version != expected {
-            return Err(format!(
-                "the schema version is {version}, not the marker's {expected}"
-            ));
-        }
-        let read = |sql: &str| -> Result<i64, String> {
-            self.conn
-                .query_row(sql, [], |row| row.get(0))
-                .map_err(|e| format!("{sql} failed: {e}"))
-        };
-        read("PRAGMA schema_version")?;
-        let (pages, page_size) = (read("PRAGMA page_count")?, read("PRAGMA page_size")?);
-        if u64::try_from(pages.saturating_mul(page_size)).ok() != Some(size) {
-            return Err(format!(
-                "the header says {pages} pages of {page_size} bytes, the file has {size} bytes"
-            ));
-        }
-        for table in TABLES {
-            let found = self
-                .conn
-                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
-                .and_then(|mut stmt| stmt.exists([table]))
-                .map_err(|e| format!("the schema cannot be read: {e}"))?;
-            if !found {
-                return Err(format!("the table {table} is missing"));
-            }
-        }
-        Ok(())
-    }
-
-    /// `PRAGMA quick_check` before anything writes: a database with a damaged page is
-    /// refused untouched rather than served until a load or save trips over the damage.
-    /// It reads the whole file once (about 0.2 s per 100 000 systems here).
-    fn refuse_corrupt(&self) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA quick_check(20)")
-            .map_err(|source| self.open_error(source))?;
-        let problems: Vec<String> = stmt
-            .query_map([], |row| row.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|source| self.open_error(source))?;
-        if problems == ["ok"] {
-            return Ok(());
-        }
-        Err(StoreError::Corrupt {
-            path: self.label.clone(),
-            details: problems.join("; "),
-        })
-    }
-
-    fn configure(&self, synchronous: Synchronous) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .context("setting the busy timeout")?;
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .context("switching to WAL mode")?;
-        if mode != "wal" && mode != "memory" {
-            log::warn!(target: "galactic_war::persistence", "{}: journal mode is {mode}, not wal", self.label);
-        }
-        self.conn
-            .execute_batch(&format!(
-                "PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; {WRITER_PRAGMAS}",
-                synchronous.pragma_value()
-            ))
-            .context("setting pragmas")
-    }
-
-    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
-        for (number, (name, sql)) in MIGRATIONS.iter().enumerate() {
-            let version = number as i64 + 1;
-            if version <= from {
-                continue;
-            }
-            let tx = self.conn.transaction().context("starting a migration")?;
-            tx.execute_batch(sql)
-                .and_then(|()| tx.pragma_update(None, "user_version", version))
-                .and_then(|()| tx.commit())
-                .map_err(|source| StoreError::Migration { name, source })?;
-            log::info!(target: "galactic_war::persistence", "{}: applied migration {name}", self.label);
-        }
-        Ok(())
-    }
-
-    /// The underlying connection, for checks and tests.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// [`ReadStore::load_galaxy_with_ids`] without the ids.
+    fn load_galaxy(&self, name: &str) -> Result<Option<crate::model::Galaxy>, StoreError> {
+        Ok(self.load_galaxy_with_ids(name)?.map(|(galaxy, _)| galaxy))
     }
 
     /// Names of every stored galaxy, sorted.
-    pub fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT name FROM galaxies WHERE name NOT IN (SELECT name FROM galaxy_jobs)
-                 ORDER BY name",
-            )
-            .context("listing galaxies")?;
-        let names = stmt
-            .query_map([], |row| row.get(0))
-            .and_then(|rows| rows.collect())
-            .context("listing galaxies")?;
-        Ok(names)
-    }
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError>;
 
-    pub fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT 1 FROM galaxies WHERE name = ?1
-                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
-            )
-            .and_then(|mut stmt| stmt.exists([name]))
-            .context("looking up a galaxy")
-    }
-
-    /// Fails when the database file was removed or replaced since it was opened.
-    fn check_file(&self) -> Result<(), StoreError> {
-        let Some(opened) = &self.file else {
-            return Ok(());
-        };
-        let problem = match FileIdentity::of(&opened.path) {
-            Ok(now) if now == *opened => return Ok(()),
-            Ok(_) => "was replaced by another file",
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was removed",
-            Err(_) => "cannot be examined",
-        };
-        Err(StoreError::FileGone {
-            path: opened.path.clone(),
-            problem,
-        })
-    }
-
-    /// Forgets the cached ids of a galaxy (after its deletion or a failed write).
-    pub fn forget_ids(&mut self, name: &str) {
-        self.ids.remove(name);
-    }
-
-    /// A passive WAL checkpoint: copies what it can without waiting on readers.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.check_file()?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .context("checkpointing the WAL")
-    }
-
-    /// Copies the whole WAL into the database and truncates it (when idle, at shutdown).
-    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
-        self.check_file()?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .context("truncating the WAL")
-    }
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Galaxy, GalaxyConfig, StructureKind};
+/// Opens another reader on the database the writer opened (loads open them on demand).
+pub(crate) type OpenReader = Box<dyn Fn() -> Result<Box<dyn ReadStore>, StoreError> + Send + Sync>;
 
-    fn memory() -> Store {
-        Store::open_writer(&DatabaseUrl::Memory, Synchronous::Normal).unwrap()
-    }
+/// A database opened for the engine: the writer's store, and how to open readers (`None`
+/// when only the writer's connection can see the database, as in memory).
+pub(crate) struct Opened {
+    pub writer: Box<dyn WriteStore>,
+    pub readers: Option<OpenReader>,
+}
 
-    /// An in-memory store holding the blitz galaxy "g", and that galaxy with nothing unsaved.
-    fn stored_galaxy() -> (Store, Galaxy) {
-        let mut store = memory();
-        let galaxy = new_galaxy("g");
-        insert(&mut store, &galaxy).unwrap();
-        (store, galaxy)
-    }
-
-    fn new_galaxy(name: &str) -> Galaxy {
-        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
-        let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
-        galaxy.take_changes();
-        galaxy
-    }
-
-    /// Runs `write` on `galaxy` as creation writes it.
-    fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
-        let config_toml = galaxy.config().to_toml();
-        write(&NewGalaxy {
-            name: galaxy.name(),
-            config_toml: &config_toml,
-            tick: galaxy.tick(),
-            systems: galaxy.systems(),
-            rows: RowMask::new_system(galaxy.rules()),
-        })
-    }
-
-    /// Writes the first `systems` of a creation of `galaxy` and stops there, as a
-    /// creation that failed or was interrupted does.
-    fn begin_creation(store: &mut Store, galaxy: &Galaxy, systems: usize) {
-        as_new(galaxy, |new| {
-            store.create_chunk(new, &mut CreationProgress::default(), systems)
-        })
-        .unwrap();
-    }
-
-    /// Creates `galaxy` in chunks of 64 systems, as the writer's jobs do, checking that it
-    /// stays invisible until the last chunk.
-    fn insert(store: &mut Store, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
-        as_new(galaxy, |new| insert_new(store, galaxy, new))
-    }
-
-    fn insert_new(
-        store: &mut Store,
-        galaxy: &Galaxy,
-        new: &NewGalaxy,
-    ) -> Result<WriteStats, StoreError> {
-        let mut progress = CreationProgress::default();
-        let mut total = WriteStats::default();
-        loop {
-            let stats = store.create_chunk(new, &mut progress, 64)?;
-            total.systems += stats.systems;
-            total.rows += stats.rows;
-            let visible = store.galaxy_exists(galaxy.name())?;
-            if progress.written == galaxy.systems().len() {
-                assert!(visible, "a created galaxy is visible");
-                return Ok(total);
-            }
-            assert!(!visible, "a galaxy being created is invisible");
-            assert_eq!(store.load_galaxy(galaxy.name())?, None);
-            assert!(!store.galaxy_names()?.iter().any(|n| n == galaxy.name()));
-        }
-    }
-
-    /// Deletes galaxy `name` as the writer does: a batch marks it, chunks remove its rows.
-    fn delete(store: &mut Store, name: &str) {
-        store.write_batch(&[name.to_owned()], &[]).unwrap();
-        assert!(!store.galaxy_exists(name).unwrap(), "hidden once marked");
-        while !store.purge_chunk(name, 64).unwrap().1 {}
-    }
-
-    /// Takes the galaxy's changes as one batch, as the writer's cut does.
-    fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
-        let changes = galaxy.take_changes();
-        let mut systems: Vec<SystemRow> = changes
-            .iter()
-            .map(|(index, rows)| SystemRow {
-                index,
-                rows,
-                system: *galaxy.system(index).unwrap(),
-            })
-            .collect();
-        systems.sort_unstable_by_key(|row| row.index);
-        GalaxyRows {
-            name: galaxy.name().to_owned(),
-            tick: Some(tick),
-            systems,
-        }
-    }
-
-    fn count(store: &Store, table: &str) -> i64 {
-        store
-            .connection()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
-    }
-
-    #[test]
-    fn migrations_create_the_schema_and_the_events_index() {
-        let store = memory();
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        let index: String = store
-            .connection()
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'events_system_completion'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(
-            index.contains("events(system_id, completion_tick)"),
-            "{index}"
-        );
-        let fk: i64 = store
-            .connection()
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(fk, 1);
-    }
-
-    #[test]
-    fn a_created_galaxy_loads_back_identical() {
-        let mut store = memory();
-        let galaxy = new_galaxy("g");
-        let stats = insert(&mut store, &galaxy).unwrap();
-        assert_eq!(stats.systems, 200);
-        assert_eq!(count(&store, "systems"), 200);
-        assert_eq!(count(&store, "structures"), 200 * 5);
-        assert_eq!(count(&store, "events"), 0);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
-        assert_eq!(store.load_galaxy("nope").unwrap(), None);
-        assert!(store.galaxy_exists("g").unwrap());
-        assert_eq!(store.galaxy_names().unwrap(), ["g"]);
-        assert!(insert(&mut store, &galaxy).is_err(), "names are unique");
-    }
-
-    #[test]
-    fn a_batch_writes_only_changed_rows_and_loads_back() {
-        let (mut store, mut galaxy) = stored_galaxy();
-        let (x, y) = galaxy.systems()[7].coords();
-        galaxy
-            .build(200, x.into(), y.into(), StructureKind::Hatchery)
-            .unwrap();
-        let tick = galaxy.tick();
-        let batch = take_batch(&mut galaxy, tick);
-        let stats = store
-            .write_batch(&[], std::slice::from_ref(&batch))
-            .unwrap();
-        // galaxy tick + system row + the new event
-        assert_eq!(
-            stats,
-            WriteStats {
-                systems: 1,
-                rows: 3
-            }
-        );
-        assert_eq!(count(&store, "events"), 1);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
-        // Writing the same rows again replaces, never duplicates.
-        store.write_batch(&[], &[batch]).unwrap();
-        assert_eq!(count(&store, "events"), 1);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
-    }
-
-    #[test]
-    fn a_completed_build_is_saved_with_the_next_order() {
-        let (mut store, mut galaxy) = stored_galaxy();
-        let (x, y) = galaxy.systems()[0].coords();
-        let (x, y) = (u64::from(x), u64::from(y));
-        galaxy
-            .build(100, x, y, StructureKind::AsteroidMine)
-            .unwrap();
-        galaxy
-            .build(300, x, y, StructureKind::WaterHarvester)
-            .unwrap();
-        let batch = take_batch(&mut galaxy, 300);
-        assert!(batch.systems[0]
-            .rows
-            .contains(RowMask::structure(StructureKind::AsteroidMine)));
-        store.write_batch(&[], &[batch]).unwrap();
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
-    }
-
-    #[test]
-    fn a_structure_row_missing_from_the_database_is_inserted_not_lost() {
-        let (mut store, mut galaxy) = stored_galaxy();
-        let (x, y) = galaxy.systems()[0].coords();
-        store
-            .connection()
-            .execute(
-                "DELETE FROM structures WHERE structure_type = 'asteroidmine'
-                 AND system_id = (SELECT id FROM systems WHERE x = ?1 AND y = ?2)",
-                [x, y],
-            )
-            .unwrap();
-        galaxy
-            .build(100, x.into(), y.into(), StructureKind::AsteroidMine)
-            .unwrap();
-        galaxy
-            .build(300, x.into(), y.into(), StructureKind::Colony)
-            .unwrap();
-        store
-            .write_batch(&[], &[take_batch(&mut galaxy, 300)])
-            .unwrap();
-        assert_eq!(count(&store, "structures"), 200 * 5);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
-    }
-
-    #[test]
-    fn deletion_cascades_to_every_row() {
-        let mut store = memory();
-        insert(&mut store, &new_galaxy("g")).unwrap();
-        insert(&mut store, &new_galaxy("h")).unwrap();
-        delete(&mut store, "g");
-        assert_eq!(store.galaxy_names().unwrap(), ["h"]);
-        assert_eq!(count(&store, "galaxies"), 1);
-        assert_eq!(count(&store, "galaxy_jobs"), 0);
-        assert_eq!(count(&store, "systems"), 200);
-        assert_eq!(count(&store, "structures"), 1000);
-        // The name can be created again.
-        insert(&mut store, &new_galaxy("g")).unwrap();
-    }
-
-    #[test]
-    fn an_interrupted_creation_is_removed_at_the_next_start() {
-        let mut store = memory();
-        let galaxy = new_galaxy("g");
-        begin_creation(&mut store, &galaxy, 50);
-        insert(&mut store, &new_galaxy("h")).unwrap();
-        delete_mark_only(&mut store, "h");
-        assert_eq!(count(&store, "systems"), 250);
-        assert_eq!(
-            store.unfinished_jobs().unwrap(),
-            [
-                GalaxyJob::Creating("g".into()),
-                GalaxyJob::Deleting("h".into())
-            ]
-        );
-        assert_eq!(
-            store.unfinished_jobs().unwrap(),
-            [
-                GalaxyJob::Deleting("g".into()),
-                GalaxyJob::Deleting("h".into())
-            ],
-            "the creation became a deletion"
-        );
-        while !store.purge_chunk("g", 16).unwrap().1 {}
-        while !store.purge_chunk("h", 1000).unwrap().1 {}
-        assert_eq!(count(&store, "galaxies"), 0);
-        assert_eq!(count(&store, "systems"), 0);
-        assert_eq!(count(&store, "structures"), 0);
-    }
-
-    #[test]
-    fn a_purge_never_touches_a_live_galaxy() {
-        let (mut store, galaxy) = stored_galaxy();
-        assert!(store.purge_chunk("g", 1000).unwrap().1);
-        assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
-    }
-
-    #[test]
-    fn a_failed_creation_is_purged_and_its_name_created_again() {
-        let mut store = memory();
-        let galaxy = new_galaxy("g");
-        begin_creation(&mut store, &galaxy, 50);
-        // The writer refuses the creation after a failed chunk and purges what it wrote.
-        while !store.purge_chunk("g", 16).unwrap().1 {}
-        assert_eq!(count(&store, "galaxies"), 0);
-        assert_eq!(count(&store, "systems"), 0);
-        assert_eq!(count(&store, "galaxy_jobs"), 0);
-        insert(&mut store, &galaxy).unwrap();
-    }
-
-    #[test]
-    fn a_load_reads_the_same_row_ids_the_writer_would_look_up() {
-        let (mut store, mut galaxy) = stored_galaxy();
-        // Builds in flight on some systems, so some have an event row.
-        for index in [0usize, 3, 150] {
-            let (x, y) = galaxy.systems()[index].coords();
-            galaxy
-                .build(200, x.into(), y.into(), StructureKind::Hatchery)
-                .unwrap();
-        }
-        store
-            .write_batch(&[], &[take_batch(&mut galaxy, 200)])
-            .unwrap();
-        let (loaded, ids) = store.load_galaxy_with_ids("g").unwrap().unwrap();
-        assert_eq!(loaded, galaxy);
-        let looked_up = write::fetch_ids(store.connection(), "g").unwrap();
-        assert_eq!(ids.0, looked_up);
-        assert_eq!(ids.0.iter().filter(|s| s.event.is_some()).count(), 3);
-    }
-
-    fn delete_mark_only(store: &mut Store, name: &str) {
-        store.write_batch(&[name.to_owned()], &[]).unwrap();
-    }
-
-    #[test]
-    fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
-        let mut store = memory();
-        let galaxy = new_galaxy("g");
-        insert(&mut store, &galaxy).unwrap();
-        let mut system = *galaxy.system(0).unwrap();
-        system.x += 1; // not the system stored at index 0
-        let batch = GalaxyRows {
-            name: "g".into(),
-            tick: None,
-            systems: vec![SystemRow {
-                index: 0,
-                rows: RowMask::SYSTEM,
-                system,
-            }],
-        };
-        let err = store.write_batch(&[], &[batch]).unwrap_err();
-        assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
-    }
-
-    #[test]
-    fn inconsistent_rows_are_refused_on_load() {
-        let mut store = memory();
-        insert(&mut store, &new_galaxy("g")).unwrap();
-        store
-            .connection()
-            .execute("UPDATE systems SET metal = -5 WHERE id = 1", [])
-            .unwrap();
-        let err = store.load_galaxy("g").unwrap_err();
-        assert!(err.to_string().contains("negative value -5"), "{err}");
-    }
+/// Opens the database `url` names with the store that serves it: checks as much of it as
+/// `check` says, migrates it, and starts the store's helpers. Its waits end at `deadline`
+/// once that is set.
+pub(crate) fn open(
+    url: &DatabaseUrl,
+    settings: &PersistenceSettings,
+    check: StartupCheck,
+    deadline: Arc<BusyDeadline>,
+) -> Result<Opened, StoreError> {
+    sqlite::open(url, settings, check, deadline)
 }

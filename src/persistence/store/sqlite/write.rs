@@ -6,56 +6,30 @@ use std::time::SystemTime;
 
 use rusqlite::{params, CachedStatement, Connection};
 
-use super::{int, Context, GalaxyRows, Store, StoreError, WriteStats};
+use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
+use super::{int, Context, SqliteWriter, StoreError};
 use crate::model::{RowMask, System};
 use crate::persistence::time::UtcTime;
 
-/// What the writer knows of a stored system: its row id, its coordinates (to check the
-/// cache against the galaxy), and the row id of its event if it has one, so a save
-/// updates or deletes that row by id instead of searching for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct StoredSystem {
-    pub(super) id: i64,
-    pub(super) x: u32,
-    pub(super) y: u32,
-    pub(super) event: Option<i64>,
-}
-
-/// A galaxy's stored systems, in the galaxy's `(x, y)` order.
-pub(super) type SystemIds = Vec<StoredSystem>;
-
-/// A galaxy's row ids as a load read them, for the writer's cache.
-#[derive(Debug)]
-pub struct RowIds(pub(super) SystemIds);
-
-impl Store {
-    /// Takes the row ids a load read for galaxy `name` into the writer's cache, replacing
-    /// any there: they are what the database holds, since nothing writes a galaxy's rows
-    /// while it is not in memory.
-    pub fn adopt_ids(&mut self, name: &str, ids: RowIds) {
-        self.ids.insert(name.to_owned(), ids.0);
-    }
-}
-
-impl Store {
-    /// Writes one batch in one transaction: deletions first (each marks its galaxy
-    /// `deleting`, which hides it and makes the deletion durable; its rows are removed
-    /// later, in chunks: see `jobs.rs`), then every galaxy's tick and changed rows. On error nothing is written (the transaction rolls back on drop) and
-    /// the batch's galaxies are dropped from the id cache, which may have run ahead of
-    /// what was rolled back; they are read again on their next save.
-    pub fn write_batch(
+impl SqliteWriter {
+    /// [`crate::persistence::store::WriteStore::write_batch`]: deletions first (their rows
+    /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
+    /// rows. On error nothing is written (the transaction rolls back on drop) and the
+    /// batch's galaxies are dropped from the id cache, which may have run ahead of what was
+    /// rolled back; they are read again on their next save.
+    pub(super) fn write_batch(
         &mut self,
         deletions: &[String],
         galaxies: &[GalaxyRows],
     ) -> Result<WriteStats, StoreError> {
-        self.check_file()?;
+        self.db.check_file()?;
         for galaxy in galaxies {
             if !self.ids.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
-                let ids = fetch_ids(&self.conn, &galaxy.name)?;
+                let ids = fetch_ids(&self.db.conn, &galaxy.name)?;
                 self.ids.insert(galaxy.name.clone(), ids);
             }
         }
-        let result = write_rows(&mut self.conn, &mut self.ids, deletions, galaxies);
+        let result = write_rows(&mut self.db.conn, &mut self.ids, deletions, galaxies);
         match result {
             Ok(_) => {
                 for name in deletions {
@@ -175,8 +149,8 @@ impl<'c> RowWriter<'c> {
                 .context("preparing the system update")?,
             // An update by the unique key, and an insert only when it found no row. An
             // `INSERT .. ON CONFLICT DO UPDATE` makes an insert attempt first, which
-            // conflicts on nearly every save: with it, saving every row of 10 000
-            // systems ran at 122 000 systems/s; with this, 191 000.
+            // conflicts on nearly every save, and measured markedly slower (README,
+            // *Benchmarks*).
             update_structure: conn
                 .prepare_cached(
                     "UPDATE structures SET level = ?3, updated_at = ?4

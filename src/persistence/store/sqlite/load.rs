@@ -3,11 +3,11 @@
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::write::StoredSystem;
-use super::{Context, RowIds, Store, StoreError};
+use super::super::{RowIds, StoredSystem};
+use super::{Context, Db, StoreError};
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
-impl Store {
+impl Db {
     /// Loads one galaxy, or `None` when it is not stored (or its creation or deletion is
     /// unfinished), in one read transaction.
     ///
@@ -18,15 +18,15 @@ impl Store {
     /// scans the tables by row id, which is sequential, instead of one index probe per
     /// row; rows of other galaxies that fall inside a range are skipped. Events are few
     /// (at most one per system) and are read through their index.
-    pub fn load_galaxy(&self, name: &str) -> Result<Option<Galaxy>, StoreError> {
-        Ok(self.load_galaxy_with_ids(name)?.map(|(galaxy, _)| galaxy))
-    }
-
-    /// [`Store::load_galaxy`], with the row ids of the galaxy's systems and events, for
-    /// the writer's cache ([`Store::adopt_ids`]): its first save after the load then
-    /// needs no look-up, which for millions of systems would take seconds of the writer's
-    /// time (and every other galaxy's loss window with it).
-    pub fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+    ///
+    /// The row ids of the galaxy's systems and events come with it, for the writer's cache
+    /// ([`crate::persistence::store::WriteStore::adopt_ids`]): its first save after the
+    /// load then needs no look-up, which for millions of systems would take seconds of the
+    /// writer's time (and every other galaxy's loss window with it).
+    pub(super) fn load_galaxy_with_ids(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         let tx = self
             .conn
             .unchecked_transaction()

@@ -1,21 +1,23 @@
 //! The checkpointer thread: copies the WAL back into the database file, off the writer's
 //! path.
 //!
-//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so one
-//! batch in every dozen or so waited for a whole checkpoint (about 30 ms, fsyncs included,
-//! on a 10 000-system galaxy under load). Instead, the writer's connection has no automatic
-//! checkpoint; after each commit the writer asks this thread for one when the WAL holds
-//! `checkpoint_pages` pages or more (setting [`crate::settings::PersistenceSettings`];
-//! [`crate::settings::CHECKPOINT_PAGES`] by default). The thread runs passive
-//! checkpoints on its own connection, which never block the writer: it keeps appending
-//! to the WAL meanwhile, and restarts the WAL from its beginning at the first batch after
-//! a checkpoint has copied everything. Under back-to-back batches the writer copies the last few frames itself
-//! (see [`Checkpointer::after_commit`]). Nothing is lost either way: until a checkpoint
-//! copies a page, the WAL has it.
+//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so
+//! every so often one batch waited for a whole checkpoint, fsyncs included (what that cost
+//! and what moving it gained: README, *Benchmarks*). Instead, the writer's connection has
+//! no automatic checkpoint; after each commit the writer's store asks this thread for one
+//! when the WAL holds `checkpoint_pages` pages or more (setting
+//! [`crate::settings::PersistenceSettings`]; [`crate::settings::CHECKPOINT_PAGES`] by
+//! default). The thread runs passive checkpoints on its own connection, which never block
+//! the writer: it keeps appending to the WAL meanwhile, and restarts the WAL from its
+//! beginning at the first batch after a checkpoint has copied everything. Under
+//! back-to-back batches the writer copies the last few frames itself (see
+//! [`Checkpointer::after_commit`]). Nothing is lost either way: until a checkpoint copies
+//! a page, the WAL has it.
 //!
 //! Requests never block the writer (the channel is unbounded, and the thread takes every
 //! queued request at once and runs one checkpoint for them). Dropping the [`Checkpointer`]
-//! stops the thread and waits for the checkpoint in progress.
+//! stops the thread and waits for the checkpoint in progress. Only the SQLite writer's
+//! store ([`super::SqliteWriter`]) holds one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::store::{BusyDeadline, Store, StoreError};
+use super::{busy, BusyDeadline, Db, StoreError};
 use crate::settings::Synchronous;
 
 const LOG: &str = "galactic_war::persistence";
@@ -54,22 +56,22 @@ impl Checkpointer {
     /// and migrated by the writer) and starts the thread.
     /// Its busy waits end at `busy_deadline` too: the writer's final steps wait for the
     /// checkpoint in progress, and the shutdown's deadline holds for both.
-    pub(crate) fn spawn(
+    pub(super) fn spawn(
         path: &Path,
         synchronous: Synchronous,
         threshold: u32,
         busy_deadline: Arc<BusyDeadline>,
     ) -> Result<Checkpointer, StoreError> {
-        let store = Store::open_checkpointer(path, synchronous)?;
+        let db = Db::open_checkpointer(path, synchronous)?;
         let (requests, rx) = unbounded();
         let (finish, finished) = unbounded();
         let thread = std::thread::Builder::new()
             .name("gwar-checkpoint".into())
             .spawn(move || {
-                if let Err(error) = busy_deadline.install(store.connection()) {
+                if let Err(error) = busy::install(&busy_deadline, &db.conn) {
                     log::warn!(target: LOG, "checkpoints will not end at the shutdown deadline: {error}");
                 }
-                run(store, rx, finish)
+                run(db, rx, finish)
             })
             .map_err(|source| StoreError::Thread {
                 name: "checkpoint",
@@ -84,7 +86,7 @@ impl Checkpointer {
         })
     }
 
-    /// Called by the writer after each commit on `writer` (its own store).
+    /// Called by the writer's store after each commit on `writer` (its connection).
     ///
     /// A background checkpoint copies the WAL as it was when it started, while the writer
     /// goes on appending; SQLite restarts the WAL only when a batch begins with all of it
@@ -92,7 +94,7 @@ impl Checkpointer {
     /// race, and the WAL would grow without bound. So once a background checkpoint has
     /// finished and the WAL is still over the threshold, the writer checkpoints the rest
     /// itself: only the frames appended since that checkpoint started.
-    pub(crate) fn after_commit(&mut self, writer: &Store) {
+    pub(super) fn after_commit(&mut self, writer: &Db) {
         if writer.wal_pages() < self.threshold {
             self.catching_up = false;
             return;
@@ -113,7 +115,7 @@ impl Checkpointer {
     }
 
     /// Asks for a checkpoint; returns at once.
-    pub(crate) fn request(&self, mode: CheckpointMode) {
+    pub(super) fn request(&self, mode: CheckpointMode) {
         if let Some(requests) = &self.requests {
             // Fails only once the thread has ended, which it does only when dropped.
             let _ = requests.send(mode);
@@ -132,14 +134,14 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(store: Store, requests: Receiver<CheckpointMode>, finish: Sender<()>) {
+fn run(db: Db, requests: Receiver<CheckpointMode>, finish: Sender<()>) {
     let mut failing = false;
     while let Ok(first) = requests.recv() {
         // Requests that queued during the last checkpoint are served by one more.
         let mode = requests.try_iter().fold(first, Ord::max);
         let result = match mode {
-            CheckpointMode::Passive => store.checkpoint(),
-            CheckpointMode::Truncate => store.checkpoint_truncate(),
+            CheckpointMode::Passive => db.checkpoint(),
+            CheckpointMode::Truncate => db.checkpoint_truncate(),
         };
         match result {
             Ok(()) if failing => {

@@ -6,25 +6,16 @@
 //! SQLite, waiting, when the deadline is set. So the deadline lives in a [`BusyDeadline`]
 //! shared with the thread that sets it, and the handler, which SQLite calls on the
 //! writer's thread between sleeps, checks it. SQLite takes a plain function, so the
-//! handler finds its state in a thread-local that [`BusyDeadline::install`] sets on the
-//! writer's thread; anywhere else it behaves as the plain busy timeout.
+//! handler finds its state in a thread-local that [`install`] sets on the writer's
+//! thread; anywhere else it behaves as the plain busy timeout.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{Context, StoreError, BUSY_TIMEOUT};
-
-/// A deadline one thread sets and the writer's busy waits obey.
-#[derive(Debug)]
-pub struct BusyDeadline {
-    base: Instant,
-    /// Milliseconds after `base`, or `u64::MAX` for none.
-    at_ms: AtomicU64,
-}
+use super::{BusyDeadline, Context, StoreError, BUSY_TIMEOUT};
 
 struct Waiting {
     deadline: Arc<BusyDeadline>,
@@ -60,38 +51,15 @@ fn busy(attempt: i32) -> bool {
     true
 }
 
-impl BusyDeadline {
-    pub fn new() -> Arc<BusyDeadline> {
-        Arc::new(BusyDeadline {
-            base: Instant::now(),
-            at_ms: AtomicU64::new(u64::MAX),
-        })
-    }
-
-    /// From now on, busy waits end at `at` (or at the busy timeout, if sooner).
-    pub fn set(&self, at: Instant) {
-        let ms = at.saturating_duration_since(self.base).as_millis();
-        self.at_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX - 1), Ordering::SeqCst);
-    }
-
-    fn passed(&self, now: Instant) -> bool {
-        match self.at_ms.load(Ordering::SeqCst) {
-            u64::MAX => false,
-            at => now.saturating_duration_since(self.base).as_millis() >= u128::from(at),
-        }
-    }
-
-    /// Makes `conn`'s busy waits obey this deadline; call it on the thread that will use
-    /// `conn` (the handler finds the deadline through that thread's local state).
-    pub fn install(self: &Arc<Self>, conn: &Connection) -> Result<(), StoreError> {
-        WAITING.set(Some(Waiting {
-            deadline: self.clone(),
-            since: Instant::now(),
-        }));
-        conn.busy_handler(Some(busy))
-            .context("setting the busy handler")
-    }
+/// Makes `conn`'s busy waits obey `deadline`; call it on the thread that will use `conn`
+/// (the handler finds the deadline through that thread's local state).
+pub(super) fn install(deadline: &Arc<BusyDeadline>, conn: &Connection) -> Result<(), StoreError> {
+    WAITING.set(Some(Waiting {
+        deadline: deadline.clone(),
+        since: Instant::now(),
+    }));
+    conn.busy_handler(Some(busy))
+        .context("setting the busy handler")
 }
 
 #[cfg(test)]
@@ -108,7 +76,7 @@ mod tests {
             .unwrap();
         let writer = Connection::open(&path).unwrap();
         let deadline = BusyDeadline::new();
-        deadline.install(&writer).unwrap();
+        install(&deadline, &writer).unwrap();
         let setter = {
             let deadline = deadline.clone();
             std::thread::spawn(move || {

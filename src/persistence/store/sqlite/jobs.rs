@@ -1,9 +1,9 @@
 //! Creating and deleting whole galaxies in bounded chunks, each its own transaction.
 //!
-//! A galaxy of 10 million systems is about 60 million rows: written in one transaction it
-//! held the writer for minutes, and every other galaxy's batch waited behind it. Here a
-//! job advances by a chunk the caller sizes, and the table `galaxy_jobs` (migration 0002)
-//! keeps the galaxy invisible until the job is done:
+//! A huge galaxy written or removed in one transaction would hold the writer for minutes,
+//! and every other galaxy's batch would wait behind it. So a job advances by a chunk the
+//! caller sizes, and the table `galaxy_jobs` (migration 0002) keeps the galaxy invisible
+//! until the job is done:
 //! - creation: the first chunk inserts the galaxy row marked `creating` and the first
 //!   systems; the last chunk deletes the mark in the same transaction, so the galaxy
 //!   exists from that commit on, whole;
@@ -12,27 +12,13 @@
 //!   deletes the galaxy row, which takes the mark with it.
 //!
 //! A creation interrupted by a crash or a shutdown is turned into a deletion at the next
-//! start ([`Store::unfinished_jobs`]), so nothing half-made is ever seen or kept.
+//! start ([`SqliteWriter::unfinished_jobs`]), so nothing half-made is ever seen or kept.
 
 use rusqlite::{params, Transaction};
 
-use super::write::{RowWriter, StoredSystem, SystemIds};
-use super::{int, Context, NewGalaxy, Store, StoreError, WriteStats};
-
-/// An unfinished job found in the database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GalaxyJob {
-    Creating(String),
-    Deleting(String),
-}
-
-/// How far a creation got: the systems committed so far and their row ids.
-#[derive(Debug, Default)]
-pub struct CreationProgress {
-    /// Systems committed; the next chunk starts at this index.
-    pub written: usize,
-    ids: SystemIds,
-}
+use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
+use super::write::RowWriter;
+use super::{int, Context, SqliteWriter, StoreError};
 
 /// Marks `name` as being deleted, inside a batch's transaction; rows written (0 when the
 /// galaxy is not stored, which is not an error: there is nothing to delete).
@@ -47,19 +33,19 @@ pub(super) fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, Sto
     Ok(marked as u64)
 }
 
-impl Store {
+impl SqliteWriter {
     /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
     /// chunk also writes the galaxy row and its `creating` mark). When the chunk reaches
     /// the last system it removes the mark, so the galaxy exists, and caches its system
     /// ids; `progress.written` then equals the galaxy's systems. On error nothing of the
     /// chunk is written and `progress` is unchanged.
-    pub fn create_chunk(
+    pub(super) fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,
         progress: &mut CreationProgress,
         max_systems: usize,
     ) -> Result<WriteStats, StoreError> {
-        self.check_file()?;
+        self.db.check_file()?;
         let from = progress.written;
         let to = galaxy
             .systems
@@ -68,7 +54,7 @@ impl Store {
         let finished = to == galaxy.systems.len();
         let mut stats = WriteStats::default();
         let mut ids = Vec::with_capacity(to - from);
-        let tx = self.conn.transaction().context("starting a creation")?;
+        let tx = self.db.conn.transaction().context("starting a creation")?;
         if from == 0 {
             tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| {
@@ -135,14 +121,14 @@ impl Store {
     /// deletion is committed; `creating`: its creation failed or was abandoned (the
     /// writer queues the purge before any later creation of the name, and runs one
     /// creation at a time, so the mark is never a creation still in progress).
-    pub fn purge_chunk(
+    pub(super) fn purge_chunk(
         &mut self,
         name: &str,
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
-        self.check_file()?;
+        self.db.check_file()?;
         let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction().context("starting a deletion")?;
+        let tx = self.db.conn.transaction().context("starting a deletion")?;
         // Only a galaxy with a mark: a purge must never touch a live galaxy, even one
         // that took the name since.
         let marked = tx
@@ -178,11 +164,12 @@ impl Store {
 
     /// The jobs a previous run left unfinished, as they were found. Creations among them
     /// are turned into deletions (a half-written galaxy is never kept), so every job
-    /// returned is to be finished by [`Store::purge_chunk`].
-    pub fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
-        self.check_file()?;
+    /// returned is to be finished by [`SqliteWriter::purge_chunk`].
+    pub(super) fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.db.check_file()?;
         let jobs: Vec<GalaxyJob> = {
             let mut stmt = self
+                .db
                 .conn
                 .prepare("SELECT name, job FROM galaxy_jobs ORDER BY started_at, name")
                 .context("reading unfinished jobs")?;
@@ -198,7 +185,8 @@ impl Store {
                 .collect()
         };
         if jobs.iter().any(|job| matches!(job, GalaxyJob::Creating(_))) {
-            self.conn
+            self.db
+                .conn
                 .execute(
                     "UPDATE galaxy_jobs SET job = 'deleting' WHERE job = 'creating'",
                     [],
