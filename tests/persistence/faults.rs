@@ -6,6 +6,8 @@ use std::time::Duration;
 use galactic_war::app::{AppError, AppState};
 use galactic_war::model::StructureKind;
 use galactic_war::persistence::metrics::PersistenceState;
+use galactic_war::persistence::store::{FailureKind, StoreFailure};
+use galactic_war::persistence::writer::PersistError;
 
 use crate::util::{coords, endless_config, wait_for, TestDb};
 
@@ -91,7 +93,18 @@ fn a_locked_database_is_retried_and_everything_saved_after_release() {
     order_everywhere(&app, "busy", &systems);
     app.system_details("busy", 10, systems[0].0, systems[0].1)
         .unwrap();
-    assert!(matches!(app.save_all(), Err(AppError::Persistence(_))));
+    // The failure keeps its kind across the writer's thread.
+    let failed = app.save_all();
+    assert!(
+        matches!(
+            &failed,
+            Err(AppError::Persistence(PersistError::Failed(StoreFailure {
+                kind: FailureKind::Busy,
+                ..
+            })))
+        ),
+        "{failed:?}"
+    );
 
     locker.execute_batch("COMMIT").unwrap();
     assert_all_saved(&db, &app, "busy");
@@ -117,6 +130,17 @@ fn a_full_database_is_retried_and_everything_saved_once_there_is_room() {
     );
     let error = app.health().persistence.last_error.unwrap();
     assert!(error.contains("full"), "{error}");
+    let failed = app.save_all();
+    assert!(
+        matches!(
+            &failed,
+            Err(AppError::Persistence(PersistError::Failed(StoreFailure {
+                kind: FailureKind::Full,
+                ..
+            })))
+        ),
+        "{failed:?}"
+    );
     order_everywhere(&app, "full", &systems[..100]);
 
     thaw_size(&app);

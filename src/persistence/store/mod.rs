@@ -3,7 +3,7 @@
 //! What the writer thread needs from a database is one trait, [`WriteStore`]; what a load
 //! on a cache miss needs is another, [`ReadStore`]. The writer, the cut, flush, retries,
 //! shutdown and the app name only these traits and the plain row types below, so a second
-//! database plugs in beside [`sqlite`] without touching them; [`open`] chooses the
+//! database plugs in beside [`sqlite`] without touching them; `open` chooses the
 //! implementation from the database URL, once, at start-up. A reader is its own type, with
 //! no write method: a read-only connection cannot be asked to write.
 //!
@@ -260,7 +260,7 @@ impl BusyDeadline {
 /// at a time; each is one transaction at most, and a failed one leaves nothing written.
 ///
 /// `Any` lets maintenance and fault injection reach an implementation's own handle (see
-/// [`SqliteWriter::with_connection`]) without the writer knowing which store runs.
+/// `WriterHandle::with_connection` and [`SqliteWriter::of`]) without the writer knowing which store runs.
 pub trait WriteStore: Any + Send {
     /// Called once, on the writer thread, before any other method.
     fn on_writer_thread(&mut self);
@@ -367,4 +367,38 @@ pub(crate) fn open(
     deadline: Arc<BusyDeadline>,
 ) -> Result<Opened, StoreError> {
     sqlite::open(url, settings, check, deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::writer::PersistError;
+
+    #[test]
+    fn a_failure_shows_as_the_error_did_and_keeps_its_kind() {
+        let error = StoreError::Inconsistent {
+            galaxy: "g".into(),
+            reason: "no stored row for system (1, 2)".into(),
+        };
+        let failure = error.failure();
+        assert_eq!(failure.kind, FailureKind::Inconsistent);
+        let failed = PersistError::Failed(failure.clone());
+        assert_eq!(
+            failed.to_string(),
+            "saving failed: galaxy 'g' in the database is inconsistent: no stored row for system (1, 2)"
+        );
+        let timed_out = PersistError::TimedOut {
+            last_error: Some(failure),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "not everything was saved before the deadline (last error: galaxy 'g' in the \
+             database is inconsistent: no stored row for system (1, 2))"
+        );
+        let never = PersistError::TimedOut { last_error: None };
+        assert_eq!(
+            never.to_string(),
+            "not everything was saved before the deadline (last error: none)"
+        );
+    }
 }

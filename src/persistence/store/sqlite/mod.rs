@@ -3,7 +3,7 @@
 //!
 //! The writer thread owns the only connection that writes rows, a [`SqliteWriter`], and
 //! with it the cache of system row ids, so a hot save updates rows by primary key without a
-//! look-up. The checkpoint thread ([`checkpoint`]) has a second read-write connection that
+//! look-up. The checkpoint thread (`checkpoint.rs`) has a second read-write connection that
 //! only checkpoints; the writer's store owns that thread and asks it for checkpoints after
 //! its commits. Loads on a cache miss use read-only connections, each a [`SqliteReader`],
 //! which has no write method. Nothing here locks a galaxy: callers hand in plain copies
@@ -63,7 +63,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 ///   and cost a large share of the memory budget per system;
 /// - the WAL file truncated back to 64 MiB after a checkpoint, so it cannot stay large.
 ///
-/// Checkpoints do not run in the writer's commits at all: see [`checkpoint`].
+/// Checkpoints do not run in the writer's commits at all: see `checkpoint.rs`.
 pub const WRITER_PRAGMAS: &str =
     "PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 67108864;";
 
@@ -683,7 +683,14 @@ impl WriteStore for SqliteWriter {
 }
 
 /// A read-only connection, for loads on a cache miss and look-ups of stored names. It has
-/// no write method, and SQLite refuses writes on it besides.
+/// no write method, and SQLite refuses writes on it besides:
+///
+/// ```compile_fail
+/// use galactic_war::persistence::store::{SqliteReader, WriteStore};
+/// fn write(reader: &mut SqliteReader) {
+///     let _ = reader.write_batch(&["g".to_owned()], &[]); // SqliteReader is no WriteStore
+/// }
+/// ```
 pub struct SqliteReader {
     db: Db,
 }
@@ -1070,6 +1077,86 @@ mod tests {
         };
         let err = store.write_batch(&[], &[batch]).unwrap_err();
         assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+        assert_eq!(err.failure().kind, FailureKind::Inconsistent);
+    }
+
+    /// A batch that advances galaxy "g"'s tick and nothing else.
+    fn tick_batch(tick: u64) -> GalaxyRows {
+        GalaxyRows {
+            name: "g".into(),
+            tick: Some(tick),
+            systems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_locked_database_fails_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::File(dir.path().join("db"));
+        let mut store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+        insert(&mut store, &new_galaxy("g")).unwrap();
+        let DatabaseUrl::File(path) = &url else {
+            unreachable!()
+        };
+        let holder = Connection::open(path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // A deadline already passed: the busy wait ends at once, not after BUSY_TIMEOUT.
+        store.deadline.set(std::time::Instant::now());
+        store.on_writer_thread();
+        let err = store.write_batch(&[], &[tick_batch(5)]).unwrap_err();
+        assert_eq!(err.failure().kind, FailureKind::Busy, "{err}");
+        holder.execute_batch("COMMIT").unwrap();
+    }
+
+    #[test]
+    fn a_database_with_no_room_fails_as_full() {
+        let mut store = memory();
+        let pages: i64 = store
+            .connection()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .connection()
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
+        let err = insert(&mut store, &new_galaxy("g")).unwrap_err();
+        let failure = err.failure();
+        assert_eq!(failure.kind, FailureKind::Full, "{err}");
+        assert_eq!(failure.message, err.to_string());
+    }
+
+    #[test]
+    fn a_removed_database_file_fails_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store =
+            SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
+        insert(&mut store, &new_galaxy("g")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = store.write_batch(&[], &[tick_batch(5)]).unwrap_err();
+        assert_eq!(err.failure().kind, FailureKind::FileGone, "{err}");
+    }
+
+    #[test]
+    fn a_writer_is_reached_through_the_seam_and_a_reader_only_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut writer =
+            SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
+        insert(&mut writer, &new_galaxy("g")).unwrap();
+        let store: &mut dyn WriteStore = &mut writer;
+        assert!(SqliteWriter::of(store).is_some());
+        let reader = SqliteReader::open(&path).unwrap();
+        assert_eq!(reader.galaxy_names().unwrap(), ["g"]);
+        // SQLite refuses a write on the reader's connection too.
+        let err = reader
+            .db
+            .conn
+            .execute("DELETE FROM galaxies", [])
+            .unwrap_err();
+        assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly));
     }
 
     #[test]
