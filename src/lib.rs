@@ -5,8 +5,9 @@
 //! - [`model`]: the game itself (galaxies, systems, structures, the level formula, accrual,
 //!   builds, galaxy configs and presets) and the change tracking every operation feeds.
 //!   Pure: no I/O, no locks, time passed in as ticks.
-//! - [`persistence`]: the write-behind engine: the SQLite store and its migrations
-//!   (`sql/`), the writer thread that alone writes, the per-galaxy cells it cuts batches
+//! - [`persistence`]: the write-behind engine: the store interface
+//!   ([`persistence::store`]: `WriteStore`, `ReadStore`) and the SQLite store behind it
+//!   with its migrations (`sql/`), the writer thread that alone writes, the per-galaxy cells it cuts batches
 //!   from, metrics and health, the one-daemon-per-database lock, and online backups.
 //! - [`app`]: the application state: the galaxy cache, load on miss, create, orders,
 //!   details, delete, flush, shutdown and backup, on top of the model and the engine.
