@@ -1,6 +1,6 @@
 //! The writer thread: the only code that writes to the database.
 //!
-//! One dedicated OS thread owns the store that writes ([`WriteStore`]). Game threads never wait on it:
+//! One dedicated OS thread owns the [`WriteStore`]. Game threads never wait on it:
 //! they record changes in their galaxy (under the galaxy's lock) and, when a galaxy goes
 //! from clean to dirty, send a marker through a crossbeam channel. The writer batches:
 //! with coalescing on, a batch commits `coalescing_delay` after its first change; with it
@@ -19,11 +19,11 @@
 //! galaxy's bulk work for more than a chunk. Messages (pings included) are read between
 //! chunks, and shutdown stops a creation at a chunk boundary.
 //!
-//! Checkpoints run on their own thread ([`super::checkpoint`]): after a commit leaves the
-//! WAL at its threshold, the writer asks for one and goes on (under back-to-back batches it
-//! then copies the last few frames itself, so that the WAL restarts). Periodic work (every
-//! auto-save interval) saves galaxy ticks that advanced, asks for a checkpoint (one that
-//! truncates the WAL when idle), and evicts clean idle galaxies: only the writer can know
+//! The writer knows its database only through [`WriteStore`]: after each commit it gives
+//! the store a turn for upkeep ([`WriteStore::after_commit`]; SQLite's asks its checkpoint
+//! thread for a WAL checkpoint when due). Periodic work (every auto-save interval) saves
+//! galaxy ticks that advanced, gives the store its periodic upkeep
+//! ([`WriteStore::maintain`]), and evicts clean idle galaxies: only the writer can know
 //! that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
 //! eviction) the registry's; never a galaxy lock during SQL.
 
