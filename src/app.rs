@@ -548,6 +548,8 @@ impl AppState {
 
 /// The galaxies' backing store: the engine, or nothing when persistence is off.
 impl Backing for Option<Engine> {
+    type Ids = RowIds;
+
     fn persists(&self) -> bool {
         self.is_some()
     }

@@ -57,7 +57,7 @@ use flights::{Boarding, Flights, Landed};
 use registry::Registry;
 
 use crate::model::Galaxy;
-use crate::persistence::store::{RowIds, StoreError};
+use crate::persistence::store::StoreError;
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_galaxy_name(name: &str) -> bool {
@@ -82,12 +82,14 @@ pub enum LifeError {
 
 /// Where galaxies that are not in memory are stored: the persistence engine, or nothing.
 pub(crate) trait Backing {
+    /// What a read hands the writer along with the galaxy (the row ids of its systems).
+    type Ids;
     /// False when nothing is ever stored (persistence off): no load, no deleting state.
     fn persists(&self) -> bool;
     /// Reads a stored galaxy and the row ids of its systems.
-    fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError>;
+    fn read(&self, name: &str) -> Result<Option<(Galaxy, Self::Ids)>, StoreError>;
     /// A read galaxy goes into memory: the writer gets its row ids (before it can change).
-    fn published(&self, name: &str, ids: RowIds);
+    fn published(&self, name: &str, ids: Self::Ids);
     fn is_stored(&self, name: &str) -> Result<bool, StoreError>;
     fn stored_names(&self) -> Result<Vec<String>, StoreError>;
 }
@@ -233,13 +235,14 @@ impl Galaxies {
         }
         // With a database file every galaxy in memory is stored; without one (persistence
         // off, an in-memory database) the registry is all there is. Deletions not yet
-        // committed are left out, as the listing leaves them out.
+        // committed are left out, as the listing leaves them out, and so are creations whose
+        // last chunk is committed (they count once, as being created).
         let stored = if backing.persists() {
             let names = backing.stored_names()?;
             let deleting = self.deleting.lock();
             names
                 .iter()
-                .filter(|name| !deleting.contains(*name))
+                .filter(|name| !deleting.contains(*name) && !creating.contains(*name))
                 .count()
         } else {
             0
@@ -401,5 +404,220 @@ impl WriterSide {
         for name in names {
             deleting.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crossbeam_channel::{bounded, Receiver, Sender};
+
+    use super::*;
+    use crate::model::GalaxyConfig;
+
+    /// Stored galaxies in a map; a read may be held at a gate to interleave a deletion.
+    #[derive(Default)]
+    struct Stored {
+        galaxies: Mutex<HashMap<String, Galaxy>>,
+        /// When set, a read says it started and waits for the go.
+        gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+        published: Mutex<Vec<String>>,
+    }
+
+    impl Stored {
+        fn with(names: &[&str]) -> Stored {
+            let stored = Stored::default();
+            for name in names {
+                stored
+                    .galaxies
+                    .lock()
+                    .insert(name.to_string(), galaxy(name));
+            }
+            stored
+        }
+    }
+
+    impl Backing for Stored {
+        type Ids = ();
+        fn persists(&self) -> bool {
+            true
+        }
+        fn read(&self, name: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
+            let gate = self.gate.lock().clone();
+            if let Some((started, go)) = gate {
+                started.send(()).unwrap();
+                go.recv().unwrap();
+            }
+            Ok(self.galaxies.lock().get(name).cloned().map(|g| (g, ())))
+        }
+        fn published(&self, name: &str, _: ()) {
+            self.published.lock().push(name.to_owned());
+        }
+        fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(self.galaxies.lock().contains_key(name))
+        }
+        fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+            Ok(self.galaxies.lock().keys().cloned().collect())
+        }
+    }
+
+    fn galaxy(name: &str) -> Galaxy {
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        let mut galaxy = Galaxy::create(name, config, 1, 0).unwrap();
+        galaxy.take_changes();
+        galaxy
+    }
+
+    fn tick_of(galaxies: &Galaxies, stored: &Stored, name: &str) -> Result<u64, LifeError> {
+        galaxies.with_live(stored, name, |live| Ok(live.tick()))
+    }
+
+    #[test]
+    fn a_miss_loads_once_and_publishes_the_ids() {
+        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a"]));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(*stored.published.lock(), ["a"], "read and published once");
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "b"),
+            Err(LifeError::Unknown(_))
+        ));
+        assert_eq!(galaxies.len(), 1);
+    }
+
+    #[test]
+    fn a_deletion_during_a_load_keeps_the_read_copy_out_of_memory() {
+        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let (started_tx, started) = bounded(1);
+        let (go, go_rx) = bounded(1);
+        *stored.gate.lock() = Some((started_tx, go_rx));
+        std::thread::scope(|scope| {
+            let loading = scope.spawn(|| tick_of(&galaxies, &stored, "a"));
+            started.recv().unwrap();
+            let mut told_writer = false;
+            galaxies
+                .delete(&stored, "a", || told_writer = true)
+                .unwrap();
+            assert!(told_writer);
+            *stored.gate.lock() = None;
+            go.send(()).unwrap();
+            // The superseded load looks again and finds the name deleting.
+            assert!(matches!(
+                loading.join().unwrap(),
+                Err(LifeError::Unknown(_))
+            ));
+        });
+        assert!(galaxies.is_empty() && stored.published.lock().is_empty());
+        assert!(!galaxies.listing(&stored).unwrap().contains_key("a"));
+        // Until the writer commits the deletion, the stale stored copy stays hidden.
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::Unknown(_))
+        ));
+        stored.galaxies.lock().remove("a");
+        galaxies
+            .writer_side()
+            .deletions_committed(&["a".to_owned()]);
+        assert!(galaxies.deleting.lock().is_empty());
+    }
+
+    #[test]
+    fn a_reserved_name_is_invisible_until_published_and_free_again_if_dropped() {
+        let (galaxies, stored) = (Galaxies::new(2), Stored::default());
+        let reserved = galaxies.reserve(&stored, "a").unwrap();
+        assert!(matches!(
+            galaxies.reserve(&stored, "a"),
+            Err(LifeError::Exists(_))
+        ));
+        // Saved by its last chunk, but not yet reported: nobody else sees it.
+        stored.galaxies.lock().insert("a".into(), galaxy("a"));
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::Unknown(_))
+        ));
+        assert!(galaxies.listing(&stored).unwrap().is_empty());
+        assert!(matches!(
+            galaxies.delete(&stored, "a", || {}),
+            Err(LifeError::Unknown(_))
+        ));
+        let other = galaxies.reserve(&stored, "b").unwrap();
+        assert!(matches!(
+            galaxies.reserve(&stored, "c"),
+            Err(LifeError::TooMany { limit: 2 })
+        ));
+        drop(other);
+        reserved.publish(galaxy("a"));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert!(galaxies.catalog.lock().is_empty());
+    }
+
+    #[test]
+    fn only_a_clean_idle_saved_galaxy_is_evicted_and_a_stale_holder_loads_afresh() {
+        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let writer = galaxies.writer_side();
+        tick_of(&galaxies, &stored, "a").unwrap();
+        let cell = writer.all().pop().unwrap();
+        let idle = Duration::from_secs(60);
+        let later = || Instant::now() + idle;
+        assert!(
+            !writer.evict_if_idle(&cell, Instant::now(), idle, Some(0)),
+            "not idle"
+        );
+        assert!(
+            !writer.evict_if_idle(&cell, later(), idle, None),
+            "tick not saved"
+        );
+        galaxies
+            .with_live(&stored, "a", |mut live| {
+                live.mark_all_changed();
+                Ok::<_, LifeError>(())
+            })
+            .unwrap();
+        assert!(
+            !writer.evict_if_idle(&cell, later(), idle, Some(0)),
+            "dirty"
+        );
+        assert_eq!(cell.settled_tick(), Settled::Dirty);
+        let cut = cell.cut().unwrap();
+        cell.saved();
+        drop(cut);
+        assert!(writer.evict_if_idle(&cell, later(), idle, Some(0)));
+        assert!(galaxies.is_empty() && cell.settled_tick() == Settled::Gone);
+        // The holder of the evicted cell is sent to load the galaxy again.
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(stored.published.lock().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_cut_goes_back_unless_the_galaxy_was_deleted() {
+        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a", "b"]));
+        for name in ["a", "b"] {
+            galaxies
+                .with_live(&stored, name, |mut live| {
+                    live.mark_all_changed();
+                    Ok::<_, LifeError>(())
+                })
+                .unwrap();
+        }
+        let cells: HashMap<String, Arc<GalaxyCell>> = galaxies
+            .registry
+            .all()
+            .into_iter()
+            .map(|c| (c.name().to_owned(), c))
+            .collect();
+        let (a, b) = (cells["a"].clone(), cells["b"].clone());
+        let (cut_a, cut_b) = (a.cut().unwrap(), b.cut().unwrap());
+        assert_eq!(
+            galaxies.unsaved_systems(),
+            400,
+            "in flight counts as unsaved"
+        );
+        galaxies.delete(&stored, "b", || {}).unwrap();
+        a.give_back(cut_a.changes);
+        b.give_back(cut_b.changes);
+        assert_eq!(a.unsaved(), 200);
+        assert_eq!((b.unsaved(), b.is_gone()), (0, true));
+        assert!(b.cut().is_none());
     }
 }
