@@ -35,8 +35,11 @@
 //!
 //! Leaves, taken under any of the above and taking nothing themselves: the deleting set
 //! (here), the flights map and a flight's outcome ([`flights`]), the engine's reader pool
-//! (`persistence::loads`), the metrics' last error (`persistence::metrics`), and the
-//! backup lock (`crate::app`, held alone for a whole backup). The writer thread holds no
+//! (`persistence::loads`), and the metrics' last error (`persistence::metrics`).
+//!
+//! Held alone, never under another lock: the backup lock (`crate::app`, for a whole
+//! backup) and the writer handle's shutdown lock (`persistence::writer`, while the writer
+//! thread makes its final flush, which takes the locks above). The writer thread holds no
 //! lock during its SQL; looking a name up in the registry takes no lock at all.
 
 pub(crate) mod cell;
