@@ -1,41 +1,33 @@
 //! Application state: the in-memory galaxy cache and every game operation on it.
 //!
-//! [`AppState`] is a cheap-to-clone handle. Game operations find a galaxy's cell in the
-//! registry, lock that one galaxy, apply the operation, unlock, and only then (if the
+//! [`AppState`] is a cheap-to-clone handle. Game operations reach one live galaxy through
+//! [`crate::galaxies`] (which decides every step of a galaxy's life and holds the lock
+//! order), apply the operation under that galaxy's lock, unlock, and only then (if the
 //! galaxy went from clean to dirty) signal the writer: no game thread ever waits on disk.
-//! The catalog lock guards the short steps that change which galaxies exist: reserving a
-//! name for a creation and publishing the result, a deletion, publishing a load. It is
-//! taken before any galaxy lock and never during an order. A creation builds its galaxy
-//! and waits for the writer to save it (in chunks, between other galaxies' batches)
-//! holding no lock; its reserved name keeps it invisible meanwhile. A load on a cache
-//! miss reads the database holding no lock at all (the engine's pool of read-only
-//! connections, one flight per galaxy) and takes the catalog lock only to publish what
-//! it read, so a load of millions of systems
-//! holds up neither other loads nor creations and deletions.
-//!
-//! Lock order, outermost first: catalog → a galaxy cell's lock → the registry's change
-//! lock; then the engine's own (see `crate::persistence`). The only SQL under the catalog
-//! lock is a look-up in the `galaxies` table, never a load; a deletion must tombstone the galaxy while it holds the catalog
-//! lock, which is what keeps a load in flight from bringing it back (`publish_loaded`).
+//! A creation builds its galaxy and waits for the writer to save it (in chunks, between
+//! other galaxies' batches) holding no lock; its reserved name keeps it invisible
+//! meanwhile. A load on a cache miss reads the database holding no lock at all (the
+//! engine's pool of read-only connections), so a load of millions of systems holds up
+//! neither other loads nor creations and deletions.
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use serde::Serialize;
 
+pub use crate::galaxies::valid_galaxy_name;
+use crate::galaxies::{Backing, Galaxies, LifeError, Live};
 use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
 use crate::persistence::backup::{backup_into, default_dir, BackupError};
-use crate::persistence::cell::{CellState, GalaxyCell, Registry};
 use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
-use crate::persistence::store::StoreError;
+use crate::persistence::store::{RowIds, StoreError};
 use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
-use crate::persistence::{Engine, Landed, LoadTicket};
+use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
 
 /// Why an application operation failed.
@@ -130,34 +122,15 @@ pub struct AppState {
 }
 
 struct Shared {
-    registry: Arc<Registry>,
+    galaxies: Arc<Galaxies>,
     metrics: Arc<Metrics>,
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
-    /// Serialises the start and end of creations, deletions, and a load's publishing of
-    /// what it read. Short: the only SQL under it is a look-up in the `galaxies` table
-    /// (does a name exist, how many are there), never a load or a creation's writing.
-    /// Never held while waiting for a galaxy lock that an order holds for long: orders
-    /// never take it.
-    catalog: Mutex<()>,
-    /// Names being created: reserved (a second creation is refused, a load finds
-    /// nothing) until the creation is saved and in the registry, or has failed. Taken
-    /// under the catalog lock, or alone.
-    creating: Mutex<HashSet<String>>,
-    max_galaxies: usize,
     max_unsaved: Option<Duration>,
     /// Held for the whole of a backup: backups run one at a time.
     backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
     wall_clock: std::sync::atomic::AtomicBool,
-}
-
-/// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
-pub fn valid_galaxy_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl AppState {
@@ -169,29 +142,29 @@ impl AppState {
             app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
             return Ok(app);
         }
-        let registry = Arc::new(Registry::default());
+        let galaxies = Arc::new(Galaxies::new(settings.galaxy_limits.max_galaxies));
         let metrics = Arc::new(Metrics::new(PersistenceState::Healthy));
         let engine = Engine::open(
             &settings.database,
             &settings.persistence,
-            registry.clone(),
+            galaxies.writer_side(),
             metrics.clone(),
         )?;
-        let mut app = AppState::assemble(
-            registry,
+        Ok(AppState::assemble(
+            galaxies,
             metrics,
             Some(engine),
             settings.persistence.max_unsaved,
-        );
-        app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
-        Ok(app)
+        ))
     }
 
     /// At most `limit` galaxies may exist (`GWAR_MAX_GALAXIES`); only for a state not yet
     /// shared.
     pub fn set_max_galaxies(&mut self, limit: usize) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.max_galaxies = limit;
+            if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
+                *galaxies = Galaxies::new(limit);
+            }
         }
     }
 
@@ -202,23 +175,21 @@ impl AppState {
         if let Some(reason) = reason {
             metrics.set_memory_only(reason);
         }
-        AppState::assemble(Arc::default(), Arc::new(metrics), None, None)
+        let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies);
+        AppState::assemble(Arc::new(galaxies), Arc::new(metrics), None, None)
     }
 
     fn assemble(
-        registry: Arc<Registry>,
+        galaxies: Arc<Galaxies>,
         metrics: Arc<Metrics>,
         engine: Option<Engine>,
         max_unsaved: Option<Duration>,
     ) -> AppState {
         AppState {
             shared: Arc::new(Shared {
-                registry,
+                galaxies,
                 metrics,
                 engine,
-                catalog: Mutex::new(()),
-                creating: Mutex::new(HashSet::new()),
-                max_galaxies: GalaxyLimits::default().max_galaxies,
                 max_unsaved,
                 backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
@@ -256,7 +227,7 @@ impl AppState {
             return Err(AppError::BadName(name.to_owned()));
         }
         let shared = &self.shared;
-        let _reserved = self.reserve(name)?;
+        let reserved = shared.galaxies.reserve(&shared.engine, name)?;
         let mut galaxy = Galaxy::create(name, config, seed.unwrap_or_else(random_seed), tick)?;
         // Creation writes every row of the new galaxy, so nothing is left to save after it.
         galaxy.take_changes();
@@ -275,125 +246,8 @@ impl AppState {
             tick: galaxy.tick(),
             systems: galaxy.systems().len(),
         };
-        let _catalog = shared.catalog.lock();
-        shared.registry.insert(GalaxyCell::new(galaxy));
+        reserved.publish(galaxy);
         Ok(created)
-    }
-
-    /// Reserves `name` for a creation: refused when the galaxy exists, is being created,
-    /// or the galaxy limit is reached. The reservation ends when the guard drops.
-    fn reserve(&self, name: &str) -> Result<Reservation<'_>, AppError> {
-        let shared = &self.shared;
-        let _catalog = shared.catalog.lock();
-        let stored = match &shared.engine {
-            Some(engine) => engine.is_stored(name)?,
-            None => false,
-        };
-        if stored || shared.registry.get(name).is_some() || shared.creating.lock().contains(name) {
-            return Err(AppError::GalaxyExists(name.to_owned()));
-        }
-        // With a database file every galaxy in memory is stored; without one (persistence
-        // off, an in-memory database) the registry is all there is. Deletions not yet
-        // committed are left out, as the listing leaves them out.
-        let stored = match &shared.engine {
-            Some(engine) => engine
-                .stored_names()?
-                .iter()
-                .filter(|name| !engine.is_deleted(name))
-                .count(),
-            None => 0,
-        };
-        let existing = stored.max(shared.registry.len());
-        let mut creating = shared.creating.lock();
-        if existing + creating.len() >= shared.max_galaxies {
-            return Err(AppError::TooManyGalaxies {
-                limit: shared.max_galaxies,
-            });
-        }
-        creating.insert(name.to_owned());
-        Ok(Reservation {
-            creating: &shared.creating,
-            name: name.to_owned(),
-        })
-    }
-
-    /// The cell of a galaxy, loading it from the database on a cache miss. Two threads
-    /// missing on the same galaxy load it once (the engine's single flight); loads of
-    /// different galaxies run side by side, and none holds the catalog lock while it reads.
-    fn cell(&self, name: &str) -> Result<Arc<GalaxyCell>, AppError> {
-        let shared = &self.shared;
-        let unknown = || AppError::UnknownGalaxy(name.to_owned());
-        loop {
-            if let Some(cell) = shared.registry.get(name) {
-                return Ok(cell);
-            }
-            let Some(engine) = &shared.engine else {
-                return Err(unknown());
-            };
-            if !valid_galaxy_name(name) {
-                return Err(unknown());
-            }
-            let loaded = || shared.registry.get(name);
-            match engine.load_once(name, loaded, |galaxy, ticket| {
-                self.publish_loaded(galaxy, ticket)
-            })? {
-                Landed::Cell(cell) => return Ok(cell),
-                Landed::Missing => return Err(unknown()),
-                // Deleted while it was read (the next look-up finds the tombstone, or the
-                // galaxy created since under the same name), or the leader's read failed.
-                Landed::Again => continue,
-            }
-        }
-    }
-
-    /// Puts a galaxy just read from the database into the registry, unless it was deleted
-    /// meanwhile. Under the catalog lock, which deletion holds while it tombstones, so a
-    /// deletion is either wholly before this (superseded) or wholly after (it finds the cell).
-    fn publish_loaded(&self, galaxy: Galaxy, ticket: LoadTicket<'_>) -> Landed {
-        let shared = &self.shared;
-        let _catalog = shared.catalog.lock();
-        if ticket.superseded() {
-            return Landed::Again;
-        }
-        // A cell under the name already (nothing else loads it, but a creation could have
-        // put one there): that one is the galaxy's live state.
-        if let Some(cell) = shared.registry.get(galaxy.name()) {
-            return Landed::Cell(cell);
-        }
-        if shared.creating.lock().contains(galaxy.name()) {
-            // Its last chunk has committed, but the creation is not reported yet: until
-            // its creator puts it in the registry, it is not there for anyone else.
-            return Landed::Missing;
-        }
-        ticket.publish();
-        let cell = GalaxyCell::new(galaxy);
-        shared.registry.insert(cell.clone());
-        Landed::Cell(cell)
-    }
-
-    /// Runs `f` on a galaxy's cell with its lock held, the galaxy loaded on a miss. A
-    /// deleted galaxy is unknown; an evicted cell is a stale copy, so the name is looked up
-    /// again (which loads the galaxy afresh).
-    fn with_live_cell<T>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&Arc<GalaxyCell>, MutexGuard<'_, CellState>) -> Result<T, AppError>,
-    ) -> Result<T, AppError> {
-        let mut f = Some(f);
-        loop {
-            let cell = self.cell(name)?;
-            let mut state = cell.lock();
-            if state.deleted {
-                return Err(AppError::UnknownGalaxy(name.to_owned()));
-            }
-            if state.evicted {
-                continue;
-            }
-            state.last_access = Instant::now();
-            // Every path that reaches this line returns, so `f` is taken once.
-            let f = f.take().expect("runs once");
-            return f(&cell, state);
-        }
     }
 
     /// Runs a read on a galaxy under its lock. Reads never dirty anything.
@@ -403,9 +257,10 @@ impl AppState {
         tick: u64,
         read: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
-        self.with_live_cell(name, |_, mut state| {
-            let tick = self.effective_tick(tick, &state.galaxy);
-            Ok(read(&mut state.galaxy, tick)?)
+        let shared = &self.shared;
+        shared.galaxies.with_live(&shared.engine, name, |mut live| {
+            let tick = self.effective_tick(tick, &live);
+            Ok(read(&mut live, tick)?)
         })
     }
 
@@ -484,25 +339,27 @@ impl AppState {
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
         let shared = &self.shared;
-        self.with_live_cell(name, |cell, mut state| {
-            let was_clean = state.galaxy.changes().is_empty();
-            let tick = self.effective_tick(tick, &state.galaxy);
-            let result = change(&mut state.galaxy, tick)?;
-            match &shared.engine {
-                None => state.galaxy.forget_changes(),
-                Some(engine) => {
-                    let newly_dirty = was_clean && !state.galaxy.changes().is_empty();
-                    // Unlock before signalling: the writer may want this lock for its cut.
-                    drop(state);
-                    if newly_dirty {
-                        let now = Instant::now();
-                        shared.metrics.note_unsaved_since(now);
-                        engine.writer().mark_dirty(cell.clone(), now);
+        shared
+            .galaxies
+            .with_live(&shared.engine, name, |mut live: Live<'_>| {
+                let was_clean = live.changes().is_empty();
+                let tick = self.effective_tick(tick, &live);
+                let result = change(&mut live, tick)?;
+                match &shared.engine {
+                    None => live.forget_changes(),
+                    Some(engine) => {
+                        let newly_dirty = was_clean && !live.changes().is_empty();
+                        // Unlock before signalling: the writer may want this lock for its cut.
+                        let cell = live.unlock();
+                        if newly_dirty {
+                            let now = Instant::now();
+                            shared.metrics.note_unsaved_since(now);
+                            engine.writer().mark_dirty(cell, now);
+                        }
                     }
                 }
-            }
-            Ok(result)
-        })
+                Ok(result)
+            })
     }
 
     pub fn system_details(
@@ -564,20 +421,7 @@ impl AppState {
     /// by name, and how many there are.
     pub fn list_page(&self, offset: usize, limit: usize) -> Result<GalaxyPage, AppError> {
         let shared = &self.shared;
-        let mut listing: BTreeMap<String, bool> = BTreeMap::new();
-        if let Some(engine) = &shared.engine {
-            let stored = engine.stored_names()?;
-            // A creation's last chunk committed but not yet reported is not there yet.
-            let creating = shared.creating.lock();
-            for name in stored {
-                if !engine.is_deleted(&name) && !creating.contains(&name) {
-                    listing.insert(name, false);
-                }
-            }
-        }
-        for cell in shared.registry.all() {
-            listing.insert(cell.name().to_owned(), true);
-        }
+        let listing = shared.galaxies.listing(&shared.engine)?;
         let total = listing.len();
         let galaxies = listing
             .into_iter()
@@ -596,28 +440,11 @@ impl AppState {
     /// Deletes a galaxy from memory now and from the database within the loss window.
     pub fn delete(&self, name: &str) -> Result<(), AppError> {
         let shared = &self.shared;
-        let _catalog = shared.catalog.lock();
-        if shared.creating.lock().contains(name) {
-            // Saved perhaps, but not yet reported: until its creator publishes it, it is
-            // not there to delete (deleting it now would leave its creator publishing a
-            // galaxy whose rows are being removed).
-            return Err(AppError::UnknownGalaxy(name.to_owned()));
-        }
-        let stored = match &shared.engine {
-            Some(engine) => engine.is_stored(name)?,
-            None => false,
-        };
-        let cell = shared.registry.remove(name);
-        if cell.is_none() && !stored {
-            return Err(AppError::UnknownGalaxy(name.to_owned()));
-        }
-        if let Some(cell) = cell {
-            cell.lock().deleted = true;
-        }
-        if let Some(engine) = &shared.engine {
-            engine.tombstone(name);
-            engine.writer().delete(name.to_owned());
-        }
+        shared.galaxies.delete(&shared.engine, name, || {
+            if let Some(engine) = &shared.engine {
+                engine.writer().delete(name.to_owned());
+            }
+        })?;
         log::info!("galaxy '{name}' deleted");
         Ok(())
     }
@@ -684,18 +511,7 @@ impl AppState {
 
     /// Systems with changes not yet committed, in memory and in the batch being written.
     pub fn dirty_systems(&self) -> u64 {
-        let unsaved = |state: &CellState| {
-            let changes = state.galaxy.changes();
-            // A system changed again while its batch is written is counted once.
-            let only_in_flight = state
-                .in_flight
-                .iter()
-                .filter(|index| changes.get(**index).is_none())
-                .count();
-            changes.len() + only_in_flight
-        };
-        let cells = self.shared.registry.all();
-        cells.iter().map(|cell| unsaved(&cell.lock()) as u64).sum()
+        self.shared.galaxies.unsaved_systems()
     }
 
     pub fn health(&self) -> Health {
@@ -721,29 +537,59 @@ impl AppState {
 
     /// Galaxies in memory.
     pub fn galaxies_loaded(&self) -> usize {
-        self.shared.registry.len()
+        self.shared.galaxies.len()
     }
 
     /// Systems of the galaxies in memory.
     pub fn systems_loaded(&self) -> usize {
-        self.shared
-            .registry
-            .all()
-            .iter()
-            .map(|cell| cell.lock().galaxy.systems().len())
-            .sum()
+        self.shared.galaxies.systems()
     }
 }
 
-/// A name reserved for a creation in progress; released on drop.
-struct Reservation<'a> {
-    creating: &'a Mutex<HashSet<String>>,
-    name: String,
+/// The galaxies' backing store: the engine, or nothing when persistence is off.
+impl Backing for Option<Engine> {
+    type Ids = RowIds;
+
+    fn persists(&self) -> bool {
+        self.is_some()
+    }
+
+    fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+        match self {
+            Some(engine) => engine.read(name),
+            None => Ok(None),
+        }
+    }
+
+    fn published(&self, name: &str, ids: RowIds) {
+        if let Some(engine) = self {
+            engine.adopt_ids(name, ids);
+        }
+    }
+
+    fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Some(engine) => engine.is_stored(name),
+            None => Ok(false),
+        }
+    }
+
+    fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Some(engine) => engine.stored_names(),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.creating.lock().remove(&self.name);
+impl From<LifeError> for AppError {
+    fn from(error: LifeError) -> AppError {
+        match error {
+            LifeError::Unknown(name) => AppError::UnknownGalaxy(name),
+            LifeError::Exists(name) => AppError::GalaxyExists(name),
+            LifeError::TooMany { limit } => AppError::TooManyGalaxies { limit },
+            LifeError::Store(error) => AppError::Store(error),
+        }
     }
 }
 

@@ -5,12 +5,15 @@
 //! - [`model`]: the game itself (galaxies, systems, structures, the level formula, accrual,
 //!   builds, galaxy configs and presets) and the change tracking every operation feeds.
 //!   Pure: no I/O, no locks, time passed in as ticks.
-//! - [`persistence`]: the write-behind engine: the store interface
+//! - [`galaxies`]: **where a galaxy's life is decided** (creating, loading, live,
+//!   deleting, evicted, gone), the per-galaxy cells and the consistent cut the writer
+//!   takes of one, and **the lock order** of every lock in the program.
+//! - [`persistence`]: the write-behind engine: **the store interface**
 //!   ([`persistence::store`]: `WriteStore`, `ReadStore`) and the SQLite store behind it
-//!   with its migrations (`sql/`), the writer thread that alone writes, the per-galaxy cells it cuts batches
-//!   from, metrics and health, the one-daemon-per-database lock, and online backups.
-//! - [`app`]: the application state: the galaxy cache, load on miss, create, orders,
-//!   details, delete, flush, shutdown and backup, on top of the model and the engine.
+//!   with its migrations (`sql/`), the writer thread that alone writes, metrics and
+//!   health, the one-daemon-per-database lock, and online backups.
+//! - [`app`]: the application state: create, orders, details, delete, flush, shutdown and
+//!   backup, on top of the model, the galaxies and the engine.
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.
@@ -23,6 +26,7 @@
 pub mod app;
 pub mod check;
 pub mod daemon;
+pub mod galaxies;
 pub mod http;
 pub mod model;
 pub mod persistence;

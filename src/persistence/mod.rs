@@ -4,9 +4,7 @@
 //!   what a load needs ([`store::ReadStore`]), and the SQLite store that implements both
 //!   (its schema, migrations, SQL and WAL checkpoints).
 //! - [`writer`]: the writer thread, the only writer of the database.
-//! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
-//! - `loads`: the pool of read-only connections and single-flight loads on a cache miss.
-//! - `cut`: the consistent cut the writer takes of a galaxy, in one hold of its lock.
+//! - `loads`: the pool of read-only connections that read galaxies on a cache miss.
 //! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
@@ -17,21 +15,14 @@
 //!   the whole-file check.
 //!
 //! [`Engine`] ties them together: it holds the database lock, the writer, and the pool of
-//! read-only connections that load galaxies on a cache miss ([`loads::READERS`] of them,
-//! one flight per galaxy, so a big load holds up neither small loads nor anything else).
-//! Everything here logs under the target `galactic_war::persistence`.
-//!
-//! Lock order, outermost first (a lock may be taken while holding only locks above it):
-//! the application's catalog lock (`crate::app`; short sections, whose only SQL is a
-//! look-up in the `galaxies` table) → a galaxy cell's lock → the registry's change lock;
-//! the tombstones and the map of loads in flight are taken alone (under the catalog lock
-//! at most). The reader pool's lock and a load's outcome lock are leaves. A load holds no
-//! lock while it reads, and the writer holds none during its SQL.
+//! read-only connections that read galaxies on a cache miss ([`loads::READERS`] of them,
+//! so a big load holds up neither small loads nor anything else). Which galaxies are in
+//! memory, and every step of a galaxy's life, is decided in [`crate::galaxies`], which
+//! also lists every lock in order; the writer sees galaxies only through that module's
+//! narrow handle. Everything here logs under the target `galactic_war::persistence`.
 
 pub mod backup;
-pub mod cell;
 pub mod clean;
-mod cut;
 mod jobs;
 mod loads;
 pub mod lock;
@@ -41,18 +32,14 @@ pub mod store;
 pub(crate) mod time;
 pub mod writer;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
+use crate::galaxies::WriterSide;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
-use cell::{GalaxyCell, Registry};
 use clean::CleanShutdown;
-pub(crate) use loads::Landed;
-use loads::{Boarding, Flight, Flights, Purpose, ReaderPool};
+use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
 use store::{BusyDeadline, RowIds, StartupCheck, StoreError};
@@ -65,9 +52,6 @@ pub struct Engine {
     /// Loads on a cache miss; `None` for an in-memory database, which only the writer's
     /// connection can see (and whose galaxies never leave memory anyway).
     readers: Option<ReaderPool>,
-    /// Loads in progress, one per galaxy.
-    flights: Flights,
-    tombstones: Arc<Mutex<HashSet<String>>>,
     metrics: Arc<Metrics>,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
@@ -79,10 +63,10 @@ pub struct Engine {
 impl Engine {
     /// Locks the database against other daemons, opens and migrates it, and starts the
     /// writer thread. Fails without starting anything when any step fails.
-    pub fn open(
+    pub(crate) fn open(
         url: &DatabaseUrl,
         settings: &PersistenceSettings,
-        registry: Arc<Registry>,
+        galaxies: WriterSide,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
         let lock = match url {
@@ -116,24 +100,17 @@ impl Engine {
             DatabaseUrl::Memory => None,
         };
         let readers = opened.readers.map(ReaderPool::open).transpose()?;
-        let tombstones = Arc::new(Mutex::new(HashSet::new()));
         metrics.set_lagging_after(settings.lagging_after());
         let database = WriterDatabase {
             store,
             busy_deadline,
             unfinished,
         };
-        let writer = WriterHandle::spawn(
-            database,
-            settings.clone(),
-            registry,
-            metrics.clone(),
-            tombstones.clone(),
-        )
-        .map_err(|source| StoreError::Thread {
-            name: "writer",
-            source,
-        })?;
+        let writer = WriterHandle::spawn(database, settings.clone(), galaxies, metrics.clone())
+            .map_err(|source| StoreError::Thread {
+                name: "writer",
+                source,
+            })?;
         log::info!(target: "galactic_war::persistence",
             "persistence on {} (coalescing {}, auto-save every {:?}, synchronous {})",
             match url {
@@ -146,8 +123,6 @@ impl Engine {
         Ok(Engine {
             writer,
             readers,
-            flights: Flights::default(),
-            tombstones,
             metrics,
             path: match url {
                 DatabaseUrl::File(path) => Some(path.clone()),
@@ -178,69 +153,32 @@ impl Engine {
         report
     }
 
-    /// True while a deletion of `name` is not yet committed: the stored copy is stale.
-    pub(crate) fn is_deleted(&self, name: &str) -> bool {
-        self.tombstones.lock().contains(name)
-    }
-
-    /// Marks `name` deleted until the writer commits the deletion. Call it under the
-    /// catalog lock: a load of `name` in flight is superseded, and its leader checks that
-    /// under the same lock before it publishes, so the load cannot bring the galaxy back.
-    pub(crate) fn tombstone(&self, name: &str) {
-        self.tombstones.lock().insert(name.to_owned());
-        self.flights.supersede(name);
-    }
-
-    /// Loads a stored galaxy once however many threads ask at the same time. The first
-    /// (the leader) reads it through a pooled read-only connection, holding no lock, and
-    /// hands it to `publish`, which puts it in the registry under the catalog lock
-    /// (refusing when [`LoadTicket::superseded`]); the others wait for the leader's
-    /// [`Landed`]. A failed read is the leader's error; the others see [`Landed::Again`].
-    /// `loaded` finds the galaxy's cell if it is in memory already: a leader asks it after
-    /// boarding, since a previous leader may have published and landed between the
-    /// caller's own look-up and this flight.
-    pub(crate) fn load_once(
-        &self,
-        name: &str,
-        loaded: impl FnOnce() -> Option<Arc<GalaxyCell>>,
-        publish: impl FnOnce(Galaxy, LoadTicket<'_>) -> Landed,
-    ) -> Result<Landed, StoreError> {
+    /// Reads a stored galaxy and its row ids through a pooled read-only connection,
+    /// holding no lock; `None` when it is not stored (or there is no database file).
+    pub(crate) fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         let Some(readers) = &self.readers else {
-            return Ok(Landed::Missing);
+            return Ok(None);
         };
-        let leading = match self.flights.board(name) {
-            Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
-            Boarding::Lead(leading) => leading,
-        };
-        // A previous flight publishes before it lands, so a cell published by it is seen.
-        if let Some(cell) = loaded() {
-            return Ok(leading.land(Landed::Cell(cell)));
-        }
-        // Boarded first, checked second: a deletion after this check supersedes the flight.
-        if self.is_deleted(name) {
-            return Ok(leading.land(Landed::Missing));
-        }
         let started = std::time::Instant::now();
-        let galaxy = {
+        let read = {
             let _in_progress = InProgress::start(&self.metrics);
             readers.with(Purpose::Load, |store| store.load_galaxy_with_ids(name))?
         };
-        let Some((galaxy, ids)) = galaxy else {
-            return Ok(leading.land(Landed::Missing));
-        };
-        log::info!(target: "galactic_war::persistence",
-            "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
-        self.metrics
-            .galaxies_loaded_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ticket = LoadTicket {
-            engine: self,
-            name,
-            flight: leading.flight(),
-            ids,
-        };
-        let landed = publish(galaxy, ticket);
-        Ok(leading.land(landed))
+        if let Some((galaxy, _)) = &read {
+            log::info!(target: "galactic_war::persistence",
+                "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
+            self.metrics
+                .galaxies_loaded_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(read)
+    }
+
+    /// Hands the writer the row ids read with a galaxy now going into memory, so that its
+    /// first save needs no look-up: before the galaxy can change, and never for a galaxy
+    /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
+    pub(crate) fn adopt_ids(&self, name: &str, ids: RowIds) {
+        self.writer.adopt_ids(name.to_owned(), ids);
     }
 
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
@@ -252,35 +190,9 @@ impl Engine {
 
     pub(crate) fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
         match &self.readers {
-            Some(readers) if !self.is_deleted(name) => {
-                readers.with(Purpose::Lookup, |store| store.galaxy_exists(name))
-            }
-            _ => Ok(false),
+            Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_exists(name)),
+            None => Ok(false),
         }
-    }
-}
-
-/// What a load's leader may publish: see [`Engine::load_once`].
-pub(crate) struct LoadTicket<'a> {
-    engine: &'a Engine,
-    name: &'a str,
-    flight: &'a Flight,
-    ids: RowIds,
-}
-
-impl LoadTicket<'_> {
-    /// True when the galaxy was deleted after the load began (or is being deleted): what
-    /// was read must not go back into memory. Meaningful under the catalog lock.
-    pub(crate) fn superseded(&self) -> bool {
-        self.flight.superseded() || self.engine.is_deleted(self.name)
-    }
-
-    /// The galaxy goes into memory: the writer gets the row ids that were read with it.
-    /// Call it under the catalog lock, after [`LoadTicket::superseded`] said no and before
-    /// the galaxy can change: a deletion then sends its own message after this one, and
-    /// no save of the galaxy comes before it.
-    pub(crate) fn publish(self) {
-        self.engine.writer.adopt_ids(self.name.to_owned(), self.ids);
     }
 }
 

@@ -27,7 +27,7 @@
 //! that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
 //! eviction) the registry's; never a galaxy lock during SQL.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,14 +35,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::cell::{GalaxyCell, Registry};
-use super::cut::cut;
 use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
 use super::store::{
     BusyDeadline, GalaxyJob, GalaxyRows, RowIds, StoreError, StoreFailure, StoreWork, WriteStats,
     WriteStore,
 };
+use crate::galaxies::{GalaxyCell, Settled, WriterSide};
 use crate::model::{Changes, Galaxy};
 use crate::settings::PersistenceSettings;
 
@@ -143,9 +142,8 @@ impl WriterHandle {
     pub(crate) fn spawn(
         database: WriterDatabase,
         settings: PersistenceSettings,
-        registry: Arc<Registry>,
+        galaxies: WriterSide,
         metrics: Arc<Metrics>,
-        tombstones: Arc<Mutex<HashSet<String>>>,
     ) -> std::io::Result<WriterHandle> {
         let WriterDatabase {
             store,
@@ -176,9 +174,8 @@ impl WriterHandle {
             store,
             rx,
             settings,
-            registry,
+            galaxies,
             metrics,
-            tombstones,
             pending: HashMap::new(),
             deletions: Vec::new(),
             deleted_since: None,
@@ -367,10 +364,9 @@ struct Writer {
     creating: bool,
     rx: Receiver<Message>,
     settings: PersistenceSettings,
-    registry: Arc<Registry>,
+    /// The writer's narrow handle on the galaxies in memory.
+    galaxies: WriterSide,
     metrics: Arc<Metrics>,
-    /// Deleted galaxies whose deletion is not committed yet; loads treat them as absent.
-    tombstones: Arc<Mutex<HashSet<String>>>,
     /// Galaxies with changes not yet taken into a committed batch.
     pending: HashMap<String, Pending>,
     deletions: Vec<String>,
@@ -447,7 +443,7 @@ impl Writer {
                 // A late marker of a galaxy deleted since is dropped; a marker of a newer
                 // cell under the same name (recreated) replaces the stale one, or the new
                 // cell's changes would never be cut.
-                if cell.lock().deleted {
+                if cell.is_gone() {
                     return;
                 }
                 match self.pending.get_mut(cell.name()) {
@@ -673,7 +669,7 @@ impl Writer {
         let mut taken: Vec<(Arc<GalaxyCell>, Changes)> = Vec::new();
         let mut longest_hold = Duration::ZERO;
         for pending in self.pending.values() {
-            let Some(cut) = cut(&pending.cell) else {
+            let Some(cut) = pending.cell.cut() else {
                 continue;
             };
             longest_hold = longest_hold.max(cut.hold);
@@ -690,23 +686,20 @@ impl Writer {
         }
         let mut strays = Vec::new();
         if with_ticks {
-            for cell in self.registry.all() {
+            for cell in self.galaxies.all() {
                 if self.pending.contains_key(cell.name()) {
                     continue;
                 }
-                let tick = {
-                    let state = cell.lock();
-                    if state.deleted {
-                        continue;
-                    }
-                    if !state.galaxy.changes().is_empty() {
+                let tick = match cell.settled_tick() {
+                    Settled::Gone => continue,
+                    Settled::Dirty => {
                         // Changed since the cut began: its marker is on its way, and its
                         // tick belongs with those rows, in the next batch. (Also a safety
                         // net: a galaxy with changes is always made pending.)
                         strays.push(cell.clone());
                         continue;
                     }
-                    state.galaxy.tick()
+                    Settled::Clean(tick) => tick,
                 };
                 if self.saved_ticks.get(cell.name()) != Some(&tick) {
                     galaxies.push(GalaxyRows {
@@ -734,20 +727,16 @@ impl Writer {
                     log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
                         stats.systems, stats.rows, galaxies.len(), self.deletions.len());
                 }
-                {
-                    let mut tombstones = self.tombstones.lock();
-                    self.deleted_since = None;
-                    for name in self.deletions.drain(..) {
-                        tombstones.remove(&name);
-                    }
-                }
+                self.galaxies.deletions_committed(&self.deletions);
+                self.deletions.clear();
+                self.deleted_since = None;
                 for galaxy in &galaxies {
                     if let Some(tick) = galaxy.tick {
                         self.saved_ticks.insert(galaxy.name.clone(), tick);
                     }
                 }
                 for (cell, _) in &taken {
-                    cell.lock().in_flight.clear();
+                    cell.saved();
                 }
                 // Changes made after the cut sent a fresh marker, still queued behind us.
                 self.pending.clear();
@@ -773,11 +762,7 @@ impl Writer {
                     });
                 }
                 for (cell, changes) in taken {
-                    let mut state = cell.lock();
-                    state.in_flight.clear();
-                    if !state.deleted {
-                        state.galaxy.restore_changes(changes);
-                    }
+                    cell.give_back(changes);
                 }
                 if let StoreError::Inconsistent { galaxy, .. } = &error {
                     self.store.forget_ids(galaxy);
@@ -824,25 +809,19 @@ impl Writer {
     /// next access. Only the writer can do this safely: it alone knows that a galaxy has no
     /// batch in flight (none is, between batches) and that its tick is saved.
     fn evict_idle(&mut self, idle: Duration) {
-        for cell in self.registry.all() {
+        let now = Instant::now();
+        for cell in self.galaxies.all() {
             let name = cell.name();
-            if self.pending.contains_key(name) {
+            if self.pending.contains_key(name)
+                || !self.galaxies.evict_if_idle(
+                    &cell,
+                    now,
+                    idle,
+                    self.saved_ticks.get(name).copied(),
+                )
+            {
                 continue;
             }
-            let mut state = cell.lock();
-            let keep = state.deleted
-                || state.evicted
-                || !state.galaxy.changes().is_empty()
-                || state.last_access.elapsed() < idle
-                || self.saved_ticks.get(name) != Some(&state.galaxy.tick());
-            if keep {
-                continue;
-            }
-            // Marked and unlisted under the cell's lock, so no order can slip in between:
-            // a holder of this cell sees `evicted` and looks the name up again.
-            state.evicted = true;
-            self.registry.remove_cell(&cell);
-            drop(state);
             self.store.forget_ids(name);
             self.saved_ticks.remove(name);
             self.metrics
@@ -866,13 +845,12 @@ impl Writer {
     /// What is still unsaved: every galaxy whose change set is not empty.
     fn report(&self) -> ShutdownReport {
         let mut unsaved: Vec<(String, usize)> = self
-            .registry
+            .galaxies
             .all()
             .into_iter()
             .filter_map(|cell| {
-                let state = cell.lock();
-                let count = state.galaxy.changes().len();
-                (count > 0 && !state.deleted).then(|| (cell.name().to_owned(), count))
+                let count = cell.unsaved();
+                (count > 0).then(|| (cell.name().to_owned(), count))
             })
             .collect();
         unsaved.sort();

@@ -1,83 +1,29 @@
-//! Galaxies in memory, shared by the game threads and the writer thread.
-//!
-//! Each galaxy sits in its own [`GalaxyCell`] behind its own lock, so galaxies never
-//! contend with each other. The [`Registry`] maps names to cells; looking a name up takes
-//! no lock (every order and read does it, and a shared lock word bounced between cores
-//! cost more than the rest of an order). Lock order: a cell's lock may be held while the
-//! registry is changed (the writer does so to evict), never the other way round: nothing
-//! locks a cell while changing the registry. No lock here is ever held during SQL.
+//! The live galaxies by name: a map published whole and read without locking (every order
+//! and read looks a name up, and a shared lock word bounced between cores cost more than
+//! the rest of an order). Changes are rare (a galaxy created, loaded, evicted or deleted)
+//! and serialised by the change lock, which is taken last: a cell's lock may be held while
+//! the registry changes, never the other way round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
-use crate::model::Galaxy;
-
-/// One galaxy and its lock, on cache lines of its own: the lock and the state it guards
-/// are written by every order, and two galaxies played on two cores must not share a line
-/// (128 bytes: CPUs fetch lines in adjacent pairs).
-#[derive(Debug)]
-#[repr(align(128))]
-pub struct GalaxyCell {
-    name: String,
-    state: Mutex<CellState>,
-}
-
-/// What a cell's lock protects.
-#[derive(Debug)]
-pub struct CellState {
-    pub galaxy: Galaxy,
-    /// Set (under the lock) when the galaxy is deleted: a holder of a stale `Arc` must not
-    /// play on, and the writer must not save it again.
-    pub deleted: bool,
-    /// Set (under the lock) when the writer evicted this clean, idle galaxy from memory: a
-    /// holder of a stale `Arc` must look the name up again, which loads it afresh.
-    pub evicted: bool,
-    /// The last read or order, for eviction of idle galaxies.
-    pub last_access: Instant,
-    /// Indexes of the systems in the batch being written (taken from the change set but
-    /// not yet committed), so the unsaved count counts each system once.
-    pub in_flight: Vec<u32>,
-}
-
-impl GalaxyCell {
-    pub fn new(galaxy: Galaxy) -> Arc<GalaxyCell> {
-        Arc::new(GalaxyCell {
-            name: galaxy.name().to_owned(),
-            state: Mutex::new(CellState {
-                galaxy,
-                deleted: false,
-                evicted: false,
-                last_access: Instant::now(),
-                in_flight: Vec::new(),
-            }),
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, CellState> {
-        self.state.lock()
-    }
-}
+use super::cell::GalaxyCell;
 
 /// The galaxies in memory, by name: a map published whole, read without locking, and
 /// replaced by a changed copy on the rare change (a galaxy created, loaded, evicted or
 /// deleted), so a change costs a copy of the map, in proportion to the galaxies in memory.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(super) struct Registry {
     cells: ArcSwap<HashMap<String, Arc<GalaxyCell>>>,
     /// Serialises changes, so none is lost to another made from the same old map.
     changing: Mutex<()>,
 }
 
 impl Registry {
-    pub fn get(&self, name: &str) -> Option<Arc<GalaxyCell>> {
+    pub(super) fn get(&self, name: &str) -> Option<Arc<GalaxyCell>> {
         self.cells.load().get(name).cloned()
     }
 
@@ -90,16 +36,16 @@ impl Registry {
         result
     }
 
-    pub fn insert(&self, cell: Arc<GalaxyCell>) {
+    pub(super) fn insert(&self, cell: Arc<GalaxyCell>) {
         self.change(|cells| cells.insert(cell.name().to_owned(), cell));
     }
 
-    pub fn remove(&self, name: &str) -> Option<Arc<GalaxyCell>> {
+    pub(super) fn remove(&self, name: &str) -> Option<Arc<GalaxyCell>> {
         self.change(|cells| cells.remove(name))
     }
 
     /// Removes `cell` if its name still maps to it (and not to a newer cell).
-    pub fn remove_cell(&self, cell: &Arc<GalaxyCell>) {
+    pub(super) fn remove_cell(&self, cell: &Arc<GalaxyCell>) {
         self.change(|cells| {
             if cells.get(cell.name()).is_some_and(|c| Arc::ptr_eq(c, cell)) {
                 cells.remove(cell.name());
@@ -108,15 +54,15 @@ impl Registry {
     }
 
     /// Every cell, copied out of the published map (whose guard is for brief use).
-    pub fn all(&self) -> Vec<Arc<GalaxyCell>> {
+    pub(super) fn all(&self) -> Vec<Arc<GalaxyCell>> {
         self.cells.load().values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.cells.load().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -124,7 +70,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GalaxyConfig;
+    use crate::model::{Galaxy, GalaxyConfig};
 
     fn cell(name: &str) -> Arc<GalaxyCell> {
         let (config, _) = GalaxyConfig::preset("blitz").unwrap();

@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::cell::GalaxyCell;
-use super::store::SystemRow;
+use super::cell::{GalaxyCell, Life};
 use crate::model::{Changes, Resources, RowMask, System};
+use crate::persistence::store::SystemRow;
 
 /// What a cut took from one galaxy.
 pub(crate) struct Cut {
@@ -72,7 +72,7 @@ pub(crate) fn cut(cell: &GalaxyCell) -> Option<Cut> {
     };
 
     let mut state = cell.lock();
-    if state.deleted {
+    if state.life == Life::Deleted {
         return None;
     }
     let hold = Instant::now();
@@ -150,7 +150,7 @@ mod tests {
                     .map(|i| (i, *state.galaxy.system(i).unwrap()))
                     .collect()
             };
-            let cut = cut(&cell).unwrap();
+            let cut = cell.cut().unwrap();
             let got: Vec<_> = cut.rows.iter().map(|r| (r.index, r.system)).collect();
             assert_eq!(got, expected, "{dirty} dirty");
             assert_eq!(cut.changes.len(), dirty);
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn a_deleted_galaxy_is_not_cut() {
         let cell = cell_with(5);
-        cell.lock().deleted = true;
-        assert!(cut(&cell).is_none());
+        cell.lock().life = Life::Deleted;
+        assert!(cell.cut().is_none());
     }
 }

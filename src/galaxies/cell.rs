@@ -1,0 +1,180 @@
+//! One galaxy in memory: its state behind its own lock, and its life (live, deleted,
+//! evicted) recorded under that same lock.
+//!
+//! The lock is private to [`super`]: game code reaches a galaxy through
+//! [`super::Galaxies::with_live`], which hands it a [`Live`] guard only while the galaxy is
+//! live; the writer holds the cell as its narrow handle and may only take a cut, give a
+//! failed one back, mark one saved, and read what it needs to decide on ticks and
+//! eviction. Galaxies never contend with each other: each has its own lock, and the cell is
+//! on cache lines of its own.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::cut::{cut, Cut};
+use crate::model::{Changes, Galaxy};
+
+/// One galaxy and its lock, on cache lines of its own: the lock and the state it guards
+/// are written by every order, and two galaxies played on two cores must not share a line
+/// (128 bytes: CPUs fetch lines in adjacent pairs).
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct GalaxyCell {
+    name: String,
+    state: Mutex<CellState>,
+}
+
+/// Where a cell is in the galaxy's life. A cell starts live and leaves that state once,
+/// for good: a holder of a stale `Arc` then sees why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    /// In the registry: the galaxy's one state in memory.
+    Live,
+    /// Deleted: nobody may play on, and the writer must not save it again.
+    Deleted,
+    /// Dropped from memory while clean and idle: look the name up again, which loads
+    /// the galaxy afresh.
+    Evicted,
+}
+
+/// What a cell's lock protects.
+#[derive(Debug)]
+pub(super) struct CellState {
+    pub(super) galaxy: Galaxy,
+    pub(super) life: Life,
+    /// The last read or order, for eviction of idle galaxies.
+    pub(super) last_access: Instant,
+    /// Indexes of the systems in the batch being written (taken from the change set but
+    /// not yet committed), so the unsaved count counts each system once.
+    pub(super) in_flight: Vec<u32>,
+}
+
+impl CellState {
+    /// Systems with changes not yet committed, in memory and in the batch being written
+    /// (a system changed again while its batch is written counts once).
+    pub(super) fn unsaved(&self) -> usize {
+        let changes = self.galaxy.changes();
+        let only_in_flight = self
+            .in_flight
+            .iter()
+            .filter(|index| changes.get(**index).is_none())
+            .count();
+        changes.len() + only_in_flight
+    }
+}
+
+/// A galaxy's tick as the writer sees it when deciding whether to save it alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Deleted or evicted: nothing to save.
+    Gone,
+    /// It has unsaved changes: its tick goes with their rows.
+    Dirty,
+    /// Nothing unsaved; this is its tick.
+    Clean(u64),
+}
+
+impl GalaxyCell {
+    pub(super) fn new(galaxy: Galaxy) -> Arc<GalaxyCell> {
+        Arc::new(GalaxyCell {
+            name: galaxy.name().to_owned(),
+            state: Mutex::new(CellState {
+                galaxy,
+                life: Life::Live,
+                last_access: Instant::now(),
+                in_flight: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, CellState> {
+        self.state.lock()
+    }
+
+    /// The writer's consistent cut of the galaxy; `None` once it was deleted.
+    pub(crate) fn cut(&self) -> Option<Cut> {
+        cut(self)
+    }
+
+    /// After a commit that held this galaxy's cut: its systems are saved.
+    pub(crate) fn saved(&self) {
+        self.lock().in_flight.clear();
+    }
+
+    /// After a failed commit: the cut's changes go back to the galaxy (unless it was
+    /// deleted since), merged under any made meanwhile.
+    pub(crate) fn give_back(&self, changes: Changes) {
+        let mut state = self.lock();
+        state.in_flight.clear();
+        if state.life != Life::Deleted {
+            state.galaxy.restore_changes(changes);
+        }
+    }
+
+    /// The galaxy's tick when it has nothing unsaved, or why not.
+    pub(crate) fn settled_tick(&self) -> Settled {
+        let state = self.lock();
+        if state.life != Life::Live {
+            Settled::Gone
+        } else if !state.galaxy.changes().is_empty() {
+            Settled::Dirty
+        } else {
+            Settled::Clean(state.galaxy.tick())
+        }
+    }
+
+    /// Deleted: a late dirty marker of it is dropped.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.lock().life == Life::Deleted
+    }
+
+    /// Unsaved systems (none once deleted), for the shutdown report.
+    pub(crate) fn unsaved(&self) -> usize {
+        let state = self.lock();
+        match state.life {
+            Life::Deleted => 0,
+            Life::Live | Life::Evicted => state.galaxy.changes().len(),
+        }
+    }
+}
+
+/// A live galaxy, locked: what game code may use. Created only by
+/// [`super::Galaxies::with_live`], which also records the access.
+pub struct Live<'a> {
+    cell: &'a Arc<GalaxyCell>,
+    state: MutexGuard<'a, CellState>,
+}
+
+impl<'a> Live<'a> {
+    pub(super) fn new(cell: &'a Arc<GalaxyCell>, state: MutexGuard<'a, CellState>) -> Live<'a> {
+        Live { cell, state }
+    }
+
+    /// Releases the lock and returns the cell, to tell the writer the galaxy is dirty
+    /// (after unlocking: the writer may want this lock for its cut).
+    pub fn unlock(self) -> Arc<GalaxyCell> {
+        let cell = self.cell.clone();
+        drop(self.state);
+        cell
+    }
+}
+
+impl Deref for Live<'_> {
+    type Target = Galaxy;
+    fn deref(&self) -> &Galaxy {
+        &self.state.galaxy
+    }
+}
+
+impl DerefMut for Live<'_> {
+    fn deref_mut(&mut self) -> &mut Galaxy {
+        &mut self.state.galaxy
+    }
+}

@@ -1,0 +1,626 @@
+//! Every galaxy's life, decided in one place: which galaxies exist in memory, which are
+//! being created, loaded or deleted, and when one may leave memory.
+//!
+//! # A galaxy's life
+//! ```text
+//!   (stored)  --miss--> loading --published--> live --deleted--> deleting --committed--> gone
+//!   (nothing) --create: reserved (creating) --saved--> live          ^
+//!                                       live --idle, clean, saved--> evicted --miss--> loading
+//! ```
+//! - **creating**: the name is reserved ([`Galaxies::reserve`]) while the writer saves the
+//!   new galaxy; nobody sees it (loads find nothing, listings skip it, a second creation
+//!   is refused) until [`Reservation::publish`] makes it live.
+//! - **loading**: one flight per name ([`flights`]); the leader reads the stored galaxy
+//!   through the [`Backing`] holding no lock, and publishes it under the catalog lock
+//!   unless a deletion superseded the flight meanwhile.
+//! - **live**: in the registry; game code reaches it only through [`Galaxies::with_live`].
+//! - **deleting**: gone from memory at once, but the stored copy is stale until the
+//!   writer commits the deletion ([`WriterSide::deletions_committed`]): loads, look-ups
+//!   and listings treat the name as absent meanwhile.
+//! - **evicted**: the writer drops a clean, idle galaxy whose tick is saved
+//!   ([`WriterSide::evict_if_idle`]); a holder of the stale cell looks the name up again.
+//!
+//! The writer's handle is narrow: a dirty galaxy's [`GalaxyCell`] (take a cut, give back a
+//! failed one, mark one saved) and the [`WriterSide`] (list, evict, settle deletions).
+//!
+//! # Locks
+//! Every lock of the game and the engine, outermost first; a lock may be taken while
+//! holding only locks above it:
+//! 1. **catalog** (here): creations start and end, deletions, a load's publishing. Short:
+//!    its only SQL is a look-up in the `galaxies` table (through a reader connection);
+//!    never a load, a creation's writing, or an order.
+//! 2. **a cell's lock** ([`cell`]): orders and reads on one galaxy, the writer's cut.
+//!    Never held during SQL.
+//! 3. **the registry's change lock** ([`registry`]): publishing a changed map.
+//!
+//! Leaves, taken under any of the above and taking nothing themselves: the deleting set
+//! (here), the flights map and a flight's outcome ([`flights`]), the engine's reader pool
+//! (`persistence::loads`), and the metrics' last error (`persistence::metrics`).
+//!
+//! Held alone, never under another lock: the backup lock (`crate::app`, for a whole
+//! backup) and the writer handle's shutdown lock (`persistence::writer`, while the writer
+//! thread makes its final flush, which takes the locks above). The writer thread holds no
+//! lock during its SQL; looking a name up in the registry takes no lock at all.
+
+pub(crate) mod cell;
+mod cut;
+mod flights;
+mod registry;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use cell::Life;
+pub(crate) use cell::Settled;
+pub use cell::{GalaxyCell, Live};
+use flights::{Boarding, Flights, Landed};
+use registry::Registry;
+
+use crate::model::Galaxy;
+use crate::persistence::store::StoreError;
+
+/// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
+pub fn valid_galaxy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Why a galaxy could not be found, created or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum LifeError {
+    #[error("galaxy '{0}' not found")]
+    Unknown(String),
+    #[error("galaxy '{0}' already exists")]
+    Exists(String),
+    #[error("there are already {limit} galaxies, the most this server holds")]
+    TooMany { limit: usize },
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Where galaxies that are not in memory are stored: the persistence engine, or nothing.
+pub(crate) trait Backing {
+    /// What a read hands the writer along with the galaxy (the row ids of its systems).
+    type Ids;
+    /// False when nothing is ever stored (persistence off): no load, no deleting state.
+    fn persists(&self) -> bool;
+    /// Reads a stored galaxy and the row ids of its systems.
+    fn read(&self, name: &str) -> Result<Option<(Galaxy, Self::Ids)>, StoreError>;
+    /// A read galaxy goes into memory: the writer gets its row ids (before it can change).
+    fn published(&self, name: &str, ids: Self::Ids);
+    fn is_stored(&self, name: &str) -> Result<bool, StoreError>;
+    fn stored_names(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// The galaxies of one game: see the module documentation.
+pub struct Galaxies {
+    registry: Registry,
+    /// The catalog lock; it guards the names being created.
+    catalog: Mutex<HashSet<String>>,
+    /// Deleted, the deletion not yet committed: the stored copy is stale. A leaf lock.
+    deleting: Mutex<HashSet<String>>,
+    flights: Flights,
+    max_galaxies: usize,
+}
+
+impl Galaxies {
+    /// No galaxy in memory; at most `max_galaxies` may exist (`GWAR_MAX_GALAXIES`).
+    pub fn new(max_galaxies: usize) -> Galaxies {
+        Galaxies {
+            registry: Registry::default(),
+            catalog: Mutex::new(HashSet::new()),
+            deleting: Mutex::new(HashSet::new()),
+            flights: Flights::default(),
+            max_galaxies,
+        }
+    }
+
+    fn is_deleting(&self, name: &str) -> bool {
+        self.deleting.lock().contains(name)
+    }
+
+    /// Stored, and not being deleted.
+    fn is_stored(&self, backing: &impl Backing, name: &str) -> Result<bool, StoreError> {
+        Ok(backing.persists() && !self.is_deleting(name) && backing.is_stored(name)?)
+    }
+
+    /// Runs `f` on the live galaxy `name`, loading it on a miss, and records the access.
+    /// A deleted galaxy is unknown; an evicted cell is a stale copy, so the name is looked
+    /// up again (which loads the galaxy afresh).
+    pub(crate) fn with_live<T, E: From<LifeError>>(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+        f: impl FnOnce(Live<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        loop {
+            let cell = self.live_or_load(backing, name)?;
+            let mut state = cell.lock();
+            match state.life {
+                Life::Deleted => return Err(LifeError::Unknown(name.to_owned()).into()),
+                Life::Evicted => continue,
+                Life::Live => {
+                    state.last_access = Instant::now();
+                    return f(Live::new(&cell, state));
+                }
+            }
+        }
+    }
+
+    /// The cell of a galaxy, loading it on a cache miss. Two threads missing on the same
+    /// galaxy load it once; loads of different galaxies run side by side, and none holds
+    /// the catalog lock while it reads.
+    fn live_or_load(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+    ) -> Result<Arc<GalaxyCell>, LifeError> {
+        let unknown = || LifeError::Unknown(name.to_owned());
+        loop {
+            if let Some(cell) = self.registry.get(name) {
+                return Ok(cell);
+            }
+            if !backing.persists() || !valid_galaxy_name(name) {
+                return Err(unknown());
+            }
+            match self.load_once(backing, name)? {
+                Landed::Cell(cell) => return Ok(cell),
+                Landed::Missing => return Err(unknown()),
+                // Deleted while it was read (the next look-up finds it deleting, or the
+                // galaxy created since under the same name), or the leader's read failed.
+                Landed::Again => continue,
+            }
+        }
+    }
+
+    /// One flight of a load: the first thread (the leader) reads, the others wait for what
+    /// it lands. A failed read is the leader's error; the others see [`Landed::Again`].
+    fn load_once(&self, backing: &impl Backing, name: &str) -> Result<Landed, StoreError> {
+        let leading = match self.flights.board(name) {
+            Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
+            Boarding::Lead(leading) => leading,
+        };
+        // A previous flight publishes before it lands, so a cell it published is seen.
+        if let Some(cell) = self.registry.get(name) {
+            return Ok(leading.land(Landed::Cell(cell)));
+        }
+        // Boarded first, checked second: a deletion after this check supersedes the flight.
+        if self.is_deleting(name) {
+            return Ok(leading.land(Landed::Missing));
+        }
+        let Some((galaxy, ids)) = backing.read(name)? else {
+            return Ok(leading.land(Landed::Missing));
+        };
+        // Published under the catalog lock, which a deletion holds while it marks the
+        // name deleting and supersedes this flight: the deletion is wholly before this
+        // (superseded) or wholly after (it finds the cell).
+        let landed = {
+            let creating = self.catalog.lock();
+            if leading.flight().superseded() || self.is_deleting(name) {
+                Landed::Again
+            } else if let Some(cell) = self.registry.get(name) {
+                // A creation put one there: that one is the galaxy's live state.
+                Landed::Cell(cell)
+            } else if creating.contains(name) {
+                // Its last chunk has committed, but the creation is not reported yet:
+                // until its creator publishes it, it is not there for anyone else.
+                Landed::Missing
+            } else {
+                // Before the galaxy can change: a deletion then comes after this.
+                backing.published(name, ids);
+                let cell = GalaxyCell::new(galaxy);
+                self.registry.insert(cell.clone());
+                Landed::Cell(cell)
+            }
+        };
+        Ok(leading.land(landed))
+    }
+
+    /// Reserves `name` for a creation: refused when the galaxy exists, is being created,
+    /// or the galaxy limit is reached. The reservation ends when the guard drops, or
+    /// becomes the live galaxy with [`Reservation::publish`].
+    pub(crate) fn reserve(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+    ) -> Result<Reservation<'_>, LifeError> {
+        let mut creating = self.catalog.lock();
+        if self.registry.get(name).is_some()
+            || creating.contains(name)
+            || self.is_stored(backing, name)?
+        {
+            return Err(LifeError::Exists(name.to_owned()));
+        }
+        // With a database file every galaxy in memory is stored; without one (persistence
+        // off, an in-memory database) the registry is all there is. Deletions not yet
+        // committed are left out, as the listing leaves them out, and so are creations whose
+        // last chunk is committed (they count once, as being created).
+        let stored = if backing.persists() {
+            let names = backing.stored_names()?;
+            let deleting = self.deleting.lock();
+            names
+                .iter()
+                .filter(|name| !deleting.contains(*name) && !creating.contains(*name))
+                .count()
+        } else {
+            0
+        };
+        if stored.max(self.registry.len()) + creating.len() >= self.max_galaxies {
+            return Err(LifeError::TooMany {
+                limit: self.max_galaxies,
+            });
+        }
+        creating.insert(name.to_owned());
+        Ok(Reservation {
+            galaxies: self,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Deletes `name` from memory now; `commit_later` (run under the catalog lock, so no
+    /// load can publish the old copy in between) tells the writer to delete it from the
+    /// database. Until the writer says the deletion is committed, the name is deleting.
+    pub(crate) fn delete(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+        commit_later: impl FnOnce(),
+    ) -> Result<(), LifeError> {
+        let creating = self.catalog.lock();
+        if creating.contains(name) {
+            // Saved perhaps, but not yet reported: until its creator publishes it, it is
+            // not there to delete (deleting it now would leave its creator publishing a
+            // galaxy whose rows are being removed).
+            return Err(LifeError::Unknown(name.to_owned()));
+        }
+        let stored = self.is_stored(backing, name)?;
+        let cell = self.registry.remove(name);
+        if cell.is_none() && !stored {
+            return Err(LifeError::Unknown(name.to_owned()));
+        }
+        if let Some(cell) = cell {
+            cell.lock().life = Life::Deleted;
+        }
+        if backing.persists() {
+            self.deleting.lock().insert(name.to_owned());
+            self.flights.supersede(name);
+            commit_later();
+        }
+        Ok(())
+    }
+
+    /// Stored and in-memory galaxies by name, with whether each is in memory.
+    pub(crate) fn listing(
+        &self,
+        backing: &impl Backing,
+    ) -> Result<BTreeMap<String, bool>, LifeError> {
+        let mut listing = BTreeMap::new();
+        if backing.persists() {
+            let stored = backing.stored_names()?;
+            // A creation's last chunk committed but not yet reported is not there yet.
+            let creating = self.catalog.lock();
+            let deleting = self.deleting.lock();
+            for name in stored {
+                if !deleting.contains(&name) && !creating.contains(&name) {
+                    listing.insert(name, false);
+                }
+            }
+        }
+        for cell in self.registry.all() {
+            listing.insert(cell.name().to_owned(), true);
+        }
+        Ok(listing)
+    }
+
+    /// Galaxies in memory.
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registry.is_empty()
+    }
+
+    /// Systems of the galaxies in memory.
+    pub fn systems(&self) -> usize {
+        let cells = self.registry.all();
+        cells
+            .iter()
+            .map(|cell| cell.lock().galaxy.systems().len())
+            .sum()
+    }
+
+    /// Systems with changes not yet committed, in memory and in the batch being written.
+    pub fn unsaved_systems(&self) -> u64 {
+        let cells = self.registry.all();
+        cells.iter().map(|cell| cell.lock().unsaved() as u64).sum()
+    }
+
+    /// The writer's handle.
+    pub(crate) fn writer_side(self: &Arc<Galaxies>) -> WriterSide {
+        WriterSide(self.clone())
+    }
+}
+
+/// A name reserved for a creation in progress; released on drop.
+pub(crate) struct Reservation<'a> {
+    galaxies: &'a Galaxies,
+    name: String,
+}
+
+impl Reservation<'_> {
+    /// The created (and saved) galaxy becomes live.
+    pub(crate) fn publish(self, galaxy: Galaxy) {
+        let mut creating = self.galaxies.catalog.lock();
+        self.galaxies.registry.insert(GalaxyCell::new(galaxy));
+        creating.remove(&self.name);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.galaxies.catalog.lock().remove(&self.name);
+    }
+}
+
+/// What the writer may do with the galaxies as a whole.
+#[derive(Clone)]
+pub(crate) struct WriterSide(Arc<Galaxies>);
+
+impl WriterSide {
+    /// Every live galaxy.
+    pub(crate) fn all(&self) -> Vec<Arc<GalaxyCell>> {
+        self.0.registry.all()
+    }
+
+    /// Evicts `cell` when it is live, clean, untouched since `now - idle`, and its tick is
+    /// `saved_tick`; true when it did. Only the writer can decide this: it alone knows
+    /// that a galaxy has no batch in flight (none is, between batches).
+    pub(crate) fn evict_if_idle(
+        &self,
+        cell: &Arc<GalaxyCell>,
+        now: Instant,
+        idle: Duration,
+        saved_tick: Option<u64>,
+    ) -> bool {
+        let mut state = cell.lock();
+        let evict = state.life == Life::Live
+            && state.galaxy.changes().is_empty()
+            && now.saturating_duration_since(state.last_access) >= idle
+            && saved_tick == Some(state.galaxy.tick());
+        if evict {
+            // Marked and unlisted under the cell's lock, so no order can slip in between.
+            state.life = Life::Evicted;
+            self.0.registry.remove_cell(cell);
+        }
+        evict
+    }
+
+    /// These deletions are committed: the names are free of their stale stored copies.
+    pub(crate) fn deletions_committed<'n>(&self, names: impl IntoIterator<Item = &'n String>) {
+        let mut deleting = self.0.deleting.lock();
+        for name in names {
+            deleting.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crossbeam_channel::{bounded, Receiver, Sender};
+
+    use super::*;
+    use crate::model::GalaxyConfig;
+
+    /// Stored galaxies in a map; a read may be held at a gate to interleave a deletion.
+    #[derive(Default)]
+    struct Stored {
+        galaxies: Mutex<HashMap<String, Galaxy>>,
+        /// When set, a read says it started and waits for the go.
+        gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+        published: Mutex<Vec<String>>,
+    }
+
+    impl Stored {
+        fn with(names: &[&str]) -> Stored {
+            let stored = Stored::default();
+            for name in names {
+                stored
+                    .galaxies
+                    .lock()
+                    .insert(name.to_string(), galaxy(name));
+            }
+            stored
+        }
+    }
+
+    impl Backing for Stored {
+        type Ids = ();
+        fn persists(&self) -> bool {
+            true
+        }
+        fn read(&self, name: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
+            let gate = self.gate.lock().clone();
+            if let Some((started, go)) = gate {
+                started.send(()).unwrap();
+                go.recv().unwrap();
+            }
+            Ok(self.galaxies.lock().get(name).cloned().map(|g| (g, ())))
+        }
+        fn published(&self, name: &str, _: ()) {
+            self.published.lock().push(name.to_owned());
+        }
+        fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(self.galaxies.lock().contains_key(name))
+        }
+        fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+            Ok(self.galaxies.lock().keys().cloned().collect())
+        }
+    }
+
+    fn galaxy(name: &str) -> Galaxy {
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        let mut galaxy = Galaxy::create(name, config, 1, 0).unwrap();
+        galaxy.take_changes();
+        galaxy
+    }
+
+    fn tick_of(galaxies: &Galaxies, stored: &Stored, name: &str) -> Result<u64, LifeError> {
+        galaxies.with_live(stored, name, |live| Ok(live.tick()))
+    }
+
+    #[test]
+    fn a_miss_loads_once_and_publishes_the_ids() {
+        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a"]));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(*stored.published.lock(), ["a"], "read and published once");
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "b"),
+            Err(LifeError::Unknown(_))
+        ));
+        assert_eq!(galaxies.len(), 1);
+    }
+
+    #[test]
+    fn a_deletion_during_a_load_keeps_the_read_copy_out_of_memory() {
+        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let (started_tx, started) = bounded(1);
+        let (go, go_rx) = bounded(1);
+        *stored.gate.lock() = Some((started_tx, go_rx));
+        std::thread::scope(|scope| {
+            let loading = scope.spawn(|| tick_of(&galaxies, &stored, "a"));
+            started.recv().unwrap();
+            let mut told_writer = false;
+            galaxies
+                .delete(&stored, "a", || told_writer = true)
+                .unwrap();
+            assert!(told_writer);
+            *stored.gate.lock() = None;
+            go.send(()).unwrap();
+            // The superseded load looks again and finds the name deleting.
+            assert!(matches!(
+                loading.join().unwrap(),
+                Err(LifeError::Unknown(_))
+            ));
+        });
+        assert!(galaxies.is_empty() && stored.published.lock().is_empty());
+        assert!(!galaxies.listing(&stored).unwrap().contains_key("a"));
+        // Until the writer commits the deletion, the stale stored copy stays hidden.
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::Unknown(_))
+        ));
+        stored.galaxies.lock().remove("a");
+        galaxies
+            .writer_side()
+            .deletions_committed(&["a".to_owned()]);
+        assert!(galaxies.deleting.lock().is_empty());
+    }
+
+    #[test]
+    fn a_reserved_name_is_invisible_until_published_and_free_again_if_dropped() {
+        let (galaxies, stored) = (Galaxies::new(2), Stored::default());
+        let reserved = galaxies.reserve(&stored, "a").unwrap();
+        assert!(matches!(
+            galaxies.reserve(&stored, "a"),
+            Err(LifeError::Exists(_))
+        ));
+        // Saved by its last chunk, but not yet reported: nobody else sees it.
+        stored.galaxies.lock().insert("a".into(), galaxy("a"));
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::Unknown(_))
+        ));
+        assert!(galaxies.listing(&stored).unwrap().is_empty());
+        assert!(matches!(
+            galaxies.delete(&stored, "a", || {}),
+            Err(LifeError::Unknown(_))
+        ));
+        let other = galaxies.reserve(&stored, "b").unwrap();
+        assert!(matches!(
+            galaxies.reserve(&stored, "c"),
+            Err(LifeError::TooMany { limit: 2 })
+        ));
+        drop(other);
+        reserved.publish(galaxy("a"));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert!(galaxies.catalog.lock().is_empty());
+    }
+
+    #[test]
+    fn only_a_clean_idle_saved_galaxy_is_evicted_and_a_stale_holder_loads_afresh() {
+        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let writer = galaxies.writer_side();
+        tick_of(&galaxies, &stored, "a").unwrap();
+        let cell = writer.all().pop().unwrap();
+        let idle = Duration::from_secs(60);
+        let later = || Instant::now() + idle;
+        assert!(
+            !writer.evict_if_idle(&cell, Instant::now(), idle, Some(0)),
+            "not idle"
+        );
+        assert!(
+            !writer.evict_if_idle(&cell, later(), idle, None),
+            "tick not saved"
+        );
+        galaxies
+            .with_live(&stored, "a", |mut live| {
+                live.mark_all_changed();
+                Ok::<_, LifeError>(())
+            })
+            .unwrap();
+        assert!(
+            !writer.evict_if_idle(&cell, later(), idle, Some(0)),
+            "dirty"
+        );
+        assert_eq!(cell.settled_tick(), Settled::Dirty);
+        let cut = cell.cut().unwrap();
+        cell.saved();
+        drop(cut);
+        assert!(writer.evict_if_idle(&cell, later(), idle, Some(0)));
+        assert!(galaxies.is_empty() && cell.settled_tick() == Settled::Gone);
+        // The holder of the evicted cell is sent to load the galaxy again.
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        assert_eq!(stored.published.lock().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_cut_goes_back_unless_the_galaxy_was_deleted() {
+        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a", "b"]));
+        for name in ["a", "b"] {
+            galaxies
+                .with_live(&stored, name, |mut live| {
+                    live.mark_all_changed();
+                    Ok::<_, LifeError>(())
+                })
+                .unwrap();
+        }
+        let cells: HashMap<String, Arc<GalaxyCell>> = galaxies
+            .registry
+            .all()
+            .into_iter()
+            .map(|c| (c.name().to_owned(), c))
+            .collect();
+        let (a, b) = (cells["a"].clone(), cells["b"].clone());
+        let (cut_a, cut_b) = (a.cut().unwrap(), b.cut().unwrap());
+        assert_eq!(
+            galaxies.unsaved_systems(),
+            400,
+            "in flight counts as unsaved"
+        );
+        galaxies.delete(&stored, "b", || {}).unwrap();
+        a.give_back(cut_a.changes);
+        b.give_back(cut_b.changes);
+        assert_eq!(a.unsaved(), 200);
+        assert_eq!((b.unsaved(), b.is_gone()), (0, true));
+        assert!(b.cut().is_none());
+    }
+}
