@@ -158,7 +158,7 @@ impl Response {
     }
 
     pub fn error(status: u16, message: &str) -> Response {
-        Response::json(status, &serde_json::json!({ "error": message }))
+        Response::json(status, &super::json::ErrorJson { error: message })
     }
 
     pub fn empty(status: u16) -> Response {
