@@ -418,7 +418,7 @@ pub struct PageBounds {
 }
 
 /// `GET /galaxies/{name}`'s systems: the default holds a whole blitz or classic galaxy;
-/// the maximum keeps a body near 400 KB (a 10 M-system galaxy in one answer was 318 MB).
+/// the maximum keeps a body near 400 KB, however large the galaxy (README, *Paging*).
 pub const SYSTEMS_PAGE: PageBounds = PageBounds {
     default_limit: 1000,
     max_limit: 10_000,
