@@ -266,6 +266,6 @@ fn on_signals() -> Result<Shutdown, StartError> {
             std::process::exit(EX_FAILURE);
         }
     };
-    ctrlc::set_handler(handler).map_err(|error| StartError::Signals(error.to_string()))?;
+    ctrlc::set_handler(handler)?;
     Ok(shutdown)
 }

@@ -7,7 +7,10 @@
 //! [`serve`] owns no process-wide state: it reads no environment variable, installs no
 //! signal handler, never exits the process, and leaves nothing behind when it returns, so
 //! a test (or a program linking the library) can run it in-process, even twice in a row
-//! on the same database.
+//! on the same database. (One exception is left: the `EXTEND_TIMEOUT_USEC` notices of
+//! the database check at start-up are sent from inside the store, which is given no
+//! notifier, through [`crate::systemd::extend_timeout`], which finds systemd in the
+//! environment; a process not run by systemd has nothing there.)
 //!
 //! What it does: open the database (or run from memory, degraded, when it cannot be used;
 //! a database another daemon holds, or a newer one, stops start-up instead), remove what
@@ -66,7 +69,7 @@ pub enum StartError {
     #[error("cannot listen for admin calls (GWAR_ADMIN_LISTEN): {0}; nothing was started")]
     ListenUnix(#[from] UnixBindError),
     #[error("cannot install signal handlers: {0}")]
-    Signals(String),
+    Signals(#[from] ctrlc::Error),
     /// The database cannot be served by this daemon and must not be run around (another
     /// daemon holds it, or a newer binary wrote it). Any other database error leaves the
     /// daemon running from memory, degraded.
