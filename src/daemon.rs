@@ -21,7 +21,7 @@ use crate::http::listen::{bind_tcp, bind_unix};
 use crate::http::server::{raise_open_files_limit, Listener};
 use crate::persistence::backup::backup_to;
 use crate::serve::{
-    serve, Listeners, Shutdown, ShutdownTrigger, StartError, EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE,
+    serve, Listeners, Shutdown, StartError, EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE,
 };
 use crate::settings::{AdminListen, DatabaseUrl, Settings};
 use crate::systemd::Notifier;
@@ -255,7 +255,7 @@ fn bind(settings: &Settings) -> Result<Listeners, StartError> {
 /// SIGTERM and SIGINT: the first fires the returned shutdown token; a second, while the
 /// daemon is still saving, exits at once.
 fn on_signals() -> Result<Shutdown, StartError> {
-    let (trigger, shutdown): (ShutdownTrigger, Shutdown) = Shutdown::new();
+    let (trigger, shutdown) = Shutdown::new();
     let count = AtomicUsize::new(0);
     let handler = move || {
         if count.fetch_add(1, Ordering::SeqCst) == 0 {
