@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 pub use crate::galaxies::valid_galaxy_name;
 use crate::galaxies::{Backing, Galaxies, LifeError, Live};
@@ -62,7 +61,7 @@ pub enum AppError {
 }
 
 /// `POST /galaxies/{name}`'s answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedGalaxy {
     pub name: String,
     pub tick: u64,
@@ -70,7 +69,7 @@ pub struct CreatedGalaxy {
 }
 
 /// `GET /galaxies/{name}`'s answer: one page of the galaxy's systems.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GalaxyDetails {
     pub name: String,
     pub tick: u64,
@@ -83,14 +82,14 @@ pub struct GalaxyDetails {
 }
 
 /// One entry of `GET /galaxies`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GalaxyListing {
     pub name: String,
     pub loaded: bool,
 }
 
 /// `GET /galaxies`'s answer: one page of the galaxies, sorted by name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GalaxyPage {
     pub galaxies: Vec<GalaxyListing>,
     /// All galaxies, whatever the page.
@@ -100,7 +99,7 @@ pub struct GalaxyPage {
 }
 
 /// `GET /healthz`'s persistence part.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistenceHealth {
     pub state: PersistenceState,
     pub dirty_systems: u64,
@@ -108,7 +107,7 @@ pub struct PersistenceHealth {
 }
 
 /// `GET /healthz`'s answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
     /// `ok`, or `degraded` while saving fails or the game runs from memory only.
     pub status: &'static str,

@@ -1,39 +1,30 @@
-//! The `galactic-war` command: the daemon and its maintenance subcommands.
+//! The `galactic-war` command: the process edge of the daemon, and its maintenance
+//! subcommands.
 //!
-//! Serving: validate the environment (exit 78 naming a bad variable), start logging,
-//! bind the game listener and the admin listener (an address in use stops start-up
-//! before anything is created), open the database (or run from memory, degraded, when it
-//! cannot be used), remove what backups killed mid-copy left in the backup directory,
-//! serve, tell systemd, and
-//! on SIGTERM/SIGINT stop taking requests, let in-flight ones finish, flush within the
-//! shutdown timeout, and exit 0 only if everything was saved. A second signal during
-//! shutdown exits at once.
+//! Serving ([`main`] without arguments), as mini-redis's `bin/server.rs` draws it: read the
+//! settings (exit 78 naming a bad variable), start logging, bind the game listener and the
+//! admin listener (an address in use stops start-up before anything is created), raise the
+//! open-files limit, install the signal handlers, then hand all of it to
+//! [`crate::serve::serve`], which serves until the first SIGTERM/SIGINT and returns what
+//! the final flush left unsaved. Everything that belongs to the process rather than to the
+//! server lives here and only here: the environment, the logger, the signal handlers, the
+//! open-files limit, the admin socket's file, and `process::exit`: a second signal during
+//! shutdown exits at once. Exit statuses come from the types ([`StartError::exit_code`],
+//! [`crate::serve::ShutdownReport::exit_code`]), never from matching errors here.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crate::app::{AppError, AppState};
 use crate::check::check_database;
 use crate::http::listen::{bind_tcp, bind_unix};
-use crate::http::metrics::HttpMetrics;
-use crate::http::routes::{Api, Role};
-use crate::http::server::{
-    raise_open_files_limit, Endpoint, EndpointAddr, HttpServer, Limits, Listener,
+use crate::http::server::{raise_open_files_limit, Listener};
+use crate::persistence::backup::backup_to;
+use crate::serve::{
+    serve, Listeners, Shutdown, StartError, EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE,
 };
-use crate::persistence::backup::{backup_to, default_dir, prune, remove_unfinished};
-use crate::persistence::metrics::PersistenceState;
-use crate::persistence::store::StoreError;
 use crate::settings::{AdminListen, DatabaseUrl, Settings};
-use crate::systemd;
-
-/// Exit statuses (sysexits.h).
-pub const EX_OK: i32 = 0;
-pub const EX_FAILURE: i32 = 1;
-pub const EX_USAGE: i32 = 64;
-pub const EX_CONFIG: i32 = 78;
+use crate::systemd::Notifier;
 
 const HELP: &str = "\
 galactic-war: a real-time strategy game server whose state lives in memory and reaches
@@ -74,13 +65,10 @@ Configuration comes from the environment:
   RUST_LOG                              log filter (info)
 ";
 
-/// Connections the admin listener may hold open, beside `GWAR_MAX_CONNECTIONS`.
-pub const ADMIN_MAX_CONNECTIONS: usize = 64;
-
 /// Runs the command line `args` (without the program name); the exit status.
-pub fn run(args: &[String]) -> i32 {
+pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
-        None => serve(),
+        None => daemon(),
         Some("--help" | "-h" | "help") => {
             print!("{HELP}");
             EX_OK
@@ -212,249 +200,72 @@ fn backup_command(args: &[String]) -> i32 {
     }
 }
 
-fn serve() -> i32 {
+/// Serves until a signal, then flushes; the exit status.
+fn daemon() -> i32 {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
+            // Before logging starts, which a bad value must not be able to stop either.
+            let error = StartError::from(error);
             eprintln!("galactic-war: {error}");
-            return EX_CONFIG;
+            return error.exit_code();
         }
     };
     init_logging();
-    // Before the database: a taken port must stop start-up having created nothing.
-    let Some(game_listener) = bind(settings.listen, "the game", "GWAR_LISTEN") else {
-        return EX_FAILURE;
+    let failed = |error: StartError| {
+        log::error!("{error}");
+        error.exit_code()
     };
-    let admin_listener = match &settings.admin_listen {
-        AdminListen::Tcp(addr) => match bind(*addr, "admin calls", "GWAR_ADMIN_LISTEN") {
-            Some(listener) => Listener::Tcp(listener),
-            None => return EX_FAILURE,
-        },
-        AdminListen::Unix(path) => match bind_unix(path) {
-            Ok(listener) => Listener::Unix(listener),
-            Err(error) => {
-                log::error!("cannot listen for admin calls (GWAR_ADMIN_LISTEN): {error}; nothing was started");
-                return EX_FAILURE;
-            }
-        },
+    let listeners = match bind(&settings) {
+        Ok(listeners) => listeners,
+        Err(error) => return failed(error),
     };
-    let app = match AppState::open(&settings) {
-        Ok(app) => app,
-        Err(error @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
-            log::error!("{error}");
-            return EX_FAILURE;
-        }
-        Err(error) => {
-            // The seed's rule: never delete or overwrite what we cannot read; keep serving.
-            log::error!("cannot use the database, running from memory only (nothing will be saved): {error}");
-            AppState::without_engine(PersistenceState::MemoryOnly, Some(error.to_string()))
-        }
-    };
-    remove_unfinished_backups(&settings);
-    let http_metrics = Arc::new(HttpMetrics::default());
-    let api = Api::new(
-        app.clone(),
-        http_metrics.clone(),
-        settings.admin_token.clone(),
-        settings.backup_dir.clone(),
-    )
-    .with_max_public_systems(settings.galaxy_limits.max_public_systems);
     raise_open_files_limit(settings.max_connections);
-    let limits = Limits {
-        max_connections: settings.max_connections,
-        ..Limits::default()
-    };
-    // One poller and one pool of workers for both listeners: admin calls are rare.
-    let endpoints = vec![
-        Endpoint {
-            listener: Listener::Tcp(game_listener),
-            handler: Arc::new(api.clone()),
-            own_max_connections: None,
-        },
-        // A cap of its own: players filling GWAR_MAX_CONNECTIONS never lock the operator out.
-        Endpoint {
-            listener: admin_listener,
-            handler: Arc::new(api.with_role(Role::Admin)),
-            own_max_connections: Some(ADMIN_MAX_CONNECTIONS),
-        },
-    ];
-    let server = match HttpServer::start(endpoints, limits, http_metrics) {
-        Ok(server) => server,
-        Err(error) => {
-            log::error!("cannot start the HTTP server: {error}");
-            app.shutdown();
-            return EX_FAILURE;
-        }
-    };
-    match server.addresses().get(1) {
-        Some(EndpointAddr::Tcp(addr)) => log::info!("admin on http://{addr}"),
-        Some(EndpointAddr::Unix(path)) => log::info!("admin on unix:{}", path.display()),
-        None => {}
+    let outcome = on_signals()
+        .and_then(|shutdown| serve(&settings, listeners, shutdown, &Notifier::from_env()));
+    if let AdminListen::Unix(path) = &settings.admin_listen {
+        // Ours (bound above), and no one listens on it any more.
+        let _ = std::fs::remove_file(path);
     }
-    log::info!("listening on http://{}", server.local_addr());
+    match outcome {
+        Ok(report) => report.exit_code(),
+        Err(error) => failed(error),
+    }
+}
 
-    let (signals, signalled) = crossbeam_channel::bounded::<()>(1);
+/// Binds the game listener and then the admin listener; nothing else is created before
+/// both are ours.
+fn bind(settings: &Settings) -> Result<Listeners, StartError> {
+    let tcp = |addr, what, variable| {
+        bind_tcp(addr).map_err(|source| StartError::Listen {
+            addr,
+            what,
+            variable,
+            source,
+        })
+    };
+    let game = tcp(settings.listen, "the game", "GWAR_LISTEN")?;
+    let admin = match &settings.admin_listen {
+        AdminListen::Tcp(addr) => Listener::Tcp(tcp(*addr, "admin calls", "GWAR_ADMIN_LISTEN")?),
+        AdminListen::Unix(path) => Listener::Unix(bind_unix(path).map_err(StartError::ListenUnix)?),
+    };
+    Ok(Listeners { game, admin })
+}
+
+/// SIGTERM and SIGINT: the first fires the returned shutdown token; a second, while the
+/// daemon is still saving, exits at once.
+fn on_signals() -> Result<Shutdown, StartError> {
+    let (trigger, shutdown) = Shutdown::new();
     let count = AtomicUsize::new(0);
     let handler = move || {
         if count.fetch_add(1, Ordering::SeqCst) == 0 {
             log::info!("signal received: shutting down (send another to exit at once)");
-            let _ = signals.try_send(());
+            trigger.trigger();
         } else {
             log::warn!("second signal: exiting at once; unsaved changes are lost");
             std::process::exit(EX_FAILURE);
         }
     };
-    if let Err(error) = ctrlc::set_handler(handler) {
-        log::error!("cannot install signal handlers: {error}");
-    }
-    systemd::ready(&app);
-    let supervisor = systemd::Supervisor::start(app.clone()).ok();
-    let backups = settings.backup_interval.map(|every| {
-        BackupSchedule::start(
-            app.clone(),
-            settings.backup_dir.clone(),
-            every,
-            settings.backup_keep,
-        )
-    });
-
-    let _ = signalled.recv();
-    let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
-    systemd::stopping(flush_budget);
-    // A creation in progress would hold its request, and so the server's shutdown, for
-    // as long as it takes to write (minutes at 10 M systems): stop it first.
-    app.stop_creating();
-    server.shutdown();
-    if let AdminListen::Unix(path) = &settings.admin_listen {
-        // Ours, and no one listens on it any more.
-        let _ = std::fs::remove_file(path);
-    }
-    if let Some(supervisor) = supervisor {
-        supervisor.stop();
-    }
-    if let Some(backups) = backups {
-        backups.stop();
-    }
-    finish(&app)
-}
-
-/// Binds the listener of `what`, configured by `variable`; `None` after logging why not.
-fn bind(addr: SocketAddr, what: &str, variable: &str) -> Option<TcpListener> {
-    match bind_tcp(addr) {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            log::error!(
-                "cannot listen on {addr} for {what} ({variable}): {error}; nothing was started"
-            );
-            None
-        }
-    }
-}
-
-/// Removes what backups killed mid-copy left in the backup directory (see
-/// [`remove_unfinished`] for what counts as ours and what is spared), before any backup
-/// of this process can start. Logged either way; a failure here stops nothing.
-fn remove_unfinished_backups(settings: &Settings) {
-    let dir = match (&settings.backup_dir, &settings.database) {
-        (Some(dir), _) => dir.clone(),
-        (None, DatabaseUrl::File(database)) => default_dir(database),
-        (None, DatabaseUrl::Memory) => return,
-    };
-    match remove_unfinished(&dir) {
-        Ok(found) => {
-            for path in &found.removed {
-                log::info!(
-                    "removed an unfinished backup left by a crash: {}",
-                    path.display()
-                );
-            }
-            for (path, pid) in &found.kept {
-                log::info!(
-                    "left {} alone: process {pid}, a running galactic-war, may be writing it",
-                    path.display()
-                );
-            }
-        }
-        Err(error) => log::warn!(
-            "could not look for unfinished backups in {}: {error}",
-            dir.display()
-        ),
-    }
-}
-
-/// Periodic backups (`GWAR_BACKUP_INTERVAL`), keeping the newest `GWAR_BACKUP_KEEP`, on a
-/// thread of their own: a backup reads through its own connection and never holds up the
-/// writer or a player.
-struct BackupSchedule {
-    stop: crossbeam_channel::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl BackupSchedule {
-    fn start(app: AppState, dir: Option<PathBuf>, every: Duration, keep: usize) -> BackupSchedule {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-        let thread = std::thread::spawn(move || {
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(every)
-            {
-                match app.backup(dir.as_deref()) {
-                    Ok(path) => {
-                        let pruned = path.parent().map(|dir| prune(dir, keep));
-                        if let Some(Err(error)) = pruned {
-                            log::warn!("could not prune old backups: {error}");
-                        }
-                    }
-                    // The backup running (one asked for over HTTP) is as fresh as ours
-                    // would be; the next turn prunes.
-                    Err(AppError::BackupInProgress) => {
-                        log::info!("periodic backup skipped: another backup is running")
-                    }
-                    Err(error) => log::error!("periodic backup failed: {error}"),
-                }
-            }
-        });
-        BackupSchedule { stop, thread }
-    }
-
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
-    }
-}
-
-/// The final flush and the exit status it earns.
-fn finish(app: &AppState) -> i32 {
-    let report = app.shutdown();
-    for (galaxy, systems) in &report.unsaved {
-        log::error!("galaxy '{galaxy}': {systems} systems were not saved");
-    }
-    for galaxy in &report.unsaved_deletions {
-        log::error!("galaxy '{galaxy}': its deletion was not saved");
-    }
-    if app.health().persistence.state == PersistenceState::MemoryOnly {
-        let galaxies: Vec<String> = app
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        if !galaxies.is_empty() {
-            log::error!(
-                "running from memory only: galaxies lost at exit: {}",
-                galaxies.join(", ")
-            );
-            return EX_FAILURE;
-        }
-    }
-    if report.all_saved() {
-        log::info!("shutdown complete: everything saved");
-        EX_OK
-    } else {
-        log::error!(
-            "shutdown incomplete: {} galaxies with unsaved systems ({})",
-            report.unsaved.len(),
-            report.error.map_or_else(String::new, |e| e.to_string())
-        );
-        EX_FAILURE
-    }
+    ctrlc::set_handler(handler)?;
+    Ok(shutdown)
 }

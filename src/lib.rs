@@ -18,7 +18,11 @@
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.
 //! - [`check`]: `galactic-war check`, the read-only consistency check of a database.
-//! - [`daemon`]: the `galactic-war` command: serve, signals, final flush, subcommands.
+//! - [`serve`]: serving the game from bound listeners until a shutdown token fires, then
+//!   the final flush: [`serve::serve`], owning no process-wide state; typed start-up
+//!   errors and the exit statuses they earn.
+//! - [`daemon`]: the `galactic-war` command, the process edge: settings, logging,
+//!   listeners, signals and exit status around [`serve::serve`]; the subcommands.
 //!   `src/main.rs` only hands it the arguments.
 
 #![forbid(unsafe_code)]
@@ -30,5 +34,6 @@ pub mod galaxies;
 pub mod http;
 pub mod model;
 pub mod persistence;
+pub mod serve;
 pub mod settings;
 pub mod systemd;

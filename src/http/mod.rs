@@ -7,9 +7,12 @@
 //! - `worker`: runs handlers and writes responses (with their `Date`).
 //! - [`routes`]: the API of CONTRACT §5 on top of [`crate::app::AppState`], and the one
 //!   place where errors become statuses.
+//! - [`json`]: the JSON bodies of the answers, built from the model's and the app's plain
+//!   values.
 //! - [`metrics`]: HTTP counters and the Prometheus exposition of `GET /metrics`.
 //! - [`listen`]: binding the admin listener's Unix socket, replacing only a stale one.
 
+pub mod json;
 pub mod listen;
 pub mod metrics;
 mod parse;

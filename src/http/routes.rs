@@ -15,8 +15,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::json;
-
+use super::json::{
+    BackupJson, BuildJson, CreatedJson, GalaxiesJson, GalaxyJson, HealthJson, SavedJson,
+    StructureJson, SystemJson,
+};
 use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
 use crate::app::{valid_galaxy_name, AppError, AppState};
@@ -178,7 +180,10 @@ impl Api {
         // Ok: the route's answer; Err: the route exists but takes only these methods.
         let outcome: Result<Result<Response, ApiError>, &[&str]> =
             match (segments.as_slice(), method) {
-                (["healthz"], "GET") => Ok(Ok(Response::json(200, &self.app.health()))),
+                (["healthz"], "GET") => Ok(Ok(Response::json(
+                    200,
+                    &HealthJson::from(&self.app.health()),
+                ))),
                 (["healthz"], _) => Err(&["GET"]),
                 (["metrics"], "GET") => Ok(Ok(self.metrics())),
                 (["metrics"], _) => Err(&["GET"]),
@@ -231,18 +236,16 @@ impl Api {
     fn list(&self, query: &[(String, String)]) -> Result<Response, ApiError> {
         let page = Page::parse(query, GALAXIES_PAGE)?;
         let galaxies = self.app.list_page(page.offset, page.limit)?;
-        Ok(Response::json(200, &galaxies))
+        Ok(Response::json(200, &GalaxiesJson::from(&galaxies)))
     }
 
     fn galaxy(&self, name: &str, query: &[(String, String)]) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
         let page = Page::parse(query, SYSTEMS_PAGE)?;
-        Ok(Response::json(
-            200,
-            &self
-                .app
-                .galaxy_page(name, now_tick(), page.offset, page.limit)?,
-        ))
+        let details = self
+            .app
+            .galaxy_page(name, now_tick(), page.offset, page.limit)?;
+        Ok(Response::json(200, &GalaxyJson::from(&details)))
     }
 
     fn create(
@@ -316,7 +319,7 @@ impl Api {
             ));
         }
         let created = self.app.create_galaxy(name, config, seed, now_tick())?;
-        Ok(Response::json(201, &created))
+        Ok(Response::json(201, &CreatedJson::from(&created)))
     }
 
     fn delete(&self, name: &str) -> Result<Response, ApiError> {
@@ -327,10 +330,8 @@ impl Api {
     fn system(&self, name: &str, x: &str, y: &str) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
         let (x, y) = (coordinate(x)?, coordinate(y)?);
-        Ok(Response::json(
-            200,
-            &self.app.system_details(name, now_tick(), x, y)?,
-        ))
+        let details = self.app.system_details(name, now_tick(), x, y)?;
+        Ok(Response::json(200, &SystemJson::from(&details)))
     }
 
     fn structure(
@@ -345,31 +346,29 @@ impl Api {
         let details = self
             .app
             .structure_details(name, now_tick(), x, y, structure)?;
-        Ok(Response::json(200, &details))
+        Ok(Response::json(200, &StructureJson::from(&details)))
     }
 
     fn build(&self, name: &str, x: &str, y: &str, structure: &str) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
         let (x, y, structure) = (coordinate(x)?, coordinate(y)?, structure_kind(structure)?);
         let build = self.app.build(name, now_tick(), x, y, structure)?;
-        Ok(Response::json(
-            201,
-            &json!({
-                "completion_tick": build.completion_tick,
-                "action": "build",
-                "structure": build.structure,
-            }),
-        ))
+        Ok(Response::json(201, &BuildJson::from(build)))
     }
 
     fn save(&self) -> Result<Response, ApiError> {
         let saved = self.app.save_all()?;
-        Ok(Response::json(200, &json!({ "saved_systems": saved })))
+        Ok(Response::json(
+            200,
+            &SavedJson {
+                saved_systems: saved,
+            },
+        ))
     }
 
     fn backup(&self) -> Result<Response, ApiError> {
         let path = self.app.backup(self.backup_dir.as_deref())?;
-        Ok(Response::json(200, &json!({ "path": path })))
+        Ok(Response::json(200, &BackupJson::from(path.as_path())))
     }
 
     /// With a token configured, `Authorization: Bearer TOKEN`; without one, anyone (on
@@ -419,7 +418,7 @@ pub struct PageBounds {
 }
 
 /// `GET /galaxies/{name}`'s systems: the default holds a whole blitz or classic galaxy;
-/// the maximum keeps a body near 400 KB (a 10 M-system galaxy in one answer was 318 MB).
+/// the maximum keeps a body near 400 KB, however large the galaxy (README, *Paging*).
 pub const SYSTEMS_PAGE: PageBounds = PageBounds {
     default_limit: 1000,
     max_limit: 10_000,

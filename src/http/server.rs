@@ -21,8 +21,9 @@
 //! glibc serves such blocks from a per-thread cache without a lock; a reallocation or a
 //! large block takes the lock of an allocator arena, and glibc makes only 8 arenas per
 //! core, so on a small machine the workers share them with each other and with the
-//! persistence threads. Before this rule, two idle threads that had merely allocated made a
-//! server 2–10% slower (bench section 6); after it, 1%.
+//! persistence threads, and any other thread that allocates slows the server down.
+//! `tests/http_allocations.rs` holds the rule; what it was worth is in the README's
+//! *Benchmarks* (section 6).
 //!
 //! Shutdown: the poller answers what waits in the listen backlog with 503 and stops
 //! listening, closes idle connections, answers half-received requests and requests still
@@ -158,7 +159,7 @@ impl Response {
     }
 
     pub fn error(status: u16, message: &str) -> Response {
-        Response::json(status, &serde_json::json!({ "error": message }))
+        Response::json(status, &super::json::ErrorJson { error: message })
     }
 
     pub fn empty(status: u16) -> Response {

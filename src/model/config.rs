@@ -240,7 +240,7 @@ impl Scaled {
 }
 
 /// What reaching a level costs: resources deducted at order time, and build time in ticks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cost {
     pub metal: u64,
     pub crew: u64,

@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
-
 use super::changes::{Changes, RowMask};
 use super::config::{ConfigError, Cost, GalaxyConfig, Rules};
 use super::rng::SplitMix64;
@@ -65,7 +63,7 @@ pub struct Galaxy {
 }
 
 /// What `GET /galaxies/{name}/systems/{x}/{y}` shows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemDetails {
     pub x: u32,
     pub y: u32,
@@ -77,7 +75,7 @@ pub struct SystemDetails {
 }
 
 /// A build in flight as the API shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventDetails {
     pub completion_tick: u64,
     pub action: &'static str,
@@ -96,17 +94,16 @@ impl From<Build> for EventDetails {
 
 /// What `GET /galaxies/{name}/systems/{x}/{y}/{structure}` shows; `builds` is the colony's
 /// build menu: the cost of the next level of every structure.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StructureDetails {
     pub structure: StructureKind,
     pub level: u32,
     pub production: Resources,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub builds: Option<BTreeMap<&'static str, Cost>>,
 }
 
 /// One system in a galaxy listing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SystemSummary {
     pub x: u32,
     pub y: u32,

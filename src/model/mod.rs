@@ -3,6 +3,10 @@
 //! Pure and synchronous: no locks, no I/O, no clocks. Time is the `tick` argument of every
 //! operation, so callers (and tests) choose it. Every operation reports what it changed
 //! through the galaxy's [`Changes`], which the persistence engine consumes.
+//!
+//! The model knows nothing of JSON: what a read shows ([`SystemDetails`] and the like) is
+//! plain data, and `crate::http::json` decides how it goes on the wire. (Galaxy configs
+//! keep serde: they are TOML, read from requests and stored in the database.)
 
 mod changes;
 mod config;

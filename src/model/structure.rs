@@ -8,8 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
-
 /// The largest amount, capacity, cost or tick the game represents (`i64::MAX`).
 pub const MAX_QUANTITY: u64 = i64::MAX as u64;
 
@@ -61,12 +59,6 @@ impl fmt::Display for StructureKind {
     }
 }
 
-impl Serialize for StructureKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
 /// A name that is not one of the five structure types.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown structure '{0}' (expected one of colony, asteroidmine, waterharvester, hatchery, storagedepot)")]
@@ -84,7 +76,7 @@ impl FromStr for StructureKind {
 }
 
 /// Amounts of the three resources. Every field is at most [`MAX_QUANTITY`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
     pub metal: u64,
     pub crew: u64,

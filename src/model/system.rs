@@ -4,13 +4,11 @@
 //! build in flight). Projecting it to a later tick never mutates it: reads are computations,
 //! and only an order replaces the stored state.
 
-use serde::Serialize;
-
 use super::config::Rules;
 use super::structure::{produced_between, Resources, StructureKind};
 
 /// A build in flight: `structure` gains a level at `completion_tick`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Build {
     pub completion_tick: u64,
     pub structure: StructureKind,

@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 /// What the persistence engine is doing, as `/healthz` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PersistenceState {
     /// Every batch so far committed.
     Healthy,
@@ -79,7 +77,7 @@ pub struct Metrics {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     pub state: PersistenceState,
     pub last_error: Option<String>,

@@ -1,0 +1,515 @@
+//! The JSON bodies of CONTRACT §5: what goes on the wire, built from the model's and the
+//! application's plain values, which know nothing of JSON.
+//!
+//! Every shape here borrows what it shows and serialises it in place: a sequence or a map
+//! is written item by item (`collect_seq`, `collect_map`), never collected into a new
+//! vector, so that answering the hot requests (a system, an order) allocates nothing
+//! beyond the body itself (see the allocation rule in [`super::server`]).
+//!
+//! Field order is the wire's: the fields are written in the order they are declared, and
+//! clients and tests read the bytes. `BuildJson` and `ErrorJson` are in alphabetical order
+//! because they were first written with `serde_json::json!`, which sorts its keys.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Serialize, Serializer};
+
+use crate::app::{CreatedGalaxy, GalaxyDetails, GalaxyListing, GalaxyPage, Health};
+use crate::model::{
+    Build, Cost, EventDetails, Resources, StructureDetails, SystemDetails, SystemSummary,
+};
+
+/// `{"error": "..."}`, every refusal's body.
+#[derive(Serialize)]
+pub struct ErrorJson<'a> {
+    pub error: &'a str,
+}
+
+/// Items of a slice, each shown as `J`, written one by one.
+struct Each<'a, T, J>(&'a [T], fn(&'a T) -> J);
+
+impl<'a, T, J: Serialize> Serialize for Each<'a, T, J> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+/// `{"metal","crew","water"}`.
+#[derive(Serialize)]
+struct ResourcesJson {
+    metal: u64,
+    crew: u64,
+    water: u64,
+}
+
+impl From<Resources> for ResourcesJson {
+    fn from(r: Resources) -> Self {
+        ResourcesJson {
+            metal: r.metal,
+            crew: r.crew,
+            water: r.water,
+        }
+    }
+}
+
+/// A level's cost in the colony's build menu: `{"metal","crew","water","ticks"}`.
+#[derive(Serialize)]
+struct CostJson {
+    metal: u64,
+    crew: u64,
+    water: u64,
+    ticks: u64,
+}
+
+impl From<&Cost> for CostJson {
+    fn from(c: &Cost) -> Self {
+        CostJson {
+            metal: c.metal,
+            crew: c.crew,
+            water: c.water,
+            ticks: c.ticks,
+        }
+    }
+}
+
+/// A build in flight among a system's events: `{"completion_tick","action","structure"}`.
+#[derive(Serialize)]
+struct EventJson {
+    completion_tick: u64,
+    action: &'static str,
+    structure: &'static str,
+}
+
+impl From<&EventDetails> for EventJson {
+    fn from(e: &EventDetails) -> Self {
+        EventJson {
+            completion_tick: e.completion_tick,
+            action: e.action,
+            structure: e.structure.as_str(),
+        }
+    }
+}
+
+/// `POST .../build/{structure}`'s answer: `{"action","completion_tick","structure"}`.
+#[derive(Serialize)]
+pub struct BuildJson {
+    action: &'static str,
+    completion_tick: u64,
+    structure: &'static str,
+}
+
+impl From<Build> for BuildJson {
+    fn from(b: Build) -> Self {
+        BuildJson {
+            action: "build",
+            completion_tick: b.completion_tick,
+            structure: b.structure.as_str(),
+        }
+    }
+}
+
+/// `GET /galaxies/{name}/systems/{x}/{y}`'s answer.
+#[derive(Serialize)]
+pub struct SystemJson<'a> {
+    x: u32,
+    y: u32,
+    score: u64,
+    resources: ResourcesJson,
+    production: ResourcesJson,
+    structures: &'a BTreeMap<&'static str, u32>,
+    events: Each<'a, EventDetails, EventJson>,
+}
+
+impl<'a> From<&'a SystemDetails> for SystemJson<'a> {
+    fn from(d: &'a SystemDetails) -> Self {
+        SystemJson {
+            x: d.x,
+            y: d.y,
+            score: d.score,
+            resources: d.resources.into(),
+            production: d.production.into(),
+            structures: &d.structures,
+            events: Each(&d.events, EventJson::from),
+        }
+    }
+}
+
+/// The colony's build menu: structure name to the cost of its next level.
+struct BuildsJson<'a>(&'a BTreeMap<&'static str, Cost>);
+
+impl Serialize for BuildsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                .iter()
+                .map(|(name, cost)| (name, CostJson::from(cost))),
+        )
+    }
+}
+
+/// `GET /galaxies/{name}/systems/{x}/{y}/{structure}`'s answer; `builds` only for the
+/// colony.
+#[derive(Serialize)]
+pub struct StructureJson<'a> {
+    structure: &'static str,
+    level: u32,
+    production: ResourcesJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    builds: Option<BuildsJson<'a>>,
+}
+
+impl<'a> From<&'a StructureDetails> for StructureJson<'a> {
+    fn from(d: &'a StructureDetails) -> Self {
+        StructureJson {
+            structure: d.structure.as_str(),
+            level: d.level,
+            production: d.production.into(),
+            builds: d.builds.as_ref().map(BuildsJson),
+        }
+    }
+}
+
+/// One system of a galaxy's page: `{"x","y","score"}`.
+#[derive(Serialize)]
+struct SummaryJson {
+    x: u32,
+    y: u32,
+    score: u64,
+}
+
+impl From<&SystemSummary> for SummaryJson {
+    fn from(s: &SystemSummary) -> Self {
+        SummaryJson {
+            x: s.x,
+            y: s.y,
+            score: s.score,
+        }
+    }
+}
+
+/// `GET /galaxies/{name}`'s answer: one page of the galaxy's systems.
+#[derive(Serialize)]
+pub struct GalaxyJson<'a> {
+    name: &'a str,
+    tick: u64,
+    system_count: usize,
+    systems: Each<'a, SystemSummary, SummaryJson>,
+    offset: usize,
+    limit: usize,
+}
+
+impl<'a> From<&'a GalaxyDetails> for GalaxyJson<'a> {
+    fn from(d: &'a GalaxyDetails) -> Self {
+        GalaxyJson {
+            name: &d.name,
+            tick: d.tick,
+            system_count: d.system_count,
+            systems: Each(&d.systems, SummaryJson::from),
+            offset: d.offset,
+            limit: d.limit,
+        }
+    }
+}
+
+/// One entry of `GET /galaxies`: `{"name","loaded"}`.
+#[derive(Serialize)]
+struct ListingJson<'a> {
+    name: &'a str,
+    loaded: bool,
+}
+
+impl<'a> From<&'a GalaxyListing> for ListingJson<'a> {
+    fn from(l: &'a GalaxyListing) -> Self {
+        ListingJson {
+            name: &l.name,
+            loaded: l.loaded,
+        }
+    }
+}
+
+/// `GET /galaxies`'s answer: one page of the galaxies.
+#[derive(Serialize)]
+pub struct GalaxiesJson<'a> {
+    galaxies: Each<'a, GalaxyListing, ListingJson<'a>>,
+    total: usize,
+    offset: usize,
+    limit: usize,
+}
+
+impl<'a> From<&'a GalaxyPage> for GalaxiesJson<'a> {
+    fn from(p: &'a GalaxyPage) -> Self {
+        GalaxiesJson {
+            galaxies: Each(&p.galaxies, ListingJson::from),
+            total: p.total,
+            offset: p.offset,
+            limit: p.limit,
+        }
+    }
+}
+
+/// `POST /galaxies/{name}`'s answer: `{"name","tick","systems"}`.
+#[derive(Serialize)]
+pub struct CreatedJson<'a> {
+    name: &'a str,
+    tick: u64,
+    systems: usize,
+}
+
+impl<'a> From<&'a CreatedGalaxy> for CreatedJson<'a> {
+    fn from(c: &'a CreatedGalaxy) -> Self {
+        CreatedJson {
+            name: &c.name,
+            tick: c.tick,
+            systems: c.systems,
+        }
+    }
+}
+
+/// `GET /healthz`'s persistence part.
+#[derive(Serialize)]
+struct PersistenceJson<'a> {
+    state: &'static str,
+    dirty_systems: u64,
+    last_error: Option<&'a str>,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Serialize)]
+pub struct HealthJson<'a> {
+    status: &'static str,
+    persistence: PersistenceJson<'a>,
+}
+
+impl<'a> From<&'a Health> for HealthJson<'a> {
+    fn from(h: &'a Health) -> Self {
+        HealthJson {
+            status: h.status,
+            persistence: PersistenceJson {
+                state: h.persistence.state.as_str(),
+                dirty_systems: h.persistence.dirty_systems,
+                last_error: h.persistence.last_error.as_deref(),
+            },
+        }
+    }
+}
+
+/// `POST /admin/save`'s answer.
+#[derive(Serialize)]
+pub struct SavedJson {
+    pub saved_systems: u64,
+}
+
+/// `POST /admin/backup`'s answer: the file written.
+#[derive(Serialize)]
+pub struct BackupJson<'a> {
+    path: Cow<'a, str>,
+}
+
+impl<'a> From<&'a Path> for BackupJson<'a> {
+    fn from(path: &'a Path) -> Self {
+        BackupJson {
+            path: path.to_string_lossy(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per shape, each against the bytes the API has always sent.
+
+    use super::*;
+    use crate::app::PersistenceHealth;
+    use crate::model::StructureKind;
+    use crate::persistence::metrics::PersistenceState;
+
+    fn json(value: &impl Serialize) -> String {
+        serde_json::to_string(value).unwrap()
+    }
+
+    const R: Resources = Resources {
+        metal: 1,
+        crew: 2,
+        water: 3,
+    };
+
+    #[test]
+    fn a_system() {
+        let details = SystemDetails {
+            x: 4,
+            y: 5,
+            score: 6,
+            resources: R,
+            production: Resources::ZERO,
+            structures: BTreeMap::from([("colony", 1), ("asteroidmine", 0)]),
+            events: vec![EventDetails::from(Build {
+                completion_tick: 9,
+                structure: StructureKind::Hatchery,
+            })],
+        };
+        assert_eq!(
+            json(&SystemJson::from(&details)),
+            r#"{"x":4,"y":5,"score":6,"resources":{"metal":1,"crew":2,"water":3},"production":{"metal":0,"crew":0,"water":0},"structures":{"asteroidmine":0,"colony":1},"events":[{"completion_tick":9,"action":"build","structure":"hatchery"}]}"#
+        );
+        let quiet = SystemDetails {
+            events: Vec::new(),
+            ..details
+        };
+        assert!(json(&SystemJson::from(&quiet)).ends_with(r#""events":[]}"#));
+    }
+
+    #[test]
+    fn a_structure_with_and_without_the_build_menu() {
+        let cost = Cost {
+            metal: 1,
+            crew: 2,
+            water: 3,
+            ticks: 4,
+        };
+        let colony = StructureDetails {
+            structure: StructureKind::Colony,
+            level: 2,
+            production: R,
+            builds: Some(BTreeMap::from([("hatchery", cost), ("colony", cost)])),
+        };
+        assert_eq!(
+            json(&StructureJson::from(&colony)),
+            r#"{"structure":"colony","level":2,"production":{"metal":1,"crew":2,"water":3},"builds":{"colony":{"metal":1,"crew":2,"water":3,"ticks":4},"hatchery":{"metal":1,"crew":2,"water":3,"ticks":4}}}"#
+        );
+        let mine = StructureDetails {
+            structure: StructureKind::AsteroidMine,
+            builds: None,
+            ..colony
+        };
+        assert_eq!(
+            json(&StructureJson::from(&mine)),
+            r#"{"structure":"asteroidmine","level":2,"production":{"metal":1,"crew":2,"water":3}}"#
+        );
+    }
+
+    #[test]
+    fn an_order() {
+        let build = Build {
+            completion_tick: 1_700_000_000,
+            structure: StructureKind::StorageDepot,
+        };
+        assert_eq!(
+            json(&BuildJson::from(build)),
+            r#"{"action":"build","completion_tick":1700000000,"structure":"storagedepot"}"#
+        );
+    }
+
+    #[test]
+    fn a_galaxy_page_and_the_galaxies() {
+        let page = GalaxyDetails {
+            name: "g".into(),
+            tick: 7,
+            system_count: 2,
+            systems: vec![
+                SystemSummary {
+                    x: 0,
+                    y: 1,
+                    score: 1,
+                },
+                SystemSummary {
+                    x: 2,
+                    y: 3,
+                    score: 4,
+                },
+            ],
+            offset: 0,
+            limit: 1000,
+        };
+        assert_eq!(
+            json(&GalaxyJson::from(&page)),
+            r#"{"name":"g","tick":7,"system_count":2,"systems":[{"x":0,"y":1,"score":1},{"x":2,"y":3,"score":4}],"offset":0,"limit":1000}"#
+        );
+        let galaxies = GalaxyPage {
+            galaxies: vec![
+                GalaxyListing {
+                    name: "a".into(),
+                    loaded: true,
+                },
+                GalaxyListing {
+                    name: "b\"".into(),
+                    loaded: false,
+                },
+            ],
+            total: 3,
+            offset: 1,
+            limit: 2,
+        };
+        assert_eq!(
+            json(&GalaxiesJson::from(&galaxies)),
+            r#"{"galaxies":[{"name":"a","loaded":true},{"name":"b\"","loaded":false}],"total":3,"offset":1,"limit":2}"#
+        );
+    }
+
+    #[test]
+    fn a_creation() {
+        let created = CreatedGalaxy {
+            name: "g".into(),
+            tick: 5,
+            systems: 200,
+        };
+        assert_eq!(
+            json(&CreatedJson::from(&created)),
+            r#"{"name":"g","tick":5,"systems":200}"#
+        );
+    }
+
+    #[test]
+    fn health_in_every_state() {
+        let health = |status, state, last_error: Option<&str>| Health {
+            status,
+            persistence: PersistenceHealth {
+                state,
+                dirty_systems: 3,
+                last_error: last_error.map(str::to_owned),
+            },
+        };
+        assert_eq!(
+            json(&HealthJson::from(&health(
+                "ok",
+                PersistenceState::Healthy,
+                None
+            ))),
+            r#"{"status":"ok","persistence":{"state":"healthy","dirty_systems":3,"last_error":null}}"#
+        );
+        assert_eq!(
+            json(&HealthJson::from(&health(
+                "degraded",
+                PersistenceState::MemoryOnly,
+                Some("disk \"gone\"")
+            ))),
+            r#"{"status":"degraded","persistence":{"state":"memory-only","dirty_systems":3,"last_error":"disk \"gone\""}}"#
+        );
+        for (state, wire) in [
+            (PersistenceState::Retrying, "retrying"),
+            (PersistenceState::Disabled, "disabled"),
+            (PersistenceState::Lagging, "lagging"),
+        ] {
+            let body = json(&HealthJson::from(&health("ok", state, None)));
+            assert!(body.contains(&format!(r#""state":"{wire}""#)), "{body}");
+        }
+    }
+
+    #[test]
+    fn admin_answers_and_errors() {
+        assert_eq!(
+            json(&SavedJson { saved_systems: 12 }),
+            r#"{"saved_systems":12}"#
+        );
+        assert_eq!(
+            json(&BackupJson::from(Path::new("/b/galactic_war-x.db"))),
+            r#"{"path":"/b/galactic_war-x.db"}"#
+        );
+        assert_eq!(
+            json(&ErrorJson {
+                error: "galaxy 'g' not found\n"
+            }),
+            r#"{"error":"galaxy 'g' not found\n"}"#
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! Serving the game, from bound listeners to a shutdown report: [`serve`].
+//!
+//! The process edge (`crate::daemon`, the way mini-redis's `bin/server.rs` calls its
+//! `server::run`) reads the settings, starts logging, binds the listeners, raises the
+//! open-files limit and installs the signal handlers; then it hands everything to
+//! [`serve`] with a [`Shutdown`] token and turns what comes back into an exit status.
+//! [`serve`] owns no process-wide state: it reads no environment variable, installs no
+//! signal handler, never exits the process, and leaves nothing behind when it returns, so
+//! a test (or a program linking the library) can run it in-process, even twice in a row
+//! on the same database. (One exception is left: the `EXTEND_TIMEOUT_USEC` notices of
+//! the database check at start-up are sent from inside the store, which is given no
+//! notifier, through [`crate::systemd::extend_timeout`], which finds systemd in the
+//! environment; a process not run by systemd has nothing there.)
+//!
+//! What it does: open the database (or run from memory, degraded, when it cannot be used;
+//! a database another daemon holds, or a newer one, stops start-up instead), remove what
+//! backups killed mid-copy left in the backup directory, serve both listeners, tell systemd
+//! (through the [`Notifier`] it is given), run the periodic backups; and once the token
+//! fires, stop taking requests, let in-flight ones finish, flush within the shutdown
+//! timeout and report what was not saved.
+//!
+//! Exit statuses (sysexits.h) are decided here, by the types: [`StartError::exit_code`]
+//! and [`ShutdownReport::exit_code`].
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::app::{AppError, AppState};
+use crate::http::listen::UnixBindError;
+use crate::http::metrics::HttpMetrics;
+use crate::http::routes::{Api, Role};
+use crate::http::server::{Endpoint, EndpointAddr, HttpServer, Limits, Listener};
+use crate::persistence::backup::{default_dir, prune, remove_unfinished};
+use crate::persistence::metrics::PersistenceState;
+use crate::persistence::store::StoreError;
+use crate::persistence::writer;
+use crate::settings::{DatabaseUrl, Settings, SettingsError};
+use crate::systemd::{Notifier, Supervisor};
+
+/// Exit statuses (sysexits.h).
+pub const EX_OK: i32 = 0;
+pub const EX_FAILURE: i32 = 1;
+pub const EX_USAGE: i32 = 64;
+pub const EX_CONFIG: i32 = 78;
+
+/// Connections the admin listener may hold open, beside `GWAR_MAX_CONNECTIONS`.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Why the daemon did not start; each kind has its exit status. Nothing a player could
+/// see was started when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A variable of the environment does not parse (CONTRACT §4: exit 78).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// An address is taken or not ours to bind; before the database is opened, so a
+    /// taken port stops start-up having created nothing.
+    #[error("cannot listen on {addr} for {what} ({variable}): {source}; nothing was started")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        variable: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for admin calls (GWAR_ADMIN_LISTEN): {0}; nothing was started")]
+    ListenUnix(#[from] UnixBindError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[from] ctrlc::Error),
+    /// The database cannot be served by this daemon and must not be run around (another
+    /// daemon holds it, or a newer binary wrote it). Any other database error leaves the
+    /// daemon running from memory, degraded.
+    #[error(transparent)]
+    Database(StoreError),
+    #[error("cannot start the HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+impl StartError {
+    /// The process's exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Settings(_) => EX_CONFIG,
+            StartError::Listen { .. }
+            | StartError::ListenUnix(_)
+            | StartError::Signals(_)
+            | StartError::Database(_)
+            | StartError::Http(_) => EX_FAILURE,
+        }
+    }
+
+    /// Whether the database's error at start-up stops the daemon (`Err`), or leaves it
+    /// running from memory (`Ok`, with the error to report). The seed's rule: never
+    /// delete or overwrite what we cannot read, keep serving; but a database another
+    /// daemon serves, or one from a newer binary, is not ours to run beside.
+    fn from_open(error: StoreError) -> Result<StoreError, StartError> {
+        match error {
+            StoreError::InUse { .. } | StoreError::NewerSchema { .. } => {
+                Err(StartError::Database(error))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// Fires a [`Shutdown`]; cloned freely (a signal handler holds one).
+#[derive(Clone, Debug)]
+pub struct ShutdownTrigger(Sender<()>);
+
+impl ShutdownTrigger {
+    /// Asks the server to stop; later calls change nothing.
+    pub fn trigger(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// What [`serve`] waits for before it stops: a [`ShutdownTrigger`] firing, or every
+/// trigger being dropped (nobody is left who could stop it otherwise).
+#[derive(Debug)]
+pub struct Shutdown(Receiver<()>);
+
+impl Shutdown {
+    /// A token and the trigger that fires it.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (send, receive) = crossbeam_channel::bounded(1);
+        (ShutdownTrigger(send), Shutdown(receive))
+    }
+
+    fn wait(self) {
+        let _ = self.0.recv();
+    }
+}
+
+/// The sockets [`serve`] answers on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `GWAR_LISTEN`: the players'.
+    pub game: TcpListener,
+    /// `GWAR_ADMIN_LISTEN`: the operator's (TCP, or a Unix socket the caller removes after
+    /// [`serve`] returns: it bound it).
+    pub admin: Listener,
+}
+
+/// What a stopped server left unsaved.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    /// The final flush's report: galaxies with unsaved systems, unsaved deletions, and
+    /// the error that stopped the flush.
+    pub flush: writer::ShutdownReport,
+    /// Galaxies that lived in memory only (the database could not be used at start-up)
+    /// and are lost with the process.
+    pub lost: Vec<String>,
+}
+
+impl ShutdownReport {
+    /// Everything the game held reached the database.
+    pub fn all_saved(&self) -> bool {
+        self.flush.all_saved() && self.lost.is_empty()
+    }
+
+    /// The process's exit status: 0 only when everything was saved (CONTRACT §3).
+    pub fn exit_code(&self) -> i32 {
+        if self.all_saved() {
+            EX_OK
+        } else {
+            EX_FAILURE
+        }
+    }
+}
+
+/// Serves the game on `listeners` until `shutdown` fires, then stops and flushes; see the
+/// module doc. `systemd` is told of readiness, status, the watchdog and stopping
+/// ([`Notifier::none`] when nobody listens).
+pub fn serve(
+    settings: &Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    systemd: &Notifier,
+) -> Result<ShutdownReport, StartError> {
+    let app = match AppState::open(settings) {
+        Ok(app) => app,
+        Err(error) => {
+            let error = StartError::from_open(error)?;
+            log::error!("cannot use the database, running from memory only (nothing will be saved): {error}");
+            AppState::without_engine(PersistenceState::MemoryOnly, Some(error.to_string()))
+        }
+    };
+    remove_unfinished_backups(settings);
+    let http_metrics = Arc::new(HttpMetrics::default());
+    let api = Api::new(
+        app.clone(),
+        http_metrics.clone(),
+        settings.admin_token.clone(),
+        settings.backup_dir.clone(),
+    )
+    .with_max_public_systems(settings.galaxy_limits.max_public_systems);
+    let limits = Limits {
+        max_connections: settings.max_connections,
+        ..Limits::default()
+    };
+    // One poller and one pool of workers for both listeners: admin calls are rare.
+    let endpoints = vec![
+        Endpoint {
+            listener: Listener::Tcp(listeners.game),
+            handler: Arc::new(api.clone()),
+            own_max_connections: None,
+        },
+        // A cap of its own: players filling GWAR_MAX_CONNECTIONS never lock the operator out.
+        Endpoint {
+            listener: listeners.admin,
+            handler: Arc::new(api.with_role(Role::Admin)),
+            own_max_connections: Some(ADMIN_MAX_CONNECTIONS),
+        },
+    ];
+    let server = match HttpServer::start(endpoints, limits, http_metrics) {
+        Ok(server) => server,
+        Err(error) => {
+            app.shutdown();
+            return Err(StartError::Http(error));
+        }
+    };
+    match server.addresses().get(1) {
+        Some(EndpointAddr::Tcp(addr)) => log::info!("admin on http://{addr}"),
+        Some(EndpointAddr::Unix(path)) => log::info!("admin on unix:{}", path.display()),
+        None => {}
+    }
+    log::info!("listening on http://{}", server.local_addr());
+
+    systemd.ready(&app);
+    let supervisor = Supervisor::start(app.clone(), systemd.clone()).ok();
+    let backups = settings.backup_interval.map(|every| {
+        BackupSchedule::start(
+            app.clone(),
+            settings.backup_dir.clone(),
+            every,
+            settings.backup_keep,
+        )
+    });
+
+    shutdown.wait();
+    let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
+    systemd.stopping(flush_budget);
+    // A creation in progress would hold its request, and so the server's shutdown, for
+    // as long as it takes to write (minutes at 10 M systems): stop it first.
+    app.stop_creating();
+    server.shutdown();
+    if let Some(supervisor) = supervisor {
+        supervisor.stop();
+    }
+    if let Some(backups) = backups {
+        backups.stop();
+    }
+    Ok(finish(&app))
+}
+
+/// Removes what backups killed mid-copy left in the backup directory (see
+/// [`remove_unfinished`] for what counts as ours and what is spared), before any backup
+/// of this process can start. Logged either way; a failure here stops nothing.
+fn remove_unfinished_backups(settings: &Settings) {
+    let dir = match (&settings.backup_dir, &settings.database) {
+        (Some(dir), _) => dir.clone(),
+        (None, DatabaseUrl::File(database)) => default_dir(database),
+        (None, DatabaseUrl::Memory) => return,
+    };
+    match remove_unfinished(&dir) {
+        Ok(found) => {
+            for path in &found.removed {
+                log::info!(
+                    "removed an unfinished backup left by a crash: {}",
+                    path.display()
+                );
+            }
+            for (path, pid) in &found.kept {
+                log::info!(
+                    "left {} alone: process {pid}, a running galactic-war, may be writing it",
+                    path.display()
+                );
+            }
+        }
+        Err(error) => log::warn!(
+            "could not look for unfinished backups in {}: {error}",
+            dir.display()
+        ),
+    }
+}
+
+/// Periodic backups (`GWAR_BACKUP_INTERVAL`), keeping the newest `GWAR_BACKUP_KEEP`, on a
+/// thread of their own: a backup reads through its own connection and never holds up the
+/// writer or a player.
+struct BackupSchedule {
+    stop: Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BackupSchedule {
+    fn start(app: AppState, dir: Option<PathBuf>, every: Duration, keep: usize) -> BackupSchedule {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(every)
+            {
+                match app.backup(dir.as_deref()) {
+                    Ok(path) => {
+                        let pruned = path.parent().map(|dir| prune(dir, keep));
+                        if let Some(Err(error)) = pruned {
+                            log::warn!("could not prune old backups: {error}");
+                        }
+                    }
+                    // The backup running (one asked for over HTTP) is as fresh as ours
+                    // would be; the next turn prunes.
+                    Err(AppError::BackupInProgress) => {
+                        log::info!("periodic backup skipped: another backup is running")
+                    }
+                    Err(error) => log::error!("periodic backup failed: {error}"),
+                }
+            }
+        });
+        BackupSchedule { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// The final flush, logged: every galaxy left unsaved by name.
+fn finish(app: &AppState) -> ShutdownReport {
+    let flush = app.shutdown();
+    for (galaxy, systems) in &flush.unsaved {
+        log::error!("galaxy '{galaxy}': {systems} systems were not saved");
+    }
+    for galaxy in &flush.unsaved_deletions {
+        log::error!("galaxy '{galaxy}': its deletion was not saved");
+    }
+    let mut lost = Vec::new();
+    if app.health().persistence.state == PersistenceState::MemoryOnly {
+        lost = app
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        if !lost.is_empty() {
+            log::error!(
+                "running from memory only: galaxies lost at exit: {}",
+                lost.join(", ")
+            );
+        }
+    }
+    if flush.all_saved() && lost.is_empty() {
+        log::info!("shutdown complete: everything saved");
+    } else if !flush.all_saved() {
+        log::error!(
+            "shutdown incomplete: {} galaxies with unsaved systems ({})",
+            flush.unsaved.len(),
+            flush
+                .error
+                .as_ref()
+                .map_or_else(String::new, |e| e.to_string())
+        );
+    }
+    ShutdownReport { flush, lost }
+}
