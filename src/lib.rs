@@ -13,6 +13,7 @@
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.
+//! - [`clock`]: the time the writer's policies read: the system's, or a manual one in tests.
 //! - [`check`]: `galactic-war check`, the read-only consistency check of a database.
 //! - [`daemon`]: the `galactic-war` command: serve, signals, final flush, subcommands.
 //!   `src/main.rs` only hands it the arguments.
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod check;
+pub mod clock;
 pub mod daemon;
 pub mod http;
 pub mod model;

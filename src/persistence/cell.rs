@@ -9,12 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::model::Galaxy;
+use super::cut::{cut, Cut};
+use crate::model::{Changes, Galaxy};
 
 /// One galaxy and its lock, on cache lines of its own: the lock and the state it guards
 /// are written by every order, and two galaxies played on two cores must not share a line
@@ -64,6 +65,72 @@ impl GalaxyCell {
     pub fn lock(&self) -> MutexGuard<'_, CellState> {
         self.state.lock()
     }
+
+    // What the writer may do with a cell: these and nothing else, so the galaxy's life
+    // can change hands without the writer noticing.
+
+    /// The consistent cut; `None` when the galaxy was deleted.
+    pub(crate) fn cut(&self) -> Option<Cut> {
+        cut(self)
+    }
+
+    /// After a commit that held this galaxy's cut.
+    pub(crate) fn saved(&self) {
+        self.lock().in_flight.clear();
+    }
+
+    /// After a failed commit: the cut's changes go back (not into a deleted galaxy).
+    pub(crate) fn give_back(&self, changes: Changes) {
+        let mut state = self.lock();
+        state.in_flight.clear();
+        if !state.deleted {
+            state.galaxy.restore_changes(changes);
+        }
+    }
+
+    /// Its tick when nothing is unsaved; or why not.
+    pub(crate) fn settled_tick(&self) -> Settled {
+        let state = self.lock();
+        if state.deleted {
+            Settled::Gone
+        } else if !state.galaxy.changes().is_empty() {
+            Settled::Dirty
+        } else {
+            Settled::Clean(state.galaxy.tick())
+        }
+    }
+
+    /// Deleted (a late dirty marker of it is dropped).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Unsaved systems (0 when deleted), for the shutdown report.
+    pub(crate) fn unsaved(&self) -> usize {
+        let state = self.lock();
+        if state.deleted {
+            return 0;
+        }
+        let changes = state.galaxy.changes();
+        // A system changed again while its batch is written is counted once.
+        let only_in_flight = state
+            .in_flight
+            .iter()
+            .filter(|index| changes.get(**index).is_none())
+            .count();
+        changes.len() + only_in_flight
+    }
+}
+
+/// What [`GalaxyCell::settled_tick`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Deleted.
+    Gone,
+    /// Has changes not yet cut.
+    Dirty,
+    /// Nothing unsaved; its tick.
+    Clean(u64),
 }
 
 /// The galaxies in memory, by name: a map published whole, read without locking, and
@@ -114,6 +181,31 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.cells.load().len()
+    }
+
+    /// Evicts `cell` when it is live, clean, untouched since `now - idle`, and its tick is
+    /// `saved_tick`; true when it did (the cell is marked evicted and unlisted).
+    pub(crate) fn evict_if_idle(
+        &self,
+        cell: &Arc<GalaxyCell>,
+        now: Instant,
+        idle: Duration,
+        saved_tick: Option<u64>,
+    ) -> bool {
+        let mut state = cell.lock();
+        let keep = state.deleted
+            || state.evicted
+            || !state.galaxy.changes().is_empty()
+            || now.saturating_duration_since(state.last_access) < idle
+            || saved_tick != Some(state.galaxy.tick());
+        if keep {
+            return false;
+        }
+        // Marked and unlisted under the cell's lock, so no order can slip in between:
+        // a holder of this cell sees `evicted` and looks the name up again.
+        state.evicted = true;
+        self.remove_cell(cell);
+        true
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,7 +1,8 @@
 //! The write-behind persistence engine (CONTRACT §2–§3).
 //!
 //! - [`store`]: the schema, migrations and SQL; one connection per [`store::Store`].
-//! - [`writer`]: the writer thread, the only writer of the database.
+//! - [`writer`]: the writer thread, the only writer of the database; its decisions are
+//!   timed by a [`crate::clock::Clock`] (the system's here).
 //! - [`checkpoint`]: the thread that copies the WAL back into the database file.
 //! - [`cell`]: galaxies in memory, one lock each, shared by game threads and the writer.
 //! - `loads`: the pool of read-only connections and single-flight loads on a cache miss.
@@ -47,6 +48,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::clock::Clock;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use cell::{GalaxyCell, Registry};
@@ -142,6 +144,7 @@ impl Engine {
             registry,
             metrics.clone(),
             tombstones.clone(),
+            Clock::system(),
         )
         .map_err(|source| StoreError::Thread {
             name: "writer",
