@@ -9,13 +9,13 @@
 //! with coalescing on, a batch commits `coalescing_delay` after its first change; with it
 //! off, as soon as the writer reaches the change (whatever queued meanwhile rides along).
 //!
-//! - [`batch`]: one batch in three phases, collect (the consistent cuts) → commit (one
+//! - `batch`: one batch in three phases, collect (the consistent cuts) → commit (one
 //!   transaction, no galaxy locked) → settle (ok: mark saved, answer flushes; failed: give
 //!   the changes back, keep the flushes that may wait).
-//! - [`lanes`]: what follows any commit or failure: health, metrics, and the retry backoff
+//! - `lanes`: what follows any commit or failure: health, metrics, and the retry backoff
 //!   (exponential, capped at the auto-save interval), one per lane (batches, bulk jobs).
 //!
-//! Creating and deleting whole galaxies are bulk jobs ([`super::jobs`]): a deletion is
+//! Creating and deleting whole galaxies are bulk jobs (`super::jobs`): a deletion is
 //! committed by the next batch like any change (it marks the galaxy `deleting`), and the
 //! rows of deletions and creations are written or removed one bounded chunk per turn of
 //! the loop, after the batch that is due, so no galaxy's loss window waits behind another
@@ -29,9 +29,10 @@
 //! truncates the WAL when idle), and evicts clean idle galaxies: only the writer can know
 //! that a galaxy has no batch in flight.
 //!
-//! The writer touches a galaxy only through [`GalaxyCell::cut`], `saved`, `give_back`,
-//! `settled_tick`, `is_gone`, `unsaved` and [`Registry::evict_if_idle`]; it never holds a
-//! galaxy's lock itself, so never during SQL.
+//! The writer touches a galaxy only through `GalaxyCell::{cut, saved, give_back,
+//! settled_tick, is_gone, unsaved}` and `Registry::evict_if_idle` (a galaxy's lock, then
+//! the registry's); each takes and releases the galaxy's lock inside, so none is ever
+//! held during SQL.
 //!
 //! Time: every decision reads the writer's [`Clock`] (the system's in the daemon, a manual
 //! one in the unit tests of `tests.rs`, which drive the phases and the loop's turns without
