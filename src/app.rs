@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
 use crate::galaxies::{Backing, Galaxies, LifeError, Live};
 use crate::model::{
@@ -141,7 +142,10 @@ impl AppState {
             app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
             return Ok(app);
         }
-        let galaxies = Arc::new(Galaxies::new(settings.galaxy_limits.max_galaxies));
+        let galaxies = Arc::new(Galaxies::new(
+            settings.galaxy_limits.max_galaxies,
+            Clock::system(),
+        ));
         let metrics = Arc::new(Metrics::new(PersistenceState::Healthy));
         let engine = Engine::open(
             &settings.database,
@@ -162,7 +166,7 @@ impl AppState {
     pub fn set_max_galaxies(&mut self, limit: usize) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
-                *galaxies = Galaxies::new(limit);
+                *galaxies = Galaxies::new(limit, Clock::system());
             }
         }
     }
@@ -174,7 +178,7 @@ impl AppState {
         if let Some(reason) = reason {
             metrics.set_memory_only(reason);
         }
-        let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies);
+        let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system());
         AppState::assemble(Arc::new(galaxies), Arc::new(metrics), None, None)
     }
 

@@ -17,6 +17,7 @@
 //! - [`settings`]: the environment (CONTRACT §4) parsed once into validated settings.
 //! - [`http`]: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - [`systemd`]: readiness, status, watchdog and stopping notices.
+//! - [`clock`]: the time the writer's policies read: the system's, or a manual one in tests.
 //! - [`check`]: `galactic-war check`, the read-only consistency check of a database.
 //! - [`serve`]: serving the game from bound listeners until a shutdown token fires, then
 //!   the final flush: [`serve::serve`], owning no process-wide state; typed start-up
@@ -29,6 +30,7 @@
 
 pub mod app;
 pub mod check;
+pub mod clock;
 pub mod daemon;
 pub mod galaxies;
 pub mod http;

@@ -78,13 +78,14 @@ pub(crate) enum Settled {
 }
 
 impl GalaxyCell {
-    pub(super) fn new(galaxy: Galaxy) -> Arc<GalaxyCell> {
+    /// A live cell, last accessed `now`.
+    pub(super) fn new(galaxy: Galaxy, now: Instant) -> Arc<GalaxyCell> {
         Arc::new(GalaxyCell {
             name: galaxy.name().to_owned(),
             state: Mutex::new(CellState {
                 galaxy,
                 life: Life::Live,
-                last_access: Instant::now(),
+                last_access: now,
                 in_flight: Vec::new(),
             }),
         })
@@ -135,13 +136,25 @@ impl GalaxyCell {
         self.lock().life == Life::Deleted
     }
 
-    /// Unsaved systems (none once deleted), for the shutdown report.
+    /// Unsaved systems, in memory and in the batch being written (none once deleted).
     pub(crate) fn unsaved(&self) -> usize {
         let state = self.lock();
         match state.life {
             Life::Deleted => 0,
-            Life::Live | Life::Evicted => state.galaxy.changes().len(),
+            Life::Live | Life::Evicted => state.unsaved(),
         }
+    }
+
+    /// A look at the galaxy whatever its life, touching nothing (for tests).
+    #[cfg(test)]
+    pub(crate) fn peek<T>(&self, look: impl FnOnce(&Galaxy) -> T) -> T {
+        look(&self.lock().galaxy)
+    }
+
+    /// True once the writer evicted this cell (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.lock().life == Life::Evicted
     }
 }
 

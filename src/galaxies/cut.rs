@@ -133,7 +133,7 @@ mod tests {
                 .build(10, x.into(), y.into(), StructureKind::Hatchery)
                 .unwrap();
         }
-        GalaxyCell::new(galaxy)
+        GalaxyCell::new(galaxy, std::time::Instant::now())
     }
 
     #[test]

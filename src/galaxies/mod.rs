@@ -59,6 +59,7 @@ pub use cell::{GalaxyCell, Live};
 use flights::{Boarding, Flights, Landed};
 use registry::Registry;
 
+use crate::clock::Clock;
 use crate::model::Galaxy;
 use crate::persistence::store::StoreError;
 
@@ -106,21 +107,26 @@ pub struct Galaxies {
     deleting: Mutex<HashSet<String>>,
     flights: Flights,
     max_galaxies: usize,
+    /// Times accesses, which the writer's idle eviction compares with its own clock.
+    clock: Clock,
 }
 
 impl Galaxies {
-    /// No galaxy in memory; at most `max_galaxies` may exist (`GWAR_MAX_GALAXIES`).
-    pub fn new(max_galaxies: usize) -> Galaxies {
+    /// No galaxy in memory; at most `max_galaxies` may exist (`GWAR_MAX_GALAXIES`);
+    /// accesses timed by `clock` (the writer's).
+    pub fn new(max_galaxies: usize, clock: Clock) -> Galaxies {
         Galaxies {
             registry: Registry::default(),
             catalog: Mutex::new(HashSet::new()),
             deleting: Mutex::new(HashSet::new()),
             flights: Flights::default(),
             max_galaxies,
+            clock,
         }
     }
 
-    fn is_deleting(&self, name: &str) -> bool {
+    /// True while `name` is deleted and its deletion not yet committed.
+    pub(crate) fn is_deleting(&self, name: &str) -> bool {
         self.deleting.lock().contains(name)
     }
 
@@ -145,7 +151,7 @@ impl Galaxies {
                 Life::Deleted => return Err(LifeError::Unknown(name.to_owned()).into()),
                 Life::Evicted => continue,
                 Life::Live => {
-                    state.last_access = Instant::now();
+                    state.last_access = self.clock.now();
                     return f(Live::new(&cell, state));
                 }
             }
@@ -213,7 +219,7 @@ impl Galaxies {
             } else {
                 // Before the galaxy can change: a deletion then comes after this.
                 backing.published(name, ids);
-                let cell = GalaxyCell::new(galaxy);
+                let cell = GalaxyCell::new(galaxy, self.clock.now());
                 self.registry.insert(cell.clone());
                 Landed::Cell(cell)
             }
@@ -317,6 +323,11 @@ impl Galaxies {
         Ok(listing)
     }
 
+    /// True when galaxy `name` is live in memory.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.registry.get(name).is_some()
+    }
+
     /// Galaxies in memory.
     pub fn len(&self) -> usize {
         self.registry.len()
@@ -357,7 +368,8 @@ impl Reservation<'_> {
     /// The created (and saved) galaxy becomes live.
     pub(crate) fn publish(self, galaxy: Galaxy) {
         let mut creating = self.galaxies.catalog.lock();
-        self.galaxies.registry.insert(GalaxyCell::new(galaxy));
+        let now = self.galaxies.clock.now();
+        self.galaxies.registry.insert(GalaxyCell::new(galaxy, now));
         creating.remove(&self.name);
     }
 }
@@ -478,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_miss_loads_once_and_publishes_the_ids() {
-        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a"]));
+        let (galaxies, stored) = (Galaxies::new(10, Clock::system()), Stored::with(&["a"]));
         assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
         assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
         assert_eq!(*stored.published.lock(), ["a"], "read and published once");
@@ -491,7 +503,10 @@ mod tests {
 
     #[test]
     fn a_deletion_during_a_load_keeps_the_read_copy_out_of_memory() {
-        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let (galaxies, stored) = (
+            Arc::new(Galaxies::new(10, Clock::system())),
+            Stored::with(&["a"]),
+        );
         let (started_tx, started) = bounded(1);
         let (go, go_rx) = bounded(1);
         *stored.gate.lock() = Some((started_tx, go_rx));
@@ -527,7 +542,7 @@ mod tests {
 
     #[test]
     fn a_reserved_name_is_invisible_until_published_and_free_again_if_dropped() {
-        let (galaxies, stored) = (Galaxies::new(2), Stored::default());
+        let (galaxies, stored) = (Galaxies::new(2, Clock::system()), Stored::default());
         let reserved = galaxies.reserve(&stored, "a").unwrap();
         assert!(matches!(
             galaxies.reserve(&stored, "a"),
@@ -557,7 +572,10 @@ mod tests {
 
     #[test]
     fn only_a_clean_idle_saved_galaxy_is_evicted_and_a_stale_holder_loads_afresh() {
-        let (galaxies, stored) = (Arc::new(Galaxies::new(10)), Stored::with(&["a"]));
+        let (galaxies, stored) = (
+            Arc::new(Galaxies::new(10, Clock::system())),
+            Stored::with(&["a"]),
+        );
         let writer = galaxies.writer_side();
         tick_of(&galaxies, &stored, "a").unwrap();
         let cell = writer.all().pop().unwrap();
@@ -594,7 +612,10 @@ mod tests {
 
     #[test]
     fn a_failed_cut_goes_back_unless_the_galaxy_was_deleted() {
-        let (galaxies, stored) = (Galaxies::new(10), Stored::with(&["a", "b"]));
+        let (galaxies, stored) = (
+            Galaxies::new(10, Clock::system()),
+            Stored::with(&["a", "b"]),
+        );
         for name in ["a", "b"] {
             galaxies
                 .with_live(&stored, name, |mut live| {

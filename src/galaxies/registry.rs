@@ -74,7 +74,10 @@ mod tests {
 
     fn cell(name: &str) -> Arc<GalaxyCell> {
         let (config, _) = GalaxyConfig::preset("blitz").unwrap();
-        GalaxyCell::new(Galaxy::create(name, config, 1, 0).unwrap())
+        GalaxyCell::new(
+            Galaxy::create(name, config, 1, 0).unwrap(),
+            std::time::Instant::now(),
+        )
     }
 
     #[test]

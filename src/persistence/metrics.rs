@@ -2,12 +2,16 @@
 //!
 //! The writer thread is the only writer of most counters; game threads read them (and
 //! publish the time of a new unsaved change) without taking any lock. Only `last_error`
-//! sits behind a mutex, touched on failures and recoveries, never on the hot path.
+//! sits behind a mutex, touched on failures and recoveries, never on the hot path. Ages
+//! (of the oldest unsaved change) are read on the engine's [`Clock`], the one its writer
+//! decides by, so a test with a manual clock sees the unsaved-age policy move with it.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::clock::Clock;
 
 /// What the persistence engine is doing, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,7 @@ const NONE: u64 = u64::MAX;
 /// Counters of the persistence engine. Durations are kept in microseconds.
 #[derive(Debug)]
 pub struct Metrics {
+    clock: Clock,
     epoch: Instant,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
@@ -104,8 +109,14 @@ pub struct MetricsSnapshot {
 
 impl Metrics {
     pub(crate) fn new(state: PersistenceState) -> Metrics {
+        Metrics::with_clock(state, Clock::system())
+    }
+
+    /// Metrics whose ages are read on `clock`.
+    pub(crate) fn with_clock(state: PersistenceState, clock: Clock) -> Metrics {
         Metrics {
-            epoch: Instant::now(),
+            epoch: clock.now(),
+            clock,
             state: AtomicU8::new(state as u8),
             last_error: Mutex::new(None),
             batches_committed: AtomicU64::new(0),
@@ -208,7 +219,7 @@ impl Metrics {
         match self.oldest_unsaved_ms.load(Relaxed) {
             NONE => None,
             since => {
-                let now = self.millis_since_epoch(Instant::now());
+                let now = self.millis_since_epoch(self.clock.now());
                 Some(Duration::from_millis(now.saturating_sub(since)))
             }
         }
@@ -242,15 +253,17 @@ mod tests {
 
     #[test]
     fn healthy_reads_lagging_while_an_unsaved_change_is_older_than_the_limit() {
-        let metrics = Metrics::new(PersistenceState::Healthy);
+        let clock = Clock::manual();
+        let metrics = Metrics::with_clock(PersistenceState::Healthy, clock.clone());
         metrics.set_lagging_after(Duration::from_secs(1));
-        let now = Instant::now();
+        let now = clock.now();
         metrics.note_unsaved_since(now);
         assert_eq!(metrics.state(), PersistenceState::Healthy);
-        // The epoch is the metrics' creation; an older change cannot be expressed, so
-        // move the limit instead of the change.
-        metrics.set_lagging_after(Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(1_001));
+        assert_eq!(
+            metrics.oldest_unsaved_age(),
+            Some(Duration::from_millis(1_001))
+        );
         assert_eq!(metrics.state(), PersistenceState::Lagging);
         assert_eq!(metrics.snapshot().state, PersistenceState::Lagging);
         metrics.set_oldest_unsaved(None);

@@ -3,7 +3,8 @@
 //! - [`store`]: the seam to a database: what the writer needs ([`store::WriteStore`]) and
 //!   what a load needs ([`store::ReadStore`]), and the SQLite store that implements both
 //!   (its schema, migrations, SQL and WAL checkpoints).
-//! - [`writer`]: the writer thread, the only writer of the database.
+//! - [`writer`]: the writer thread, the only writer of the database; its decisions are
+//!   timed by a [`crate::clock::Clock`] (the system's here).
 //! - `loads`: the pool of read-only connections that read galaxies on a cache miss.
 //! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
@@ -35,6 +36,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::galaxies::WriterSide;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
@@ -106,11 +108,17 @@ impl Engine {
             busy_deadline,
             unfinished,
         };
-        let writer = WriterHandle::spawn(database, settings.clone(), galaxies, metrics.clone())
-            .map_err(|source| StoreError::Thread {
-                name: "writer",
-                source,
-            })?;
+        let writer = WriterHandle::spawn(
+            database,
+            settings.clone(),
+            galaxies,
+            metrics.clone(),
+            Clock::system(),
+        )
+        .map_err(|source| StoreError::Thread {
+            name: "writer",
+            source,
+        })?;
         log::info!(target: "galactic_war::persistence",
             "persistence on {} (coalescing {}, auto-save every {:?}, synchronous {})",
             match url {

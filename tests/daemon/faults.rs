@@ -54,12 +54,19 @@ fn a_removed_or_replaced_database_directory_is_reported_and_never_written() {
     std::fs::create_dir_all(&data).unwrap();
     let impostor = data.join("galactic_war.db");
     std::fs::write(&impostor, b"someone else's file").unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    let error = health_state(&daemon)["persistence"]["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(error.contains("was replaced"), "{error}");
+    // The next retry (backoff capped at the 1 s interval) finds it.
+    let last_error = || {
+        health_state(&daemon)["persistence"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || last_error()
+            .contains("was replaced")),
+        "{}",
+        last_error()
+    );
     assert_eq!(std::fs::read(&impostor).unwrap(), b"someone else's file");
     assert!(!data.join("galactic_war.db-wal").exists());
     assert!(daemon.log().contains("saving failed"), "{}", daemon.log());

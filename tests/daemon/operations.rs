@@ -163,8 +163,15 @@ fn periodic_backups_keep_the_newest() {
             })
             .unwrap_or(0)
     };
-    std::thread::sleep(std::time::Duration::from_millis(4500));
-    assert_eq!(count(), 2, "the newest two are kept");
+    // Three backups written, and one of them pruned again.
+    let written = || daemon.log().matches("backup written to").count();
+    assert!(
+        crate::util::wait_for(std::time::Duration::from_secs(30), || written() >= 3
+            && count() == 2),
+        "{} written, {} kept",
+        written(),
+        count()
+    );
     assert!(backups.join("notes.txt").exists());
     for entry in std::fs::read_dir(&backups).unwrap().filter_map(Result::ok) {
         let path = entry.path();

@@ -180,36 +180,6 @@ fn orders_pause_past_the_unsaved_age_limit_and_resume_after_recovery() {
     assert_all_saved(&db, &app, "aged");
 }
 
-#[test]
-fn retries_back_off_exponentially() {
-    let db = TestDb::new();
-    // The cap (the auto-save interval) is far away, so only the doubling shows.
-    let app = db.open(|s| s.auto_save_interval = Duration::from_secs(60));
-    app.create_galaxy("slow", endless_config(2_000), Some(1), 0)
-        .unwrap();
-    let systems = coords(&app.galaxy_copy("slow").unwrap());
-    freeze_size(&app);
-    order_everywhere(&app, "slow", &systems);
-    assert!(wait_for(Duration::from_secs(10), || app
-        .metrics()
-        .batch_errors
-        > 0));
-    let started = std::time::Instant::now();
-    let attempts_at = |secs: u64| {
-        std::thread::sleep(Duration::from_secs(secs).saturating_sub(started.elapsed()));
-        app.metrics().batch_errors
-    };
-    let (at_2, at_4, at_8) = (attempts_at(2), attempts_at(4), attempts_at(8));
-    // 50 ms doubling: about log2(t / 50 ms) attempts by time t, one more per doubling
-    // of t. A linear retry every 50 ms would have made 160 by 8 s.
-    assert!(at_8 <= 12, "{at_8} attempts in 8 s");
-    assert!(at_8 - at_4 <= 2, "4 s → 8 s: {} more attempts", at_8 - at_4);
-    assert!(at_4 - at_2 <= 2, "2 s → 4 s: {} more attempts", at_4 - at_2);
-    assert!(at_8 > at_2, "it keeps retrying");
-    assert_eq!(app.metrics().retries, app.metrics().batch_errors - 1);
-    thaw_size(&app);
-}
-
 /// Lets the writer's database grow by `pages` pages more, then no further.
 fn allow_pages(app: &AppState, pages: i64) {
     app.writer()

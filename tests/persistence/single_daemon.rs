@@ -1,9 +1,8 @@
 //! One engine per database file, across processes: the second is refused while the first
 //! lives, and accepted once it is gone, however it ended.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use galactic_war::app::AppState;
 use galactic_war::persistence::store::StoreError;
@@ -11,9 +10,9 @@ use galactic_war::persistence::store::StoreError;
 use crate::util::TestDb;
 
 const HOLD_DB: &str = "GWAR_TEST_HOLD_DB";
-const HOLD_SECS: &str = "GWAR_TEST_HOLD_SECS";
 
-/// Run in a child process by the tests below: opens the database, says so, and holds it.
+/// Run in a child process by the tests below: opens the database, says so, and holds it
+/// until its standard input closes (then it exits normally), or it is killed.
 #[test]
 #[ignore = "helper process for the single-daemon tests"]
 fn hold_database_helper() {
@@ -25,11 +24,10 @@ fn hold_database_helper() {
     settings.database = galactic_war::settings::DatabaseUrl::File(path.into());
     let _app = AppState::open(&settings).expect("the first engine opens");
     println!("holding");
-    let secs = std::env::var(HOLD_SECS).map_or(60, |s| s.parse().unwrap_or(60));
-    std::thread::sleep(Duration::from_secs(secs));
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 
-fn spawn_holder(db: &TestDb, secs: u64) -> Child {
+fn spawn_holder(db: &TestDb) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -38,7 +36,7 @@ fn spawn_holder(db: &TestDb, secs: u64) -> Child {
             "--nocapture",
         ])
         .env(HOLD_DB, db.path())
-        .env(HOLD_SECS, secs.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -67,7 +65,7 @@ fn assert_refused(db: &TestDb) {
 #[test]
 fn a_second_engine_is_refused_until_the_first_process_is_killed() {
     let db = TestDb::new();
-    let mut holder = spawn_holder(&db, 60);
+    let mut holder = spawn_holder(&db);
     assert_refused(&db);
     holder.kill().unwrap(); // SIGKILL: no chance to clean up
     holder.wait().unwrap();
@@ -79,8 +77,9 @@ fn a_second_engine_is_refused_until_the_first_process_is_killed() {
 #[test]
 fn a_second_engine_is_accepted_after_the_first_process_exits() {
     let db = TestDb::new();
-    let mut holder = spawn_holder(&db, 1);
+    let mut holder = spawn_holder(&db);
     assert_refused(&db);
+    drop(holder.stdin.take()); // the holder's cue to exit normally
     assert!(holder.wait().unwrap().success());
     AppState::open(&db.settings(|_| {})).expect("the first process is gone");
 }

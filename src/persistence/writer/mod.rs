@@ -1,4 +1,7 @@
-//! The writer thread: the only code that writes to the database.
+//! The writer thread: the only code that writes to the database. This file owns the
+//! handle game threads use ([`WriterHandle`]), the messages they send, and the writer's
+//! loop: waiting for work, reading messages, and deciding by the [`Clock`] when a batch,
+//! a chunk of bulk work, the periodic work or a flush's deadline is due.
 //!
 //! One dedicated OS thread owns the [`WriteStore`]. Game threads never wait on it:
 //! they record changes in their galaxy (under the galaxy's lock) and, when a galaxy goes
@@ -6,13 +9,13 @@
 //! with coalescing on, a batch commits `coalescing_delay` after its first change; with it
 //! off, as soon as the writer reaches the change (whatever queued meanwhile rides along).
 //!
-//! A batch is a consistent cut: for each galaxy with work, the writer locks it, takes its
-//! change set and copies exactly those rows in the same lock hold, then unlocks; SQL runs
-//! with no galaxy locked. A failed batch gives its changes back to their galaxies, so
-//! nothing is dropped, and is retried with exponential backoff capped at the auto-save
-//! interval. Shutdown always ends with a final flush bounded by its deadline.
+//! - `batch`: one batch in three phases, collect (the consistent cuts) → commit (one
+//!   transaction, no galaxy locked) → settle (ok: mark saved, answer flushes; failed: give
+//!   the changes back, keep the flushes that may wait).
+//! - `lanes`: what follows any commit or failure: health, metrics, and the retry backoff
+//!   (exponential, capped at the auto-save interval), one per lane (batches, bulk jobs).
 //!
-//! Creating and deleting whole galaxies are bulk jobs ([`super::jobs`]): a deletion is
+//! Creating and deleting whole galaxies are bulk jobs (`super::jobs`): a deletion is
 //! committed by the next batch like any change (it marks the galaxy `deleting`), and the
 //! rows of deletions and creations are written or removed one bounded chunk per turn of
 //! the loop, after the batch that is due, so no galaxy's loss window waits behind another
@@ -24,8 +27,17 @@
 //! thread for a WAL checkpoint when due). Periodic work (every auto-save interval) saves
 //! galaxy ticks that advanced, gives the store its periodic upkeep
 //! ([`WriteStore::maintain`]), and evicts clean idle galaxies: only the writer can know
-//! that a galaxy has no batch in flight. Lock order: a galaxy's lock, then (for
-//! eviction) the registry's; never a galaxy lock during SQL.
+//! that a galaxy has no batch in flight.
+//!
+//! The writer knows galaxies only through the narrow handle of [`crate::galaxies`]: a dirty
+//! galaxy's [`GalaxyCell`] (take a cut, give it back, mark it saved) and the
+//! [`WriterSide`] (list, evict, settle deletions). Each call takes and releases the
+//! galaxy's lock inside, so none is ever held during SQL.
+//!
+//! Time: every decision reads the writer's [`Clock`] (the system's in the daemon, a manual
+//! one in the unit tests of `tests.rs`, which drive the phases and the loop's turns without
+//! a thread and without sleeping). How long a batch or a chunk took is measured on the
+//! real clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,19 +49,19 @@ use parking_lot::Mutex;
 
 use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{
-    BusyDeadline, GalaxyJob, GalaxyRows, RowIds, StoreError, StoreFailure, StoreWork, WriteStats,
-    WriteStore,
-};
-use crate::galaxies::{GalaxyCell, Settled, WriterSide};
-use crate::model::{Changes, Galaxy};
+use super::store::{BusyDeadline, GalaxyJob, RowIds, StoreFailure, StoreWork, WriteStore};
+use crate::clock::Clock;
+use crate::galaxies::{GalaxyCell, WriterSide};
+use crate::model::Galaxy;
 use crate::settings::PersistenceSettings;
+use lanes::{Failure, Lane};
+
+mod batch;
+mod lanes;
+#[cfg(test)]
+mod tests;
 
 const LOG: &str = "galactic_war::persistence";
-
-/// The first retry waits this long; each further failure doubles it, up to the auto-save
-/// interval.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Why a flush, creation or shutdown did not save everything. A store's failure keeps its
 /// kind ([`StoreFailure::kind`]: busy, full, file gone, inconsistent…) across the thread.
@@ -125,6 +137,8 @@ pub struct WriterHandle {
     busy_deadline: Arc<BusyDeadline>,
     /// What the final flush left unsaved, once it ran.
     report: Mutex<Option<ShutdownReport>>,
+    /// The writer's clock, for the deadlines of flushes and shutdown.
+    clock: Clock,
 }
 
 /// What the writer takes over from the engine that opened the database.
@@ -138,55 +152,18 @@ pub(crate) struct WriterDatabase {
 }
 
 impl WriterHandle {
-    /// Starts the writer thread on `database`.
+    /// Starts the writer thread on `database`, its decisions timed by `clock`.
     pub(crate) fn spawn(
         database: WriterDatabase,
         settings: PersistenceSettings,
         galaxies: WriterSide,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> std::io::Result<WriterHandle> {
-        let WriterDatabase {
-            store,
-            busy_deadline,
-            unfinished,
-        } = database;
         let (tx, rx) = unbounded();
         let shutdown_timeout = settings.shutdown_timeout;
-        let now = Instant::now();
-        let mut jobs = Jobs::default();
-        for job in unfinished {
-            let name = match job {
-                GalaxyJob::Creating(name) => {
-                    log::warn!(target: LOG, "galaxy '{name}': its creation was interrupted; removing what was written");
-                    name
-                }
-                GalaxyJob::Deleting(name) => {
-                    log::info!(target: LOG, "galaxy '{name}': finishing its deletion");
-                    name
-                }
-            };
-            jobs.purge(name);
-        }
-        let writer = Writer {
-            jobs,
-            creating: true,
-            next_interval: now + settings.auto_save_interval,
-            store,
-            rx,
-            settings,
-            galaxies,
-            metrics,
-            pending: HashMap::new(),
-            deletions: Vec::new(),
-            deleted_since: None,
-            saved_ticks: HashMap::new(),
-            tickets: Vec::new(),
-            failure: None,
-            job_failure: None,
-            ticks_due: false,
-            last_commit: None,
-            exit: None,
-        };
+        let busy_deadline = database.busy_deadline.clone();
+        let writer = Writer::new(database, settings, galaxies, metrics, clock.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("gwar-writer".into())
             .spawn(move || writer.run())?;
@@ -196,6 +173,7 @@ impl WriterHandle {
             shutdown_timeout,
             busy_deadline,
             report: Mutex::new(None),
+            clock,
         })
     }
 
@@ -223,7 +201,7 @@ impl WriterHandle {
 
     /// Hands the writer the row ids a load read for galaxy `name`, so that its first save
     /// needs no look-up. Send it before the galaxy can change, and never for a galaxy
-    /// deleted since it was read (see [`super::LoadTicket::publish`]).
+    /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
     pub(crate) fn adopt_ids(&self, name: String, ids: RowIds) {
         let _ = self.tx.send(Message::AdoptIds { name, ids });
     }
@@ -239,7 +217,7 @@ impl WriterHandle {
     /// timeout, the first failed attempt answers; with one, it retries until then.
     pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
         let (reply, answer) = bounded(1);
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(|t| self.clock.now() + t);
         self.tx
             .send(Message::Flush { deadline, reply })
             .map_err(|_| PersistError::Stopped)?;
@@ -280,8 +258,10 @@ impl WriterHandle {
             return self.report.lock().clone().unwrap_or_default();
         };
         let (reply, answer) = bounded(1);
-        let deadline = Instant::now() + self.shutdown_timeout;
-        self.busy_deadline.set(deadline);
+        let deadline = self.clock.now() + self.shutdown_timeout;
+        // SQLite's busy wait runs on the real clock.
+        self.busy_deadline
+            .set(Instant::now() + self.shutdown_timeout);
         let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
             Ok(()) => answer.recv().unwrap_or(ShutdownReport {
                 error: Some(PersistError::Stopped),
@@ -323,40 +303,6 @@ struct Ticket {
     reply: TicketReply,
 }
 
-/// The two kinds of transaction the writer makes, each with its own backoff: a removal
-/// that keeps failing must not hold up the batches of orders, nor a chunk that commits
-/// hide that they are failing.
-#[derive(Clone, Copy)]
-enum Lane {
-    /// Batches of changes (orders, ticks, deletion marks).
-    Batches,
-    /// Chunks of creations and removals.
-    Jobs,
-}
-
-impl Lane {
-    fn what(self) -> &'static str {
-        match self {
-            Lane::Batches => "saving",
-            Lane::Jobs => "writing or removing a whole galaxy",
-        }
-    }
-
-    /// What happens to the work of a failed transaction.
-    fn kept(self) -> &'static str {
-        match self {
-            Lane::Batches => "changes kept in memory and retried",
-            Lane::Jobs => "a creation is refused and what it wrote removed, a removal retried",
-        }
-    }
-}
-
-struct Failure {
-    attempts: u32,
-    retry_at: Instant,
-    error: StoreFailure,
-}
-
 struct Writer {
     store: Box<dyn WriteStore>,
     jobs: Jobs,
@@ -367,6 +313,7 @@ struct Writer {
     /// The writer's narrow handle on the galaxies in memory.
     galaxies: WriterSide,
     metrics: Arc<Metrics>,
+    clock: Clock,
     /// Galaxies with changes not yet taken into a committed batch.
     pending: HashMap<String, Pending>,
     deletions: Vec<String>,
@@ -388,18 +335,68 @@ struct Writer {
 }
 
 impl Writer {
+    /// A writer on `database` that reads its messages from `rx`; [`Writer::run`] is its
+    /// thread's body, and tests drive [`Writer::turn`] instead.
+    fn new(
+        database: WriterDatabase,
+        settings: PersistenceSettings,
+        galaxies: WriterSide,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        rx: Receiver<Message>,
+    ) -> Writer {
+        let WriterDatabase {
+            store,
+            busy_deadline: _,
+            unfinished,
+        } = database;
+        let mut jobs = Jobs::default();
+        for job in unfinished {
+            let name = match job {
+                GalaxyJob::Creating(name) => {
+                    log::warn!(target: LOG, "galaxy '{name}': its creation was interrupted; removing what was written");
+                    name
+                }
+                GalaxyJob::Deleting(name) => {
+                    log::info!(target: LOG, "galaxy '{name}': finishing its deletion");
+                    name
+                }
+            };
+            jobs.purge(name);
+        }
+        Writer {
+            jobs,
+            creating: true,
+            next_interval: clock.now() + settings.auto_save_interval,
+            store,
+            rx,
+            settings,
+            galaxies,
+            metrics,
+            clock,
+            pending: HashMap::new(),
+            deletions: Vec::new(),
+            deleted_since: None,
+            saved_ticks: HashMap::new(),
+            tickets: Vec::new(),
+            failure: None,
+            job_failure: None,
+            ticks_due: false,
+            last_commit: None,
+            exit: None,
+        }
+    }
+
     fn run(mut self) {
         log::debug!(target: LOG, "writer started (batch delay {:?})", self.settings.batch_delay());
         self.store.on_writer_thread();
         loop {
             let wake = self.next_wake();
-            match self.rx.recv_deadline(wake) {
+            match self.rx.recv_timeout(self.clock.until(wake)) {
                 Ok(message) => {
                     self.handle(message);
                     // Whatever queued meanwhile joins this batch.
-                    while let Ok(message) = self.rx.try_recv() {
-                        self.handle(message);
-                    }
+                    self.drain();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -407,7 +404,7 @@ impl Writer {
                         break;
                     }
                     // recv no longer waits once disconnected: wait here until work is due.
-                    std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+                    std::thread::sleep(self.clock.until(wake));
                     // Every handle is gone: save what is left, as at shutdown.
                     if !self
                         .tickets
@@ -416,25 +413,53 @@ impl Writer {
                     {
                         let (reply, _ignored) = bounded(1);
                         self.tickets.push(Ticket {
-                            deadline: Some(Instant::now() + self.settings.shutdown_timeout),
+                            deadline: Some(self.clock.now() + self.settings.shutdown_timeout),
                             reply: TicketReply::Shutdown(reply),
                         });
                     }
                 }
             }
-            self.work(Instant::now());
+            self.work(self.clock.now());
             if let Some(reply) = self.exit.take() {
-                self.jobs.cancel_creations();
-                for name in self.jobs.purges() {
-                    log::info!(target: LOG, "galaxy '{name}' is deleted; its remaining rows are removed at the next start");
-                }
-                let report = self.report();
-                self.store.finish(report.all_saved());
-                let _ = reply.send(report);
+                self.finish(reply);
                 break;
             }
         }
         log::debug!(target: LOG, "writer stopped");
+    }
+
+    /// Handles every message already queued.
+    fn drain(&mut self) {
+        while let Ok(message) = self.rx.try_recv() {
+            self.handle(message);
+        }
+    }
+
+    /// One turn of the loop without its wait: the queued messages, then whatever work the
+    /// clock says is due. True once the writer has answered a shutdown (its thread would
+    /// end here).
+    #[cfg(test)]
+    fn turn(&mut self) -> bool {
+        self.drain();
+        self.work(self.clock.now());
+        match self.exit.take() {
+            Some(reply) => {
+                self.finish(reply);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The end of the thread: creations stop, the report goes out.
+    fn finish(&mut self, reply: Sender<ShutdownReport>) {
+        self.jobs.cancel_creations();
+        for name in self.jobs.purges() {
+            log::info!(target: LOG, "galaxy '{name}' is deleted; its remaining rows are removed at the next start");
+        }
+        let report = self.report();
+        self.store.finish(report.all_saved());
+        let _ = reply.send(report);
     }
 
     fn handle(&mut self, message: Message) {
@@ -475,7 +500,8 @@ impl Writer {
                 if !self.deletions.contains(&name) {
                     self.deletions.push(name.clone());
                 }
-                self.deleted_since.get_or_insert_with(Instant::now);
+                let now = self.clock.now();
+                self.deleted_since.get_or_insert(now);
                 self.publish_oldest();
                 // Its rows go once the batch that marks it deleted has committed.
                 self.jobs.purge(name);
@@ -492,10 +518,6 @@ impl Writer {
         }
     }
 
-    fn checkpoint_if_due(&mut self) {
-        self.store.after_commit();
-    }
-
     fn has_work(&self) -> bool {
         !self.pending.is_empty() || !self.deletions.is_empty() || !self.jobs.is_empty()
     }
@@ -503,7 +525,7 @@ impl Writer {
     /// When the loop must wake up without a message.
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_interval;
-        let now = Instant::now();
+        let now = self.clock.now();
         for due in [self.batch_due(now), self.chunk_due(now)]
             .into_iter()
             .flatten()
@@ -572,66 +594,8 @@ impl Writer {
         }
     }
 
-    /// The failure a lane is backing off from, if any.
-    fn failure_of(&mut self, lane: Lane) -> &mut Option<Failure> {
-        match lane {
-            Lane::Batches => &mut self.failure,
-            Lane::Jobs => &mut self.job_failure,
-        }
-    }
-
-    /// Bookkeeping after any commit: health, metrics, and a checkpoint when due.
-    fn saved(&mut self, lane: Lane, duration: Duration, stats: WriteStats) {
-        if let Some(failure) = self.failure_of(lane).take() {
-            // This commit was a retry, and it succeeded.
-            self.metrics
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            log::info!(target: LOG, "{} recovered after {} failed attempt(s)", lane.what(), failure.attempts);
-            // Healthy once neither lane is failing.
-            if self.failure.is_none() && self.job_failure.is_none() {
-                self.metrics.set_recovered();
-            }
-        }
-        if stats != WriteStats::default() {
-            self.checkpoint_if_due();
-            self.last_commit = Some(Instant::now());
-            self.metrics
-                .record_batch(duration, stats.systems, stats.rows);
-        }
-    }
-
-    /// Bookkeeping after a failed transaction: metrics, the log, and the lane's backoff.
-    fn failed(&mut self, lane: Lane, error: &StoreError) {
-        let failure = error.failure();
-        let message = failure.message.clone();
-        let attempts = self.failure_of(lane).as_ref().map_or(0, |f| f.attempts) + 1;
-        if attempts > 1 {
-            // This attempt was a retry of an earlier failure.
-            self.metrics
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.metrics
-            .batch_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.set_failed(message.clone());
-        let backoff = FIRST_BACKOFF
-            .saturating_mul(1u32 << (attempts - 1).min(20))
-            .min(self.settings.auto_save_interval);
-        let what = lane.what();
-        if attempts == 1 {
-            log::error!(target: LOG, "{what} failed, {}: {message}", lane.kept());
-        } else {
-            log::warn!(target: LOG, "{what} failed again (attempt {attempts}, next in {backoff:?}): {message}");
-        }
-        *self.failure_of(lane) = Some(Failure {
-            attempts,
-            retry_at: Instant::now() + backoff,
-            error: failure,
-        });
-    }
-
+    /// What is due at `now`: the interval's periodic work, a batch, one chunk of bulk
+    /// work, and the flushes whose deadline passed.
     fn work(&mut self, now: Instant) {
         if now >= self.next_interval {
             self.ticks_due = true;
@@ -641,143 +605,33 @@ impl Writer {
         }
         if self.batch_due(now).is_some_and(|due| due <= now) {
             let periodic = self.ticks_due;
-            self.batch(now);
+            self.batch();
             if periodic && self.failure.is_none() {
-                if let Some(idle) = self.settings.galaxy_idle {
-                    self.evict_idle(idle);
-                }
-                let idle = self
-                    .last_commit
-                    .is_none_or(|at| at.elapsed() >= self.settings.auto_save_interval);
-                self.store.maintain(idle);
+                self.periodic();
             }
         }
         // One chunk of bulk work per turn, after the batch that was due: under constant
         // orders, batches and chunks alternate, and neither starves the other.
-        let now = Instant::now();
+        let now = self.clock.now();
         if self.exit.is_none() && self.chunk_due(now).is_some_and(|due| due <= now) {
             self.chunk();
         }
-        self.expire_tickets(Instant::now());
+        self.expire_tickets(self.clock.now());
     }
 
-    /// Takes a consistent cut of every galaxy with work and commits it in one transaction.
-    fn batch(&mut self, started: Instant) {
-        let riding: Vec<Ticket> = std::mem::take(&mut self.tickets);
-        let with_ticks = self.ticks_due || !riding.is_empty();
-        let mut galaxies = Vec::new();
-        let mut taken: Vec<(Arc<GalaxyCell>, Changes)> = Vec::new();
-        let mut longest_hold = Duration::ZERO;
-        for pending in self.pending.values() {
-            let Some(cut) = pending.cell.cut() else {
-                continue;
-            };
-            longest_hold = longest_hold.max(cut.hold);
-            let name = pending.cell.name();
-            galaxies.push(GalaxyRows {
-                name: name.to_owned(),
-                tick: (self.saved_ticks.get(name) != Some(&cut.tick)).then_some(cut.tick),
-                systems: cut.rows,
-            });
-            taken.push((pending.cell.clone(), cut.changes));
+    /// After the interval's batch committed: idle galaxies leave memory, and the store
+    /// gets its periodic upkeep (SQLite: a WAL checkpoint).
+    fn periodic(&mut self) {
+        let now = self.clock.now();
+        if let Some(idle) = self.settings.galaxy_idle {
+            self.evict_idle(now, idle);
         }
-        if !taken.is_empty() {
-            self.metrics.record_lock_hold(longest_hold);
-        }
-        let mut strays = Vec::new();
-        if with_ticks {
-            for cell in self.galaxies.all() {
-                if self.pending.contains_key(cell.name()) {
-                    continue;
-                }
-                let tick = match cell.settled_tick() {
-                    Settled::Gone => continue,
-                    Settled::Dirty => {
-                        // Changed since the cut began: its marker is on its way, and its
-                        // tick belongs with those rows, in the next batch. (Also a safety
-                        // net: a galaxy with changes is always made pending.)
-                        strays.push(cell.clone());
-                        continue;
-                    }
-                    Settled::Clean(tick) => tick,
-                };
-                if self.saved_ticks.get(cell.name()) != Some(&tick) {
-                    galaxies.push(GalaxyRows {
-                        name: cell.name().to_owned(),
-                        tick: Some(tick),
-                        systems: Vec::new(),
-                    });
-                }
-            }
-        }
-        let strays_since = Instant::now();
-
-        // Periodic work with nothing to save opens no transaction and counts no batch.
-        let nothing_to_write = galaxies.is_empty() && self.deletions.is_empty();
-        let result = if nothing_to_write {
-            Ok(WriteStats::default())
-        } else {
-            self.store.write_batch(&self.deletions, &galaxies)
-        };
-        match result {
-            Ok(stats) => {
-                let duration = started.elapsed();
-                self.saved(Lane::Batches, duration, stats);
-                if !nothing_to_write {
-                    log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
-                        stats.systems, stats.rows, galaxies.len(), self.deletions.len());
-                }
-                self.galaxies.deletions_committed(&self.deletions);
-                self.deletions.clear();
-                self.deleted_since = None;
-                for galaxy in &galaxies {
-                    if let Some(tick) = galaxy.tick {
-                        self.saved_ticks.insert(galaxy.name.clone(), tick);
-                    }
-                }
-                for (cell, _) in &taken {
-                    cell.saved();
-                }
-                // Changes made after the cut sent a fresh marker, still queued behind us.
-                self.pending.clear();
-                for cell in strays.drain(..) {
-                    let name = cell.name().to_owned();
-                    self.pending.entry(name).or_insert(Pending {
-                        cell,
-                        since: strays_since,
-                    });
-                }
-                self.ticks_due = false;
-                self.publish_oldest();
-                for ticket in riding {
-                    self.answer(ticket, Ok(stats.systems));
-                }
-            }
-            Err(error) => {
-                for cell in strays.drain(..) {
-                    let name = cell.name().to_owned();
-                    self.pending.entry(name).or_insert(Pending {
-                        cell,
-                        since: strays_since,
-                    });
-                }
-                for (cell, changes) in taken {
-                    cell.give_back(changes);
-                }
-                if let StoreError::Inconsistent { galaxy, .. } = &error {
-                    self.store.forget_ids(galaxy);
-                }
-                self.failed(Lane::Batches, &error);
-                let failure = error.failure();
-                for ticket in riding {
-                    if ticket.deadline.is_some() {
-                        self.tickets.push(ticket);
-                    } else {
-                        self.answer(ticket, Err(PersistError::Failed(failure.clone())));
-                    }
-                }
-            }
-        }
+        // Idle for a whole interval: the store may give space back (SQLite truncates its
+        // WAL); busy: only upkeep that never waits on readers.
+        let idle = self
+            .last_commit
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.settings.auto_save_interval);
+        self.store.maintain(idle);
     }
 
     fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {
@@ -808,18 +662,14 @@ impl Writer {
     /// Drops clean galaxies nobody touched for `idle` from memory; they load again on their
     /// next access. Only the writer can do this safely: it alone knows that a galaxy has no
     /// batch in flight (none is, between batches) and that its tick is saved.
-    fn evict_idle(&mut self, idle: Duration) {
-        let now = Instant::now();
+    fn evict_idle(&mut self, now: Instant, idle: Duration) {
         for cell in self.galaxies.all() {
             let name = cell.name();
-            if self.pending.contains_key(name)
-                || !self.galaxies.evict_if_idle(
-                    &cell,
-                    now,
-                    idle,
-                    self.saved_ticks.get(name).copied(),
-                )
-            {
+            if self.pending.contains_key(name) {
+                continue;
+            }
+            let saved_tick = self.saved_ticks.get(name).copied();
+            if !self.galaxies.evict_if_idle(&cell, now, idle, saved_tick) {
                 continue;
             }
             self.store.forget_ids(name);

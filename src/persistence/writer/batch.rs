@@ -1,0 +1,203 @@
+//! One batch, in three phases a test can call one by one:
+//!
+//! 1. [`Writer::collect`]: the consistent cut of every pending galaxy (each taken in one
+//!    hold of its lock, by [`GalaxyCell::cut`]), and, when the interval's periodic work or
+//!    a flush is due, the ticks of clean galaxies that advanced. Takes the flushes that
+//!    ride on this batch.
+//! 2. [`Writer::commit`]: one transaction with the rows, the ticks and the deletions; no
+//!    galaxy is locked. Nothing to write opens no transaction.
+//! 3. [`Writer::settle`]: ok — the cuts are saved, the deletions are settled, the ticks
+//!    are remembered, the flushes answered; failed — every cut's changes go back to its
+//!    galaxy (nothing is dropped), the lane backs off, and flushes with a deadline wait
+//!    for a later batch while those without one get the error.
+//!
+//! Either way the pending set is rebuilt the same way: a galaxy changed after its cut sent
+//! a fresh marker, still queued; a galaxy found changed while the ticks were read (a
+//! "stray") is made pending here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lanes::Lane;
+use super::{Pending, PersistError, Ticket, Writer, LOG};
+use crate::galaxies::{GalaxyCell, Settled};
+use crate::model::Changes;
+use crate::persistence::store::{GalaxyRows, StoreError, WriteStats};
+
+/// What a batch took from memory: phase 1's result, which phases 2 and 3 work on.
+pub(super) struct Collected {
+    /// Rows and ticks to write, one entry per galaxy.
+    pub(super) galaxies: Vec<GalaxyRows>,
+    /// The change sets the cuts took, to give back if the commit fails.
+    taken: Vec<(Arc<GalaxyCell>, Changes)>,
+    /// Galaxies found changed while the ticks were read, and when.
+    strays: Vec<Arc<GalaxyCell>>,
+    strays_since: Instant,
+    /// The flushes this batch answers.
+    riding: Vec<Ticket>,
+    /// When collecting began (real time: for the batch's duration).
+    started: Instant,
+}
+
+impl Writer {
+    /// The whole batch: collect → commit → settle.
+    pub(super) fn batch(&mut self) {
+        let collected = self.collect();
+        let result = self.commit(&collected);
+        self.settle(collected, result);
+    }
+
+    /// Phase 1: cuts every pending galaxy, and reads the ticks of the others when the
+    /// periodic work or a flush is due.
+    pub(super) fn collect(&mut self) -> Collected {
+        let started = Instant::now();
+        let riding: Vec<Ticket> = std::mem::take(&mut self.tickets);
+        let with_ticks = self.ticks_due || !riding.is_empty();
+        let mut galaxies = Vec::new();
+        let mut taken = Vec::new();
+        let mut longest_hold = Duration::ZERO;
+        for pending in self.pending.values() {
+            let Some(cut) = pending.cell.cut() else {
+                continue;
+            };
+            longest_hold = longest_hold.max(cut.hold);
+            let name = pending.cell.name();
+            galaxies.push(GalaxyRows {
+                name: name.to_owned(),
+                tick: (self.saved_ticks.get(name) != Some(&cut.tick)).then_some(cut.tick),
+                systems: cut.rows,
+            });
+            taken.push((pending.cell.clone(), cut.changes));
+        }
+        if !taken.is_empty() {
+            self.metrics.record_lock_hold(longest_hold);
+        }
+        let mut strays = Vec::new();
+        if with_ticks {
+            for cell in self.galaxies.all() {
+                if self.pending.contains_key(cell.name()) {
+                    continue;
+                }
+                let tick = match cell.settled_tick() {
+                    Settled::Gone => continue,
+                    Settled::Dirty => {
+                        // Changed since the cut began: its marker is on its way, and its
+                        // tick belongs with those rows, in the next batch. (Also a safety
+                        // net: a galaxy with changes is always made pending.)
+                        strays.push(cell);
+                        continue;
+                    }
+                    Settled::Clean(tick) => tick,
+                };
+                if self.saved_ticks.get(cell.name()) != Some(&tick) {
+                    galaxies.push(GalaxyRows {
+                        name: cell.name().to_owned(),
+                        tick: Some(tick),
+                        systems: Vec::new(),
+                    });
+                }
+            }
+        }
+        Collected {
+            galaxies,
+            taken,
+            strays,
+            strays_since: self.clock.now(),
+            riding,
+            started,
+        }
+    }
+
+    /// True when `collected` and the deletions hold nothing to write: periodic work with
+    /// nothing to save opens no transaction and counts no batch.
+    fn nothing_to_write(&self, collected: &Collected) -> bool {
+        collected.galaxies.is_empty() && self.deletions.is_empty()
+    }
+
+    /// Phase 2: one transaction, with no galaxy locked.
+    pub(super) fn commit(&mut self, collected: &Collected) -> Result<WriteStats, StoreError> {
+        if self.nothing_to_write(collected) {
+            return Ok(WriteStats::default());
+        }
+        self.store.write_batch(&self.deletions, &collected.galaxies)
+    }
+
+    /// Phase 3: what the commit's outcome means for memory, health and waiting flushes.
+    pub(super) fn settle(&mut self, collected: Collected, result: Result<WriteStats, StoreError>) {
+        match result {
+            Ok(stats) => self.settle_ok(collected, stats),
+            Err(error) => self.settle_failed(collected, error),
+        }
+    }
+
+    /// Makes the strays pending, as if their markers had arrived now.
+    fn keep_strays(&mut self, strays: Vec<Arc<GalaxyCell>>, since: Instant) {
+        for cell in strays {
+            let name = cell.name().to_owned();
+            self.pending.entry(name).or_insert(Pending { cell, since });
+        }
+    }
+
+    fn settle_ok(&mut self, collected: Collected, stats: WriteStats) {
+        let Collected {
+            galaxies,
+            taken,
+            strays,
+            strays_since,
+            riding,
+            started,
+        } = collected;
+        let duration = started.elapsed();
+        let wrote = !(galaxies.is_empty() && self.deletions.is_empty());
+        self.saved(Lane::Batches, duration, stats);
+        if wrote {
+            log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
+                stats.systems, stats.rows, galaxies.len(), self.deletions.len());
+        }
+        self.galaxies.deletions_committed(&self.deletions);
+        self.deletions.clear();
+        self.deleted_since = None;
+        for galaxy in &galaxies {
+            if let Some(tick) = galaxy.tick {
+                self.saved_ticks.insert(galaxy.name.clone(), tick);
+            }
+        }
+        for (cell, _) in &taken {
+            cell.saved();
+        }
+        // Changes made after the cut sent a fresh marker, still queued behind us.
+        self.pending.clear();
+        self.keep_strays(strays, strays_since);
+        self.ticks_due = false;
+        self.publish_oldest();
+        for ticket in riding {
+            self.answer(ticket, Ok(stats.systems));
+        }
+    }
+
+    fn settle_failed(&mut self, collected: Collected, error: StoreError) {
+        let Collected {
+            taken,
+            strays,
+            strays_since,
+            riding,
+            ..
+        } = collected;
+        self.keep_strays(strays, strays_since);
+        for (cell, changes) in taken {
+            cell.give_back(changes);
+        }
+        if let StoreError::Inconsistent { galaxy, .. } = &error {
+            self.store.forget_ids(galaxy);
+        }
+        self.failed(Lane::Batches, &error);
+        let failure = error.failure();
+        for ticket in riding {
+            if ticket.deadline.is_some() {
+                self.tickets.push(ticket);
+            } else {
+                self.answer(ticket, Err(PersistError::Failed(failure.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,621 @@
+//! The writer's policies on a manual clock: a [`Writer`] built on a channel and a real
+//! SQLite file, driven one turn (or one phase) at a time, with time moved by hand. What
+//! the integration tests once proved by sleeping through coalescing windows, backoffs,
+//! intervals and idle periods is proved here in milliseconds, and exactly at the edges.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+
+use super::{Message, PersistError, Writer, WriterDatabase};
+use crate::clock::Clock;
+use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
+use crate::model::{Galaxy, GalaxyConfig, StructureKind};
+use crate::persistence::metrics::{Metrics, PersistenceState};
+use crate::persistence::store::sqlite::{SqliteReader, SqliteWriter};
+use crate::persistence::store::{BusyDeadline, ReadStore, StoreError};
+use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+/// A writer on a temporary database file, its channel, and everything it shares.
+struct Rig {
+    writer: Writer,
+    tx: Sender<Message>,
+    clock: Clock,
+    galaxies: Arc<Galaxies>,
+    metrics: Arc<Metrics>,
+    dir: tempfile::TempDir,
+}
+
+/// The galaxies' backing as the writer's tests need it: nothing is ever read back (every
+/// galaxy a test plays is created through the writer and stays in memory).
+struct WriterOnly;
+
+impl Backing for WriterOnly {
+    type Ids = ();
+    fn persists(&self) -> bool {
+        true
+    }
+    fn read(&self, _: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
+        Ok(None)
+    }
+    fn published(&self, _: &str, _: ()) {}
+    fn is_stored(&self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+fn rig(settings: PersistenceSettings) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let url = DatabaseUrl::File(dir.path().join("writer.db"));
+    let store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+    let clock = Clock::manual();
+    let galaxies = Arc::new(Galaxies::new(100, clock.clone()));
+    let metrics = Arc::new(Metrics::with_clock(
+        PersistenceState::Healthy,
+        clock.clone(),
+    ));
+    metrics.set_lagging_after(settings.lagging_after());
+    let (tx, rx) = unbounded();
+    let database = WriterDatabase {
+        store: Box::new(store),
+        busy_deadline: BusyDeadline::new(),
+        unfinished: Vec::new(),
+    };
+    let writer = Writer::new(
+        database,
+        settings,
+        galaxies.writer_side(),
+        metrics.clone(),
+        clock.clone(),
+        rx,
+    );
+    Rig {
+        writer,
+        tx,
+        clock,
+        galaxies,
+        metrics,
+        dir,
+    }
+}
+
+/// Settings whose timers are far apart, so that each test moves only the one it tests.
+fn settings(change: impl FnOnce(&mut PersistenceSettings)) -> PersistenceSettings {
+    let mut settings = PersistenceSettings {
+        coalescing_delay: Duration::from_secs(3),
+        auto_save_interval: Duration::from_secs(3600),
+        ..PersistenceSettings::default()
+    };
+    change(&mut settings);
+    settings
+}
+
+/// Cheap orders (cost 1, no build time) everywhere, and plenty to pay for them.
+fn config(systems: u64) -> GalaxyConfig {
+    let side = (systems as f64).sqrt().ceil() as u64 * 2;
+    let text = format!(
+        "system_count = {systems}\n[size]\nx = {side}\ny = {side}\n\
+         [systems.resources]\nmetal = 1000000000\ncrew = 1000000000\nwater = 1000000000\n\
+         [systems.structures.colony]\nstarting_level = 1\n\
+         [systems.structures.colony.cost]\nmetal = 1\ncrew = 1\nwater = 1\ntime = 0\n"
+    );
+    GalaxyConfig::from_toml(&text).unwrap().0
+}
+
+impl Rig {
+    /// Creates galaxy `name` through the writer (as the app does) and puts it in memory.
+    fn create(&mut self, name: &str, systems: u64) -> Arc<GalaxyCell> {
+        let mut galaxy = Galaxy::create(name, config(systems), 1, 0).unwrap();
+        galaxy.take_changes();
+        let (reply, answer) = bounded(1);
+        self.tx
+            .send(Message::Create {
+                galaxy: Box::new(galaxy),
+                reply,
+            })
+            .unwrap();
+        let galaxy = loop {
+            self.turn();
+            if let Ok(created) = answer.try_recv() {
+                break created.unwrap();
+            }
+        };
+        let reserved = self.galaxies.reserve(&WriterOnly, name).unwrap();
+        reserved.publish(*galaxy);
+        self.cell(name)
+    }
+
+    /// The live cell of galaxy `name`.
+    fn cell(&self, name: &str) -> Arc<GalaxyCell> {
+        let live = self.galaxies.writer_side().all();
+        live.into_iter().find(|c| c.name() == name).expect("live")
+    }
+
+    /// Runs `f` on the live galaxy `name` as game code does (recording an access).
+    fn with<T>(&self, name: &str, f: impl FnOnce(&mut Galaxy) -> T) -> T {
+        self.galaxies
+            .with_live(&WriterOnly, name, |mut live| {
+                Ok::<_, LifeError>(f(&mut live))
+            })
+            .unwrap()
+    }
+
+    /// An order on the `index`th system at `tick`, signalled as the app signals it.
+    fn order(&self, cell: &Arc<GalaxyCell>, index: usize, tick: u64) {
+        let (cell, newly_dirty) = self
+            .galaxies
+            .with_live(&WriterOnly, cell.name(), |mut live| {
+                let was_clean = live.changes().is_empty();
+                let system = live.systems()[index];
+                live.build(
+                    tick,
+                    system.x.into(),
+                    system.y.into(),
+                    StructureKind::Colony,
+                )
+                .unwrap();
+                let newly_dirty = was_clean && !live.changes().is_empty();
+                Ok::<_, LifeError>((live.unlock(), newly_dirty))
+            })
+            .unwrap();
+        if newly_dirty {
+            let since = self.clock.now();
+            self.metrics.note_unsaved_since(since);
+            self.tx.send(Message::Dirty { cell, since }).unwrap();
+        }
+    }
+
+    /// One turn of the writer's loop at the clock's time; true once it has stopped.
+    fn turn(&mut self) -> bool {
+        self.writer.turn()
+    }
+
+    /// Moves the clock by `by`, then takes a turn.
+    fn after(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.turn();
+    }
+
+    fn batches(&self) -> u64 {
+        self.metrics.batches_committed.load(Relaxed)
+    }
+
+    fn errors(&self) -> u64 {
+        self.metrics.batch_errors.load(Relaxed)
+    }
+
+    fn stored(&self, name: &str) -> Option<Galaxy> {
+        SqliteReader::open(&self.dir.path().join("writer.db"))
+            .unwrap()
+            .load_galaxy_with_ids(name)
+            .map(|loaded| loaded.map(|(galaxy, _)| galaxy))
+            .unwrap()
+    }
+
+    fn assert_stored_as_in_memory(&self, cell: &GalaxyCell) {
+        let stored = self.stored(cell.name()).expect("stored");
+        cell.peek(|galaxy| {
+            assert_eq!(stored.systems(), galaxy.systems());
+            assert_eq!(stored.tick(), galaxy.tick());
+        });
+    }
+
+    /// From now on every batch fails (a trigger on the writer's own connection).
+    fn break_writes(&mut self) {
+        self.connection()
+            .execute_batch(
+                "CREATE TEMP TRIGGER fail_systems BEFORE UPDATE ON main.systems
+                   BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
+                 CREATE TEMP TRIGGER fail_galaxies BEFORE UPDATE ON main.galaxies
+                   BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+    }
+
+    fn mend_writes(&mut self) {
+        self.connection()
+            .execute_batch("DROP TRIGGER fail_systems; DROP TRIGGER fail_galaxies;")
+            .unwrap();
+    }
+
+    /// The writer's own SQLite connection, for fault injection.
+    fn connection(&mut self) -> &rusqlite::Connection {
+        SqliteWriter::of(self.writer.store.as_mut())
+            .expect("a SQLite store")
+            .connection()
+    }
+
+    fn flush(&self, deadline: Option<Duration>) -> Receiver<Result<u64, PersistError>> {
+        let (reply, answer) = bounded(1);
+        let deadline = deadline.map(|d| self.clock.now() + d);
+        self.tx.send(Message::Flush { deadline, reply }).unwrap();
+        answer
+    }
+}
+
+#[test]
+fn a_batch_commits_the_coalescing_delay_after_its_first_change_writing_each_system_once() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("c", 10);
+    let before = rig.batches();
+    let written = rig.metrics.systems_written.load(Relaxed);
+    for round in 0..100 {
+        rig.order(&cell, round % 3, 0);
+    }
+    rig.turn();
+    rig.after(2_999 * MS);
+    for round in 0..100 {
+        rig.order(&cell, round % 3, 0);
+    }
+    rig.turn();
+    assert_eq!(rig.batches(), before, "nothing before the delay is up");
+    rig.after(MS);
+    assert_eq!(rig.batches(), before + 1, "one batch, at the delay");
+    assert_eq!(
+        rig.metrics.systems_written.load(Relaxed),
+        written + 3,
+        "each system written once"
+    );
+    rig.assert_stored_as_in_memory(&cell);
+    for _ in 0..5 {
+        rig.after(3 * SEC);
+    }
+    assert_eq!(rig.batches(), before + 1, "and no second batch");
+    assert_eq!(cell.unsaved(), 0);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None);
+}
+
+#[test]
+fn the_delay_counts_from_the_first_change_not_the_last() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("c", 10);
+    let before = rig.batches();
+    rig.order(&cell, 0, 0);
+    rig.turn();
+    rig.after(2 * SEC);
+    rig.order(&cell, 1, 0);
+    rig.after(SEC);
+    assert_eq!(rig.batches(), before + 1, "3 s after the first change");
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn without_coalescing_a_change_commits_at_the_next_turn() {
+    let mut rig = rig(settings(|s| {
+        s.write_coalescing = false;
+        s.coalescing_delay = Duration::from_secs(60);
+    }));
+    let cell = rig.create("p", 10);
+    let before = rig.batches();
+    rig.order(&cell, 0, 0);
+    rig.turn();
+    assert_eq!(rig.batches(), before + 1);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn the_auto_save_interval_caps_the_coalescing_delay() {
+    let mut rig = rig(settings(|s| {
+        s.coalescing_delay = Duration::from_secs(60);
+        s.auto_save_interval = Duration::from_secs(5);
+    }));
+    let cell = rig.create("cap", 10);
+    let before = rig.batches();
+    rig.order(&cell, 0, 0);
+    rig.after(4_999 * MS);
+    assert_eq!(rig.batches(), before);
+    rig.after(MS);
+    assert_eq!(
+        rig.batches(),
+        before + 1,
+        "no change waits past the interval"
+    );
+}
+
+#[test]
+fn the_interval_saves_ticks_that_advanced_and_nothing_when_none_did() {
+    let mut rig = rig(settings(|s| s.auto_save_interval = Duration::from_secs(10)));
+    let cell = rig.create("t", 20);
+    // A read at a later tick moves the galaxy's tick and dirties nothing.
+    rig.with("t", |galaxy| galaxy.summaries(12_345).unwrap());
+    assert_eq!(cell.unsaved(), 0);
+    let (batches, rows, systems) = (
+        rig.batches(),
+        rig.metrics.rows_written.load(Relaxed),
+        rig.metrics.systems_written.load(Relaxed),
+    );
+    rig.after(9_999 * MS);
+    assert_eq!(rig.batches(), batches, "not before the interval");
+    rig.after(MS);
+    assert_eq!(rig.stored("t").unwrap().tick(), 12_345);
+    assert_eq!(rig.batches(), batches + 1);
+    assert_eq!(
+        rig.metrics.rows_written.load(Relaxed),
+        rows + 1,
+        "only the galaxy row"
+    );
+    assert_eq!(rig.metrics.systems_written.load(Relaxed), systems);
+    // Later intervals with nothing new write nothing, and open no transaction.
+    for _ in 0..3 {
+        rig.after(10 * SEC);
+    }
+    assert_eq!(rig.batches(), batches + 1);
+    assert_eq!(rig.metrics.rows_written.load(Relaxed), rows + 1);
+}
+
+#[test]
+fn a_flush_commits_at_once_with_the_ticks() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("f", 10);
+    rig.order(&cell, 0, 5);
+    rig.with("f", |galaxy| galaxy.summaries(7).unwrap());
+    let answer = rig.flush(None);
+    rig.turn();
+    assert_eq!(
+        answer.try_recv().unwrap(),
+        Ok(1),
+        "without waiting for the delay"
+    );
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn retries_back_off_exponentially_up_to_the_interval() {
+    let mut rig = rig(settings(|s| s.auto_save_interval = Duration::from_secs(1)));
+    let cell = rig.create("slow", 10);
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    rig.after(SEC);
+    assert_eq!(rig.errors(), 1, "the first attempt, at the delay");
+    assert_eq!(rig.metrics.state(), PersistenceState::Retrying);
+    assert_eq!(cell.unsaved(), 1, "its change went back to the galaxy");
+    // 50 ms, doubling, capped at the interval (1 s).
+    for (wait, attempts) in [
+        (50, 2),
+        (100, 3),
+        (200, 4),
+        (400, 5),
+        (800, 6),
+        (1000, 7),
+        (1000, 8),
+    ] {
+        rig.after((wait - 1) * MS);
+        assert_eq!(rig.errors(), attempts - 1, "not before {wait} ms");
+        rig.after(MS);
+        assert_eq!(rig.errors(), attempts, "after {wait} ms");
+    }
+    assert_eq!(rig.metrics.retries.load(Relaxed), rig.errors() - 1);
+    // The game went on meanwhile; everything is saved once the database works again.
+    rig.order(&cell, 1, 2);
+    rig.mend_writes();
+    rig.after(SEC);
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    assert_eq!(rig.metrics.last_error(), None);
+    assert_eq!(cell.unsaved(), 0);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn a_flush_waits_through_failures_until_its_deadline() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("f", 10);
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    let without = rig.flush(None);
+    let with = rig.flush(Some(2 * SEC));
+    rig.turn();
+    assert!(
+        matches!(without.try_recv(), Ok(Err(PersistError::Failed(e))) if e.message.contains("injected")),
+        "a flush without a deadline gets the first failure"
+    );
+    assert!(with.try_recv().is_err(), "one with a deadline waits");
+    rig.after(1_999 * MS);
+    assert!(with.try_recv().is_err());
+    rig.after(MS);
+    assert!(matches!(
+        with.try_recv(),
+        Ok(Err(PersistError::TimedOut { last_error: Some(e) })) if e.message.contains("injected")
+    ));
+    // A flush that outlives the failure is answered by the batch that commits.
+    let later = rig.flush(Some(10 * SEC));
+    rig.turn();
+    rig.mend_writes();
+    rig.after(SEC);
+    assert_eq!(later.try_recv().unwrap(), Ok(1));
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn the_oldest_unsaved_change_ages_with_the_clock_until_it_is_committed() {
+    // What `AppState::build` refuses orders by (GWAR_PERSISTENCE_MAX_UNSAVED_SECS), and
+    // what health reads as lagging.
+    let mut rig = rig(settings(|s| {
+        s.coalescing_delay = Duration::from_millis(100)
+    }));
+    let cell = rig.create("aged", 10);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None);
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    rig.after(100 * MS);
+    assert_eq!(rig.errors(), 1);
+    rig.after(300 * MS);
+    rig.order(&cell, 1, 1);
+    rig.turn();
+    assert_eq!(
+        rig.metrics.oldest_unsaved_age(),
+        Some(400 * MS),
+        "the first change's age, however many came after"
+    );
+    rig.clock.advance(SEC);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), Some(1_400 * MS));
+    assert_eq!(
+        rig.metrics.state(),
+        PersistenceState::Retrying,
+        "a failure says more"
+    );
+    rig.mend_writes();
+    rig.after(SEC);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None, "saved");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn an_idle_clean_galaxy_is_evicted_at_the_first_interval_after_its_idle_time() {
+    let mut rig = rig(settings(|s| {
+        s.auto_save_interval = Duration::from_secs(10);
+        s.galaxy_idle = Some(Duration::from_secs(25));
+    }));
+    let idle = rig.create("idle", 10);
+    let busy = rig.create("busy", 10);
+    rig.order(&idle, 0, 7);
+    rig.after(10 * SEC);
+    rig.after(10 * SEC);
+    assert_eq!(rig.galaxies.len(), 2, "20 s idle: kept");
+    rig.order(&busy, 0, 30);
+    rig.after(10 * SEC);
+    assert!(!rig.galaxies.is_loaded("idle"), "30 s idle: evicted");
+    assert!(idle.is_evicted());
+    assert!(rig.galaxies.is_loaded("busy"), "touched 10 s ago");
+    assert_eq!(rig.metrics.galaxies_evicted_total.load(Relaxed), 1);
+    rig.assert_stored_as_in_memory(&idle);
+}
+
+#[test]
+fn a_dirty_galaxy_is_never_evicted_before_it_is_saved() {
+    let mut rig = rig(settings(|s| {
+        s.auto_save_interval = Duration::from_secs(1);
+        s.galaxy_idle = Some(Duration::from_secs(1));
+    }));
+    let cell = rig.create("busy", 10);
+    rig.break_writes();
+    rig.order(&cell, 0, 5);
+    for _ in 0..60 {
+        rig.after(SEC);
+    }
+    assert!(rig.errors() > 1);
+    assert!(
+        rig.galaxies.is_loaded("busy"),
+        "a minute idle, unsaved: kept"
+    );
+    assert_eq!(cell.unsaved(), 1);
+    rig.mend_writes();
+    rig.after(SEC);
+    assert_eq!(cell.unsaved(), 0, "saved first");
+    rig.assert_stored_as_in_memory(&cell);
+    rig.after(SEC);
+    assert!(!rig.galaxies.is_loaded("busy"), "then evicted");
+}
+
+#[test]
+fn a_deletion_reaches_the_disk_after_the_coalescing_delay_and_its_rows_go() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("doomed", 50);
+    rig.order(&cell, 0, 1);
+    // As the app deletes: gone from memory, deleting, and the writer told.
+    rig.galaxies
+        .delete(&WriterOnly, "doomed", || {
+            rig.tx
+                .send(Message::Delete {
+                    name: "doomed".to_owned(),
+                })
+                .unwrap()
+        })
+        .unwrap();
+    assert!(cell.is_gone());
+    rig.turn();
+    rig.after(2_999 * MS);
+    assert!(rig.galaxies.is_deleting("doomed"), "not committed yet");
+    assert!(
+        rig.metrics.oldest_unsaved_age().is_some(),
+        "a deletion is unsaved too"
+    );
+    rig.after(MS);
+    assert!(
+        !rig.galaxies.is_deleting("doomed"),
+        "committed at the delay"
+    );
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None);
+    assert!(rig.stored("doomed").is_none());
+    // Its rows go in chunks, one per turn.
+    let path = rig.dir.path().join("writer.db");
+    let rows = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM systems", [], |r| r.get(0))
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if rows() == 0 {
+            break;
+        }
+        rig.turn();
+    }
+    assert_eq!(rows(), 0);
+}
+
+#[test]
+fn the_phases_give_a_failed_cut_back_and_save_it_on_the_next_commit() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("phases", 10);
+    rig.order(&cell, 0, 1);
+    rig.order(&cell, 1, 1);
+    rig.writer.drain();
+    let collected = rig.writer.collect();
+    assert_eq!(collected.galaxies.len(), 1);
+    assert_eq!(collected.galaxies[0].systems.len(), 2);
+    assert!(cell.peek(|g| g.changes().is_empty()), "the cut took them");
+    assert_eq!(cell.unsaved(), 2, "in flight, still unsaved");
+    // A change after the cut is not in it.
+    rig.order(&cell, 2, 2);
+    rig.break_writes();
+    let result = rig.writer.commit(&collected);
+    assert!(result.is_err());
+    rig.writer.settle(collected, result);
+    assert_eq!(cell.unsaved(), 3, "given back beside the later change");
+    rig.mend_writes();
+    rig.writer.drain();
+    let collected = rig.writer.collect();
+    assert_eq!(collected.galaxies[0].systems.len(), 3);
+    let result = rig.writer.commit(&collected);
+    assert!(result.is_ok());
+    rig.writer.settle(collected, result);
+    assert_eq!(cell.unsaved(), 0);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn shutdown_reports_the_unsaved_galaxies_when_its_deadline_passes() {
+    let mut rig = rig(settings(|_| {}));
+    let one = rig.create("one", 10);
+    let two = rig.create("two", 10);
+    rig.create("clean", 10);
+    rig.break_writes();
+    rig.order(&one, 0, 1);
+    rig.order(&two, 0, 1);
+    rig.order(&two, 1, 1);
+    let (reply, report) = bounded(1);
+    rig.tx
+        .send(Message::Shutdown {
+            deadline: rig.clock.now() + 2 * SEC,
+            reply,
+        })
+        .unwrap();
+    assert!(!rig.turn());
+    rig.clock.advance(2 * SEC);
+    assert!(rig.turn(), "the writer stops at the deadline");
+    let report = report.try_recv().unwrap();
+    assert_eq!(
+        report.unsaved,
+        [("one".to_owned(), 1), ("two".to_owned(), 2)]
+    );
+    assert!(!report.all_saved());
+}
