@@ -3,9 +3,9 @@
 //!
 //! Taking the change set and copying its rows under the same lock hold is what makes a
 //! batch store each galaxy as it was at one instant. Everything that can happen outside
-//! the lock does: buffers are sized and their memory touched before the lock is taken (page
-//! faults under the lock were most of the hold for 100 000 dirty systems), and rows are
-//! sorted after it is released. When a quarter or more of the galaxy is dirty, the whole
+//! the lock does: buffers are sized and their memory touched before the lock is taken
+//! (page faults under the lock would otherwise be most of the hold), and rows are sorted
+//! after it is released. When a quarter or more of the galaxy is dirty, the whole
 //! system table is copied in one sequential `memcpy` instead of row by row in hash order,
 //! which is faster there and still bounded by four times the dirty rows' size.
 

@@ -11,8 +11,8 @@
 //! connection are ignored: when it comes back it is read again until the socket would
 //! block, which is what edge-triggered readiness requires anyway.
 //!
-//! Deadlines are checked by a sweep of the slab every [`SWEEP`] (10 000 connections cost a
-//! few tens of microseconds a sweep): an idle connection is closed after `idle_timeout`;
+//! Deadlines are checked by a sweep of the slab every [`SWEEP`] (a sweep is cheap beside
+//! the requests it guards, even with the connection cap full): an idle connection is closed after `idle_timeout`;
 //! a request not whole `request_timeout` after its first byte gets 408 and the connection
 //! closes; a response not sent within `request_timeout` (within [`REFUSAL_LINGER`] once the
 //! server is stopping) closes the connection. So neither a silent nor a slow client ever

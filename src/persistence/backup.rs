@@ -9,9 +9,8 @@
 //! Invariants: a temporary file belongs to exactly one backup — it is created with
 //! `O_EXCL` before SQLite opens it, so two backups can never write (or delete) the same
 //! one; and a target name is taken only by the atomic link, so two backups in the same
-//! second get two names (`…Z.db`, `…Z-1.db`), never one. (Before this, two backups in one
-//! second chose the same name and shared one temporary file; the first to finish deleted
-//! it under the other, which failed with "disk I/O error".) A temporary file outlives its
+//! second get two names (`…Z.db`, `…Z-1.db`), never one (two backups sharing one temporary
+//! file would delete it under each other). A temporary file outlives its
 //! backup only when the process dies mid-copy; [`remove_unfinished`] clears those.
 //!
 //! [`backup_to`] is the command line's entry: a directory (one that exists, or a path
