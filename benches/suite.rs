@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
-use galactic_war::persistence::store::{ReadStore, SqliteReader};
 use galactic_war::settings::CHECKPOINT_PAGES;
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
+use galactic_war::testing::{AppInternals, ReadStore, SqliteReader, WRITER_PRAGMAS};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
@@ -101,8 +101,7 @@ impl Floor {
         .expect("pragmas");
         // The engine's writer's pragmas, exactly, and SQLite's automatic checkpoint at the
         // size at which the engine's writer asks its checkpoint thread for one.
-        conn.execute_batch(galactic_war::persistence::store::WRITER_PRAGMAS)
-            .expect("cache");
+        conn.execute_batch(WRITER_PRAGMAS).expect("cache");
         conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"))
             .expect("checkpoint threshold");
         conn.busy_timeout(Duration::from_secs(5))
@@ -618,10 +617,7 @@ fn measure_memory(systems: u64, database: Option<&str>) {
     let before = resident_bytes();
     let app = match database {
         Some(path) => AppState::open(&settings(Path::new(path), |_| {})).expect("opens"),
-        None => AppState::without_engine(
-            galactic_war::persistence::metrics::PersistenceState::Disabled,
-            None,
-        ),
+        None => AppState::without_engine(galactic_war::app::PersistenceState::Disabled, None),
     };
     app.create_galaxy("memory", config(systems, 100), Some(1), 0)
         .expect("created");

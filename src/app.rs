@@ -1,7 +1,7 @@
 //! Application state: the in-memory galaxy cache and every game operation on it.
 //!
 //! [`AppState`] is a cheap-to-clone handle. Game operations reach one live galaxy through
-//! [`crate::galaxies`] (which decides every step of a galaxy's life and holds the lock
+//! `crate::galaxies` (which decides every step of a galaxy's life and holds the lock
 //! order), apply the operation under that galaxy's lock, unlock, and only then (if the
 //! galaxy went from clean to dirty) signal the writer: no game thread ever waits on disk.
 //! A creation builds its galaxy and waits for the writer to save it (in chunks, between
@@ -23,12 +23,19 @@ use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
-use crate::persistence::backup::{backup_into, default_dir, BackupError};
-use crate::persistence::metrics::{Metrics, MetricsSnapshot, PersistenceState};
-use crate::persistence::store::{RowIds, StoreError};
-use crate::persistence::writer::{PersistError, ShutdownReport, WriterHandle};
+use crate::persistence::backup::{backup_into, default_dir};
+use crate::persistence::metrics::Metrics;
+use crate::persistence::store::RowIds;
+use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
+
+// The engine's errors and answers, as `AppState` hands them out: the engine itself is not
+// public.
+pub use crate::persistence::backup::BackupError;
+pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
+pub use crate::persistence::store::{FailureKind, StoreError, StoreFailure};
+pub use crate::persistence::writer::{PersistError, ShutdownReport};
 
 /// Why an application operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +170,7 @@ impl AppState {
 
     /// At most `limit` galaxies may exist (`GWAR_MAX_GALAXIES`); only for a state not yet
     /// shared.
-    pub fn set_max_galaxies(&mut self, limit: usize) {
+    fn set_max_galaxies(&mut self, limit: usize) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
                 *galaxies = Galaxies::new(limit, Clock::system());
@@ -282,8 +289,9 @@ impl AppState {
         }
     }
 
-    /// Ticks come from the wall clock (the daemon's Unix seconds): see
-    /// [`AppState::effective_tick`]. Without this, an older tick is refused as out of order.
+    /// Ticks come from the wall clock (the daemon's Unix seconds): a tick behind the
+    /// galaxy's then means "now" (another request took the lock first, or the clock
+    /// stepped back). Without this, an older tick is refused as out of order.
     pub fn use_wall_clock(&self) {
         self.shared
             .wall_clock
@@ -296,19 +304,10 @@ impl AppState {
         self.read(name, 0, |galaxy, _| Ok(galaxy.clone()))
     }
 
-    /// The persistence engine's write connection, for maintenance (see
-    /// [`WriterHandle::with_connection`]); `None` without persistence.
-    pub fn writer(&self) -> Option<&WriterHandle> {
+    /// The persistence engine's writer (the watchdog pings it); `None` without
+    /// persistence.
+    pub(crate) fn writer(&self) -> Option<&WriterHandle> {
         self.shared.engine.as_ref().map(Engine::writer)
-    }
-
-    /// Schedules every row of a galaxy to be written again by the next batch (maintenance,
-    /// and the benchmarks' "every row changed" workload).
-    pub fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError> {
-        self.change(name, 0, |galaxy, _| {
-            galaxy.mark_all_changed();
-            Ok(())
-        })
     }
 
     /// Orders a build (CONTRACT §1) and schedules the change for saving.
@@ -465,7 +464,7 @@ impl AppState {
 
     /// Refuses creations from now on and stops those in progress at a chunk boundary (the
     /// daemon is stopping: their requests must end, and the galaxies are not kept).
-    pub fn stop_creating(&self) {
+    pub(crate) fn stop_creating(&self) {
         if let Some(engine) = &self.shared.engine {
             engine.writer().stop_creating();
         }
@@ -582,6 +581,20 @@ impl Backing for Option<Engine> {
             Some(engine) => engine.stored_names(),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl crate::testing::AppInternals for AppState {
+    fn writer(&self) -> Option<&WriterHandle> {
+        AppState::writer(self)
+    }
+
+    fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError> {
+        self.change(name, 0, |galaxy, _| {
+            galaxy.mark_all_changed();
+            Ok(())
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 //! a test (or a program linking the library) can run it in-process, even twice in a row
 //! on the same database. (One exception is left: the `EXTEND_TIMEOUT_USEC` notices of
 //! the database check at start-up are sent from inside the store, which is given no
-//! notifier, through [`crate::systemd::extend_timeout`], which finds systemd in the
+//! notifier, through `crate::systemd::extend_timeout`, which finds systemd in the
 //! environment; a process not run by systemd has nothing there.)
 //!
 //! What it does: open the database (or run from memory, degraded, when it cannot be used;
@@ -29,17 +29,18 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::app::{AppError, AppState};
-use crate::http::listen::UnixBindError;
+use crate::app::{self, AppError, AppState, PersistenceState, StoreError};
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::{Api, Role};
-use crate::http::server::{Endpoint, EndpointAddr, HttpServer, Limits, Listener};
+use crate::http::server::{Endpoint, EndpointAddr, HttpServer, Limits};
 use crate::persistence::backup::{default_dir, prune, remove_unfinished};
-use crate::persistence::metrics::PersistenceState;
-use crate::persistence::store::StoreError;
-use crate::persistence::writer;
 use crate::settings::{DatabaseUrl, Settings, SettingsError};
-use crate::systemd::{Notifier, Supervisor};
+use crate::systemd::Supervisor;
+
+// What a caller of `serve` hands it or gets back from it.
+pub use crate::http::listen::UnixBindError;
+pub use crate::http::server::Listener;
+pub use crate::systemd::Notifier;
 
 /// Exit statuses (sysexits.h).
 pub const EX_OK: i32 = 0;
@@ -48,7 +49,7 @@ pub const EX_USAGE: i32 = 64;
 pub const EX_CONFIG: i32 = 78;
 
 /// Connections the admin listener may hold open, beside `GWAR_MAX_CONNECTIONS`.
-pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Why the daemon did not start; each kind has its exit status. Nothing a player could
 /// see was started when one of these is returned.
@@ -149,7 +150,7 @@ pub struct Listeners {
 pub struct ShutdownReport {
     /// The final flush's report: galaxies with unsaved systems, unsaved deletions, and
     /// the error that stopped the flush.
-    pub flush: writer::ShutdownReport,
+    pub flush: app::ShutdownReport,
     /// Galaxies that lived in memory only (the database could not be used at start-up)
     /// and are lost with the process.
     pub lost: Vec<String>,

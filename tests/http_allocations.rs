@@ -19,14 +19,12 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use galactic_war::app::AppState;
-use galactic_war::http::metrics::HttpMetrics;
-use galactic_war::http::routes::Api;
-use galactic_war::http::server::{
-    Endpoint, Handler, HttpServer, Limits, Listener, Request, Response,
-};
+use galactic_war::app::{AppState, PersistenceState};
 use galactic_war::model::{GalaxyConfig, StructureKind};
-use galactic_war::persistence::metrics::PersistenceState;
+use galactic_war::serve::Listener;
+use galactic_war::testing::{
+    Api, Endpoint, Handler, HttpMetrics, HttpServer, Limits, Request, Response,
+};
 
 /// The system allocator, counting reallocations and large blocks on the thread under test
 /// while `COUNTING` is set.

@@ -8,12 +8,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
-use galactic_war::http::server::Listener;
 use galactic_war::serve::{
-    serve, Listeners, Shutdown, ShutdownReport, ShutdownTrigger, StartError, EX_CONFIG, EX_OK,
+    serve, Listener, Listeners, Notifier, Shutdown, ShutdownReport, ShutdownTrigger, StartError,
+    EX_CONFIG, EX_OK,
 };
 use galactic_war::settings::{DatabaseUrl, Settings};
-use galactic_war::systemd::Notifier;
 
 /// A server running on a thread of this process.
 struct Running {

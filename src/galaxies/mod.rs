@@ -324,17 +324,14 @@ impl Galaxies {
     }
 
     /// True when galaxy `name` is live in memory.
-    pub fn is_loaded(&self, name: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_loaded(&self, name: &str) -> bool {
         self.registry.get(name).is_some()
     }
 
     /// Galaxies in memory.
     pub fn len(&self) -> usize {
         self.registry.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.registry.is_empty()
     }
 
     /// Systems of the galaxies in memory.
@@ -526,7 +523,7 @@ mod tests {
                 Err(LifeError::Unknown(_))
             ));
         });
-        assert!(galaxies.is_empty() && stored.published.lock().is_empty());
+        assert!(galaxies.len() == 0 && stored.published.lock().is_empty());
         assert!(!galaxies.listing(&stored).unwrap().contains_key("a"));
         // Until the writer commits the deletion, the stale stored copy stays hidden.
         assert!(matches!(
@@ -604,7 +601,7 @@ mod tests {
         cell.saved();
         drop(cut);
         assert!(writer.evict_if_idle(&cell, later(), idle, Some(0)));
-        assert!(galaxies.is_empty() && cell.settled_tick() == Settled::Gone);
+        assert!(galaxies.len() == 0 && cell.settled_tick() == Settled::Gone);
         // The holder of the evicted cell is sent to load the galaxy again.
         assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
         assert_eq!(stored.published.lock().len(), 2);

@@ -61,10 +61,6 @@ impl Registry {
     pub(super) fn len(&self) -> usize {
         self.cells.load().len()
     }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -90,7 +86,7 @@ mod tests {
         registry.remove_cell(&old);
         assert!(Arc::ptr_eq(&registry.get("g").unwrap(), &new));
         registry.remove_cell(&new);
-        assert!(registry.get("g").is_none() && registry.is_empty());
+        assert!(registry.get("g").is_none() && registry.len() == 0);
     }
 
     #[test]

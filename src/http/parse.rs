@@ -8,7 +8,7 @@
 //! bounded by the head and body limits plus one read (chunked framing is consumed as it
 //! arrives, so a body sent in tiny chunks does not hold more than its data).
 
-use super::server::{Limits, Peer, Request, Response};
+use super::server::{Limits, Request, Response};
 
 /// Headers per request; more get 431.
 const MAX_HEADERS: usize = 64;
@@ -50,7 +50,7 @@ fn refuse(status: u16, message: &str) -> Response {
 
 /// Parses the head at the start of `buffer`. Bare-LF line endings are accepted, as RFC
 /// 9112 §2.2 allows (httparse takes them), so such a head completes at once.
-pub(super) fn parse_head(buffer: &[u8], limits: &Limits, peer: &Peer) -> Head {
+pub(super) fn parse_head(buffer: &[u8], limits: &Limits) -> Head {
     // On the stack: a 2 KiB heap block per request takes the allocator's slow path,
     // locked and consolidating small free blocks (see the module doc of `server`).
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -69,13 +69,13 @@ pub(super) fn parse_head(buffer: &[u8], limits: &Limits, peer: &Peer) -> Head {
         }
         Err(e) => return Head::Refused(refuse(400, &format!("malformed request: {e}"))),
     };
-    match head(&parsed, limits, peer) {
+    match head(&parsed, limits) {
         Ok(pending) => Head::Complete(Box::new(pending), head_len),
         Err(response) => Head::Refused(response),
     }
 }
 
-fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pending, Response> {
+fn head(parsed: &httparse::Request, limits: &Limits) -> Result<Pending, Response> {
     let target = parsed.path.unwrap_or_default();
     if target.len() > limits.max_path_bytes {
         return Err(refuse(414, "request path too long"));
@@ -168,7 +168,6 @@ fn head(parsed: &httparse::Request, limits: &Limits, peer: &Peer) -> Result<Pend
             query,
             headers,
             body: Vec::new(),
-            peer: peer.clone(),
         },
         keep_alive,
         head_only,
@@ -321,10 +320,6 @@ impl Chunked {
 mod tests {
     use super::*;
 
-    fn peer() -> Peer {
-        Peer::Tcp(([127, 0, 0, 1], 1).into())
-    }
-
     fn status(head: Head) -> u16 {
         match head {
             Head::Partial => 0,
@@ -337,7 +332,7 @@ mod tests {
     fn heads_with_bare_lf_complete() {
         let limits = Limits::default();
         let Head::Complete(pending, len) =
-            parse_head(b"GET /a?b HTTP/1.1\nHost: x\n\nNEXT", &limits, &peer())
+            parse_head(b"GET /a?b HTTP/1.1\nHost: x\n\nNEXT", &limits)
         else {
             panic!("not complete");
         };
@@ -350,7 +345,7 @@ mod tests {
     #[test]
     fn heads_are_checked() {
         let limits = Limits::default();
-        let parse = |raw: &[u8]| status(parse_head(raw, &limits, &peer()));
+        let parse = |raw: &[u8]| status(parse_head(raw, &limits));
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), 0);
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), 400, "no Host");
         assert_eq!(parse(b"GET / HTTP/1.0\r\n\r\n"), 200, "1.0 needs no Host");
@@ -371,8 +366,7 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n"),
             413
         );
-        let Head::Complete(pending, _) =
-            parse_head(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", &limits, &peer())
+        let Head::Complete(pending, _) = parse_head(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", &limits)
         else {
             panic!()
         };
@@ -385,7 +379,7 @@ mod tests {
         // The poller parses a partial head whenever a control byte arrives (see
         // `poller::advance`); each of these must be refused then, not left waiting.
         let limits = Limits::default();
-        let parse = |raw: &[u8]| status(parse_head(raw, &limits, &peer()));
+        let parse = |raw: &[u8]| status(parse_head(raw, &limits));
         assert_eq!(parse(b"GET /healthz HTTP/1.1\rHost: x\r\r"), 400, "bare CR");
         assert_eq!(parse(b"\x00\x00\x00"), 400, "NUL");
         assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01\x00"), 400, "TLS");
@@ -408,7 +402,7 @@ mod tests {
     #[test]
     fn absolute_form_targets_are_accepted() {
         let limits = Limits::default();
-        let target = |raw: &[u8]| match parse_head(raw, &limits, &peer()) {
+        let target = |raw: &[u8]| match parse_head(raw, &limits) {
             Head::Complete(pending, _) => (pending.request.path, pending.request.query),
             _ => panic!("refused"),
         };
@@ -431,7 +425,7 @@ mod tests {
     #[test]
     fn http_10_requests_get_no_100_continue() {
         let limits = Limits::default();
-        let expects = |raw: &[u8]| match parse_head(raw, &limits, &peer()) {
+        let expects = |raw: &[u8]| match parse_head(raw, &limits) {
             Head::Complete(pending, _) => pending.expects_continue,
             _ => panic!("refused"),
         };

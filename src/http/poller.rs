@@ -36,7 +36,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::metrics::HttpMetrics;
 use super::parse::{parse_head, Body, Head, Pending};
-use super::server::{Limits, Listener, Peer, Response};
+use super::server::{Limits, Listener, Response};
 use super::worker::{serialize, Back, Job};
 
 /// How often deadlines are checked.
@@ -113,16 +113,14 @@ enum ListenSocket {
 }
 
 impl ListenSocket {
-    fn accept(&self) -> io::Result<(Stream, Peer)> {
+    fn accept(&self) -> io::Result<Stream> {
         match self {
-            ListenSocket::Tcp(l) => l.accept().map(|(stream, addr)| {
+            ListenSocket::Tcp(l) => l.accept().map(|(stream, _)| {
                 // Small answers leave at once rather than wait for an acknowledgement.
                 let _ = stream.set_nodelay(true);
-                (Stream::Tcp(stream), Peer::Tcp(addr))
+                Stream::Tcp(stream)
             }),
-            ListenSocket::Unix(l) => l
-                .accept()
-                .map(|(stream, _)| (Stream::Unix(stream), Peer::Unix)),
+            ListenSocket::Unix(l) => l.accept().map(|(stream, _)| Stream::Unix(stream)),
         }
     }
 }
@@ -132,7 +130,6 @@ pub(super) struct Conn {
     stream: Stream,
     /// Which endpoint accepted it: the index of its handler.
     pub endpoint: usize,
-    peer: Peer,
     /// Received, not yet consumed.
     buf: Vec<u8>,
     /// How much of `buf` has been looked at for a byte worth parsing the head for (see
@@ -372,7 +369,7 @@ impl Poller {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(n, stream, peer),
+                Ok(stream) => self.admit(n, stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -407,7 +404,7 @@ impl Poller {
         }
     }
 
-    fn admit(&mut self, endpoint: usize, mut stream: Stream, peer: Peer) {
+    fn admit(&mut self, endpoint: usize, mut stream: Stream) {
         let stopping = self.stopping();
         if stopping || self.full(endpoint) {
             let response = if stopping {
@@ -441,7 +438,6 @@ impl Poller {
         self.slots[index] = Slot::Open(Conn {
             stream,
             endpoint,
-            peer,
             buf: Vec::new(),
             head_scanned: 0,
             out: Vec::new(),
@@ -682,7 +678,7 @@ fn advance(conn: &mut Conn, limits: &Limits) -> Advance {
         if !worth_parsing && conn.buf.len() <= limits.max_head_bytes {
             return Advance::NeedMore;
         }
-        match parse_head(&conn.buf, limits, &conn.peer) {
+        match parse_head(&conn.buf, limits) {
             Head::Partial => return Advance::NeedMore,
             Head::Refused(response) => return Advance::Refused(response),
             Head::Complete(pending, head_len) => {

@@ -617,7 +617,6 @@ mod tests {
         assert!(Page::parse(&over, GALAXIES_PAGE).is_err());
     }
 
-    use crate::http::server::Peer;
     use crate::persistence::metrics::PersistenceState;
 
     fn api(role: Role, token: Option<&str>) -> Api {
@@ -627,7 +626,8 @@ mod tests {
             .with_role(role)
     }
 
-    /// A request from a loopback peer, the peer every player is behind a local proxy.
+    /// A request as the server hands it over: without its peer, which behind a local proxy
+    /// is loopback for every player.
     fn call(api: &Api, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> u16 {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let request = Request {
@@ -639,7 +639,6 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             body: body.as_bytes().to_vec(),
-            peer: Peer::Tcp("127.0.0.1:40000".parse().unwrap()),
         };
         api.handle(&request).status
     }

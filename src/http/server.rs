@@ -33,7 +33,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -80,33 +80,6 @@ impl Default for Limits {
     }
 }
 
-/// Who sent a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    /// A client of a Unix socket: a process on this host, let in by the socket file's
-    /// permissions (Unix peers are usually unnamed, so there is no address to keep).
-    Unix,
-}
-
-impl Peer {
-    /// Whether the peer is on this host: a loopback address, or any Unix socket client.
-    pub fn is_loopback(&self) -> bool {
-        match self {
-            Peer::Tcp(addr) => addr.ip().is_loopback(),
-            Peer::Unix => true,
-        }
-    }
-
-    /// The peer's IP address, for a TCP peer.
-    pub fn ip(&self) -> Option<IpAddr> {
-        match self {
-            Peer::Tcp(addr) => Some(addr.ip()),
-            Peer::Unix => None,
-        }
-    }
-}
-
 /// A complete request.
 #[derive(Debug)]
 pub struct Request {
@@ -120,7 +93,6 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body, decoded when it was sent chunked.
     pub body: Vec<u8>,
-    pub peer: Peer,
 }
 
 impl Request {
@@ -381,7 +353,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Answers with its name and what it saw of the peer.
+    /// Answers with its name.
     struct Named(&'static str);
 
     impl Handler for Named {
@@ -394,8 +366,6 @@ mod tests {
                 &serde_json::json!({
                     "endpoint": self.0,
                     "method": request.method,
-                    "loopback": request.peer.is_loopback(),
-                    "unix": request.peer == Peer::Unix,
                 }),
             )
         }
@@ -444,7 +414,7 @@ mod tests {
         let game = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
         assert!(game.starts_with("HTTP/1.1 200"), "{game}");
         assert!(
-            game.ends_with(r#"{"endpoint":"game","loopback":true,"method":"GET","unix":false}"#),
+            game.ends_with(r#"{"endpoint":"game","method":"GET"}"#),
             "{game}"
         );
         let admin = ask(
@@ -452,7 +422,7 @@ mod tests {
             request,
         );
         assert!(
-            admin.ends_with(r#"{"endpoint":"admin","loopback":true,"method":"GET","unix":true}"#),
+            admin.ends_with(r#"{"endpoint":"admin","method":"GET"}"#),
             "{admin}"
         );
         // A panicking handler costs one 500; the server goes on.

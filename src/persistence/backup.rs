@@ -246,7 +246,7 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
 }
 
 /// Deletes all but the newest `keep` timestamped backups in `dir` (files named by
-/// [`timestamped_path`]; anything else there is left alone); the paths deleted.
+/// [`timestamp_stem`]; anything else there is left alone); the paths deleted.
 pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))

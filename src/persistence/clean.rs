@@ -36,7 +36,7 @@
 //! write changes mtime and ctime (ctime cannot be set back by tools that restore mtime),
 //! a new copy changes the inode, and a growing or shrinking file changes the size. To
 //! make "any later write changes the mtime" hold even with coarse file-system clocks, the
-//! marker is only kept once its own mtime is later than the database's (see [`write`]).
+//! marker is only kept once its own mtime is later than the database's (see [`write()`]).
 //!
 //! In-memory databases have no marker.
 

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use galactic_war::app::{AppError, AppState};
+use galactic_war::app::{
+    AppError, AppState, FailureKind, PersistError, PersistenceState, StoreFailure,
+};
 use galactic_war::model::StructureKind;
-use galactic_war::persistence::metrics::PersistenceState;
-use galactic_war::persistence::store::{FailureKind, StoreFailure};
-use galactic_war::persistence::writer::PersistError;
+use galactic_war::testing::AppInternals;
 
 use crate::util::{coords, endless_config, wait_for, TestDb};
 

@@ -2,11 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use galactic_war::app::AppState;
+use galactic_war::app::{AppState, PersistenceState, StoreError};
 use galactic_war::model::StructureKind;
-use galactic_war::persistence::metrics::PersistenceState;
-use galactic_war::persistence::store::{StoreError, SCHEMA_VERSION};
 use galactic_war::settings::DatabaseUrl;
+use galactic_war::testing::SCHEMA_VERSION;
 
 use crate::util::{blitz, coords, endless_config, file_bytes, TestDb};
 

@@ -1,11 +1,10 @@
-//! The clean-shutdown marker (see `galactic_war::persistence::clean`): written only by a
+//! The clean-shutdown marker (see `src/persistence/clean.rs`): written only by a
 //! shutdown that saved everything, taken by the next open, and never trusted for a file
 //! changed since.
 
 use std::time::Duration;
 
-use galactic_war::persistence::clean::{marker_path, take};
-use galactic_war::persistence::store::{StartupCheck, SCHEMA_VERSION};
+use galactic_war::testing::{marker_path, take, StartupCheck, SCHEMA_VERSION};
 
 use crate::util::{endless_config, TestDb};
 

@@ -4,8 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 
-use galactic_war::app::AppState;
-use galactic_war::persistence::store::StoreError;
+use galactic_war::app::{AppState, StoreError};
 
 use crate::util::TestDb;
 

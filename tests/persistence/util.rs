@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
-use galactic_war::persistence::store::{ReadStore, SqliteReader};
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
+use galactic_war::testing::{ReadStore, SqliteReader};
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,

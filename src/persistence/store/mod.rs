@@ -30,9 +30,7 @@ use std::time::Instant;
 use crate::model::{RowMask, System};
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 
-pub use sqlite::{
-    SqliteReader, SqliteWriter, StartupCheck, BUSY_TIMEOUT, SCHEMA_VERSION, WRITER_PRAGMAS,
-};
+pub use sqlite::{StartupCheck, BUSY_TIMEOUT, SCHEMA_VERSION};
 
 /// What kind of failure a store operation met, for callers that act on it (health, the
 /// HTTP status, a retry policy) rather than print it.
@@ -260,7 +258,7 @@ impl BusyDeadline {
 /// at a time; each is one transaction at most, and a failed one leaves nothing written.
 ///
 /// `Any` lets maintenance and fault injection reach an implementation's own handle (see
-/// `WriterHandle::with_connection` and [`SqliteWriter::of`]) without the writer knowing which store runs.
+/// `WriterHandle::with_connection` and `SqliteWriter::of`) without the writer knowing which store runs.
 pub trait WriteStore: Any + Send {
     /// Called once, on the writer thread, before any other method.
     fn on_writer_thread(&mut self);
@@ -336,7 +334,8 @@ pub trait ReadStore: Send {
         name: &str,
     ) -> Result<Option<(crate::model::Galaxy, RowIds)>, StoreError>;
 
-    /// [`ReadStore::load_galaxy_with_ids`] without the ids.
+    /// [`ReadStore::load_galaxy_with_ids`] without the ids: for tests.
+    #[cfg(any(test, feature = "testing"))]
     fn load_galaxy(&self, name: &str) -> Result<Option<crate::model::Galaxy>, StoreError> {
         Ok(self.load_galaxy_with_ids(name)?.map(|(galaxy, _)| galaxy))
     }

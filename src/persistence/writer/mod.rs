@@ -225,7 +225,8 @@ impl WriterHandle {
     }
 
     /// Runs `work` on the writer thread with its store, between batches, and returns its
-    /// result. For maintenance and fault injection; the store must be left as found.
+    /// result. For fault injection in the crate's tests; the store must be left as found.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn exec<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut dyn WriteStore) -> T + Send + 'static,
@@ -336,7 +337,7 @@ struct Writer {
 
 impl Writer {
     /// A writer on `database` that reads its messages from `rx`; [`Writer::run`] is its
-    /// thread's body, and tests drive [`Writer::turn`] instead.
+    /// thread's body, and tests drive `Writer::turn` instead.
     fn new(
         database: WriterDatabase,
         settings: PersistenceSettings,

@@ -34,7 +34,6 @@ use super::{
     SystemIds, WriteStore,
 };
 use crate::model::Galaxy;
-use crate::persistence::writer::{PersistError, WriterHandle};
 use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
 use checkpoint::{CheckpointMode, Checkpointer};
 
@@ -579,8 +578,12 @@ pub struct SqliteWriter {
 
 impl SqliteWriter {
     /// Opens (creating if needed) the read-write database on its own, without a checkpoint
-    /// thread, after checking the whole file: for tools, tests and benchmarks.
-    pub fn open(url: &DatabaseUrl, synchronous: Synchronous) -> Result<SqliteWriter, StoreError> {
+    /// thread, after checking the whole file: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn open(
+        url: &DatabaseUrl,
+        synchronous: Synchronous,
+    ) -> Result<SqliteWriter, StoreError> {
         let why = "opening the database".to_owned();
         Ok(SqliteWriter {
             db: Db::open_writer(url, synchronous, StartupCheck::Whole { why })?,
@@ -591,18 +594,21 @@ impl SqliteWriter {
     }
 
     /// The SQLite writer behind a store, when that store is SQLite's.
-    pub fn of(store: &mut dyn WriteStore) -> Option<&mut SqliteWriter> {
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn of(store: &mut dyn WriteStore) -> Option<&mut SqliteWriter> {
         (store as &mut dyn std::any::Any).downcast_mut()
     }
 
-    /// The underlying connection, for maintenance and tests; its transaction state must
-    /// be left as found.
-    pub fn connection(&self) -> &Connection {
+    /// The underlying connection, for fault injection and tests; its transaction state
+    /// must be left as found.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn connection(&self) -> &Connection {
         &self.db.conn
     }
 
     /// `PRAGMA user_version`: the number of migrations applied.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    #[cfg(test)]
+    fn schema_version(&self) -> Result<i64, StoreError> {
         self.db.schema_version()
     }
 }
@@ -683,10 +689,11 @@ impl WriteStore for SqliteWriter {
 }
 
 /// A read-only connection, for loads on a cache miss and look-ups of stored names. It has
-/// no write method, and SQLite refuses writes on it besides:
+/// no write method, and SQLite refuses writes on it besides (the doctest builds with the
+/// `testing` feature, as every test of the crate does):
 ///
 /// ```compile_fail
-/// use galactic_war::persistence::store::{SqliteReader, WriteStore};
+/// use galactic_war::testing::{SqliteReader, WriteStore};
 /// fn write(reader: &mut SqliteReader) {
 ///     let _ = reader.write_batch(&["g".to_owned()], &[]); // SqliteReader is no WriteStore
 /// }
@@ -733,18 +740,21 @@ impl ReadStore for SqliteWriter {
     }
 }
 
-impl WriterHandle {
+/// Only for the crate's tests (the `testing` feature): nothing else runs SQL behind the
+/// writer's back.
+#[cfg(any(test, feature = "testing"))]
+impl crate::persistence::writer::WriterHandle {
     /// Runs `work` on the writer thread with the SQLite write connection, between batches,
-    /// and returns its result. For maintenance and fault injection (a tighter
-    /// `max_page_count`, say); the connection's transaction state must be left as found.
-    /// Fails when the engine's store is not SQLite's.
+    /// and returns its result. For fault injection (a tighter `max_page_count`, say); the
+    /// connection's transaction state must be left as found. Fails when the engine's store
+    /// is not SQLite's.
     pub fn with_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> T + Send + 'static,
-    ) -> Result<T, PersistError> {
+    ) -> Result<T, crate::persistence::writer::PersistError> {
         self.exec(move |store| SqliteWriter::of(store).map(|writer| work(writer.connection())))?
             .ok_or_else(|| {
-                PersistError::Failed(super::StoreFailure {
+                crate::persistence::writer::PersistError::Failed(super::StoreFailure {
                     kind: FailureKind::Other,
                     message: "the store is not SQLite's".to_owned(),
                 })

@@ -1,0 +1,38 @@
+//! Internals that this crate's own tests and benches reach into, behind the `testing`
+//! feature. **Not API**: nothing here is kept stable, and a program linking the library
+//! never needs it (`examples/embedded.rs` builds without it).
+//!
+//! The crate's tests and benches get the feature from a dev-dependency on the crate
+//! itself (`Cargo.toml`), so plain `cargo test` and `cargo bench` enable it; a build of the
+//! library or the daemon does not. What is here, and why:
+//! - [`AppInternals`]: the engine's writer of an [`AppState`](crate::app::AppState), to run SQL on its write
+//!   connection between batches ([`WriterHandle::with_connection`]: fault injection such
+//!   as a tighter `max_page_count`) or to flush it directly; and a rewrite of every row of
+//!   a galaxy (the benchmarks' "every row changed" workload).
+//! - [`SqliteReader`] and [`ReadStore`]: a galaxy as stored, read apart from the engine;
+//!   with [`WriteStore`], the proof (a `compile_fail` doctest on `SqliteReader`) that a
+//!   read-only connection has no write method.
+//! - [`SCHEMA_VERSION`], [`StartupCheck`], [`marker_path`] and [`take`]: the schema version
+//!   a database is migrated to, and the clean-shutdown marker's choice of start-up check.
+//! - [`WRITER_PRAGMAS`]: the writer's connection tuning, which the benchmarks' floors copy.
+//! - [`HttpServer`] and its parts, [`Api`] and [`HttpMetrics`]: the HTTP server and the
+//!   routes without the daemon around them (the allocation test wraps the handler; the
+//!   benchmarks serve from memory).
+
+use crate::app::AppError;
+
+pub use crate::http::metrics::HttpMetrics;
+pub use crate::http::routes::Api;
+pub use crate::http::server::{Endpoint, Handler, HttpServer, Limits, Request, Response};
+pub use crate::persistence::clean::{marker_path, take};
+pub use crate::persistence::store::sqlite::{SqliteReader, WRITER_PRAGMAS};
+pub use crate::persistence::store::{ReadStore, StartupCheck, WriteStore, SCHEMA_VERSION};
+pub use crate::persistence::writer::WriterHandle;
+
+/// What tests and benches reach inside an [`AppState`](crate::app::AppState); `use` it to call these as methods.
+pub trait AppInternals {
+    /// The engine's writer; `None` without persistence.
+    fn writer(&self) -> Option<&WriterHandle>;
+    /// Schedules every row of a galaxy to be written again by the next batch.
+    fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError>;
+}
