@@ -53,8 +53,9 @@ pub fn postgres_url(url: &str) -> DatabaseUrl {
 }
 
 /// A read-only view of a PostgreSQL database through the engine's own load path.
-/// SWITCH ON after the PostgreSQL store is merged: open its reader here, e.g.
-/// `Box::new(galactic_war::persistence::store::PostgresReader::open(url).expect("a reader opens"))`.
+/// SWITCH ON after the PostgreSQL store is merged, with its reader, e.g.:
+/// `match url { DatabaseUrl::Postgres(url) => Box::new(galactic_war::persistence::store::
+/// postgres::PostgresReader::open(url).expect("a reader opens")), _ => unreachable!() }`.
 pub fn postgres_reader(url: &DatabaseUrl) -> Box<dyn ReadStore> {
     panic!("this build has no PostgreSQL reader to open {url:?} with (see ENGINE_HAS_POSTGRES)")
 }
@@ -99,6 +100,10 @@ impl TestDb {
                 name: db.name,
             },
         }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.store, Store::Postgres { .. })
     }
 
     /// The temporary directory of a SQLite database.
