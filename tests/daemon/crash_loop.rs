@@ -5,6 +5,10 @@
 //! `GWAR_CRASH_CYCLES` sets the number of cycles (20 by default, as in CI); a soak run is
 //! `GWAR_CRASH_CYCLES=300 cargo test --release --test daemon crash_loop -- --nocapture`.
 //!
+//! The same loop runs on both stores: `crash_loop` on a SQLite file, `crash_loop_postgres`
+//! on a database of the test binary's PostgreSQL cluster (the integrity check there is the
+//! daemon's own `check` command: PostgreSQL's transactions are the server's to keep).
+//!
 //! Each galaxy has one client, so its orders are applied in the order they are
 //! acknowledged. Every order costs its system one metal and nothing else changes metal
 //! (no production), so the metal stored per system counts the orders that survived, and
@@ -12,11 +16,13 @@
 //! consistent cut), may include only orders that were sent, and must include every order
 //! acknowledged earlier than the loss window before the kill.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::postgres_cluster::{self as pg, Database};
 use crate::util::{
-    check_survivors, client, sqlite, stored_metal, Daemon, Order, BIN, COUNTING_CONFIG,
+    check_survivors_of, client, sqlite, stored_metal, Daemon, Order, BIN, COUNTING_CONFIG,
 };
 
 const GALAXIES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -37,14 +43,91 @@ struct Tally {
     lost_inside_window: u64,
 }
 
+/// Where the daemon keeps its galaxies, and how the test reads them behind its back.
+enum Store<'c> {
+    /// `galactic_war.db` in the daemon's working directory (the default `DATABASE_URL`).
+    Sqlite(PathBuf),
+    Postgres(Database<'c>),
+}
+
+impl Store<'_> {
+    /// `DATABASE_URL` for the daemon, when not the default.
+    fn url(&self) -> Option<String> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(db) => Some(db.url()),
+        }
+    }
+
+    /// Metal per system of a galaxy, as stored, in (x, y) order; `None` before creation.
+    fn stored_metal(&self, galaxy: &str) -> Option<Vec<i64>> {
+        match self {
+            Store::Sqlite(path) => stored_metal(path, galaxy),
+            Store::Postgres(db) => {
+                let metal: Vec<i64> = db
+                    .client()
+                    .query(
+                        "SELECT metal FROM systems WHERE galaxy_name = $1 ORDER BY x, y",
+                        &[&galaxy],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                (!metal.is_empty()).then_some(metal)
+            }
+        }
+    }
+
+    fn assert_integrity(&self) {
+        match self {
+            Store::Sqlite(path) => assert_integrity(path),
+            Store::Postgres(db) => {
+                let out = Command::new(BIN)
+                    .args(["check", "--database", &db.url()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "galactic-war check failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Sqlite(dir.path().join("galactic_war.db"));
+    run(dir.path(), &store);
+}
+
+#[test]
+fn crash_loop_postgres() {
+    if !pg::engine_has_postgres() {
+        return;
+    }
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &Store::Postgres(cluster.database()));
+}
+
+/// The loop, with the daemon in `dir` on `store`.
+fn run(dir: &Path, store: &Store<'_>) {
     let cycles: u64 = std::env::var("GWAR_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("galactic_war.db");
+    let url = store.url();
+    let mut env: Vec<(&str, &str)> = ENV.to_vec();
+    if let Some(url) = &url {
+        env.push(("DATABASE_URL", url));
+    }
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let mut random = move |below: u64| {
         rng ^= rng << 13;
@@ -60,12 +143,13 @@ fn crash_loop() {
         tally.cycles += 1;
         if cycle > 0 && cycle % 5 == 0 {
             // A kill during start-up: before, during or after migrations and binding.
-            let before: Vec<_> = GALAXIES.iter().map(|g| stored_metal(&path, g)).collect();
+            let before: Vec<_> = GALAXIES.iter().map(|g| store.stored_metal(g)).collect();
             let mut child = Command::new(BIN)
-                .current_dir(dir.path())
+                .current_dir(dir)
+                .env_remove("DATABASE_URL")
                 .env("GWAR_LISTEN", "127.0.0.1:0")
                 .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
-                .envs(ENV)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -74,13 +158,13 @@ fn crash_loop() {
             child.kill().unwrap();
             child.wait().unwrap();
             tally.startup_kills += 1;
-            assert_integrity(&path);
-            let after: Vec<_> = GALAXIES.iter().map(|g| stored_metal(&path, g)).collect();
+            store.assert_integrity();
+            let after: Vec<_> = GALAXIES.iter().map(|g| store.stored_metal(g)).collect();
             assert_eq!(before, after, "a start-up changed stored state");
             continue;
         }
 
-        let mut daemon = Daemon::start(dir.path(), &ENV);
+        let mut daemon = Daemon::start(dir, &env);
         let health = daemon.get("/healthz").json();
         assert_eq!(health["status"], "ok", "cycle {cycle}: {health}");
         if coords.is_empty() {
@@ -96,7 +180,7 @@ fn crash_loop() {
         }
         let baseline: Vec<Vec<i64>> = GALAXIES
             .iter()
-            .map(|g| stored_metal(&path, g).expect("created"))
+            .map(|g| store.stored_metal(g).expect("created"))
             .collect();
 
         let clients: Vec<_> = GALAXIES
@@ -114,10 +198,10 @@ fn crash_loop() {
         daemon.kill9();
         let histories: Vec<Vec<Order>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
 
-        assert_integrity(&path);
+        store.assert_integrity();
         for (g, galaxy) in GALAXIES.iter().enumerate() {
-            let survivors = check_survivors(
-                &path,
+            let survivors = check_survivors_of(
+                store.stored_metal(galaxy).expect("still stored"),
                 galaxy,
                 &baseline[g],
                 &histories[g],
@@ -140,7 +224,7 @@ fn crash_loop() {
     assert!(tally.acknowledged > 0, "no order was ever acknowledged");
 }
 
-fn assert_integrity(path: &std::path::Path) {
+fn assert_integrity(path: &Path) {
     let result: String = sqlite(path)
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();

@@ -1,6 +1,8 @@
 //! Black-box tests of the `galactic-war` binary: spawned on a free port with a temporary
 //! database, spoken to over real HTTP on loopback, stopped with real signals.
 
+#[path = "../common/postgres.rs"]
+mod postgres_cluster;
 mod util;
 
 mod bad_requests;

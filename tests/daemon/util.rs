@@ -409,6 +409,19 @@ pub fn check_survivors(
     window: Duration,
 ) -> Survivors {
     let metal = stored_metal(path, galaxy).expect("still stored");
+    check_survivors_of(metal, galaxy, baseline, orders, killed_at, window)
+}
+
+/// [`check_survivors`] on the metal per system as stored, in (x, y) order, read from
+/// whichever store holds it.
+pub fn check_survivors_of(
+    metal: Vec<i64>,
+    galaxy: &str,
+    baseline: &[i64],
+    orders: &[Order],
+    killed_at: Instant,
+    window: Duration,
+) -> Survivors {
     let survived: Vec<i64> = baseline.iter().zip(&metal).map(|(b, m)| b - m).collect();
     assert!(survived.iter().all(|&n| n >= 0), "{galaxy}: metal went up");
     let k = survived.iter().sum::<i64>() as usize;

@@ -7,14 +7,13 @@ use galactic_war::model::StructureKind;
 use galactic_war::settings::DatabaseUrl;
 use galactic_war::testing::SCHEMA_VERSION;
 
-use crate::util::{blitz, coords, endless_config, file_bytes, TestDb};
+use crate::util::{blitz, both_stores, coords, endless_config, file_bytes, TestDb};
 
 const COLONY: StructureKind = StructureKind::Colony;
 const NEVER: Duration = Duration::from_secs(3600);
 
-#[test]
-fn flush_returns_once_every_earlier_change_is_committed() {
-    let db = TestDb::new();
+both_stores!(flush_returns_once_every_earlier_change_is_committed);
+fn flush_returns_once_every_earlier_change_is_committed(db: &TestDb) {
     // A window so long that only the flush can be what saved the changes.
     let app = db.open(|s| s.coalescing_delay = NEVER);
     app.create_galaxy("f", endless_config(30), Some(1), 0)
@@ -35,9 +34,8 @@ fn flush_returns_once_every_earlier_change_is_committed() {
     assert_eq!(app.save_all().unwrap(), 0);
 }
 
-#[test]
-fn shutdown_flushes_everything_and_stops_the_writer() {
-    let db = TestDb::new();
+both_stores!(shutdown_flushes_everything_and_stops_the_writer);
+fn shutdown_flushes_everything_and_stops_the_writer(db: &TestDb) {
     let app = db.open(|s| s.coalescing_delay = NEVER);
     app.create_galaxy("s", endless_config(30), Some(1), 0)
         .unwrap();
@@ -54,9 +52,8 @@ fn shutdown_flushes_everything_and_stops_the_writer() {
     assert_eq!(db.stored("s").unwrap().systems(), memory.systems());
 }
 
-#[test]
-fn dropping_the_state_still_flushes() {
-    let db = TestDb::new();
+both_stores!(dropping_the_state_still_flushes);
+fn dropping_the_state_still_flushes(db: &TestDb) {
     let app = db.open(|s| s.coalescing_delay = NEVER);
     app.create_galaxy("d", endless_config(5), Some(1), 0)
         .unwrap();
@@ -139,7 +136,7 @@ fn a_database_from_a_newer_version_is_refused_and_left_untouched() {
     );
     assert!(err.to_string().contains("newer"), "{err}");
     assert_eq!(file_bytes(&db.path()), before);
-    assert!(!db.dir.path().join("galactic_war.db-wal").exists());
+    assert!(!db.dir().join("galactic_war.db-wal").exists());
 }
 
 #[test]
@@ -160,7 +157,7 @@ fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
 fn parent_directories_are_created() {
     let db = TestDb::new();
     let mut settings = db.settings(|_| {});
-    let nested = db.dir.path().join("a/b/c/game.db");
+    let nested = db.dir().join("a/b/c/game.db");
     settings.database = DatabaseUrl::File(nested.clone());
     let app = AppState::open(&settings).unwrap();
     app.create_galaxy("n", blitz(), Some(1), 0).unwrap();
@@ -202,11 +199,10 @@ fn an_in_memory_database_works_like_a_file() {
     assert!(app.shutdown().all_saved());
 }
 
-#[test]
-fn galaxy_ticks_advanced_by_reads_are_saved_without_their_systems() {
+both_stores!(galaxy_ticks_advanced_by_reads_are_saved_without_their_systems);
+fn galaxy_ticks_advanced_by_reads_are_saved_without_their_systems(db: &TestDb) {
     // When the periodic work saves them, and that it writes nothing when no tick moved:
     // the writer's unit tests, on a manual clock.
-    let db = TestDb::new();
     let app = db.open(|s| s.coalescing_delay = NEVER);
     app.create_galaxy("t", blitz(), Some(1), 0).unwrap();
     let before = app.metrics();
@@ -264,7 +260,7 @@ fn the_wal_is_truncated_when_the_database_goes_idle() {
     let app = db.open(|s| s.auto_save_interval = Duration::from_millis(200));
     app.create_galaxy("w", endless_config(500), Some(1), 0)
         .unwrap();
-    let wal = db.dir.path().join("galactic_war.db-wal");
+    let wal = db.dir().join("galactic_war.db-wal");
     let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let systems = coords(&app.galaxy_copy("w").unwrap());
     for round in 0..20u64 {
@@ -298,7 +294,7 @@ fn back_to_back_saves_keep_the_wal_near_its_checkpoint_size() {
     let app = db.open(|s| s.checkpoint_pages = PAGES);
     app.create_galaxy("w", endless_config(500), Some(1), 0)
         .unwrap();
-    let wal = db.dir.path().join("galactic_war.db-wal");
+    let wal = db.dir().join("galactic_war.db-wal");
     let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let systems = coords(&app.galaxy_copy("w").unwrap());
     let mut largest = 0;
@@ -322,9 +318,8 @@ fn back_to_back_saves_keep_the_wal_near_its_checkpoint_size() {
     assert_eq!(db.stored("w").unwrap().systems(), memory.systems());
 }
 
-#[test]
-fn an_idle_galaxy_leaves_memory_and_comes_back_identical() {
-    let db = TestDb::new();
+both_stores!(an_idle_galaxy_leaves_memory_and_comes_back_identical);
+fn an_idle_galaxy_leaves_memory_and_comes_back_identical(db: &TestDb) {
     // Short timers, polled: when exactly a galaxy leaves memory (and that a dirty one
     // never does) is the writer's unit tests' to prove, on a manual clock; this proves
     // that what comes back is the same galaxy.

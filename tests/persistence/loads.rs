@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use galactic_war::app::{AppError, AppState};
 
-use crate::util::{blitz, endless_config, wait_for, TestDb};
+use crate::util::{blitz, both_stores, endless_config, wait_for, TestDb};
 
 /// Systems of the large galaxy: the dev profile loads it in over a second, some forty
 /// times what a 200-system load, a creation and a deletion take together (and creates it
@@ -124,10 +124,9 @@ fn a_large_load_holds_up_nothing_else_and_a_deletion_during_it_wins() {
     ));
 }
 
-#[test]
-fn threads_missing_on_one_galaxy_load_it_once() {
-    let db = TestDb::new();
-    let app = cold(&db, 100_000, &[]);
+both_stores!(threads_missing_on_one_galaxy_load_it_once);
+fn threads_missing_on_one_galaxy_load_it_once(db: &TestDb) {
+    let app = cold(db, 100_000, &[]);
     let threads = 6;
     let barrier = Arc::new(Barrier::new(threads));
     let loaders: Vec<_> = (0..threads)

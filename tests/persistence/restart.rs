@@ -7,7 +7,7 @@ use std::time::Duration;
 use galactic_war::app::{AppError, AppState};
 use galactic_war::model::{Galaxy, StructureKind};
 
-use crate::util::{blitz, coords, wait_for, TestDb};
+use crate::util::{blitz, both_stores, coords, wait_for, TestDb};
 
 /// Applies the same order to the app and to the twin; both must answer alike.
 fn order(app: &AppState, twin: &mut Galaxy, tick: u64, (x, y): (u64, u64), kind: StructureKind) {
@@ -54,9 +54,8 @@ fn observe_twin(twin: &mut Galaxy, systems: &[(u64, u64)], tick: u64) -> Vec<Str
     seen
 }
 
-#[test]
-fn restart_is_invisible() {
-    let db = TestDb::new();
+both_stores!(restart_is_invisible);
+fn restart_is_invisible(db: &TestDb) {
     let mut twin = Galaxy::create("g", blitz(), 77, 1_000).unwrap();
     let systems = coords(&twin);
     let kinds = StructureKind::ALL;
@@ -101,9 +100,8 @@ fn restart_is_invisible() {
     assert_eq!(app.metrics().galaxies_loaded_total, 1);
 }
 
-#[test]
-fn two_threads_missing_on_the_same_galaxy_load_it_once() {
-    let db = TestDb::new();
+both_stores!(two_threads_missing_on_the_same_galaxy_load_it_once);
+fn two_threads_missing_on_the_same_galaxy_load_it_once(db: &TestDb) {
     {
         let app = db.open(|_| {});
         app.create_galaxy("g", blitz(), Some(1), 0).unwrap();
@@ -127,9 +125,8 @@ fn two_threads_missing_on_the_same_galaxy_load_it_once() {
     assert_eq!(app.galaxies_loaded(), 1);
 }
 
-#[test]
-fn a_new_galaxy_is_on_disk_before_creation_returns() {
-    let db = TestDb::new();
+both_stores!(a_new_galaxy_is_on_disk_before_creation_returns);
+fn a_new_galaxy_is_on_disk_before_creation_returns(db: &TestDb) {
     let app = db.open(|s| s.coalescing_delay = std::time::Duration::from_secs(60));
     let created = app.create_galaxy("fresh", blitz(), Some(3), 5).unwrap();
     assert_eq!(created.systems, 200);
@@ -142,9 +139,8 @@ fn a_new_galaxy_is_on_disk_before_creation_returns() {
     ));
 }
 
-#[test]
-fn deletion_reaches_the_disk_and_never_resurrects() {
-    let db = TestDb::new();
+both_stores!(deletion_reaches_the_disk_and_never_resurrects);
+fn deletion_reaches_the_disk_and_never_resurrects(db: &TestDb) {
     let app = db.open(|_| {});
     app.create_galaxy("doomed", blitz(), Some(3), 0).unwrap();
     app.create_galaxy("kept", blitz(), Some(4), 0).unwrap();
@@ -170,9 +166,8 @@ fn deletion_reaches_the_disk_and_never_resurrects() {
     ));
 }
 
-#[test]
-fn a_stored_galaxy_can_be_deleted_without_loading_it() {
-    let db = TestDb::new();
+both_stores!(a_stored_galaxy_can_be_deleted_without_loading_it);
+fn a_stored_galaxy_can_be_deleted_without_loading_it(db: &TestDb) {
     {
         let app = db.open(|_| {});
         app.create_galaxy("cold", blitz(), Some(3), 0).unwrap();
