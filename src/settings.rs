@@ -27,9 +27,12 @@ impl DatabaseUrl {
     /// URL (`postgres://USER@HOST:PORT/DB`, also `postgresql://`), which must name a host.
     pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let config = url
-                .parse::<postgres::Config>()
-                .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            let config = url.parse::<postgres::Config>().map_err(|e| {
+                match std::error::Error::source(&e) {
+                    Some(cause) => format!("not a valid PostgreSQL URL: {e}: {cause}"),
+                    None => format!("not a valid PostgreSQL URL: {e}"),
+                }
+            })?;
             if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
                 return Err("the PostgreSQL URL names no host".into());
             }

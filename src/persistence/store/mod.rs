@@ -117,17 +117,17 @@ pub enum StoreError {
     },
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
     Inconsistent { galaxy: String, reason: String },
-    #[error("cannot connect to the database {database}: {source}")]
+    #[error("cannot connect to the database {database}: {}", postgres::describe(.source))]
     PostgresConnect {
         database: String,
         source: ::postgres::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", postgres::describe(.source))]
     Postgres {
         context: &'static str,
         source: ::postgres::Error,
     },
-    #[error("migration {name} failed: {source}")]
+    #[error("migration {name} failed: {}", postgres::describe(.source))]
     PostgresMigration {
         name: &'static str,
         source: ::postgres::Error,

@@ -111,6 +111,26 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A PostgreSQL error as an operator needs to read it: the server's code and message
+/// (the client's own `Display` says only "db error"), or the client's words and their
+/// cause ("error connecting to server: Connection refused").
+pub fn describe(error: &::postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        text.push_str(&format!(": {source}"));
+        cause = source.source();
+    }
+    text
+}
+
 /// The kind of a PostgreSQL error, as the engine acts on it.
 pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
     if let Some(state) = error.code() {
