@@ -391,7 +391,7 @@ pub(crate) fn open(
     deadline: Arc<BusyDeadline>,
 ) -> Result<Opened, StoreError> {
     match url {
-        DatabaseUrl::Postgres(url) => postgres::open(url, settings),
+        DatabaseUrl::Postgres(url) => postgres::open(url, settings, deadline),
         DatabaseUrl::File(_) | DatabaseUrl::Memory => sqlite::open(url, settings, check, deadline),
     }
 }

@@ -32,12 +32,20 @@ mod write;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use ::postgres::error::SqlState;
-use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
+use ::postgres::{CancelToken, Client, Config, GenericClient, NoTls, Statement};
 
-use super::{FailureKind, GalaxyJob, Opened, ReadStore, RowIds, StoreError, SystemIds, WriteStore};
+use super::{
+    BusyDeadline, FailureKind, GalaxyJob, Opened, ReadStore, RowIds, StoreError, SystemIds,
+    WriteStore,
+};
 use crate::model::Galaxy;
 use crate::settings::{postgres_label, PersistenceSettings, Synchronous};
 
@@ -326,14 +334,19 @@ impl Session {
 
 /// Opens a PostgreSQL database for the engine (see [`super::open`]): the writer's
 /// session, holding the advisory lock, and readers on demand.
-pub(super) fn open(url: &str, settings: &PersistenceSettings) -> Result<Opened, StoreError> {
+pub(super) fn open(
+    url: &str,
+    settings: &PersistenceSettings,
+    deadline: Arc<BusyDeadline>,
+) -> Result<Opened, StoreError> {
     if settings.synchronous != Synchronous::Normal {
         log::info!(target: LOG,
             "GWAR_PERSISTENCE_SYNCHRONOUS={} is SQLite's setting and is ignored on PostgreSQL: \
              every batch commits with synchronous_commit = on",
             settings.synchronous.pragma_value().to_ascii_lowercase());
     }
-    let writer = PostgresWriter::open(url)?;
+    let mut writer = PostgresWriter::open(url)?;
+    writer.canceller = Some(Canceller::spawn(deadline)?);
     let url = url.to_owned();
     let readers: super::OpenReader =
         Box::new(move || Ok(Box::new(PostgresReader::open(&url)?) as Box<dyn ReadStore>));
@@ -352,6 +365,86 @@ pub struct PostgresWriter {
     ids: HashMap<String, SystemIds>,
     /// A session was lost: the next one opened says so in the log.
     lost: bool,
+    /// Ends a call still running at the shutdown's deadline (the engine's writer only).
+    canceller: Option<Canceller>,
+}
+
+/// What the canceller's thread sees of the writer: the session's cancel token, and
+/// whether a call is running.
+#[derive(Default)]
+struct Calls {
+    token: Option<CancelToken>,
+    running: bool,
+    cancelled: bool,
+}
+
+/// The shutdown's deadline for the writer's calls. At shutdown the writer thread is
+/// inside a call (a statement waiting on a lock, say) when the deadline is set, and the
+/// final flush must not outlast it; so this thread watches the deadline and, once it
+/// has passed, asks the server to cancel the running statement (which then fails as
+/// busy). A server that cannot be reached at all is bounded by the connection's
+/// timeouts and keepalives instead.
+struct Canceller {
+    calls: Arc<Mutex<Calls>>,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the canceller looks at the deadline: a small share of any shutdown timeout.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+impl Canceller {
+    fn spawn(deadline: Arc<BusyDeadline>) -> Result<Canceller, StoreError> {
+        let calls = Arc::new(Mutex::new(Calls::default()));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let watched = calls.clone();
+        let thread = std::thread::Builder::new()
+            .name("gwar-pg-deadline".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CANCEL_POLL) {
+                    if !deadline.passed(Instant::now()) {
+                        continue;
+                    }
+                    let token = {
+                        let mut calls = watched.lock();
+                        match (calls.running && !calls.cancelled, &calls.token) {
+                            (true, Some(token)) => {
+                                let token = token.clone();
+                                calls.cancelled = true;
+                                Some(token)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(token) = token {
+                        log::warn!(target: LOG, "the shutdown deadline passed: cancelling the writer's statement");
+                        if let Err(error) = token.cancel_query(NoTls) {
+                            log::debug!(target: LOG, "cancelling the writer's statement: {}", describe(&error));
+                        }
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Thread {
+                name: "PostgreSQL deadline",
+                source,
+            })?;
+        Ok(Canceller {
+            calls,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Canceller {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!(target: LOG, "the PostgreSQL deadline thread panicked");
+            }
+        }
+    }
 }
 
 impl PostgresWriter {
@@ -367,6 +460,7 @@ impl PostgresWriter {
             session: Some(session),
             ids: HashMap::new(),
             lost: false,
+            canceller: None,
         })
     }
 
@@ -423,7 +517,16 @@ impl PostgresWriter {
                 self.session.insert(session)
             }
         };
+        if let Some(canceller) = &self.canceller {
+            let mut calls = canceller.calls.lock();
+            calls.token = Some(session.client.cancel_token());
+            calls.running = true;
+            calls.cancelled = false;
+        }
         let result = work(session, &mut self.ids);
+        if let Some(canceller) = &self.canceller {
+            canceller.calls.lock().running = false;
+        }
         if let Err(error) = &result {
             let broken = session.client.is_closed() || error.kind() == FailureKind::Unavailable;
             if broken {
@@ -489,6 +592,7 @@ impl WriteStore for PostgresWriter {
 
     /// Closes the session, which releases the advisory lock.
     fn finish(&mut self, _all_saved: bool) {
+        drop(self.canceller.take());
         if let Some(session) = self.session.take() {
             if let Err(error) = session.client.close() {
                 log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);

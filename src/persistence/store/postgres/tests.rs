@@ -552,3 +552,28 @@ fn check_passes_on_a_sound_database_and_names_a_broken_rule() {
         report.problems
     );
 }
+
+#[test]
+fn a_statement_running_at_the_shutdown_deadline_is_cancelled() {
+    let Some((db, mut store, _reader, galaxy)) = stored_galaxy("deadline") else {
+        return;
+    };
+    let deadline = BusyDeadline::new();
+    store.canceller = Some(Canceller::spawn(deadline.clone()).unwrap());
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE galaxies IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    deadline.set(std::time::Instant::now());
+    let batch = GalaxyRows {
+        name: "g".into(),
+        tick: Some(galaxy.tick() + 5),
+        systems: Vec::new(),
+    };
+    let err = store.write_batch(&[], &[batch]).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Busy, "{err}");
+    // Cancelled (57014), not ended by the lock timeout (55P03).
+    assert!(err.to_string().contains("57014"), "{err}");
+    tx.rollback().unwrap();
+    store.finish(false);
+}
