@@ -25,7 +25,7 @@ use galactic_war::testing::{AppInternals, ReadStore, SqliteReader, WRITER_PRAGMA
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-const SCHEMA: &str = include_str!("../sql/0001_initial.sql");
+const SCHEMA: &str = include_str!("../sql/sqlite/0001_initial.sql");
 const KINDS: [StructureKind; 5] = StructureKind::ALL;
 
 /// Every structure configured; builds complete after `build_time` ticks.

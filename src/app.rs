@@ -60,6 +60,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("there is no database file to back up (persistence is off or in memory)")]
     NoDatabase,
+    #[error("the database {0} is PostgreSQL, which is backed up with its own tools: pg_dump for a logical copy, pg_basebackup with WAL archiving for a physical one (README, Operations); this daemon's backups copy SQLite files only")]
+    ServerBackup(String),
     #[error("a backup is already running; try again when it has finished")]
     BackupInProgress,
     #[error(transparent)]
@@ -487,6 +489,9 @@ impl AppState {
     /// right after the first adds nothing, and a caller waiting for it would hold an
     /// HTTP worker for as long as a copy of the whole database takes.
     pub fn backup(&self, dir: Option<&Path>) -> Result<PathBuf, AppError> {
+        if let Some(server) = self.shared.engine.as_ref().and_then(Engine::server) {
+            return Err(AppError::ServerBackup(server.to_owned()));
+        }
         let source = self
             .shared
             .engine

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use crate::check::check_database;
+use crate::check::{check_database, check_postgres};
 use crate::http::listen::{bind_tcp, bind_unix};
 use crate::http::server::{raise_open_files_limit, Listener};
 use crate::persistence::backup::backup_to;
 use crate::serve::{
     serve, Listeners, Shutdown, StartError, EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE,
 };
-use crate::settings::{AdminListen, DatabaseUrl, Settings};
+use crate::settings::{postgres_label, AdminListen, DatabaseUrl, Settings};
 use crate::systemd::Notifier;
 
 const HELP: &str = "\
@@ -114,8 +114,8 @@ fn flags<'a>(
     Some(found)
 }
 
-/// The database file of `--database URL`, or of `DATABASE_URL`; an exit status on error.
-fn database_file(command: &str, flags: &[(&str, &str)]) -> Result<PathBuf, i32> {
+/// The database of `--database URL`, or of `DATABASE_URL`; an exit status on error.
+fn database_url(command: &str, flags: &[(&str, &str)]) -> Result<DatabaseUrl, i32> {
     let url = match flags.iter().find(|(flag, _)| *flag == "--database") {
         Some((_, url)) => {
             DatabaseUrl::parse(url).map_err(|reason| format!("--database {url:?}: {reason}"))
@@ -124,19 +124,31 @@ fn database_file(command: &str, flags: &[(&str, &str)]) -> Result<PathBuf, i32> 
             .map(|s| s.database)
             .map_err(|e| e.to_string()),
     };
+    url.map_err(|message| {
+        eprintln!("galactic-war {command}: {message}");
+        EX_CONFIG
+    })
+}
+
+/// The database file of `--database URL`, or of `DATABASE_URL`; an exit status on error.
+fn database_file(command: &str, url: DatabaseUrl) -> Result<PathBuf, i32> {
     match url {
-        Ok(DatabaseUrl::File(path)) if path.exists() => Ok(path),
-        Ok(DatabaseUrl::File(path)) => {
+        DatabaseUrl::File(path) if path.exists() => Ok(path),
+        DatabaseUrl::File(path) => {
             eprintln!("galactic-war {command}: no database at {}", path.display());
             Err(EX_FAILURE)
         }
-        Ok(DatabaseUrl::Memory) => {
+        DatabaseUrl::Memory => {
             eprintln!("galactic-war {command}: an in-memory database has no file to work on");
             Err(EX_USAGE)
         }
-        Err(message) => {
-            eprintln!("galactic-war {command}: {message}");
-            Err(EX_CONFIG)
+        DatabaseUrl::Postgres(_) => {
+            eprintln!(
+                "galactic-war {command}: {} is a PostgreSQL database, which has no file to \
+                 work on; back it up with PostgreSQL's own tools (pg_dump, pg_basebackup)",
+                url.label()
+            );
+            Err(EX_USAGE)
         }
     }
 }
@@ -146,12 +158,25 @@ fn check_command(args: &[String]) -> i32 {
     let Some(flags) = flags("check", "check [--database URL]", args, &["--database"]) else {
         return EX_USAGE;
     };
-    let path = match database_file("check", &flags) {
-        Ok(path) => path,
+    let url = match database_url("check", &flags) {
+        Ok(url) => url,
         Err(status) => return status,
     };
-    println!("database: {}", path.display());
-    match check_database(&path) {
+    let checked = match url {
+        DatabaseUrl::Postgres(url) => {
+            println!("database: {}", postgres_label(&url));
+            check_postgres(&url).map_err(|error| error.to_string())
+        }
+        url => {
+            let path = match database_file("check", url) {
+                Ok(path) => path,
+                Err(status) => return status,
+            };
+            println!("database: {}", path.display());
+            check_database(&path).map_err(|error| error.to_string())
+        }
+    };
+    match checked {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");
@@ -184,7 +209,7 @@ fn backup_command(args: &[String]) -> i32 {
         eprintln!("galactic-war backup: --to PATH is required");
         return EX_USAGE;
     };
-    let source = match database_file("backup", &flags) {
+    let source = match database_url("backup", &flags).and_then(|url| database_file("backup", url)) {
         Ok(path) => path,
         Err(status) => return status,
     };

@@ -99,9 +99,12 @@ impl StartError {
     /// daemon serves, or one from a newer binary, is not ours to run beside.
     fn from_open(error: StoreError) -> Result<StoreError, StartError> {
         match error {
-            StoreError::InUse { .. } | StoreError::NewerSchema { .. } => {
-                Err(StartError::Database(error))
-            }
+            // PostgreSQL: a server that cannot be reached (yet) is no damaged file to
+            // keep serving beside; exiting lets the supervisor start again later.
+            StoreError::InUse { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::PostgresInUse { .. }
+            | StoreError::PostgresConnect { .. } => Err(StartError::Database(error)),
             other => Ok(other),
         }
     }
@@ -232,7 +235,17 @@ pub fn serve(
 
     systemd.ready(&app);
     let supervisor = Supervisor::start(app.clone(), systemd.clone()).ok();
-    let backups = settings.backup_interval.map(|every| {
+    let backups = match (&settings.database, settings.backup_interval) {
+        (DatabaseUrl::Postgres(_), Some(_)) => {
+            log::warn!(
+                "GWAR_BACKUP_INTERVAL is ignored: PostgreSQL is backed up with its own tools \
+                 (pg_dump, pg_basebackup), not by this daemon"
+            );
+            None
+        }
+        (_, interval) => interval,
+    };
+    let backups = backups.map(|every| {
         BackupSchedule::start(
             app.clone(),
             settings.backup_dir.clone(),
@@ -264,7 +277,7 @@ fn remove_unfinished_backups(settings: &Settings) {
     let dir = match (&settings.backup_dir, &settings.database) {
         (Some(dir), _) => dir.clone(),
         (None, DatabaseUrl::File(database)) => default_dir(database),
-        (None, DatabaseUrl::Memory) => return,
+        (None, DatabaseUrl::Memory | DatabaseUrl::Postgres(_)) => return,
     };
     match remove_unfinished(&dir) {
         Ok(found) => {

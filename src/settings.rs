@@ -17,14 +17,30 @@ pub enum DatabaseUrl {
     File(PathBuf),
     /// `sqlite::memory:`: a private in-memory database, gone with the process.
     Memory,
+    /// `postgres://…` or `postgresql://…`: a PostgreSQL database, the URL as given (it
+    /// may hold a password: show it through [`DatabaseUrl::label`], never as it is).
+    Postgres(String),
 }
 
 impl DatabaseUrl {
-    /// Parses `sqlite:PATH` (also `sqlite://PATH`) or `sqlite::memory:`.
+    /// Parses `sqlite:PATH` (also `sqlite://PATH`), `sqlite::memory:`, or a PostgreSQL
+    /// URL (`postgres://USER@HOST:PORT/DB`, also `postgresql://`), which must name a host.
     pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let config = url.parse::<postgres::Config>().map_err(|e| {
+                match std::error::Error::source(&e) {
+                    Some(cause) => format!("not a valid PostgreSQL URL: {e}: {cause}"),
+                    None => format!("not a valid PostgreSQL URL: {e}"),
+                }
+            })?;
+            if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+                return Err("the PostgreSQL URL names no host".into());
+            }
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
         let rest = url
             .strip_prefix("sqlite:")
-            .ok_or("expected sqlite:PATH or sqlite::memory:")?;
+            .ok_or("expected sqlite:PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB")?;
         if rest == ":memory:" {
             return Ok(DatabaseUrl::Memory);
         }
@@ -35,6 +51,43 @@ impl DatabaseUrl {
         }
         Ok(DatabaseUrl::File(PathBuf::from(path)))
     }
+
+    /// The database as logs and errors show it: a file's path, `:memory:`, or a
+    /// PostgreSQL URL without its password (`postgres://USER@HOST:PORT/DB`).
+    pub fn label(&self) -> String {
+        match self {
+            DatabaseUrl::File(path) => path.display().to_string(),
+            DatabaseUrl::Memory => ":memory:".to_owned(),
+            DatabaseUrl::Postgres(url) => postgres_label(url),
+        }
+    }
+}
+
+/// `postgres://USER@HOST:PORT/DB` of a PostgreSQL URL, without its password.
+pub fn postgres_label(url: &str) -> String {
+    let Ok(config) = url.parse::<postgres::Config>() else {
+        return "postgres://(an invalid URL)".to_owned();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .chain(config.get_hostaddrs().iter().map(|addr| addr.to_string()))
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let port = match ports.as_slice() {
+        [] => String::new(),
+        ports => format!(":{}", ports.join(",")),
+    };
+    let db = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}{port}/{db}", hosts.join(","))
 }
 
 /// Where the admin API listens (`GWAR_ADMIN_LISTEN`): never the game's address, so that
@@ -466,12 +519,23 @@ mod tests {
         );
         let s = settings(&[("DATABASE_URL", "sqlite://data/x.db?mode=rwc")]).unwrap();
         assert_eq!(s.database, DatabaseUrl::File("data/x.db".into()));
+        for url in [
+            "postgres://gwar@db.example:5433/game",
+            "postgresql://gwar:secret@127.0.0.1/game?connect_timeout=3",
+        ] {
+            let s = settings(&[("DATABASE_URL", url)]).unwrap();
+            assert_eq!(s.database, DatabaseUrl::Postgres(url.to_owned()));
+        }
+        let secret = DatabaseUrl::parse("postgresql://gwar:secret@127.0.0.1:5432/game").unwrap();
+        assert_eq!(secret.label(), "postgres://gwar@127.0.0.1:5432/game");
     }
 
     #[test]
     fn a_bad_value_names_the_variable_and_the_value() {
         for (variable, value) in [
-            ("DATABASE_URL", "postgres://x"),
+            ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "postgres://"),
+            ("DATABASE_URL", "postgres://h/db?sslmode=sometimes"),
             ("DATABASE_URL", "sqlite:"),
             ("GWAR_PERSISTENCE_ENABLED", "maybe"),
             ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "0"),

@@ -60,6 +60,7 @@ impl From<AppError> for ApiError {
             },
             AppError::UnsavedTooOld { .. } | AppError::Persistence(_) | AppError::MemoryOnly => 503,
             AppError::NoDatabase
+            | AppError::ServerBackup(_)
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,
             AppError::Store(_) | AppError::Backup(_) => 500,

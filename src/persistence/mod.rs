@@ -55,8 +55,10 @@ pub struct Engine {
     /// connection can see (and whose galaxies never leave memory anyway).
     readers: Option<ReaderPool>,
     metrics: Arc<Metrics>,
-    /// The database file; `None` for an in-memory database.
+    /// The database file; `None` for an in-memory or a server database.
     path: Option<PathBuf>,
+    /// A server database (PostgreSQL), as logs show it; `None` for SQLite.
+    server: Option<String>,
     /// Writes the clean-shutdown marker; `None` for an in-memory database.
     clean: Option<CleanShutdown>,
     _lock: Option<DatabaseLock>,
@@ -71,8 +73,11 @@ impl Engine {
         galaxies: WriterSide,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
+        // PostgreSQL: the writer's session holds an advisory lock instead (see
+        // `store::postgres`), and the server recovers from crashes on its own, so there
+        // is no clean-shutdown marker and no start-up check of a file.
         let lock = match url {
-            DatabaseUrl::Memory => None,
+            DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
             DatabaseUrl::File(path) => {
                 store::create_parent_dir(path)?;
                 Some(DatabaseLock::acquire(path)?)
@@ -83,6 +88,9 @@ impl Engine {
             DatabaseUrl::File(path) => clean::take(path),
             DatabaseUrl::Memory => StartupCheck::Whole {
                 why: "in memory".to_owned(),
+            },
+            DatabaseUrl::Postgres(_) => StartupCheck::Whole {
+                why: "a server database".to_owned(),
             },
         };
         // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
@@ -99,7 +107,7 @@ impl Engine {
                     })?,
                 )
             }
-            DatabaseUrl::Memory => None,
+            DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
         };
         let readers = opened.readers.map(ReaderPool::open).transpose()?;
         metrics.set_lagging_after(settings.lagging_after());
@@ -120,21 +128,25 @@ impl Engine {
             source,
         })?;
         log::info!(target: "galactic_war::persistence",
-            "persistence on {} (coalescing {}, auto-save every {:?}, synchronous {})",
-            match url {
-                DatabaseUrl::File(path) => path.display().to_string(),
-                DatabaseUrl::Memory => ":memory:".to_owned(),
-            },
-            if settings.write_coalescing { format!("{:?}", settings.coalescing_delay) } else { "off".to_owned() },
-            settings.auto_save_interval,
-            settings.synchronous.pragma_value().to_ascii_lowercase());
+        "persistence on {} (coalescing {}, auto-save every {:?}, {})",
+        url.label(),
+        if settings.write_coalescing { format!("{:?}", settings.coalescing_delay) } else { "off".to_owned() },
+        settings.auto_save_interval,
+        match url {
+            DatabaseUrl::Postgres(_) => "synchronous_commit on".to_owned(),
+            _ => format!("synchronous {}", settings.synchronous.pragma_value().to_ascii_lowercase()),
+        });
         Ok(Engine {
             writer,
             readers,
             metrics,
             path: match url {
                 DatabaseUrl::File(path) => Some(path.clone()),
-                DatabaseUrl::Memory => None,
+                DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
+            },
+            server: match url {
+                DatabaseUrl::Postgres(_) => Some(url.label()),
+                DatabaseUrl::File(_) | DatabaseUrl::Memory => None,
             },
             clean,
             _lock: lock,
@@ -144,6 +156,11 @@ impl Engine {
     /// The database file, if the database is one.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The server database (PostgreSQL, without its password), if the database is one.
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
     }
 
     pub fn writer(&self) -> &WriterHandle {

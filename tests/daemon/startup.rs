@@ -24,7 +24,8 @@ fn a_bad_environment_value_exits_78_naming_the_variable() {
         ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "soon"),
         ("GWAR_PERSISTENCE_ENABLED", "perhaps"),
         ("GWAR_LISTEN", "not-an-address"),
-        ("DATABASE_URL", "postgres://x"),
+        ("DATABASE_URL", "mysql://x"),
+        ("DATABASE_URL", "postgres://db/x?sslmode=sometimes"),
         ("GWAR_PERSISTENCE_SYNCHRONOUS", "extra"),
         ("GWAR_ADMIN_LISTEN", "localhost:3051"),
     ] {

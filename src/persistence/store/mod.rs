@@ -2,9 +2,10 @@
 //!
 //! What the writer thread needs from a database is one trait, [`WriteStore`]; what a load
 //! on a cache miss needs is another, [`ReadStore`]. The writer, the cut, flush, retries,
-//! shutdown and the app name only these traits and the plain row types below, so a second
-//! database plugs in beside [`sqlite`] without touching them; `open` chooses the
-//! implementation from the database URL, once, at start-up. A reader is its own type, with
+//! shutdown and the app name only these traits and the plain row types below, so each
+//! database plugs in beside the others without touching them ([`sqlite`], the embedded
+//! default, and [`postgres`]); `open` chooses the implementation from the database URL,
+//! once, at start-up. A reader is its own type, with
 //! no write method: a read-only connection cannot be asked to write.
 //!
 //! Dispatch is per call, never per row: a batch, a chunk of a bulk job and a whole load are
@@ -19,6 +20,7 @@
 //! cache of row ids never runs ahead of what is committed (it is dropped for the galaxies of
 //! a failed batch).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
@@ -113,6 +115,23 @@ pub enum StoreError {
     },
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
     Inconsistent { galaxy: String, reason: String },
+    #[error("cannot connect to the database {database}: {}", postgres::describe(.source))]
+    PostgresConnect {
+        database: String,
+        source: ::postgres::Error,
+    },
+    #[error("{context}: {}", postgres::describe(.source))]
+    Postgres {
+        context: &'static str,
+        source: ::postgres::Error,
+    },
+    #[error("migration {name} failed: {}", postgres::describe(.source))]
+    PostgresMigration {
+        name: &'static str,
+        source: ::postgres::Error,
+    },
+    #[error("the database {database} is in use by another galactic-war daemon (its writer's session holds the advisory lock {key}); one daemon per database")]
+    PostgresInUse { database: String, key: i64 },
 }
 
 impl StoreError {
@@ -121,6 +140,10 @@ impl StoreError {
             StoreError::Open { source, .. }
             | StoreError::Migration { source, .. }
             | StoreError::Sqlite { source, .. } => sqlite::failure_kind(source),
+            StoreError::Postgres { source, .. } | StoreError::PostgresMigration { source, .. } => {
+                postgres::failure_kind(source)
+            }
+            StoreError::PostgresConnect { source, .. } => postgres::connect_failure_kind(source),
             StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
             StoreError::Corrupt { .. } => FailureKind::Corrupt,
             StoreError::FileGone { .. } => FailureKind::FileGone,
@@ -128,6 +151,7 @@ impl StoreError {
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }
             | StoreError::Lock { .. }
+            | StoreError::PostgresInUse { .. }
             | StoreError::Thread { .. } => FailureKind::Other,
         }
     }
@@ -365,7 +389,10 @@ pub(crate) fn open(
     check: StartupCheck,
     deadline: Arc<BusyDeadline>,
 ) -> Result<Opened, StoreError> {
-    sqlite::open(url, settings, check, deadline)
+    match url {
+        DatabaseUrl::Postgres(url) => postgres::open(url, settings, deadline),
+        DatabaseUrl::File(_) | DatabaseUrl::Memory => sqlite::open(url, settings, check, deadline),
+    }
 }
 
 #[cfg(test)]

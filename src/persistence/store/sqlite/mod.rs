@@ -43,11 +43,11 @@ const LOG: &str = "galactic_war::persistence";
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial",
-        include_str!("../../../../sql/0001_initial.sql"),
+        include_str!("../../../../sql/sqlite/0001_initial.sql"),
     ),
     (
         "0002_galaxy_jobs",
-        include_str!("../../../../sql/0002_galaxy_jobs.sql"),
+        include_str!("../../../../sql/sqlite/0002_galaxy_jobs.sql"),
     ),
 ];
 
@@ -212,9 +212,17 @@ impl Db {
         let size = match url {
             DatabaseUrl::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
             DatabaseUrl::Memory => 0,
+            // `store::open` sends these to the PostgreSQL store; a tool that hands one
+            // to SQLite's gets an error, not a file named after the URL.
+            DatabaseUrl::Postgres(_) => {
+                return Err(StoreError::Open {
+                    path: url.label(),
+                    source: rusqlite::Error::InvalidPath(PathBuf::from(url.label())),
+                })
+            }
         };
         let (conn, label) = match url {
-            DatabaseUrl::Memory => (
+            DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => (
                 Connection::open_in_memory().map_err(|source| StoreError::Open {
                     path: ":memory:".into(),
                     source,
@@ -538,7 +546,7 @@ pub(super) fn open(
 ) -> Result<Opened, StoreError> {
     let db = Db::open_writer(url, settings.synchronous, check)?;
     let (checkpointer, readers) = match url {
-        DatabaseUrl::Memory => (None, None),
+        DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => (None, None),
         DatabaseUrl::File(path) => {
             // Its busy waits end at the deadline too: the writer's final steps wait for
             // the checkpoint in progress, and the shutdown's deadline holds for both.

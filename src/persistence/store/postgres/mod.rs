@@ -1,0 +1,681 @@
+//! The PostgreSQL store: the schema, its migrations, and every SQL statement the engine
+//! runs on PostgreSQL (`DATABASE_URL=postgres://…`).
+//!
+//! The writer thread owns one session, a [`PostgresWriter`], and with it the cache of
+//! system row ids, as on SQLite. That session holds the advisory lock [`LOCK_KEY`] for as
+//! long as it lives: a second daemon on the same database cannot take it and refuses to
+//! start ([`StoreError::PostgresInUse`]). Loads on a cache miss use their own sessions,
+//! each a [`PostgresReader`], which has no write method and whose session refuses writes
+//! besides (`default_transaction_read_only`).
+//!
+//! A batch is one transaction of set-based statements: at most one statement per table,
+//! its rows passed as arrays and expanded with `unnest`, never a statement per row; the
+//! writer's session commits with `synchronous_commit = on`, so a batch the engine counts
+//! as saved survives a crash of the server. Creation and purge chunks are set-based
+//! likewise, and a load is four queries in one read-only snapshot.
+//!
+//! Connections break (the server restarts, `pg_terminate_backend`, a network fault): an
+//! operation that meets a broken session fails with [`super::FailureKind::Unavailable`]
+//! and drops it, and the next call opens a new one and takes the advisory lock again, so
+//! the writer's retries with backoff are the reconnects and nothing in the writer knows.
+//! If another process holds the lock by then, every call fails loudly rather than write
+//! beside it.
+//!
+//! This file connects, configures, migrates and maps errors; `write.rs` holds a batch's
+//! statements and the id cache's look-up; `jobs.rs` creates and deletes whole galaxies in
+//! chunks; `load.rs` reads a galaxy back. A galaxy with an unfinished job (table
+//! `galaxy_jobs`) is invisible to every read here, as on SQLite.
+
+mod jobs;
+mod load;
+mod write;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use ::postgres::error::SqlState;
+use ::postgres::{CancelToken, Client, Config, GenericClient, NoTls, Statement};
+
+use super::{
+    BusyDeadline, FailureKind, GalaxyJob, Opened, ReadStore, RowIds, StoreError, SystemIds,
+    WriteStore,
+};
+use crate::model::Galaxy;
+use crate::settings::{postgres_label, PersistenceSettings, Synchronous};
+
+const LOG: &str = "galactic_war::persistence";
+
+/// The migrations, in order; the table `galactic_war_schema` holds one row per migration
+/// applied. The same tables and columns as SQLite's, in PostgreSQL's types.
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial",
+        include_str!("../../../../sql/postgres/0001_initial.sql"),
+    ),
+    (
+        "0002_galaxy_jobs",
+        include_str!("../../../../sql/postgres/0002_galaxy_jobs.sql"),
+    ),
+];
+
+/// The schema version this binary writes on PostgreSQL (the same number as on SQLite).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Where the schema version lives: created by the first migration's transaction.
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS galactic_war_schema (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
+)";
+
+/// The session-level advisory lock the writer's session holds: one daemon per database.
+/// Advisory locks are per database, so daemons on other databases of the same server do
+/// not meet. The bytes spell `gwar-one`.
+pub const LOCK_KEY: i64 = i64::from_be_bytes(*b"gwar-one");
+
+/// The writer's session's backend process id, for an operator (or a fault test) who
+/// wants to find it: the session holding [`LOCK_KEY`] (a bigint key shows in `pg_locks`
+/// as its high half in `classid`, its low half in `objid`, and `objsubid` 1).
+pub const WRITER_PID_SQL: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
+     AND granted AND classid = 1735876978 AND objid = 762277477 AND objsubid = 1";
+
+/// Every session's `application_name`, so an operator sees the daemon in
+/// `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "galactic-war";
+
+/// How long opening a session may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalives: a server that vanished without closing the connection (a power
+/// loss, a partition) is noticed within about idle + interval × retries, not hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Sent data unacknowledged this long ends the connection (Linux `TCP_USER_TIMEOUT`),
+/// unless the URL says: keepalives do not probe while a request waits to be sent.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The writer waits this long for a row or table lock held by another session before its
+/// statement fails as busy: the same bound as SQLite's busy timeout (CONTRACT §3).
+const LOCK_TIMEOUT: &str = "5s";
+
+trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, ::postgres::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Postgres { context, source })
+    }
+}
+
+/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A PostgreSQL error as an operator needs to read it: the server's code and message
+/// (the client's own `Display` says only "db error"), or the client's words and their
+/// cause ("error connecting to server: Connection refused").
+pub fn describe(error: &::postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        text.push_str(&format!(": {source}"));
+        cause = source.source();
+    }
+    text
+}
+
+/// The kind of a PostgreSQL error, as the engine acts on it.
+pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
+    if let Some(state) = error.code() {
+        return state_kind(state);
+    }
+    let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+    if error.is_closed() || io {
+        FailureKind::Unavailable
+    } else {
+        FailureKind::Other
+    }
+}
+
+/// The kind of a failure to open a session: the server's own answer when it gave one
+/// (a wrong password is no outage), else unreachable (refused, timed out, reset).
+pub(super) fn connect_failure_kind(error: &::postgres::Error) -> FailureKind {
+    match error.code() {
+        Some(state) => state_kind(state),
+        None => FailureKind::Unavailable,
+    }
+}
+
+fn state_kind(state: &SqlState) -> FailureKind {
+    let code = state.code();
+    match code {
+        // disk_full
+        "53100" => FailureKind::Full,
+        // serialization_failure, deadlock_detected, lock_not_available (lock_timeout),
+        // query_canceled (statement_timeout, or a cancel): the statement lost a race
+        // or a wait; the same statement later may pass.
+        "40001" | "40P01" | "55P03" | "57014" => FailureKind::Busy,
+        // admin_shutdown (pg_terminate_backend, a fast stop), crash_shutdown,
+        // cannot_connect_now (starting up), too_many_connections, and class 08, the
+        // connection exceptions.
+        "57P01" | "57P02" | "57P03" | "53300" => FailureKind::Unavailable,
+        _ if code.starts_with("08") => FailureKind::Unavailable,
+        // data_corrupted, index_corrupted
+        "XX001" | "XX002" => FailureKind::Corrupt,
+        _ => FailureKind::Other,
+    }
+}
+
+/// The session settings of `url` for the engine: its own name, timeouts and keepalives
+/// (each unless the URL sets it), and, for readers, read-only transactions from the
+/// start of the session.
+fn session_config(url: &str, read_only: bool) -> Result<Config, StoreError> {
+    let mut config: Config = url.parse().map_err(|source| StoreError::PostgresConnect {
+        database: postgres_label(url),
+        source,
+    })?;
+    config.application_name(APPLICATION_NAME);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    if read_only {
+        let options = config.get_options().unwrap_or_default();
+        let options = format!("{options} -c default_transaction_read_only=on");
+        config.options(options.trim());
+    }
+    Ok(config)
+}
+
+fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
+    config
+        .connect(NoTls)
+        .map_err(|source| StoreError::PostgresConnect {
+            database: label.to_owned(),
+            source,
+        })
+}
+
+/// The schema version of the database `client` is on: 0 before any migration. Reads
+/// only, so a newer database is refused before anything writes to it.
+fn schema_version(client: &mut impl GenericClient) -> Result<i64, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('galactic_war_schema') IS NOT NULL", &[])
+        .and_then(|row| row.try_get(0))
+        .context("reading the schema version")?;
+    if !exists {
+        return Ok(0);
+    }
+    client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM galactic_war_schema",
+            &[],
+        )
+        .and_then(|row| row.try_get(0))
+        .context("reading the schema version")
+}
+
+fn refuse_newer(label: &str, version: i64) -> Result<(), StoreError> {
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: label.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Applies the migrations after `from`, each in its own transaction with its row in the
+/// version table.
+fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(), StoreError> {
+    for (number, (name, sql)) in MIGRATIONS.iter().enumerate() {
+        let version = number as i64 + 1;
+        if version <= from {
+            continue;
+        }
+        let applied = client.transaction().and_then(|mut tx| {
+            if version == 1 {
+                tx.batch_execute(VERSION_TABLE)?;
+            }
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO galactic_war_schema (version, name) VALUES ($1, $2)",
+                &[&version, name],
+            )?;
+            tx.commit()
+        });
+        applied.map_err(|source| StoreError::PostgresMigration { name, source })?;
+        log::info!(target: LOG, "{label}: applied migration {name}");
+    }
+    Ok(())
+}
+
+/// Prepared statements by their text: each is parsed once per session, not per batch.
+/// Statements outlive transactions (a rollback keeps them), not their session.
+#[derive(Default)]
+struct Prepared(HashMap<&'static str, Statement>);
+
+impl Prepared {
+    fn get(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &'static str,
+    ) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql).context("preparing a statement")?;
+        self.0.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// The writer's session: the client, holding the advisory lock, and its statements.
+struct Session {
+    client: Client,
+    prepared: Prepared,
+}
+
+impl Session {
+    /// Opens the writer's session: takes the advisory lock (or fails, naming the
+    /// database), refuses a newer schema, migrates, and sets the commit's durability and
+    /// the lock wait's bound.
+    fn open(config: &Config, label: &str) -> Result<Session, StoreError> {
+        let mut client = connect(config, label)?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .and_then(|row| row.try_get(0))
+            .context("taking the database's advisory lock")?;
+        if !locked {
+            return Err(StoreError::PostgresInUse {
+                database: label.to_owned(),
+                key: LOCK_KEY,
+            });
+        }
+        let version = schema_version(&mut client)?;
+        refuse_newer(label, version)?;
+        // Our own settings win over the server's, the database's and the role's: a batch
+        // counted as saved must be durable, and a lock wait must end.
+        client
+            .batch_execute(&format!(
+                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}';"
+            ))
+            .context("configuring the writer's session")?;
+        migrate(&mut client, label, version)?;
+        Ok(Session {
+            client,
+            prepared: Prepared::default(),
+        })
+    }
+}
+
+/// Opens a PostgreSQL database for the engine (see [`super::open`]): the writer's
+/// session, holding the advisory lock, and readers on demand.
+pub(super) fn open(
+    url: &str,
+    settings: &PersistenceSettings,
+    deadline: Arc<BusyDeadline>,
+) -> Result<Opened, StoreError> {
+    if settings.synchronous != Synchronous::Normal {
+        log::info!(target: LOG,
+            "GWAR_PERSISTENCE_SYNCHRONOUS={} is SQLite's setting and is ignored on PostgreSQL: \
+             every batch commits with synchronous_commit = on",
+            settings.synchronous.pragma_value().to_ascii_lowercase());
+    }
+    let mut writer = PostgresWriter::open(url)?;
+    writer.canceller = Some(Canceller::spawn(deadline)?);
+    let url = url.to_owned();
+    let readers: super::OpenReader =
+        Box::new(move || Ok(Box::new(PostgresReader::open(&url)?) as Box<dyn ReadStore>));
+    Ok(Opened {
+        writer: Box::new(writer),
+        readers: Some(readers),
+    })
+}
+
+/// The writer thread's store: its session (`None` once broken, until the next call opens
+/// another) and the cache of system row ids.
+pub struct PostgresWriter {
+    config: Config,
+    label: String,
+    session: Option<Session>,
+    ids: HashMap<String, SystemIds>,
+    /// A session was lost: the next one opened says so in the log.
+    lost: bool,
+    /// Ends a call still running at the shutdown's deadline (the engine's writer only).
+    canceller: Option<Canceller>,
+}
+
+/// What the canceller's thread sees of the writer: the session's cancel token, and
+/// whether a call is running.
+#[derive(Default)]
+struct Calls {
+    token: Option<CancelToken>,
+    running: bool,
+    cancelled: bool,
+}
+
+/// The shutdown's deadline for the writer's calls. At shutdown the writer thread is
+/// inside a call (a statement waiting on a lock, say) when the deadline is set, and the
+/// final flush must not outlast it; so this thread watches the deadline and, once it
+/// has passed, asks the server to cancel the running statement (which then fails as
+/// busy). A server that cannot be reached at all is bounded by the connection's
+/// timeouts and keepalives instead.
+struct Canceller {
+    calls: Arc<Mutex<Calls>>,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the canceller looks at the deadline: a small share of any shutdown timeout.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+impl Canceller {
+    fn spawn(deadline: Arc<BusyDeadline>) -> Result<Canceller, StoreError> {
+        let calls = Arc::new(Mutex::new(Calls::default()));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let watched = calls.clone();
+        let thread = std::thread::Builder::new()
+            .name("gwar-pg-deadline".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CANCEL_POLL) {
+                    if !deadline.passed(Instant::now()) {
+                        continue;
+                    }
+                    let token = {
+                        let mut calls = watched.lock();
+                        match (calls.running && !calls.cancelled, &calls.token) {
+                            (true, Some(token)) => {
+                                let token = token.clone();
+                                calls.cancelled = true;
+                                Some(token)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(token) = token {
+                        log::warn!(target: LOG, "the shutdown deadline passed: cancelling the writer's statement");
+                        if let Err(error) = token.cancel_query(NoTls) {
+                            log::debug!(target: LOG, "cancelling the writer's statement: {}", describe(&error));
+                        }
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Thread {
+                name: "PostgreSQL deadline",
+                source,
+            })?;
+        Ok(Canceller {
+            calls,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Canceller {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!(target: LOG, "the PostgreSQL deadline thread panicked");
+            }
+        }
+    }
+}
+
+impl PostgresWriter {
+    /// Opens the writer's session (see [`Session::open`]); fails at once when the server
+    /// cannot be reached, another daemon holds the database, or its schema is newer.
+    pub fn open(url: &str) -> Result<PostgresWriter, StoreError> {
+        let config = session_config(url, false)?;
+        let label = postgres_label(url);
+        let session = Session::open(&config, &label)?;
+        Ok(PostgresWriter {
+            config,
+            label,
+            session: Some(session),
+            ids: HashMap::new(),
+            lost: false,
+            canceller: None,
+        })
+    }
+
+    /// The PostgreSQL writer behind a store, when that store is PostgreSQL's.
+    pub fn of(store: &mut dyn WriteStore) -> Option<&mut PostgresWriter> {
+        (store as &mut dyn std::any::Any).downcast_mut()
+    }
+
+    /// The database as logs show it (no password).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The writer's session's backend process id (opening a session if it has none).
+    pub fn backend_pid(&mut self) -> Result<i32, StoreError> {
+        self.with_session(|session, _| {
+            session
+                .client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .and_then(|row| row.try_get(0))
+                .context("reading the backend pid")
+        })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        self.with_session(|session, _| schema_version(&mut session.client))
+    }
+
+    /// Runs `work` on the session, opening one first when there is none (a reconnect:
+    /// the advisory lock is taken again, or the call fails). A session that `work` found
+    /// broken is dropped, so the next call opens a new one.
+    fn with_session<T>(
+        &mut self,
+        work: impl FnOnce(&mut Session, &mut HashMap<String, SystemIds>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            self.drop_session();
+        }
+        let session = match &mut self.session {
+            Some(session) => session,
+            None => {
+                let session = Session::open(&self.config, &self.label).inspect_err(|error| {
+                    if matches!(error, StoreError::PostgresInUse { .. }) {
+                        log::error!(target: LOG,
+                            "{}: not writing: {error} (the lock was lost with the writer's \
+                             previous session)", self.label);
+                    }
+                })?;
+                if self.lost {
+                    log::info!(target: LOG, "{}: the writer's session is open again", self.label);
+                    self.lost = false;
+                }
+                self.session.insert(session)
+            }
+        };
+        if let Some(canceller) = &self.canceller {
+            let mut calls = canceller.calls.lock();
+            calls.token = Some(session.client.cancel_token());
+            calls.running = true;
+            calls.cancelled = false;
+        }
+        let result = work(session, &mut self.ids);
+        if let Some(canceller) = &self.canceller {
+            canceller.calls.lock().running = false;
+        }
+        if let Err(error) = &result {
+            let broken = session.client.is_closed() || error.kind() == FailureKind::Unavailable;
+            if broken {
+                log::warn!(target: LOG,
+                    "{}: the writer's session is lost ({error}); a new one is opened at the next attempt",
+                    self.label);
+                self.drop_session();
+            }
+        }
+        result
+    }
+
+    fn drop_session(&mut self) {
+        self.session = None;
+        self.lost = true;
+    }
+}
+
+impl WriteStore for PostgresWriter {
+    fn on_writer_thread(&mut self) {}
+
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        PostgresWriter::unfinished_jobs(self)
+    }
+
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[super::GalaxyRows],
+    ) -> Result<super::WriteStats, StoreError> {
+        PostgresWriter::write_batch(self, deletions, galaxies)
+    }
+
+    fn create_chunk(
+        &mut self,
+        galaxy: &super::NewGalaxy<'_>,
+        progress: &mut super::CreationProgress,
+        max_systems: usize,
+    ) -> Result<super::WriteStats, StoreError> {
+        PostgresWriter::create_chunk(self, galaxy, progress, max_systems)
+    }
+
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(super::WriteStats, bool), StoreError> {
+        PostgresWriter::purge_chunk(self, name, max_systems)
+    }
+
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.ids.insert(name.to_owned(), ids.0);
+    }
+
+    fn forget_ids(&mut self, name: &str) {
+        self.ids.remove(name);
+    }
+
+    /// Nothing to do: the server checkpoints and vacuums on its own.
+    fn after_commit(&mut self) {}
+
+    fn maintain(&mut self, _idle: bool) {}
+
+    /// Closes the session, which releases the advisory lock.
+    fn finish(&mut self, _all_saved: bool) {
+        drop(self.canceller.take());
+        if let Some(session) = self.session.take() {
+            if let Err(error) = session.client.close() {
+                log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);
+            }
+        }
+    }
+}
+
+/// A read-only session, for loads on a cache miss and look-ups of stored names. It has
+/// no write method, and the server refuses writes on it besides (its transactions are
+/// read-only by default):
+///
+/// ```compile_fail
+/// use galactic_war::persistence::store::postgres::PostgresReader;
+/// use galactic_war::persistence::store::WriteStore;
+/// fn write(reader: &mut PostgresReader) {
+///     let _ = reader.write_batch(&["g".to_owned()], &[]); // PostgresReader is no WriteStore
+/// }
+/// ```
+pub struct PostgresReader {
+    config: Config,
+    label: String,
+    /// `RefCell`: the client needs `&mut` to query, and a reader is lent to one thread at
+    /// a time (`ReadStore` is `Send`, not `Sync`).
+    client: RefCell<Client>,
+}
+
+impl PostgresReader {
+    /// Opens a read-only session, refusing a newer schema.
+    pub fn open(url: &str) -> Result<PostgresReader, StoreError> {
+        let config = session_config(url, true)?;
+        let label = postgres_label(url);
+        let mut client = connect(&config, &label)?;
+        refuse_newer(&label, schema_version(&mut client)?)?;
+        Ok(PostgresReader {
+            config,
+            label,
+            client: RefCell::new(client),
+        })
+    }
+
+    /// Runs `read` on the session. A session found broken (the server restarted since
+    /// this reader last ran) is replaced once and `read` runs again: it only reads.
+    fn with_client<T>(
+        &self,
+        read: impl Fn(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client.borrow_mut();
+        match read(&mut client) {
+            Err(error) if client.is_closed() || error.kind() == FailureKind::Unavailable => {
+                log::debug!(target: LOG, "{}: a reader's session was lost ({error}); reconnecting", self.label);
+                *client = connect(&self.config, &self.label)?;
+                read(&mut client)
+            }
+            result => result,
+        }
+    }
+}
+
+impl ReadStore for PostgresReader {
+    fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+        self.with_client(|client| load::load_galaxy_with_ids(client, name))
+    }
+
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        self.with_client(load::galaxy_names)
+    }
+
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.with_client(|client| load::galaxy_exists(client, name))
+    }
+}
+
+/// Opens a read-only session for tools (`galactic-war check`): the engine's settings,
+/// no lock, nothing written.
+pub fn connect_read_only(url: &str) -> Result<Client, StoreError> {
+    connect(&session_config(url, true)?, &postgres_label(url))
+}
+
+/// The schema version of the database a tool connected to.
+pub fn stored_schema_version(client: &mut impl GenericClient) -> Result<i64, StoreError> {
+    schema_version(client)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,382 @@
+//! A batch on PostgreSQL: one transaction, at most one statement per table, every row
+//! passed in arrays and expanded by `unnest` on the server, so a batch of 100 000 systems
+//! costs a handful of round trips, not 100 000.
+
+use std::collections::HashMap;
+
+use ::postgres::fallible_iterator::FallibleIterator;
+use ::postgres::{GenericClient, Transaction};
+
+use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
+use super::{int, Context, PostgresWriter, Prepared, Session, StoreError};
+use crate::model::RowMask;
+
+/// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
+pub(super) const MARK_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
+     SELECT name, 'deleting' FROM galaxies WHERE name = ANY($1::text[])
+     ON CONFLICT (name) DO UPDATE SET job = 'deleting'";
+
+const UPDATE_TICKS: &str = "UPDATE galaxies g SET tick = u.tick, updated_at = now()
+     FROM unnest($1::text[], $2::bigint[]) AS u(name, tick) WHERE g.name = u.name";
+
+/// `updated_at = now()`: the transaction's start, one instant for the batch's rows.
+const UPDATE_SYSTEMS: &str = "UPDATE systems s SET metal = u.metal, crew = u.crew,
+     water = u.water, current_tick = u.current_tick, updated_at = now()
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         AS u(id, metal, crew, water, current_tick)
+     WHERE s.id = u.id";
+
+/// An update by the unique key, and an insert of the rows it found no row for (a row
+/// missing from the database is written, not lost). Not `INSERT … ON CONFLICT DO
+/// UPDATE`: that attempts the insert first, drawing an id from the sequence for every
+/// row of every save, while nearly every save is an update.
+const UPSERT_STRUCTURES: &str = "WITH u AS (
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
+             AS u(system_id, structure_type, level)
+     ), updated AS (
+         UPDATE structures s SET level = u.level, updated_at = now() FROM u
+         WHERE s.system_id = u.system_id AND s.structure_type = u.structure_type
+         RETURNING s.system_id, s.structure_type
+     )
+     INSERT INTO structures (system_id, structure_type, level, updated_at)
+     SELECT u.system_id, u.structure_type, u.level, now() FROM u
+     WHERE NOT EXISTS (SELECT 1 FROM updated d
+         WHERE d.system_id = u.system_id AND d.structure_type = u.structure_type)";
+
+/// Every event change of a batch in one statement, by the events' row ids: deletions,
+/// updates, and inserts, whose new ids come back (beside their system's id) for the
+/// cache. The last row, id -1, counts the rows deleted and updated, to check the cache.
+const WRITE_EVENTS: &str = "WITH deleted AS (
+         DELETE FROM events WHERE id = ANY($1::bigint[]) RETURNING 1
+     ), updated AS (
+         UPDATE events e SET completion_tick = u.completion_tick,
+             structure_type = u.structure_type
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[])
+             AS u(id, completion_tick, structure_type)
+         WHERE e.id = u.id RETURNING 1
+     ), inserted AS (
+         INSERT INTO events (system_id, completion_tick, action_type, structure_type)
+         SELECT u.system_id, u.completion_tick, 'build', u.structure_type
+         FROM unnest($5::bigint[], $6::bigint[], $7::text[])
+             AS u(system_id, completion_tick, structure_type)
+         RETURNING id, system_id
+     )
+     SELECT id, system_id FROM inserted
+     UNION ALL
+     SELECT -1, (SELECT count(*) FROM deleted) + (SELECT count(*) FROM updated)";
+
+const FETCH_IDS: &str = "SELECT s.id, s.x, s.y, e.id FROM systems s
+     LEFT JOIN events e ON e.system_id = s.id
+     WHERE s.galaxy_name = $1 ORDER BY s.x, s.y";
+
+impl PostgresWriter {
+    /// [`crate::persistence::store::WriteStore::write_batch`]: deletions first (their rows
+    /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
+    /// rows. On error nothing is written (the transaction rolls back) and the batch's
+    /// galaxies are dropped from the id cache, which may have run ahead of what was
+    /// rolled back, or behind a commit whose answer the connection lost.
+    pub(super) fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        let result = self.with_session(|session, cache| {
+            for galaxy in galaxies {
+                if !cache.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
+                    let ids = fetch_ids(&mut session.client, &mut session.prepared, &galaxy.name)?;
+                    cache.insert(galaxy.name.clone(), ids);
+                }
+            }
+            let Session { client, prepared } = session;
+            let tx = client.transaction().context("starting a batch")?;
+            write_rows(tx, prepared, cache, deletions, galaxies)
+        });
+        match &result {
+            Ok(_) => {
+                for name in deletions {
+                    self.ids.remove(name);
+                }
+            }
+            Err(_) => {
+                for galaxy in galaxies {
+                    self.ids.remove(&galaxy.name);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A batch's rows, table by table, as the arrays its statements take.
+#[derive(Default)]
+struct Rows {
+    tick_names: Vec<String>,
+    ticks: Vec<i64>,
+    system_ids: Vec<i64>,
+    metal: Vec<i64>,
+    crew: Vec<i64>,
+    water: Vec<i64>,
+    current_tick: Vec<i64>,
+    structures: StructureRows,
+    events: EventRows,
+}
+
+/// Structure rows to write: system id, type, level.
+#[derive(Default)]
+pub(super) struct StructureRows {
+    pub(super) system_ids: Vec<i64>,
+    pub(super) types: Vec<&'static str>,
+    pub(super) levels: Vec<i64>,
+}
+
+impl StructureRows {
+    pub(super) fn push(&mut self, id: i64, system: &crate::model::System, rows: RowMask) {
+        for kind in rows.structures() {
+            self.system_ids.push(id);
+            self.types.push(kind.as_str());
+            self.levels.push(i64::from(system.levels[kind.index()]));
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.system_ids.len()
+    }
+}
+
+/// Event changes to write, by the cached event ids.
+#[derive(Default)]
+pub(super) struct EventRows {
+    delete: Vec<i64>,
+    update_ids: Vec<i64>,
+    update_ticks: Vec<i64>,
+    update_types: Vec<&'static str>,
+    pub(super) insert_systems: Vec<i64>,
+    pub(super) insert_ticks: Vec<i64>,
+    pub(super) insert_types: Vec<&'static str>,
+}
+
+impl EventRows {
+    /// Queues what makes the system's event row match its build in flight; returns the
+    /// rows it will write. `stored.event` is updated for a deletion; an insert's id is
+    /// known only after [`EventRows::write`].
+    pub(super) fn push(&mut self, stored: &mut StoredSystem, system: &crate::model::System) -> u64 {
+        match (stored.event, system.build) {
+            (Some(event), Some(build)) => {
+                self.update_ids.push(event);
+                self.update_ticks.push(int(build.completion_tick));
+                self.update_types.push(build.structure.as_str());
+            }
+            (Some(event), None) => {
+                self.delete.push(event);
+                stored.event = None;
+            }
+            (None, Some(build)) => {
+                self.insert_systems.push(stored.id);
+                self.insert_ticks.push(int(build.completion_tick));
+                self.insert_types.push(build.structure.as_str());
+            }
+            (None, None) => return 0,
+        }
+        1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.update_ids.is_empty() && self.insert_systems.is_empty()
+    }
+
+    /// Runs the one events statement; returns the new events' `(id, system id)`, and
+    /// fails when a cached event id named no row.
+    pub(super) fn write(
+        &self,
+        tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
+        galaxy: &str,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = prepared.get(tx, WRITE_EVENTS)?;
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &self.delete,
+                    &self.update_ids,
+                    &self.update_ticks,
+                    &self.update_types,
+                    &self.insert_systems,
+                    &self.insert_ticks,
+                    &self.insert_types,
+                ],
+            )
+            .context("saving events")?;
+        let mut inserted = Vec::with_capacity(self.insert_systems.len());
+        for row in rows {
+            let id: i64 = row.try_get(0).context("reading an event id")?;
+            let second: i64 = row.try_get(1).context("reading an event id")?;
+            if id == -1 {
+                let expected = (self.delete.len() + self.update_ids.len()) as i64;
+                if second != expected {
+                    return Err(StoreError::Inconsistent {
+                        galaxy: galaxy.to_owned(),
+                        reason: format!(
+                            "{} of the {expected} stored events to change are missing",
+                            expected - second
+                        ),
+                    });
+                }
+            } else {
+                inserted.push((id, second));
+            }
+        }
+        Ok(inserted)
+    }
+}
+
+fn write_rows(
+    mut tx: Transaction<'_>,
+    prepared: &mut Prepared,
+    cache: &mut HashMap<String, SystemIds>,
+    deletions: &[String],
+    galaxies: &[GalaxyRows],
+) -> Result<WriteStats, StoreError> {
+    let mut stats = WriteStats::default();
+    if !deletions.is_empty() {
+        let statement = prepared.get(&mut tx, MARK_DELETING)?;
+        stats.rows += tx
+            .execute(&statement, &[&deletions])
+            .context("marking galaxies deleted")?;
+    }
+    let mut rows = Rows::default();
+    // Which galaxy each new event belongs to, by system id: its id goes into that
+    // galaxy's cache once the insert returns it.
+    let mut new_events: HashMap<i64, (usize, usize)> = HashMap::new();
+    let mut empty = Vec::new();
+    for (at, galaxy) in galaxies.iter().enumerate() {
+        if let Some(tick) = galaxy.tick {
+            rows.tick_names.push(galaxy.name.clone());
+            rows.ticks.push(int(tick));
+        }
+        if galaxy.systems.is_empty() {
+            continue;
+        }
+        let stored_systems = cache.get_mut(&galaxy.name).unwrap_or(&mut empty);
+        for row in &galaxy.systems {
+            let system = &row.system;
+            let stored = match stored_systems.get_mut(row.index as usize) {
+                Some(stored) if (stored.x, stored.y) == system.coords() => stored,
+                _ => {
+                    return Err(StoreError::Inconsistent {
+                        galaxy: galaxy.name.clone(),
+                        reason: format!("no stored row for system ({}, {})", system.x, system.y),
+                    })
+                }
+            };
+            if row.rows.contains(RowMask::SYSTEM) {
+                let r = system.resources;
+                rows.system_ids.push(stored.id);
+                rows.metal.push(int(r.metal));
+                rows.crew.push(int(r.crew));
+                rows.water.push(int(r.water));
+                rows.current_tick.push(int(system.tick));
+            }
+            rows.structures.push(stored.id, system, row.rows);
+            if row.rows.contains(RowMask::EVENTS) {
+                let before = rows.events.insert_systems.len();
+                stats.rows += rows.events.push(stored, system);
+                if rows.events.insert_systems.len() > before {
+                    new_events.insert(stored.id, (at, row.index as usize));
+                }
+            }
+            stats.systems += 1;
+        }
+    }
+    let batch_name = || match galaxies {
+        [one] => one.name.clone(),
+        _ => "(one of the batch's)".to_owned(),
+    };
+    if !rows.ticks.is_empty() {
+        let statement = prepared.get(&mut tx, UPDATE_TICKS)?;
+        stats.rows += tx
+            .execute(&statement, &[&rows.tick_names, &rows.ticks])
+            .context("saving galaxy ticks")?;
+    }
+    if !rows.system_ids.is_empty() {
+        let statement = prepared.get(&mut tx, UPDATE_SYSTEMS)?;
+        let updated = tx
+            .execute(
+                &statement,
+                &[
+                    &rows.system_ids,
+                    &rows.metal,
+                    &rows.crew,
+                    &rows.water,
+                    &rows.current_tick,
+                ],
+            )
+            .context("saving systems")?;
+        if updated != rows.system_ids.len() as u64 {
+            return Err(StoreError::Inconsistent {
+                galaxy: batch_name(),
+                reason: format!(
+                    "{} of {} system rows to update are missing",
+                    rows.system_ids.len() as u64 - updated,
+                    rows.system_ids.len()
+                ),
+            });
+        }
+        stats.rows += updated;
+    }
+    if rows.structures.len() > 0 {
+        let statement = prepared.get(&mut tx, UPSERT_STRUCTURES)?;
+        let s = &rows.structures;
+        tx.execute(&statement, &[&s.system_ids, &s.types, &s.levels])
+            .context("saving structures")?;
+        stats.rows += s.len() as u64;
+    }
+    for (event, system_id) in rows.events.write(&mut tx, prepared, &batch_name())? {
+        let stored = new_events
+            .get(&system_id)
+            .and_then(|&(at, index)| cache.get_mut(&galaxies[at].name)?.get_mut(index));
+        if let Some(stored) = stored {
+            stored.event = Some(event);
+        }
+    }
+    tx.commit().context("committing a batch")?;
+    Ok(stats)
+}
+
+/// The stored systems of galaxy `name`, in `(x, y)` order, with their events' ids.
+pub(super) fn fetch_ids(
+    client: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    galaxy: &str,
+) -> Result<SystemIds, StoreError> {
+    let statement = prepared.get(client, FETCH_IDS)?;
+    let mut ids = SystemIds::new();
+    let mut rows = client
+        .query_raw(&statement, [galaxy])
+        .context("reading system ids")?;
+    while let Some(row) = rows.next().context("reading system ids")? {
+        let coord = |column: usize| -> Result<u32, StoreError> {
+            let value: i64 = row.try_get(column).context("reading system ids")?;
+            u32::try_from(value).map_err(|_| StoreError::Inconsistent {
+                galaxy: galaxy.to_owned(),
+                reason: format!("a system has coordinate {value}"),
+            })
+        };
+        ids.push(StoredSystem {
+            id: row.try_get(0).context("reading system ids")?,
+            x: coord(1)?,
+            y: coord(2)?,
+            event: row.try_get(3).context("reading system ids")?,
+        });
+    }
+    if ids.windows(2).any(|pair| pair[0].id == pair[1].id) {
+        return Err(StoreError::Inconsistent {
+            galaxy: galaxy.to_owned(),
+            reason: "a system has more than one event".into(),
+        });
+    }
+    Ok(ids)
+}
