@@ -34,31 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// THE SWITCH: whether the engine in this build opens `postgres://` URLs. Off until the
-/// PostgreSQL store is merged; while off, every test that needs the engine on PostgreSQL
-/// prints a notice and returns (the harness's own tests run regardless). Once on, those
-/// tests run, and under `CI` a missing PostgreSQL fails them.
-pub const ENGINE_HAS_POSTGRES: bool = false;
-
 /// The application name the engine's connections carry, by which a test finds them.
 pub const APPLICATION_NAME: &str = "galactic-war";
-
-/// Whether tests of the engine on PostgreSQL should run; prints why not when they
-/// should not. Refuses to let the switch be forgotten: once the engine parses a
-/// PostgreSQL URL, the switch must be on.
-pub fn engine_has_postgres() -> bool {
-    let accepted =
-        galactic_war::settings::DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/t").is_ok();
-    assert!(
-        ENGINE_HAS_POSTGRES || !accepted,
-        "the engine now accepts postgres:// URLs: set ENGINE_HAS_POSTGRES = true in \
-         tests/common/postgres.rs (and fill in postgres_reader in tests/persistence/util.rs)"
-    );
-    if !ENGINE_HAS_POSTGRES {
-        eprintln!("skipped: this build's engine has no PostgreSQL store (ENGINE_HAS_POSTGRES)");
-    }
-    ENGINE_HAS_POSTGRES
-}
 
 /// Whether this run is CI, where PostgreSQL tests must run.
 fn under_ci() -> bool {

@@ -107,9 +107,6 @@ fn crash_loop() {
 
 #[test]
 fn crash_loop_postgres() {
-    if !pg::engine_has_postgres() {
-        return;
-    }
     let Some(cluster) = pg::shared() else {
         return;
     };

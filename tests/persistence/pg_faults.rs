@@ -17,7 +17,7 @@ use galactic_war::app::AppState;
 use galactic_war::app::PersistenceState;
 use galactic_war::model::StructureKind;
 
-use crate::postgres_cluster::{self as pg, Cluster, APPLICATION_NAME};
+use crate::postgres_cluster::{Cluster, APPLICATION_NAME};
 use crate::util::{coords, endless_config, wait_for, TestDb};
 
 const COLONY: StructureKind = StructureKind::Colony;
@@ -98,9 +98,6 @@ fn engine_pids(db: &TestDb) -> HashSet<i64> {
 
 #[test]
 fn a_server_stopped_during_orders_and_started_again_loses_nothing() {
-    if !pg::engine_has_postgres() {
-        return;
-    }
     // A cluster of this test's own: stopping the shared one would fail the others.
     let Some(cluster) = Cluster::private() else {
         return;

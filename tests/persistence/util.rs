@@ -6,10 +6,6 @@
 //! body on each: `NAME::sqlite` and `NAME::postgres`. What a test asks of the database
 //! (the galaxy as stored, row counts, integer queries) answers alike on both; what only a
 //! file has (its path, a rusqlite connection) panics on PostgreSQL.
-//!
-//! The two places that depend on the PostgreSQL store being in the engine are
-//! [`postgres_url`] and [`postgres_reader`]; the switch that turns those tests on is
-//! `ENGINE_HAS_POSTGRES` in tests/common/postgres.rs.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,7 +14,7 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig};
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
-use galactic_war::testing::{ReadStore, SqliteReader};
+use galactic_war::testing::{PostgresReader, ReadStore, SqliteReader};
 
 use crate::postgres_cluster::{self as pg, Cluster};
 
@@ -53,11 +49,11 @@ pub fn postgres_url(url: &str) -> DatabaseUrl {
 }
 
 /// A read-only view of a PostgreSQL database through the engine's own load path.
-/// SWITCH ON after the PostgreSQL store is merged, with its reader, e.g.:
-/// `match url { DatabaseUrl::Postgres(url) => Box::new(galactic_war::persistence::store::
-/// postgres::PostgresReader::open(url).expect("a reader opens")), _ => unreachable!() }`.
 pub fn postgres_reader(url: &DatabaseUrl) -> Box<dyn ReadStore> {
-    panic!("this build has no PostgreSQL reader to open {url:?} with (see ENGINE_HAS_POSTGRES)")
+    match url {
+        DatabaseUrl::Postgres(url) => Box::new(PostgresReader::open(url).expect("a reader opens")),
+        other => unreachable!("not a PostgreSQL database: {other:?}"),
+    }
 }
 
 /// Where a test's database lives.
@@ -85,9 +81,6 @@ impl TestDb {
     /// A fresh database on this binary's shared PostgreSQL cluster; `None` (with a
     /// notice) when the engine or the machine has no PostgreSQL and this is not CI.
     pub fn postgres() -> Option<TestDb> {
-        if !pg::engine_has_postgres() {
-            return None;
-        }
         pg::shared().map(TestDb::on)
     }
 

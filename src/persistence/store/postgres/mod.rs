@@ -82,6 +82,7 @@ pub const LOCK_KEY: i64 = i64::from_be_bytes(*b"gwar-one");
 /// The writer's session's backend process id, for an operator (or a fault test) who
 /// wants to find it: the session holding [`LOCK_KEY`] (a bigint key shows in `pg_locks`
 /// as its high half in `classid`, its low half in `objid`, and `objsubid` 1).
+#[cfg(test)]
 pub const WRITER_PID_SQL: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
      AND granted AND classid = 1735876978 AND objid = 762277477 AND objsubid = 1";
 
@@ -464,17 +465,8 @@ impl PostgresWriter {
         })
     }
 
-    /// The PostgreSQL writer behind a store, when that store is PostgreSQL's.
-    pub fn of(store: &mut dyn WriteStore) -> Option<&mut PostgresWriter> {
-        (store as &mut dyn std::any::Any).downcast_mut()
-    }
-
-    /// The database as logs show it (no password).
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// The writer's session's backend process id (opening a session if it has none).
+    #[cfg(test)]
     pub fn backend_pid(&mut self) -> Result<i32, StoreError> {
         self.with_session(|session, _| {
             session
@@ -486,6 +478,7 @@ impl PostgresWriter {
     }
 
     /// The schema version of the database.
+    #[cfg(test)]
     pub fn schema_version(&mut self) -> Result<i64, StoreError> {
         self.with_session(|session, _| schema_version(&mut session.client))
     }
