@@ -586,7 +586,16 @@ impl WriteStore for PostgresWriter {
     /// Closes the session, which releases the advisory lock.
     fn finish(&mut self, _all_saved: bool) {
         drop(self.canceller.take());
-        if let Some(session) = self.session.take() {
+        if let Some(mut session) = self.session.take() {
+            // Let go of the database before closing: the server ends the session (and
+            // frees its lock) only after the client has gone, and a daemon started right
+            // after this one must not find the database still held.
+            if let Err(error) = session
+                .client
+                .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+            {
+                log::debug!(target: LOG, "{}: releasing the database: {error}", self.label);
+            }
             if let Err(error) = session.client.close() {
                 log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);
             }
@@ -599,8 +608,7 @@ impl WriteStore for PostgresWriter {
 /// read-only by default):
 ///
 /// ```compile_fail
-/// use galactic_war::persistence::store::postgres::PostgresReader;
-/// use galactic_war::persistence::store::WriteStore;
+/// use galactic_war::testing::{PostgresReader, WriteStore};
 /// fn write(reader: &mut PostgresReader) {
 ///     let _ = reader.write_batch(&["g".to_owned()], &[]); // PostgresReader is no WriteStore
 /// }
