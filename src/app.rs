@@ -29,6 +29,7 @@ use crate::persistence::store::RowIds;
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
+use crate::systemd::Notifier;
 
 // The engine's errors and answers, as `AppState` hands them out: the engine itself is not
 // public.
@@ -146,6 +147,15 @@ impl AppState {
     /// Opens the database of `settings` and starts persistence, or a memory-only state when
     /// persistence is disabled. Errors leave nothing running.
     pub fn open(settings: &Settings) -> Result<AppState, StoreError> {
+        AppState::open_notifying(settings, &Notifier::none())
+    }
+
+    /// [`AppState::open`], telling `notifier` (systemd) that a long start-up check of the
+    /// database is still making progress.
+    pub(crate) fn open_notifying(
+        settings: &Settings,
+        notifier: &Notifier,
+    ) -> Result<AppState, StoreError> {
         if !settings.persistence.enabled {
             let mut app = AppState::without_engine(PersistenceState::Disabled, None);
             app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
@@ -161,6 +171,7 @@ impl AppState {
             &settings.persistence,
             galaxies.writer_side(),
             metrics.clone(),
+            notifier,
         )?;
         Ok(AppState::assemble(
             galaxies,

@@ -7,10 +7,7 @@
 //! [`serve`] owns no process-wide state: it reads no environment variable, installs no
 //! signal handler, never exits the process, and leaves nothing behind when it returns, so
 //! a test (or a program linking the library) can run it in-process, even twice in a row
-//! on the same database. (One exception is left: the `EXTEND_TIMEOUT_USEC` notices of
-//! the database check at start-up are sent from inside the store, which is given no
-//! notifier, through `crate::systemd::extend_timeout`, which finds systemd in the
-//! environment; a process not run by systemd has nothing there.)
+//! on the same database.
 //!
 //! What it does: open the database (or run from memory, degraded, when it cannot be used;
 //! a database another daemon holds, or a newer one, stops start-up instead), remove what
@@ -184,7 +181,7 @@ pub fn serve(
     shutdown: Shutdown,
     systemd: &Notifier,
 ) -> Result<ShutdownReport, StartError> {
-    let app = match AppState::open(settings) {
+    let app = match AppState::open_notifying(settings, systemd) {
         Ok(app) => app,
         Err(error) => {
             let error = StartError::from_open(error)?;

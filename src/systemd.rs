@@ -88,13 +88,6 @@ impl Notifier {
     }
 }
 
-/// [`Notifier::extend_timeout`] to the service manager of the environment, for the
-/// database check at start-up, which runs inside [`AppState::open`] and has no notifier
-/// handed to it.
-pub fn extend_timeout(by: Duration, status: &str) {
-    Notifier::from_env().extend_timeout(by, status);
-}
-
 fn status_line(app: &AppState) -> String {
     let health = app.health();
     format!(

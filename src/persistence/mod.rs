@@ -40,6 +40,7 @@ use crate::clock::Clock;
 use crate::galaxies::WriterSide;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
+use crate::systemd::Notifier;
 use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
@@ -72,6 +73,7 @@ impl Engine {
         settings: &PersistenceSettings,
         galaxies: WriterSide,
         metrics: Arc<Metrics>,
+        notifier: &Notifier,
     ) -> Result<Engine, StoreError> {
         // PostgreSQL: the writer's session holds an advisory lock instead (see
         // `store::postgres`), and the server recovers from crashes on its own, so there
@@ -95,7 +97,7 @@ impl Engine {
         };
         // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
         let busy_deadline = BusyDeadline::new();
-        let opened = store::open(url, settings, check, busy_deadline.clone())?;
+        let opened = store::open(url, settings, check, busy_deadline.clone(), notifier)?;
         let mut store = opened.writer;
         let unfinished = store.unfinished_jobs()?;
         let clean = match url {

@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use crate::model::{RowMask, System};
 use crate::settings::{DatabaseUrl, PersistenceSettings};
+use crate::systemd::Notifier;
 
 pub use sqlite::{StartupCheck, BUSY_TIMEOUT, SCHEMA_VERSION};
 
@@ -388,10 +389,13 @@ pub(crate) fn open(
     settings: &PersistenceSettings,
     check: StartupCheck,
     deadline: Arc<BusyDeadline>,
+    notifier: &Notifier,
 ) -> Result<Opened, StoreError> {
     match url {
         DatabaseUrl::Postgres(url) => postgres::open(url, settings, deadline),
-        DatabaseUrl::File(_) | DatabaseUrl::Memory => sqlite::open(url, settings, check, deadline),
+        DatabaseUrl::File(_) | DatabaseUrl::Memory => {
+            sqlite::open(url, settings, check, deadline, notifier)
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
+use crate::systemd::Notifier;
 use checkpoint::{CheckpointMode, Checkpointer};
 
 const LOG: &str = "galactic_war::persistence";
@@ -146,8 +147,8 @@ impl FileIdentity {
 
 /// Runs `check` while a thread logs its progress every [`CHECK_PROGRESS_EVERY`] and asks
 /// systemd for more start-up time, so a long check is neither silent nor killed.
-fn with_progress<T>(label: &str, size: u64, check: impl FnOnce() -> T) -> T {
-    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, "checking the database");
+fn with_progress<T>(label: &str, size: u64, notifier: &Notifier, check: impl FnOnce() -> T) -> T {
+    notifier.extend_timeout(CHECK_TIMEOUT_EXTENSION, "checking the database");
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     std::thread::scope(|scope| {
         let reporter = std::thread::Builder::new()
@@ -174,7 +175,7 @@ fn with_progress<T>(label: &str, size: u64, check: impl FnOnce() -> T) -> T {
                         started.elapsed()
                     );
                     log::info!(target: "galactic_war::persistence", "{label}: {status}");
-                    crate::systemd::extend_timeout(CHECK_TIMEOUT_EXTENSION, &status);
+                    notifier.extend_timeout(CHECK_TIMEOUT_EXTENSION, &status);
                 }
             });
         if let Err(error) = &reporter {
@@ -208,6 +209,7 @@ impl Db {
         url: &DatabaseUrl,
         synchronous: Synchronous,
         check: StartupCheck,
+        notifier: &Notifier,
     ) -> Result<Db, StoreError> {
         let size = match url {
             DatabaseUrl::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
@@ -247,7 +249,7 @@ impl Db {
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = db.schema_version()?;
         db.refuse_newer(version)?;
-        db.check_at_start_up(check, version, size)?;
+        db.check_at_start_up(check, version, size, notifier)?;
         db.configure(synchronous)?;
         db.conn.wal_hook(Some(note_wal_pages));
         db.migrate(version)?;
@@ -347,6 +349,7 @@ impl Db {
         check: StartupCheck,
         version: i64,
         size: u64,
+        notifier: &Notifier,
     ) -> Result<(), StoreError> {
         let why = match check {
             _ if size == 0 => return self.refuse_corrupt(),
@@ -366,7 +369,7 @@ impl Db {
         log::info!(target: "galactic_war::persistence",
             "{}: {why}: checking the whole database ({:.1} MB)...", self.label, size as f64 / 1e6);
         let started = std::time::Instant::now();
-        let result = with_progress(&self.label, size, || self.refuse_corrupt());
+        let result = with_progress(&self.label, size, notifier, || self.refuse_corrupt());
         if result.is_ok() {
             log::info!(target: "galactic_war::persistence",
                 "{}: whole-database check passed in {:.1?}", self.label, started.elapsed());
@@ -543,8 +546,9 @@ pub(super) fn open(
     settings: &PersistenceSettings,
     check: StartupCheck,
     deadline: Arc<BusyDeadline>,
+    notifier: &Notifier,
 ) -> Result<Opened, StoreError> {
-    let db = Db::open_writer(url, settings.synchronous, check)?;
+    let db = Db::open_writer(url, settings.synchronous, check, notifier)?;
     let (checkpointer, readers) = match url {
         DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => (None, None),
         DatabaseUrl::File(path) => {
@@ -594,7 +598,12 @@ impl SqliteWriter {
     ) -> Result<SqliteWriter, StoreError> {
         let why = "opening the database".to_owned();
         Ok(SqliteWriter {
-            db: Db::open_writer(url, synchronous, StartupCheck::Whole { why })?,
+            db: Db::open_writer(
+                url,
+                synchronous,
+                StartupCheck::Whole { why },
+                &Notifier::none(),
+            )?,
             ids: HashMap::new(),
             checkpointer: None,
             deadline: BusyDeadline::new(),
