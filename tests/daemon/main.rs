@@ -16,6 +16,7 @@ mod notify;
 mod observability;
 mod operations;
 mod paging;
+mod postgres;
 mod signals;
 mod soak;
 mod startup;
