@@ -410,6 +410,13 @@ impl WriterSide {
         evict
     }
 
+    /// Deleted galaxies whose deletion is not committed yet, sorted.
+    pub(crate) fn deleting(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.deleting.lock().iter().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// These deletions are committed: the names are free of their stale stored copies.
     pub(crate) fn deletions_committed<'n>(&self, names: impl IntoIterator<Item = &'n String>) {
         let mut deleting = self.0.deleting.lock();

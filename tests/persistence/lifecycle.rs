@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use galactic_war::app::{AppState, PersistenceState, StoreError};
 use galactic_war::model::StructureKind;
 use galactic_war::settings::DatabaseUrl;
-use galactic_war::testing::SCHEMA_VERSION;
+use galactic_war::testing::{AppInternals, SCHEMA_VERSION};
 
 use crate::util::{blitz, both_stores, coords, endless_config, file_bytes, TestDb};
 
@@ -92,6 +92,41 @@ fn shutdown_with_a_locked_database_names_every_unsaved_galaxy() {
     // The timeout plus at most one busy wait of SQLite's.
     assert!(started.elapsed() < Duration::from_secs(30));
     locker.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_writer_stuck_in_the_database_does_not_hold_shutdown_past_its_deadline() {
+    let db = TestDb::new();
+    let app = db.open(|s| {
+        s.coalescing_delay = NEVER;
+        s.shutdown_timeout = Duration::from_secs(1);
+    });
+    app.create_galaxy("held", endless_config(10), Some(1), 0)
+        .unwrap();
+    // A database call that never returns by itself (as on a stalled server): the writer
+    // thread waits on `release` inside its store.
+    let (release, held) = crossbeam_channel::bounded::<()>(0);
+    let (entered, inside) = crossbeam_channel::bounded::<()>(1);
+    let stuck = app.clone();
+    std::thread::spawn(move || {
+        stuck.writer().unwrap().with_connection(move |_| {
+            entered.send(()).unwrap();
+            let _ = held.recv();
+        })
+    });
+    inside.recv().unwrap();
+    let (x, y) = coords(&app.galaxy_copy("held").unwrap())[0];
+    app.build("held", 5, x, y, COLONY).unwrap();
+    let (reported, report) = crossbeam_channel::bounded(1);
+    let stopping = app.clone();
+    std::thread::spawn(move || reported.send(stopping.shutdown()).unwrap());
+    // Bounded by the timeout and a short grace: well within a minute on any machine.
+    let report = report
+        .recv_timeout(Duration::from_secs(60))
+        .expect("shutdown returned while the writer was stuck");
+    assert_eq!(report.unsaved, [("held".to_owned(), 1)]);
+    assert!(report.error.is_some());
+    drop(release);
 }
 
 #[test]

@@ -63,6 +63,9 @@ mod tests;
 
 const LOG: &str = "galactic_war::persistence";
 
+/// How long past the shutdown timeout a shutdown waits for the writer's own report.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a flush, creation or shutdown did not save everything. A store's failure keeps its
 /// kind ([`StoreFailure::kind`]: busy, full, file gone, inconsistent…) across the thread.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +142,8 @@ pub struct WriterHandle {
     report: Mutex<Option<ShutdownReport>>,
     /// The writer's clock, for the deadlines of flushes and shutdown.
     clock: Clock,
+    /// What a shutdown reports when the writer cannot answer.
+    galaxies: WriterSide,
 }
 
 /// What the writer takes over from the engine that opened the database.
@@ -163,7 +168,14 @@ impl WriterHandle {
         let (tx, rx) = unbounded();
         let shutdown_timeout = settings.shutdown_timeout;
         let busy_deadline = database.busy_deadline.clone();
-        let writer = Writer::new(database, settings, galaxies, metrics, clock.clone(), rx);
+        let writer = Writer::new(
+            database,
+            settings,
+            galaxies.clone(),
+            metrics,
+            clock.clone(),
+            rx,
+        );
         let thread = std::thread::Builder::new()
             .name("gwar-writer".into())
             .spawn(move || writer.run())?;
@@ -174,6 +186,7 @@ impl WriterHandle {
             busy_deadline,
             report: Mutex::new(None),
             clock,
+            galaxies,
         })
     }
 
@@ -264,20 +277,49 @@ impl WriterHandle {
         self.busy_deadline
             .set(Instant::now() + self.shutdown_timeout);
         let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
-            Ok(()) => answer.recv().unwrap_or(ShutdownReport {
-                error: Some(PersistError::Stopped),
-                ..ShutdownReport::default()
-            }),
-            Err(_) => ShutdownReport {
-                error: Some(PersistError::Stopped),
-                ..ShutdownReport::default()
+            // The writer answers by the deadline unless a database call outlives it (a
+            // stalled server); past a grace period it is left behind, and what memory
+            // still holds unsaved is reported without it.
+            Ok(()) => match answer.recv_timeout(self.shutdown_timeout + SHUTDOWN_GRACE) {
+                Ok(report) => {
+                    if thread.join().is_err() {
+                        log::error!(target: LOG, "the writer thread panicked");
+                    }
+                    report
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    log::error!(target: LOG, "the writer did not finish within the shutdown timeout and {SHUTDOWN_GRACE:?} (a database call is stuck); leaving it behind");
+                    self.report_without_writer(PersistError::TimedOut { last_error: None })
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    log::error!(target: LOG, "the writer thread ended without a report");
+                    self.report_without_writer(PersistError::Stopped)
+                }
             },
+            Err(_) => self.report_without_writer(PersistError::Stopped),
         };
-        if thread.join().is_err() {
-            log::error!(target: LOG, "the writer thread panicked");
-        }
         *self.report.lock() = Some(report.clone());
         report
+    }
+
+    /// What memory still holds unsaved, when the writer cannot say: the galaxies with
+    /// changes (those in a batch in flight included) and the deletions not committed.
+    fn report_without_writer(&self, error: PersistError) -> ShutdownReport {
+        let mut unsaved: Vec<(String, usize)> = self
+            .galaxies
+            .all()
+            .into_iter()
+            .filter_map(|cell| {
+                let count = cell.unsaved();
+                (count > 0).then(|| (cell.name().to_owned(), count))
+            })
+            .collect();
+        unsaved.sort();
+        ShutdownReport {
+            unsaved,
+            unsaved_deletions: self.galaxies.deleting(),
+            error: Some(error),
+        }
     }
 }
 
