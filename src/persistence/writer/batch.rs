@@ -53,10 +53,14 @@ impl Writer {
         let started = Instant::now();
         let riding: Vec<Ticket> = std::mem::take(&mut self.tickets);
         let with_ticks = self.ticks_due || !riding.is_empty();
+        let with_held = self.quarantine.take_retry();
         let mut galaxies = Vec::new();
         let mut taken = Vec::new();
         let mut longest_hold = Duration::ZERO;
         for pending in self.pending.values() {
+            if !with_held && self.quarantine.is_held(pending.cell.name()) {
+                continue;
+            }
             let Some(cut) = pending.cell.cut() else {
                 continue;
             };
@@ -149,7 +153,14 @@ impl Writer {
         } = collected;
         let duration = started.elapsed();
         let wrote = !(galaxies.is_empty() && self.deletions.is_empty());
+        let was_held = !self.quarantine.is_empty();
+        self.quarantine
+            .saved(galaxies.iter().map(|g| g.name.as_str()));
         self.saved(Lane::Batches, duration, stats);
+        if was_held && self.quarantine.is_empty() && self.job_failure.is_none() {
+            // The last held galaxy is saved again (no lane failing, or it just recovered).
+            self.metrics.set_recovered();
+        }
         if wrote {
             log::debug!(target: LOG, "batch committed: {} systems, {} rows, {} galaxies, {} deletions in {duration:?}",
                 stats.systems, stats.rows, galaxies.len(), self.deletions.len());
@@ -165,18 +176,29 @@ impl Writer {
         for (cell, _) in &taken {
             cell.saved();
         }
-        // Changes made after the cut sent a fresh marker, still queued behind us.
-        self.pending.clear();
+        // Changes made after the cut sent a fresh marker, still queued behind us; a held
+        // galaxy's were not taken, and stay pending.
+        let quarantine = &self.quarantine;
+        self.pending.retain(|name, _| quarantine.is_held(name));
         self.keep_strays(strays, strays_since);
         self.ticks_due = false;
         self.publish_oldest();
+        // Not everything is saved while a galaxy is held: flushes are told so.
+        let outcome = match self.quarantine.failure() {
+            Some(failure) => {
+                self.metrics.set_failed(failure.message.clone());
+                Err(PersistError::Failed(failure.clone()))
+            }
+            None => Ok(stats.systems),
+        };
         for ticket in riding {
-            self.answer(ticket, Ok(stats.systems));
+            self.answer(ticket, outcome.clone());
         }
     }
 
     fn settle_failed(&mut self, collected: Collected, error: StoreError) {
         let Collected {
+            galaxies,
             taken,
             strays,
             strays_since,
@@ -187,11 +209,18 @@ impl Writer {
         for (cell, changes) in taken {
             cell.give_back(changes);
         }
-        if let StoreError::Inconsistent { galaxy, .. } = &error {
-            self.store.forget_ids(galaxy);
-        }
         self.failed(Lane::Batches, &error);
         let failure = error.failure();
+        if let StoreError::Inconsistent { galaxy, .. } = &error {
+            self.store.forget_ids(galaxy);
+            let in_batch = galaxies.iter().any(|g| &g.name == galaxy);
+            if in_batch && self.quarantine.inconsistent(galaxy, failure.clone()) {
+                // The others need not wait for a backoff that is about this one galaxy.
+                if let Some(retry) = &mut self.failure {
+                    retry.retry_at = self.clock.now();
+                }
+            }
+        }
         for ticket in riding {
             if ticket.deadline.is_some() {
                 self.tickets.push(ticket);

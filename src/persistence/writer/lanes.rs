@@ -73,8 +73,8 @@ impl Writer {
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::info!(target: LOG, "{} recovered after {} failed attempt(s)", lane.what(), failure.attempts);
-            // Healthy once neither lane is failing.
-            if self.failure.is_none() && self.job_failure.is_none() {
+            // Healthy once neither lane is failing and every galaxy can be saved.
+            if self.failure.is_none() && self.job_failure.is_none() && self.quarantine.is_empty() {
                 self.metrics.set_recovered();
             }
         }

@@ -58,6 +58,7 @@ use lanes::{Failure, Lane};
 
 mod batch;
 mod lanes;
+mod quarantine;
 #[cfg(test)]
 mod tests;
 
@@ -363,6 +364,8 @@ struct Writer {
     /// When the oldest uncommitted deletion was made: it starts the coalescing timer like
     /// any change (a deletion must reach the disk within the loss window).
     deleted_since: Option<Instant>,
+    /// Galaxies the database cannot take, left out of batches (see `quarantine`).
+    quarantine: quarantine::Quarantine,
     /// The galaxy tick last committed, to save ticks only when they advanced.
     saved_ticks: HashMap<String, u64>,
     /// Flushes waiting for the next batch that starts after them.
@@ -420,6 +423,7 @@ impl Writer {
             pending: HashMap::new(),
             deletions: Vec::new(),
             deleted_since: None,
+            quarantine: quarantine::Quarantine::default(),
             saved_ticks: HashMap::new(),
             tickets: Vec::new(),
             failure: None,
@@ -589,8 +593,14 @@ impl Writer {
         let due = if !self.tickets.is_empty() || self.ticks_due {
             Some(now)
         } else {
-            self.oldest_unsaved()
-                .map(|since| since + self.settings.batch_delay())
+            // A held galaxy's changes wait for the interval, not for a batch of their own.
+            let pending = self.pending.iter();
+            let waiting = pending.filter(|(name, _)| !self.quarantine.is_held(name));
+            let oldest = waiting
+                .map(|(_, p)| p.since)
+                .chain(self.deleted_since)
+                .min();
+            oldest.map(|since| since + self.settings.batch_delay())
         }?;
         Some(match &self.failure {
             Some(failure) => due.max(failure.retry_at),
@@ -642,6 +652,7 @@ impl Writer {
     fn work(&mut self, now: Instant) {
         if now >= self.next_interval {
             self.ticks_due = true;
+            self.quarantine.interval();
             while self.next_interval <= now {
                 self.next_interval += self.settings.auto_save_interval;
             }

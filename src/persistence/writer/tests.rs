@@ -619,3 +619,56 @@ fn shutdown_reports_the_unsaved_galaxies_when_its_deadline_passes() {
     );
     assert!(!report.all_saved());
 }
+
+#[test]
+fn a_galaxy_the_database_cannot_take_is_held_back_and_the_others_are_saved() {
+    let mut rig = rig(settings(|s| {
+        s.coalescing_delay = SEC;
+        s.auto_save_interval = 10 * SEC;
+    }));
+    let good = rig.create("good", 10);
+    let bad = rig.create("bad", 10);
+    // Its stored rows no longer match memory, and its cached ids are gone.
+    rig.connection()
+        .execute_batch("UPDATE systems SET x = x + 1000 WHERE galaxy_name = 'bad'")
+        .unwrap();
+    rig.writer.store.forget_ids("bad");
+    rig.order(&good, 0, 1);
+    rig.order(&bad, 0, 1);
+    rig.after(SEC);
+    assert_eq!(
+        rig.errors(),
+        1,
+        "inconsistent once: a suspect, retried with fresh ids"
+    );
+    rig.after(super::lanes::FIRST_BACKOFF);
+    assert_eq!(rig.errors(), 2, "inconsistent again: held back");
+    rig.turn();
+    rig.assert_stored_as_in_memory(&good);
+    assert_eq!(good.unsaved(), 0, "the others are saved at once");
+    assert_eq!(bad.unsaved(), 1, "its change stays in memory");
+    assert_eq!(rig.metrics.state(), PersistenceState::Retrying);
+    assert!(rig.metrics.last_error().unwrap().contains("bad"));
+    // Later changes of the others are saved as usual; a flush says not all is saved.
+    rig.order(&good, 1, 2);
+    let answer = rig.flush(None);
+    rig.turn();
+    assert!(matches!(
+        answer.try_recv(),
+        Ok(Err(PersistError::Failed(_)))
+    ));
+    assert_eq!(good.unsaved(), 0);
+    let batches = rig.batches();
+    for _ in 0..5 {
+        rig.turn();
+    }
+    assert_eq!(rig.batches(), batches, "no batch loop for the held galaxy");
+    // Repaired, it is taken back at the next interval.
+    rig.connection()
+        .execute_batch("UPDATE systems SET x = x - 1000 WHERE galaxy_name = 'bad'")
+        .unwrap();
+    rig.after(10 * SEC);
+    assert_eq!(bad.unsaved(), 0);
+    rig.assert_stored_as_in_memory(&bad);
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
