@@ -1,5 +1,5 @@
 //! Galactic War: a real-time strategy game whose state lives in memory and reaches SQLite
-//! in the background, so players never wait on the disk.
+//! (or PostgreSQL) in the background, so players never wait on the disk.
 //!
 //! # Linking the library
 //! What a program that links the library uses (`examples/embedded.rs` uses nothing else):
@@ -22,8 +22,8 @@
 //!   deleting, evicted, gone), the per-galaxy cells and the consistent cut the writer
 //!   takes of one, and **the lock order** of every lock in the program.
 //! - `persistence`: the write-behind engine: **the store interface**
-//!   (`persistence::store`: `WriteStore`, `ReadStore`) and the SQLite store behind it
-//!   with its migrations (`sql/`), the writer thread that alone writes, metrics and
+//!   (`persistence::store`: `WriteStore`, `ReadStore`) and the SQLite and PostgreSQL
+//!   stores behind it with their migrations (`sql/`), the writer thread that alone writes, metrics and
 //!   health, the one-daemon-per-database lock, and online backups.
 //! - `http`: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
 //! - `systemd`: readiness, status, watchdog and stopping notices.
