@@ -19,7 +19,19 @@
 //! and drops it, and the next call opens a new one and takes the advisory lock again, so
 //! the writer's retries with backoff are the reconnects and nothing in the writer knows.
 //! If another process holds the lock by then, every call fails loudly rather than write
-//! beside it.
+//! beside it. An idle writer holds the database too: every auto-save interval
+//! (`maintain`) it checks its session and, if it was lost, opens a new one and takes the
+//! lock again at once, so no second daemon can start in the gap before the next batch.
+//! A session on a server that stopped taking writes (error 25006, a primary demoted by a
+//! failover) counts as broken likewise, and the writer connects only to a server that
+//! takes writes (`target_session_attrs=read-write`).
+//!
+//! A dead connection is bounded on both sides. The client gives up on a silent server
+//! within about 8 s (`TCP_USER_TIMEOUT`, keepalives), well inside the 15 s the
+//! systemd watchdog allows the writer to answer (see `CONNECT_TIMEOUT` for the sums).
+//! Every session also tells the server to give up on a silent client within about
+//! 25 s (`SERVER_SETTINGS`), so the backend of a writer cut off by a partition does not
+//! keep the advisory lock for the server's default two hours.
 //!
 //! This file connects, configures, migrates and maps errors; `write.rs` holds a batch's
 //! statements and the id cache's look-up; `jobs.rs` creates and deletes whole galaxies in
@@ -39,6 +51,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use ::postgres::config::TargetSessionAttrs;
 use ::postgres::error::SqlState;
 use ::postgres::{CancelToken, Client, Config, GenericClient, NoTls, Statement};
 
@@ -81,25 +94,59 @@ pub const LOCK_KEY: i64 = i64::from_be_bytes(*b"gwar-one");
 
 /// The writer's session's backend process id, for an operator (or a fault test) who
 /// wants to find it: the session holding [`LOCK_KEY`] (a bigint key shows in `pg_locks`
-/// as its high half in `classid`, its low half in `objid`, and `objsubid` 1).
+/// as its high half in `classid`, its low half in `objid`, and `objsubid` 1), in the
+/// database queried (`pg_locks` shows the whole server's).
 #[cfg(test)]
 pub const WRITER_PID_SQL: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
-     AND granted AND classid = 1735876978 AND objid = 762277477 AND objsubid = 1";
+     AND granted AND classid = 1735876978 AND objid = 762277477 AND objsubid = 1 \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// Every session's `application_name`, so an operator sees the daemon in
 /// `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "galactic-war";
 
-/// How long opening a session may take, unless the URL says (`connect_timeout`).
+/// The client's bound on a dead connection. The systemd unit's watchdog (`WatchdogSec=30`)
+/// is fed only while the writer thread answers a ping within half that, 15 s; a writer
+/// call stuck on a server that vanished without closing the connection (a power loss, a
+/// silent partition) would starve it, and systemd would kill the daemon with every unsaved
+/// change in memory. So one call on a dead connection must end well inside 15 s, and so
+/// must a failed call followed by the next attempt's connect: [`TCP_USER_TIMEOUT`] plus
+/// [`CONNECT_TIMEOUT`], 8 s + 5 s. A slow server is no dead one: its kernel acknowledges
+/// our data and answers the keepalive probes whatever its backend is doing, so only a
+/// lost network or host trips these. (A URL that sets `connect_timeout` or
+/// `tcp_user_timeout` itself wins, and then keeping within the watchdog is its business.)
+///
+/// How long opening a session may take to reach the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// TCP keepalives: a server that vanished without closing the connection (a power
-/// loss, a partition) is noticed within about idle + interval × retries, not hours.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_RETRIES: u32 = 3;
-/// Sent data unacknowledged this long ends the connection (Linux `TCP_USER_TIMEOUT`),
-/// unless the URL says: keepalives do not probe while a request waits to be sent.
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalives, for a connection waiting on an answer with nothing unacknowledged: the
+/// first probe after 4 s of silence, then every 2 s; with [`TCP_USER_TIMEOUT`] set, Linux
+/// ends the connection at the first probe 8 s after the last data received (elsewhere,
+/// after two unanswered probes: 8 s as well).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 2;
+/// Sent data unacknowledged this long ends the connection (Linux `TCP_USER_TIMEOUT`):
+/// keepalives do not probe while a request waits to be acknowledged.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The server's side of a lost connection, set on every session right after connecting.
+/// Without them the backend of a session cut off by a partition lives on for the server's
+/// default keepalive time, about two hours, and with the writer's backend the advisory
+/// lock: the writer's own reconnect, or a daemon started elsewhere, would be refused for
+/// that long. With them the backend notices within 10 s + 3 × 5 s of silence, or 10 s of
+/// unacknowledged data; a session left idle inside a transaction (a client stuck between
+/// statements) ends after 60 s; and a statement running for a client that has gone is
+/// ended within 10 s of the connection's closing.
+const SERVER_SETTINGS: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;
+     SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = '60s'";
+/// Settings a server may lack, each set on its own: `client_connection_check_interval`
+/// came with PostgreSQL 14 (and refuses a value on platforms that cannot watch a
+/// socket), `tcp_user_timeout` with 12. A session on a server without one works as
+/// before, it only notices a lost client later.
+const OPTIONAL_SERVER_SETTINGS: &[&str] = &[
+    "SET client_connection_check_interval = '10s'",
+    "SET tcp_user_timeout = '10s'",
+];
 
 /// The writer waits this long for a row or table lock held by another session before its
 /// statement fails as busy: the same bound as SQLite's busy timeout (CONTRACT §3).
@@ -175,6 +222,10 @@ fn state_kind(state: &SqlState) -> FailureKind {
         // cannot_connect_now (starting up), too_many_connections, and class 08, the
         // connection exceptions.
         "57P01" | "57P02" | "57P03" | "53300" => FailureKind::Unavailable,
+        // read_only_sql_transaction: the session is on a server that no longer takes
+        // writes (a primary demoted after a failover). Only a new session, on whichever
+        // server is the primary now, can write again; kept, it would fail every batch.
+        "25006" => FailureKind::Unavailable,
         _ if code.starts_with("08") => FailureKind::Unavailable,
         // data_corrupted, index_corrupted
         "XX001" | "XX002" => FailureKind::Corrupt,
@@ -206,17 +257,42 @@ fn session_config(url: &str, read_only: bool) -> Result<Config, StoreError> {
         let options = config.get_options().unwrap_or_default();
         let options = format!("{options} -c default_transaction_read_only=on");
         config.options(options.trim());
+    } else {
+        // The writer needs a primary: a host that is a standby (after a failover, say)
+        // is refused at connect, and the next host of the URL tried, rather than
+        // opened for every batch to fail on.
+        config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     }
     Ok(config)
 }
 
+/// Opens a session and sets the server's side of its timeouts ([`SERVER_SETTINGS`]).
 fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
-    config
+    let mut client = config
         .connect(NoTls)
         .map_err(|source| StoreError::PostgresConnect {
             database: label.to_owned(),
             source,
-        })
+        })?;
+    client
+        .batch_execute(SERVER_SETTINGS)
+        .context("setting the session's timeouts")?;
+    for setting in OPTIONAL_SERVER_SETTINGS {
+        match client.batch_execute(setting) {
+            Ok(()) => {}
+            // The server's refusal, outside any transaction: the session is unharmed.
+            Err(error) if error.as_db_error().is_some() => {
+                log::debug!(target: LOG, "{label}: {setting}: {}", describe(&error));
+            }
+            Err(source) => {
+                return Err(StoreError::Postgres {
+                    context: "setting the session's timeouts",
+                    source,
+                })
+            }
+        }
+    }
+    Ok(client)
 }
 
 /// The schema version of the database `client` is on: 0 before any migration. Reads
@@ -491,6 +567,9 @@ impl PostgresWriter {
         work: impl FnOnce(&mut Session, &mut HashMap<String, SystemIds>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            log::warn!(target: LOG,
+                "{}: the writer's session was closed, and the database's lock with it; \
+                 opening a new one", self.label);
             self.drop_session();
         }
         let session = match &mut self.session {
@@ -524,7 +603,8 @@ impl PostgresWriter {
             let broken = session.client.is_closed() || error.kind() == FailureKind::Unavailable;
             if broken {
                 log::warn!(target: LOG,
-                    "{}: the writer's session is lost ({error}); a new one is opened at the next attempt",
+                    "{}: the writer's session is lost ({error}), and the database's lock with \
+                     it; a new session takes it again at the next attempt",
                     self.label);
                 self.drop_session();
             }
@@ -535,6 +615,37 @@ impl PostgresWriter {
     fn drop_session(&mut self) {
         self.session = None;
         self.lost = true;
+    }
+
+    /// Keeps the database held between batches: checks that the session still lives
+    /// (one `SELECT 1`) and, when it has gone (the server restarted, an operator's
+    /// `pg_terminate_backend`, a cut connection) or was lost before, opens a new one at
+    /// once, which takes the advisory lock again. Without this an idle writer would hold
+    /// no lock until its next batch, and a second daemon could start on the database
+    /// meanwhile. Failing to reconnect is logged, never returned: the next batch tries
+    /// again, and fails loudly if another daemon holds the database by then.
+    fn hold_database(&mut self) {
+        let check = |session: &mut Session, _: &mut HashMap<String, SystemIds>| {
+            session
+                .client
+                .batch_execute("SELECT 1")
+                .context("checking the writer's session")
+        };
+        let checks_a_session = self.session.as_ref().is_some_and(|s| !s.client.is_closed());
+        let mut result = self.with_session(check);
+        if checks_a_session && self.session.is_none() {
+            // The check found the session dead and dropped it (and said so): open its
+            // successor now, not at the next batch.
+            result = self.with_session(check);
+        }
+        match result {
+            Ok(()) => {}
+            // Logged by `with_session` at error: another daemon holds the database.
+            Err(StoreError::PostgresInUse { .. }) => {}
+            Err(error) => log::warn!(target: LOG,
+                "{}: the writer holds no session, so not the database's lock either: {error}; \
+                 tried again at the next batch or interval", self.label),
+        }
     }
 }
 
@@ -578,10 +689,15 @@ impl WriteStore for PostgresWriter {
         self.ids.remove(name);
     }
 
-    /// Nothing to do: the server checkpoints and vacuums on its own.
+    /// Nothing to do: the server checkpoints and vacuums on its own, and the commit just
+    /// made proved the session (and its lock) alive.
     fn after_commit(&mut self) {}
 
-    fn maintain(&mut self, _idle: bool) {}
+    /// Every auto-save interval: the session, and with it the database's lock, is checked
+    /// and taken again at once if it was lost ([`PostgresWriter::hold_database`]).
+    fn maintain(&mut self, _idle: bool) {
+        self.hold_database();
+    }
 
     /// Closes the session, which releases the advisory lock.
     fn finish(&mut self, _all_saved: bool) {

@@ -172,6 +172,7 @@ fn error_kinds_follow_the_sqlstate() {
     assert_eq!(kind("40001"), FailureKind::Busy);
     assert_eq!(kind("55P03"), FailureKind::Busy);
     assert_eq!(kind("57P01"), FailureKind::Unavailable);
+    assert_eq!(kind("25006"), FailureKind::Unavailable, "a demoted primary");
     assert_eq!(kind("08006"), FailureKind::Unavailable);
     assert_eq!(kind("XX001"), FailureKind::Corrupt);
     assert_eq!(kind("23505"), FailureKind::Other);
@@ -582,4 +583,124 @@ fn a_statement_running_at_the_shutdown_deadline_is_cancelled() {
     assert!(err.to_string().contains("57014"), "{err}");
     tx.rollback().unwrap();
     store.finish(false);
+}
+
+/// The setting `name` as the session `client` sees it.
+fn show(client: &mut Client, name: &str) -> String {
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn every_session_bounds_a_lost_connection_on_the_server_side_too() {
+    let Some((_db, mut store, reader, _galaxy)) = stored_galaxy("settings") else {
+        return;
+    };
+    let writer = &mut store.session.as_mut().unwrap().client;
+    let reader = &mut *reader.client.borrow_mut();
+    for client in [writer, reader] {
+        assert_eq!(show(client, "tcp_keepalives_idle"), "10");
+        assert_eq!(show(client, "tcp_keepalives_interval"), "5");
+        assert_eq!(show(client, "tcp_keepalives_count"), "3");
+        assert_eq!(show(client, "idle_in_transaction_session_timeout"), "1min");
+        assert_eq!(show(client, "tcp_user_timeout"), "10000");
+        // PostgreSQL 14 and later (the throwaway cluster is 15); older servers lack it.
+        if show(client, "server_version_num").parse::<u32>().unwrap() >= 140_000 {
+            assert_eq!(show(client, "client_connection_check_interval"), "10s");
+        }
+    }
+    // The client's own bound stays inside the systemd watchdog's 15 s: a dead call plus
+    // the next attempt's connect.
+    assert!(TCP_USER_TIMEOUT + CONNECT_TIMEOUT < Duration::from_secs(15));
+    assert!(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_RETRIES <= TCP_USER_TIMEOUT);
+    assert_eq!(
+        store.config.get_target_session_attrs(),
+        TargetSessionAttrs::ReadWrite
+    );
+}
+
+#[test]
+fn a_writer_on_a_server_that_stopped_taking_writes_reconnects() {
+    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("readonly") else {
+        return;
+    };
+    // The writer's session now refuses writes, as on a primary demoted under it.
+    store
+        .session
+        .as_mut()
+        .unwrap()
+        .client
+        .batch_execute("SET default_transaction_read_only = on")
+        .unwrap();
+    let (x, y) = galaxy.systems()[5].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    let batch = take_batch(&mut galaxy, 200);
+    let err = store
+        .write_batch(&[], std::slice::from_ref(&batch))
+        .unwrap_err();
+    assert!(err.to_string().contains("25006"), "{err}");
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    assert!(store.session.is_none(), "the session was dropped");
+    // A new session (a server that takes writes) saves the same batch.
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
+    store.finish(true);
+    // A database that takes no writes at all is refused at connect, as a standby is.
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            db.name
+        ))
+        .unwrap();
+    let err = PostgresWriter::open(&db.url).err().unwrap();
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("does not allow writes"), "{err}");
+}
+
+#[test]
+fn an_idle_writer_whose_session_died_holds_the_database_again_at_maintain() {
+    let Some((db, mut store, _reader, _galaxy)) = stored_galaxy("hold") else {
+        return;
+    };
+    let holder = |db: &TestDb| -> Option<i32> {
+        db.client()
+            .query_opt(WRITER_PID_SQL, &[])
+            .unwrap()
+            .map(|row| row.get(0))
+    };
+    // A live session is only checked, not replaced.
+    let pid = store.backend_pid().unwrap();
+    store.maintain(true);
+    assert_eq!(holder(&db), Some(pid));
+    // Terminated while idle: nothing holds the database until maintain takes it again.
+    terminate_writer(&db, &mut store);
+    assert_eq!(holder(&db), None);
+    store.maintain(false);
+    let again = holder(&db).expect("the writer holds the database again");
+    assert_ne!(again, pid, "a new session");
+    let err = PostgresWriter::open(&db.url).err().unwrap();
+    assert!(matches!(err, StoreError::PostgresInUse { .. }), "{err}");
+    assert_eq!(store.backend_pid().unwrap(), again);
+    // Taken by another meanwhile: maintain says so and writes nothing; once the other
+    // lets go, the next maintain holds the database again.
+    terminate_writer(&db, &mut store);
+    let mut other = db.client();
+    assert!(other
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .unwrap()
+        .get::<_, bool>(0));
+    store.maintain(false);
+    assert!(store.session.is_none());
+    drop(other);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.session.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the lock came back");
+        std::thread::sleep(Duration::from_millis(20));
+        store.maintain(false);
+    }
+    assert_eq!(holder(&db), Some(store.backend_pid().unwrap()));
 }
