@@ -6,7 +6,11 @@
 //!
 //! Floors are what plain rusqlite does with no engine at all: the same schema (the
 //! project's own migration), the same pragmas, prepared statements, cached row ids, one
-//! transaction per batch.
+//! transaction per batch. Section 10's floors on PostgreSQL are the same on the `postgres`
+//! crate: the project's PostgreSQL migrations, set-based statements (arrays expanded by
+//! `unnest`, one statement per table) prepared once, one transaction per batch, on a
+//! throwaway cluster of the bench's own with `fsync` and `synchronous_commit` on (the
+//! tests' harness, `tests/common/postgres.rs`); without PostgreSQL the section is skipped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +28,10 @@ use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Sett
 use galactic_war::testing::{AppInternals, ReadStore, SqliteReader, WRITER_PRAGMAS};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
+
+/// The tests' throwaway PostgreSQL cluster, for section 10 (started with `fsync` on).
+#[path = "../tests/common/postgres.rs"]
+mod pg_cluster;
 
 const SCHEMA: &str = include_str!("../sql/sqlite/0001_initial.sql");
 const KINDS: [StructureKind; 5] = StructureKind::ALL;
@@ -210,26 +218,8 @@ struct SaveResult {
 }
 
 fn save_throughput(dir: &Path, batch: u64, rounds: u64) -> SaveResult {
-    let name = "save";
     let engine_db = dir.join(format!("save-engine-{batch}.db"));
-    let app = AppState::open(&settings(&engine_db, |_| {})).expect("opens");
-    app.create_galaxy(name, config(batch, 1_000_000), Some(batch), 0)
-        .expect("created");
-    // Every system gets a build in flight, so every row (system, five structures, event)
-    // exists and is rewritten.
-    for (x, y) in coords(&app, name) {
-        app.build(name, 1, x, y, StructureKind::Hatchery)
-            .expect("affordable");
-    }
-    app.save_all().expect("saved");
-    let started = Instant::now();
-    for _ in 0..rounds {
-        app.rewrite_galaxy(name).expect("marked");
-        app.save_all().expect("saved");
-    }
-    let engine = per_sec(batch * rounds, started.elapsed());
-    let galaxy = app.galaxy_copy(name).expect("exists");
-    drop(app);
+    let (engine, galaxy) = engine_save(&settings(&engine_db, |_| {}), batch, rounds);
 
     let mut floor = Floor::create(&dir.join(format!("save-floor-{batch}.db")), &galaxy);
     let mut systems: Vec<System> = galaxy.systems().to_vec();
@@ -249,49 +239,29 @@ fn save_throughput(dir: &Path, batch: u64, rounds: u64) -> SaveResult {
     }
 }
 
+/// The engine's side of section 1 (and 10), on the store `settings` names: systems/s
+/// saving every row of a `batch`-system galaxy `rounds` times, and the galaxy as saved.
+fn engine_save(settings: &Settings, batch: u64, rounds: u64) -> (f64, Galaxy) {
+    let name = "save";
+    let app = save_app(settings, name, batch);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        app.rewrite_galaxy(name).expect("marked");
+        app.save_all().expect("saved");
+    }
+    let engine = per_sec(batch * rounds, started.elapsed());
+    (engine, app.galaxy_copy(name).expect("exists"))
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Order throughput: the same order stream, persisted in batches.
 
 fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f64, f64) {
-    let name = "orders";
-    let (galaxy_config, seed) = (config(systems, 300), 7);
-    let stream: Vec<(u64, usize, StructureKind)> = {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        (0..orders)
-            .map(|i| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (
-                    10 + i / 20,
-                    (rng % systems) as usize,
-                    KINDS[(rng >> 32) as usize % 5],
-                )
-            })
-            .collect()
-    };
+    let stream = order_stream(systems, orders);
+    let engine_db = dir.join(format!("orders-engine-{batch}.db"));
+    let (engine, places) = engine_orders(&settings(&engine_db, |_| {}), systems, &stream, batch);
 
-    let app = AppState::open(&settings(
-        &dir.join(format!("orders-engine-{batch}.db")),
-        |_| {},
-    ))
-    .expect("opens");
-    app.create_galaxy(name, galaxy_config.clone(), Some(seed), 0)
-        .expect("created");
-    let places = coords(&app, name);
-    let started = Instant::now();
-    for chunk in stream.chunks(batch as usize) {
-        for &(tick, index, kind) in chunk {
-            let (x, y) = places[index];
-            // Refusals (a build already in flight) are part of a realistic mix.
-            let _ = app.build(name, tick, x, y, kind);
-        }
-        app.save_all().expect("saved");
-    }
-    let engine = per_sec(orders, started.elapsed());
-    drop(app);
-
-    let mut galaxy = Galaxy::create(name, galaxy_config, seed, 0).expect("created");
+    let mut galaxy = orders_galaxy(systems);
     let mut floor = Floor::create(&dir.join(format!("orders-floor-{batch}.db")), &galaxy);
     galaxy.take_changes();
     let started = Instant::now();
@@ -309,6 +279,71 @@ fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f64, 
     }
     let floor = per_sec(orders, started.elapsed());
     (engine, floor)
+}
+
+/// An app on the store `settings` names holding galaxy `name` of `batch` systems, saved,
+/// every system with a build in flight, so that every row (system, five structures, event)
+/// exists and a save with every row changed rewrites them all.
+fn save_app(settings: &Settings, name: &str, batch: u64) -> AppState {
+    let app = AppState::open(settings).expect("opens");
+    app.create_galaxy(name, config(batch, 1_000_000), Some(batch), 0)
+        .expect("created");
+    for (x, y) in coords(&app, name) {
+        app.build(name, 1, x, y, StructureKind::Hatchery)
+            .expect("affordable");
+    }
+    app.save_all().expect("saved");
+    app
+}
+
+/// The order stream of sections 2 and 10: (tick, system index, structure), reproducible.
+fn order_stream(systems: u64, orders: u64) -> Vec<(u64, usize, StructureKind)> {
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    (0..orders)
+        .map(|i| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (
+                10 + i / 20,
+                (rng % systems) as usize,
+                KINDS[(rng >> 32) as usize % 5],
+            )
+        })
+        .collect()
+}
+
+const ORDERS_GALAXY: &str = "orders";
+const ORDERS_SEED: u64 = 7;
+
+/// The galaxy the order stream plays on, as the engine creates it (same config and seed).
+fn orders_galaxy(systems: u64) -> Galaxy {
+    Galaxy::create(ORDERS_GALAXY, config(systems, 300), ORDERS_SEED, 0).expect("created")
+}
+
+/// The engine's side of sections 2 and 10: orders/s placing `stream` and saving after
+/// every `batch` orders, on the store `settings` names; and the systems' coordinates.
+fn engine_orders(
+    settings: &Settings,
+    systems: u64,
+    stream: &[(u64, usize, StructureKind)],
+    batch: u64,
+) -> (f64, Vec<(u64, u64)>) {
+    let name = ORDERS_GALAXY;
+    let app = AppState::open(settings).expect("opens");
+    app.create_galaxy(name, config(systems, 300), Some(ORDERS_SEED), 0)
+        .expect("created");
+    let places = coords(&app, name);
+    let started = Instant::now();
+    for chunk in stream.chunks(batch as usize) {
+        for &(tick, index, kind) in chunk {
+            let (x, y) = places[index];
+            // Refusals (a build already in flight) are part of a realistic mix.
+            let _ = app.build(name, tick, x, y, kind);
+        }
+        app.save_all().expect("saved");
+    }
+    (per_sec(stream.len() as u64, started.elapsed()), places)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1747,6 +1782,667 @@ fn edge_idle(dir: &Path, idle: usize, rounds: usize, probes: usize) -> IdleResul
 
 // ---------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------
+// 10. PostgreSQL: the same engine on a server database, against floors of raw `postgres`.
+
+/// The project's PostgreSQL migrations, which the floors run as the engine does.
+const PG_MIGRATIONS: [&str; 2] = [
+    include_str!("../sql/postgres/0001_initial.sql"),
+    include_str!("../sql/postgres/0002_galaxy_jobs.sql"),
+];
+
+/// Structure rows as the engine writes them: an update by the unique key and an insert of
+/// the rows it found no row for, in one statement (`src/persistence/store/postgres/write.rs`
+/// says why). [`PgFloor::plain_structures`] measures what that costs beside a plain update.
+const PG_UPSERT_STRUCTURES: &str = "WITH u AS (
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
+             AS u(system_id, structure_type, level)
+     ), updated AS (
+         UPDATE structures s SET level = u.level, updated_at = now() FROM u
+         WHERE s.system_id = u.system_id AND s.structure_type = u.structure_type
+         RETURNING s.system_id, s.structure_type
+     )
+     INSERT INTO structures (system_id, structure_type, level, updated_at)
+     SELECT u.system_id, u.structure_type, u.level, now() FROM u
+     WHERE NOT EXISTS (SELECT 1 FROM updated d
+         WHERE d.system_id = u.system_id AND d.structure_type = u.structure_type)";
+
+/// The tables every batch updates, whose `fillfactor` the migration sets to 90.
+const PG_UPDATED_TABLES: [&str; 3] = ["galaxies", "systems", "structures"];
+
+fn pg_settings(url: &str) -> Settings {
+    Settings {
+        database: DatabaseUrl::Postgres(url.to_owned()),
+        ..settings(Path::new("unused"), |_| {})
+    }
+}
+
+/// The floor on PostgreSQL: the engine's schema, and set-based statements written here by
+/// hand after the store's (arrays expanded by `unnest`, one statement per table, one
+/// transaction per batch, prepared once, row ids cached), with no engine. Structure rows
+/// by the engine's own statement; event rows by a plain update, or a delete and an insert.
+struct PgFloor {
+    client: postgres::Client,
+    galaxy: String,
+    ids: Vec<i64>,
+    /// The stored event of each system, by the system's index.
+    events: Vec<Option<i64>>,
+    statements: PgStatements,
+    /// Structure rows are written by [`PG_UPSERT_STRUCTURES`] (else by a plain update).
+    upsert: bool,
+}
+
+struct PgStatements {
+    tick: postgres::Statement,
+    systems: postgres::Statement,
+    structures: postgres::Statement,
+    events_in_place: postgres::Statement,
+    delete_events: postgres::Statement,
+    insert_events: postgres::Statement,
+}
+
+/// Arrays of structure rows: system id, type, level.
+type StructureArrays = (Vec<i64>, Vec<&'static str>, Vec<i64>);
+
+fn structure_arrays(rows: &[(i64, &System)]) -> StructureArrays {
+    let mut arrays: StructureArrays = Default::default();
+    for &(id, system) in rows {
+        for kind in KINDS {
+            arrays.0.push(id);
+            arrays.1.push(kind.as_str());
+            arrays.2.push(i64::from(system.levels[kind.index()]));
+        }
+    }
+    arrays
+}
+
+impl PgFloor {
+    /// Database `url` (empty) given the engine's schema, the updated tables' fillfactor
+    /// set to `fillfactor`, and `galaxy` stored as the engine stores it.
+    fn create(url: &str, galaxy: &Galaxy, fillfactor: u32) -> PgFloor {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connects");
+        for migration in PG_MIGRATIONS {
+            client.batch_execute(migration).expect("migration");
+        }
+        for table in PG_UPDATED_TABLES {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {table} SET (fillfactor = {fillfactor})"
+                ))
+                .expect("fillfactor");
+        }
+        // As the engine's writer commits (and the bench's server's default).
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .expect("synchronous commit");
+        let systems = galaxy.systems();
+        let mut tx = client.transaction().expect("tx");
+        tx.execute(
+            "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
+            &[
+                &galaxy.name(),
+                &galaxy.config().to_toml(),
+                &(galaxy.tick() as i64),
+            ],
+        )
+        .expect("galaxy");
+        let column = |f: &dyn Fn(&System) -> u64| -> Vec<i64> {
+            systems.iter().map(|s| f(s) as i64).collect()
+        };
+        let rows = tx
+            .query(
+                "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
+                 SELECT $1, u.x, u.y, u.metal, u.crew, u.water, u.tick FROM unnest(
+                     $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::bigint[]) AS u(x, y, metal, crew, water, tick)
+                 RETURNING id, x, y",
+                &[
+                    &galaxy.name(),
+                    &column(&|s| u64::from(s.x)),
+                    &column(&|s| u64::from(s.y)),
+                    &column(&|s| s.resources.metal),
+                    &column(&|s| s.resources.crew),
+                    &column(&|s| s.resources.water),
+                    &column(&|s| s.tick),
+                ],
+            )
+            .expect("systems");
+        let by_coords: std::collections::HashMap<(i64, i64), i64> = rows
+            .iter()
+            .map(|row| ((row.get(1), row.get(2)), row.get(0)))
+            .collect();
+        let ids: Vec<i64> = systems
+            .iter()
+            .map(|s| by_coords[&(i64::from(s.x), i64::from(s.y))])
+            .collect();
+        let pairs: Vec<(i64, &System)> = ids.iter().copied().zip(systems).collect();
+        let (structure_ids, types, levels) = structure_arrays(&pairs);
+        tx.execute(
+            "INSERT INTO structures (system_id, structure_type, level)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+            &[&structure_ids, &types, &levels],
+        )
+        .expect("structures");
+        let statements = PgStatements::prepare(&mut tx);
+        let mut floor_events = vec![None; systems.len()];
+        let built: Vec<(i64, &System)> = pairs
+            .iter()
+            .copied()
+            .filter(|(_, s)| s.build.is_some())
+            .collect();
+        for (id, system_id) in insert_events(&mut tx, &statements, &built) {
+            let index = ids.iter().position(|&i| i == system_id);
+            floor_events[index.expect("a system")] = Some(id);
+        }
+        tx.commit().expect("commit");
+        PgFloor {
+            client,
+            galaxy: galaxy.name().to_owned(),
+            ids,
+            events: floor_events,
+            statements,
+            upsert: true,
+        }
+    }
+
+    /// From now on, structure rows written by a plain update, which cannot write a row
+    /// missing from the database (none is missing here).
+    fn plain_structures(&mut self) {
+        self.statements.structures = self
+            .client
+            .prepare(
+                "UPDATE structures s SET level = u.level, updated_at = now()
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[])
+                     AS u(system_id, structure_type, level)
+                 WHERE s.system_id = u.system_id AND s.structure_type = u.structure_type",
+            )
+            .expect("prepares");
+        self.upsert = false;
+    }
+
+    /// Every row of `systems` written in place (the tick, the system, its five structures,
+    /// its event, by cached ids): what a save with every row changed needs, when every
+    /// system has a build in flight and so an event row.
+    fn save_in_place(&mut self, tick: u64, systems: &[(usize, &System)]) {
+        let rows: Vec<(i64, &System)> = systems.iter().map(|&(i, s)| (self.ids[i], s)).collect();
+        let mut tx = self.client.transaction().expect("tx");
+        let st = &self.statements;
+        update_tick(&mut tx, st, &self.galaxy, tick);
+        update_systems(&mut tx, st, &rows);
+        update_structures(&mut tx, st, &rows, self.upsert);
+        let (mut ids, mut ticks, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        for &(index, system) in systems {
+            let build = system.build.expect("a build in flight");
+            ids.push(self.events[index].expect("a stored event"));
+            ticks.push(build.completion_tick as i64);
+            types.push(build.structure.as_str());
+        }
+        let updated = tx
+            .execute(&st.events_in_place, &[&ids, &ticks, &types])
+            .expect("events");
+        assert_eq!(updated, ids.len() as u64);
+        tx.commit().expect("commit");
+    }
+
+    /// Whole systems written (the tick, the system, its five structures; its event
+    /// deleted and inserted again if it has one), with no knowledge of what changed: the
+    /// save-everything design, as section 2's SQLite floor.
+    fn save_full(&mut self, tick: u64, systems: &[(usize, &System)]) {
+        let rows: Vec<(i64, &System)> = systems.iter().map(|&(i, s)| (self.ids[i], s)).collect();
+        let mut tx = self.client.transaction().expect("tx");
+        let st = &self.statements;
+        update_tick(&mut tx, st, &self.galaxy, tick);
+        update_systems(&mut tx, st, &rows);
+        update_structures(&mut tx, st, &rows, self.upsert);
+        let ids: Vec<i64> = rows.iter().map(|&(id, _)| id).collect();
+        tx.execute(&st.delete_events, &[&ids])
+            .expect("delete events");
+        let built: Vec<(i64, &System)> = rows
+            .iter()
+            .copied()
+            .filter(|(_, s)| s.build.is_some())
+            .collect();
+        insert_events(&mut tx, st, &built);
+        tx.commit().expect("commit");
+    }
+}
+
+impl PgStatements {
+    fn prepare(tx: &mut postgres::Transaction<'_>) -> PgStatements {
+        let mut prepare = |sql: &str| tx.prepare(sql).expect("prepares");
+        PgStatements {
+            tick: prepare("UPDATE galaxies SET tick = $2, updated_at = now() WHERE name = $1"),
+            systems: prepare(
+                "UPDATE systems s SET metal = u.metal, crew = u.crew, water = u.water,
+                     current_tick = u.current_tick, updated_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                     $5::bigint[]) AS u(id, metal, crew, water, current_tick)
+                 WHERE s.id = u.id",
+            ),
+            structures: prepare(PG_UPSERT_STRUCTURES),
+            events_in_place: prepare(
+                "UPDATE events e SET completion_tick = u.completion_tick,
+                     structure_type = u.structure_type
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[])
+                     AS u(id, completion_tick, structure_type)
+                 WHERE e.id = u.id",
+            ),
+            delete_events: prepare("DELETE FROM events WHERE system_id = ANY($1::bigint[])"),
+            insert_events: prepare(
+                "INSERT INTO events (system_id, completion_tick, action_type, structure_type)
+                 SELECT u.system_id, u.completion_tick, 'build', u.structure_type
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[])
+                     AS u(system_id, completion_tick, structure_type)
+                 RETURNING id, system_id",
+            ),
+        }
+    }
+}
+
+fn update_tick(tx: &mut postgres::Transaction<'_>, st: &PgStatements, galaxy: &str, tick: u64) {
+    tx.execute(&st.tick, &[&galaxy, &(tick as i64)])
+        .expect("tick");
+}
+
+fn update_systems(tx: &mut postgres::Transaction<'_>, st: &PgStatements, rows: &[(i64, &System)]) {
+    let column = |f: &dyn Fn(&System) -> u64| -> Vec<i64> {
+        rows.iter().map(|&(_, s)| f(s) as i64).collect()
+    };
+    let ids: Vec<i64> = rows.iter().map(|&(id, _)| id).collect();
+    let updated = tx
+        .execute(
+            &st.systems,
+            &[
+                &ids,
+                &column(&|s| s.resources.metal),
+                &column(&|s| s.resources.crew),
+                &column(&|s| s.resources.water),
+                &column(&|s| s.tick),
+            ],
+        )
+        .expect("systems");
+    assert_eq!(updated, ids.len() as u64);
+}
+
+fn update_structures(
+    tx: &mut postgres::Transaction<'_>,
+    st: &PgStatements,
+    rows: &[(i64, &System)],
+    upsert: bool,
+) {
+    let (ids, types, levels) = structure_arrays(rows);
+    let written = tx
+        .execute(&st.structures, &[&ids, &types, &levels])
+        .expect("structures");
+    // An upsert counts the rows it inserted: none, every row being stored.
+    assert_eq!(written, if upsert { 0 } else { ids.len() as u64 });
+}
+
+/// Inserts the events of `built` (systems with a build in flight); their `(id, system id)`.
+fn insert_events(
+    tx: &mut postgres::Transaction<'_>,
+    st: &PgStatements,
+    built: &[(i64, &System)],
+) -> Vec<(i64, i64)> {
+    let (mut ids, mut ticks, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    for &(id, system) in built {
+        let build = system.build.expect("a build");
+        ids.push(id);
+        ticks.push(build.completion_tick as i64);
+        types.push(build.structure.as_str());
+    }
+    tx.query(&st.insert_events, &[&ids, &ticks, &types])
+        .expect("events")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// A checkpoint, so that each side's clock starts on a clean one: a checkpoint falling
+/// inside one side's run (every 1 GB of WAL, PostgreSQL's default `max_wal_size`) and not
+/// the other's would decide the ratio; after one, each page's first change writes the
+/// whole page to the WAL, which both sides then pay alike.
+fn pg_checkpoint(cluster: &pg_cluster::Cluster) {
+    cluster
+        .client("postgres")
+        .batch_execute("CHECKPOINT")
+        .expect("checkpoint");
+}
+
+/// Section 1 on PostgreSQL: systems/s saving every row of a `batch`-system galaxy, `rounds`
+/// times, by the engine; by the floor (structure rows by the engine's statement, events
+/// updated in place) at the migration's fillfactor (90); by that floor writing structure
+/// rows by a plain update; and, if `fillfactor_too`, by the floor at fillfactor 100. The
+/// sides take turns
+/// round by round, each after a checkpoint, so a busy spell of the shared machine falls
+/// on all of them.
+fn pg_save(cluster: &pg_cluster::Cluster, batch: u64, rounds: u64, fillfactor_too: bool) -> PgSave {
+    let name = "save";
+    let app = save_app(&pg_settings(&cluster.database().url()), name, batch);
+    let galaxy = app.galaxy_copy(name).expect("exists");
+    // (fillfactor, structures by upsert): the floor, its plain-update twin, fillfactor 100.
+    let variants = [(90, true), (90, false), (100, true)];
+    let mut floors: Vec<PgFloor> = variants[..2 + usize::from(fillfactor_too)]
+        .iter()
+        .map(|&(fillfactor, upsert)| {
+            let mut floor = PgFloor::create(&cluster.database().url(), &galaxy, fillfactor);
+            if !upsert {
+                floor.plain_structures();
+            }
+            // The engine's tables saw one update of every system (the builds' save)
+            // before its first round: the floor's see one of every row.
+            let rows: Vec<(usize, &System)> = galaxy.systems().iter().enumerate().collect();
+            floor.save_in_place(galaxy.tick(), &rows);
+            floor
+        })
+        .collect();
+    let mut systems: Vec<System> = galaxy.systems().to_vec();
+    let mut spent = vec![Duration::ZERO; 1 + floors.len()];
+    for round in 0..rounds {
+        pg_checkpoint(cluster);
+        let started = Instant::now();
+        app.rewrite_galaxy(name).expect("marked");
+        app.save_all().expect("saved");
+        spent[0] += started.elapsed();
+        for system in &mut systems {
+            system.resources.metal = round;
+        }
+        let rows: Vec<(usize, &System)> = systems.iter().enumerate().collect();
+        for (floor, spent) in floors.iter_mut().zip(&mut spent[1..]) {
+            pg_checkpoint(cluster);
+            let started = Instant::now();
+            floor.save_in_place(galaxy.tick() + round, &rows);
+            *spent += started.elapsed();
+        }
+    }
+    let rate = |spent: Duration| per_sec(batch * rounds, spent);
+    PgSave {
+        engine: rate(spent[0]),
+        floor: rate(spent[1]),
+        floor_plain: rate(spent[2]),
+        floor_fillfactor_100: spent.get(3).copied().map(rate),
+    }
+}
+
+/// Systems/s saving every row ([`pg_save`]).
+struct PgSave {
+    engine: f64,
+    floor: f64,
+    /// The floor with structure rows written by a plain update, which cannot write a row
+    /// missing from the database.
+    floor_plain: f64,
+    /// The floor on tables at fillfactor 100, when measured.
+    floor_fillfactor_100: Option<f64>,
+}
+
+/// Section 2 on PostgreSQL: orders/s of the engine and of the full-system floor, the same
+/// stream placed on both, taking turns batch by batch (after one checkpoint).
+fn pg_orders(cluster: &pg_cluster::Cluster, systems: u64, orders: u64, batch: u64) -> (f64, f64) {
+    let stream = order_stream(systems, orders);
+    let name = ORDERS_GALAXY;
+    let app = AppState::open(&pg_settings(&cluster.database().url())).expect("opens");
+    app.create_galaxy(name, config(systems, 300), Some(ORDERS_SEED), 0)
+        .expect("created");
+    let places = coords(&app, name);
+    let mut galaxy = orders_galaxy(systems);
+    let mut floor = PgFloor::create(&cluster.database().url(), &galaxy, 90);
+    galaxy.take_changes();
+    pg_checkpoint(cluster);
+    let (mut engine, mut floor_spent) = (Duration::ZERO, Duration::ZERO);
+    for chunk in stream.chunks(batch as usize) {
+        let started = Instant::now();
+        for &(tick, index, kind) in chunk {
+            let (x, y) = places[index];
+            let _ = app.build(name, tick, x, y, kind);
+        }
+        app.save_all().expect("saved");
+        engine += started.elapsed();
+        let started = Instant::now();
+        for &(tick, index, kind) in chunk {
+            let (x, y) = places[index];
+            let _ = galaxy.build(tick, x, y, kind);
+        }
+        let changed = galaxy.take_changes();
+        let rows: Vec<(usize, &System)> = changed
+            .iter()
+            .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))
+            .collect();
+        floor.save_full(galaxy.tick(), &rows);
+        floor_spent += started.elapsed();
+    }
+    (per_sec(orders, engine), per_sec(orders, floor_spent))
+}
+
+/// Section 4 on PostgreSQL: the median of five loads of a `systems`-system galaxy (half
+/// the systems with a build in flight) by the engine's reader and by the floor's plain
+/// queries, and the database's bytes per system (`pg_database_size`).
+fn pg_load(cluster: &pg_cluster::Cluster, systems: u64) -> (Duration, Duration, f64) {
+    let database = cluster.database();
+    let url = database.url();
+    {
+        let app = AppState::open(&pg_settings(&url)).expect("opens");
+        app.create_galaxy("load", config(systems, 100), Some(1), 0)
+            .expect("created");
+        for (i, (x, y)) in coords(&app, "load").into_iter().enumerate() {
+            if i % 2 == 0 {
+                app.build("load", 1, x, y, StructureKind::Hatchery)
+                    .expect("order");
+            }
+        }
+        assert!(app.shutdown().all_saved());
+    }
+    let mut client = database.client();
+    client.batch_execute("VACUUM ANALYZE").expect("vacuum");
+    let bytes = database.query_i64s("SELECT pg_database_size(current_database())")[0] as f64
+        / systems as f64;
+    let reader = galactic_war::testing::PostgresReader::open(&url).expect("reader");
+    let (mut engine, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        let galaxy = reader.load_galaxy("load").expect("loads").expect("stored");
+        engine.push(started.elapsed());
+        assert_eq!(galaxy.systems().len() as u64, systems);
+        let started = Instant::now();
+        let loaded = pg_floor_load(&mut client);
+        floor.push(started.elapsed());
+        assert_eq!(loaded.len() as u64, systems);
+    }
+    engine.sort();
+    floor.sort();
+    (engine[2], floor[2], bytes)
+}
+
+/// Plain whole-table queries without joins (the database holds one galaxy), streamed,
+/// grouped in Rust: section 4's floor on PostgreSQL.
+fn pg_floor_load(client: &mut postgres::Client) -> Vec<System> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let none: [&str; 0] = [];
+    let mut systems = Vec::new();
+    let mut index_of = std::collections::HashMap::new();
+    {
+        let mut rows = client
+            .query_raw(
+                "SELECT id, x, y, metal, crew, water, current_tick FROM systems",
+                none,
+            )
+            .expect("query");
+        while let Some(row) = rows.next().expect("row") {
+            index_of.insert(row.get::<_, i64>(0), systems.len());
+            systems.push(System {
+                x: row.get::<_, i64>(1) as u32,
+                y: row.get::<_, i64>(2) as u32,
+                resources: galactic_war::model::Resources {
+                    metal: row.get::<_, i64>(3) as u64,
+                    crew: row.get::<_, i64>(4) as u64,
+                    water: row.get::<_, i64>(5) as u64,
+                },
+                tick: row.get::<_, i64>(6) as u64,
+                levels: [0; 5],
+                build: None,
+            });
+        }
+    }
+    {
+        let mut rows = client
+            .query_raw(
+                "SELECT system_id, structure_type, level FROM structures",
+                none,
+            )
+            .expect("query");
+        while let Some(row) = rows.next().expect("row") {
+            let index = index_of[&row.get::<_, i64>(0)];
+            let kind: StructureKind = row.get::<_, &str>(1).parse().expect("kind");
+            systems[index].levels[kind.index()] = row.get::<_, i64>(2) as u32;
+        }
+    }
+    {
+        let mut rows = client
+            .query_raw(
+                "SELECT system_id, completion_tick, structure_type FROM events",
+                none,
+            )
+            .expect("query");
+        while let Some(row) = rows.next().expect("row") {
+            let index = index_of[&row.get::<_, i64>(0)];
+            systems[index].build = Some(galactic_war::model::Build {
+                completion_tick: row.get::<_, i64>(1) as u64,
+                structure: row.get::<_, &str>(2).parse().expect("kind"),
+            });
+        }
+    }
+    systems.sort_by_key(System::coords);
+    systems
+}
+
+/// Section 10: sections 1, 2 and 4 on PostgreSQL against its floors, then the engine on
+/// PostgreSQL beside the engine on SQLite (in `dir`), measured in this run. Its JSON.
+fn postgres_section(
+    cluster: &pg_cluster::Cluster,
+    dir: &Path,
+    quick: bool,
+    large: u64,
+    row: &impl Fn(&str, String, String, Option<f64>, &str),
+) -> Value {
+    std::fs::create_dir_all(dir).expect("a directory");
+    let saves: Vec<(u64, u64)> = if quick {
+        vec![(10_000, 3), (large, 2)]
+    } else {
+        vec![(10_000, 10), (large, 4)]
+    };
+    let mut json_saves = Vec::new();
+    let mut side_by_side = Vec::new();
+    for &(batch, rounds) in &saves {
+        let PgSave {
+            engine,
+            floor,
+            floor_plain,
+            floor_fillfactor_100: full_pages,
+        } = pg_save(cluster, batch, rounds, batch == large);
+        row(
+            &format!("10. PostgreSQL save, every row changed, batch {batch}"),
+            format!("{engine:.0} systems/s"),
+            format!("{floor:.0} systems/s"),
+            Some(engine / floor),
+            "≥ 0.9",
+        );
+        row(
+            &format!(
+                "10. PostgreSQL save, batch {batch}, vs a floor writing structures by a plain UPDATE"
+            ),
+            format!("{engine:.0} systems/s"),
+            format!("{floor_plain:.0} systems/s"),
+            Some(engine / floor_plain),
+            "",
+        );
+        if let Some(full_pages) = full_pages {
+            row(
+                &format!("10. PostgreSQL floor's save, batch {batch}, fillfactor 90 vs 100"),
+                format!("{floor:.0} systems/s"),
+                format!("{full_pages:.0} systems/s"),
+                Some(floor / full_pages),
+                "",
+            );
+        }
+        let sqlite = save_throughput(dir, batch, rounds);
+        side_by_side.push((
+            format!("save, every row changed, batch {batch}"),
+            format!("{engine:.0} systems/s"),
+            format!("{:.0} systems/s", sqlite.engine),
+            engine / sqlite.engine,
+        ));
+        json_saves.push(json!({"batch": batch, "rounds": rounds, "engine": engine,
+            "floor": floor, "ratio": engine / floor, "floor_fillfactor_100": full_pages,
+            "floor_plain_update": floor_plain,
+            "sqlite_engine": sqlite.engine, "sqlite_floor": sqlite.floor}));
+    }
+
+    let orders = if quick { 50_000 } else { 200_000 };
+    let mut json_orders = Vec::new();
+    for batch in [100, 1000, 10_000] {
+        let orders = if batch == 100 { orders / 4 } else { orders };
+        let (engine, floor) = pg_orders(cluster, 10_000, orders, batch);
+        row(
+            &format!("10. PostgreSQL orders persisted, batches of {batch} orders"),
+            format!("{engine:.0} orders/s"),
+            format!("{floor:.0} orders/s"),
+            Some(engine / floor),
+            if batch == 1000 { "≥ 1.5" } else { "" },
+        );
+        let mut entry =
+            json!({"batch": batch, "engine": engine, "floor": floor, "ratio": engine / floor});
+        if batch == 1000 {
+            let (sqlite, sqlite_floor) = order_throughput(dir, 10_000, orders, batch);
+            side_by_side.push((
+                format!("orders persisted, batches of {batch} orders"),
+                format!("{engine:.0} orders/s"),
+                format!("{sqlite:.0} orders/s"),
+                engine / sqlite,
+            ));
+            entry["sqlite_engine"] = json!(sqlite);
+            entry["sqlite_floor"] = json!(sqlite_floor);
+        }
+        json_orders.push(entry);
+    }
+
+    let (engine_load, floor_load, bytes) = pg_load(cluster, large);
+    row(
+        &format!("10. PostgreSQL load {large} systems"),
+        format!("{engine_load:?}"),
+        format!("{floor_load:?}"),
+        Some(floor_load.as_secs_f64() / engine_load.as_secs_f64()),
+        "≥ 0.8 (floor time / engine time), engine < 1 s",
+    );
+    row(
+        "10. PostgreSQL database bytes per system (of that galaxy)",
+        format!("{bytes:.0} B"),
+        String::new(),
+        None,
+        "",
+    );
+    let (sqlite_load, sqlite_floor_load, _) = load(dir, large);
+    side_by_side.push((
+        format!("load {large} systems (ratio: SQLite's time / PostgreSQL's)"),
+        format!("{engine_load:?}"),
+        format!("{sqlite_load:?}"),
+        sqlite_load.as_secs_f64() / engine_load.as_secs_f64(),
+    ));
+    for (what, pg, sqlite, ratio) in side_by_side {
+        row(
+            &format!("10. engine on PostgreSQL vs on SQLite: {what}"),
+            pg,
+            sqlite,
+            Some(ratio),
+            "",
+        );
+    }
+    json!({"save": json_saves, "orders": json_orders,
+           "load": {"systems": large, "engine_us": engine_load.as_micros() as u64,
+                    "floor_us": floor_load.as_micros() as u64,
+                    "sqlite_engine_us": sqlite_load.as_micros() as u64,
+                    "sqlite_floor_us": sqlite_floor_load.as_micros() as u64,
+                    "db_bytes_per_system": bytes}})
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--memory") {
@@ -2157,6 +2853,18 @@ fn main() {
                    "opening_ms": l.opening.as_millis() as u64, "rss_before": l.rss_before, "rss_after": l.rss_after,
                    "rss_bytes_per_idle_connection": per_connection}),
         );
+    }
+
+    // 10
+    if wanted(10) {
+        match pg_cluster::Cluster::private_durable() {
+            None => println!("| 10. PostgreSQL: skipped, not installed |  |  |  |  |"),
+            Some(cluster) => {
+                let pg =
+                    postgres_section(&cluster, &dir.join("beside-postgres"), quick, large, &row);
+                out.insert("postgres".into(), pg);
+            }
+        }
     }
 
     out.insert("quick".into(), Value::Bool(quick));

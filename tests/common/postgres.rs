@@ -19,7 +19,9 @@
 //! `runuser -u postgres` and the directory belongs to `postgres`; as another user the
 //! commands run directly. The cluster trusts local connections (`-A trust`) and runs with
 //! `fsync=off`: the tests crash the server process, never the machine, and a commit
-//! written to the kernel survives a server crash.
+//! written to the kernel survives a server crash. The benchmarks, which measure what a
+//! commit costs, start theirs with [`Cluster::private_durable`] instead: `fsync` and
+//! `synchronous_commit` on, as a production server runs.
 //!
 //! PostgreSQL missing: under `CI` (the variable set) that is a failure with a clear
 //! message, never a skip; elsewhere the test prints a notice and returns.
@@ -86,7 +88,7 @@ fn bindir() -> Result<PathBuf, String> {
 /// when PostgreSQL is missing outside CI.
 pub fn shared() -> Option<&'static Cluster> {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| bindir().map(Cluster::start)) {
+    match SHARED.get_or_init(|| bindir().map(|bin| Cluster::start(bin, false))) {
         Ok(cluster) => Some(cluster),
         Err(reason) => missing(reason),
     }
@@ -101,6 +103,8 @@ pub struct Cluster {
     port: u16,
     /// Server commands go through `runuser -u postgres` (the tests run as root).
     as_postgres: bool,
+    /// `fsync` on (the benchmarks' clusters), rather than the tests' `fsync=off`.
+    durable: bool,
     /// Its stdin is the pipe whose end-of-file tells it to clean up.
     supervisor: Mutex<Option<Child>>,
     databases: AtomicU64,
@@ -111,14 +115,24 @@ impl Cluster {
     /// (with a notice) when PostgreSQL is missing outside CI.
     pub fn private() -> Option<Cluster> {
         match bindir() {
-            Ok(bin) => Some(Cluster::start(bin)),
+            Ok(bin) => Some(Cluster::start(bin, false)),
+            Err(reason) => missing(&reason),
+        }
+    }
+
+    /// A private cluster whose commits reach the disk as a production server's do
+    /// (`fsync` and `synchronous_commit` on), for measuring what a commit costs; `None`
+    /// (with a notice) when PostgreSQL is missing outside CI.
+    pub fn private_durable() -> Option<Cluster> {
+        match bindir() {
+            Ok(bin) => Some(Cluster::start(bin, true)),
             Err(reason) => missing(&reason),
         }
     }
 
     /// Initialises a cluster in a new temporary directory and starts it on a free port;
     /// panics (with the server's log) when that fails.
-    fn start(bin: PathBuf) -> Cluster {
+    fn start(bin: PathBuf, durable: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("gwar-pg-")
             .tempdir_in("/tmp")
@@ -147,6 +161,7 @@ impl Cluster {
             dir,
             port: 0,
             as_postgres,
+            durable,
             supervisor: Mutex::new(None),
             databases: AtomicU64::new(0),
         };
@@ -223,8 +238,13 @@ impl Cluster {
     /// `pg_ctl start` on this cluster's port, waiting until it accepts connections; the
     /// log's tail when it does not.
     fn try_start(&self) -> Result<(), String> {
+        let sync = if self.durable {
+            "-c fsync=on -c synchronous_commit=on"
+        } else {
+            "-c fsync=off"
+        };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {sync} -c max_connections=300",
             self.port,
             self.dir.display()
         );
