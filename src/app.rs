@@ -369,7 +369,7 @@ impl AppState {
                         if newly_dirty {
                             let now = Instant::now();
                             shared.metrics.note_unsaved_since(now);
-                            engine.writer().mark_dirty(cell, now);
+                            engine.writer().mark_dirty(cell.clone(), now);
                         }
                     }
                 }

@@ -171,10 +171,11 @@ impl<'a> Live<'a> {
     }
 
     /// Releases the lock and returns the cell, to tell the writer the galaxy is dirty
-    /// (after unlocking: the writer may want this lock for its cut).
-    pub fn unlock(self) -> Arc<GalaxyCell> {
-        let cell = self.cell.clone();
-        drop(self.state);
+    /// (after unlocking: the writer may want this lock for its cut). A reference: most
+    /// orders leave a galaxy already dirty, and need no count of their own on the cell.
+    pub fn unlock(self) -> &'a Arc<GalaxyCell> {
+        let Live { cell, state } = self;
+        drop(state);
         cell
     }
 }

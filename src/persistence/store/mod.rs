@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::model::{RowMask, System};
+use crate::model::{Galaxy, GalaxyConfig, RowMask, System};
 use crate::settings::{DatabaseUrl, PersistenceSettings};
 use crate::systemd::Notifier;
 
@@ -237,6 +237,39 @@ type SystemIds = Vec<StoredSystem>;
 /// ([`WriteStore::adopt_ids`]). Opaque outside the store.
 #[derive(Debug)]
 pub struct RowIds(SystemIds);
+
+impl RowIds {
+    /// A loaded galaxy and its row ids, read side by side (`ids[i]` and `event_ids[i]`
+    /// belong to `systems[i]`) and sorted by `(x, y)` together, so the ids stay beside
+    /// their systems; why the parts are no galaxy, when they are not.
+    fn assemble(
+        name: &str,
+        config: GalaxyConfig,
+        tick: u64,
+        systems: Vec<System>,
+        ids: &[i64],
+        event_ids: &[Option<i64>],
+    ) -> Result<(Galaxy, RowIds), String> {
+        let mut rows: Vec<(System, StoredSystem)> = systems
+            .into_iter()
+            .zip(ids.iter().zip(event_ids))
+            .map(|(system, (&id, &event))| {
+                let stored = StoredSystem {
+                    id,
+                    x: system.x,
+                    y: system.y,
+                    event,
+                };
+                (system, stored)
+            })
+            .collect();
+        rows.sort_unstable_by_key(|(system, _)| system.coords());
+        let (systems, stored): (Vec<System>, Vec<StoredSystem>) = rows.into_iter().unzip();
+        Galaxy::from_parts(name, config, tick, systems)
+            .map(|galaxy| (galaxy, RowIds(stored)))
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// How far a creation got: the systems committed so far and their row ids.
 #[derive(Debug, Default)]

@@ -163,7 +163,7 @@ impl Rig {
                 )
                 .unwrap();
                 let newly_dirty = was_clean && !live.changes().is_empty();
-                Ok::<_, LifeError>((live.unlock(), newly_dirty))
+                Ok::<_, LifeError>((live.unlock().clone(), newly_dirty))
             })
             .unwrap();
         if newly_dirty {

@@ -3,7 +3,7 @@
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::super::{RowIds, StoredSystem};
+use super::super::RowIds;
 use super::{Context, Db, StoreError};
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
@@ -179,25 +179,9 @@ impl Db {
                 });
             }
         }
-        // Sorted by (x, y) together, so the ids stay beside their systems.
-        let mut rows: Vec<(System, StoredSystem)> = systems
-            .into_iter()
-            .zip(ids.iter().zip(&event_ids))
-            .map(|(system, (&id, &event))| {
-                let stored = StoredSystem {
-                    id,
-                    x: system.x,
-                    y: system.y,
-                    event,
-                };
-                (system, stored)
-            })
-            .collect();
-        rows.sort_unstable_by_key(|(system, _)| system.coords());
-        let (systems, stored): (Vec<System>, Vec<StoredSystem>) = rows.into_iter().unzip();
-        Galaxy::from_parts(name, config, tick, systems)
-            .map(|galaxy| Some((galaxy, RowIds(stored))))
-            .map_err(|e| bad(e.to_string()))
+        RowIds::assemble(name, config, tick, systems, &ids, &event_ids)
+            .map(Some)
+            .map_err(bad)
     }
 }
 
