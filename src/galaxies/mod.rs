@@ -410,6 +410,21 @@ impl WriterSide {
         evict
     }
 
+    /// Galaxies with unsaved systems (those in a batch in flight included), and how many,
+    /// sorted by name: what a shutdown reports.
+    pub(crate) fn unsaved(&self) -> Vec<(String, usize)> {
+        let mut unsaved: Vec<(String, usize)> = self
+            .all()
+            .into_iter()
+            .filter_map(|cell| {
+                let count = cell.unsaved();
+                (count > 0).then(|| (cell.name().to_owned(), count))
+            })
+            .collect();
+        unsaved.sort();
+        unsaved
+    }
+
     /// Deleted galaxies whose deletion is not committed yet, sorted.
     pub(crate) fn deleting(&self) -> Vec<String> {
         let mut names: Vec<String> = self.0.deleting.lock().iter().cloned().collect();

@@ -306,18 +306,8 @@ impl WriterHandle {
     /// What memory still holds unsaved, when the writer cannot say: the galaxies with
     /// changes (those in a batch in flight included) and the deletions not committed.
     fn report_without_writer(&self, error: PersistError) -> ShutdownReport {
-        let mut unsaved: Vec<(String, usize)> = self
-            .galaxies
-            .all()
-            .into_iter()
-            .filter_map(|cell| {
-                let count = cell.unsaved();
-                (count > 0).then(|| (cell.name().to_owned(), count))
-            })
-            .collect();
-        unsaved.sort();
         ShutdownReport {
-            unsaved,
+            unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
             error: Some(error),
         }
@@ -748,16 +738,7 @@ impl Writer {
 
     /// What is still unsaved: every galaxy whose change set is not empty.
     fn report(&self) -> ShutdownReport {
-        let mut unsaved: Vec<(String, usize)> = self
-            .galaxies
-            .all()
-            .into_iter()
-            .filter_map(|cell| {
-                let count = cell.unsaved();
-                (count > 0).then(|| (cell.name().to_owned(), count))
-            })
-            .collect();
-        unsaved.sort();
+        let unsaved = self.galaxies.unsaved();
         let error =
             (!unsaved.is_empty() || !self.deletions.is_empty()).then(|| PersistError::TimedOut {
                 last_error: self.failure.as_ref().map(|f| f.error.clone()),

@@ -742,7 +742,8 @@ impl ReadStore for SqliteReader {
     }
 }
 
-/// The writer's connection reads too (tests, tools), through the same queries.
+/// The writer's connection reads too (its tests), through the same queries.
+#[cfg(test)]
 impl ReadStore for SqliteWriter {
     fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         self.db.load_galaxy_with_ids(name)
