@@ -35,7 +35,7 @@ use crate::systemd::Notifier;
 // public.
 pub use crate::persistence::backup::BackupError;
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
-pub use crate::persistence::store::{FailureKind, StoreError, StoreFailure};
+pub use crate::persistence::store::{FailureKind, Owner, StoreError, StoreFailure};
 pub use crate::persistence::writer::{PersistError, ShutdownReport};
 
 /// Why an application operation failed.
@@ -67,6 +67,12 @@ pub enum AppError {
     BackupInProgress,
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// Another live daemon owns the galaxy (PostgreSQL, several daemons).
+    #[error("galaxy '{name}' is served by another daemon, at {}", .owner.url)]
+    OwnedElsewhere { name: String, owner: Owner },
+    /// This daemon's lease on the galaxy may have run out and is not renewed yet.
+    #[error("galaxy '{0}' is not served for a moment: this daemon's lease on it is being renewed; try again shortly")]
+    LeaseLapsed(String),
     #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
     MemoryOnly,
 }
@@ -621,6 +627,8 @@ impl From<LifeError> for AppError {
             LifeError::Exists(name) => AppError::GalaxyExists(name),
             LifeError::TooMany { limit } => AppError::TooManyGalaxies { limit },
             LifeError::Store(error) => AppError::Store(error),
+            LifeError::Elsewhere { name, owner } => AppError::OwnedElsewhere { name, owner },
+            LifeError::LeaseLapsed(name) => AppError::LeaseLapsed(name),
         }
     }
 }

@@ -181,6 +181,12 @@ pub struct PersistenceSettings {
     /// The WAL size, in pages, at which the writer asks for a checkpoint. Not read from
     /// the environment: a tuning knob for embedders, and small in tests.
     pub checkpoint_pages: u32,
+    /// `GWAR_OWNERSHIP_LEASE_SECS` (PostgreSQL): how long a daemon owns a galaxy without
+    /// renewing it; another daemon may take it once this has run out.
+    pub ownership_lease: Duration,
+    /// `GWAR_ADVERTISE_URL` (PostgreSQL): where this daemon serves players, as other
+    /// daemons redirect them here (no trailing `/`; default `http://` + `GWAR_LISTEN`).
+    pub advertise_url: String,
 }
 
 impl Default for PersistenceSettings {
@@ -195,6 +201,8 @@ impl Default for PersistenceSettings {
             max_unsaved: None,
             galaxy_idle: None,
             checkpoint_pages: CHECKPOINT_PAGES,
+            ownership_lease: Duration::from_secs(15),
+            advertise_url: "http://127.0.0.1:3050".to_owned(),
         }
     }
 }
@@ -353,17 +361,38 @@ impl Settings {
                 None
             ),
             checkpoint_pages: defaults.checkpoint_pages,
+            ownership_lease: var!(
+                "GWAR_OWNERSHIP_LEASE_SECS",
+                |v| match parse_positive(v, "seconds")? {
+                    n if n > MAX_LEASE_SECS => Err(format!(
+                        "expected at most {MAX_LEASE_SECS} seconds (a galaxy whose daemon \
+                         died waits this long for another)"
+                    )),
+                    n => Ok(Duration::from_secs(n)),
+                },
+                defaults.ownership_lease
+            ),
+            advertise_url: String::new(),
+        };
+        let listen = var!(
+            "GWAR_LISTEN",
+            |v: &str| v
+                .parse::<SocketAddr>()
+                .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
+            d.listen
+        );
+        let persistence = PersistenceSettings {
+            advertise_url: var!(
+                "GWAR_ADVERTISE_URL",
+                parse_advertise_url,
+                format!("http://{listen}")
+            ),
+            ..persistence
         };
         Ok(Settings {
             database: var!("DATABASE_URL", DatabaseUrl::parse, d.database),
             persistence,
-            listen: var!(
-                "GWAR_LISTEN",
-                |v: &str| v
-                    .parse::<SocketAddr>()
-                    .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
-                d.listen
-            ),
+            listen,
             admin_listen: var!("GWAR_ADMIN_LISTEN", AdminListen::parse, d.admin_listen),
             admin_token: var!(
                 "GWAR_ADMIN_TOKEN",
@@ -421,6 +450,26 @@ impl Settings {
             ),
         })
     }
+}
+
+/// The longest ownership lease: an hour. A galaxy whose daemon died cannot be served by
+/// another until its lease has run out.
+const MAX_LEASE_SECS: u64 = 3600;
+
+/// `GWAR_ADVERTISE_URL`: an `http://` or `https://` URL with a host and nothing after it
+/// but an optional port (a request's path is appended to it); a trailing `/` is dropped.
+fn parse_advertise_url(value: &str) -> Result<String, String> {
+    let expected = "expected a URL such as http://10.0.0.5:3050 (scheme, host, optional port)";
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| expected.to_owned())?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._:[]".contains(c);
+    if host.is_empty() || host.starts_with(':') || !host.chars().all(allowed) {
+        return Err(expected.to_owned());
+    }
+    Ok(value.strip_suffix('/').unwrap_or(value).to_owned())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -531,6 +580,22 @@ mod tests {
     }
 
     #[test]
+    fn ownership_settings_default_to_the_listen_address_and_parse() {
+        let s = settings(&[("GWAR_LISTEN", "10.0.0.5:8080")]).unwrap();
+        assert_eq!(s.persistence.advertise_url, "http://10.0.0.5:8080");
+        assert_eq!(s.persistence.ownership_lease, Duration::from_secs(15));
+        let s = settings(&[
+            ("GWAR_ADVERTISE_URL", "https://game-3.example:443/"),
+            ("GWAR_OWNERSHIP_LEASE_SECS", "4"),
+        ])
+        .unwrap();
+        assert_eq!(s.persistence.advertise_url, "https://game-3.example:443");
+        assert_eq!(s.persistence.ownership_lease, Duration::from_secs(4));
+        let v6 = settings(&[("GWAR_ADVERTISE_URL", "http://[fd00::5]:3050")]).unwrap();
+        assert_eq!(v6.persistence.advertise_url, "http://[fd00::5]:3050");
+    }
+
+    #[test]
     fn a_bad_value_names_the_variable_and_the_value() {
         for (variable, value) in [
             ("DATABASE_URL", "mysql://x"),
@@ -561,6 +626,13 @@ mod tests {
             ("GWAR_MAX_GALAXIES", "many"),
             ("GWAR_MAX_CONNECTIONS", "0"),
             ("GWAR_MAX_CONNECTIONS", "lots"),
+            ("GWAR_OWNERSHIP_LEASE_SECS", "0"),
+            ("GWAR_OWNERSHIP_LEASE_SECS", "3601"),
+            ("GWAR_ADVERTISE_URL", "10.0.0.5:3050"),
+            ("GWAR_ADVERTISE_URL", "http://"),
+            ("GWAR_ADVERTISE_URL", "http://host/path"),
+            ("GWAR_ADVERTISE_URL", "http://host:1?x=1"),
+            ("GWAR_ADVERTISE_URL", "ftp://host"),
         ] {
             let err = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable);

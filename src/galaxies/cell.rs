@@ -38,6 +38,9 @@ pub(super) enum Life {
     /// Dropped from memory while clean and idle: look the name up again, which loads
     /// the galaxy afresh.
     Evicted,
+    /// Taken by another daemon (PostgreSQL, several daemons): its unsaved changes are
+    /// dropped, the writer must not save it again, and a look-up finds its new owner.
+    Lost,
 }
 
 /// What a cell's lock protects.
@@ -50,6 +53,10 @@ pub(super) struct CellState {
     /// Indexes of the systems in the batch being written (taken from the change set but
     /// not yet committed), so the unsaved count counts each system once.
     pub(super) in_flight: Vec<u32>,
+    /// Past this instant the daemon's lease on the galaxy may have run out (see
+    /// `persistence::store::lease_deadline`): it is not served until a renewal moves
+    /// this on. `None` when no other daemon shares the database.
+    pub(super) lease_until: Option<Instant>,
 }
 
 impl CellState {
@@ -78,8 +85,12 @@ pub(crate) enum Settled {
 }
 
 impl GalaxyCell {
-    /// A live cell, last accessed `now`.
-    pub(super) fn new(galaxy: Galaxy, now: Instant) -> Arc<GalaxyCell> {
+    /// A live cell, last accessed `now`, served until `lease_until` (if it has a lease).
+    pub(super) fn new(
+        galaxy: Galaxy,
+        now: Instant,
+        lease_until: Option<Instant>,
+    ) -> Arc<GalaxyCell> {
         Arc::new(GalaxyCell {
             name: galaxy.name().to_owned(),
             state: Mutex::new(CellState {
@@ -87,6 +98,7 @@ impl GalaxyCell {
                 life: Life::Live,
                 last_access: now,
                 in_flight: Vec::new(),
+                lease_until,
             }),
         })
     }
@@ -114,9 +126,15 @@ impl GalaxyCell {
     pub(crate) fn give_back(&self, changes: Changes) {
         let mut state = self.lock();
         state.in_flight.clear();
-        if state.life != Life::Deleted {
+        if !matches!(state.life, Life::Deleted | Life::Lost) {
             state.galaxy.restore_changes(changes);
         }
+    }
+
+    /// The writer renewed the daemon's lease on this galaxy: it is served until `until`.
+    pub(crate) fn renew_lease(&self, until: Instant) {
+        let mut state = self.lock();
+        state.lease_until = Some(state.lease_until.map_or(until, |at| at.max(until)));
     }
 
     /// The galaxy's tick when it has nothing unsaved, or why not.
@@ -131,16 +149,17 @@ impl GalaxyCell {
         }
     }
 
-    /// Deleted: a late dirty marker of it is dropped.
+    /// Deleted or lost to another daemon: a late dirty marker of it is dropped.
     pub(crate) fn is_gone(&self) -> bool {
-        self.lock().life == Life::Deleted
+        matches!(self.lock().life, Life::Deleted | Life::Lost)
     }
 
-    /// Unsaved systems, in memory and in the batch being written (none once deleted).
+    /// Unsaved systems, in memory and in the batch being written (none once deleted or
+    /// lost: they will never be saved from here).
     pub(crate) fn unsaved(&self) -> usize {
         let state = self.lock();
         match state.life {
-            Life::Deleted => 0,
+            Life::Deleted | Life::Lost => 0,
             Life::Live | Life::Evicted => state.unsaved(),
         }
     }

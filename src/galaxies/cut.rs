@@ -43,7 +43,7 @@ fn touched<T: Clone>(capacity: usize, placeholder: T) -> Vec<T> {
     buffer
 }
 
-/// Cuts `cell`; `None` when the galaxy was deleted.
+/// Cuts `cell`; `None` when the galaxy was deleted or lost.
 pub(crate) fn cut(cell: &GalaxyCell) -> Option<Cut> {
     // A first, brief look to size the buffers. The numbers may grow before the cut;
     // the margin absorbs most of that and pushing past it only regrows.
@@ -72,7 +72,7 @@ pub(crate) fn cut(cell: &GalaxyCell) -> Option<Cut> {
     };
 
     let mut state = cell.lock();
-    if state.life == Life::Deleted {
+    if matches!(state.life, Life::Deleted | Life::Lost) {
         return None;
     }
     let hold = Instant::now();
@@ -133,7 +133,7 @@ mod tests {
                 .build(10, x.into(), y.into(), StructureKind::Hatchery)
                 .unwrap();
         }
-        GalaxyCell::new(galaxy, std::time::Instant::now())
+        GalaxyCell::new(galaxy, std::time::Instant::now(), None)
     }
 
     #[test]

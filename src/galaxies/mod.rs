@@ -61,7 +61,7 @@ use registry::Registry;
 
 use crate::clock::Clock;
 use crate::model::Galaxy;
-use crate::persistence::store::StoreError;
+use crate::persistence::store::{Owner, StoreError};
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_galaxy_name(name: &str) -> bool {
@@ -82,6 +82,12 @@ pub enum LifeError {
     TooMany { limit: usize },
     #[error("database error: {0}")]
     Store(#[from] StoreError),
+    /// Another live daemon owns it (PostgreSQL, several daemons): ask that one.
+    #[error("galaxy '{name}' is served by another daemon, at {}", .owner.url)]
+    Elsewhere { name: String, owner: Owner },
+    /// This daemon's lease on it may have run out and is not renewed yet.
+    #[error("galaxy '{0}' is not served for a moment: this daemon's lease on it is being renewed; try again shortly")]
+    LeaseLapsed(String),
 }
 
 /// Where galaxies that are not in memory are stored: the persistence engine, or nothing.
@@ -149,9 +155,13 @@ impl Galaxies {
             let mut state = cell.lock();
             match state.life {
                 Life::Deleted => return Err(LifeError::Unknown(name.to_owned()).into()),
-                Life::Evicted => continue,
+                Life::Evicted | Life::Lost => continue,
                 Life::Live => {
-                    state.last_access = self.clock.now();
+                    let now = self.clock.now();
+                    if state.lease_until.is_some_and(|until| now >= until) {
+                        return Err(LifeError::LeaseLapsed(name.to_owned()).into());
+                    }
+                    state.last_access = now;
                     return f(Live::new(&cell, state));
                 }
             }
@@ -219,7 +229,7 @@ impl Galaxies {
             } else {
                 // Before the galaxy can change: a deletion then comes after this.
                 backing.published(name, ids);
-                let cell = GalaxyCell::new(galaxy, self.clock.now());
+                let cell = GalaxyCell::new(galaxy, self.clock.now(), None);
                 self.registry.insert(cell.clone());
                 Landed::Cell(cell)
             }
@@ -366,7 +376,9 @@ impl Reservation<'_> {
     pub(crate) fn publish(self, galaxy: Galaxy) {
         let mut creating = self.galaxies.catalog.lock();
         let now = self.galaxies.clock.now();
-        self.galaxies.registry.insert(GalaxyCell::new(galaxy, now));
+        self.galaxies
+            .registry
+            .insert(GalaxyCell::new(galaxy, now, None));
         creating.remove(&self.name);
     }
 }
@@ -408,6 +420,25 @@ impl WriterSide {
             self.0.registry.remove_cell(cell);
         }
         evict
+    }
+
+    /// Another daemon took galaxy `name`: its cell (if live) leaves memory with its
+    /// unsaved changes, which are dropped; a holder of the cell looks the name up again
+    /// and finds the new owner. Returns the unsaved systems dropped (`None`: not in
+    /// memory). Call after giving back any cut of it, so the count includes the batch
+    /// that was refused.
+    pub(crate) fn lose(&self, name: &str) -> Option<usize> {
+        let cell = self.0.registry.get(name)?;
+        let mut state = cell.lock();
+        if state.life != Life::Live {
+            return None;
+        }
+        let unsaved = state.unsaved();
+        // Marked and unlisted under the cell's lock, so no order can slip in between.
+        state.life = Life::Lost;
+        state.in_flight.clear();
+        self.0.registry.remove_cell(&cell);
+        Some(unsaved)
     }
 
     /// Galaxies with unsaved systems (those in a batch in flight included), and how many,

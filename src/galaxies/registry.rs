@@ -73,6 +73,7 @@ mod tests {
         GalaxyCell::new(
             Galaxy::create(name, config, 1, 0).unwrap(),
             std::time::Instant::now(),
+            None,
         )
     }
 

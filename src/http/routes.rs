@@ -58,7 +58,12 @@ impl From<AppError> for ApiError {
                 GameError::NotEnoughResources { .. } => 422,
                 GameError::TickOutOfRange(_) => 400,
             },
-            AppError::UnsavedTooOld { .. } | AppError::Persistence(_) | AppError::MemoryOnly => 503,
+            AppError::UnsavedTooOld { .. }
+            | AppError::Persistence(_)
+            | AppError::MemoryOnly
+            | AppError::LeaseLapsed(_) => 503,
+            // Answered with a redirect to the owner where a player asked (see `Api`).
+            AppError::OwnedElsewhere { .. } => 409,
             AppError::NoDatabase
             | AppError::ServerBackup(_)
             | AppError::BackupInProgress

@@ -54,6 +54,9 @@ pub enum FailureKind {
     Corrupt,
     /// The database's schema is newer than this binary's.
     NewerSchema,
+    /// Another daemon took galaxies this one owned (PostgreSQL, several daemons): not a
+    /// failure of the database; the writer drops them and saves the rest.
+    Lost,
     /// Anything else (opening, locking, a thread, an unexpected database error).
     Other,
 }
@@ -133,6 +136,16 @@ pub enum StoreError {
     },
     #[error("the database {database} is in use by another galactic-war daemon (its writer's session holds the advisory lock {key}); one daemon per database")]
     PostgresInUse { database: String, key: i64 },
+    #[error("{}", lost_message(.0))]
+    Lost(Vec<LostGalaxy>),
+}
+
+fn lost_message(lost: &[LostGalaxy]) -> String {
+    let names: Vec<String> = lost.iter().map(LostGalaxy::to_string).collect();
+    format!(
+        "taken by another daemon, so not written: {}",
+        names.join(", ")
+    )
 }
 
 impl StoreError {
@@ -149,6 +162,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => FailureKind::Corrupt,
             StoreError::FileGone { .. } => FailureKind::FileGone,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
+            StoreError::Lost(_) => FailureKind::Lost,
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }
             | StoreError::Lock { .. }
@@ -175,6 +189,58 @@ pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
         }),
         None => Ok(()),
     }
+}
+
+/// A galaxy's fencing token in the ownership table (PostgreSQL): raised by one at every
+/// change of owner, so a daemon's writes under an older epoch can be refused.
+pub type Epoch = i64;
+
+/// The daemon that owns a galaxy, as other daemons see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Unique per process (host, process id, start time, a random part).
+    pub id: String,
+    /// Where it serves players (`GWAR_ADVERTISE_URL`).
+    pub url: String,
+}
+
+/// What trying to take a galaxy for this daemon found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours from now on, under this epoch (a new one: also when it was ours already).
+    Owned { epoch: Epoch },
+    /// Another daemon holds an unexpired lease on it.
+    Elsewhere(Owner),
+    /// Not stored, or its creation or deletion is unfinished.
+    Missing,
+}
+
+/// A galaxy another daemon took from this one: what this daemon held and what the
+/// table holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostGalaxy {
+    pub name: String,
+    /// The epoch this daemon wrote under.
+    pub epoch: Epoch,
+    /// The epoch in the table now (`None`: its row is gone).
+    pub current: Option<Epoch>,
+}
+
+impl std::fmt::Display for LostGalaxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.current {
+            Some(current) => write!(f, "'{}' (epoch {}, now {current})", self.name, self.epoch),
+            None => write!(f, "'{}' (epoch {}, its row is gone)", self.name, self.epoch),
+        }
+    }
+}
+
+/// The local deadline of a lease whose renewal (or take) was sent at `sent`: the daemon
+/// stops serving a galaxy from then on until a renewal succeeds. A fifth of the lease
+/// short of the database's expiry, which runs from the transaction's start (after
+/// `sent`) on the database's clock: room for the two clocks to disagree in rate.
+pub fn lease_deadline(sent: Instant, lease: std::time::Duration) -> Instant {
+    sent + lease - lease / 5
 }
 
 /// One changed system as the writer copied it under the galaxy's lock.
@@ -377,6 +443,54 @@ pub trait WriteStore: Any + Send {
     /// The writer is stopping: end the store's helpers and, when `all_saved`, leave the
     /// database compact. A failure here loses nothing; it is logged.
     fn finish(&mut self, all_saved: bool);
+
+    // Ownership (PostgreSQL, several daemons). A store that has the database to itself
+    // (SQLite) keeps the defaults: no lease, nothing to renew or release.
+
+    /// The lease this store holds its galaxies under; `None` when it shares the database
+    /// with no other daemon (then the methods below do nothing).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// From now on this store owns galaxy `name` under `epoch` (a load or a deletion
+    /// took it, see [`ClaimStore::take`]): its writes are fenced by that epoch.
+    fn own(&mut self, _name: &str, _epoch: Epoch) {}
+
+    /// Renews the lease of every galaxy this store owns, in one statement; returns those
+    /// found taken by another daemon, which it no longer owns.
+    fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Gives up these galaxies (evicted from memory), so another daemon may take them at
+    /// once; a galaxy not owned (or lost meanwhile) is skipped.
+    fn release(&mut self, _names: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The final batch of a clean stop: [`WriteStore::write_batch`], and in the same
+    /// transaction every galaxy this store owns is released. Opens no transaction when
+    /// there is nothing to write or release.
+    fn write_final_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        self.write_batch(deletions, galaxies)
+    }
+}
+
+/// Taking galaxies for this daemon (PostgreSQL, several daemons): on a cache miss, and
+/// before deleting a galaxy not in memory. Called on game threads, so it never waits long
+/// for a lock another daemon holds: a take that would is answered as `Elsewhere`-or-busy
+/// by the implementation, never after the other daemon's transaction. `Sync`: one value
+/// serves every thread (its sessions behind its own lock).
+pub trait ClaimStore: Send + Sync {
+    /// Takes galaxy `name` when it has no owner, its owner's lease has run out, or it is
+    /// ours already: a new epoch either way. A galaxy with an unfinished creation or
+    /// deletion is `Missing`.
+    fn take(&self, name: &str) -> Result<Claim, StoreError>;
 }
 
 /// Work the writer thread runs on its store between batches (maintenance, fault injection).
@@ -402,6 +516,16 @@ pub trait ReadStore: Send {
     fn galaxy_names(&self) -> Result<Vec<String>, StoreError>;
 
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every stored galaxy (as [`ReadStore::galaxy_names`]) with the daemon whose lease on
+    /// it has not run out, if any. Without ownership (SQLite): nobody's.
+    fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
+        Ok(self
+            .galaxy_names()?
+            .into_iter()
+            .map(|name| (name, None))
+            .collect())
+    }
 }
 
 /// Opens another reader on the database the writer opened (loads open them on demand).
@@ -412,6 +536,8 @@ pub(crate) type OpenReader = Box<dyn Fn() -> Result<Box<dyn ReadStore>, StoreErr
 pub(crate) struct Opened {
     pub writer: Box<dyn WriteStore>,
     pub readers: Option<OpenReader>,
+    /// Takes galaxies for this daemon; `None` when no other daemon shares the database.
+    pub claims: Option<Box<dyn ClaimStore>>,
 }
 
 /// Opens the database `url` names with the store that serves it: checks as much of it as

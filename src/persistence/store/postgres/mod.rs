@@ -430,6 +430,7 @@ pub(super) fn open(
     Ok(Opened {
         writer: Box::new(writer),
         readers: Some(readers),
+        claims: None,
     })
 }
 

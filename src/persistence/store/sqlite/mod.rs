@@ -575,6 +575,7 @@ pub(super) fn open(
     Ok(Opened {
         writer: Box::new(writer),
         readers,
+        claims: None,
     })
 }
 
