@@ -2443,6 +2443,115 @@ fn postgres_section(
                     "db_bytes_per_system": bytes}})
 }
 
+// ---------------------------------------------------------------------------------------
+// 11. Several daemons on one PostgreSQL database: failover after `kill -9` of an owner.
+
+/// A daemon of section 11 on the PostgreSQL database `url`, with the lease `lease_secs`:
+/// the process (killed on drop), its game address, and its log lines as they come.
+struct PgDaemon {
+    child: Child,
+    addr: SocketAddr,
+    log: crossbeam_channel::Receiver<String>,
+}
+
+impl Drop for PgDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pg_daemon(dir: &Path, url: &str, lease_secs: u64) -> PgDaemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_galactic-war"))
+        .current_dir(dir)
+        .env_clear()
+        .env("DATABASE_URL", url)
+        .env("GWAR_OWNERSHIP_LEASE_SECS", lease_secs.to_string())
+        .env("GWAR_LISTEN", "127.0.0.1:0")
+        .env("GWAR_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let (lines, log) = crossbeam_channel::unbounded();
+    let stderr = child.stderr.take().expect("piped");
+    // Reads the log to its end, so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let started = Instant::now();
+    let addr = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(60).saturating_sub(started.elapsed()))
+            .expect("the daemon listens within a minute");
+        if let Some(addr) = line.split("listening on http://").nth(1) {
+            break addr.trim().parse().expect("an address");
+        }
+    };
+    PgDaemon { child, addr, log }
+}
+
+/// The failover of a `systems`-system galaxy: daemon A creates (so owns) it, daemon B
+/// beside it is redirected to A; A is killed with SIGKILL, and B is asked for one system
+/// of the galaxy every 10 ms until it serves it. Returns the time from the kill to B's
+/// first 200, and B's load of the galaxy as its log reports it.
+fn pg_failover(
+    cluster: &pg_cluster::Cluster,
+    dir: &Path,
+    systems: u64,
+    lease_secs: u64,
+) -> (Duration, String) {
+    let database = cluster.database();
+    let url = database.url();
+    let owner = pg_daemon(dir, &url, lease_secs);
+    let created = exchange(
+        owner.addr,
+        "POST",
+        "/galaxies/failover?seed=1",
+        &config(systems, 100).to_toml(),
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+    let taker = pg_daemon(dir, &url, lease_secs);
+    let (status, page) = exchange(owner.addr, "GET", "/galaxies/failover?limit=1", "");
+    assert_eq!(status, 200, "{page}");
+    let page: Value = serde_json::from_str(&page).expect("JSON");
+    let first = &page["systems"][0];
+    let path = format!("/galaxies/failover/systems/{}/{}", first["x"], first["y"]);
+    let system = |addr| exchange(addr, "GET", &path, "").0;
+    let served = |status: u16| status == 200;
+    assert!(served(system(owner.addr)));
+    assert_eq!(system(taker.addr), 307, "the owner's galaxy is redirected");
+    let mut owner = owner;
+    owner.child.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    let _ = owner.child.wait();
+    loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(lease_secs + 300),
+            "no failover"
+        );
+        if served(system(taker.addr)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let failover = killed.elapsed();
+    let load = taker
+        .log
+        .try_iter()
+        .find_map(|line| {
+            line.split("galaxy 'failover' loaded (")
+                .nth(1)
+                .map(|rest| rest.trim_end_matches(')').to_owned())
+        })
+        .unwrap_or_else(|| "not in the log".to_owned());
+    (failover, load)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--memory") {
@@ -2863,6 +2972,33 @@ fn main() {
                 let pg =
                     postgres_section(&cluster, &dir.join("beside-postgres"), quick, large, &row);
                 out.insert("postgres".into(), pg);
+            }
+        }
+    }
+
+    // 11
+    if wanted(11) {
+        match pg_cluster::Cluster::private_durable() {
+            None => {
+                println!("| 11. Several daemons: skipped, PostgreSQL not installed |  |  |  |  |")
+            }
+            Some(cluster) => {
+                let lease = if quick { 5 } else { 15 };
+                let failover_dir = dir.join("failover");
+                std::fs::create_dir_all(&failover_dir).expect("a directory");
+                let (failover, load) = pg_failover(&cluster, &failover_dir, large, lease);
+                row(
+                    &format!("11. failover after kill -9 of the owner of a {large}-system galaxy, lease {lease} s"),
+                    format!("{failover:?}"),
+                    format!("B's load: {load}"),
+                    None,
+                    "≤ lease + load",
+                );
+                out.insert(
+                    "failover".into(),
+                    json!({"systems": large, "lease_s": lease, "failover_ms": failover.as_millis() as u64,
+                           "load": load}),
+                );
             }
         }
     }
