@@ -172,6 +172,20 @@ impl ShutdownReport {
     }
 }
 
+/// `settings`, with the advertised URL on the port the game's listener was given when
+/// `GWAR_LISTEN` asked for port 0 and `GWAR_ADVERTISE_URL` was left to its default
+/// (`http://` + `GWAR_LISTEN`): other daemons must send players to the real port.
+fn advertise_bound_port(settings: &Settings, game: &TcpListener) -> Settings {
+    let mut settings = settings.clone();
+    let default = format!("http://{}", settings.listen);
+    if settings.listen.port() == 0 && settings.persistence.advertise_url == default {
+        if let Ok(bound) = game.local_addr() {
+            settings.persistence.advertise_url = format!("http://{bound}");
+        }
+    }
+    settings
+}
+
 /// Serves the game on `listeners` until `shutdown` fires, then stops and flushes; see the
 /// module doc. `systemd` is told of readiness, status, the watchdog and stopping
 /// ([`Notifier::none`] when nobody listens).
@@ -181,6 +195,7 @@ pub fn serve(
     shutdown: Shutdown,
     systemd: &Notifier,
 ) -> Result<ShutdownReport, StartError> {
+    let settings = &advertise_bound_port(settings, &listeners.game);
     let app = match AppState::open_notifying(settings, systemd) {
         Ok(app) => app,
         Err(error) => {
