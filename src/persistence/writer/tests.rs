@@ -68,6 +68,9 @@ struct Fence {
     /// Taken by another daemon: the next write or renewal that covers one of these is
     /// refused with `Lost` (and the name forgotten, as a store forgets what it lost).
     taken: HashSet<String>,
+    /// Taken by another daemon while their rows were being removed (checked by removals
+    /// only, so that the deletion itself commits).
+    taken_while_purged: HashSet<String>,
     /// Renewals fail (the database cannot be reached) while set.
     renewals_fail: bool,
     renewals: u32,
@@ -144,7 +147,14 @@ impl WriteStore for Fenced {
         name: &str,
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
-        self.check([name])?;
+        if self.fence.lock().taken_while_purged.remove(name) {
+            let lost = LostGalaxy {
+                name: name.to_owned(),
+                epoch: 1,
+                current: Some(2),
+            };
+            return Err(StoreError::Lost(vec![lost]));
+        }
         self.inner.purge_chunk(name, max_systems)
     }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
@@ -1081,4 +1091,34 @@ fn a_deletion_of_a_galaxy_another_daemon_took_is_dropped_with_its_removal() {
         rig.stored("d").is_some(),
         "its rows are left to their owner"
     );
+}
+
+#[test]
+fn the_removal_of_a_galaxy_another_daemon_took_is_dropped_not_retried() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    rig.create("gone", 10);
+    fence.lock().taken_while_purged.insert("gone".to_owned());
+    rig.galaxies
+        .delete(&WriterOnly, "gone", || {
+            rig.tx
+                .send(Message::Delete {
+                    name: "gone".to_owned(),
+                    epoch: None,
+                })
+                .unwrap()
+        })
+        .unwrap();
+    rig.turn();
+    rig.after(3 * SEC);
+    assert!(!rig.galaxies.is_deleting("gone"), "the deletion committed");
+    assert!(
+        rig.writer.jobs.is_empty(),
+        "its removal met the loss and was dropped"
+    );
+    assert!(
+        rig.writer.job_failure.is_none(),
+        "not a failure of bulk work"
+    );
+    assert_eq!((rig.lost(), rig.errors()), (1, 0));
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
 }
