@@ -260,14 +260,17 @@ impl AppState {
         let mut galaxy = Galaxy::create(name, config, seed.unwrap_or_else(random_seed), tick)?;
         // Creation writes every row of the new galaxy, so nothing is left to save after it.
         galaxy.take_changes();
-        let galaxy = match &shared.engine {
-            Some(engine) => *engine.writer().create(Box::new(galaxy))?,
+        let (galaxy, lease_until) = match &shared.engine {
+            Some(engine) => {
+                let created = engine.writer().create(Box::new(galaxy))?;
+                (*created.galaxy, created.lease_until)
+            }
             None => {
                 log::info!(
                     "galaxy '{name}' created in memory ({} systems)",
                     galaxy.systems().len()
                 );
-                galaxy
+                (galaxy, None)
             }
         };
         let created = CreatedGalaxy {
@@ -275,7 +278,7 @@ impl AppState {
             tick: galaxy.tick(),
             systems: galaxy.systems().len(),
         };
-        reserved.publish(galaxy);
+        reserved.publish(galaxy, lease_until);
         Ok(created)
     }
 
@@ -463,7 +466,7 @@ impl AppState {
         let shared = &self.shared;
         shared.galaxies.delete(&shared.engine, name, || {
             if let Some(engine) = &shared.engine {
-                engine.writer().delete(name.to_owned());
+                engine.writer().delete(name.to_owned(), None);
             }
         })?;
         log::info!("galaxy '{name}' deleted");

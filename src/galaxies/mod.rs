@@ -372,13 +372,14 @@ pub(crate) struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// The created (and saved) galaxy becomes live.
-    pub(crate) fn publish(self, galaxy: Galaxy) {
+    /// The created (and saved) galaxy becomes live, served until `lease_until` unless a
+    /// renewal moves that on (`None`: no other daemon shares the database).
+    pub(crate) fn publish(self, galaxy: Galaxy, lease_until: Option<Instant>) {
         let mut creating = self.galaxies.catalog.lock();
         let now = self.galaxies.clock.now();
         self.galaxies
             .registry
-            .insert(GalaxyCell::new(galaxy, now, None));
+            .insert(GalaxyCell::new(galaxy, now, lease_until));
         creating.remove(&self.name);
     }
 }
@@ -615,7 +616,7 @@ mod tests {
             Err(LifeError::TooMany { limit: 2 })
         ));
         drop(other);
-        reserved.publish(galaxy("a"));
+        reserved.publish(galaxy("a"), None);
         assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
         assert!(galaxies.catalog.lock().is_empty());
     }
@@ -693,5 +694,49 @@ mod tests {
         assert_eq!(a.unsaved(), 200);
         assert_eq!((b.unsaved(), b.is_gone()), (0, true));
         assert!(b.cut().is_none());
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_refused_until_renewed_and_a_lost_galaxy_leaves_memory() {
+        let clock = Clock::manual();
+        let (galaxies, stored) = (
+            Arc::new(Galaxies::new(10, clock.clone())),
+            Stored::default(),
+        );
+        let writer = galaxies.writer_side();
+        let second = Duration::from_secs(1);
+        let reserved = galaxies.reserve(&stored, "a").unwrap();
+        reserved.publish(galaxy("a"), Some(clock.now() + second));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        clock.advance(second);
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::LeaseLapsed(_))
+        ));
+        let cell = writer.all().pop().unwrap();
+        cell.renew_lease(clock.now() + second);
+        cell.renew_lease(clock.now());
+        assert_eq!(
+            tick_of(&galaxies, &stored, "a").unwrap(),
+            0,
+            "renewed; an older deadline never moves it back"
+        );
+        galaxies
+            .with_live(&stored, "a", |mut live| {
+                live.mark_all_changed();
+                Ok::<_, LifeError>(())
+            })
+            .unwrap();
+        let cut = cell.cut().unwrap();
+        cell.give_back(cut.changes);
+        assert_eq!(writer.lose("a"), Some(200), "its unsaved systems, dropped");
+        assert!(cell.is_gone() && cell.unsaved() == 0 && cell.cut().is_none());
+        assert_eq!(galaxies.len(), 0);
+        assert_eq!(writer.lose("a"), None, "once");
+        // A holder of the lost cell looks the name up again (here: stored nowhere).
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::Unknown(_))
+        ));
     }
 }

@@ -213,6 +213,13 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
     );
     sample(
         &mut out,
+        "gwar_galaxies_lost_total",
+        "counter",
+        "Galaxies another daemon took from this one; their unsaved changes were dropped.",
+        m.galaxies_lost_total,
+    );
+    sample(
+        &mut out,
         "gwar_galaxy_loads_total",
         "counter",
         "Galaxies loaded from the database on a cache miss.",

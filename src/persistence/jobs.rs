@@ -25,8 +25,17 @@ use crate::model::{Galaxy, RowMask};
 /// (a commit, statement set-up) stay small.
 pub(crate) const CHUNK_TARGET: Duration = Duration::from_millis(25);
 
+/// A created galaxy handed back to its creator, saved.
+#[derive(Debug)]
+pub(crate) struct Created {
+    pub galaxy: Box<Galaxy>,
+    /// Until when the creator may serve it without a renewal of this daemon's lease
+    /// (see `store::lease_deadline`); `None` when no other daemon shares the database.
+    pub lease_until: Option<Instant>,
+}
+
 /// The answer a creation waits for: the galaxy back, saved, or why not.
-pub(crate) type CreationReply = Sender<Result<Box<Galaxy>, PersistError>>;
+pub(crate) type CreationReply = Sender<Result<Created, PersistError>>;
 
 /// A galaxy being written, and the caller waiting for it.
 pub(crate) struct Creation {
@@ -122,8 +131,9 @@ impl Creation {
         self.galaxy.tick()
     }
 
-    /// Hands the saved galaxy to its caller; false when the caller is gone.
-    pub(crate) fn answer(self) -> bool {
+    /// Hands the saved galaxy to its caller, to be served until `lease_until` (if the
+    /// store holds galaxies under a lease); false when the caller is gone.
+    pub(crate) fn answer(self, lease_until: Option<Instant>) -> bool {
         let (name, systems, took) = (
             self.galaxy.name().to_owned(),
             self.galaxy.systems().len(),
@@ -131,7 +141,11 @@ impl Creation {
         );
         log::info!(target: "galactic_war::persistence",
             "galaxy '{name}' created and saved ({systems} systems, {took:?})");
-        self.reply.send(Ok(self.galaxy)).is_ok()
+        let created = Created {
+            galaxy: self.galaxy,
+            lease_until,
+        };
+        self.reply.send(Ok(created)).is_ok()
     }
 
     /// Tells the caller the creation failed; what it wrote is removed by a purge.
@@ -159,6 +173,15 @@ impl Jobs {
         if !queued {
             self.queue.push_back(Job::Purge { name, removed: 0 });
         }
+    }
+
+    /// Drops the removal of `name`'s rows (another daemon took the galaxy: its rows are
+    /// that daemon's now); true when one was queued.
+    pub(crate) fn cancel_purge(&mut self, name: &str) -> bool {
+        let before = self.queue.len();
+        self.queue
+            .retain(|job| !matches!(job, Job::Purge { name: n, .. } if n == name));
+        self.queue.len() != before
     }
 
     /// The name the next chunk works on.

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub(crate) last_lock_hold_micros: AtomicU64,
     pub(crate) galaxies_loaded_total: AtomicU64,
     pub(crate) galaxies_evicted_total: AtomicU64,
+    /// Galaxies another daemon took from this one, their unsaved changes dropped.
+    pub(crate) galaxies_lost_total: AtomicU64,
     /// Loads from the database running now (raised by the thread that reads, once per
     /// galaxy however many threads wait for it).
     pub(crate) loads_in_progress: AtomicU64,
@@ -101,6 +103,8 @@ pub struct MetricsSnapshot {
     pub galaxies_loaded_total: u64,
     /// Clean, idle galaxies evicted from memory.
     pub galaxies_evicted_total: u64,
+    /// Galaxies another daemon took from this one (PostgreSQL, several daemons).
+    pub galaxies_lost_total: u64,
     /// Galaxies being read from the database at this moment.
     pub loads_in_progress: u64,
     /// Age of the oldest change not yet committed, if any.
@@ -131,6 +135,7 @@ impl Metrics {
             last_lock_hold_micros: AtomicU64::new(0),
             galaxies_loaded_total: AtomicU64::new(0),
             galaxies_evicted_total: AtomicU64::new(0),
+            galaxies_lost_total: AtomicU64::new(0),
             loads_in_progress: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
             lagging_after_ms: AtomicU64::new(NONE),
@@ -241,6 +246,7 @@ impl Metrics {
             last_lock_hold_micros: self.last_lock_hold_micros.load(Relaxed),
             galaxies_loaded_total: self.galaxies_loaded_total.load(Relaxed),
             galaxies_evicted_total: self.galaxies_evicted_total.load(Relaxed),
+            galaxies_lost_total: self.galaxies_lost_total.load(Relaxed),
             loads_in_progress: self.loads_in_progress.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
         }

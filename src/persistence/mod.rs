@@ -205,7 +205,7 @@ impl Engine {
     /// first save needs no look-up: before the galaxy can change, and never for a galaxy
     /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
     pub(crate) fn adopt_ids(&self, name: &str, ids: RowIds) {
-        self.writer.adopt_ids(name.to_owned(), ids);
+        self.writer.adopt_ids(name.to_owned(), ids, None);
     }
 
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {

@@ -5,11 +5,15 @@
 //!    a flush is due, the ticks of clean galaxies that advanced. Takes the flushes that
 //!    ride on this batch.
 //! 2. [`Writer::commit`]: one transaction with the rows, the ticks and the deletions; no
-//!    galaxy is locked. Nothing to write opens no transaction.
-//! 3. [`Writer::settle`]: ok — the cuts are saved, the deletions are settled, the ticks
-//!    are remembered, the flushes answered; failed — every cut's changes go back to its
-//!    galaxy (nothing is dropped), the lane backs off, and flushes with a deadline wait
-//!    for a later batch while those without one get the error.
+//!    galaxy is locked. Nothing to write opens no transaction — except the final batch of
+//!    a shutdown when galaxies are held under a lease, which releases them all.
+//! 3. [`Writer::settle`]: ok — the cuts are saved (and their leases renewed), the
+//!    deletions are settled, the ticks are remembered, the flushes answered; failed —
+//!    every cut's changes go back to its galaxy (nothing is dropped), the lane backs off,
+//!    and flushes with a deadline wait for a later batch while those without one get the
+//!    error; some galaxies lost to another daemon — the cuts go back, the lost galaxies
+//!    are dropped (see `ownership`), and [`Writer::batch`] tries again at once without
+//!    them, the flushes riding on the retry (no backoff, no failure in health).
 //!
 //! Either way the pending set is rebuilt the same way: a galaxy changed after its cut sent
 //! a fresh marker, still queued; a galaxy found changed while the ticks were read (a
@@ -19,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lanes::Lane;
-use super::{Pending, PersistError, Ticket, Writer, LOG};
+use super::{Pending, PersistError, Ticket, TicketReply, Writer, LOG};
 use crate::galaxies::{GalaxyCell, Settled};
 use crate::model::Changes;
-use crate::persistence::store::{GalaxyRows, StoreError, WriteStats};
+use crate::persistence::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
 
 /// What a batch took from memory: phase 1's result, which phases 2 and 3 work on.
 pub(super) struct Collected {
@@ -35,16 +39,46 @@ pub(super) struct Collected {
     strays_since: Instant,
     /// The flushes this batch answers.
     riding: Vec<Ticket>,
+    /// Whether the held galaxies were tried (see `quarantine`).
+    with_held: bool,
+    /// When collecting ended, before the commit was sent (the writer's clock): a
+    /// committed batch renewed its galaxies' leases from a moment later than this.
+    sent: Instant,
     /// When collecting began (real time: for the batch's duration).
     started: Instant,
 }
 
+impl Collected {
+    /// True when this batch answers a shutdown: it is the last, and releases the galaxies.
+    fn is_final(&self) -> bool {
+        self.riding
+            .iter()
+            .any(|ticket| matches!(ticket.reply, TicketReply::Shutdown(_)))
+    }
+}
+
 impl Writer {
-    /// The whole batch: collect → commit → settle.
+    /// The whole batch: collect → commit → settle; again at once without the galaxies
+    /// another daemon took, if that is why it failed.
     pub(super) fn batch(&mut self) {
-        let collected = self.collect();
-        let result = self.commit(&collected);
-        self.settle(collected, result);
+        loop {
+            let collected = self.collect();
+            let result = self.commit(&collected);
+            let retry = matches!(&result, Err(StoreError::Lost(lost)) if self.lost_in_batch(&collected, lost));
+            self.settle(collected, result);
+            if !retry {
+                return;
+            }
+        }
+    }
+
+    /// True when a galaxy of `collected` (or a deletion) is among `lost`: the batch can be
+    /// tried again without it. (Each retry has one galaxy fewer, so retries end.)
+    fn lost_in_batch(&self, collected: &Collected, lost: &[LostGalaxy]) -> bool {
+        lost.iter().any(|lost| {
+            collected.galaxies.iter().any(|g| g.name == lost.name)
+                || self.deletions.contains(&lost.name)
+        })
     }
 
     /// Phase 1: cuts every pending galaxy, and reads the ticks of the others when the
@@ -102,12 +136,15 @@ impl Writer {
                 }
             }
         }
+        let now = self.clock.now();
         Collected {
             galaxies,
             taken,
             strays,
-            strays_since: self.clock.now(),
+            strays_since: now,
             riding,
+            with_held,
+            sent: now,
             started,
         }
     }
@@ -118,18 +155,29 @@ impl Writer {
         collected.galaxies.is_empty() && self.deletions.is_empty()
     }
 
-    /// Phase 2: one transaction, with no galaxy locked.
+    /// Phase 2: one transaction, with no galaxy locked. The final batch of a shutdown
+    /// also releases every galaxy held under a lease, in the same transaction, so another
+    /// daemon can take them at once; it runs with nothing to write, too, for the release.
     pub(super) fn commit(&mut self, collected: &Collected) -> Result<WriteStats, StoreError> {
-        if self.nothing_to_write(collected) {
+        let last = collected.is_final();
+        if self.nothing_to_write(collected) && !(last && self.renewal.is_some()) {
             return Ok(WriteStats::default());
         }
-        self.store.write_batch(&self.deletions, &collected.galaxies)
+        if last {
+            self.store
+                .write_final_batch(&self.deletions, &collected.galaxies)
+        } else {
+            self.store.write_batch(&self.deletions, &collected.galaxies)
+        }
     }
 
     /// Phase 3: what the commit's outcome means for memory, health and waiting flushes.
     pub(super) fn settle(&mut self, collected: Collected, result: Result<WriteStats, StoreError>) {
         match result {
             Ok(stats) => self.settle_ok(collected, stats),
+            Err(StoreError::Lost(lost)) if self.lost_in_batch(&collected, &lost) => {
+                self.settle_lost(collected, lost)
+            }
             Err(error) => self.settle_failed(collected, error),
         }
     }
@@ -143,13 +191,16 @@ impl Writer {
     }
 
     fn settle_ok(&mut self, collected: Collected, stats: WriteStats) {
+        let last = collected.is_final();
         let Collected {
             galaxies,
             taken,
             strays,
             strays_since,
             riding,
+            sent,
             started,
+            ..
         } = collected;
         let duration = started.elapsed();
         let wrote = !(galaxies.is_empty() && self.deletions.is_empty());
@@ -173,8 +224,14 @@ impl Writer {
                 self.saved_ticks.insert(galaxy.name.clone(), tick);
             }
         }
+        // The batch's fence renewed the leases of its galaxies (not so the final one's,
+        // which released them).
+        let lease_until = self.lease_until(sent).filter(|_| !last);
         for (cell, _) in &taken {
             cell.saved();
+            if let Some(until) = lease_until {
+                cell.renew_lease(until);
+            }
         }
         // Changes made after the cut sent a fresh marker, still queued behind us; a held
         // galaxy's were not taken, and stay pending.
@@ -228,5 +285,35 @@ impl Writer {
                 self.answer(ticket, Err(PersistError::Failed(failure.clone())));
             }
         }
+        if let StoreError::Lost(lost) = error {
+            // None of them was in the batch (a store's slip): dropped all the same.
+            self.lose(lost);
+        }
+    }
+
+    /// Galaxies of the batch were taken by another daemon, so nothing was written: every
+    /// cut goes back (the lost galaxies' too, so their loss counts them), the lost ones
+    /// are dropped, and the flushes wait for the retry, which [`Writer::batch`] makes at
+    /// once. Not a failure of the database: health and backoff are left alone.
+    fn settle_lost(&mut self, collected: Collected, lost: Vec<LostGalaxy>) {
+        let Collected {
+            taken,
+            strays,
+            strays_since,
+            mut riding,
+            with_held,
+            ..
+        } = collected;
+        self.keep_strays(strays, strays_since);
+        for (cell, changes) in taken {
+            cell.give_back(changes);
+        }
+        if with_held {
+            // The retry tries the held galaxies too, as this batch did.
+            self.quarantine.interval();
+        }
+        self.lose(lost);
+        riding.append(&mut self.tickets);
+        self.tickets = riding;
     }
 }

@@ -14,6 +14,8 @@
 //!   the changes back, keep the flushes that may wait).
 //! - `lanes`: what follows any commit or failure: health, metrics, and the retry backoff
 //!   (exponential, capped at the auto-save interval), one per lane (batches, bulk jobs).
+//! - `ownership` (PostgreSQL, several daemons): the lease on this daemon's galaxies,
+//!   renewed every third of it, and galaxies lost to another daemon, dropped from memory.
 //!
 //! Creating and deleting whole galaxies are bulk jobs (`super::jobs`): a deletion is
 //! committed by the next batch like any change (it marks the galaxy `deleting`), and the
@@ -47,9 +49,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::jobs::{Creation, CreationReply, Finished, Jobs};
+use super::jobs::{Created, Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{BusyDeadline, GalaxyJob, RowIds, StoreFailure, StoreWork, WriteStore};
+use super::store::{
+    BusyDeadline, Epoch, GalaxyJob, RowIds, StoreError, StoreFailure, StoreWork, WriteStore,
+};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::model::Galaxy;
@@ -58,6 +62,7 @@ use lanes::{Failure, Lane};
 
 mod batch;
 mod lanes;
+mod ownership;
 mod quarantine;
 #[cfg(test)]
 mod tests;
@@ -107,14 +112,15 @@ pub(crate) enum Message {
     },
     /// Refuse creations from now on, and the ones in progress (the daemon is stopping).
     StopCreating,
-    /// The row ids a load read, for the cache (sent before the galaxy is in memory).
+    /// The row ids a load read, for the cache (sent before the galaxy is in memory), and
+    /// the epoch its take got, when the database is shared with other daemons.
     AdoptIds {
         name: String,
         ids: RowIds,
+        epoch: Option<Epoch>,
     },
-    Delete {
-        name: String,
-    },
+    /// A galaxy deleted; `epoch` when it was taken for the deletion (it was not in memory).
+    Delete { name: String, epoch: Option<Epoch> },
     Flush {
         deadline: Option<Instant>,
         reply: Sender<Result<u64, PersistError>>,
@@ -198,8 +204,9 @@ impl WriterHandle {
     }
 
     /// Writes a new galaxy, in chunks between other galaxies' batches, and returns it once
-    /// its last chunk is committed (it is invisible in the database until then).
-    pub(crate) fn create(&self, galaxy: Box<Galaxy>) -> Result<Box<Galaxy>, PersistError> {
+    /// its last chunk is committed (it is invisible in the database until then), with the
+    /// deadline of this daemon's lease on it when the database is shared.
+    pub(crate) fn create(&self, galaxy: Box<Galaxy>) -> Result<Created, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Create { galaxy, reply })
@@ -216,12 +223,15 @@ impl WriterHandle {
     /// Hands the writer the row ids a load read for galaxy `name`, so that its first save
     /// needs no look-up. Send it before the galaxy can change, and never for a galaxy
     /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
-    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds) {
-        let _ = self.tx.send(Message::AdoptIds { name, ids });
+    /// `epoch`: what taking the galaxy got (several daemons); its writes are fenced by it.
+    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds, epoch: Option<Epoch>) {
+        let _ = self.tx.send(Message::AdoptIds { name, ids, epoch });
     }
 
-    pub(crate) fn delete(&self, name: String) {
-        if self.tx.send(Message::Delete { name }).is_err() {
+    /// Deletes galaxy `name` from the database within the loss window; `epoch` when it
+    /// was taken for the deletion (several daemons, a galaxy not in memory).
+    pub(crate) fn delete(&self, name: String, epoch: Option<Epoch>) {
+        if self.tx.send(Message::Delete { name, epoch }).is_err() {
             log::error!(target: LOG, "the writer has stopped; a deletion was not saved");
         }
     }
@@ -363,6 +373,9 @@ struct Writer {
     failure: Option<Failure>,
     /// Bulk work's own failure: see [`Lane`].
     job_failure: Option<Failure>,
+    /// The lease on this daemon's galaxies and when to renew it next (`None`: the store
+    /// shares the database with no other daemon).
+    renewal: Option<ownership::Renewal>,
     next_interval: Instant,
     ticks_due: bool,
     /// When a batch last wrote something, to tell an idle database from a busy one.
@@ -400,7 +413,11 @@ impl Writer {
             };
             jobs.purge(name);
         }
+        let renewal = store
+            .lease()
+            .map(|lease| ownership::Renewal::new(lease, clock.now()));
         Writer {
+            renewal,
             jobs,
             creating: true,
             next_interval: clock.now() + settings.auto_save_interval,
@@ -525,12 +542,21 @@ impl Writer {
                     let _ = reply.send(Err(PersistError::Stopped));
                 }
             }
-            Message::AdoptIds { name, ids } => self.store.adopt_ids(&name, ids),
+            Message::AdoptIds { name, ids, epoch } => {
+                if let Some(epoch) = epoch {
+                    self.store.own(&name, epoch);
+                }
+                self.store.adopt_ids(&name, ids);
+            }
             Message::StopCreating => {
                 self.creating = false;
                 self.jobs.cancel_creations();
             }
-            Message::Delete { name } => {
+            Message::Delete { name, epoch } => {
+                // Fenced like any write: the batch that marks it deleted checks the epoch.
+                if let Some(epoch) = epoch {
+                    self.store.own(&name, epoch);
+                }
                 self.pending.remove(&name);
                 self.saved_ticks.remove(&name);
                 self.store.forget_ids(&name);
@@ -562,6 +588,9 @@ impl Writer {
     /// When the loop must wake up without a message.
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_interval;
+        if let Some(renewal) = &self.renewal {
+            wake = wake.min(renewal.next_at);
+        }
         let now = self.clock.now();
         for due in [self.batch_due(now), self.chunk_due(now)]
             .into_iter()
@@ -616,13 +645,17 @@ impl Writer {
     /// Runs one chunk of the oldest bulk job, in its own transaction.
     fn chunk(&mut self) {
         let started = Instant::now();
+        // Every chunk renews the lease on its galaxy (several daemons) from its start.
+        let sent = self.clock.now();
+        let job = self.jobs.next_name().map(str::to_owned);
         match self.jobs.step(self.store.as_mut()) {
             Ok((stats, finished)) => {
                 self.saved(Lane::Jobs, started.elapsed(), stats);
                 match finished {
                     Some(Finished::Created(creation)) => {
                         let (name, tick) = (creation.name().to_owned(), creation.tick());
-                        if creation.answer() {
+                        let lease_until = self.lease_until(sent);
+                        if creation.answer(lease_until) {
                             self.saved_ticks.insert(name, tick);
                         } else {
                             // Its caller's thread is gone: the galaxy is stored but no
@@ -633,6 +666,14 @@ impl Writer {
                     Some(Finished::Purged) | None => {}
                 }
             }
+            // Another daemon took the job's galaxy: the job is dropped, not retried.
+            Err(StoreError::Lost(lost))
+                if job
+                    .as_deref()
+                    .is_some_and(|job| lost.iter().any(|l| l.name == job)) =>
+            {
+                self.lose(lost);
+            }
             Err(error) => self.failed(Lane::Jobs, &error),
         }
     }
@@ -640,6 +681,11 @@ impl Writer {
     /// What is due at `now`: the interval's periodic work, a batch, one chunk of bulk
     /// work, and the flushes whose deadline passed.
     fn work(&mut self, now: Instant) {
+        // First, so that a lost galaxy is out of memory before a batch is cut.
+        if self.renewal.as_ref().is_some_and(|r| r.next_at <= now) {
+            self.renew();
+        }
+        let now = self.clock.now();
         if now >= self.next_interval {
             self.ticks_due = true;
             self.quarantine.interval();
@@ -705,8 +751,10 @@ impl Writer {
 
     /// Drops clean galaxies nobody touched for `idle` from memory; they load again on their
     /// next access. Only the writer can do this safely: it alone knows that a galaxy has no
-    /// batch in flight (none is, between batches) and that its tick is saved.
+    /// batch in flight (none is, between batches) and that its tick is saved. With several
+    /// daemons, they are released, so that another daemon may take them at once.
     fn evict_idle(&mut self, now: Instant, idle: Duration) {
+        let mut evicted = Vec::new();
         for cell in self.galaxies.all() {
             let name = cell.name();
             if self.pending.contains_key(name) {
@@ -722,6 +770,13 @@ impl Writer {
                 .galaxies_evicted_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::debug!(target: LOG, "galaxy '{name}' evicted after {idle:?} idle");
+            evicted.push(name.to_owned());
+        }
+        if !evicted.is_empty() {
+            if let Err(error) = self.store.release(&evicted) {
+                // Nothing is lost: their leases run out instead, a little later.
+                log::warn!(target: LOG, "releasing {} evicted galaxies failed (their leases run out instead): {error}", evicted.len());
+            }
         }
     }
 

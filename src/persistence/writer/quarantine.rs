@@ -65,6 +65,13 @@ impl Quarantine {
         }
     }
 
+    /// The galaxy is no longer this daemon's to save (another daemon took it); true when
+    /// it was held.
+    pub(super) fn forget(&mut self, galaxy: &str) -> bool {
+        self.suspects.remove(galaxy);
+        self.held.remove(galaxy).is_some()
+    }
+
     /// The failure of one held galaxy, for health and flushes.
     pub(super) fn failure(&self) -> Option<&StoreFailure> {
         self.held.values().next()

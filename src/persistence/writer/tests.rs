@@ -2,20 +2,30 @@
 //! SQLite file, driven one turn (or one phase) at a time, with time moved by hand. What
 //! the integration tests once proved by sleeping through coalescing windows, backoffs,
 //! intervals and idle periods is proved here in milliseconds, and exactly at the edges.
+//!
+//! Ownership (several daemons) is proved on a [`Fenced`] store: the SQLite store wrapped
+//! in a fence a test controls (which galaxies another daemon took, whether renewals fail),
+//! that records the ownership calls the writer makes.
 
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use parking_lot::Mutex;
 
-use super::{Message, PersistError, Writer, WriterDatabase};
+use super::{Message, PersistError, ShutdownReport, Writer, WriterDatabase};
 use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
 use crate::model::{Galaxy, GalaxyConfig, StructureKind};
 use crate::persistence::metrics::{Metrics, PersistenceState};
 use crate::persistence::store::sqlite::{SqliteReader, SqliteWriter};
-use crate::persistence::store::{BusyDeadline, ReadStore, StoreError};
+use crate::persistence::store::{
+    BusyDeadline, CreationProgress, Epoch, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy, ReadStore,
+    RowIds, StoreError, WriteStats, WriteStore,
+};
 use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
 
 const MS: Duration = Duration::from_millis(1);
@@ -52,10 +62,194 @@ impl Backing for WriterOnly {
     }
 }
 
+/// What the [`Fenced`] store is told by a test, and what it saw.
+#[derive(Default)]
+struct Fence {
+    /// Taken by another daemon: the next write or renewal that covers one of these is
+    /// refused with `Lost` (and the name forgotten, as a store forgets what it lost).
+    taken: HashSet<String>,
+    /// Taken by another daemon while their rows were being removed (checked by removals
+    /// only, so that the deletion itself commits).
+    taken_while_purged: HashSet<String>,
+    /// Renewals fail (the database cannot be reached) while set.
+    renewals_fail: bool,
+    renewals: u32,
+    /// Calls of `write_batch` and of `write_final_batch`.
+    writes: u32,
+    finals: u32,
+    released: Vec<String>,
+    owned: HashMap<String, Epoch>,
+}
+
+/// The rig's SQLite store behind a fence: a store with a lease, as PostgreSQL's is when
+/// several daemons share the database.
+struct Fenced {
+    inner: SqliteWriter,
+    lease: Duration,
+    fence: Arc<Mutex<Fence>>,
+}
+
+impl Fenced {
+    /// `Lost` for those of `names` another daemon took.
+    fn check<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), StoreError> {
+        let mut fence = self.fence.lock();
+        let mut lost = Vec::new();
+        for name in names {
+            if fence.taken.remove(name) {
+                let epoch = fence.owned.remove(name).unwrap_or(1);
+                lost.push(LostGalaxy {
+                    name: name.to_owned(),
+                    epoch,
+                    current: Some(epoch + 1),
+                });
+            }
+        }
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Lost(lost))
+        }
+    }
+
+    fn check_batch(&self, deletions: &[String], galaxies: &[GalaxyRows]) -> Result<(), StoreError> {
+        let names = deletions.iter().chain(galaxies.iter().map(|g| &g.name));
+        self.check(names.map(String::as_str))
+    }
+}
+
+impl WriteStore for Fenced {
+    fn on_writer_thread(&mut self) {
+        self.inner.on_writer_thread()
+    }
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.inner.unfinished_jobs()
+    }
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        self.fence.lock().writes += 1;
+        self.check_batch(deletions, galaxies)?;
+        self.inner.write_batch(deletions, galaxies)
+    }
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        self.fence.lock().owned.insert(galaxy.name.to_owned(), 1);
+        self.inner.create_chunk(galaxy, progress, max_systems)
+    }
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        if self.fence.lock().taken_while_purged.remove(name) {
+            let lost = LostGalaxy {
+                name: name.to_owned(),
+                epoch: 1,
+                current: Some(2),
+            };
+            return Err(StoreError::Lost(vec![lost]));
+        }
+        self.inner.purge_chunk(name, max_systems)
+    }
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.inner.adopt_ids(name, ids)
+    }
+    fn forget_ids(&mut self, name: &str) {
+        self.inner.forget_ids(name)
+    }
+    fn after_commit(&mut self) {
+        self.inner.after_commit()
+    }
+    fn maintain(&mut self, idle: bool) {
+        self.inner.maintain(idle)
+    }
+    fn finish(&mut self, all_saved: bool) {
+        self.inner.finish(all_saved)
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    fn own(&mut self, name: &str, epoch: Epoch) {
+        self.fence.lock().owned.insert(name.to_owned(), epoch);
+    }
+    fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
+        let mut fence = self.fence.lock();
+        fence.renewals += 1;
+        if fence.renewals_fail {
+            return Err(StoreError::Inconsistent {
+                galaxy: "(ownership)".into(),
+                reason: "injected: the database cannot be reached".into(),
+            });
+        }
+        let taken: Vec<String> = fence.taken.iter().cloned().collect();
+        drop(fence);
+        match self.check(taken.iter().map(String::as_str)) {
+            Ok(()) => Ok(Vec::new()),
+            Err(StoreError::Lost(lost)) => Ok(lost),
+            Err(error) => Err(error),
+        }
+    }
+    fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
+        let mut fence = self.fence.lock();
+        for name in names {
+            fence.owned.remove(name);
+        }
+        fence.released.extend(names.iter().cloned());
+        Ok(())
+    }
+    fn write_final_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        self.fence.lock().finals += 1;
+        self.check_batch(deletions, galaxies)?;
+        let stats = if deletions.is_empty() && galaxies.is_empty() {
+            WriteStats::default()
+        } else {
+            self.inner.write_batch(deletions, galaxies)?
+        };
+        let mut fence = self.fence.lock();
+        let owned: Vec<String> = fence.owned.drain().map(|(name, _)| name).collect();
+        fence.released.extend(owned);
+        Ok(stats)
+    }
+}
+
 fn rig(settings: PersistenceSettings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    rig_on(settings, dir, Box::new(store))
+}
+
+/// A rig whose store holds its galaxies under `lease` behind the returned fence.
+fn fenced_rig(settings: PersistenceSettings, lease: Duration) -> (Rig, Arc<Mutex<Fence>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fence = Arc::new(Mutex::new(Fence::default()));
+    let store = Fenced {
+        inner: sqlite_store(&dir),
+        lease,
+        fence: fence.clone(),
+    };
+    (rig_on(settings, dir, Box::new(store)), fence)
+}
+
+fn sqlite_store(dir: &tempfile::TempDir) -> SqliteWriter {
     let url = DatabaseUrl::File(dir.path().join("writer.db"));
-    let store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+    SqliteWriter::open(&url, Synchronous::Normal).unwrap()
+}
+
+fn rig_on(
+    settings: PersistenceSettings,
+    dir: tempfile::TempDir,
+    store: Box<dyn WriteStore>,
+) -> Rig {
     let clock = Clock::manual();
     let galaxies = Arc::new(Galaxies::new(100, clock.clone()));
     let metrics = Arc::new(Metrics::with_clock(
@@ -65,7 +259,7 @@ fn rig(settings: PersistenceSettings) -> Rig {
     metrics.set_lagging_after(settings.lagging_after());
     let (tx, rx) = unbounded();
     let database = WriterDatabase {
-        store: Box::new(store),
+        store,
         busy_deadline: BusyDeadline::new(),
         unfinished: Vec::new(),
     };
@@ -122,14 +316,14 @@ impl Rig {
                 reply,
             })
             .unwrap();
-        let galaxy = loop {
+        let created = loop {
             self.turn();
             if let Ok(created) = answer.try_recv() {
                 break created.unwrap();
             }
         };
         let reserved = self.galaxies.reserve(&WriterOnly, name).unwrap();
-        reserved.publish(*galaxy);
+        reserved.publish(*created.galaxy, created.lease_until);
         self.cell(name)
     }
 
@@ -146,6 +340,24 @@ impl Rig {
                 Ok::<_, LifeError>(f(&mut live))
             })
             .unwrap()
+    }
+
+    /// A read of galaxy `name` as game code makes it, or why it was refused.
+    fn try_read(&self, name: &str) -> Result<u64, LifeError> {
+        self.galaxies
+            .with_live(&WriterOnly, name, |live| Ok(live.tick()))
+    }
+
+    /// Asks the writer to stop, as the daemon does at shutdown.
+    fn shutdown(&self, deadline: Duration) -> Receiver<ShutdownReport> {
+        let (reply, report) = bounded(1);
+        let deadline = self.clock.now() + deadline;
+        self.tx.send(Message::Shutdown { deadline, reply }).unwrap();
+        report
+    }
+
+    fn lost(&self) -> u64 {
+        self.metrics.galaxies_lost_total.load(Relaxed)
     }
 
     /// An order on the `index`th system at `tick`, signalled as the app signals it.
@@ -228,9 +440,14 @@ impl Rig {
 
     /// The writer's own SQLite connection, for fault injection.
     fn connection(&mut self) -> &rusqlite::Connection {
-        SqliteWriter::of(self.writer.store.as_mut())
-            .expect("a SQLite store")
-            .connection()
+        let fenced = (self.writer.store.as_ref() as &dyn Any).is::<Fenced>();
+        let store = self.writer.store.as_mut() as &mut dyn Any;
+        let sqlite = if fenced {
+            store.downcast_mut::<Fenced>().map(|f| &mut f.inner)
+        } else {
+            store.downcast_mut::<SqliteWriter>()
+        };
+        sqlite.expect("a SQLite store").connection()
     }
 
     fn flush(&self, deadline: Option<Duration>) -> Receiver<Result<u64, PersistError>> {
@@ -526,6 +743,7 @@ fn a_deletion_reaches_the_disk_after_the_coalescing_delay_and_its_rows_go() {
             rig.tx
                 .send(Message::Delete {
                     name: "doomed".to_owned(),
+                    epoch: None,
                 })
                 .unwrap()
         })
@@ -670,5 +888,237 @@ fn a_galaxy_the_database_cannot_take_is_held_back_and_the_others_are_saved() {
     rig.after(10 * SEC);
     assert_eq!(bad.unsaved(), 0);
     rig.assert_stored_as_in_memory(&bad);
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn a_batch_with_a_lost_galaxy_saves_the_others_at_once_and_drops_it_from_memory() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    let kept = rig.create("kept", 10);
+    let taken = rig.create("taken", 10);
+    let stored_before = rig.stored("taken").unwrap();
+    rig.order(&kept, 0, 1);
+    rig.order(&taken, 0, 1);
+    rig.order(&taken, 1, 1);
+    fence.lock().taken.insert("taken".to_owned());
+    let (batches, writes) = (rig.batches(), fence.lock().writes);
+    let answer = rig.flush(None);
+    rig.turn();
+    assert_eq!(
+        answer.try_recv().unwrap(),
+        Ok(1),
+        "the flush rode on the retry, which saved the other galaxy"
+    );
+    assert_eq!(
+        fence.lock().writes,
+        writes + 2,
+        "refused, then retried at once"
+    );
+    assert_eq!(rig.batches(), batches + 1);
+    rig.assert_stored_as_in_memory(&kept);
+    assert_eq!(kept.unsaved(), 0);
+    assert_eq!(
+        rig.stored("taken").unwrap().systems(),
+        stored_before.systems(),
+        "nothing of the lost galaxy was written"
+    );
+    assert!(taken.is_gone() && !rig.galaxies.is_loaded("taken"));
+    assert_eq!(taken.unsaved(), 0, "its changes are dropped");
+    assert!(
+        matches!(rig.try_read("taken"), Err(LifeError::Unknown(_))),
+        "looked up afresh, not found in the lost cell"
+    );
+    assert_eq!(rig.lost(), 1);
+    assert_eq!(rig.errors(), 0, "not a failure");
+    assert!(rig.writer.failure.is_none(), "no backoff");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None);
+    // The other galaxy's later changes are saved as usual.
+    rig.order(&kept, 1, 2);
+    rig.after(3 * SEC);
+    assert_eq!(kept.unsaved(), 0);
+    rig.assert_stored_as_in_memory(&kept);
+}
+
+#[test]
+fn leases_are_renewed_every_third_of_the_lease_and_a_lapsed_one_is_refused_until_renewed() {
+    // A 6 s lease: renewals every 2 s, a galaxy served 4.8 s after a renewal was sent.
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 6 * SEC);
+    let cell = rig.create("r", 10);
+    assert_eq!(fence.lock().renewals, 0);
+    rig.after(1_999 * MS);
+    assert_eq!(fence.lock().renewals, 0, "not before a third of the lease");
+    rig.after(MS);
+    assert_eq!(fence.lock().renewals, 1, "at 2 s: served until 6.8 s");
+    fence.lock().renewals_fail = true;
+    rig.after(2 * SEC);
+    assert_eq!(fence.lock().renewals, 2, "at 4 s, failed");
+    rig.after(999 * MS);
+    assert_eq!(fence.lock().renewals, 2);
+    rig.after(MS);
+    assert_eq!(fence.lock().renewals, 3, "retried after 1 s, not 2 s");
+    rig.after(SEC);
+    assert_eq!(fence.lock().renewals, 4);
+    rig.after(799 * MS);
+    assert!(rig.try_read("r").is_ok(), "at 6.799 s, still served");
+    rig.clock.advance(MS);
+    assert!(
+        matches!(rig.try_read("r"), Err(LifeError::LeaseLapsed(_))),
+        "at 6.8 s, the deadline of the last renewal that succeeded"
+    );
+    assert!(rig.galaxies.is_loaded("r"), "kept in memory meanwhile");
+    assert_eq!(rig.errors(), 0, "failed renewals are no failed batches");
+    assert!(rig.writer.failure.is_none());
+    fence.lock().renewals_fail = false;
+    rig.after(200 * MS);
+    assert_eq!(fence.lock().renewals, 5);
+    assert!(rig.try_read("r").is_ok(), "served again after a renewal");
+    // A renewal that finds the galaxy taken drops it.
+    fence.lock().taken.insert("r".to_owned());
+    rig.after(2 * SEC);
+    assert!(cell.is_gone() && !rig.galaxies.is_loaded("r"));
+    assert_eq!(rig.lost(), 1);
+}
+
+#[test]
+fn a_committed_batch_renews_the_leases_of_its_galaxies() {
+    let (mut rig, fence) = fenced_rig(settings(|s| s.coalescing_delay = SEC), 6 * SEC);
+    fence.lock().renewals_fail = true;
+    let played = rig.create("played", 10);
+    rig.create("idle", 10);
+    rig.order(&played, 0, 1);
+    rig.after(SEC);
+    assert_eq!(played.unsaved(), 0, "committed at 1 s: served until 5.8 s");
+    rig.after(3_800 * MS);
+    assert!(
+        matches!(rig.try_read("idle"), Err(LifeError::LeaseLapsed(_))),
+        "4.8 s: the creation's lease, never renewed"
+    );
+    assert!(rig.try_read("played").is_ok());
+    rig.clock.advance(SEC);
+    assert!(matches!(
+        rig.try_read("played"),
+        Err(LifeError::LeaseLapsed(_))
+    ));
+}
+
+#[test]
+fn the_final_batch_releases_every_galaxy_also_with_nothing_to_write() {
+    for with_change in [false, true] {
+        let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+        let cell = rig.create("s", 10);
+        if with_change {
+            rig.order(&cell, 0, 1);
+        }
+        let writes = fence.lock().writes;
+        let report = rig.shutdown(2 * SEC);
+        assert!(rig.turn(), "the writer stops");
+        assert!(report.try_recv().unwrap().all_saved());
+        let fence = fence.lock();
+        assert_eq!(
+            fence.finals, 1,
+            "one final batch (with a change: {with_change})"
+        );
+        assert_eq!(fence.writes, writes, "and no ordinary one");
+        assert_eq!(fence.released, ["s"]);
+        drop(fence);
+        rig.assert_stored_as_in_memory(&cell);
+    }
+    // Without a lease (SQLite), nothing to write opens no transaction, as before.
+    let mut rig = rig(settings(|_| {}));
+    rig.create("s", 10);
+    let batches = rig.batches();
+    let report = rig.shutdown(2 * SEC);
+    assert!(rig.turn());
+    assert!(report.try_recv().unwrap().all_saved());
+    assert_eq!(rig.batches(), batches);
+}
+
+#[test]
+fn an_evicted_galaxy_is_released() {
+    let (mut rig, fence) = fenced_rig(
+        settings(|s| {
+            s.auto_save_interval = 10 * SEC;
+            s.galaxy_idle = Some(15 * SEC);
+        }),
+        60 * SEC,
+    );
+    rig.create("idle", 10);
+    rig.after(10 * SEC);
+    assert!(fence.lock().released.is_empty());
+    rig.after(10 * SEC);
+    assert!(!rig.galaxies.is_loaded("idle"));
+    assert_eq!(fence.lock().released, ["idle"]);
+    assert!(!fence.lock().owned.contains_key("idle"));
+}
+
+#[test]
+fn a_deletion_of_a_galaxy_another_daemon_took_is_dropped_with_its_removal() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    rig.create("d", 10);
+    rig.galaxies
+        .delete(&WriterOnly, "d", || {
+            rig.tx
+                .send(Message::Delete {
+                    name: "d".to_owned(),
+                    epoch: Some(7),
+                })
+                .unwrap()
+        })
+        .unwrap();
+    rig.turn();
+    assert_eq!(
+        fence.lock().owned.get("d"),
+        Some(&7),
+        "owned under the epoch the deletion took"
+    );
+    fence.lock().taken.insert("d".to_owned());
+    rig.after(3 * SEC);
+    assert!(
+        !rig.galaxies.is_deleting("d"),
+        "the name is no longer hidden: it is the other daemon's"
+    );
+    assert!(rig.writer.deletions.is_empty());
+    assert!(rig.writer.jobs.is_empty(), "its removal is cancelled");
+    assert_eq!(rig.lost(), 1);
+    assert_eq!(rig.errors(), 0);
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    assert_eq!(rig.metrics.oldest_unsaved_age(), None);
+    for _ in 0..5 {
+        rig.turn();
+    }
+    assert!(
+        rig.stored("d").is_some(),
+        "its rows are left to their owner"
+    );
+}
+
+#[test]
+fn the_removal_of_a_galaxy_another_daemon_took_is_dropped_not_retried() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    rig.create("gone", 10);
+    fence.lock().taken_while_purged.insert("gone".to_owned());
+    rig.galaxies
+        .delete(&WriterOnly, "gone", || {
+            rig.tx
+                .send(Message::Delete {
+                    name: "gone".to_owned(),
+                    epoch: None,
+                })
+                .unwrap()
+        })
+        .unwrap();
+    rig.turn();
+    rig.after(3 * SEC);
+    assert!(!rig.galaxies.is_deleting("gone"), "the deletion committed");
+    assert!(
+        rig.writer.jobs.is_empty(),
+        "its removal met the loss and was dropped"
+    );
+    assert!(
+        rig.writer.job_failure.is_none(),
+        "not a failure of bulk work"
+    );
+    assert_eq!((rig.lost(), rig.errors()), (1, 0));
     assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
 }
