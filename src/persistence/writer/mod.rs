@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 
 use super::jobs::{Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{BusyDeadline, GalaxyJob, RowIds, StoreFailure, StoreWork, WriteStore};
+use super::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreFailure, StoreWork, WriteStore};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::model::Galaxy;
@@ -111,9 +111,13 @@ pub(crate) enum Message {
     AdoptIds {
         name: String,
         ids: RowIds,
+        /// The epoch the load took the galaxy under (several daemons): its saves' fence.
+        epoch: Option<Epoch>,
     },
     Delete {
         name: String,
+        /// The epoch the deletion took the galaxy under, when it was not in memory.
+        epoch: Option<Epoch>,
     },
     Flush {
         deadline: Option<Instant>,
@@ -216,12 +220,14 @@ impl WriterHandle {
     /// Hands the writer the row ids a load read for galaxy `name`, so that its first save
     /// needs no look-up. Send it before the galaxy can change, and never for a galaxy
     /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
-    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds) {
-        let _ = self.tx.send(Message::AdoptIds { name, ids });
+    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds, epoch: Option<Epoch>) {
+        let _ = self.tx.send(Message::AdoptIds { name, ids, epoch });
     }
 
-    pub(crate) fn delete(&self, name: String) {
-        if self.tx.send(Message::Delete { name }).is_err() {
+    /// Deletes galaxy `name` from the database; `epoch`: the one a deletion of a galaxy
+    /// not in memory took it under (several daemons).
+    pub(crate) fn delete(&self, name: String, epoch: Option<Epoch>) {
+        if self.tx.send(Message::Delete { name, epoch }).is_err() {
             log::error!(target: LOG, "the writer has stopped; a deletion was not saved");
         }
     }
@@ -525,12 +531,20 @@ impl Writer {
                     let _ = reply.send(Err(PersistError::Stopped));
                 }
             }
-            Message::AdoptIds { name, ids } => self.store.adopt_ids(&name, ids),
+            Message::AdoptIds { name, ids, epoch } => {
+                if let Some(epoch) = epoch {
+                    self.store.own(&name, epoch);
+                }
+                self.store.adopt_ids(&name, ids);
+            }
             Message::StopCreating => {
                 self.creating = false;
                 self.jobs.cancel_creations();
             }
-            Message::Delete { name } => {
+            Message::Delete { name, epoch } => {
+                if let Some(epoch) = epoch {
+                    self.store.own(&name, epoch);
+                }
                 self.pending.remove(&name);
                 self.saved_ticks.remove(&name);
                 self.store.forget_ids(&name);

@@ -43,7 +43,7 @@ impl Backing for WriterOnly {
     fn read(&self, _: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
         Ok(None)
     }
-    fn published(&self, _: &str, _: ()) {}
+    fn published(&self, _: &str, _: (), _: Option<crate::persistence::store::Epoch>) {}
     fn is_stored(&self, _: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
@@ -522,10 +522,11 @@ fn a_deletion_reaches_the_disk_after_the_coalescing_delay_and_its_rows_go() {
     rig.order(&cell, 0, 1);
     // As the app deletes: gone from memory, deleting, and the writer told.
     rig.galaxies
-        .delete(&WriterOnly, "doomed", || {
+        .delete(&WriterOnly, "doomed", |epoch| {
             rig.tx
                 .send(Message::Delete {
                     name: "doomed".to_owned(),
+                    epoch,
                 })
                 .unwrap()
         })
