@@ -28,7 +28,7 @@ use super::json::{
 };
 use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
-use crate::app::{valid_galaxy_name, AppError, AppState};
+use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::persistence::backup::BackupError;
 use crate::settings::GalaxyLimits;
@@ -127,6 +127,9 @@ impl From<AppError> for ApiError {
             | AppError::ServerBackup(_)
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,
+            // A lock held elsewhere (another daemon's fence on a galaxy being taken) or a
+            // server database out of reach: gone in a moment, so worth a retry.
+            AppError::Store(store) if transient(store.kind()) => 503,
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {
@@ -137,10 +140,18 @@ impl From<AppError> for ApiError {
             AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
             // Renewals come every third of the lease, and fail over quickly.
             AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
+            AppError::Store(store) if transient(store.kind()) => {
+                api_error.headers.push(("Retry-After", "1".to_owned()))
+            }
             _ => {}
         }
         api_error
     }
+}
+
+/// A store failure that passes by itself.
+fn transient(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::Busy | FailureKind::Unavailable)
 }
 
 /// Which listener an [`Api`] answers on.
@@ -904,6 +915,26 @@ mod tests {
         let other = ApiError::from(AppError::UnknownGalaxy("g".into()))
             .into_response(Role::Game, &request("GET", "/galaxies/g", ""));
         assert_eq!((other.status, header(&other, "Retry-After")), (404, None));
+        // A take that met another daemon's lock is busy, not broken.
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let busy = AppError::Store(crate::app::StoreError::Sqlite {
+            context: "take",
+            source: busy,
+        });
+        let answer = ApiError::from(busy).into_response(Role::Game, &request("GET", "/", ""));
+        assert_eq!(
+            (answer.status, header(&answer, "Retry-After")),
+            (503, Some("1"))
+        );
+        let broken = AppError::Store(crate::app::StoreError::Inconsistent {
+            galaxy: "g".into(),
+            reason: "r".into(),
+        });
+        let answer = ApiError::from(broken).into_response(Role::Game, &request("GET", "/", ""));
+        assert_eq!((answer.status, header(&answer, "Retry-After")), (500, None));
     }
 
     #[test]
