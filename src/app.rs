@@ -9,6 +9,11 @@
 //! meanwhile. A load on a cache miss reads the database holding no lock at all (the
 //! engine's pool of read-only connections), so a load of millions of systems holds up
 //! neither other loads nor creations and deletions.
+//!
+//! Several daemons on one database (PostgreSQL): a galaxy is taken for this daemon before
+//! it is loaded or deleted (`crate::galaxies` decides when, the engine's claims session
+//! does it); one that another live daemon owns is `AppError::OwnedElsewhere`, which the
+//! HTTP layer turns into a redirect to that daemon.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,14 +23,14 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
-use crate::galaxies::{Backing, Galaxies, LifeError, Live};
+use crate::galaxies::{Backing, Galaxies, LifeError, Listed, Live, Taken};
 use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
 };
 use crate::persistence::backup::{backup_into, default_dir};
 use crate::persistence::metrics::Metrics;
-use crate::persistence::store::RowIds;
+use crate::persistence::store::{Claim, Epoch, RowIds};
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
@@ -102,7 +107,12 @@ pub struct GalaxyDetails {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GalaxyListing {
     pub name: String,
+    /// In this daemon's memory.
     pub loaded: bool,
+    /// The advertised URL of the daemon whose lease on it has not run out (this one's for
+    /// a galaxy in its memory), where several daemons share the database; `None` when
+    /// nobody holds it, and always without other daemons (SQLite).
+    pub owner: Option<String>,
 }
 
 /// `GET /galaxies`'s answer: one page of the galaxies, sorted by name.
@@ -451,7 +461,11 @@ impl AppState {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(name, loaded)| GalaxyListing { name, loaded })
+            .map(|(name, Listed { loaded, owner })| GalaxyListing {
+                name,
+                loaded,
+                owner,
+            })
             .collect();
         Ok(GalaxyPage {
             galaxies,
@@ -462,11 +476,13 @@ impl AppState {
     }
 
     /// Deletes a galaxy from memory now and from the database within the loss window.
+    /// Where daemons share the database, a galaxy not in memory is taken first: one that
+    /// another live daemon owns is refused (`OwnedElsewhere`).
     pub fn delete(&self, name: &str) -> Result<(), AppError> {
         let shared = &self.shared;
-        shared.galaxies.delete(&shared.engine, name, || {
+        shared.galaxies.delete(&shared.engine, name, |epoch| {
             if let Some(engine) = &shared.engine {
-                engine.writer().delete(name.to_owned(), None);
+                engine.writer().delete(name.to_owned(), epoch);
             }
         })?;
         log::info!("galaxy '{name}' deleted");
@@ -581,6 +597,18 @@ impl Backing for Option<Engine> {
         self.is_some()
     }
 
+    fn take(&self, name: &str) -> Result<Taken, StoreError> {
+        let Some(engine) = self else {
+            return Ok(Taken::Unfenced);
+        };
+        Ok(match engine.take(name)? {
+            None => Taken::Unfenced,
+            Some((Claim::Owned { epoch }, lease_until)) => Taken::Ours { epoch, lease_until },
+            Some((Claim::Elsewhere(owner), _)) => Taken::Elsewhere(owner),
+            Some((Claim::Missing, _)) => Taken::Missing,
+        })
+    }
+
     fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         match self {
             Some(engine) => engine.read(name),
@@ -588,9 +616,9 @@ impl Backing for Option<Engine> {
         }
     }
 
-    fn published(&self, name: &str, ids: RowIds) {
+    fn published(&self, name: &str, ids: RowIds, epoch: Option<Epoch>) {
         if let Some(engine) = self {
-            engine.adopt_ids(name, ids);
+            engine.adopt_ids(name, ids, epoch);
         }
     }
 
@@ -606,6 +634,21 @@ impl Backing for Option<Engine> {
             Some(engine) => engine.stored_names(),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let Some(engine) = self else {
+            return Ok(Vec::new());
+        };
+        Ok(engine
+            .stored_owners()?
+            .into_iter()
+            .map(|(name, owner)| (name, owner.map(|owner| owner.url)))
+            .collect())
+    }
+
+    fn own_url(&self) -> Option<&str> {
+        self.as_ref().and_then(Engine::own_url)
     }
 }
 

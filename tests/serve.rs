@@ -98,7 +98,7 @@ fn serve_runs_in_process_until_its_token_fires_and_reports_what_it_saved() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        r#"{"galaxies":[{"name":"g","loaded":false}],"total":1,"offset":0,"limit":100}"#
+        r#"{"galaxies":[{"name":"g","loaded":false,"owner":null}],"total":1,"offset":0,"limit":100}"#
     );
     let (status, body) = ask(second.game, "GET", "/galaxies/g?limit=1");
     assert_eq!(status, 200, "{body}");

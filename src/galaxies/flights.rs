@@ -15,6 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use super::cell::GalaxyCell;
+use crate::persistence::store::Owner;
 
 /// How a load ended, as every thread that waited for it sees it.
 #[derive(Clone, Debug)]
@@ -23,6 +24,9 @@ pub(super) enum Landed {
     Cell(Arc<GalaxyCell>),
     /// No such galaxy (never stored, or deleted).
     Missing,
+    /// Another live daemon owns it (PostgreSQL, several daemons): every waiter is sent
+    /// there, not only the leader.
+    Elsewhere(Owner),
     /// Nothing to use: the galaxy was deleted while it was read, or the read failed (the
     /// leader returns the error itself). Look the name up again.
     Again,
@@ -93,6 +97,16 @@ impl Flights {
 
     pub(super) fn follow(flight: &Flight) -> Landed {
         flight.wait()
+    }
+
+    /// Threads following the flight of `name` (`None`: no flight), for tests: besides
+    /// them, the map and the leader hold the flight.
+    #[cfg(test)]
+    pub(super) fn followers(&self, name: &str) -> Option<usize> {
+        let flights = self.flights.lock();
+        flights
+            .get(name)
+            .map(|flight| Arc::strong_count(flight) - 2)
     }
 }
 

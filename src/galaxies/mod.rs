@@ -10,9 +10,13 @@
 //! - **creating**: the name is reserved ([`Galaxies::reserve`]) while the writer saves the
 //!   new galaxy; nobody sees it (loads find nothing, listings skip it, a second creation
 //!   is refused) until [`Reservation::publish`] makes it live.
-//! - **loading**: one flight per name ([`flights`]); the leader reads the stored galaxy
-//!   through the [`Backing`] holding no lock, and publishes it under the catalog lock
-//!   unless a deletion superseded the flight meanwhile.
+//! - **loading**: one flight per name ([`flights`]); the leader takes the galaxy for this
+//!   daemon where daemons share the database ([`Backing::take`], under the catalog lock),
+//!   reads the stored galaxy through the [`Backing`] holding no lock, and publishes it
+//!   under the catalog lock unless a deletion superseded the flight meanwhile. A galaxy
+//!   another live daemon owns lands as [`Landed::Elsewhere`] for every waiter.
+//! - **owned elsewhere** (PostgreSQL, several daemons): never in this daemon's memory;
+//!   every access, and a deletion, is answered with its owner ([`LifeError::Elsewhere`]).
 //! - **live**: in the registry; game code reaches it only through [`Galaxies::with_live`].
 //! - **deleting**: gone from memory at once, but the stored copy is stale until the
 //!   writer commits the deletion ([`WriterSide::deletions_committed`]): loads, look-ups
@@ -26,9 +30,10 @@
 //! # Locks
 //! Every lock of the game and the engine, outermost first; a lock may be taken while
 //! holding only locks above it:
-//! 1. **catalog** (here): creations start and end, deletions, a load's publishing. Short:
-//!    its only SQL is a look-up in the `galaxies` table (through a reader connection);
-//!    never a load, a creation's writing, or an order.
+//! 1. **catalog** (here): creations start and end, deletions, a load's take and its
+//!    publishing. Short: its only SQL is a look-up in the `galaxies` table (through a
+//!    reader connection) or one take of a galaxy's ownership (one statement, bounded by
+//!    the claims session's lock timeout); never a load, a creation's writing, or an order.
 //! 2. **a cell's lock** ([`cell`]): orders and reads on one galaxy, the writer's cut.
 //!    Never held during SQL.
 //! 3. **the registry's change lock** ([`registry`]): publishing a changed map.
@@ -61,7 +66,7 @@ use registry::Registry;
 
 use crate::clock::Clock;
 use crate::model::Galaxy;
-use crate::persistence::store::{Owner, StoreError};
+use crate::persistence::store::{Epoch, Owner, StoreError};
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_galaxy_name(name: &str) -> bool {
@@ -90,18 +95,63 @@ pub enum LifeError {
     LeaseLapsed(String),
 }
 
+/// What taking a stored galaxy for this daemon found ([`Backing::take`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// No other daemon can own it (SQLite, or no database): it is ours if it is stored.
+    Unfenced,
+    /// Ours under `epoch` (the writer's batches are fenced by it), served until
+    /// `lease_until` unless a renewal moves that on.
+    Ours { epoch: Epoch, lease_until: Instant },
+    /// Another live daemon owns it.
+    Elsewhere(Owner),
+    /// Not stored, or its creation or deletion is unfinished.
+    Missing,
+}
+
 /// Where galaxies that are not in memory are stored: the persistence engine, or nothing.
 pub(crate) trait Backing {
     /// What a read hands the writer along with the galaxy (the row ids of its systems).
     type Ids;
     /// False when nothing is ever stored (persistence off): no load, no deleting state.
     fn persists(&self) -> bool;
+    /// Takes stored galaxy `name` for this daemon, before it is read or deleted. Called
+    /// under the catalog lock, so that it never races this daemon's own creation,
+    /// publishing or deletion of the name. Without other daemons: [`Taken::Unfenced`].
+    fn take(&self, _name: &str) -> Result<Taken, StoreError> {
+        Ok(Taken::Unfenced)
+    }
     /// Reads a stored galaxy and the row ids of its systems.
     fn read(&self, name: &str) -> Result<Option<(Galaxy, Self::Ids)>, StoreError>;
-    /// A read galaxy goes into memory: the writer gets its row ids (before it can change).
-    fn published(&self, name: &str, ids: Self::Ids);
+    /// A read galaxy goes into memory: the writer gets its row ids and the epoch it was
+    /// taken under (before it can change).
+    fn published(&self, name: &str, ids: Self::Ids, epoch: Option<Epoch>);
     fn is_stored(&self, name: &str) -> Result<bool, StoreError>;
     fn stored_names(&self) -> Result<Vec<String>, StoreError>;
+    /// Every stored galaxy with the advertised URL of the live daemon that owns it, if
+    /// any. Without other daemons: nobody's.
+    fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        Ok(self
+            .stored_names()?
+            .into_iter()
+            .map(|name| (name, None))
+            .collect())
+    }
+    /// This daemon's advertised URL where daemons share the database (the owner of every
+    /// galaxy in its memory); `None` without other daemons.
+    fn own_url(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// One galaxy of [`Galaxies::listing`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// In this daemon's memory.
+    pub(crate) loaded: bool,
+    /// The advertised URL of the daemon that owns it (this one's for a galaxy in memory),
+    /// where daemons share the database.
+    pub(crate) owner: Option<String>,
 }
 
 /// The galaxies of one game: see the module documentation.
@@ -187,6 +237,12 @@ impl Galaxies {
             match self.load_once(backing, name)? {
                 Landed::Cell(cell) => return Ok(cell),
                 Landed::Missing => return Err(unknown()),
+                Landed::Elsewhere(owner) => {
+                    return Err(LifeError::Elsewhere {
+                        name: name.to_owned(),
+                        owner,
+                    })
+                }
                 // Deleted while it was read (the next look-up finds it deleting, or the
                 // galaxy created since under the same name), or the leader's read failed.
                 Landed::Again => continue,
@@ -209,6 +265,25 @@ impl Galaxies {
         if self.is_deleting(name) {
             return Ok(leading.land(Landed::Missing));
         }
+        // Taken under the catalog lock: a take raises the galaxy's epoch even when this
+        // daemon owns it already, so it must never meet this daemon's own creation of the
+        // name (whose writer holds epoch 1 until it publishes) or a copy in memory.
+        let taken = {
+            let creating = self.catalog.lock();
+            if let Some(cell) = self.registry.get(name) {
+                return Ok(leading.land(Landed::Cell(cell)));
+            }
+            if creating.contains(name) || self.is_deleting(name) {
+                return Ok(leading.land(Landed::Missing));
+            }
+            backing.take(name)?
+        };
+        let (epoch, lease_until) = match taken {
+            Taken::Unfenced => (None, None),
+            Taken::Ours { epoch, lease_until } => (Some(epoch), Some(lease_until)),
+            Taken::Elsewhere(owner) => return Ok(leading.land(Landed::Elsewhere(owner))),
+            Taken::Missing => return Ok(leading.land(Landed::Missing)),
+        };
         let Some((galaxy, ids)) = backing.read(name)? else {
             return Ok(leading.land(Landed::Missing));
         };
@@ -228,8 +303,8 @@ impl Galaxies {
                 Landed::Missing
             } else {
                 // Before the galaxy can change: a deletion then comes after this.
-                backing.published(name, ids);
-                let cell = GalaxyCell::new(galaxy, self.clock.now(), None);
+                backing.published(name, ids, epoch);
+                let cell = GalaxyCell::new(galaxy, self.clock.now(), lease_until);
                 self.registry.insert(cell.clone());
                 Landed::Cell(cell)
             }
@@ -280,55 +355,76 @@ impl Galaxies {
 
     /// Deletes `name` from memory now; `commit_later` (run under the catalog lock, so no
     /// load can publish the old copy in between) tells the writer to delete it from the
-    /// database. Until the writer says the deletion is committed, the name is deleting.
+    /// database, with the epoch it was taken under when it was not in memory (one in
+    /// memory is this daemon's already, and the writer knows its epoch). Until the writer
+    /// says the deletion is committed, the name is deleting. A galaxy another live daemon
+    /// owns is refused ([`LifeError::Elsewhere`]), and nothing changes.
     pub(crate) fn delete(
         &self,
         backing: &impl Backing,
         name: &str,
-        commit_later: impl FnOnce(),
+        commit_later: impl FnOnce(Option<Epoch>),
     ) -> Result<(), LifeError> {
+        let unknown = || LifeError::Unknown(name.to_owned());
         let creating = self.catalog.lock();
         if creating.contains(name) {
             // Saved perhaps, but not yet reported: until its creator publishes it, it is
             // not there to delete (deleting it now would leave its creator publishing a
             // galaxy whose rows are being removed).
-            return Err(LifeError::Unknown(name.to_owned()));
+            return Err(unknown());
         }
-        let stored = self.is_stored(backing, name)?;
-        let cell = self.registry.remove(name);
-        if cell.is_none() && !stored {
-            return Err(LifeError::Unknown(name.to_owned()));
-        }
-        if let Some(cell) = cell {
-            cell.lock().life = Life::Deleted;
-        }
+        // Removed first: the writer may evict the cell at any moment, and a galaxy it
+        // evicted is no longer this daemon's (its ownership is released), so it must be
+        // taken like any galaxy not in memory.
+        let epoch = match self.registry.remove(name) {
+            Some(cell) => {
+                cell.lock().life = Life::Deleted;
+                None
+            }
+            None if !backing.persists() || self.is_deleting(name) => return Err(unknown()),
+            None => match backing.take(name)? {
+                Taken::Unfenced if backing.is_stored(name)? => None,
+                Taken::Unfenced | Taken::Missing => return Err(unknown()),
+                Taken::Ours { epoch, .. } => Some(epoch),
+                Taken::Elsewhere(owner) => {
+                    return Err(LifeError::Elsewhere {
+                        name: name.to_owned(),
+                        owner,
+                    })
+                }
+            },
+        };
         if backing.persists() {
             self.deleting.lock().insert(name.to_owned());
             self.flights.supersede(name);
-            commit_later();
+            commit_later(epoch);
         }
         Ok(())
     }
 
-    /// Stored and in-memory galaxies by name, with whether each is in memory.
+    /// Stored and in-memory galaxies by name, with whether each is in memory and which
+    /// daemon owns it (where daemons share the database).
     pub(crate) fn listing(
         &self,
         backing: &impl Backing,
-    ) -> Result<BTreeMap<String, bool>, LifeError> {
+    ) -> Result<BTreeMap<String, Listed>, LifeError> {
         let mut listing = BTreeMap::new();
         if backing.persists() {
-            let stored = backing.stored_names()?;
+            let stored = backing.stored_owners()?;
             // A creation's last chunk committed but not yet reported is not there yet.
             let creating = self.catalog.lock();
             let deleting = self.deleting.lock();
-            for name in stored {
+            for (name, owner) in stored {
                 if !deleting.contains(&name) && !creating.contains(&name) {
-                    listing.insert(name, false);
+                    let loaded = false;
+                    listing.insert(name, Listed { loaded, owner });
                 }
             }
         }
+        let ours = backing.own_url().map(str::to_owned);
         for cell in self.registry.all() {
-            listing.insert(cell.name().to_owned(), true);
+            let (loaded, owner) = (true, ours.clone());
+            listing.insert(cell.name().to_owned(), Listed { loaded, owner });
         }
         Ok(listing)
     }
@@ -483,12 +579,20 @@ mod tests {
     use crate::model::GalaxyConfig;
 
     /// Stored galaxies in a map; a read may be held at a gate to interleave a deletion.
+    /// With `takes` set, the galaxies are shared with other daemons, as on PostgreSQL.
     #[derive(Default)]
     struct Stored {
         galaxies: Mutex<HashMap<String, Galaxy>>,
         /// When set, a read says it started and waits for the go.
         gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+        /// Each galaxy published, and the epoch it was published with, in order.
         published: Mutex<Vec<String>>,
+        epochs: Mutex<Vec<Option<Epoch>>>,
+        /// `Some`: what a take of each galaxy finds (a stored galaxy not listed is ours,
+        /// under the next epoch, with this lease deadline); every take is recorded.
+        takes: Mutex<Option<(HashMap<String, Taken>, Instant)>>,
+        taken: Mutex<Vec<String>>,
+        reads: Mutex<usize>,
     }
 
     impl Stored {
@@ -509,7 +613,23 @@ mod tests {
         fn persists(&self) -> bool {
             true
         }
+        fn take(&self, name: &str) -> Result<Taken, StoreError> {
+            let takes = self.takes.lock();
+            let Some((found, lease_until)) = takes.as_ref() else {
+                return Ok(Taken::Unfenced);
+            };
+            self.taken.lock().push(name.to_owned());
+            Ok(match found.get(name) {
+                Some(taken) => taken.clone(),
+                None if self.galaxies.lock().contains_key(name) => Taken::Ours {
+                    epoch: self.taken.lock().len() as Epoch,
+                    lease_until: *lease_until,
+                },
+                None => Taken::Missing,
+            })
+        }
         fn read(&self, name: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
+            *self.reads.lock() += 1;
             let gate = self.gate.lock().clone();
             if let Some((started, go)) = gate {
                 started.send(()).unwrap();
@@ -517,8 +637,9 @@ mod tests {
             }
             Ok(self.galaxies.lock().get(name).cloned().map(|g| (g, ())))
         }
-        fn published(&self, name: &str, _: ()) {
+        fn published(&self, name: &str, _: (), epoch: Option<Epoch>) {
             self.published.lock().push(name.to_owned());
+            self.epochs.lock().push(epoch);
         }
         fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
             Ok(self.galaxies.lock().contains_key(name))
@@ -566,7 +687,7 @@ mod tests {
             started.recv().unwrap();
             let mut told_writer = false;
             galaxies
-                .delete(&stored, "a", || told_writer = true)
+                .delete(&stored, "a", |_| told_writer = true)
                 .unwrap();
             assert!(told_writer);
             *stored.gate.lock() = None;
@@ -607,7 +728,7 @@ mod tests {
         ));
         assert!(galaxies.listing(&stored).unwrap().is_empty());
         assert!(matches!(
-            galaxies.delete(&stored, "a", || {}),
+            galaxies.delete(&stored, "a", |_| {}),
             Err(LifeError::Unknown(_))
         ));
         let other = galaxies.reserve(&stored, "b").unwrap();
@@ -688,7 +809,7 @@ mod tests {
             400,
             "in flight counts as unsaved"
         );
-        galaxies.delete(&stored, "b", || {}).unwrap();
+        galaxies.delete(&stored, "b", |_| {}).unwrap();
         a.give_back(cut_a.changes);
         b.give_back(cut_b.changes);
         assert_eq!(a.unsaved(), 200);
@@ -738,5 +859,182 @@ mod tests {
             tick_of(&galaxies, &stored, "a"),
             Err(LifeError::Unknown(_))
         ));
+    }
+
+    /// Polls `condition` until it holds (a generous deadline: the machine may be busy).
+    fn wait_for(condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(Instant::now() < deadline, "condition never held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn elsewhere() -> Owner {
+        Owner {
+            id: "other:1".into(),
+            url: "http://10.0.0.5:3050".into(),
+        }
+    }
+
+    /// `stored` shares its galaxies with another daemon, which owns `theirs`; takes of
+    /// the others succeed with a lease until `lease_until`.
+    fn shared(stored: &Stored, theirs: &[&str], lease_until: Instant) {
+        let found = theirs
+            .iter()
+            .map(|name| (name.to_string(), Taken::Elsewhere(elsewhere())))
+            .collect();
+        *stored.takes.lock() = Some((found, lease_until));
+    }
+
+    #[test]
+    fn a_galaxy_owned_elsewhere_is_never_read_and_every_waiter_learns_its_owner() {
+        let (galaxies, stored) = (
+            Galaxies::new(10, Clock::system()),
+            Stored::with(&["theirs", "ours"]),
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        shared(&stored, &["theirs"], later);
+        let elsewhere_err = |result: Result<u64, LifeError>| match result {
+            Err(LifeError::Elsewhere { name, owner }) => name == "theirs" && owner == elsewhere(),
+            _ => false,
+        };
+        // The leader's take waits for the catalog lock, held here until a second thread
+        // follows its flight: both learn the owner from the one take.
+        std::thread::scope(|scope| {
+            let catalog = galaxies.catalog.lock();
+            let leader = scope.spawn(|| tick_of(&galaxies, &stored, "theirs"));
+            wait_for(|| galaxies.flights.followers("theirs") == Some(0));
+            let follower = scope.spawn(|| tick_of(&galaxies, &stored, "theirs"));
+            wait_for(|| galaxies.flights.followers("theirs") == Some(1));
+            drop(catalog);
+            assert!(elsewhere_err(leader.join().unwrap()));
+            assert!(elsewhere_err(follower.join().unwrap()));
+        });
+        assert_eq!(*stored.taken.lock(), ["theirs"], "one take for both");
+        assert_eq!(*stored.reads.lock(), 0, "nothing was read");
+        assert!(!galaxies.is_loaded("theirs"));
+        // Asked again, it is taken again: its owner may have let it go meanwhile.
+        assert!(elsewhere_err(tick_of(&galaxies, &stored, "theirs")));
+        // A galaxy taken is published with its epoch and served under its lease.
+        assert_eq!(tick_of(&galaxies, &stored, "ours").unwrap(), 0);
+        assert_eq!(*stored.published.lock(), ["ours"]);
+        assert_eq!(*stored.epochs.lock(), [Some(3)]);
+        let cell = galaxies.registry.all().pop().unwrap();
+        assert_eq!(cell.lock().lease_until, Some(later));
+        // In memory it is ours: no take of it again.
+        assert_eq!(tick_of(&galaxies, &stored, "ours").unwrap(), 0);
+        assert_eq!(*stored.taken.lock(), ["theirs", "theirs", "ours"]);
+        // A missing galaxy is unknown, whoever might own it.
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "nowhere"),
+            Err(LifeError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_galaxy_owned_elsewhere_is_not_deleted_and_nothing_changes() {
+        let (galaxies, stored) = (
+            Galaxies::new(10, Clock::system()),
+            Stored::with(&["theirs", "ours", "stored"]),
+        );
+        shared(
+            &stored,
+            &["theirs"],
+            Instant::now() + Duration::from_secs(60),
+        );
+        tick_of(&galaxies, &stored, "ours").unwrap();
+        let mut told = Vec::new();
+        let result = galaxies.delete(&stored, "theirs", |epoch| told.push(epoch));
+        assert!(
+            matches!(result, Err(LifeError::Elsewhere { .. })),
+            "{result:?}"
+        );
+        assert!(told.is_empty() && !galaxies.is_deleting("theirs"));
+        assert!(galaxies.listing(&stored).unwrap().contains_key("theirs"));
+        // In memory: ours, deleted without a take (the writer knows its epoch).
+        galaxies
+            .delete(&stored, "ours", |epoch| told.push(epoch))
+            .unwrap();
+        assert_eq!(*stored.taken.lock(), ["ours", "theirs"]);
+        // Stored, not in memory: taken first, and the epoch goes to the writer.
+        galaxies
+            .delete(&stored, "stored", |epoch| told.push(epoch))
+            .unwrap();
+        assert_eq!(*stored.taken.lock(), ["ours", "theirs", "stored"]);
+        assert_eq!(told, [None, Some(3)]);
+        assert!(galaxies.is_deleting("stored") && galaxies.is_deleting("ours"));
+        assert!(matches!(
+            galaxies.delete(&stored, "nowhere", |epoch| told.push(epoch)),
+            Err(LifeError::Unknown(_))
+        ));
+        assert_eq!(told.len(), 2);
+    }
+
+    #[test]
+    fn past_its_lease_a_galaxy_is_refused_until_a_renewal() {
+        let clock = Clock::manual();
+        let (galaxies, stored) = (Galaxies::new(10, clock.clone()), Stored::with(&["a"]));
+        shared(&stored, &[], clock.now() + Duration::from_secs(12));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+        clock.advance(Duration::from_secs(12));
+        assert!(matches!(
+            tick_of(&galaxies, &stored, "a"),
+            Err(LifeError::LeaseLapsed(name)) if name == "a"
+        ));
+        assert_eq!(galaxies.len(), 1, "still in memory, only not served");
+        let cell = galaxies.registry.all().pop().unwrap();
+        cell.renew_lease(clock.now() + Duration::from_secs(12));
+        assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+    }
+
+    #[test]
+    fn the_listing_names_each_owner() {
+        struct Owners(Stored);
+        impl Backing for Owners {
+            type Ids = ();
+            fn persists(&self) -> bool {
+                true
+            }
+            fn read(&self, name: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
+                self.0.read(name)
+            }
+            fn published(&self, _: &str, _: (), _: Option<Epoch>) {}
+            fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
+                self.0.is_stored(name)
+            }
+            fn stored_names(&self) -> Result<Vec<String>, StoreError> {
+                self.0.stored_names()
+            }
+            fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+                Ok(vec![
+                    ("free".into(), None),
+                    ("mine".into(), Some("http://me:1".into())),
+                    ("theirs".into(), Some("http://them:2".into())),
+                ])
+            }
+            fn own_url(&self) -> Option<&str> {
+                Some("http://me:1")
+            }
+        }
+        let galaxies = Galaxies::new(10, Clock::system());
+        let owners = Owners(Stored::with(&["free", "mine", "theirs"]));
+        galaxies
+            .with_live(&owners, "mine", |_| Ok::<_, LifeError>(()))
+            .unwrap();
+        let listing = galaxies.listing(&owners).unwrap();
+        let listed = |loaded, owner: Option<&str>| Listed {
+            loaded,
+            owner: owner.map(str::to_owned),
+        };
+        assert_eq!(listing["free"], listed(false, None));
+        assert_eq!(listing["mine"], listed(true, Some("http://me:1")));
+        assert_eq!(listing["theirs"], listed(false, Some("http://them:2")));
+        // Without other daemons, nobody owns anything.
+        let alone = Stored::with(&["free"]);
+        assert_eq!(
+            galaxies.listing(&alone).unwrap()["free"],
+            listed(false, None)
+        );
     }
 }

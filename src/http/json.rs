@@ -27,6 +27,13 @@ pub struct ErrorJson<'a> {
     pub error: &'a str,
 }
 
+/// `{"error": "...", "owner": "URL"}`: a galaxy served by another daemon, at `owner`.
+#[derive(Serialize)]
+pub struct ElsewhereJson<'a> {
+    pub error: &'a str,
+    pub owner: &'a str,
+}
+
 /// Items of a slice, each shown as `J`, written one by one.
 struct Each<'a, T, J>(&'a [T], fn(&'a T) -> J);
 
@@ -213,11 +220,13 @@ impl<'a> From<&'a GalaxyDetails> for GalaxyJson<'a> {
     }
 }
 
-/// One entry of `GET /galaxies`: `{"name","loaded"}`.
+/// One entry of `GET /galaxies`: `{"name","loaded","owner"}` (`owner` is `null` unless
+/// several daemons share the database).
 #[derive(Serialize)]
 struct ListingJson<'a> {
     name: &'a str,
     loaded: bool,
+    owner: Option<&'a str>,
 }
 
 impl<'a> From<&'a GalaxyListing> for ListingJson<'a> {
@@ -225,6 +234,7 @@ impl<'a> From<&'a GalaxyListing> for ListingJson<'a> {
         ListingJson {
             name: &l.name,
             loaded: l.loaded,
+            owner: l.owner.as_deref(),
         }
     }
 }
@@ -430,10 +440,12 @@ mod tests {
                 GalaxyListing {
                     name: "a".into(),
                     loaded: true,
+                    owner: Some("http://10.0.0.5:3050".into()),
                 },
                 GalaxyListing {
                     name: "b\"".into(),
                     loaded: false,
+                    owner: None,
                 },
             ],
             total: 3,
@@ -442,7 +454,7 @@ mod tests {
         };
         assert_eq!(
             json(&GalaxiesJson::from(&galaxies)),
-            r#"{"galaxies":[{"name":"a","loaded":true},{"name":"b\"","loaded":false}],"total":3,"offset":1,"limit":2}"#
+            r#"{"galaxies":[{"name":"a","loaded":true,"owner":"http://10.0.0.5:3050"},{"name":"b\"","loaded":false,"owner":null}],"total":3,"offset":1,"limit":2}"#
         );
     }
 
@@ -510,6 +522,13 @@ mod tests {
                 error: "galaxy 'g' not found\n"
             }),
             r#"{"error":"galaxy 'g' not found\n"}"#
+        );
+        assert_eq!(
+            json(&ElsewhereJson {
+                error: "galaxy 'g' is served by another daemon",
+                owner: "http://10.0.0.5:3050",
+            }),
+            r#"{"error":"galaxy 'g' is served by another daemon","owner":"http://10.0.0.5:3050"}"#
         );
     }
 }

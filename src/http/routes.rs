@@ -11,17 +11,24 @@
 //!
 //! Handlers parse and validate everything from the request first, then make one call
 //! into [`AppState`]; nothing here touches a galaxy lock or the disk directly.
+//!
+//! Several daemons on one database: a galaxy another live daemon owns is answered on the
+//! game listener with `307 Temporary Redirect` to the same path and query on the owner's
+//! advertised URL (307 keeps the method and body, so an order is sent on as it was), and
+//! on the admin listener with 409 naming the owner (an operator deletes a galaxy on the
+//! daemon that owns it); both bodies are `{"error": ..., "owner": URL}`. A galaxy whose
+//! lease this daemon is renewing is 503 with `Retry-After: 1`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::json::{
-    BackupJson, BuildJson, CreatedJson, GalaxiesJson, GalaxyJson, HealthJson, SavedJson,
-    StructureJson, SystemJson,
+    BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
+    SavedJson, StructureJson, SystemJson,
 };
 use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
-use crate::app::{valid_galaxy_name, AppError, AppState};
+use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::persistence::backup::BackupError;
 use crate::settings::GalaxyLimits;
@@ -31,6 +38,11 @@ use crate::settings::GalaxyLimits;
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// The advertised URL of the daemon that owns the galaxy asked for (see the module
+    /// doc): the body names it, and on the game listener the answer redirects there.
+    pub owner: Option<String>,
+    /// Sent with the refusal (`Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -38,8 +50,55 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            owner: None,
+            headers: Vec::new(),
         }
     }
+
+    /// The refusal as the caller of `request` on a listener in `role` gets it.
+    fn into_response(self, role: Role, request: &Request) -> Response {
+        let mut response = match &self.owner {
+            Some(owner) => {
+                let body = ElsewhereJson {
+                    error: &self.message,
+                    owner,
+                };
+                let mut response = Response::json(self.status, &body);
+                let location = match role {
+                    Role::Game => redirect_location(owner, request),
+                    Role::Admin => None,
+                };
+                if let Some(location) = location {
+                    response.status = 307;
+                    response.headers.push(("Location", location));
+                }
+                response
+            }
+            None => Response::error(self.status, &self.message),
+        };
+        response.headers.extend(self.headers);
+        response
+    }
+}
+
+/// The request's own path and query on the daemon at `owner` (its advertised URL, as
+/// read from the database); `None` when that is no `http(s)://` URL of visible ASCII,
+/// which must not reach a header (the answer is then a 409 naming it).
+fn redirect_location(owner: &str, request: &Request) -> Option<String> {
+    let base = owner.trim_end_matches('/');
+    let http = base.starts_with("http://") || base.starts_with("https://");
+    if !http || !base.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let mut location =
+        String::with_capacity(base.len() + request.path.len() + 1 + request.query.len());
+    location.push_str(base);
+    location.push_str(&request.path);
+    if !request.query.is_empty() {
+        location.push('?');
+        location.push_str(&request.query);
+    }
+    Some(location)
 }
 
 /// Every application error's status, in one place.
@@ -62,19 +121,37 @@ impl From<AppError> for ApiError {
             | AppError::Persistence(_)
             | AppError::MemoryOnly
             | AppError::LeaseLapsed(_) => 503,
-            // Answered with a redirect to the owner where a player asked (see `Api`).
+            // On the game listener a redirect to the owner (see the module doc).
             AppError::OwnedElsewhere { .. } => 409,
             AppError::NoDatabase
             | AppError::ServerBackup(_)
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,
+            // A lock held elsewhere (another daemon's fence on a galaxy being taken) or a
+            // server database out of reach: gone in a moment, so worth a retry.
+            AppError::Store(store) if transient(store.kind()) => 503,
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {
             log::warn!("request failed: {error}");
         }
-        ApiError::new(status, error.to_string())
+        let mut api_error = ApiError::new(status, error.to_string());
+        match error {
+            AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
+            // Renewals come every third of the lease, and fail over quickly.
+            AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
+            AppError::Store(store) if transient(store.kind()) => {
+                api_error.headers.push(("Retry-After", "1".to_owned()))
+            }
+            _ => {}
+        }
+        api_error
     }
+}
+
+/// A store failure that passes by itself.
+fn transient(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::Busy | FailureKind::Unavailable)
 }
 
 /// Which listener an [`Api`] answers on.
@@ -137,7 +214,7 @@ impl Api {
 impl Handler for Api {
     fn handle(&self, request: &Request) -> Response {
         self.route(request)
-            .unwrap_or_else(|error| Response::error(error.status, &error.message))
+            .unwrap_or_else(|error| error.into_response(self.role, request))
     }
 }
 
@@ -763,6 +840,101 @@ mod tests {
             200,
             "not deleted"
         );
+    }
+
+    fn request(method: &str, path: &str, query: &str) -> Request {
+        Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+        let mut found = response.headers.iter().filter(|(n, _)| *n == name);
+        let value = found.next().map(|(_, v)| v.as_str());
+        assert!(found.next().is_none(), "{name} sent twice");
+        value
+    }
+
+    fn elsewhere(url: &str) -> ApiError {
+        ApiError::from(AppError::OwnedElsewhere {
+            name: "g".into(),
+            owner: crate::app::Owner {
+                id: "other:1".into(),
+                url: url.into(),
+            },
+        })
+    }
+
+    #[test]
+    fn a_galaxy_owned_elsewhere_redirects_players_and_names_the_owner_to_operators() {
+        let owner = "http://10.0.0.5:3050";
+        let order = request("POST", "/galaxies/g/systems/1/2/build/colony", "");
+        let answer = elsewhere(owner).into_response(Role::Game, &order);
+        assert_eq!(answer.status, 307);
+        assert_eq!(
+            header(&answer, "Location"),
+            Some("http://10.0.0.5:3050/galaxies/g/systems/1/2/build/colony")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(body["owner"], owner);
+        assert!(body["error"].as_str().unwrap().contains(owner), "{body}");
+        // The query goes along as sent; a trailing slash of the URL is not doubled.
+        let page = request("GET", "/galaxies/g%2D", "offset=5&limit=10");
+        let answer = elsewhere("https://h:1/").into_response(Role::Game, &page);
+        assert_eq!(
+            header(&answer, "Location"),
+            Some("https://h:1/galaxies/g%2D?offset=5&limit=10")
+        );
+        // On the admin listener: a conflict naming the owner, no redirect.
+        let delete = request("DELETE", "/galaxies/g", "");
+        let answer = elsewhere(owner).into_response(Role::Admin, &delete);
+        assert_eq!((answer.status, header(&answer, "Location")), (409, None));
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(body["owner"], owner);
+        // What another daemon wrote in the database never reaches a header unchecked.
+        for bad in ["http://h:1\r\nSet-Cookie: x=1", "ftp://h:1", "http://h 1"] {
+            let answer = elsewhere(bad).into_response(Role::Game, &page);
+            assert_eq!(
+                (answer.status, header(&answer, "Location")),
+                (409, None),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_a_503_to_retry_in_a_second() {
+        let answer = ApiError::from(AppError::LeaseLapsed("g".into()))
+            .into_response(Role::Game, &request("GET", "/galaxies/g", ""));
+        assert_eq!(answer.status, 503);
+        assert_eq!(header(&answer, "Retry-After"), Some("1"));
+        let other = ApiError::from(AppError::UnknownGalaxy("g".into()))
+            .into_response(Role::Game, &request("GET", "/galaxies/g", ""));
+        assert_eq!((other.status, header(&other, "Retry-After")), (404, None));
+        // A take that met another daemon's lock is busy, not broken.
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let busy = AppError::Store(crate::app::StoreError::Sqlite {
+            context: "take",
+            source: busy,
+        });
+        let answer = ApiError::from(busy).into_response(Role::Game, &request("GET", "/", ""));
+        assert_eq!(
+            (answer.status, header(&answer, "Retry-After")),
+            (503, Some("1"))
+        );
+        let broken = AppError::Store(crate::app::StoreError::Inconsistent {
+            galaxy: "g".into(),
+            reason: "r".into(),
+        });
+        let answer = ApiError::from(broken).into_response(Role::Game, &request("GET", "/", ""));
+        assert_eq!((answer.status, header(&answer, "Retry-After")), (500, None));
     }
 
     #[test]

@@ -15,9 +15,11 @@
 //! - [`clean`]: the clean-shutdown marker, which spares a start-up after a clean stop
 //!   the whole-file check.
 //!
-//! [`Engine`] ties them together: it holds the database lock, the writer, and the pool of
+//! [`Engine`] ties them together: it holds the database lock, the writer, the pool of
 //! read-only connections that read galaxies on a cache miss ([`loads::READERS`] of them,
-//! so a big load holds up neither small loads nor anything else). Which galaxies are in
+//! so a big load holds up neither small loads nor anything else), and, where several
+//! daemons share the database (PostgreSQL), the claims session that takes a galaxy for
+//! this daemon before it is loaded or deleted ([`Engine::take`]). Which galaxies are in
 //! memory, and every step of a galaxy's life, is decided in [`crate::galaxies`], which
 //! also lists every lock in order; the writer sees galaxies only through that module's
 //! narrow handle. Everything here logs under the target `galactic_war::persistence`.
@@ -35,6 +37,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::galaxies::WriterSide;
@@ -45,7 +48,9 @@ use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{BusyDeadline, RowIds, StartupCheck, StoreError};
+use store::{
+    lease_deadline, BusyDeadline, Claim, ClaimStore, Epoch, Owner, RowIds, StartupCheck, StoreError,
+};
 use writer::{ShutdownReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
@@ -62,7 +67,18 @@ pub struct Engine {
     server: Option<String>,
     /// Writes the clean-shutdown marker; `None` for an in-memory database.
     clean: Option<CleanShutdown>,
+    /// Takes galaxies for this daemon; `None` when no other daemon shares the database.
+    claims: Option<Claims>,
     _lock: Option<DatabaseLock>,
+}
+
+/// Where daemons share the database: how this one takes galaxies, and how it shows.
+struct Claims {
+    store: Box<dyn ClaimStore>,
+    /// `GWAR_OWNERSHIP_LEASE_SECS`.
+    lease: Duration,
+    /// `GWAR_ADVERTISE_URL`: where other daemons send this one's players.
+    url: String,
 }
 
 impl Engine {
@@ -98,6 +114,11 @@ impl Engine {
         // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
         let busy_deadline = BusyDeadline::new();
         let opened = store::open(url, settings, check, busy_deadline.clone(), notifier)?;
+        let claims = opened.claims.map(|store| Claims {
+            store,
+            lease: settings.ownership_lease,
+            url: settings.advertise_url.clone(),
+        });
         let mut store = opened.writer;
         let unfinished = store.unfinished_jobs()?;
         let clean = match url {
@@ -151,6 +172,7 @@ impl Engine {
                 DatabaseUrl::File(_) | DatabaseUrl::Memory => None,
             },
             clean,
+            claims,
             _lock: lock,
         })
     }
@@ -180,8 +202,34 @@ impl Engine {
         report
     }
 
+    /// Takes stored galaxy `name` for this daemon (see [`ClaimStore::take`]), with the
+    /// local deadline of the lease it got: the monotonic clock read before the take was
+    /// sent, plus the lease less its margin ([`lease_deadline`]). `None` when no other
+    /// daemon shares the database: every stored galaxy is this daemon's.
+    pub(crate) fn take(&self, name: &str) -> Result<Option<(Claim, Instant)>, StoreError> {
+        let Some(claims) = &self.claims else {
+            return Ok(None);
+        };
+        let sent = Instant::now();
+        let claim = claims.store.take(name)?;
+        match &claim {
+            Claim::Owned { epoch } => log::debug!(target: "galactic_war::persistence",
+                "galaxy '{name}' taken (epoch {epoch})"),
+            Claim::Elsewhere(owner) => log::debug!(target: "galactic_war::persistence",
+                "galaxy '{name}' is owned by {} at {}", owner.id, owner.url),
+            Claim::Missing => {}
+        }
+        Ok(Some((claim, lease_deadline(sent, claims.lease))))
+    }
+
+    /// This daemon's advertised URL, where daemons share the database.
+    pub(crate) fn own_url(&self) -> Option<&str> {
+        self.claims.as_ref().map(|claims| claims.url.as_str())
+    }
+
     /// Reads a stored galaxy and its row ids through a pooled read-only connection,
     /// holding no lock; `None` when it is not stored (or there is no database file).
+    /// Where daemons share the database, [`Engine::take`] it first.
     pub(crate) fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
         let Some(readers) = &self.readers else {
             return Ok(None);
@@ -202,15 +250,24 @@ impl Engine {
     }
 
     /// Hands the writer the row ids read with a galaxy now going into memory, so that its
-    /// first save needs no look-up: before the galaxy can change, and never for a galaxy
-    /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
-    pub(crate) fn adopt_ids(&self, name: &str, ids: RowIds) {
-        self.writer.adopt_ids(name.to_owned(), ids, None);
+    /// first save needs no look-up, and the epoch it was taken under (which fences its
+    /// saves): before the galaxy can change, and never for a galaxy deleted since it was
+    /// read (`crate::galaxies` publishes under its catalog lock).
+    pub(crate) fn adopt_ids(&self, name: &str, ids: RowIds, epoch: Option<Epoch>) {
+        self.writer.adopt_ids(name.to_owned(), ids, epoch);
     }
 
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
         match &self.readers {
             Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_names()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every stored galaxy with the daemon whose lease on it has not run out, if any.
+    pub(crate) fn stored_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_owners()),
             None => Ok(Vec::new()),
         }
     }

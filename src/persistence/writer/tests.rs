@@ -53,7 +53,7 @@ impl Backing for WriterOnly {
     fn read(&self, _: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
         Ok(None)
     }
-    fn published(&self, _: &str, _: ()) {}
+    fn published(&self, _: &str, _: (), _: Option<crate::persistence::store::Epoch>) {}
     fn is_stored(&self, _: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
@@ -739,11 +739,11 @@ fn a_deletion_reaches_the_disk_after_the_coalescing_delay_and_its_rows_go() {
     rig.order(&cell, 0, 1);
     // As the app deletes: gone from memory, deleting, and the writer told.
     rig.galaxies
-        .delete(&WriterOnly, "doomed", || {
+        .delete(&WriterOnly, "doomed", |epoch| {
             rig.tx
                 .send(Message::Delete {
                     name: "doomed".to_owned(),
-                    epoch: None,
+                    epoch,
                 })
                 .unwrap()
         })
@@ -1057,7 +1057,7 @@ fn a_deletion_of_a_galaxy_another_daemon_took_is_dropped_with_its_removal() {
     let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
     rig.create("d", 10);
     rig.galaxies
-        .delete(&WriterOnly, "d", || {
+        .delete(&WriterOnly, "d", |_| {
             rig.tx
                 .send(Message::Delete {
                     name: "d".to_owned(),
@@ -1099,7 +1099,7 @@ fn the_removal_of_a_galaxy_another_daemon_took_is_dropped_not_retried() {
     rig.create("gone", 10);
     fence.lock().taken_while_purged.insert("gone".to_owned());
     rig.galaxies
-        .delete(&WriterOnly, "gone", || {
+        .delete(&WriterOnly, "gone", |_| {
             rig.tx
                 .send(Message::Delete {
                     name: "gone".to_owned(),
