@@ -890,15 +890,19 @@ fn a_node_listens_where_it_advertises_and_its_sessions_are_found() {
     );
     assert_eq!(counts[1], 2);
     assert!(node.metric("gwar_persistence_batches_total") >= 1.0);
-    let sessions = sessions_of(&db, node.pid());
+    // Found by port; between batches (a renewal may be under way for a moment).
     assert!(
-        !sessions.is_empty(),
-        "the daemon's sessions are found by port"
+        wait_for(PATIENCE, || {
+            let sessions = sessions_of(&db, node.pid());
+            !sessions.is_empty() && sessions.iter().all(|s| !s.in_transaction)
+        }),
+        "{:?}",
+        sessions_of(&db, node.pid())
     );
-    assert!(sessions.iter().all(|s| !s.in_transaction), "{sessions:?}");
-    // Another process's sessions are not its.
-    let _other = db.client();
-    assert_eq!(sessions_of(&db, node.pid()).len(), sessions.len());
+    assert!(
+        sessions_of(&db, std::process::id()).is_empty(),
+        "the test's are not its"
+    );
     assert!(node.terminate().success());
 }
 
