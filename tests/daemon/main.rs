@@ -15,6 +15,7 @@ mod nginx;
 mod notify;
 mod observability;
 mod operations;
+mod ownership;
 mod paging;
 mod postgres;
 mod signals;
