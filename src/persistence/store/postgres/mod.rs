@@ -686,7 +686,10 @@ impl WriteStore for PostgresWriter {
         progress: &mut super::CreationProgress,
         max_systems: usize,
     ) -> Result<super::WriteStats, StoreError> {
-        PostgresWriter::create_chunk(self, galaxy, progress, max_systems)
+        // A failed chunk leaves `progress` as it was: it may run again from scratch.
+        owners::retry_serialization(|| {
+            PostgresWriter::create_chunk(self, galaxy, progress, max_systems)
+        })
     }
 
     fn purge_chunk(
@@ -694,7 +697,7 @@ impl WriteStore for PostgresWriter {
         name: &str,
         max_systems: usize,
     ) -> Result<(super::WriteStats, bool), StoreError> {
-        PostgresWriter::purge_chunk(self, name, max_systems)
+        owners::retry_serialization(|| PostgresWriter::purge_chunk(self, name, max_systems))
     }
 
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {

@@ -149,6 +149,20 @@ pub(super) fn serialization_failure(error: &StoreError) -> bool {
     source.code().map(|state| state.code()) == Some("40001")
 }
 
+/// Runs `work` (one transaction, nothing of which is kept on error) again at once when it
+/// met a serialization failure, up to [`ATTEMPTS`] times in all.
+pub(super) fn retry_serialization<T>(
+    mut work: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match work() {
+            Err(error) if serialization_failure(&error) && attempt < ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
 /// Runs the fence in `tx` over `fence`; returns the galaxies it did not match (taken by
 /// another daemon, or never this daemon's), whose transaction must not commit.
 pub(super) fn fence(
