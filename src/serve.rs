@@ -100,7 +100,6 @@ impl StartError {
             // keep serving beside; exiting lets the supervisor start again later.
             StoreError::InUse { .. }
             | StoreError::NewerSchema { .. }
-            | StoreError::PostgresInUse { .. }
             | StoreError::PostgresConnect { .. } => Err(StartError::Database(error)),
             other => Ok(other),
         }

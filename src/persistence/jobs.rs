@@ -225,6 +225,14 @@ impl Jobs {
                         };
                         Ok((stats, finished))
                     }
+                    // Another daemon created the name first (PostgreSQL): this creation
+                    // wrote nothing and is answered at once; no failure of the database.
+                    Err(error @ StoreError::Exists(_)) => {
+                        if let Some(Job::Create(creation)) = self.queue.pop_front() {
+                            creation.refuse(PersistError::Failed(error.failure()));
+                        }
+                        Ok((WriteStats::default(), None))
+                    }
                     Err(error) => {
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
                             let name = creation.refuse(PersistError::Failed(error.failure()));

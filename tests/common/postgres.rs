@@ -36,7 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The application name the engine's connections carry, by which a test finds them.
+/// The application name the engine's connections carry, by which a test finds them (the
+/// writer's is `galactic-war-writer`: match with `LIKE 'galactic-war%'`).
 pub const APPLICATION_NAME: &str = "galactic-war";
 
 /// Whether this run is CI, where PostgreSQL tests must run.
@@ -410,7 +411,7 @@ impl Database<'_> {
     pub fn terminate_engine_sessions(&self) -> i64 {
         self.query_i64s(&format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = '{APPLICATION_NAME}' AND datname = '{}'",
+             WHERE application_name LIKE '{APPLICATION_NAME}%' AND datname = '{}'",
             self.name
         ))[0]
     }
@@ -419,7 +420,7 @@ impl Database<'_> {
     pub fn engine_sessions(&self) -> i64 {
         self.query_i64s(&format!(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = '{APPLICATION_NAME}' AND datname = '{}'",
+             WHERE application_name LIKE '{APPLICATION_NAME}%' AND datname = '{}'",
             self.name
         ))[0]
     }

@@ -87,7 +87,7 @@ fn assert_all_saved(db: &TestDb, app: &AppState, galaxy: &str, acknowledged: u64
 fn engine_pids(db: &TestDb) -> HashSet<i64> {
     db.pg_client()
         .query(
-            "SELECT pid::bigint FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+            "SELECT pid::bigint FROM pg_stat_activity WHERE application_name LIKE $1 || '%' AND datname = $2",
             &[&APPLICATION_NAME, &db.name()],
         )
         .unwrap()
@@ -157,7 +157,7 @@ fn the_writer_terminated_by_an_operator_reconnects_and_loses_nothing() {
             .pg_client()
             .query_one(
                 "SELECT count(pg_terminate_backend(pid))::bigint FROM pg_stat_activity \
-                 WHERE application_name = $1 AND datname = $2",
+                 WHERE application_name LIKE $1 || '%' AND datname = $2",
                 &[&APPLICATION_NAME, &db.name()],
             )
             .unwrap()

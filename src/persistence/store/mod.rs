@@ -57,6 +57,9 @@ pub enum FailureKind {
     /// Another daemon took galaxies this one owned (PostgreSQL, several daemons): not a
     /// failure of the database; the writer drops them and saves the rest.
     Lost,
+    /// A galaxy of that name exists already (PostgreSQL: another daemon created it at
+    /// the same time): a creation answers as for any name taken.
+    Exists,
     /// Anything else (opening, locking, a thread, an unexpected database error).
     Other,
 }
@@ -134,8 +137,8 @@ pub enum StoreError {
         name: &'static str,
         source: ::postgres::Error,
     },
-    #[error("the database {database} is in use by another galactic-war daemon (its writer's session holds the advisory lock {key}); one daemon per database")]
-    PostgresInUse { database: String, key: i64 },
+    #[error("galaxy '{0}' exists already (another daemon created it)")]
+    Exists(String),
     #[error("{}", lost_message(.0))]
     Lost(Vec<LostGalaxy>),
 }
@@ -163,10 +166,10 @@ impl StoreError {
             StoreError::FileGone { .. } => FailureKind::FileGone,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
             StoreError::Lost(_) => FailureKind::Lost,
+            StoreError::Exists(_) => FailureKind::Exists,
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }
             | StoreError::Lock { .. }
-            | StoreError::PostgresInUse { .. }
             | StoreError::Thread { .. } => FailureKind::Other,
         }
     }

@@ -7,18 +7,54 @@
 //! have to read them back, and a chunk is sized to a few tens of milliseconds of writer
 //! time anyway, where the statement's cost is the rows, not the protocol. A purge chunk
 //! is one `DELETE` of up to a chunk of systems; structures and events go by cascade.
+//!
+//! Ownership (see `owners.rs`): a creation's first chunk inserts the galaxy's ownership
+//! row (epoch 1, this daemon) beside the galaxy, and every chunk ends with the fence on
+//! `(name, 1, this daemon)`, renewing the lease; so two daemons creating one name meet
+//! on the galaxies table's primary key (the second is told [`StoreError::Exists`]), and
+//! a creation whose owner was taken for dead cannot go on. A purge chunk is fenced by the
+//! epoch this daemon owns the galaxy under, and a galaxy this daemon does not own is
+//! never purged. At start-up only the jobs whose galaxies are free (or whose owner's
+//! lease ran out) are taken and returned: another live daemon's creation or deletion in
+//! progress is its own.
 
 use std::collections::HashMap;
 
+use ::postgres::error::SqlState;
+
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
-use super::write::{EventRows, StructureRows};
-use super::{int, Context, PostgresWriter, Session, StoreError};
+use super::write::{EventRows, Fence, StructureRows};
+use super::{int, owners, Context, PostgresWriter, Session, StoreError, LOG};
 
 const INSERT_SYSTEMS: &str = "INSERT INTO systems
          (galaxy_name, x, y, metal, crew, water, current_tick)
      SELECT $1, u.* FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
          $6::bigint[], $7::bigint[]) AS u
      RETURNING id, x, y";
+
+/// A creation's ownership row: this daemon's from the first chunk, under epoch 1.
+const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
+         (galaxy_name, epoch, owner, owner_url, expires_at)
+     VALUES ($1, 1, $2, $3, now() + $4::bigint * interval '1 millisecond')";
+
+/// Gives every unfinished job whose galaxy is free, or whose owner's lease ran out, to
+/// this daemon (a new epoch each), oldest first.
+const TAKE_JOBS: &str = "WITH taken AS (
+         UPDATE galaxy_owners o SET epoch = o.epoch + 1, owner = $1, owner_url = $2,
+             expires_at = now() + $3::bigint * interval '1 millisecond'
+         FROM galaxy_jobs j
+         WHERE j.name = o.galaxy_name
+             AND (o.owner IS NULL OR o.owner = $1 OR o.expires_at < now())
+         RETURNING o.galaxy_name, o.epoch, j.job, j.started_at
+     )
+     SELECT galaxy_name, epoch, job FROM taken
+     ORDER BY started_at, galaxy_name COLLATE \"C\"";
+
+/// Jobs whose galaxy has no ownership row (none should: see `owners.rs`) get a free one.
+const ADD_JOB_OWNERS: &str = "INSERT INTO galaxy_owners
+         (galaxy_name, epoch, owner, owner_url, expires_at)
+     SELECT name, 0, NULL, NULL, now() FROM galaxy_jobs
+     ON CONFLICT (galaxy_name) DO NOTHING";
 
 const INSERT_STRUCTURES: &str = "INSERT INTO structures (system_id, structure_type, level)
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])";
@@ -38,22 +74,42 @@ impl PostgresWriter {
             .min(from.saturating_add(max_systems.max(1)));
         let finished = to == galaxy.systems.len();
         let chunk = &galaxy.systems[from..to];
-        let (stats, mut ids) = self.with_session(|session, _| {
+        let mut fence = Fence::default();
+        fence.push(galaxy.name, 1);
+        let created = self.with_session(|session, _, me| {
             let Session { client, prepared } = session;
             let mut tx = client.transaction().context("starting a creation")?;
             let mut stats = WriteStats::default();
             if from == 0 {
-                tx.execute(
+                let inserted = tx.execute(
                     "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
                     &[&galaxy.name, &galaxy.config_toml, &int(galaxy.tick)],
-                )
-                .context("inserting a galaxy")?;
+                );
+                match inserted {
+                    Ok(_) => {}
+                    // Another daemon created the name meanwhile (or holds it being
+                    // deleted): this creation is refused as for any name taken.
+                    Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        return Err(StoreError::Exists(galaxy.name.to_owned()))
+                    }
+                    Err(source) => {
+                        return Err(StoreError::Postgres {
+                            context: "inserting a galaxy",
+                            source,
+                        })
+                    }
+                }
                 tx.execute(
                     "INSERT INTO galaxy_jobs (name, job) VALUES ($1, 'creating')",
                     &[&galaxy.name],
                 )
                 .context("marking a galaxy as being created")?;
-                stats.rows += 2;
+                tx.execute(
+                    INSERT_OWNER,
+                    &[&galaxy.name, &me.id, &me.url, &me.lease_ms()],
+                )
+                .context("taking a new galaxy")?;
+                stats.rows += 3;
             }
             let column = |value: fn(&crate::model::System) -> u64| -> Vec<i64> {
                 chunk.iter().map(|system| int(value(system))).collect()
@@ -139,9 +195,17 @@ impl PostgresWriter {
                     .context("finishing a creation")?;
                 stats.rows += 1;
             }
+            if !owners::fence(&mut tx, prepared, me, &fence)?.is_empty() {
+                tx.rollback().context("rolling back a fenced creation")?;
+                return Ok(None);
+            }
             tx.commit().context("committing a creation")?;
-            Ok((stats, ids))
+            Ok(Some((stats, ids)))
         })?;
+        let Some((stats, mut ids)) = created else {
+            return Err(self.lose(vec![galaxy.name.to_owned()]));
+        };
+        self.owned.insert(galaxy.name.to_owned(), 1);
         progress.written = to;
         progress.ids.append(&mut ids);
         if finished {
@@ -160,17 +224,22 @@ impl PostgresWriter {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
         let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
-        let (stats, done) = self.with_session(|session, _| {
-            let mut tx = session
-                .client
-                .transaction()
-                .context("starting a deletion")?;
+        let Some(&epoch) = self.owned.get(name) else {
+            log::debug!(target: LOG,
+                "galaxy '{name}': not purged here, it is not this daemon's (any more)");
+            return Ok((WriteStats::default(), true));
+        };
+        let mut fence = Fence::default();
+        fence.push(name, epoch);
+        let purged = self.with_session(|session, _, me| {
+            let Session { client, prepared } = session;
+            let mut tx = client.transaction().context("starting a deletion")?;
             let marked = tx
                 .query_opt("SELECT 1 FROM galaxy_jobs WHERE name = $1", &[&name])
                 .context("checking a deletion")?
                 .is_some();
             if !marked {
-                return Ok((WriteStats::default(), true));
+                return Ok(Some((WriteStats::default(), true)));
             }
             let systems = tx
                 .execute(
@@ -180,6 +249,11 @@ impl PostgresWriter {
                 )
                 .context("deleting systems")?;
             let done = (systems as i64) < limit;
+            // The fence before the galaxy's own row goes (its ownership row goes with it).
+            if !owners::fence(&mut tx, prepared, me, &fence)?.is_empty() {
+                tx.rollback().context("rolling back a fenced deletion")?;
+                return Ok(None);
+            }
             if done {
                 tx.execute("DELETE FROM galaxies WHERE name = $1", &[&name])
                     .context("deleting a galaxy")?;
@@ -189,43 +263,67 @@ impl PostgresWriter {
                 systems,
                 rows: systems + u64::from(done),
             };
-            Ok((stats, done))
+            Ok(Some((stats, done)))
         })?;
+        let Some((stats, done)) = purged else {
+            return Err(self.lose(vec![name.to_owned()]));
+        };
         if done {
             self.ids.remove(name);
+            self.owned.remove(name);
         }
         Ok((stats, done))
     }
 
-    /// [`crate::persistence::store::WriteStore::unfinished_jobs`].
+    /// [`crate::persistence::store::WriteStore::unfinished_jobs`]: the jobs this daemon
+    /// could take (their galaxies free, or their owners' leases run out), each taken
+    /// under a new epoch; another live daemon's jobs are left to it. Creations among
+    /// them are turned into deletions, in the same transaction.
     pub(super) fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
-        self.with_session(|session, _| {
-            let rows = session
+        let taken = self.with_session(|session, _, me| {
+            let mut tx = session
                 .client
-                .query(
-                    "SELECT name, job FROM galaxy_jobs ORDER BY started_at, name COLLATE \"C\"",
-                    &[],
-                )
-                .context("reading unfinished jobs")?;
+                .transaction()
+                .context("taking unfinished jobs")?;
+            tx.execute(ADD_JOB_OWNERS, &[])
+                .context("taking unfinished jobs")?;
+            let rows = tx
+                .query(TAKE_JOBS, &[&me.id, &me.url, &me.lease_ms()])
+                .context("taking unfinished jobs")?;
             let mut jobs = Vec::with_capacity(rows.len());
+            let mut creations = Vec::new();
             for row in rows {
                 let name: String = row.try_get(0).context("reading unfinished jobs")?;
-                let job: &str = row.try_get(1).context("reading unfinished jobs")?;
-                jobs.push(match job {
-                    "creating" => GalaxyJob::Creating(name),
-                    _ => GalaxyJob::Deleting(name),
-                });
+                let epoch: i64 = row.try_get(1).context("reading unfinished jobs")?;
+                let job: &str = row.try_get(2).context("reading unfinished jobs")?;
+                jobs.push((
+                    match job {
+                        "creating" => {
+                            creations.push(name.clone());
+                            GalaxyJob::Creating(name)
+                        }
+                        _ => GalaxyJob::Deleting(name),
+                    },
+                    epoch,
+                ));
             }
-            if jobs.iter().any(|job| matches!(job, GalaxyJob::Creating(_))) {
-                session
-                    .client
-                    .execute(
-                        "UPDATE galaxy_jobs SET job = 'deleting' WHERE job = 'creating'",
-                        &[],
-                    )
-                    .context("abandoning unfinished creations")?;
+            if !creations.is_empty() {
+                tx.execute(
+                    "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])",
+                    &[&creations],
+                )
+                .context("abandoning unfinished creations")?;
             }
+            tx.commit().context("taking unfinished jobs")?;
             Ok(jobs)
-        })
+        })?;
+        Ok(taken
+            .into_iter()
+            .map(|(job, epoch)| {
+                let (GalaxyJob::Creating(name) | GalaxyJob::Deleting(name)) = &job;
+                self.owned.insert(name.clone(), epoch);
+                job
+            })
+            .collect())
     }
 }

@@ -2,11 +2,14 @@
 //! runs on PostgreSQL (`DATABASE_URL=postgres://…`).
 //!
 //! The writer thread owns one session, a [`PostgresWriter`], and with it the cache of
-//! system row ids, as on SQLite. That session holds the advisory lock [`LOCK_KEY`] for as
-//! long as it lives: a second daemon on the same database cannot take it and refuses to
-//! start ([`StoreError::PostgresInUse`]). Loads on a cache miss use their own sessions,
-//! each a [`PostgresReader`], which has no write method and whose session refuses writes
-//! besides (`default_transaction_read_only`).
+//! system row ids, as on SQLite. Several daemons may share one database: each galaxy is
+//! owned by at most one of them at a time (table `galaxy_owners`, see `owners.rs`), and
+//! every transaction the writer commits for a galaxy is fenced by the epoch under which
+//! this daemon took it, so a daemon that lost a galaxy (its lease ran out while it was
+//! paused, cut off, or swapping) can never commit to it again. Taking a galaxy is the
+//! [`PostgresClaimer`]'s job, on a session of its own. Loads on a cache miss use their own
+//! sessions, each a [`PostgresReader`], which has no write method and whose session
+//! refuses writes besides (`default_transaction_read_only`).
 //!
 //! A batch is one transaction of set-based statements: at most one statement per table,
 //! its rows passed as arrays and expanded with `unnest`, never a statement per row; the
@@ -16,31 +19,35 @@
 //!
 //! Connections break (the server restarts, `pg_terminate_backend`, a network fault): an
 //! operation that meets a broken session fails with [`super::FailureKind::Unavailable`]
-//! and drops it, and the next call opens a new one and takes the advisory lock again, so
-//! the writer's retries with backoff are the reconnects and nothing in the writer knows.
-//! If another process holds the lock by then, every call fails loudly rather than write
-//! beside it. An idle writer holds the database too: every auto-save interval
-//! (`maintain`) it checks its session and, if it was lost, opens a new one and takes the
-//! lock again at once, so no second daemon can start in the gap before the next batch.
-//! A session on a server that stopped taking writes (error 25006, a primary demoted by a
-//! failover) counts as broken likewise, and the writer connects only to a server that
-//! takes writes (`target_session_attrs=read-write`).
+//! and drops it, and the next call opens a new one, so the writer's retries with backoff
+//! are the reconnects and nothing in the writer knows. Nothing is held by a session
+//! between transactions (ownership lives in rows, with leases), so a new session
+//! carries on where the old one stopped. A session on a server that stopped taking
+//! writes (error 25006, a primary demoted by a failover) counts as broken likewise, and
+//! the writer and the claimer connect only to a server that takes writes
+//! (`target_session_attrs=read-write`).
 //!
 //! A dead connection is bounded on both sides. The client gives up on a silent server
 //! within about 8 s (`TCP_USER_TIMEOUT`, keepalives), well inside the 15 s the
 //! systemd watchdog allows the writer to answer (see `CONNECT_TIMEOUT` for the sums).
 //! Every session also tells the server to give up on a silent client within about
 //! 25 s (`SERVER_SETTINGS`), so the backend of a writer cut off by a partition does not
-//! keep the advisory lock for the server's default two hours.
+//! live on for the server's default two hours; and the writer's session is ended by the
+//! server when it stays idle inside a transaction for a third of the lease, so a writer
+//! paused mid-transaction holds no row lock the galaxy's next owner waits for.
 //!
 //! This file connects, configures, migrates and maps errors; `write.rs` holds a batch's
 //! statements and the id cache's look-up; `jobs.rs` creates and deletes whole galaxies in
-//! chunks; `load.rs` reads a galaxy back. A galaxy with an unfinished job (table
+//! chunks; `load.rs` reads a galaxy back; `owners.rs` takes, fences, renews and releases
+//! galaxies. A galaxy with an unfinished job (table
 //! `galaxy_jobs`) is invisible to every read here, as on SQLite.
 
 mod jobs;
 mod load;
+mod owners;
 mod write;
+
+pub use owners::{Identity, PostgresClaimer};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -56,8 +63,8 @@ use ::postgres::error::SqlState;
 use ::postgres::{CancelToken, Client, Config, GenericClient, NoTls, Statement};
 
 use super::{
-    BusyDeadline, FailureKind, GalaxyJob, Opened, ReadStore, RowIds, StoreError, SystemIds,
-    WriteStore,
+    BusyDeadline, Epoch, FailureKind, GalaxyJob, LostGalaxy, Opened, Owner, ReadStore, RowIds,
+    StoreError, SystemIds, WriteStore,
 };
 use crate::model::Galaxy;
 use crate::settings::{postgres_label, PersistenceSettings, Synchronous};
@@ -65,7 +72,8 @@ use crate::settings::{postgres_label, PersistenceSettings, Synchronous};
 const LOG: &str = "galactic_war::persistence";
 
 /// The migrations, in order; the table `galactic_war_schema` holds one row per migration
-/// applied. The same tables and columns as SQLite's, in PostgreSQL's types.
+/// applied. The same tables and columns as SQLite's, in PostgreSQL's types, and from
+/// 0003 on the ownership table, which SQLite (one daemon per file) has no use for.
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial",
@@ -75,9 +83,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_galaxy_jobs",
         include_str!("../../../../sql/postgres/0002_galaxy_jobs.sql"),
     ),
+    (
+        "0003_ownership",
+        include_str!("../../../../sql/postgres/0003_ownership.sql"),
+    ),
 ];
 
-/// The schema version this binary writes on PostgreSQL (the same number as on SQLite).
+/// The schema version this binary writes on PostgreSQL: SQLite's tables are its first
+/// two, so from 3 on the two numbers differ.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Where the schema version lives: created by the first migration's transaction.
@@ -87,23 +100,19 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS galactic_war_schema (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
 )";
 
-/// The session-level advisory lock the writer's session holds: one daemon per database.
-/// Advisory locks are per database, so daemons on other databases of the same server do
-/// not meet. The bytes spell `gwar-one`.
-pub const LOCK_KEY: i64 = i64::from_be_bytes(*b"gwar-one");
-
-/// The writer's session's backend process id, for an operator (or a fault test) who
-/// wants to find it: the session holding [`LOCK_KEY`] (a bigint key shows in `pg_locks`
-/// as its high half in `classid`, its low half in `objid`, and `objsubid` 1), in the
-/// database queried (`pg_locks` shows the whole server's).
-#[cfg(test)]
-pub const WRITER_PID_SQL: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
-     AND granted AND classid = 1735876978 AND objid = 762277477 AND objsubid = 1 \
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-
-/// Every session's `application_name`, so an operator sees the daemon in
-/// `pg_stat_activity`.
+/// The `application_name` of every session of the engine but the writer's, so an
+/// operator sees the daemon in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "galactic-war";
+
+/// The writer's session's `application_name`: its backend is the one an operator (or a
+/// fault test) looks for to see or end the daemon's writes. It starts with
+/// [`APPLICATION_NAME`], so `application_name LIKE 'galactic-war%'` finds every session.
+pub const WRITER_APPLICATION_NAME: &str = "galactic-war-writer";
+
+/// The writer sessions' backend process ids on the database queried (one per daemon).
+#[cfg(test)]
+pub const WRITER_PID_SQL: &str = "SELECT pid FROM pg_stat_activity \
+     WHERE application_name = 'galactic-war-writer' AND datname = current_database()";
 
 /// The client's bound on a dead connection. The systemd unit's watchdog (`WatchdogSec=30`)
 /// is fed only while the writer thread answers a ping within half that, 15 s; a writer
@@ -131,12 +140,11 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The server's side of a lost connection, set on every session right after connecting.
 /// Without them the backend of a session cut off by a partition lives on for the server's
-/// default keepalive time, about two hours, and with the writer's backend the advisory
-/// lock: the writer's own reconnect, or a daemon started elsewhere, would be refused for
-/// that long. With them the backend notices within 10 s + 3 × 5 s of silence, or 10 s of
-/// unacknowledged data; a session left idle inside a transaction (a client stuck between
-/// statements) ends after 60 s; and a statement running for a client that has gone is
-/// ended within 10 s of the connection's closing.
+/// default keepalive time, about two hours, holding whatever it had locked. With them
+/// the backend notices within 10 s + 3 × 5 s of silence, or 10 s of unacknowledged data;
+/// a session left idle inside a transaction (a client stuck between statements) ends
+/// after 60 s (the writer's sooner, see [`writer_idle_timeout`]); and a statement running
+/// for a client that has gone is ended within 10 s of the connection's closing.
 const SERVER_SETTINGS: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;
      SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = '60s'";
 /// Settings a server may lack, each set on its own: `client_connection_check_interval`
@@ -233,15 +241,15 @@ fn state_kind(state: &SqlState) -> FailureKind {
     }
 }
 
-/// The session settings of `url` for the engine: its own name, timeouts and keepalives
-/// (each unless the URL sets it), and, for readers, read-only transactions from the
-/// start of the session.
-fn session_config(url: &str, read_only: bool) -> Result<Config, StoreError> {
+/// The session settings of `url` for the engine: its name (`name`), timeouts and
+/// keepalives (each unless the URL sets it), and, for readers, read-only transactions
+/// from the start of the session.
+fn session_config(url: &str, name: &str, read_only: bool) -> Result<Config, StoreError> {
     let mut config: Config = url.parse().map_err(|source| StoreError::PostgresConnect {
         database: postgres_label(url),
         source,
     })?;
-    config.application_name(APPLICATION_NAME);
+    config.application_name(name);
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -325,14 +333,22 @@ fn refuse_newer(label: &str, version: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many times a migration that met another daemon's migrating (see [`migrate`]) is
+/// looked at again before the error is returned.
+const MIGRATION_ATTEMPTS: u32 = 5;
+
 /// Applies the migrations after `from`, each in its own transaction with its row in the
-/// version table.
+/// version table. Daemons starting together on one database migrate side by side, with
+/// no lock: each migration's transaction inserts its version's row (the primary key), so
+/// only one daemon's copy of a migration commits. The others fail on a duplicate
+/// (23505, or 42P07 for a table created meanwhile) or, rarely, a deadlock between the
+/// two transactions' catalog locks (40P01); they roll back, read the version again, and
+/// go on from it.
 fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(), StoreError> {
-    for (number, (name, sql)) in MIGRATIONS.iter().enumerate() {
-        let version = number as i64 + 1;
-        if version <= from {
-            continue;
-        }
+    let mut from = from;
+    let mut conflicts = 0;
+    while let Some((name, sql)) = usize::try_from(from).ok().and_then(|at| MIGRATIONS.get(at)) {
+        let version = from + 1;
         let applied = client.transaction().and_then(|mut tx| {
             if version == 1 {
                 tx.batch_execute(VERSION_TABLE)?;
@@ -344,10 +360,32 @@ fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(), StoreError
             )?;
             tx.commit()
         });
-        applied.map_err(|source| StoreError::PostgresMigration { name, source })?;
-        log::info!(target: LOG, "{label}: applied migration {name}");
+        match applied {
+            Ok(()) => {
+                log::info!(target: LOG, "{label}: applied migration {name}");
+                from = version;
+            }
+            Err(source) if migrated_meanwhile(&source) && conflicts < MIGRATION_ATTEMPTS => {
+                conflicts += 1;
+                log::info!(target: LOG,
+                    "{label}: migration {name} met another daemon's ({}); reading the version again",
+                    describe(&source));
+                from = schema_version(client)?;
+                refuse_newer(label, from)?;
+            }
+            Err(source) => return Err(StoreError::PostgresMigration { name, source }),
+        }
     }
     Ok(())
+}
+
+/// Whether a migration failed because another session ran the same one at once.
+fn migrated_meanwhile(error: &::postgres::Error) -> bool {
+    // unique_violation, duplicate_table, deadlock_detected
+    matches!(
+        error.code().map(SqlState::code),
+        Some("23505" | "42P07" | "40P01")
+    )
 }
 
 /// Prepared statements by their text: each is parsed once per session, not per batch.
@@ -370,35 +408,37 @@ impl Prepared {
     }
 }
 
-/// The writer's session: the client, holding the advisory lock, and its statements.
+/// The writer's session: the client and its statements.
 struct Session {
     client: Client,
     prepared: Prepared,
 }
 
+/// How long the writer's session may stay idle inside a transaction before the server
+/// ends it: a third of the lease, at least a second. The writer never waits between the
+/// statements of a transaction (a batch's rows are built before it begins), so only a
+/// writer that was paused (SIGSTOP, a frozen VM, swapping) or cut off stays idle there,
+/// and its row locks (the ownership rows its fence renewed, the rows it wrote) must be
+/// gone well before its lease runs out and another daemon takes its galaxies and writes
+/// them. Its commit fails anyway once it wakes: the session is gone.
+fn writer_idle_timeout(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_secs(1))
+}
+
 impl Session {
-    /// Opens the writer's session: takes the advisory lock (or fails, naming the
-    /// database), refuses a newer schema, migrates, and sets the commit's durability and
-    /// the lock wait's bound.
-    fn open(config: &Config, label: &str) -> Result<Session, StoreError> {
+    /// Opens the writer's session: refuses a newer schema, migrates, and sets the
+    /// commit's durability, the lock wait's bound and the idle-in-transaction bound.
+    fn open(config: &Config, label: &str, lease: Duration) -> Result<Session, StoreError> {
         let mut client = connect(config, label)?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .and_then(|row| row.try_get(0))
-            .context("taking the database's advisory lock")?;
-        if !locked {
-            return Err(StoreError::PostgresInUse {
-                database: label.to_owned(),
-                key: LOCK_KEY,
-            });
-        }
         let version = schema_version(&mut client)?;
         refuse_newer(label, version)?;
         // Our own settings win over the server's, the database's and the role's: a batch
         // counted as saved must be durable, and a lock wait must end.
         client
             .batch_execute(&format!(
-                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}';"
+                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}';
+                 SET idle_in_transaction_session_timeout = '{}ms';",
+                writer_idle_timeout(lease).as_millis()
             ))
             .context("configuring the writer's session")?;
         migrate(&mut client, label, version)?;
@@ -410,7 +450,7 @@ impl Session {
 }
 
 /// Opens a PostgreSQL database for the engine (see [`super::open`]): the writer's
-/// session, holding the advisory lock, and readers on demand.
+/// session, the claimer's, and readers on demand, all under one [`Identity`].
 pub(super) fn open(
     url: &str,
     settings: &PersistenceSettings,
@@ -422,15 +462,19 @@ pub(super) fn open(
              every batch commits with synchronous_commit = on",
             settings.synchronous.pragma_value().to_ascii_lowercase());
     }
-    let mut writer = PostgresWriter::open(url)?;
+    let identity = Identity::new(&settings.advertise_url, settings.ownership_lease);
+    log::info!(target: LOG, "{}: this daemon is {} at {} (lease {:?})",
+        postgres_label(url), identity.id, identity.url, identity.lease);
+    let mut writer = PostgresWriter::open(url, identity.clone())?;
     writer.canceller = Some(Canceller::spawn(deadline)?);
+    let claims = PostgresClaimer::open(url, identity)?;
     let url = url.to_owned();
     let readers: super::OpenReader =
         Box::new(move || Ok(Box::new(PostgresReader::open(&url)?) as Box<dyn ReadStore>));
     Ok(Opened {
         writer: Box::new(writer),
         readers: Some(readers),
-        claims: None,
+        claims: Some(Box::new(claims)),
     })
 }
 
@@ -441,6 +485,11 @@ pub struct PostgresWriter {
     label: String,
     session: Option<Session>,
     ids: HashMap<String, SystemIds>,
+    identity: Identity,
+    /// The galaxies this daemon owns and the epoch of each: every write to one is fenced
+    /// by it. Added by [`WriteStore::own`] and a creation's first chunk; removed when a
+    /// galaxy is found lost, released, or purged.
+    owned: HashMap<String, Epoch>,
     /// A session was lost: the next one opened says so in the log.
     lost: bool,
     /// Ends a call still running at the shutdown's deadline (the engine's writer only).
@@ -526,17 +575,19 @@ impl Drop for Canceller {
 }
 
 impl PostgresWriter {
-    /// Opens the writer's session (see [`Session::open`]); fails at once when the server
-    /// cannot be reached, another daemon holds the database, or its schema is newer.
-    pub fn open(url: &str) -> Result<PostgresWriter, StoreError> {
-        let config = session_config(url, false)?;
+    /// Opens the writer's session (see [`Session::open`]) for the daemon `identity`;
+    /// fails at once when the server cannot be reached or its schema is newer.
+    pub fn open(url: &str, identity: Identity) -> Result<PostgresWriter, StoreError> {
+        let config = session_config(url, WRITER_APPLICATION_NAME, false)?;
         let label = postgres_label(url);
-        let session = Session::open(&config, &label)?;
+        let session = Session::open(&config, &label, identity.lease)?;
         Ok(PostgresWriter {
             config,
             label,
             session: Some(session),
             ids: HashMap::new(),
+            identity,
+            owned: HashMap::new(),
             lost: false,
             canceller: None,
         })
@@ -545,7 +596,7 @@ impl PostgresWriter {
     /// The writer's session's backend process id (opening a session if it has none).
     #[cfg(test)]
     pub fn backend_pid(&mut self) -> Result<i32, StoreError> {
-        self.with_session(|session, _| {
+        self.with_session(|session, _, _| {
             session
                 .client
                 .query_one("SELECT pg_backend_pid()", &[])
@@ -557,32 +608,28 @@ impl PostgresWriter {
     /// The schema version of the database.
     #[cfg(test)]
     pub fn schema_version(&mut self) -> Result<i64, StoreError> {
-        self.with_session(|session, _| schema_version(&mut session.client))
+        self.with_session(|session, _, _| schema_version(&mut session.client))
     }
 
-    /// Runs `work` on the session, opening one first when there is none (a reconnect:
-    /// the advisory lock is taken again, or the call fails). A session that `work` found
-    /// broken is dropped, so the next call opens a new one.
+    /// Runs `work` on the session, opening one first when there is none (a reconnect).
+    /// A session that `work` found broken is dropped, so the next call opens a new one.
     fn with_session<T>(
         &mut self,
-        work: impl FnOnce(&mut Session, &mut HashMap<String, SystemIds>) -> Result<T, StoreError>,
+        work: impl FnOnce(
+            &mut Session,
+            &mut HashMap<String, SystemIds>,
+            &Identity,
+        ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
             log::warn!(target: LOG,
-                "{}: the writer's session was closed, and the database's lock with it; \
-                 opening a new one", self.label);
+                "{}: the writer's session was closed; opening a new one", self.label);
             self.drop_session();
         }
         let session = match &mut self.session {
             Some(session) => session,
             None => {
-                let session = Session::open(&self.config, &self.label).inspect_err(|error| {
-                    if matches!(error, StoreError::PostgresInUse { .. }) {
-                        log::error!(target: LOG,
-                            "{}: not writing: {error} (the lock was lost with the writer's \
-                             previous session)", self.label);
-                    }
-                })?;
+                let session = Session::open(&self.config, &self.label, self.identity.lease)?;
                 if self.lost {
                     log::info!(target: LOG, "{}: the writer's session is open again", self.label);
                     self.lost = false;
@@ -596,7 +643,7 @@ impl PostgresWriter {
             calls.running = true;
             calls.cancelled = false;
         }
-        let result = work(session, &mut self.ids);
+        let result = work(session, &mut self.ids, &self.identity);
         if let Some(canceller) = &self.canceller {
             canceller.calls.lock().running = false;
         }
@@ -604,9 +651,8 @@ impl PostgresWriter {
             let broken = session.client.is_closed() || error.kind() == FailureKind::Unavailable;
             if broken {
                 log::warn!(target: LOG,
-                    "{}: the writer's session is lost ({error}), and the database's lock with \
-                     it; a new session takes it again at the next attempt",
-                    self.label);
+                    "{}: the writer's session is lost ({error}); a new one is opened at the \
+                     next attempt", self.label);
                 self.drop_session();
             }
         }
@@ -616,37 +662,6 @@ impl PostgresWriter {
     fn drop_session(&mut self) {
         self.session = None;
         self.lost = true;
-    }
-
-    /// Keeps the database held between batches: checks that the session still lives
-    /// (one `SELECT 1`) and, when it has gone (the server restarted, an operator's
-    /// `pg_terminate_backend`, a cut connection) or was lost before, opens a new one at
-    /// once, which takes the advisory lock again. Without this an idle writer would hold
-    /// no lock until its next batch, and a second daemon could start on the database
-    /// meanwhile. Failing to reconnect is logged, never returned: the next batch tries
-    /// again, and fails loudly if another daemon holds the database by then.
-    fn hold_database(&mut self) {
-        let check = |session: &mut Session, _: &mut HashMap<String, SystemIds>| {
-            session
-                .client
-                .batch_execute("SELECT 1")
-                .context("checking the writer's session")
-        };
-        let checks_a_session = self.session.as_ref().is_some_and(|s| !s.client.is_closed());
-        let mut result = self.with_session(check);
-        if checks_a_session && self.session.is_none() {
-            // The check found the session dead and dropped it (and said so): open its
-            // successor now, not at the next batch.
-            result = self.with_session(check);
-        }
-        match result {
-            Ok(()) => {}
-            // Logged by `with_session` at error: another daemon holds the database.
-            Err(StoreError::PostgresInUse { .. }) => {}
-            Err(error) => log::warn!(target: LOG,
-                "{}: the writer holds no session, so not the database's lock either: {error}; \
-                 tried again at the next batch or interval", self.label),
-        }
     }
 }
 
@@ -662,7 +677,7 @@ impl WriteStore for PostgresWriter {
         deletions: &[String],
         galaxies: &[super::GalaxyRows],
     ) -> Result<super::WriteStats, StoreError> {
-        PostgresWriter::write_batch(self, deletions, galaxies)
+        PostgresWriter::write_fenced(self, deletions, galaxies, false)
     }
 
     fn create_chunk(
@@ -671,7 +686,10 @@ impl WriteStore for PostgresWriter {
         progress: &mut super::CreationProgress,
         max_systems: usize,
     ) -> Result<super::WriteStats, StoreError> {
-        PostgresWriter::create_chunk(self, galaxy, progress, max_systems)
+        // A failed chunk leaves `progress` as it was: it may run again from scratch.
+        owners::retry_serialization(|| {
+            PostgresWriter::create_chunk(self, galaxy, progress, max_systems)
+        })
     }
 
     fn purge_chunk(
@@ -679,7 +697,7 @@ impl WriteStore for PostgresWriter {
         name: &str,
         max_systems: usize,
     ) -> Result<(super::WriteStats, bool), StoreError> {
-        PostgresWriter::purge_chunk(self, name, max_systems)
+        owners::retry_serialization(|| PostgresWriter::purge_chunk(self, name, max_systems))
     }
 
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
@@ -690,33 +708,47 @@ impl WriteStore for PostgresWriter {
         self.ids.remove(name);
     }
 
-    /// Nothing to do: the server checkpoints and vacuums on its own, and the commit just
-    /// made proved the session (and its lock) alive.
+    /// Nothing to do: the server checkpoints and vacuums on its own.
     fn after_commit(&mut self) {}
 
-    /// Every auto-save interval: the session, and with it the database's lock, is checked
-    /// and taken again at once if it was lost ([`PostgresWriter::hold_database`]).
-    fn maintain(&mut self, _idle: bool) {
-        self.hold_database();
-    }
+    /// Nothing to do: a session holds nothing between transactions, and the next call
+    /// opens one if it was lost.
+    fn maintain(&mut self, _idle: bool) {}
 
-    /// Closes the session, which releases the advisory lock.
+    /// Closes the session. The galaxies still owned are released by
+    /// [`WriteStore::write_final_batch`], not here: a stop that could not save everything
+    /// keeps them until their leases run out.
     fn finish(&mut self, _all_saved: bool) {
         drop(self.canceller.take());
-        if let Some(mut session) = self.session.take() {
-            // Let go of the database before closing: the server ends the session (and
-            // frees its lock) only after the client has gone, and a daemon started right
-            // after this one must not find the database still held.
-            if let Err(error) = session
-                .client
-                .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-            {
-                log::debug!(target: LOG, "{}: releasing the database: {error}", self.label);
-            }
+        if let Some(session) = self.session.take() {
             if let Err(error) = session.client.close() {
                 log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);
             }
         }
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.identity.lease)
+    }
+
+    fn own(&mut self, name: &str, epoch: Epoch) {
+        self.owned.insert(name.to_owned(), epoch);
+    }
+
+    fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
+        PostgresWriter::renew_leases(self)
+    }
+
+    fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
+        PostgresWriter::release(self, names)
+    }
+
+    fn write_final_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[super::GalaxyRows],
+    ) -> Result<super::WriteStats, StoreError> {
+        PostgresWriter::write_fenced(self, deletions, galaxies, true)
     }
 }
 
@@ -741,7 +773,7 @@ pub struct PostgresReader {
 impl PostgresReader {
     /// Opens a read-only session, refusing a newer schema.
     pub fn open(url: &str) -> Result<PostgresReader, StoreError> {
-        let config = session_config(url, true)?;
+        let config = session_config(url, APPLICATION_NAME, true)?;
         let label = postgres_label(url);
         let mut client = connect(&config, &label)?;
         refuse_newer(&label, schema_version(&mut client)?)?;
@@ -782,12 +814,19 @@ impl ReadStore for PostgresReader {
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
         self.with_client(|client| load::galaxy_exists(client, name))
     }
+
+    fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
+        self.with_client(owners::galaxy_owners)
+    }
 }
 
 /// Opens a read-only session for tools (`galactic-war check`): the engine's settings,
 /// no lock, nothing written.
 pub fn connect_read_only(url: &str) -> Result<Client, StoreError> {
-    connect(&session_config(url, true)?, &postgres_label(url))
+    connect(
+        &session_config(url, APPLICATION_NAME, true)?,
+        &postgres_label(url),
+    )
 }
 
 /// The schema version of the database a tool connected to.

@@ -8,7 +8,9 @@ use ::postgres::{Client, NoTls};
 #[path = "../../../../tests/common/postgres.rs"]
 mod cluster;
 
-use super::super::{CreationProgress, GalaxyRows, NewGalaxy, SystemRow, WriteStats};
+use super::super::{
+    Claim, ClaimStore, CreationProgress, GalaxyRows, NewGalaxy, SystemRow, WriteStats,
+};
 use super::*;
 use crate::model::{GalaxyConfig, RowMask, StructureKind};
 
@@ -133,10 +135,20 @@ fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
     }
 }
 
+/// A daemon's identity with a lease of `lease` seconds.
+fn identity(url: &str, lease: u64) -> Identity {
+    Identity::new(url, Duration::from_secs(lease))
+}
+
+/// A writer with a 15 s lease, as by default.
+fn open_writer(url: &str) -> PostgresWriter {
+    PostgresWriter::open(url, identity("http://a", 15)).unwrap()
+}
+
 /// A database holding the blitz galaxy "g", its writer and a reader.
 fn stored_galaxy(tag: &str) -> Option<(TestDb, PostgresWriter, PostgresReader, Galaxy)> {
     let db = TestDb::new(tag)?;
-    let mut store = PostgresWriter::open(&db.url).unwrap();
+    let mut store = open_writer(&db.url);
     let reader = PostgresReader::open(&db.url).unwrap();
     let galaxy = new_galaxy("g");
     insert(&mut store, &reader, &galaxy);
@@ -176,15 +188,17 @@ fn error_kinds_follow_the_sqlstate() {
     assert_eq!(kind("08006"), FailureKind::Unavailable);
     assert_eq!(kind("XX001"), FailureKind::Corrupt);
     assert_eq!(kind("23505"), FailureKind::Other);
-    assert_eq!(LOCK_KEY, (1_735_876_978_i64 << 32) | 762_277_477);
 }
 
 #[test]
 fn a_server_that_is_not_there_is_unavailable() {
     // Port 1 on loopback: nothing listens, the connection is refused at once.
-    let err = PostgresWriter::open("postgres://nobody@127.0.0.1:1/none")
-        .err()
-        .unwrap();
+    let err = PostgresWriter::open(
+        "postgres://nobody@127.0.0.1:1/none",
+        identity("http://a", 15),
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
     assert!(
         err.to_string()
@@ -198,13 +212,9 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     let Some(db) = TestDb::new("migrations") else {
         return;
     };
-    let mut store = PostgresWriter::open(&db.url).unwrap();
+    let mut store = open_writer(&db.url);
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(
-        SCHEMA_VERSION,
-        crate::persistence::store::SCHEMA_VERSION,
-        "both stores at one version"
-    );
+    assert_eq!(SCHEMA_VERSION, 3, "SQLite's two, and the ownership table");
     let mut client = db.client();
     let index: String = client
         .query_one(
@@ -224,21 +234,23 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     assert_eq!(options.unwrap(), ["fillfactor=90"]);
     store.finish(true);
     // Opening again applies nothing; a newer schema is refused before anything writes.
-    drop(PostgresWriter::open(&db.url).unwrap());
+    drop(open_writer(&db.url));
     client
         .execute(
             "INSERT INTO galactic_war_schema (version, name) VALUES (99, 'future')",
             &[],
         )
         .unwrap();
-    let err = PostgresWriter::open(&db.url).err().unwrap();
+    let err = PostgresWriter::open(&db.url, identity("http://a", 15))
+        .err()
+        .unwrap();
     assert!(
         matches!(err, StoreError::NewerSchema { found: 99, .. }),
         "{err}"
     );
     let err = PostgresReader::open(&db.url).err().unwrap();
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
-    assert_eq!(db.count("galactic_war_schema"), 3, "left untouched");
+    assert_eq!(db.count("galactic_war_schema"), 4, "left untouched");
 }
 
 #[test]
@@ -346,8 +358,10 @@ fn deletion_and_interrupted_creations_are_purged() {
     .unwrap();
     store.write_batch(&["g".to_owned()], &[]).unwrap();
     assert_eq!(reader.galaxy_names().unwrap(), ["h"], "hidden once marked");
+    // A clean stop releases every galaxy, the unfinished ones too.
+    store.write_final_batch(&[], &[]).unwrap();
     store.finish(true);
-    let mut store = PostgresWriter::open(&db.url).unwrap();
+    let mut store = open_writer(&db.url);
     assert_eq!(
         store.unfinished_jobs().unwrap(),
         [
@@ -388,30 +402,6 @@ fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
 }
 
 #[test]
-fn a_second_writer_is_refused_while_the_first_holds_the_database() {
-    let Some(db) = TestDb::new("second") else {
-        return;
-    };
-    let mut first = PostgresWriter::open(&db.url).unwrap();
-    let err = PostgresWriter::open(&db.url).err().unwrap();
-    assert!(matches!(err, StoreError::PostgresInUse { .. }), "{err}");
-    assert!(err.to_string().contains(&db.name), "{err}");
-    // Readers and tools still work beside it.
-    assert_eq!(
-        PostgresReader::open(&db.url)
-            .unwrap()
-            .galaxy_names()
-            .unwrap(),
-        Vec::<String>::new()
-    );
-    let pid = first.backend_pid().unwrap();
-    let holder: i32 = db.client().query_one(WRITER_PID_SQL, &[]).unwrap().get(0);
-    assert_eq!(holder, pid);
-    first.finish(true);
-    PostgresWriter::open(&db.url).unwrap();
-}
-
-#[test]
 fn a_terminated_writer_fails_one_batch_then_reconnects() {
     let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("terminate") else {
         return;
@@ -431,50 +421,6 @@ fn a_terminated_writer_fails_one_batch_then_reconnects() {
     assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
     let holder: i32 = db.client().query_one(WRITER_PID_SQL, &[]).unwrap().get(0);
     assert_eq!(holder, store.backend_pid().unwrap());
-}
-
-#[test]
-fn a_writer_that_lost_its_lock_to_another_writes_nothing() {
-    let Some((db, mut store, _reader, galaxy)) = stored_galaxy("lost") else {
-        return;
-    };
-    terminate_writer(&db, &mut store);
-    let mut other = db.client();
-    let taken: bool = other
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .unwrap()
-        .get(0);
-    assert!(taken);
-    let batch = GalaxyRows {
-        name: "g".into(),
-        tick: Some(galaxy.tick() + 50),
-        systems: Vec::new(),
-    };
-    for _ in 0..3 {
-        let err = store
-            .write_batch(&[], std::slice::from_ref(&batch))
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::PostgresInUse { .. })
-                || err.kind() == FailureKind::Unavailable,
-            "{err}"
-        );
-    }
-    let tick: i64 = db
-        .client()
-        .query_one("SELECT tick FROM galaxies WHERE name = 'g'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(tick as u64, galaxy.tick(), "nothing written");
-    drop(other);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while store
-        .write_batch(&[], std::slice::from_ref(&batch))
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "the lock came back");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -595,16 +541,24 @@ fn show(client: &mut Client, name: &str) -> String {
 
 #[test]
 fn every_session_bounds_a_lost_connection_on_the_server_side_too() {
-    let Some((_db, mut store, reader, _galaxy)) = stored_galaxy("settings") else {
+    let Some((db, mut store, reader, _galaxy)) = stored_galaxy("settings") else {
         return;
     };
+    let claimer = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
+    let mut claims = claimer.client.lock();
     let writer = &mut store.session.as_mut().unwrap().client;
     let reader = &mut *reader.client.borrow_mut();
-    for client in [writer, reader] {
+    // The writer's idle-in-transaction bound: a third of the 15 s lease.
+    assert_eq!(show(writer, "idle_in_transaction_session_timeout"), "5s");
+    assert_eq!(show(writer, "application_name"), WRITER_APPLICATION_NAME);
+    let claims = claims.as_mut().unwrap();
+    assert_eq!(show(claims, "lock_timeout"), "200ms");
+    assert_eq!(show(claims, "application_name"), APPLICATION_NAME);
+    assert_eq!(show(reader, "idle_in_transaction_session_timeout"), "1min");
+    for client in [writer, reader, claims] {
         assert_eq!(show(client, "tcp_keepalives_idle"), "10");
         assert_eq!(show(client, "tcp_keepalives_interval"), "5");
         assert_eq!(show(client, "tcp_keepalives_count"), "3");
-        assert_eq!(show(client, "idle_in_transaction_session_timeout"), "1min");
         assert_eq!(show(client, "tcp_user_timeout"), "10000");
         // PostgreSQL 14 and later (the throwaway cluster is 15); older servers lack it.
         if show(client, "server_version_num").parse::<u32>().unwrap() >= 140_000 {
@@ -656,51 +610,469 @@ fn a_writer_on_a_server_that_stopped_taking_writes_reconnects() {
             db.name
         ))
         .unwrap();
-    let err = PostgresWriter::open(&db.url).err().unwrap();
+    let err = PostgresWriter::open(&db.url, identity("http://a", 15))
+        .err()
+        .unwrap();
     assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
     assert!(err.to_string().contains("does not allow writes"), "{err}");
 }
 
+// Ownership: several daemons on one database.
+
+/// The `(epoch, owner)` of galaxy `name`'s ownership row.
+fn owner_row(db: &TestDb, name: &str) -> (i64, Option<String>) {
+    let row = db
+        .client()
+        .query_one(
+            "SELECT epoch, owner FROM galaxy_owners WHERE galaxy_name = $1",
+            &[&name],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+fn stored_tick(db: &TestDb, name: &str) -> i64 {
+    db.client()
+        .query_one("SELECT tick FROM galaxies WHERE name = $1", &[&name])
+        .unwrap()
+        .get(0)
+}
+
+/// Takes `name` with `claimer` once its owner's lease has run out (polled: the lease
+/// runs on the server's clock).
+fn take_when_expired(claimer: &PostgresClaimer, name: &str) -> Epoch {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match claimer.take(name).unwrap() {
+            Claim::Owned { epoch } => return epoch,
+            Claim::Elsewhere(_) => {}
+            Claim::Missing => panic!("'{name}' is stored"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the lease ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tick_only(name: &str, tick: u64) -> GalaxyRows {
+    GalaxyRows {
+        name: name.to_owned(),
+        tick: Some(tick),
+        systems: Vec::new(),
+    }
+}
+
+/// Two daemons created at once on a fresh database migrate it once, side by side.
 #[test]
-fn an_idle_writer_whose_session_died_holds_the_database_again_at_maintain() {
-    let Some((db, mut store, _reader, _galaxy)) = stored_galaxy("hold") else {
+fn two_daemons_migrate_one_database_at_once() {
+    let Some(db) = TestDb::new("migrate_race") else {
         return;
     };
-    let holder = |db: &TestDb| -> Option<i32> {
-        db.client()
-            .query_opt(WRITER_PID_SQL, &[])
-            .unwrap()
-            .map(|row| row.get(0))
-    };
-    // A live session is only checked, not replaced.
-    let pid = store.backend_pid().unwrap();
-    store.maintain(true);
-    assert_eq!(holder(&db), Some(pid));
-    // Terminated while idle: nothing holds the database until maintain takes it again.
-    terminate_writer(&db, &mut store);
-    assert_eq!(holder(&db), None);
-    store.maintain(false);
-    let again = holder(&db).expect("the writer holds the database again");
-    assert_ne!(again, pid, "a new session");
-    let err = PostgresWriter::open(&db.url).err().unwrap();
-    assert!(matches!(err, StoreError::PostgresInUse { .. }), "{err}");
-    assert_eq!(store.backend_pid().unwrap(), again);
-    // Taken by another meanwhile: maintain says so and writes nothing; once the other
-    // lets go, the next maintain holds the database again.
-    terminate_writer(&db, &mut store);
-    let mut other = db.client();
-    assert!(other
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        for url in ["http://a", "http://b"] {
+            let (barrier, db) = (&barrier, &db);
+            scope.spawn(move || {
+                barrier.wait();
+                let mut store = PostgresWriter::open(&db.url, identity(url, 15)).unwrap();
+                assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+            });
+        }
+    });
+    assert_eq!(db.count("galactic_war_schema"), SCHEMA_VERSION);
+    // Both writers' sessions show as writers.
+    let mut a = open_writer(&db.url);
+    let mut b = open_writer(&db.url);
+    let pids: Vec<i32> = db
+        .client()
+        .query(WRITER_PID_SQL, &[])
         .unwrap()
-        .get::<_, bool>(0));
-    store.maintain(false);
-    assert!(store.session.is_none());
-    drop(other);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while store.session.is_none() {
-        assert!(std::time::Instant::now() < deadline, "the lock came back");
-        std::thread::sleep(Duration::from_millis(20));
-        store.maintain(false);
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(pids.contains(&a.backend_pid().unwrap()), "{pids:?}");
+    assert!(pids.contains(&b.backend_pid().unwrap()), "{pids:?}");
+}
+
+#[test]
+fn a_created_galaxy_is_owned_by_its_creator_under_epoch_1() {
+    let Some((db, store, reader, _galaxy)) = stored_galaxy("created_owner") else {
+        return;
+    };
+    assert_eq!(owner_row(&db, "g"), (1, Some(store.identity.id.clone())));
+    assert_eq!(store.owned().get("g"), Some(&1));
+    assert_eq!(store.lease(), Some(Duration::from_secs(15)));
+    assert_eq!(
+        reader.galaxy_owners().unwrap(),
+        [(
+            "g".to_owned(),
+            Some(Owner {
+                id: store.identity.id.clone(),
+                url: "http://a".into()
+            })
+        )]
+    );
+    // Another daemon's take finds it live elsewhere; an unknown name is missing.
+    let other = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
+    assert_eq!(
+        other.take("g").unwrap(),
+        Claim::Elsewhere(Owner {
+            id: store.identity.id.clone(),
+            url: "http://a".into()
+        })
+    );
+    assert_eq!(other.take("nope").unwrap(), Claim::Missing);
+    // Our own claimer takes it again under a new epoch.
+    let ours = PostgresClaimer::open(&db.url, store.identity.clone()).unwrap();
+    assert_eq!(ours.take("g").unwrap(), Claim::Owned { epoch: 2 });
+}
+
+#[test]
+fn two_claimers_race_for_one_galaxy_and_exactly_one_owns_it() {
+    let Some((db, mut store, reader, _galaxy)) = stored_galaxy("race") else {
+        return;
+    };
+    store.release(&["g".to_owned()]).unwrap();
+    assert!(store.owned().is_empty());
+    assert_eq!(owner_row(&db, "g"), (1, None));
+    assert_eq!(reader.galaxy_owners().unwrap(), [("g".to_owned(), None)]);
+    for round in 0..5 {
+        let claimers: Vec<PostgresClaimer> = ["http://b", "http://c"]
+            .iter()
+            .map(|url| PostgresClaimer::open(&db.url, identity(url, 15)).unwrap())
+            .collect();
+        let barrier = std::sync::Barrier::new(2);
+        let claims: Vec<Claim> = std::thread::scope(|scope| {
+            let handles: Vec<_> = claimers
+                .iter()
+                .map(|claimer| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        claimer.take("g").unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let owned: Vec<usize> = (0..2)
+            .filter(|&i| matches!(claims[i], Claim::Owned { .. }))
+            .collect();
+        assert_eq!(owned.len(), 1, "round {round}: {claims:?}");
+        let (winner, loser) = (owned[0], 1 - owned[0]);
+        assert_eq!(claims[winner], Claim::Owned { epoch: 2 + round });
+        assert_eq!(
+            claims[loser],
+            Claim::Elsewhere(Owner {
+                id: claimers[winner].identity.id.clone(),
+                url: claimers[winner].identity.url.clone(),
+            }),
+            "round {round}"
+        );
+        // Free it again for the next round, as the winner's clean stop would.
+        db.client()
+            .execute("UPDATE galaxy_owners SET owner = NULL", &[])
+            .unwrap();
     }
-    assert_eq!(holder(&db), Some(store.backend_pid().unwrap()));
+}
+
+#[test]
+fn a_take_after_the_lease_ran_out_bumps_the_epoch_and_the_old_owner_loses() {
+    let Some(db) = TestDb::new("expired") else {
+        return;
+    };
+    let mut old = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let reader = PostgresReader::open(&db.url).unwrap();
+    let mut g = new_galaxy("g");
+    insert(&mut old, &reader, &g);
+    insert(&mut old, &reader, &new_galaxy("h"));
+    let new = PostgresClaimer::open(&db.url, identity("http://b", 1)).unwrap();
+    assert_eq!(take_when_expired(&new, "h"), 2);
+    let created = stored_tick(&db, "g");
+    // A batch of both galaxies: refused whole, naming only the lost one.
+    let (x, y) = g.systems()[0].coords();
+    g.build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    let g_rows = take_batch(&mut g, 200);
+    let err = old
+        .write_batch(&[], &[g_rows.clone(), tick_only("h", 999)])
+        .unwrap_err();
+    let StoreError::Lost(lost) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        lost,
+        &[LostGalaxy {
+            name: "h".into(),
+            epoch: 1,
+            current: Some(2)
+        }]
+    );
+    assert_eq!(err.kind(), FailureKind::Lost);
+    assert_eq!(
+        stored_tick(&db, "g"),
+        created,
+        "nothing of the batch was written"
+    );
+    assert_eq!(stored_tick(&db, "h"), created);
+    assert_eq!(db.count("events"), 0);
+    assert!(!old.owned().contains_key("h"));
+    // The same batch without it commits (g's lease ran out too, but nobody took it:
+    // its epoch is still ours).
+    old.write_batch(&[], &[g_rows]).unwrap();
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(g));
+    // Written again, h is still refused: it is no longer ours.
+    let err = old.write_batch(&[], &[tick_only("h", 5)]).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(l) if l[0].epoch == 0),
+        "{err}"
+    );
+    assert_eq!(stored_tick(&db, "h"), created);
+    assert_eq!(owner_row(&db, "h"), (2, Some(new.identity.id.clone())));
+}
+
+#[test]
+fn renewing_reports_a_galaxy_taken_and_keeps_the_others() {
+    let Some(db) = TestDb::new("renew") else {
+        return;
+    };
+    let mut old = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let reader = PostgresReader::open(&db.url).unwrap();
+    insert(&mut old, &reader, &new_galaxy("g"));
+    insert(&mut old, &reader, &new_galaxy("h"));
+    let new = PostgresClaimer::open(&db.url, identity("http://b", 1)).unwrap();
+    assert_eq!(take_when_expired(&new, "h"), 2);
+    let lost = old.renew_leases().unwrap();
+    assert_eq!(
+        lost,
+        [LostGalaxy {
+            name: "h".into(),
+            epoch: 1,
+            current: Some(2)
+        }]
+    );
+    assert_eq!(old.owned().keys().collect::<Vec<_>>(), ["g"]);
+    let live: bool = db
+        .client()
+        .query_one(
+            "SELECT expires_at > now() FROM galaxy_owners WHERE galaxy_name = 'g'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(live, "g's lease was renewed");
+    assert_eq!(old.renew_leases().unwrap(), []);
+}
+
+#[test]
+fn a_released_galaxy_is_taken_at_once_and_the_final_batch_releases_everything() {
+    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("release") else {
+        return;
+    };
+    insert(&mut store, &reader, &new_galaxy("h"));
+    insert(&mut store, &reader, &new_galaxy("i"));
+    let other = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
+    assert!(matches!(other.take("h").unwrap(), Claim::Elsewhere(_)));
+    store.release(&["h".to_owned(), "nope".to_owned()]).unwrap();
+    assert_eq!(other.take("h").unwrap(), Claim::Owned { epoch: 2 });
+    // A release of a galaxy since taken by another changes nothing.
+    store.own("h", 1);
+    store.release(&["h".to_owned()]).unwrap();
+    assert_eq!(owner_row(&db, "h"), (2, Some(other.identity.id.clone())));
+
+    // The final batch: rows and the release of g and i in one transaction.
+    let (x, y) = galaxy.systems()[2].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    store
+        .write_final_batch(&[], &[take_batch(&mut galaxy, 200)])
+        .unwrap();
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
+    assert_eq!(owner_row(&db, "g"), (1, None));
+    assert_eq!(owner_row(&db, "i"), (1, None));
+    assert!(store.owned().is_empty());
+    assert_eq!(other.take("g").unwrap(), Claim::Owned { epoch: 2 });
+    // Nothing owned and nothing to write: no transaction at all.
+    assert_eq!(
+        store.write_final_batch(&[], &[]).unwrap(),
+        WriteStats::default()
+    );
+    // Nothing to write but galaxies owned: a transaction with the release alone.
+    store.own("i", 1);
+    store.write_final_batch(&[], &[]).unwrap();
+    assert_eq!(owner_row(&db, "i"), (1, None));
+}
+
+#[test]
+fn a_final_batch_with_a_lost_galaxy_writes_and_releases_nothing() {
+    let Some((db, mut store, _reader, galaxy)) = stored_galaxy("final_lost") else {
+        return;
+    };
+    store.own("h", 7);
+    let err = store
+        .write_final_batch(&[], &[tick_only("g", 50), tick_only("h", 50)])
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(l) if l.len() == 1 && l[0].name == "h"),
+        "{err}"
+    );
+    assert_eq!(stored_tick(&db, "g") as u64, galaxy.tick());
+    assert_eq!(owner_row(&db, "g"), (1, Some(store.identity.id.clone())));
+    store.write_final_batch(&[], &[tick_only("g", 50)]).unwrap();
+    assert_eq!(stored_tick(&db, "g"), 50);
+    assert_eq!(owner_row(&db, "g"), (1, None));
+}
+
+#[test]
+fn a_second_daemon_creating_the_same_name_is_told_it_exists() {
+    let Some(db) = TestDb::new("exists") else {
+        return;
+    };
+    let mut a = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let mut b = PostgresWriter::open(&db.url, identity("http://b", 1)).unwrap();
+    let galaxy = new_galaxy("x");
+    let mut progress = CreationProgress::default();
+    as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap();
+    assert_eq!(owner_row(&db, "x"), (1, Some(a.identity.id.clone())));
+    let err = as_new(&galaxy, |new| {
+        b.create_chunk(new, &mut CreationProgress::default(), 50)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Exists(name) if name == "x"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), FailureKind::Exists);
+    assert!(b.owned().is_empty());
+    // A live daemon's creation in progress is not the other's unfinished job.
+    assert_eq!(b.unfinished_jobs().unwrap(), []);
+    as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap();
+    assert_eq!(db.count("systems"), 100);
+    // Once a's lease has run out, b takes the job, and a's next chunk is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let jobs = b.unfinished_jobs().unwrap();
+        if !jobs.is_empty() {
+            break jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "a's lease ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(jobs, [GalaxyJob::Creating("x".into())]);
+    assert_eq!(b.owned().get("x"), Some(&2));
+    let err = as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(l) if l[0] == LostGalaxy { name: "x".into(), epoch: 1, current: Some(2) }),
+        "{err}"
+    );
+    assert_eq!(db.count("systems"), 100, "the refused chunk wrote nothing");
+    // a cannot purge it either; b can.
+    assert!(a.purge_chunk("x", 1000).unwrap().1);
+    assert_eq!(db.count("systems"), 100);
+    while !b.purge_chunk("x", 30).unwrap().1 {}
+    assert_eq!(db.count("galaxies"), 0);
+    assert_eq!(
+        db.count("galaxy_owners"),
+        0,
+        "the ownership row goes with the galaxy"
+    );
+    assert!(b.owned().is_empty());
+}
+
+#[test]
+fn a_deletion_of_a_galaxy_lost_is_refused_and_a_purge_is_fenced() {
+    let Some(db) = TestDb::new("delete_lost") else {
+        return;
+    };
+    let mut a = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let reader = PostgresReader::open(&db.url).unwrap();
+    insert(&mut a, &reader, &new_galaxy("g"));
+    a.write_batch(&["g".to_owned()], &[]).unwrap();
+    let mut b = PostgresWriter::open(&db.url, identity("http://b", 1)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while b.unfinished_jobs().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a's lease ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = a.purge_chunk("g", 10).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(l) if l[0].name == "g"),
+        "{err}"
+    );
+    assert_eq!(db.count("systems"), 200, "the fenced chunk was rolled back");
+    while !b.purge_chunk("g", 64).unwrap().1 {}
+    assert_eq!(db.count("galaxies"), 0);
+}
+
+/// A writer paused inside its transaction (SIGSTOP, a frozen VM) while another daemon
+/// takes its galaxy and writes: when it wakes, its fence matches nothing, so it cannot
+/// commit what it wrote before the pause, and it never blocked the new owner.
+#[test]
+fn a_stale_owner_paused_inside_its_transaction_cannot_commit() {
+    let Some(db) = TestDb::new("zombie") else {
+        return;
+    };
+    let mut old = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let reader = PostgresReader::open(&db.url).unwrap();
+    insert(&mut old, &reader, &new_galaxy("g"));
+    let me = old.identity.clone();
+    // The old owner's transaction, by hand: its rows written, its fence not yet run.
+    let mut zombie = db.client();
+    let mut tx = zombie.transaction().unwrap();
+    tx.execute("UPDATE systems SET metal = 1 WHERE galaxy_name = 'g'", &[])
+        .unwrap();
+    // The new owner takes g (the zombie holds no lock on its ownership row) and writes.
+    let new = PostgresClaimer::open(&db.url, identity("http://b", 1)).unwrap();
+    let epoch = take_when_expired(&new, "g");
+    assert_eq!(epoch, 2);
+    // The zombie wakes: its fence (the last statement before its commit) matches nothing.
+    let rows = tx
+        .query(
+            owners::FENCE,
+            &[&vec!["g".to_owned()], &vec![1_i64], &me.id, &me.lease_ms()],
+        )
+        .unwrap();
+    assert!(rows.is_empty(), "the stale epoch matches nothing");
+    tx.rollback().unwrap();
+    let metal: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM systems WHERE metal = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(metal, 0);
+    // The writer itself, with the same stale epoch, is refused likewise.
+    let err = old.write_batch(&[], &[tick_only("g", 9)]).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Lost, "{err}");
+}
+
+/// The writer's session ends itself when left idle inside a transaction for a third of
+/// the lease, so a paused writer's row locks do not outlive its lease.
+#[test]
+fn a_writer_idle_inside_a_transaction_loses_its_session() {
+    let Some((_db, mut store, _reader, _galaxy)) = stored_galaxy("idle_tx") else {
+        return;
+    };
+    assert_eq!(
+        writer_idle_timeout(Duration::from_secs(15)),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        writer_idle_timeout(Duration::from_secs(1)),
+        Duration::from_secs(1)
+    );
+    let client = &mut store.session.as_mut().unwrap().client;
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = '100ms'")
+        .unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.execute("UPDATE galaxies SET tick = 1", &[]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Polls with a statement that fails once the server has ended the session.
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if tx.batch_execute("SELECT 1").is_err() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the session ended");
+    }
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{GenericClient, Transaction};
 
-use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
-use super::{int, Context, PostgresWriter, Prepared, Session, StoreError};
+use super::super::{Epoch, GalaxyRows, StoredSystem, SystemIds, WriteStats};
+use super::{int, owners, Context, Identity, PostgresWriter, Prepared, Session, StoreError};
 use crate::model::RowMask;
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
@@ -69,41 +69,123 @@ const FETCH_IDS: &str = "SELECT s.id, s.x, s.y, e.id FROM systems s
      LEFT JOIN events e ON e.system_id = s.id
      WHERE s.galaxy_name = $1 ORDER BY s.x, s.y";
 
+/// How many times a batch that met a serialization failure (40001: a distributed
+/// database's serializable transactions, never PostgreSQL's read committed ones) is run
+/// again from scratch before the failure is returned: nothing of it was committed.
+const SERIALIZATION_ATTEMPTS: u32 = 3;
+
+/// What a batch's transaction ended with.
+enum Written {
+    Committed(WriteStats),
+    /// The fence matched none of these galaxies (another daemon took them): rolled back.
+    Fenced(Vec<String>),
+}
+
 impl PostgresWriter {
-    /// [`crate::persistence::store::WriteStore::write_batch`]: deletions first (their rows
-    /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
-    /// rows. On error nothing is written (the transaction rolls back) and the batch's
-    /// galaxies are dropped from the id cache, which may have run ahead of what was
-    /// rolled back, or behind a commit whose answer the connection lost.
-    pub(super) fn write_batch(
+    /// [`crate::persistence::store::WriteStore::write_batch`], and with `release_all`
+    /// [`crate::persistence::store::WriteStore::write_final_batch`]: deletions first
+    /// (their rows are removed later, in chunks: see `jobs.rs`), then every galaxy's tick
+    /// and changed rows, then the fence over every galaxy written or deleted (and with
+    /// `release_all`, the release of every galaxy owned), then the commit.
+    ///
+    /// A galaxy this daemon does not own (any more) is never written: the batch fails
+    /// with [`StoreError::Lost`] naming only those galaxies, and nothing is written.
+    /// On any error the batch's galaxies are dropped from the id cache, which may have
+    /// run ahead of what was rolled back, or behind a commit whose answer the connection
+    /// lost.
+    pub(super) fn write_fenced(
         &mut self,
         deletions: &[String],
         galaxies: &[GalaxyRows],
+        release_all: bool,
     ) -> Result<WriteStats, StoreError> {
-        let result = self.with_session(|session, cache| {
-            for galaxy in galaxies {
-                if !cache.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
-                    let ids = fetch_ids(&mut session.client, &mut session.prepared, &galaxy.name)?;
-                    cache.insert(galaxy.name.clone(), ids);
-                }
+        let mut fence = Fence::default();
+        let mut unowned = Vec::new();
+        let written = galaxies
+            .iter()
+            .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
+            .map(|galaxy| &galaxy.name);
+        for name in deletions.iter().chain(written) {
+            match self.owned.get(name) {
+                Some(&epoch) => fence.push(name, epoch),
+                None => unowned.push(name.clone()),
             }
-            let Session { client, prepared } = session;
-            let tx = client.transaction().context("starting a batch")?;
-            write_rows(tx, prepared, cache, deletions, galaxies)
-        });
-        match &result {
-            Ok(_) => {
-                for name in deletions {
-                    self.ids.remove(name);
-                }
+        }
+        if !unowned.is_empty() {
+            unowned.sort_unstable();
+            unowned.dedup();
+            return Err(self.lose(unowned));
+        }
+        let nothing_to_write = fence.names.is_empty() && galaxies.is_empty();
+        let mut release = Fence::default();
+        if release_all {
+            for (name, &epoch) in &self.owned {
+                release.push(name, epoch);
             }
-            Err(_) => {
+            if nothing_to_write && release.names.is_empty() {
+                return Ok(WriteStats::default());
+            }
+        }
+        let mut attempt = 1;
+        loop {
+            let result = self.with_session(|session, cache, me| {
+                for galaxy in galaxies {
+                    if !cache.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
+                        let ids =
+                            fetch_ids(&mut session.client, &mut session.prepared, &galaxy.name)?;
+                        cache.insert(galaxy.name.clone(), ids);
+                    }
+                }
+                // Everything the transaction sends is ready before it begins: a
+                // transaction never waits on this side between its statements.
+                let built = build_rows(cache, galaxies)?;
+                let Session { client, prepared } = session;
+                let tx = client.transaction().context("starting a batch")?;
+                write_rows(
+                    tx, prepared, cache, deletions, galaxies, built, &fence, &release, me,
+                )
+            });
+            if !matches!(result, Ok(Written::Committed(_))) {
                 for galaxy in galaxies {
                     self.ids.remove(&galaxy.name);
                 }
             }
+            match result {
+                Ok(Written::Committed(stats)) => {
+                    for name in deletions {
+                        self.ids.remove(name);
+                    }
+                    if release_all {
+                        self.owned.clear();
+                    }
+                    return Ok(stats);
+                }
+                Ok(Written::Fenced(missing)) => return Err(self.lose(missing)),
+                Err(error)
+                    if owners::serialization_failure(&error)
+                        && attempt < SERIALIZATION_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
         }
-        result
+    }
+}
+
+/// Galaxies and the epochs this daemon holds them under, as the fence's arrays.
+#[derive(Default)]
+pub(super) struct Fence {
+    pub(super) names: Vec<String>,
+    pub(super) epochs: Vec<i64>,
+}
+
+impl Fence {
+    pub(super) fn push(&mut self, name: &str, epoch: Epoch) {
+        if !self.names.iter().any(|n| n == name) {
+            self.names.push(name.to_owned());
+            self.epochs.push(epoch);
+        }
     }
 }
 
@@ -233,23 +315,21 @@ impl EventRows {
     }
 }
 
-fn write_rows(
-    mut tx: Transaction<'_>,
-    prepared: &mut Prepared,
+/// A batch's rows as arrays, its count of rows and systems, and which galaxy each new
+/// event belongs to, by system id (its id goes into that galaxy's cache once the insert
+/// returns it).
+struct Built {
+    rows: Rows,
+    stats: WriteStats,
+    new_events: HashMap<i64, (usize, usize)>,
+}
+
+fn build_rows(
     cache: &mut HashMap<String, SystemIds>,
-    deletions: &[String],
     galaxies: &[GalaxyRows],
-) -> Result<WriteStats, StoreError> {
+) -> Result<Built, StoreError> {
     let mut stats = WriteStats::default();
-    if !deletions.is_empty() {
-        let statement = prepared.get(&mut tx, MARK_DELETING)?;
-        stats.rows += tx
-            .execute(&statement, &[&deletions])
-            .context("marking galaxies deleted")?;
-    }
     let mut rows = Rows::default();
-    // Which galaxy each new event belongs to, by system id: its id goes into that
-    // galaxy's cache once the insert returns it.
     let mut new_events: HashMap<i64, (usize, usize)> = HashMap::new();
     let mut empty = Vec::new();
     for (at, galaxy) in galaxies.iter().enumerate() {
@@ -290,6 +370,37 @@ fn write_rows(
             }
             stats.systems += 1;
         }
+    }
+    Ok(Built {
+        rows,
+        stats,
+        new_events,
+    })
+}
+
+/// The batch's statements in `tx`, the fence last before the release and the commit.
+#[allow(clippy::too_many_arguments)]
+fn write_rows(
+    mut tx: Transaction<'_>,
+    prepared: &mut Prepared,
+    cache: &mut HashMap<String, SystemIds>,
+    deletions: &[String],
+    galaxies: &[GalaxyRows],
+    built: Built,
+    fence: &Fence,
+    release: &Fence,
+    me: &Identity,
+) -> Result<Written, StoreError> {
+    let Built {
+        rows,
+        mut stats,
+        new_events,
+    } = built;
+    if !deletions.is_empty() {
+        let statement = prepared.get(&mut tx, MARK_DELETING)?;
+        stats.rows += tx
+            .execute(&statement, &[&deletions])
+            .context("marking galaxies deleted")?;
     }
     let batch_name = || match galaxies {
         [one] => one.name.clone(),
@@ -342,8 +453,16 @@ fn write_rows(
             stored.event = Some(event);
         }
     }
+    let missing = owners::fence(&mut tx, prepared, me, fence)?;
+    if !missing.is_empty() {
+        tx.rollback().context("rolling back a fenced batch")?;
+        return Ok(Written::Fenced(missing));
+    }
+    if !release.names.is_empty() {
+        owners::release(&mut tx, prepared, me, release)?;
+    }
     tx.commit().context("committing a batch")?;
-    Ok(stats)
+    Ok(Written::Committed(stats))
 }
 
 /// The stored systems of galaxy `name`, in `(x, y)` order, with their events' ids.

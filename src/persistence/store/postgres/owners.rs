@@ -1,0 +1,485 @@
+//! Which daemon owns each galaxy, when several share one database (table
+//! `galaxy_owners`, `sql/postgres/0003_ownership.sql`).
+//!
+//! A galaxy is taken with one statement (`epoch + 1`, this daemon as owner, a lease on the
+//! database's clock) when it is free, its owner's lease has run out, or it is ours
+//! already; every transaction that writes it ends with the fence, which matches
+//! `(galaxy, epoch, owner)` and renews the lease, so a daemon whose epoch is stale writes
+//! nothing and learns that it lost the galaxy. Invariants:
+//! - Nothing is written for a galaxy under an epoch older than the table's: the fence is
+//!   the last statement of the transaction, and the row lock it takes is held until the
+//!   commit, so a take either sees the renewed lease (and fails) or bumps the epoch before
+//!   the fence runs (and the fence fails).
+//! - No session holds anything between transactions: ownership is rows and leases, never
+//!   a session-level lock, so a lost connection costs nothing but a reconnect, and a dead
+//!   daemon's galaxies are free once its leases run out.
+//! - Only SQL a PostgreSQL-compatible distributed database runs (no advisory locks); a
+//!   serialization failure (40001, which PostgreSQL's read committed never raises for
+//!   these statements) is retried a few times at once.
+//!
+//! The [`PostgresClaimer`] takes galaxies for game threads on its own session; the writer
+//! fences, renews, releases and takes unfinished jobs on its session (`write.rs`,
+//! `jobs.rs` and the methods below).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::postgres::{Client, Config, GenericClient, Transaction};
+use parking_lot::Mutex;
+
+use super::super::{Claim, ClaimStore, Epoch, LostGalaxy, Owner};
+use super::write::Fence;
+use super::{
+    connect, session_config, Context, PostgresWriter, Prepared, StoreError, APPLICATION_NAME, LOG,
+};
+use crate::settings::postgres_label;
+
+/// Who this daemon is to the others, and the lease it holds its galaxies under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `host:pid:start-unix-ms:random-hex`: unique per process, also across restarts
+    /// that reuse a process id, and readable by an operator.
+    pub id: String,
+    /// Where this daemon serves players (`GWAR_ADVERTISE_URL`).
+    pub url: String,
+    /// How long a take or a renewal holds a galaxy (`GWAR_OWNERSHIP_LEASE_SECS`).
+    pub lease: Duration,
+}
+
+impl Identity {
+    /// A new identity for this process.
+    pub fn new(url: &str, lease: Duration) -> Identity {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // A hasher seeded with the process's random keys (each `RandomState` a new one):
+        // random enough to tell two identities of one process (tests) apart.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(started.as_nanos());
+        Identity {
+            id: format!(
+                "{host}:{}:{}:{:016x}",
+                std::process::id(),
+                started.as_millis(),
+                hasher.finish()
+            ),
+            url: url.to_owned(),
+            lease: lease.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// The lease in milliseconds, as the statements take it.
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The fence (and the renewal): renews the lease of the galaxies listed, each only if
+/// this daemon holds it under the epoch listed; returns those it renewed.
+pub(super) const FENCE: &str = "UPDATE galaxy_owners
+     SET expires_at = now() + $4::bigint * interval '1 millisecond'
+     WHERE owner = $3 AND (galaxy_name, epoch) IN
+         (SELECT * FROM unnest($1::text[], $2::bigint[]))
+     RETURNING galaxy_name";
+
+/// Gives up the galaxies listed, each only if held under the epoch listed.
+const RELEASE: &str = "UPDATE galaxy_owners
+     SET owner = NULL, owner_url = NULL, expires_at = now()
+     WHERE owner = $3 AND (galaxy_name, epoch) IN
+         (SELECT * FROM unnest($1::text[], $2::bigint[]))";
+
+/// The epochs in the table now, for a report of galaxies lost.
+const CURRENT_EPOCHS: &str =
+    "SELECT galaxy_name, epoch FROM galaxy_owners WHERE galaxy_name = ANY($1::text[])";
+
+/// A take, for a galaxy without an unfinished job: free, expired, or ours already.
+const TAKE: &str = "UPDATE galaxy_owners
+     SET epoch = epoch + 1, owner = $2, owner_url = $3,
+         expires_at = now() + $4::bigint * interval '1 millisecond'
+     WHERE galaxy_name = $1 AND (owner IS NULL OR owner = $2 OR expires_at < now())
+         AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = $1)
+     RETURNING epoch";
+
+/// What a take that took nothing found: the galaxy (none: not stored), its ownership row
+/// (`has_row`), its owner and whether that owner's lease still runs, and any unfinished
+/// job. A plain read: it never waits on a lock.
+const LOOK: &str = "SELECT o.galaxy_name IS NOT NULL, o.owner, o.owner_url,
+         coalesce(o.expires_at > now(), false),
+         EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
+     FROM galaxies g LEFT JOIN galaxy_owners o ON o.galaxy_name = g.name
+     WHERE g.name = $1";
+
+/// A galaxy stored without an ownership row (none should be: the migration fills them
+/// in and creation inserts them) gets a free one, at epoch 0.
+const ADD_FREE_ROW: &str = "INSERT INTO galaxy_owners (galaxy_name, epoch, owner, owner_url,
+         expires_at)
+     SELECT name, 0, NULL, NULL, now() FROM galaxies WHERE name = $1
+     ON CONFLICT (galaxy_name) DO NOTHING";
+
+/// Every visible galaxy and its owner, when that owner's lease still runs.
+const GALAXY_OWNERS: &str = "SELECT g.name, o.owner, o.owner_url FROM galaxies g
+     LEFT JOIN galaxy_owners o ON o.galaxy_name = g.name
+         AND o.owner IS NOT NULL AND o.expires_at > now()
+     WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
+     ORDER BY g.name COLLATE \"C\"";
+
+/// How many times a take, a renewal or a release that met a serialization failure, or a
+/// take that found its row changed between its two statements, runs again at once.
+const ATTEMPTS: u32 = 3;
+
+/// The claims session's bound on waiting for an ownership row's lock: the owner's fence
+/// holds it only from its fence to its commit, milliseconds; a longer wait means the
+/// owner is stuck (paused inside its transaction, until the server ends its session), and
+/// a game thread must not wait for that.
+const CLAIM_LOCK_TIMEOUT: &str = "200ms";
+
+/// Whether `error` is a serialization failure (40001): the transaction lost a race with
+/// another, and the same one run again may pass.
+pub(super) fn serialization_failure(error: &StoreError) -> bool {
+    let source = match error {
+        StoreError::Postgres { source, .. } => source,
+        _ => return false,
+    };
+    source.code().map(|state| state.code()) == Some("40001")
+}
+
+/// Runs `work` (one transaction, nothing of which is kept on error) again at once when it
+/// met a serialization failure, up to [`ATTEMPTS`] times in all.
+pub(super) fn retry_serialization<T>(
+    mut work: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match work() {
+            Err(error) if serialization_failure(&error) && attempt < ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
+/// Runs the fence in `tx` over `fence`; returns the galaxies it did not match (taken by
+/// another daemon, or never this daemon's), whose transaction must not commit.
+pub(super) fn fence(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    me: &Identity,
+    fence: &Fence,
+) -> Result<Vec<String>, StoreError> {
+    if fence.names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = prepared.get(tx, FENCE)?;
+    let rows = tx
+        .query(
+            &statement,
+            &[&fence.names, &fence.epochs, &me.id, &me.lease_ms()],
+        )
+        .context("checking the galaxies' owner")?;
+    missing(fence, &rows)
+}
+
+/// The galaxies of `fence` that no row of `rows` (one name each) names.
+fn missing(fence: &Fence, rows: &[::postgres::Row]) -> Result<Vec<String>, StoreError> {
+    let mut found = HashSet::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get(0).context("checking the galaxies' owner")?;
+        found.insert(name);
+    }
+    Ok(fence
+        .names
+        .iter()
+        .filter(|name| !found.contains(*name))
+        .cloned()
+        .collect())
+}
+
+/// Releases the galaxies of `release` in `tx` (those still held under their epoch).
+pub(super) fn release(
+    client: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    me: &Identity,
+    release: &Fence,
+) -> Result<u64, StoreError> {
+    let statement = prepared.get(client, RELEASE)?;
+    client
+        .execute(&statement, &[&release.names, &release.epochs, &me.id])
+        .context("releasing galaxies")
+}
+
+/// The epochs in the table now of the galaxies `names`.
+fn current_epochs(
+    client: &mut impl GenericClient,
+    names: &[String],
+) -> Result<HashMap<String, Epoch>, StoreError> {
+    let rows = client
+        .query(CURRENT_EPOCHS, &[&names])
+        .context("reading the galaxies' epochs")?;
+    let mut epochs = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get(0).context("reading the galaxies' epochs")?;
+        epochs.insert(
+            name,
+            row.try_get(1).context("reading the galaxies' epochs")?,
+        );
+    }
+    Ok(epochs)
+}
+
+/// Every visible galaxy with its live owner (for `GET /galaxies`), in one query.
+pub(super) fn galaxy_owners(
+    client: &mut Client,
+) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
+    let rows = client
+        .query(GALAXY_OWNERS, &[])
+        .context("listing galaxies and their owners")?;
+    rows.iter()
+        .map(|row| {
+            let name: String = row.try_get(0)?;
+            let id: Option<String> = row.try_get(1)?;
+            let url: Option<String> = row.try_get(2)?;
+            Ok((
+                name,
+                id.map(|id| Owner {
+                    id,
+                    url: url.unwrap_or_default(),
+                }),
+            ))
+        })
+        .collect::<Result<_, ::postgres::Error>>()
+        .context("listing galaxies and their owners")
+}
+
+impl PostgresWriter {
+    /// The galaxies `names` are not this daemon's (any more): reads their epochs now,
+    /// forgets them (ownership and cached ids), and says so as [`StoreError::Lost`]. When
+    /// the epochs cannot be read, that error is returned and nothing is forgotten: the
+    /// next attempt's fence finds them lost again.
+    pub(super) fn lose(&mut self, names: Vec<String>) -> StoreError {
+        let epochs =
+            match self.with_session(|session, _, _| current_epochs(&mut session.client, &names)) {
+                Ok(epochs) => epochs,
+                Err(error) => return error,
+            };
+        let lost = names
+            .into_iter()
+            .map(|name| {
+                self.ids.remove(&name);
+                LostGalaxy {
+                    // 0: never owned here (epochs granted start at 1).
+                    epoch: self.owned.remove(&name).unwrap_or(0),
+                    current: epochs.get(&name).copied(),
+                    name,
+                }
+            })
+            .collect();
+        StoreError::Lost(lost)
+    }
+
+    /// [`crate::persistence::store::WriteStore::renew_leases`]: one statement for every
+    /// galaxy owned (the fence's, on its own).
+    pub(super) fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
+        if self.owned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut owned = Fence::default();
+        for (name, &epoch) in &self.owned {
+            owned.push(name, epoch);
+        }
+        let mut attempt = 1;
+        let missing = loop {
+            let result = self.with_session(|session, _, me| {
+                let statement = session.prepared.get(&mut session.client, FENCE)?;
+                let rows = session
+                    .client
+                    .query(
+                        &statement,
+                        &[&owned.names, &owned.epochs, &me.id, &me.lease_ms()],
+                    )
+                    .context("renewing the galaxies' leases")?;
+                missing(&owned, &rows)
+            });
+            match result {
+                Err(error) if serialization_failure(&error) && attempt < ATTEMPTS => attempt += 1,
+                result => break result?,
+            }
+        };
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.lose(missing) {
+            StoreError::Lost(lost) => Ok(lost),
+            error => Err(error),
+        }
+    }
+
+    /// [`crate::persistence::store::WriteStore::release`]. The galaxies are forgotten
+    /// even when the statement fails: they have left memory, so nothing renews them and
+    /// their leases run out.
+    pub(super) fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
+        let mut released = Fence::default();
+        for name in names {
+            if let Some(epoch) = self.owned.remove(name) {
+                released.push(name, epoch);
+            }
+        }
+        if released.names.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            let result = self.with_session(|session, _, me| {
+                release(&mut session.client, &mut session.prepared, me, &released)
+            });
+            match result {
+                Err(error) if serialization_failure(&error) && attempt < ATTEMPTS => attempt += 1,
+                result => return result.map(|_| ()),
+            }
+        }
+    }
+
+    /// The galaxies this daemon owns and their epochs.
+    #[cfg(test)]
+    pub(super) fn owned(&self) -> &HashMap<String, Epoch> {
+        &self.owned
+    }
+}
+
+/// Takes galaxies for this daemon (see [`ClaimStore`]), on a writable session of its
+/// own (never the writer's, which is busy with batches, nor a reader, which cannot
+/// write), shared by every game thread behind a lock: a take is one or two short
+/// statements, and the lock's wait for a row held by another daemon is bounded by
+/// [`CLAIM_LOCK_TIMEOUT`].
+pub struct PostgresClaimer {
+    config: Config,
+    label: String,
+    pub(super) identity: Identity,
+    /// `None` once broken, until the next take opens another.
+    pub(super) client: Mutex<Option<Client>>,
+}
+
+impl PostgresClaimer {
+    /// Opens the claims session for the daemon `identity`.
+    pub fn open(url: &str, identity: Identity) -> Result<PostgresClaimer, StoreError> {
+        let config = session_config(url, APPLICATION_NAME, false)?;
+        let label = postgres_label(url);
+        let client = Self::connect(&config, &label)?;
+        Ok(PostgresClaimer {
+            config,
+            label,
+            identity,
+            client: Mutex::new(Some(client)),
+        })
+    }
+
+    fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
+        let mut client = connect(config, label)?;
+        client
+            .batch_execute(&format!("SET lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
+            .context("configuring the claims session")?;
+        Ok(client)
+    }
+
+    /// One take: `Some` when settled, `None` when the row changed between the take and
+    /// the look (run it again).
+    fn try_take(&self, client: &mut Client, name: &str) -> Result<Option<Claim>, StoreError> {
+        let me = &self.identity;
+        let taken = client.query_opt(TAKE, &[&name, &me.id, &me.url, &me.lease_ms()]);
+        let waited_in_vain = match taken {
+            Ok(Some(row)) => {
+                let epoch = row.try_get(0).context("taking a galaxy")?;
+                return Ok(Some(Claim::Owned { epoch }));
+            }
+            Ok(None) => None,
+            // lock_not_available: the owner holds the row (its fence, until its commit).
+            Err(source) if source.code().map(|s| s.code()) == Some("55P03") => Some(source),
+            Err(source) => {
+                return Err(StoreError::Postgres {
+                    context: "taking a galaxy",
+                    source,
+                })
+            }
+        };
+        let Some(row) = client
+            .query_opt(LOOK, &[&name])
+            .context("looking up a galaxy's owner")?
+        else {
+            return Ok(Some(Claim::Missing));
+        };
+        let read = |row: &::postgres::Row| -> Result<_, ::postgres::Error> {
+            Ok((
+                row.try_get::<_, bool>(0)?,
+                row.try_get::<_, Option<String>>(1)?,
+                row.try_get::<_, Option<String>>(2)?,
+                row.try_get::<_, bool>(3)?,
+                row.try_get::<_, bool>(4)?,
+            ))
+        };
+        let (has_row, owner, url, live, job) = read(&row).context("looking up a galaxy's owner")?;
+        if job {
+            return Ok(Some(Claim::Missing));
+        }
+        if let (Some(id), true) = (owner, live) {
+            if id != me.id {
+                let url = url.unwrap_or_default();
+                return Ok(Some(Claim::Elsewhere(Owner { id, url })));
+            }
+        }
+        if let Some(source) = waited_in_vain {
+            // Held by a session whose owner's lease ran out (or by our own writer): no
+            // answer yet, and a game thread does not wait for one.
+            return Err(StoreError::Postgres {
+                context: "taking a galaxy",
+                source,
+            });
+        }
+        if !has_row {
+            client
+                .execute(ADD_FREE_ROW, &[&name])
+                .context("adding a galaxy's ownership row")?;
+        }
+        Ok(None)
+    }
+}
+
+impl ClaimStore for PostgresClaimer {
+    fn take(&self, name: &str) -> Result<Claim, StoreError> {
+        let mut session = self.client.lock();
+        let mut attempt = 1;
+        loop {
+            let client = match &mut *session {
+                Some(client) if !client.is_closed() => client,
+                _ => session.insert(Self::connect(&self.config, &self.label)?),
+            };
+            let result = self.try_take(client, name);
+            let again = attempt < ATTEMPTS;
+            attempt += 1;
+            match result {
+                Ok(Some(claim)) => return Ok(claim),
+                Ok(None) if again => {}
+                Ok(None) => {
+                    return Err(StoreError::Inconsistent {
+                        galaxy: name.to_owned(),
+                        reason: "its ownership row changed at every attempt to take it".into(),
+                    })
+                }
+                Err(error)
+                    if client.is_closed() || error.kind() == super::FailureKind::Unavailable =>
+                {
+                    log::debug!(target: LOG, "{}: the claims session was lost ({error}); reconnecting", self.label);
+                    *session = None;
+                    if !again {
+                        return Err(error);
+                    }
+                }
+                Err(error) if serialization_failure(&error) && again => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
