@@ -141,6 +141,12 @@ pub enum StoreError {
     Exists(String),
     #[error("{}", lost_message(.0))]
     Lost(Vec<LostGalaxy>),
+    #[error("galaxy '{galaxy}' is held by another live daemon ({owner}) that advertises this daemon's own address, {url}: give each daemon its own GWAR_ADVERTISE_URL; it can be taken here once that lease runs out")]
+    SameAddress {
+        galaxy: String,
+        owner: String,
+        url: String,
+    },
 }
 
 fn lost_message(lost: &[LostGalaxy]) -> String {
@@ -166,6 +172,8 @@ impl StoreError {
             StoreError::FileGone { .. } => FailureKind::FileGone,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
             StoreError::Lost(_) => FailureKind::Lost,
+            // Taken here once the other daemon's lease runs out: a wait, like a lock.
+            StoreError::SameAddress { .. } => FailureKind::Busy,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }

@@ -37,14 +37,22 @@ const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
          (galaxy_name, epoch, owner, owner_url, expires_at)
      VALUES ($1, 1, $2, $3, now() + $4::bigint * interval '1 millisecond')";
 
-/// Gives every unfinished job whose galaxy is free, or whose owner's lease ran out, to
-/// this daemon (a new epoch each), oldest first.
+/// The daemons holding unfinished jobs under a lease that still runs: those among them
+/// known to have exited ([`super::owners::Identity::outlived`]) need not be waited for.
+const JOB_OWNERS: &str = "SELECT DISTINCT o.owner FROM galaxy_owners o
+     JOIN galaxy_jobs j ON j.name = o.galaxy_name
+     WHERE o.owner IS NOT NULL AND o.expires_at >= now()";
+
+/// Gives every unfinished job whose galaxy is free, whose owner's lease ran out, or
+/// whose owner is one of `$4` (daemons that exited), to this daemon (a new epoch each),
+/// oldest first.
 const TAKE_JOBS: &str = "WITH taken AS (
          UPDATE galaxy_owners o SET epoch = o.epoch + 1, owner = $1, owner_url = $2,
              expires_at = now() + $3::bigint * interval '1 millisecond'
          FROM galaxy_jobs j
          WHERE j.name = o.galaxy_name
-             AND (o.owner IS NULL OR o.owner = $1 OR o.expires_at < now())
+             AND (o.owner IS NULL OR o.owner = $1 OR o.expires_at < now()
+                 OR o.owner = ANY($4::text[]))
          RETURNING o.galaxy_name, o.epoch, j.job, j.started_at
      )
      SELECT galaxy_name, epoch, job FROM taken
@@ -287,8 +295,18 @@ impl PostgresWriter {
                 .context("taking unfinished jobs")?;
             tx.execute(ADD_JOB_OWNERS, &[])
                 .context("taking unfinished jobs")?;
+            let mut exited = Vec::new();
+            for row in tx
+                .query(JOB_OWNERS, &[])
+                .context("taking unfinished jobs")?
+            {
+                let owner: String = row.try_get(0).context("taking unfinished jobs")?;
+                if me.outlived(&owner) {
+                    exited.push(owner);
+                }
+            }
             let rows = tx
-                .query(TAKE_JOBS, &[&me.id, &me.url, &me.lease_ms()])
+                .query(TAKE_JOBS, &[&me.id, &me.url, &me.lease_ms(), &exited])
                 .context("taking unfinished jobs")?;
             let mut jobs = Vec::with_capacity(rows.len());
             let mut creations = Vec::new();

@@ -38,8 +38,9 @@ use crate::settings::postgres_label;
 /// Who this daemon is to the others, and the lease it holds its galaxies under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// `host:pid:start-unix-ms:random-hex`: unique per process, also across restarts
-    /// that reuse a process id, and readable by an operator.
+    /// `host:pidns:pid:start-unix-ms:random-hex` (`pidns`: the inode of the process's
+    /// PID namespace): unique per process, also across restarts that reuse a process id,
+    /// and readable by an operator.
     pub id: String,
     /// Where this daemon serves players (`GWAR_ADVERTISE_URL`).
     pub url: String,
@@ -64,7 +65,8 @@ impl Identity {
         hasher.write_u128(started.as_nanos());
         Identity {
             id: format!(
-                "{host}:{}:{}:{:016x}",
+                "{host}:{}:{}:{}:{:016x}",
+                pid_namespace(),
                 std::process::id(),
                 started.as_millis(),
                 hasher.finish()
@@ -74,10 +76,54 @@ impl Identity {
         }
     }
 
+    /// True when the daemon `owner` (an identity's id) has certainly exited: it ran on
+    /// this host in this PID namespace, and its process id is now this process's or
+    /// no galactic-war's. Its galaxies may then be taken without waiting for its leases
+    /// (a daemon restarted after a crash, by systemd say, takes back its own galaxies at
+    /// once). Anything less certain (another host or namespace, an id that does not
+    /// parse, a galactic-war process under that id) counts as alive: the lease decides.
+    pub(super) fn outlived(&self, owner: &str) -> bool {
+        let fields = |id: &str| -> Option<(String, String, u32)> {
+            let mut parts = id.rsplitn(5, ':');
+            let (_random, _start) = (parts.next()?, parts.next()?);
+            let pid = parts.next()?.parse().ok()?;
+            let pidns = parts.next()?.to_owned();
+            Some((parts.next()?.to_owned(), pidns, pid))
+        };
+        let (Some(mine), Some(theirs)) = (fields(&self.id), fields(owner)) else {
+            return false;
+        };
+        if owner == self.id || (mine.0, &mine.1) != (theirs.0, &theirs.1) {
+            return false;
+        }
+        let pid = theirs.2;
+        if pid == std::process::id() {
+            return true;
+        }
+        let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm"));
+        match (comm(&pid.to_string()), comm("self")) {
+            (Err(error), _) => error.kind() == std::io::ErrorKind::NotFound,
+            (Ok(theirs), Ok(ours)) => theirs != ours,
+            (Ok(_), Err(_)) => false,
+        }
+    }
+
     /// The lease in milliseconds, as the statements take it.
     pub(super) fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
+}
+
+/// The inode of this process's PID namespace (`/proc/self/ns/pid` reads `pid:[N]`), or
+/// `0` where there is none to read: process ids mean the same only inside one.
+fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// The fence (and the renewal): renews the lease of the galaxies listed, each only if
@@ -98,11 +144,13 @@ const RELEASE: &str = "UPDATE galaxy_owners
 const CURRENT_EPOCHS: &str =
     "SELECT galaxy_name, epoch FROM galaxy_owners WHERE galaxy_name = ANY($1::text[])";
 
-/// A take, for a galaxy without an unfinished job: free, expired, or ours already.
+/// A take, for a galaxy without an unfinished job: free, expired, ours already, or held
+/// by `$5`, a daemon known to have exited ([`Identity::outlived`]; `NULL`: none).
 const TAKE: &str = "UPDATE galaxy_owners
      SET epoch = epoch + 1, owner = $2, owner_url = $3,
          expires_at = now() + $4::bigint * interval '1 millisecond'
-     WHERE galaxy_name = $1 AND (owner IS NULL OR owner = $2 OR expires_at < now())
+     WHERE galaxy_name = $1
+         AND (owner IS NULL OR owner = $2 OR expires_at < now() OR owner = $5::text)
          AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = $1)
      RETURNING epoch";
 
@@ -386,10 +434,15 @@ impl PostgresClaimer {
     }
 
     /// One take: `Some` when settled, `None` when the row changed between the take and
-    /// the look (run it again).
-    fn try_take(&self, client: &mut Client, name: &str) -> Result<Option<Claim>, StoreError> {
+    /// the look (run it again). `exited`: a daemon whose galaxies may be taken at once.
+    fn try_take(
+        &self,
+        client: &mut Client,
+        name: &str,
+        exited: Option<&str>,
+    ) -> Result<Option<Claim>, StoreError> {
         let me = &self.identity;
-        let taken = client.query_opt(TAKE, &[&name, &me.id, &me.url, &me.lease_ms()]);
+        let taken = client.query_opt(TAKE, &[&name, &me.id, &me.url, &me.lease_ms(), &exited]);
         let waited_in_vain = match taken {
             Ok(Some(row)) => {
                 let epoch = row.try_get(0).context("taking a galaxy")?;
@@ -426,7 +479,18 @@ impl PostgresClaimer {
         }
         if let (Some(id), true) = (owner, live) {
             if id != me.id {
+                if exited.is_none() && me.outlived(&id) {
+                    log::info!(target: LOG, "galaxy '{name}' is held by {id}, a daemon on this host that has exited: taking it without waiting for its lease");
+                    return self.try_take(client, name, Some(&id));
+                }
                 let url = url.unwrap_or_default();
+                if url == me.url {
+                    return Err(StoreError::SameAddress {
+                        galaxy: name.to_owned(),
+                        owner: id,
+                        url,
+                    });
+                }
                 return Ok(Some(Claim::Elsewhere(Owner { id, url })));
             }
         }
@@ -456,7 +520,7 @@ impl ClaimStore for PostgresClaimer {
                 Some(client) if !client.is_closed() => client,
                 _ => session.insert(Self::connect(&self.config, &self.label)?),
             };
-            let result = self.try_take(client, name);
+            let result = self.try_take(client, name, None);
             let again = attempt < ATTEMPTS;
             attempt += 1;
             match result {
