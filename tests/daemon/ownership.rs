@@ -21,12 +21,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::postgres_cluster::{self as pg, Database, APPLICATION_NAME};
 use crate::util::{
-    check_survivors_of, client, parse_reply, request_at, wait_for, Daemon, Order, Reply,
+    check_survivors_of, client, parse_reply, request_at, wait_for, Daemon, Order, Reply, BIN,
     COUNTING_CONFIG,
 };
 
@@ -77,6 +78,41 @@ impl Node {
     /// A daemon on `database_url` with the lease of these tests, a short batch window,
     /// and `extra` on top (later variables win).
     pub fn start(database_url: &str, extra: &[(&str, &str)]) -> Node {
+        Node::start_as(Command::new(BIN), database_url, extra)
+    }
+
+    /// A daemon as [`Node::start`] does, on a host of its own: in a UTS namespace of its
+    /// own whose host name is `host` (`unshare --uts`, which needs root), so the other
+    /// daemons cannot tell that it has exited and must wait for its leases, as they would
+    /// for a daemon on another machine. `None` where namespaces are not permitted (outside
+    /// CI: the test says so and is skipped).
+    pub fn start_on_host(host: &str, database_url: &str, extra: &[(&str, &str)]) -> Option<Node> {
+        let permitted = Command::new("unshare")
+            .args(["--uts", "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !permitted {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "unshare --uts is not permitted here (it needs root), and CI is set"
+            );
+            eprintln!("skipped: unshare --uts is not permitted here (it needs root)");
+            return None;
+        }
+        let mut command = Command::new("unshare");
+        command.args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$1\"",
+            host,
+            BIN,
+        ]);
+        Some(Node::start_as(command, database_url, extra))
+    }
+
+    fn start_as(command: Command, database_url: &str, extra: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (game, admin) = (free_port(), free_port());
         let listen = format!("127.0.0.1:{game}");
@@ -94,7 +130,7 @@ impl Node {
             ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
         ];
         env.extend_from_slice(extra);
-        let daemon = Daemon::start(dir.path(), &env);
+        let daemon = Daemon::start_command(command, dir.path(), &env);
         assert_eq!(daemon.addr.port(), game, "it listens where it advertises");
         Node {
             daemon,
@@ -490,13 +526,16 @@ fn two_daemons_racing_for_a_galaxy_one_serves_it_and_the_other_redirects() {
 }
 
 #[test]
-fn kill_9_of_the_owner_hands_its_galaxy_over_after_the_lease_with_what_was_committed() {
+fn kill_9_of_the_owner_on_another_host_hands_its_galaxy_over_after_the_lease_with_what_was_committed(
+) {
     let Some(cluster) = pg::shared() else {
         return;
     };
     let db = cluster.database();
     let url = db.url();
-    let mut a = Node::start(&url, &[]);
+    let Some(mut a) = Node::start_on_host("gwar-elsewhere", &url, &[]) else {
+        return;
+    };
     let b = Node::start(&url, &[]);
     a.create("killed", COUNTING_CONFIG);
     let coords = all_systems(&a, "killed");
@@ -533,6 +572,63 @@ fn kill_9_of_the_owner_hands_its_galaxy_over_after_the_lease_with_what_was_commi
         "some orders were committed before the kill"
     );
     let row = ownership(&db, "killed");
+    assert_eq!(row.owner_url.as_deref(), Some(b.url.as_str()), "{row:?}");
+    assert_eq!(row.epoch, 2, "{row:?}");
+    assert!(
+        !b.log().contains("has exited"),
+        "b could not know that a daemon on another host exited:\n{}",
+        b.log()
+    );
+}
+
+#[test]
+fn kill_9_of_the_owner_on_this_host_hands_its_galaxy_over_without_waiting_for_the_lease() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let db = cluster.database();
+    let url = db.url();
+    // A lease far longer than the test: only knowing that the owner exited can hand over.
+    let long_lease = [("GWAR_OWNERSHIP_LEASE_SECS", "3600")];
+    let mut a = Node::start(&url, &long_lease);
+    let b = Node::start(&url, &long_lease);
+    a.create("crashed", COUNTING_CONFIG);
+    let coords = all_systems(&a, "crashed");
+    let baseline = stored_metal(&db, "crashed");
+    assert_redirect(&b.get("/galaxies/crashed"), &a, "/galaxies/crashed");
+    let orders = {
+        let (addr, coords) = (a.addr, coords.clone());
+        std::thread::spawn(move || client(addr, "crashed", coords, 0x5eed))
+    };
+    // Orders pile up for a while (not synchronisation: any moment will do).
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    a.kill9();
+    let history: Vec<Order> = orders.join().unwrap();
+    // Never sent back to the dead owner: served (perhaps after a moment's 503, while the
+    // server ends the dead daemon's session and its locks).
+    let path = "/galaxies/crashed";
+    assert!(
+        wait_for(PATIENCE, || {
+            let reply = b.get(path);
+            assert_ne!(reply.status, 307, "sent to a daemon that exited: {reply:?}");
+            reply.status == 200
+        }),
+        "{}",
+        b.log()
+    );
+    assert!(b.log().contains("has exited"), "{}", b.log());
+    let stored = stored_metal(&db, "crashed");
+    assert_eq!(served_metal(&b, "crashed", &coords), stored);
+    check_survivors_of(
+        stored,
+        "crashed",
+        &baseline,
+        &history,
+        killed_at,
+        LOSS_WINDOW,
+    );
+    let row = ownership(&db, "crashed");
     assert_eq!(row.owner_url.as_deref(), Some(b.url.as_str()), "{row:?}");
     assert_eq!(row.epoch, 2, "{row:?}");
 }

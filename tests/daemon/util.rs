@@ -46,7 +46,13 @@ impl Daemon {
     /// Starts the daemon in `dir` (its working directory, so the default database lands
     /// there) with `env` added, and waits until it listens.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::start_command(Command::new(BIN), dir, env)
+    }
+
+    /// [`Daemon::start`] with `command`, which runs the daemon's binary in its own way
+    /// (through `unshare`, say) and keeps the process id: it `exec`s the binary.
+    pub fn start_command(mut command: Command, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut child = command
             .current_dir(dir)
             .env_remove("DATABASE_URL")
             .env("GWAR_LISTEN", "127.0.0.1:0")

@@ -547,3 +547,42 @@ impl ClaimStore for PostgresClaimer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_daemon_of_this_host_and_namespace_whose_process_is_gone_has_exited() {
+        let me = Identity::new("http://127.0.0.1:1", Duration::from_secs(15));
+        let mut parts: Vec<String> = me.id.split(':').map(str::to_owned).collect();
+        assert_eq!(parts.len(), 5, "{}", me.id);
+        let with = |at: usize, value: &str| {
+            let mut other = parts.clone();
+            other[at] = value.to_owned();
+            other.join(":")
+        };
+        // A process id no process has (above Linux's largest, 2^22).
+        let gone = with(2, "4999999");
+        assert!(me.outlived(&gone), "its process is gone");
+        assert!(
+            me.outlived(&with(3, "1")),
+            "an earlier process with this process's id"
+        );
+        // A live process of another program under that id: the id was reused.
+        let mut other_program = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(me.outlived(&with(2, &other_program.id().to_string())));
+        other_program.kill().unwrap();
+        other_program.wait().unwrap();
+        // Anything it cannot be sure of is alive.
+        assert!(!me.outlived(&me.id), "itself");
+        assert!(!me.outlived(&with(0, "another-host")), "another host");
+        assert!(!me.outlived(&with(1, "12345")), "another PID namespace");
+        assert!(!me.outlived("garbage"));
+        parts[2] = "x".into();
+        assert!(!me.outlived(&parts.join(":")), "no process id");
+    }
+}
