@@ -25,7 +25,7 @@ pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
 pub use crate::http::server::{Endpoint, Handler, HttpServer, Limits, Request, Response};
 pub use crate::persistence::clean::{marker_path, take};
-pub use crate::persistence::store::postgres::PostgresReader;
+pub use crate::persistence::store::postgres::{PostgresReader, PostgresWriter};
 pub use crate::persistence::store::sqlite::{SqliteReader, WRITER_PRAGMAS};
 pub use crate::persistence::store::{ReadStore, StartupCheck, WriteStore, SCHEMA_VERSION};
 pub use crate::persistence::writer::WriterHandle;

@@ -494,6 +494,9 @@ pub struct PostgresWriter {
     lost: bool,
     /// Ends a call still running at the shutdown's deadline (the engine's writer only).
     canceller: Option<Canceller>,
+    /// False only in the benchmark that measures what the fence costs: batches then end
+    /// without it (see [`PostgresWriter::set_fencing`]).
+    fencing: bool,
 }
 
 /// What the canceller's thread sees of the writer: the session's cancel token, and
@@ -590,7 +593,16 @@ impl PostgresWriter {
             owned: HashMap::new(),
             lost: false,
             canceller: None,
+            fencing: true,
         })
+    }
+
+    /// With `false`, batches leave out the fence (their last statement), for the
+    /// benchmark that measures what it costs: the same batches with and without it.
+    /// Never in the daemon: a batch without its fence may overwrite another daemon's.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_fencing(&mut self, on: bool) {
+        self.fencing = on;
     }
 
     /// The writer's session's backend process id (opening a session if it has none).
@@ -817,6 +829,23 @@ impl ReadStore for PostgresReader {
 
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
         self.with_client(owners::galaxy_owners)
+    }
+}
+
+/// Only for the crate's tests and benches (the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+impl crate::persistence::writer::WriterHandle {
+    /// Runs `work` on the writer thread with its PostgreSQL store, between batches;
+    /// `None` when the engine's store is not PostgreSQL's.
+    pub fn with_postgres<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut PostgresWriter) -> T + Send + 'static,
+    ) -> Result<Option<T>, crate::persistence::writer::PersistError> {
+        self.exec(move |store| {
+            (store as &mut dyn std::any::Any)
+                .downcast_mut::<PostgresWriter>()
+                .map(work)
+        })
     }
 }
 

@@ -126,6 +126,7 @@ impl PostgresWriter {
                 return Ok(WriteStats::default());
             }
         }
+        let (fencing, unfenced) = (self.fencing, Fence::default());
         let mut attempt = 1;
         loop {
             let result = self.with_session(|session, cache, me| {
@@ -141,8 +142,9 @@ impl PostgresWriter {
                 let built = build_rows(cache, galaxies)?;
                 let Session { client, prepared } = session;
                 let tx = client.transaction().context("starting a batch")?;
+                let fence = if fencing { &fence } else { &unfenced };
                 write_rows(
-                    tx, prepared, cache, deletions, galaxies, built, &fence, &release, me,
+                    tx, prepared, cache, deletions, galaxies, built, fence, &release, me,
                 )
             });
             if !matches!(result, Ok(Written::Committed(_))) {
