@@ -381,10 +381,11 @@ fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(), StoreError
 
 /// Whether a migration failed because another session ran the same one at once.
 fn migrated_meanwhile(error: &::postgres::Error) -> bool {
-    // unique_violation, duplicate_table, deadlock_detected
+    // unique_violation, duplicate_table, duplicate_object (a table's row type),
+    // deadlock_detected
     matches!(
         error.code().map(SqlState::code),
-        Some("23505" | "42P07" | "40P01")
+        Some("23505" | "42P07" | "42710" | "40P01")
     )
 }
 
