@@ -141,6 +141,8 @@ pub enum StoreError {
     Exists(String),
     #[error("{}", lost_message(.0))]
     Lost(Vec<LostGalaxy>),
+    #[error("galaxy '{0}' is being handed over between daemons (its ownership row is locked); try again in a second")]
+    OwnershipLocked(String),
     #[error("galaxy '{galaxy}' is held by another live daemon ({owner}) that advertises this daemon's own address, {url}: give each daemon its own GWAR_ADVERTISE_URL; it can be taken here once that lease runs out")]
     SameAddress {
         galaxy: String,
@@ -173,7 +175,7 @@ impl StoreError {
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
             StoreError::Lost(_) => FailureKind::Lost,
             // Taken here once the other daemon's lease runs out: a wait, like a lock.
-            StoreError::SameAddress { .. } => FailureKind::Busy,
+            StoreError::SameAddress { .. } | StoreError::OwnershipLocked(_) => FailureKind::Busy,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }

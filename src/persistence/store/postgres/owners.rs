@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::postgres::{Client, Config, GenericClient, Transaction};
 use parking_lot::Mutex;
@@ -432,7 +432,15 @@ pub struct PostgresClaimer {
     pub(super) identity: Identity,
     /// `None` once broken, until the next take opens another.
     pub(super) client: Mutex<Option<Client>>,
+    /// Galaxies whose ownership row a take found locked (a daemon stuck between its fence
+    /// and its commit), and until when a take of one is refused without asking: players
+    /// hammering such a galaxy must not queue every other galaxy's take behind a lock
+    /// wait each. A leaf lock.
+    locked: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a galaxy whose ownership row was found locked is refused at once.
+const LOCKED_FOR: Duration = Duration::from_secs(1);
 
 impl PostgresClaimer {
     /// Opens the claims session for the daemon `identity`.
@@ -445,6 +453,7 @@ impl PostgresClaimer {
             label,
             identity,
             client: Mutex::new(Some(client)),
+            locked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -520,10 +529,11 @@ impl PostgresClaimer {
         if let Some(source) = waited_in_vain {
             // Held by a session whose owner's lease ran out (or by our own writer): no
             // answer yet, and a game thread does not wait for one.
-            return Err(StoreError::Postgres {
-                context: "taking a galaxy",
-                source,
-            });
+            log::debug!(target: LOG, "galaxy '{name}': its ownership row is locked ({}); takes of it are refused for {LOCKED_FOR:?}", super::describe(&source));
+            self.locked
+                .lock()
+                .insert(name.to_owned(), Instant::now() + LOCKED_FOR);
+            return Err(StoreError::OwnershipLocked(name.to_owned()));
         }
         if !has_row {
             client
@@ -536,6 +546,14 @@ impl PostgresClaimer {
 
 impl ClaimStore for PostgresClaimer {
     fn take(&self, name: &str) -> Result<Claim, StoreError> {
+        {
+            let mut locked = self.locked.lock();
+            let now = Instant::now();
+            locked.retain(|_, until| *until > now);
+            if locked.contains_key(name) {
+                return Err(StoreError::OwnershipLocked(name.to_owned()));
+            }
+        }
         let mut session = self.client.lock();
         let mut attempt = 1;
         loop {

@@ -643,10 +643,11 @@ fn stored_tick(db: &TestDb, name: &str) -> i64 {
 fn take_when_expired(claimer: &PostgresClaimer, name: &str) -> Epoch {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match claimer.take(name).unwrap() {
-            Claim::Owned { epoch } => return epoch,
-            Claim::Elsewhere(_) => {}
-            Claim::Missing => panic!("'{name}' is stored"),
+        match claimer.take(name) {
+            Ok(Claim::Owned { epoch }) => return epoch,
+            Ok(Claim::Elsewhere(_)) | Err(StoreError::OwnershipLocked(_)) => {}
+            Ok(Claim::Missing) => panic!("'{name}' is stored"),
+            Err(error) => panic!("{error}"),
         }
         assert!(std::time::Instant::now() < deadline, "the lease ran out");
         std::thread::sleep(Duration::from_millis(50));
@@ -1075,4 +1076,55 @@ fn a_writer_idle_inside_a_transaction_loses_its_session() {
         }
         assert!(std::time::Instant::now() < deadline, "the session ended");
     }
+}
+
+/// A galaxy whose ownership row is locked (a daemon stuck between its fence and its
+/// commit, its lease run out) is refused after one short wait, and then at once for a
+/// moment without asking the database: players hammering it do not queue the takes of
+/// other galaxies behind a lock wait each.
+#[test]
+fn a_galaxy_whose_ownership_row_is_locked_is_refused_without_holding_up_others() {
+    let Some(db) = TestDb::new("locked") else {
+        return;
+    };
+    let mut old = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let reader = PostgresReader::open(&db.url).unwrap();
+    insert(&mut old, &reader, &new_galaxy("stuck"));
+    insert(&mut old, &reader, &new_galaxy("free"));
+    // Both leases (1 s) run out; then `stuck`'s row is locked, as by a fence not
+    // followed by its commit.
+    let expired = |name: &str| -> bool {
+        db.client()
+            .query_one(
+                "SELECT expires_at < now() FROM galaxy_owners WHERE galaxy_name = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(expired("stuck") && expired("free")) {
+        assert!(std::time::Instant::now() < deadline, "the leases ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stuck = db.client();
+    let mut tx = stuck.transaction().unwrap();
+    tx.execute(
+        "SELECT 1 FROM galaxy_owners WHERE galaxy_name = 'stuck' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let claimer = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
+    let locked = |result: Result<Claim, StoreError>| {
+        matches!(&result, Err(StoreError::OwnershipLocked(name)) if name == "stuck")
+            && result.unwrap_err().kind() == FailureKind::Busy
+    };
+    assert!(locked(claimer.take("stuck")), "refused after the lock wait");
+    tx.rollback().unwrap();
+    // Unlocked now, but refused for a moment without asking: the refusal is remembered.
+    assert!(locked(claimer.take("stuck")));
+    // Another galaxy is taken meanwhile.
+    assert_eq!(take_when_expired(&claimer, "free"), 2);
+    // The moment over, it is taken.
+    assert_eq!(take_when_expired(&claimer, "stuck"), 2);
 }
