@@ -99,6 +99,7 @@ impl StartError {
             // PostgreSQL: a server that cannot be reached (yet) is no damaged file to
             // keep serving beside; exiting lets the supervisor start again later.
             StoreError::InUse { .. }
+            | StoreError::OlderDaemon { .. }
             | StoreError::NewerSchema { .. }
             | StoreError::PostgresConnect { .. } => Err(StartError::Database(error)),
             other => Ok(other),

@@ -11,8 +11,8 @@
 //!   new galaxy; nobody sees it (loads find nothing, listings skip it, a second creation
 //!   is refused) until [`Reservation::publish`] makes it live.
 //! - **loading**: one flight per name ([`flights`]); the leader takes the galaxy for this
-//!   daemon where daemons share the database ([`Backing::take`], under the catalog lock),
-//!   reads the stored galaxy through the [`Backing`] holding no lock, and publishes it
+//!   daemon where daemons share the database ([`Backing::take`]) and reads the stored
+//!   galaxy through the [`Backing`], both holding no lock, and publishes it
 //!   under the catalog lock unless a deletion superseded the flight meanwhile. A galaxy
 //!   another live daemon owns lands as [`Landed::Elsewhere`] for every waiter.
 //! - **owned elsewhere** (PostgreSQL, several daemons): never in this daemon's memory;
@@ -30,10 +30,11 @@
 //! # Locks
 //! Every lock of the game and the engine, outermost first; a lock may be taken while
 //! holding only locks above it:
-//! 1. **catalog** (here): creations start and end, deletions, a load's take and its
-//!    publishing. Short: its only SQL is a look-up in the `galaxies` table (through a
-//!    reader connection) or one take of a galaxy's ownership (one statement, bounded by
-//!    the claims session's lock timeout); never a load, a creation's writing, or an order.
+//! 1. **catalog** (here): creations start and end, deletions, a load's publishing.
+//!    Short: its only SQL is a look-up in the `galaxies` table (through a reader
+//!    connection) or, for a deletion of a galaxy not in memory, one take of its
+//!    ownership (bounded by the claims session's lock timeout); never a load's take or
+//!    read, a creation's writing, or an order.
 //! 2. **a cell's lock** ([`cell`]): orders and reads on one galaxy, the writer's cut.
 //!    Never held during SQL.
 //! 3. **the registry's change lock** ([`registry`]): publishing a changed map.
@@ -115,9 +116,10 @@ pub(crate) trait Backing {
     type Ids;
     /// False when nothing is ever stored (persistence off): no load, no deleting state.
     fn persists(&self) -> bool;
-    /// Takes stored galaxy `name` for this daemon, before it is read or deleted. Called
-    /// under the catalog lock, so that it never races this daemon's own creation,
-    /// publishing or deletion of the name. Without other daemons: [`Taken::Unfenced`].
+    /// Takes stored galaxy `name` for this daemon, before it is read or deleted. A take
+    /// of a galaxy this daemon owns already keeps its epoch, so it never fences this
+    /// daemon's own writer (a creation not yet published, a copy in memory). Without
+    /// other daemons: [`Taken::Unfenced`].
     fn take(&self, _name: &str) -> Result<Taken, StoreError> {
         Ok(Taken::Unfenced)
     }
@@ -265,20 +267,11 @@ impl Galaxies {
         if self.is_deleting(name) {
             return Ok(leading.land(Landed::Missing));
         }
-        // Taken under the catalog lock: a take raises the galaxy's epoch even when this
-        // daemon owns it already, so it must never meet this daemon's own creation of the
-        // name (whose writer holds epoch 1 until it publishes) or a copy in memory.
-        let taken = {
-            let creating = self.catalog.lock();
-            if let Some(cell) = self.registry.get(name) {
-                return Ok(leading.land(Landed::Cell(cell)));
-            }
-            if creating.contains(name) || self.is_deleting(name) {
-                return Ok(leading.land(Landed::Missing));
-            }
-            backing.take(name)?
-        };
-        let (epoch, lease_until) = match taken {
+        // Taken holding no lock (a take is a round trip to the database, which may be
+        // slow or gone): a take of a galaxy this daemon owns already keeps its epoch, so
+        // it cannot fence this daemon's own creation of the name or a copy in memory,
+        // and publishing below re-checks both under the catalog lock.
+        let (epoch, lease_until) = match backing.take(name)? {
             Taken::Unfenced => (None, None),
             Taken::Ours { epoch, lease_until } => (Some(epoch), Some(lease_until)),
             Taken::Elsewhere(owner) => return Ok(leading.land(Landed::Elsewhere(owner))),
@@ -619,6 +612,11 @@ mod tests {
                 return Ok(Taken::Unfenced);
             };
             self.taken.lock().push(name.to_owned());
+            let gate = self.gate.lock().clone();
+            if let Some((started, go)) = gate {
+                started.send(()).unwrap();
+                go.recv().unwrap();
+            }
             Ok(match found.get(name) {
                 Some(taken) => taken.clone(),
                 None if self.galaxies.lock().contains_key(name) => Taken::Ours {
@@ -899,15 +897,18 @@ mod tests {
             Err(LifeError::Elsewhere { name, owner }) => name == "theirs" && owner == elsewhere(),
             _ => false,
         };
-        // The leader's take waits for the catalog lock, held here until a second thread
-        // follows its flight: both learn the owner from the one take.
+        // The leader's take is held at the gate until a second thread follows its
+        // flight: both learn the owner from the one take.
+        let (started_tx, started) = bounded(1);
+        let (go, go_rx) = bounded(1);
+        *stored.gate.lock() = Some((started_tx, go_rx));
         std::thread::scope(|scope| {
-            let catalog = galaxies.catalog.lock();
             let leader = scope.spawn(|| tick_of(&galaxies, &stored, "theirs"));
-            wait_for(|| galaxies.flights.followers("theirs") == Some(0));
+            started.recv().unwrap();
+            *stored.gate.lock() = None;
             let follower = scope.spawn(|| tick_of(&galaxies, &stored, "theirs"));
             wait_for(|| galaxies.flights.followers("theirs") == Some(1));
-            drop(catalog);
+            go.send(()).unwrap();
             assert!(elsewhere_err(leader.join().unwrap()));
             assert!(elsewhere_err(follower.join().unwrap()));
         });

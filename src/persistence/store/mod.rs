@@ -139,10 +139,14 @@ pub enum StoreError {
     },
     #[error("galaxy '{0}' exists already (another daemon created it)")]
     Exists(String),
+    #[error("the database {database} is served by an older galactic-war daemon (one that holds the advisory lock of one daemon per database, and writes without the ownership fence); stop it before starting this one")]
+    OlderDaemon { database: String },
     #[error("{}", lost_message(.0))]
     Lost(Vec<LostGalaxy>),
     #[error("galaxy '{0}' is being handed over between daemons (its ownership row is locked); try again in a second")]
     OwnershipLocked(String),
+    #[error("the database {0} could not be reached a moment ago; try again in a second")]
+    Unreachable(String),
     #[error("galaxy '{galaxy}' is held by another live daemon ({owner}) that advertises this daemon's own address, {url}: give each daemon its own GWAR_ADVERTISE_URL; it can be taken here once that lease runs out")]
     SameAddress {
         galaxy: String,
@@ -176,10 +180,12 @@ impl StoreError {
             StoreError::Lost(_) => FailureKind::Lost,
             // Taken here once the other daemon's lease runs out: a wait, like a lock.
             StoreError::SameAddress { .. } | StoreError::OwnershipLocked(_) => FailureKind::Busy,
+            StoreError::Unreachable(_) => FailureKind::Unavailable,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::CreateDir { .. }
             | StoreError::InUse { .. }
             | StoreError::Lock { .. }
+            | StoreError::OlderDaemon { .. }
             | StoreError::Thread { .. } => FailureKind::Other,
         }
     }

@@ -433,6 +433,7 @@ impl Session {
         let mut client = connect(config, label)?;
         let version = schema_version(&mut client)?;
         refuse_newer(label, version)?;
+        refuse_older_daemon(&mut client, label)?;
         // Our own settings win over the server's, the database's and the role's: a batch
         // counted as saved must be durable, and a lock wait must end.
         client
@@ -466,6 +467,12 @@ pub(super) fn open(
     let identity = Identity::new(&settings.advertise_url, settings.ownership_lease);
     log::info!(target: LOG, "{}: this daemon is {} at {} (lease {:?})",
         postgres_label(url), identity.id, identity.url, identity.lease);
+    if owners::reachable_only_here(&identity.url) {
+        log::warn!(target: LOG,
+            "GWAR_ADVERTISE_URL is {}, which a daemon on another machine cannot reach: players \
+             it redirects here would go nowhere. Set it to this daemon's address as others see it \
+             when daemons on several machines share the database", identity.url);
+    }
     let mut writer = PostgresWriter::open(url, identity.clone())?;
     writer.canceller = Some(Canceller::spawn(deadline)?);
     let claims = PostgresClaimer::open(url, identity)?;
@@ -830,6 +837,33 @@ impl ReadStore for PostgresReader {
 
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
         self.with_client(owners::galaxy_owners)
+    }
+}
+
+/// The advisory lock a daemon from before several daemons could share a database held
+/// on its writer's session (the bytes of `gwar-one`; a bigint key shows in `pg_locks` as
+/// its high half in `classid`, its low half in `objid`, and `objsubid` 1).
+const OLDER_DAEMON_LOCK: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
+     WHERE locktype = 'advisory' AND granted AND classid = 1735876978
+         AND objid = 762277477 AND objsubid = 1
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
+/// Refuses a database an older daemon serves: it writes without the ownership fence, so
+/// a daemon beside it could not keep it from overwriting the galaxies this one owns. A
+/// database without `pg_locks` (a PostgreSQL-compatible one) has no older daemon on it.
+fn refuse_older_daemon(client: &mut Client, label: &str) -> Result<(), StoreError> {
+    match client
+        .query_one(OLDER_DAEMON_LOCK, &[])
+        .and_then(|row| row.try_get::<_, bool>(0))
+    {
+        Ok(true) => Err(StoreError::OlderDaemon {
+            database: label.to_owned(),
+        }),
+        Ok(false) => Ok(()),
+        Err(error) => {
+            log::debug!(target: LOG, "{label}: looking for an older daemon in pg_locks: {}", describe(&error));
+            Ok(())
+        }
     }
 }
 

@@ -38,9 +38,10 @@ use crate::settings::postgres_label;
 /// Who this daemon is to the others, and the lease it holds its galaxies under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// `host:pidns:pid:start-unix-ms:random-hex` (`pidns`: the inode of the process's
-    /// PID namespace): unique per process, also across restarts that reuse a process id,
-    /// and readable by an operator.
+    /// `host:boot:pidns:pid:start-unix-ms:random-hex` — the host name, the kernel's boot
+    /// id (`-` when it cannot be read), the inode of the PID namespace (`0` likewise),
+    /// the process id, when this identity was made, and a random part: unique per
+    /// process, also across restarts that reuse a process id, and readable by an operator.
     pub id: String,
     /// Where this daemon serves players (`GWAR_ADVERTISE_URL`).
     pub url: String,
@@ -48,27 +49,78 @@ pub struct Identity {
     pub lease: Duration,
 }
 
+/// When this process made its first identity (Unix ms): any identity of this process is
+/// at least as young, so one under this process's id that is older belonged to an
+/// earlier process.
+static FIRST_IDENTITY_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// An identity's id, split (see [`Identity::id`]).
+#[derive(Debug, PartialEq, Eq)]
+struct IdParts<'a> {
+    host: &'a str,
+    boot: &'a str,
+    pidns: &'a str,
+    pid: u32,
+    started_ms: u64,
+}
+
+impl<'a> IdParts<'a> {
+    fn parse(id: &'a str) -> Option<IdParts<'a>> {
+        let mut parts = id.rsplitn(6, ':');
+        let _random = parts.next()?;
+        let started_ms = parts.next()?.parse().ok()?;
+        let pid = parts.next()?.parse().ok()?;
+        let pidns = parts.next()?;
+        let boot = parts.next()?;
+        let host = parts.next()?;
+        Some(IdParts {
+            host,
+            boot,
+            pidns,
+            pid,
+            started_ms,
+        })
+    }
+
+    /// Same host, same boot of its kernel, same PID namespace — each known: process ids
+    /// mean the same to both.
+    fn shares_processes_with(&self, other: &IdParts<'_>) -> bool {
+        self.boot != "-"
+            && self.pidns != "0"
+            && (self.host, self.boot, self.pidns) == (other.host, other.boot, other.pidns)
+    }
+}
+
 impl Identity {
     /// A new identity for this process.
     pub fn new(url: &str, lease: Duration) -> Identity {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        // gethostname(2), not /proc: a unit with `ProcSubset=pid` hides /proc/sys.
+        let host = nix::unistd::gethostname()
             .ok()
-            .map(|name| name.trim().to_owned())
+            .and_then(|name| name.into_string().ok())
+            .map(|name| name.trim().replace(':', "_"))
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "host".to_owned());
+        // Tells two machines (or two boots) apart whatever their host names: random per boot.
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().replace('-', ""))
+            .filter(|id| !id.is_empty() && !id.contains(':'))
+            .unwrap_or_else(|| "-".to_owned());
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        let started_ms = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
+        FIRST_IDENTITY_MS.get_or_init(|| started_ms);
         // A hasher seeded with the process's random keys (each `RandomState` a new one):
         // random enough to tell two identities of one process (tests) apart.
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u128(started.as_nanos());
         Identity {
             id: format!(
-                "{host}:{}:{}:{}:{:016x}",
+                "{host}:{boot}:{}:{}:{started_ms}:{:016x}",
                 pid_namespace(),
                 std::process::id(),
-                started.as_millis(),
                 hasher.finish()
             ),
             url: url.to_owned(),
@@ -76,43 +128,34 @@ impl Identity {
         }
     }
 
-    /// True when the daemon `owner` (an identity's id) has certainly exited: it ran on
-    /// this host in this PID namespace, and its process id is now this process's or
-    /// no galactic-war's. Its galaxies may then be taken without waiting for its leases
-    /// (a daemon restarted after a crash, by systemd say, takes back its own galaxies at
-    /// once). Anything less certain (another host or namespace, an id that does not
-    /// parse, a galactic-war process under that id) counts as alive: the lease decides.
+    /// True when the daemon `owner` (an identity's id) has certainly exited, so its
+    /// galaxies may be taken without waiting for its leases (a daemon restarted after a
+    /// crash takes back its own galaxies at once): it ran on this host, in this boot of
+    /// its kernel, in this PID namespace (all three known), and either its process id is
+    /// gone (`kill(pid, 0)` says no such process) or it is this process's and the owner
+    /// is older than this process's first identity. Anything less certain counts as
+    /// alive, and the lease decides: another machine, a boot id or namespace that could
+    /// not be read (a unit with `ProcSubset=pid`), a process that exists (whoever's:
+    /// `EPERM` means alive), an id that does not parse.
     pub(super) fn outlived(&self, owner: &str) -> bool {
-        let fields = |id: &str| -> Option<(String, String, u32)> {
-            let mut parts = id.rsplitn(5, ':');
-            let (_random, _start) = (parts.next()?, parts.next()?);
-            let pid = parts.next()?.parse().ok()?;
-            let pidns = parts.next()?.to_owned();
-            Some((parts.next()?.to_owned(), pidns, pid))
-        };
-        let (Some(mine), Some(theirs)) = (fields(&self.id), fields(owner)) else {
+        let (Some(mine), Some(theirs)) = (IdParts::parse(&self.id), IdParts::parse(owner)) else {
             return false;
         };
-        if owner == self.id || (mine.0, &mine.1) != (theirs.0, &theirs.1) {
+        if owner == self.id || !mine.shares_processes_with(&theirs) {
             return false;
         }
-        let pid = theirs.2;
-        if pid == std::process::id() {
-            // An earlier process under this one's id, or this process (two engines in
-            // one process: tests, an embedder): only one that started before this
-            // process did, by more than clocks disagree, has certainly exited.
-            let started = owner
-                .rsplit(':')
-                .nth(1)
-                .and_then(|ms| ms.parse::<u64>().ok());
-            return matches!((started, process_start_ms()), (Some(theirs), Some(ours)) if theirs + 2_000 < ours);
+        if theirs.pid == mine.pid {
+            // Older than anything of this process, by more than clocks disagree.
+            let first = FIRST_IDENTITY_MS.get().copied().unwrap_or(mine.started_ms);
+            return theirs.started_ms.saturating_add(2_000) < first;
         }
-        let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm"));
-        match (comm(&pid.to_string()), comm("self")) {
-            (Err(error), _) => error.kind() == std::io::ErrorKind::NotFound,
-            (Ok(theirs), Ok(ours)) => theirs != ours,
-            (Ok(_), Err(_)) => false,
-        }
+        let Ok(pid) = i32::try_from(theirs.pid) else {
+            return false;
+        };
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
     }
 
     /// The lease in milliseconds, as the statements take it.
@@ -121,20 +164,19 @@ impl Identity {
     }
 }
 
-/// When this process started, in Unix milliseconds: its start in clock ticks after boot
-/// (`/proc/self/stat`, at Linux's fixed 100 ticks a second) after the boot time
-/// (`/proc/stat`). `None` where these cannot be read.
-fn process_start_ms() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name (in parentheses, which may hold anything): the state is
-    // field 3, the start time field 22.
-    let after_name = stat.rsplit_once(')')?.1;
-    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())?;
-    Some(boot * 1000 + ticks * 10)
+/// True when the advertised URL `url` names a loopback or unspecified address
+/// (`127.0.0.1`, `localhost`, `[::1]`, `0.0.0.0`, `[::]`): fine for daemons on one machine,
+/// useless to a daemon on another.
+pub(super) fn reachable_only_here(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => rest.split(':').next().unwrap_or(rest),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid` reads `pid:[N]`), or
@@ -168,9 +210,13 @@ const CURRENT_EPOCHS: &str =
     "SELECT galaxy_name, epoch FROM galaxy_owners WHERE galaxy_name = ANY($1::text[])";
 
 /// A take, for a galaxy without an unfinished job: free, expired, ours already, or held
-/// by `$5`, a daemon known to have exited ([`Identity::outlived`]; `NULL`: none).
+/// by `$5`, a daemon known to have exited ([`Identity::outlived`]; `NULL`: none). A new
+/// epoch unless it is ours already: this process's writer may hold it under the epoch it
+/// has (a creation not yet published, a load whose read failed), and a take must never
+/// fence this daemon's own writes; one process has one writer, so nothing else can
+/// write under that epoch.
 const TAKE: &str = "UPDATE galaxy_owners
-     SET epoch = epoch + 1, owner = $2, owner_url = $3,
+     SET epoch = CASE WHEN owner = $2 THEN epoch ELSE epoch + 1 END, owner = $2, owner_url = $3,
          expires_at = now() + $4::bigint * interval '1 millisecond'
      WHERE galaxy_name = $1
          AND (owner IS NULL OR owner = $2 OR expires_at < now() OR owner = $5::text)
@@ -432,15 +478,30 @@ pub struct PostgresClaimer {
     pub(super) identity: Identity,
     /// `None` once broken, until the next take opens another.
     pub(super) client: Mutex<Option<Client>>,
-    /// Galaxies whose ownership row a take found locked (a daemon stuck between its fence
-    /// and its commit), and until when a take of one is refused without asking: players
-    /// hammering such a galaxy must not queue every other galaxy's take behind a lock
-    /// wait each. A leaf lock.
-    locked: Mutex<HashMap<String, Instant>>,
+    /// Answers remembered for a moment, so that players hammering one galaxy do not
+    /// queue every other galaxy's take behind round trips (or a lock wait) each: a
+    /// galaxy owned by another live daemon, and one whose ownership row a take found
+    /// locked (a daemon stuck between its fence and its commit). A leaf lock.
+    recent: Mutex<HashMap<String, (Instant, Recent)>>,
+    /// After the session could not be opened (or was lost), until when takes fail at
+    /// once rather than each wait on a connection of its own.
+    unreachable_until: Mutex<Option<Instant>>,
+}
+
+/// A take's answer, remembered.
+#[derive(Clone)]
+enum Recent {
+    Locked,
+    Elsewhere(Owner),
 }
 
 /// How long a galaxy whose ownership row was found locked is refused at once.
 const LOCKED_FOR: Duration = Duration::from_secs(1);
+/// How long a galaxy found owned by another live daemon is redirected there without
+/// asking again: short beside any lease, so a hand-over is seen at once.
+const ELSEWHERE_FOR: Duration = Duration::from_millis(250);
+/// How long takes fail at once after the database could not be reached.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
 
 impl PostgresClaimer {
     /// Opens the claims session for the daemon `identity`.
@@ -453,7 +514,8 @@ impl PostgresClaimer {
             label,
             identity,
             client: Mutex::new(Some(client)),
-            locked: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            unreachable_until: Mutex::new(None),
         })
     }
 
@@ -530,9 +592,7 @@ impl PostgresClaimer {
             // Held by a session whose owner's lease ran out (or by our own writer): no
             // answer yet, and a game thread does not wait for one.
             log::debug!(target: LOG, "galaxy '{name}': its ownership row is locked ({}); takes of it are refused for {LOCKED_FOR:?}", super::describe(&source));
-            self.locked
-                .lock()
-                .insert(name.to_owned(), Instant::now() + LOCKED_FOR);
+            self.remember(name, Recent::Locked, LOCKED_FOR);
             return Err(StoreError::OwnershipLocked(name.to_owned()));
         }
         if !has_row {
@@ -544,16 +604,53 @@ impl PostgresClaimer {
     }
 }
 
+impl PostgresClaimer {
+    fn remember(&self, name: &str, answer: Recent, lasting: Duration) {
+        let until = Instant::now() + lasting;
+        self.recent.lock().insert(name.to_owned(), (until, answer));
+    }
+
+    /// The answer remembered for `name`, if it is still fresh (and forgets stale ones).
+    fn remembered(&self, name: &str) -> Option<Result<Claim, StoreError>> {
+        let mut recent = self.recent.lock();
+        let now = Instant::now();
+        recent.retain(|_, (until, _)| *until > now);
+        Some(match recent.get(name)?.1.clone() {
+            Recent::Locked => Err(StoreError::OwnershipLocked(name.to_owned())),
+            Recent::Elsewhere(owner) => Ok(Claim::Elsewhere(owner)),
+        })
+    }
+}
+
 impl ClaimStore for PostgresClaimer {
     fn take(&self, name: &str) -> Result<Claim, StoreError> {
-        {
-            let mut locked = self.locked.lock();
-            let now = Instant::now();
-            locked.retain(|_, until| *until > now);
-            if locked.contains_key(name) {
-                return Err(StoreError::OwnershipLocked(name.to_owned()));
-            }
+        if let Some(answer) = self.remembered(name) {
+            return answer;
         }
+        if self
+            .unreachable_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Err(StoreError::Unreachable(self.label.clone()));
+        }
+        let taken = self.take_now(name);
+        match &taken {
+            Ok(Claim::Elsewhere(owner)) => {
+                self.remember(name, Recent::Elsewhere(owner.clone()), ELSEWHERE_FOR)
+            }
+            Err(error) if error.kind() == super::FailureKind::Unavailable => {
+                *self.unreachable_until.lock() = Some(Instant::now() + UNREACHABLE_FOR);
+            }
+            _ => {}
+        }
+        taken
+    }
+}
+
+impl PostgresClaimer {
+    /// A take, on the claims session (opened again when it was lost).
+    fn take_now(&self, name: &str) -> Result<Claim, StoreError> {
         let mut session = self.client.lock();
         let mut attempt = 1;
         loop {
@@ -594,50 +691,78 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_daemon_of_this_host_and_namespace_whose_process_is_gone_has_exited() {
+    fn an_advertised_loopback_or_unspecified_address_reaches_only_this_machine() {
+        for url in [
+            "http://127.0.0.1:3050",
+            "http://localhost:1",
+            "https://[::1]:3050",
+            "http://0.0.0.0:3050",
+            "http://[::]",
+        ] {
+            assert!(reachable_only_here(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:3050",
+            "https://game.example",
+            "http://[fd00::5]:1",
+        ] {
+            assert!(!reachable_only_here(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn only_a_daemon_of_this_host_boot_and_namespace_whose_process_is_gone_has_exited() {
         let me = Identity::new("http://127.0.0.1:1", Duration::from_secs(15));
-        let mut parts: Vec<String> = me.id.split(':').map(str::to_owned).collect();
-        assert_eq!(parts.len(), 5, "{}", me.id);
+        let parts: Vec<String> = me.id.split(':').map(str::to_owned).collect();
+        assert_eq!(parts.len(), 6, "{}", me.id);
         let with = |at: usize, value: &str| {
             let mut other = parts.clone();
             other[at] = value.to_owned();
             other.join(":")
         };
         // A process id no process has (above Linux's largest, 2^22).
-        let gone = with(2, "4999999");
+        let gone = with(3, "4999999");
         assert!(me.outlived(&gone), "its process is gone");
         assert!(
-            me.outlived(&with(3, "1")),
-            "an earlier process with this process's id"
+            me.outlived(&with(4, "1")),
+            "an earlier process under this process's id"
         );
         let another_engine_here = Identity::new("http://127.0.0.1:2", Duration::from_secs(15));
         assert!(
             !me.outlived(&another_engine_here.id),
             "another engine of this process"
         );
-        let started = process_start_ms().unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        assert!(
-            started <= now && now - started < 3_600_000,
-            "{started} {now}"
-        );
-        // A live process of another program under that id: the id was reused.
+        // Any live process under that id counts as the daemon, whatever it runs now.
         let mut other_program = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        assert!(me.outlived(&with(2, &other_program.id().to_string())));
+        assert!(!me.outlived(&with(3, &other_program.id().to_string())));
         other_program.kill().unwrap();
         other_program.wait().unwrap();
         // Anything it cannot be sure of is alive.
         assert!(!me.outlived(&me.id), "itself");
         assert!(!me.outlived(&with(0, "another-host")), "another host");
-        assert!(!me.outlived(&with(1, "12345")), "another PID namespace");
+        assert!(
+            !me.outlived(&with(1, "0123abcd")),
+            "another boot or machine"
+        );
+        assert!(!me.outlived(&with(2, "12345")), "another PID namespace");
         assert!(!me.outlived("garbage"));
-        parts[2] = "x".into();
-        assert!(!me.outlived(&parts.join(":")), "no process id");
+        assert!(!me.outlived(&with(3, "x")), "no process id");
+        // Where the boot id or the namespace could not be read, never.
+        let unknown = |at: usize, value: &str| {
+            let mut id = parts.clone();
+            id[at] = value.to_owned();
+            let me = Identity {
+                id: id.join(":"),
+                ..me.clone()
+            };
+            id[3] = "4999999".to_owned();
+            me.outlived(&id.join(":"))
+        };
+        assert!(!unknown(1, "-"), "no boot id");
+        assert!(!unknown(2, "0"), "no PID namespace");
+        assert!(unknown(4, "1"), "(the same with both known: gone)");
     }
 }

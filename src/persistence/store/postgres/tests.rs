@@ -696,7 +696,7 @@ fn two_daemons_migrate_one_database_at_once() {
 
 #[test]
 fn a_created_galaxy_is_owned_by_its_creator_under_epoch_1() {
-    let Some((db, store, reader, _galaxy)) = stored_galaxy("created_owner") else {
+    let Some((db, mut store, reader, _galaxy)) = stored_galaxy("created_owner") else {
         return;
     };
     assert_eq!(owner_row(&db, "g"), (1, Some(store.identity.id.clone())));
@@ -722,9 +722,11 @@ fn a_created_galaxy_is_owned_by_its_creator_under_epoch_1() {
         })
     );
     assert_eq!(other.take("nope").unwrap(), Claim::Missing);
-    // Our own claimer takes it again under a new epoch.
+    // Our own claimer takes it again under the same epoch: this process's writer holds
+    // it under that one, and a take must never fence it.
     let ours = PostgresClaimer::open(&db.url, store.identity.clone()).unwrap();
-    assert_eq!(ours.take("g").unwrap(), Claim::Owned { epoch: 2 });
+    assert_eq!(ours.take("g").unwrap(), Claim::Owned { epoch: 1 });
+    store.write_batch(&[], &[tick_only("g", 7)]).unwrap();
 }
 
 #[test]
@@ -874,7 +876,9 @@ fn a_released_galaxy_is_taken_at_once_and_the_final_batch_releases_everything() 
     let other = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
     assert!(matches!(other.take("h").unwrap(), Claim::Elsewhere(_)));
     store.release(&["h".to_owned(), "nope".to_owned()]).unwrap();
-    assert_eq!(other.take("h").unwrap(), Claim::Owned { epoch: 2 });
+    // Taken at once, no lease to wait out (once the claimer's memory of the answer
+    // "owned elsewhere", a quarter of a second, has passed).
+    assert_eq!(take_when_expired(&other, "h"), 2);
     // A release of a galaxy since taken by another changes nothing.
     store.own("h", 1);
     store.release(&["h".to_owned()]).unwrap();
@@ -1127,4 +1131,42 @@ fn a_galaxy_whose_ownership_row_is_locked_is_refused_without_holding_up_others()
     assert_eq!(take_when_expired(&claimer, "free"), 2);
     // The moment over, it is taken.
     assert_eq!(take_when_expired(&claimer, "stuck"), 2);
+}
+
+/// A daemon from before several daemons could share a database writes without the fence:
+/// a new one refuses to start beside it, touching nothing (not even a migration).
+#[test]
+fn a_database_an_older_daemon_serves_is_refused_untouched() {
+    let Some(db) = TestDb::new("older") else {
+        return;
+    };
+    let mut older = db.client();
+    older
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&i64::from_be_bytes(*b"gwar-one")],
+        )
+        .unwrap();
+    let refused = PostgresWriter::open(&db.url, identity("http://a", 15));
+    assert!(
+        matches!(&refused, Err(StoreError::OlderDaemon { .. })),
+        "{:?}",
+        refused.err()
+    );
+    let tables: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'galactic_war_schema'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing was migrated");
+    older
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&i64::from_be_bytes(*b"gwar-one")],
+        )
+        .unwrap();
+    PostgresWriter::open(&db.url, identity("http://a", 15)).unwrap();
 }

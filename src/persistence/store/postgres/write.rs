@@ -105,7 +105,12 @@ impl PostgresWriter {
             .iter()
             .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
             .map(|galaxy| &galaxy.name);
+        // A name both deleted and written (or listed twice) is fenced once.
+        let mut seen = std::collections::HashSet::new();
         for name in deletions.iter().chain(written) {
+            if !seen.insert(name) {
+                continue;
+            }
             match self.owned.get(name) {
                 Some(&epoch) => fence.push(name, epoch),
                 None => unowned.push(name.clone()),
@@ -183,11 +188,10 @@ pub(super) struct Fence {
 }
 
 impl Fence {
+    /// Adds a galaxy; each at most once (the caller's to see to).
     pub(super) fn push(&mut self, name: &str, epoch: Epoch) {
-        if !self.names.iter().any(|n| n == name) {
-            self.names.push(name.to_owned());
-            self.epochs.push(epoch);
-        }
+        self.names.push(name.to_owned());
+        self.epochs.push(epoch);
     }
 }
 
