@@ -366,14 +366,22 @@ impl Galaxies {
             // galaxy whose rows are being removed).
             return Err(unknown());
         }
-        // Removed first: the writer may evict the cell at any moment, and a galaxy it
-        // evicted is no longer this daemon's (its ownership is released), so it must be
-        // taken like any galaxy not in memory.
-        let epoch = match self.registry.remove(name) {
-            Some(cell) => {
-                cell.lock().life = Life::Deleted;
-                None
+        // Marked deleted under the cell's lock, so the writer cannot evict it meanwhile:
+        // a galaxy it evicted is no longer renewed here, so it is taken like any galaxy
+        // not in memory.
+        let live = self.registry.get(name).filter(|cell| {
+            let mut state = cell.lock();
+            if state.life != Life::Live {
+                return false;
             }
+            state.life = Life::Deleted;
+            true
+        });
+        if let Some(cell) = &live {
+            self.registry.remove_cell(cell);
+        }
+        let epoch = match live {
+            Some(_) => None,
             None if !backing.persists() || self.is_deleting(name) => return Err(unknown()),
             None => match backing.take(name)? {
                 Taken::Unfenced if backing.is_stored(name)? => None,

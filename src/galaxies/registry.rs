@@ -40,10 +40,6 @@ impl Registry {
         self.change(|cells| cells.insert(cell.name().to_owned(), cell));
     }
 
-    pub(super) fn remove(&self, name: &str) -> Option<Arc<GalaxyCell>> {
-        self.change(|cells| cells.remove(name))
-    }
-
     /// Removes `cell` if its name still maps to it (and not to a newer cell).
     pub(super) fn remove_cell(&self, cell: &Arc<GalaxyCell>) {
         self.change(|cells| {
