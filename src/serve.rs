@@ -362,6 +362,12 @@ fn finish(app: &AppState) -> ShutdownReport {
     for galaxy in &flush.unsaved_deletions {
         log::error!("galaxy '{galaxy}': its deletion was not saved");
     }
+    for (galaxy, systems) in &flush.lost {
+        match systems {
+            0 => log::error!("galaxy '{galaxy}': taken by another daemon; its unsaved deletion here was dropped"),
+            _ => log::error!("galaxy '{galaxy}': taken by another daemon; its {systems} unsaved systems here were dropped"),
+        }
+    }
     let mut lost = Vec::new();
     if app.health().persistence.state == PersistenceState::MemoryOnly {
         lost = app
@@ -381,8 +387,9 @@ fn finish(app: &AppState) -> ShutdownReport {
         log::info!("shutdown complete: everything saved");
     } else if !flush.all_saved() {
         log::error!(
-            "shutdown incomplete: {} galaxies with unsaved systems ({})",
+            "shutdown incomplete: {} galaxies with unsaved systems, {} lost to another daemon with unsaved changes ({})",
             flush.unsaved.len(),
+            flush.lost.len(),
             flush
                 .error
                 .as_ref()

@@ -28,7 +28,7 @@ use super::json::{
 };
 use super::metrics::{render, HttpMetrics};
 use super::server::{Handler, Request, Response};
-use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind};
+use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind, PersistError};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::persistence::backup::BackupError;
 use crate::settings::GalaxyLimits;
@@ -117,6 +117,9 @@ impl From<AppError> for ApiError {
                 GameError::NotEnoughResources { .. } => 422,
                 GameError::TickOutOfRange(_) => 400,
             },
+            // Changes dropped with galaxies another daemon took: final, so no retry
+            // (which 503 invites) can save them; it conflicts with that daemon's ownership.
+            AppError::Persistence(PersistError::Lost(_)) => 409,
             AppError::UnsavedTooOld { .. }
             | AppError::Persistence(_)
             | AppError::MemoryOnly

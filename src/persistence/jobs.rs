@@ -164,6 +164,11 @@ impl Jobs {
         self.queue.push_back(Job::Create(creation));
     }
 
+    /// True when a job (a creation or a removal) of galaxy `name` is queued.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.queue.iter().any(|job| job.name() == name)
+    }
+
     /// Queues the removal of a galaxy's rows, once.
     pub(crate) fn purge(&mut self, name: String) {
         let queued = self

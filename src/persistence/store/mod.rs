@@ -476,6 +476,12 @@ pub trait WriteStore: Any + Send {
     /// took it, see [`ClaimStore::take`]): its writes are fenced by that epoch.
     fn own(&mut self, _name: &str, _epoch: Epoch) {}
 
+    /// True while this store owns galaxy `name`: its lease was taken or renewed, and not
+    /// found lost or released since. Only such a galaxy's local deadline may move on.
+    fn owns(&self, _name: &str) -> bool {
+        false
+    }
+
     /// Renews the lease of every galaxy this store owns, in one statement; returns those
     /// found taken by another daemon, which it no longer owns.
     fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
@@ -486,6 +492,15 @@ pub trait WriteStore: Any + Send {
     /// once; a galaxy not owned (or lost meanwhile) is skipped.
     fn release(&mut self, _names: &[String]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Unfinished jobs other daemons left behind (their owners' leases ran out, or they
+    /// released them), taken for this store as [`WriteStore::unfinished_jobs`] takes them
+    /// at start-up (creations turned into deletions), but never a job this store holds
+    /// itself: taking its own again would fence its own creation in progress. Asked every
+    /// auto-save interval, so a name is never stuck behind a daemon that did not restart.
+    fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// The final batch of a clean stop: [`WriteStore::write_batch`], and in the same

@@ -7,18 +7,21 @@
 //! 2. [`Writer::commit`]: one transaction with the rows, the ticks and the deletions; no
 //!    galaxy is locked. Nothing to write opens no transaction — except the final batch of
 //!    a shutdown when galaxies are held under a lease, which releases them all.
-//! 3. [`Writer::settle`]: ok — the cuts are saved (and their leases renewed), the
-//!    deletions are settled, the ticks are remembered, the flushes answered; failed —
+//! 3. [`Writer::settle`]: ok — the cuts are saved (and the leases of those the fence
+//!    covered renewed), the deletions are settled, the ticks are remembered, the flushes
+//!    answered; failed —
 //!    every cut's changes go back to its galaxy (nothing is dropped), the lane backs off,
 //!    and flushes with a deadline wait for a later batch while those without one get the
 //!    error; some galaxies lost to another daemon — the cuts go back, the lost galaxies
 //!    are dropped (see `ownership`), and [`Writer::batch`] tries again at once without
-//!    them, the flushes riding on the retry (no backoff, no failure in health).
+//!    them, the flushes riding on the retry (no backoff, no failure in health), which
+//!    answers them [`PersistError::Lost`] if a lost galaxy's changes were dropped.
 //!
 //! Either way the pending set is rebuilt the same way: a galaxy changed after its cut sent
 //! a fresh marker, still queued; a galaxy found changed while the ticks were read (a
 //! "stray") is made pending here.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,12 +227,20 @@ impl Writer {
                 self.saved_ticks.insert(galaxy.name.clone(), tick);
             }
         }
-        // The batch's fence renewed the leases of its galaxies (not so the final one's,
-        // which released them).
+        // The batch's fence renewed the leases of the galaxies it covered: those with a
+        // tick or rows, not an empty cut's (and not the final batch's, which released them).
         let lease_until = self.lease_until(sent).filter(|_| !last);
+        let fenced: HashSet<&str> = match lease_until {
+            Some(_) => galaxies
+                .iter()
+                .filter(|g| g.tick.is_some() || !g.systems.is_empty())
+                .map(|g| g.name.as_str())
+                .collect(),
+            None => HashSet::new(),
+        };
         for (cell, _) in &taken {
             cell.saved();
-            if let Some(until) = lease_until {
+            if let Some(until) = lease_until.filter(|_| fenced.contains(cell.name())) {
                 cell.renew_lease(until);
             }
         }
@@ -292,9 +303,10 @@ impl Writer {
     }
 
     /// Galaxies of the batch were taken by another daemon, so nothing was written: every
-    /// cut goes back (the lost galaxies' too, so their loss counts them), the lost ones
-    /// are dropped, and the flushes wait for the retry, which [`Writer::batch`] makes at
-    /// once. Not a failure of the database: health and backoff are left alone.
+    /// cut goes back (the lost galaxies' too, so their loss counts them), the flushes wait
+    /// for the retry, which [`Writer::batch`] makes at once, and the lost galaxies are
+    /// dropped (after the flushes are back in line: those that lost changes are told so
+    /// when answered). Not a failure of the database: health and backoff are left alone.
     fn settle_lost(&mut self, collected: Collected, lost: Vec<LostGalaxy>) {
         let Collected {
             taken,
@@ -312,8 +324,8 @@ impl Writer {
             // The retry tries the held galaxies too, as this batch did.
             self.quarantine.interval();
         }
-        self.lose(lost);
         riding.append(&mut self.tickets);
         self.tickets = riding;
+        self.lose(lost);
     }
 }

@@ -82,6 +82,10 @@ pub enum PersistError {
     TimedOut { last_error: Option<StoreFailure> },
     #[error("the persistence writer has stopped")]
     Stopped,
+    /// Another daemon took these galaxies (this daemon's lease on them had run out) before
+    /// their changes were saved: the changes are dropped, and cannot be saved by a retry.
+    #[error("changes to galaxies taken by another daemon were dropped: {}", .0.join(", "))]
+    Lost(Vec<String>),
 }
 
 /// What the final flush left unsaved.
@@ -91,12 +95,19 @@ pub struct ShutdownReport {
     pub unsaved: Vec<(String, usize)>,
     /// Deletions that never reached the database.
     pub unsaved_deletions: Vec<String>,
+    /// Galaxies taken by another daemon since this one started, while they held unsaved
+    /// changes here (a deletion counts, with 0 systems), and the unsaved systems dropped
+    /// with them, in the order they were lost.
+    pub lost: Vec<(String, usize)>,
     pub error: Option<PersistError>,
 }
 
 impl ShutdownReport {
     pub fn all_saved(&self) -> bool {
-        self.unsaved.is_empty() && self.unsaved_deletions.is_empty() && self.error.is_none()
+        self.unsaved.is_empty()
+            && self.unsaved_deletions.is_empty()
+            && self.lost.is_empty()
+            && self.error.is_none()
     }
 }
 
@@ -151,7 +162,13 @@ pub struct WriterHandle {
     clock: Clock,
     /// What a shutdown reports when the writer cannot answer.
     galaxies: WriterSide,
+    /// The writer's record of galaxies lost with unsaved changes, for the same.
+    losses: Losses,
 }
+
+/// Galaxies lost to another daemon with unsaved changes, and how many systems each
+/// dropped: kept by the writer, read by the handle when the writer cannot report.
+type Losses = Arc<Mutex<Vec<(String, usize)>>>;
 
 /// What the writer takes over from the engine that opened the database.
 pub(crate) struct WriterDatabase {
@@ -183,6 +200,7 @@ impl WriterHandle {
             clock.clone(),
             rx,
         );
+        let losses = writer.losses.clone();
         let thread = std::thread::Builder::new()
             .name("gwar-writer".into())
             .spawn(move || writer.run())?;
@@ -194,6 +212,7 @@ impl WriterHandle {
             report: Mutex::new(None),
             clock,
             galaxies,
+            losses,
         })
     }
 
@@ -319,6 +338,7 @@ impl WriterHandle {
         ShutdownReport {
             unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
+            lost: self.losses.lock().clone(),
             error: Some(error),
         }
     }
@@ -345,6 +365,19 @@ enum TicketReply {
 struct Ticket {
     deadline: Option<Instant>,
     reply: TicketReply,
+    /// Galaxies lost with unsaved changes while this ticket waited: their changes, made
+    /// before it, were dropped, so it cannot be answered `Ok`.
+    lost: Vec<String>,
+}
+
+impl Ticket {
+    fn new(deadline: Option<Instant>, reply: TicketReply) -> Ticket {
+        Ticket {
+            deadline,
+            reply,
+            lost: Vec::new(),
+        }
+    }
 }
 
 struct Writer {
@@ -380,6 +413,8 @@ struct Writer {
     ticks_due: bool,
     /// When a batch last wrote something, to tell an idle database from a busy one.
     last_commit: Option<Instant>,
+    /// Every galaxy lost with unsaved changes since the start (see `ownership`).
+    losses: Losses,
     exit: Option<Sender<ShutdownReport>>,
 }
 
@@ -437,6 +472,7 @@ impl Writer {
             job_failure: None,
             ticks_due: false,
             last_commit: None,
+            losses: Losses::default(),
             exit: None,
         }
     }
@@ -466,10 +502,9 @@ impl Writer {
                         .any(|t| matches!(t.reply, TicketReply::Shutdown(_)))
                     {
                         let (reply, _ignored) = bounded(1);
-                        self.tickets.push(Ticket {
-                            deadline: Some(self.clock.now() + self.settings.shutdown_timeout),
-                            reply: TicketReply::Shutdown(reply),
-                        });
+                        let deadline = self.clock.now() + self.settings.shutdown_timeout;
+                        self.tickets
+                            .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply)));
                     }
                 }
             }
@@ -569,14 +604,12 @@ impl Writer {
                 // Its rows go once the batch that marks it deleted has committed.
                 self.jobs.purge(name);
             }
-            Message::Flush { deadline, reply } => self.tickets.push(Ticket {
-                deadline,
-                reply: TicketReply::Flush(reply),
-            }),
-            Message::Shutdown { deadline, reply } => self.tickets.push(Ticket {
-                deadline: Some(deadline),
-                reply: TicketReply::Shutdown(reply),
-            }),
+            Message::Flush { deadline, reply } => self
+                .tickets
+                .push(Ticket::new(deadline, TicketReply::Flush(reply))),
+            Message::Shutdown { deadline, reply } => self
+                .tickets
+                .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply))),
             Message::Exec(job) => job(self.store.as_mut()),
         }
     }
@@ -659,8 +692,12 @@ impl Writer {
                             self.saved_ticks.insert(name, tick);
                         } else {
                             // Its caller's thread is gone: the galaxy is stored but no
-                            // one holds it; it loads on its next access.
+                            // one holds it; it loads on its next access, here or, once
+                            // released, on another daemon.
                             self.store.forget_ids(&name);
+                            if let Err(error) = self.store.release(std::slice::from_ref(&name)) {
+                                log::warn!(target: LOG, "releasing galaxy '{name}', created for a caller that has gone, failed (its lease runs out instead): {error}");
+                            }
                         }
                     }
                     Some(Finished::Purged) | None => {}
@@ -709,12 +746,16 @@ impl Writer {
         self.expire_tickets(self.clock.now());
     }
 
-    /// After the interval's batch committed: idle galaxies leave memory, and the store
-    /// gets its periodic upkeep (SQLite: a WAL checkpoint).
+    /// After the interval's batch committed: idle galaxies leave memory, jobs other
+    /// daemons left behind are taken over, and the store gets its periodic upkeep
+    /// (SQLite: a WAL checkpoint).
     fn periodic(&mut self) {
         let now = self.clock.now();
         if let Some(idle) = self.settings.galaxy_idle {
             self.evict_idle(now, idle);
+        }
+        if self.renewal.is_some() {
+            self.adopt_orphaned_jobs();
         }
         // Idle for a whole interval: the store may give space back (SQLite truncates its
         // WAL); busy: only upkeep that never waits on readers.
@@ -725,6 +766,11 @@ impl Writer {
     }
 
     fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {
+        // Saved, but not everything it covered: some was dropped with a lost galaxy.
+        let result = match result {
+            Ok(_) if !ticket.lost.is_empty() => Err(PersistError::Lost(ticket.lost)),
+            result => result,
+        };
         match ticket.reply {
             TicketReply::Flush(reply) => {
                 let _ = reply.send(result);
@@ -791,16 +837,26 @@ impl Writer {
         self.metrics.set_oldest_unsaved(self.oldest_unsaved());
     }
 
-    /// What is still unsaved: every galaxy whose change set is not empty.
+    /// What is still unsaved (every galaxy whose change set is not empty), and what was
+    /// dropped with galaxies another daemon took.
     fn report(&self) -> ShutdownReport {
         let unsaved = self.galaxies.unsaved();
-        let error =
-            (!unsaved.is_empty() || !self.deletions.is_empty()).then(|| PersistError::TimedOut {
+        let lost = self.losses.lock().clone();
+        let error = if !unsaved.is_empty() || !self.deletions.is_empty() {
+            Some(PersistError::TimedOut {
                 last_error: self.failure.as_ref().map(|f| f.error.clone()),
-            });
+            })
+        } else if !lost.is_empty() {
+            Some(PersistError::Lost(
+                lost.iter().map(|(name, _)| name.clone()).collect(),
+            ))
+        } else {
+            None
+        };
         ShutdownReport {
             unsaved,
             unsaved_deletions: self.deletions.clone(),
+            lost,
             error,
         }
     }

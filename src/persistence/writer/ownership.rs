@@ -16,12 +16,25 @@
 //!   cut off, or its renewals failed) is dropped from memory with its unsaved changes —
 //!   the one case where acknowledged changes are dropped (the new owner's state wins) —
 //!   logged with both epochs and counted. Its deletion, if one was waiting, is dropped too:
-//!   the galaxy is the other daemon's now.
+//!   the galaxy is the other daemon's now. A loss that dropped changes is also
+//!   recorded: every flush waiting at that moment (those riding the batch that found it
+//!   included) answers [`PersistError::Lost`](super::PersistError::Lost) instead of `Ok`,
+//!   and the shutdown report lists it, so a daemon that lost acknowledged changes never
+//!   reports everything saved.
+//! - **Leases only on what the store owns.** A cell's local deadline moves on only after
+//!   the database renewed that galaxy's lease: after a batch, for the galaxies its fence
+//!   covered (a tick or rows: an empty cut is not fenced); after a renewal, for those the
+//!   store still owns ([`WriteStore::owns`](crate::persistence::store::WriteStore::owns)).
+//! - **Orphaned jobs.** A daemon killed in the middle of a creation or a removal, and never
+//!   restarted, would leave the galaxy's job (and its name) stuck for ever: every auto-save
+//!   interval the writer takes over such jobs
+//!   ([`WriteStore::orphaned_jobs`](crate::persistence::store::WriteStore::orphaned_jobs))
+//!   and removes their rows, as a daemon does at start-up.
 
 use std::time::{Duration, Instant};
 
 use super::{Writer, LOG};
-use crate::persistence::store::{lease_deadline, LostGalaxy};
+use crate::persistence::store::{lease_deadline, GalaxyJob, LostGalaxy};
 
 /// A failed renewal is retried after a third of the lease, or this, if sooner.
 const RENEWAL_RETRY: Duration = Duration::from_secs(1);
@@ -51,15 +64,17 @@ impl Writer {
             .map(|renewal| lease_deadline(sent, renewal.lease))
     }
 
-    /// Renews the lease of every galaxy this daemon owns, and moves the deadline of every
-    /// galaxy in memory on; drops the galaxies found taken by another daemon.
+    /// Renews the lease of every galaxy this daemon owns, and moves on the deadline of
+    /// every galaxy in memory the store owns (so renewed); drops the galaxies found taken
+    /// by another daemon.
     pub(super) fn renew(&mut self) {
         let Some(lease) = self.renewal.as_ref().map(|r| r.lease) else {
             return;
         };
         // The cells first, then the messages: a galaxy goes into memory only after its
         // load's `AdoptIds` was sent, so every cell listed here is owned by the store by
-        // the time the renewal is sent, and none gets a deadline its lease does not cover.
+        // the time the renewal is sent. Only those the store still owns once it answers
+        // were renewed: none gets a deadline its lease does not cover.
         let cells = self.galaxies.all();
         self.drain();
         let sent = self.clock.now();
@@ -68,7 +83,10 @@ impl Writer {
             Ok(lost) => {
                 self.lose(lost);
                 let until = lease_deadline(sent, lease);
-                for cell in cells.iter().filter(|cell| !cell.is_gone()) {
+                let renewed = cells
+                    .iter()
+                    .filter(|cell| !cell.is_gone() && self.store.owns(cell.name()));
+                for cell in renewed {
                     cell.renew_lease(until);
                 }
                 sent + lease / 3
@@ -113,6 +131,17 @@ impl Writer {
                 Some(current) => format!("epoch {} here, {current} now", galaxy.epoch),
                 None => format!("epoch {} here, its ownership row is gone", galaxy.epoch),
             };
+            let dropped_changes = dropped.is_some_and(|unsaved| unsaved > 0) || deletion;
+            if dropped_changes {
+                self.losses
+                    .lock()
+                    .push((galaxy.name.clone(), dropped.unwrap_or(0)));
+                for ticket in &mut self.tickets {
+                    if !ticket.lost.contains(&galaxy.name) {
+                        ticket.lost.push(galaxy.name.clone());
+                    }
+                }
+            }
             let what = match (dropped, deletion, removal) {
                 (Some(unsaved), _, _) => format!(
                     "dropped from memory with its {unsaved} unsaved system(s); this is the one case where acknowledged changes are dropped"
@@ -136,6 +165,34 @@ impl Writer {
         {
             // The last galaxy that could not be saved is gone: nothing is failing now.
             self.metrics.set_recovered();
+        }
+    }
+
+    /// Takes over the jobs other daemons left behind (see the module's doc) and queues
+    /// the removal of their rows; a name already in this writer's own queue is left to
+    /// the job there. A failure is logged: the next interval asks again.
+    pub(super) fn adopt_orphaned_jobs(&mut self) {
+        let jobs = match self.store.orphaned_jobs() {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                log::warn!(target: LOG, "looking for jobs other daemons left unfinished failed (asked again next interval): {error}");
+                return;
+            }
+        };
+        for job in jobs {
+            let name = match job {
+                GalaxyJob::Creating(name) => {
+                    log::warn!(target: LOG, "galaxy '{name}': its creation by another daemon was abandoned (that daemon's lease ran out); removing what was written");
+                    name
+                }
+                GalaxyJob::Deleting(name) => {
+                    log::info!(target: LOG, "galaxy '{name}': finishing its deletion, abandoned by another daemon");
+                    name
+                }
+            };
+            if !self.jobs.has(&name) {
+                self.jobs.purge(name);
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use super::{Message, PersistError, ShutdownReport, Writer, WriterDatabase};
 use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
-use crate::model::{Galaxy, GalaxyConfig, StructureKind};
+use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
 use crate::persistence::metrics::{Metrics, PersistenceState};
 use crate::persistence::store::sqlite::{SqliteReader, SqliteWriter};
 use crate::persistence::store::{
@@ -79,6 +79,10 @@ struct Fence {
     finals: u32,
     released: Vec<String>,
     owned: HashMap<String, Epoch>,
+    /// What the next `orphaned_jobs` hands over (taken: owned from then on), and how
+    /// many times the writer asked.
+    orphaned: Vec<GalaxyJob>,
+    orphan_asks: u32,
 }
 
 /// The rig's SQLite store behind a fence: a store with a lease, as PostgreSQL's is when
@@ -177,6 +181,19 @@ impl WriteStore for Fenced {
     }
     fn own(&mut self, name: &str, epoch: Epoch) {
         self.fence.lock().owned.insert(name.to_owned(), epoch);
+    }
+    fn owns(&self, name: &str) -> bool {
+        self.fence.lock().owned.contains_key(name)
+    }
+    fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        let mut fence = self.fence.lock();
+        fence.orphan_asks += 1;
+        let jobs = std::mem::take(&mut fence.orphaned);
+        for job in &jobs {
+            let (GalaxyJob::Creating(name) | GalaxyJob::Deleting(name)) = job;
+            fence.owned.insert(name.clone(), 2);
+        }
+        Ok(jobs)
     }
     fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
         let mut fence = self.fence.lock();
@@ -906,8 +923,9 @@ fn a_batch_with_a_lost_galaxy_saves_the_others_at_once_and_drops_it_from_memory(
     rig.turn();
     assert_eq!(
         answer.try_recv().unwrap(),
-        Ok(1),
-        "the flush rode on the retry, which saved the other galaxy"
+        Err(PersistError::Lost(vec!["taken".to_owned()])),
+        "the flush rode on the retry, which saved the other galaxy, but not everything \
+         made before it was saved"
     );
     assert_eq!(
         fence.lock().writes,
@@ -1121,4 +1139,219 @@ fn the_removal_of_a_galaxy_another_daemon_took_is_dropped_not_retried() {
     );
     assert_eq!((rig.lost(), rig.errors()), (1, 0));
     assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn a_loss_with_unsaved_changes_fails_the_waiting_flushes_and_shows_in_the_shutdown_report() {
+    // A 6 s lease: renewals every 2 s.
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 6 * SEC);
+    let kept = rig.create("kept", 10);
+    let taken = rig.create("taken", 10);
+    rig.create("idle", 10);
+    rig.order(&kept, 0, 1);
+    rig.order(&taken, 0, 1);
+    rig.order(&taken, 1, 1);
+    // The renewal finds both taken: one with unsaved changes, one with none.
+    fence
+        .lock()
+        .taken
+        .extend(["taken".to_owned(), "idle".to_owned()]);
+    let waiting = rig.flush(Some(10 * SEC));
+    rig.after(2 * SEC);
+    assert_eq!(rig.lost(), 2);
+    assert_eq!(
+        waiting.try_recv().unwrap(),
+        Err(PersistError::Lost(vec!["taken".to_owned()])),
+        "a flush waiting when changes were dropped is told, though its batch committed"
+    );
+    rig.assert_stored_as_in_memory(&kept);
+    // A later flush is not: nothing made before it was dropped.
+    rig.order(&kept, 1, 2);
+    let later = rig.flush(None);
+    rig.turn();
+    assert_eq!(later.try_recv().unwrap(), Ok(1));
+    let report = rig.shutdown(2 * SEC);
+    assert!(rig.turn());
+    let report = report.try_recv().unwrap();
+    assert_eq!(
+        report.lost,
+        [("taken".to_owned(), 2)],
+        "only the loss that dropped changes"
+    );
+    assert!(report.unsaved.is_empty() && report.unsaved_deletions.is_empty());
+    assert_eq!(
+        report.error,
+        Some(PersistError::Lost(vec!["taken".to_owned()]))
+    );
+    assert!(!report.all_saved(), "acknowledged changes were dropped");
+    assert!(taken.is_gone());
+}
+
+#[test]
+fn a_lost_deletion_shows_in_the_shutdown_report() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    rig.create("d", 10);
+    rig.galaxies
+        .delete(&WriterOnly, "d", |epoch| {
+            rig.tx
+                .send(Message::Delete {
+                    name: "d".to_owned(),
+                    epoch,
+                })
+                .unwrap()
+        })
+        .unwrap();
+    fence.lock().taken.insert("d".to_owned());
+    let answer = rig.flush(None);
+    rig.turn();
+    assert_eq!(
+        answer.try_recv().unwrap(),
+        Err(PersistError::Lost(vec!["d".to_owned()]))
+    );
+    let report = rig.shutdown(2 * SEC);
+    assert!(rig.turn());
+    let report = report.try_recv().unwrap();
+    assert_eq!(report.lost, [("d".to_owned(), 0)]);
+    assert!(!report.all_saved());
+}
+
+#[test]
+fn an_empty_cut_does_not_move_the_lease_deadline() {
+    let (mut rig, fence) = fenced_rig(settings(|s| s.coalescing_delay = SEC), 6 * SEC);
+    fence.lock().renewals_fail = true;
+    let cell = rig.create("e", 10);
+    // A marker with nothing to cut (its changes gone, its tick saved): the batch's fence
+    // covers no galaxy, so no lease was renewed.
+    let writes = fence.lock().writes;
+    let since = rig.clock.now();
+    rig.tx.send(Message::Dirty { cell, since }).unwrap();
+    rig.after(SEC);
+    assert_eq!(
+        fence.lock().writes,
+        writes + 1,
+        "the empty cut was committed"
+    );
+    rig.after(3_799 * MS);
+    assert!(rig.try_read("e").is_ok(), "4.799 s: the creation's lease");
+    rig.clock.advance(MS);
+    assert!(
+        matches!(rig.try_read("e"), Err(LifeError::LeaseLapsed(_))),
+        "4.8 s: not moved to 5.8 s by the empty cut"
+    );
+}
+
+#[test]
+fn a_renewal_moves_only_the_deadlines_of_galaxies_the_store_owns() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 6 * SEC);
+    rig.create("owned", 10);
+    rig.create("slipped", 10);
+    // The store no longer owns it (released, say), though it is still in memory.
+    fence.lock().owned.remove("slipped");
+    rig.after(2 * SEC);
+    assert_eq!(fence.lock().renewals, 1, "at 2 s: served until 6.8 s");
+    rig.after(2_800 * MS);
+    assert!(rig.try_read("owned").is_ok());
+    assert!(
+        matches!(rig.try_read("slipped"), Err(LifeError::LeaseLapsed(_))),
+        "4.8 s: the creation's lease, not renewed"
+    );
+    rig.after(2 * SEC);
+    assert!(rig.try_read("owned").is_ok(), "renewed again");
+}
+
+#[test]
+fn a_creation_whose_caller_has_gone_is_released() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    let mut galaxy = Galaxy::create("orphan", config(10), 1, 0).unwrap();
+    galaxy.take_changes();
+    let (reply, answer) = bounded(1);
+    rig.tx
+        .send(Message::Create {
+            galaxy: Box::new(galaxy),
+            reply,
+        })
+        .unwrap();
+    drop(answer);
+    for _ in 0..100 {
+        rig.turn();
+        if rig.writer.jobs.is_empty() {
+            break;
+        }
+    }
+    assert!(rig.writer.jobs.is_empty());
+    assert!(rig.stored("orphan").is_some(), "created");
+    let fence = fence.lock();
+    assert_eq!(fence.released, ["orphan"], "so another daemon can take it");
+    assert!(!fence.owned.contains_key("orphan"));
+}
+
+#[test]
+fn jobs_other_daemons_left_are_taken_over_every_interval() {
+    let (mut rig, fence) = fenced_rig(settings(|s| s.auto_save_interval = 10 * SEC), 60 * SEC);
+    // Another daemon's creation, killed after its first chunk: rows and a mark.
+    let half = Galaxy::create("half", config(100), 1, 0).unwrap();
+    let config_toml = half.config().to_toml();
+    let new = NewGalaxy {
+        name: half.name(),
+        config_toml: &config_toml,
+        tick: half.tick(),
+        systems: half.systems(),
+        rows: RowMask::new_system(half.rules()),
+    };
+    let mut progress = CreationProgress::default();
+    rig.writer
+        .store
+        .create_chunk(&new, &mut progress, 10)
+        .unwrap();
+    let path = rig.dir.path().join("writer.db");
+    let rows = |name: &str| -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM systems WHERE galaxy_name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(rows("half"), 10);
+    // This writer's own creation in progress, which the store hands over too (a slip a
+    // real store never makes): left to its own job.
+    let mut mine = Galaxy::create("mine", config(10_000), 1, 0).unwrap();
+    mine.take_changes();
+    let (reply, answer) = bounded(1);
+    rig.tx
+        .send(Message::Create {
+            galaxy: Box::new(mine),
+            reply,
+        })
+        .unwrap();
+    rig.turn();
+    assert!(answer.try_recv().is_err(), "in progress");
+    fence.lock().orphaned = vec![
+        GalaxyJob::Creating("half".to_owned()),
+        GalaxyJob::Creating("mine".to_owned()),
+    ];
+    rig.after(9 * SEC);
+    assert_eq!(fence.lock().orphan_asks, 0, "not before the interval");
+    rig.after(SEC);
+    assert_eq!(fence.lock().orphan_asks, 1);
+    assert_eq!(rig.writer.jobs.purges().collect::<Vec<_>>(), ["half"]);
+    let created = loop {
+        rig.turn();
+        if let Ok(created) = answer.try_recv() {
+            break created;
+        }
+    };
+    assert!(created.is_ok(), "the creation went on");
+    for _ in 0..100 {
+        if rig.writer.jobs.is_empty() {
+            break;
+        }
+        rig.turn();
+    }
+    assert_eq!(rows("half"), 0, "the abandoned creation's rows are gone");
+    assert_eq!(rows("mine"), 10_000);
+    rig.after(10 * SEC);
+    assert_eq!(fence.lock().orphan_asks, 2, "asked every interval");
 }

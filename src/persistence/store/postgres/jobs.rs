@@ -344,4 +344,76 @@ impl PostgresWriter {
             })
             .collect())
     }
+
+    /// [`crate::persistence::store::WriteStore::orphaned_jobs`]: as
+    /// [`PostgresWriter::unfinished_jobs`], for a daemon already running, so never a job
+    /// whose galaxy this daemon owns: taking it again would raise its epoch and fence this
+    /// daemon's own creation or removal in progress.
+    pub(super) fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        let taken = owners::retry_serialization(|| {
+            self.with_session(|session, _, me| {
+                let context = "taking orphaned jobs";
+                let mut tx = session.client.transaction().context(context)?;
+                tx.execute(ADD_JOB_OWNERS, &[]).context(context)?;
+                let mut exited = Vec::new();
+                for row in tx.query(JOB_OWNERS, &[]).context(context)? {
+                    let owner: String = row.try_get(0).context(context)?;
+                    if me.outlived(&owner) {
+                        exited.push(owner);
+                    }
+                }
+                let rows = tx
+                    .query(
+                        TAKE_ORPHANED_JOBS,
+                        &[&me.id, &me.url, &me.lease_ms(), &exited],
+                    )
+                    .context(context)?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                let mut creations = Vec::new();
+                for row in rows {
+                    let name: String = row.try_get(0).context(context)?;
+                    let epoch: i64 = row.try_get(1).context(context)?;
+                    let job: &str = row.try_get(2).context(context)?;
+                    if job == "creating" {
+                        creations.push(name.clone());
+                        jobs.push((GalaxyJob::Creating(name), epoch));
+                    } else {
+                        jobs.push((GalaxyJob::Deleting(name), epoch));
+                    }
+                }
+                if !creations.is_empty() {
+                    tx.execute(
+                        "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])",
+                        &[&creations],
+                    )
+                    .context("abandoning orphaned creations")?;
+                }
+                tx.commit().context(context)?;
+                Ok(jobs)
+            })
+        })?;
+        Ok(taken
+            .into_iter()
+            .map(|(job, epoch)| {
+                let (GalaxyJob::Creating(name) | GalaxyJob::Deleting(name)) = &job;
+                self.owned.insert(name.clone(), epoch);
+                job
+            })
+            .collect())
+    }
 }
+
+/// [`TAKE_JOBS`] for a running daemon: never a job whose galaxy this daemon (`$1`) owns,
+/// whatever its lease says (this daemon's own lease may have run out on the server while
+/// it was busy; its next fence finds out, and only another daemon may take it from it).
+const TAKE_ORPHANED_JOBS: &str = "WITH taken AS (
+         UPDATE galaxy_owners o SET epoch = o.epoch + 1, owner = $1, owner_url = $2,
+             expires_at = now() + $3::bigint * interval '1 millisecond'
+         FROM galaxy_jobs j
+         WHERE j.name = o.galaxy_name
+             AND o.owner IS DISTINCT FROM $1
+             AND (o.owner IS NULL OR o.expires_at < now() OR o.owner = ANY($4::text[]))
+         RETURNING o.galaxy_name, o.epoch, j.job, j.started_at
+     )
+     SELECT galaxy_name, epoch, job FROM taken
+     ORDER BY started_at, galaxy_name COLLATE \"C\"";

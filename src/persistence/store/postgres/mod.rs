@@ -755,8 +755,16 @@ impl WriteStore for PostgresWriter {
         self.owned.insert(name.to_owned(), epoch);
     }
 
+    fn owns(&self, name: &str) -> bool {
+        self.owned.contains_key(name)
+    }
+
     fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
         PostgresWriter::renew_leases(self)
+    }
+
+    fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        PostgresWriter::orphaned_jobs(self)
     }
 
     fn release(&mut self, names: &[String]) -> Result<(), StoreError> {

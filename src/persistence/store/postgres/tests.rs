@@ -984,6 +984,73 @@ fn a_second_daemon_creating_the_same_name_is_told_it_exists() {
     assert!(b.owned().is_empty());
 }
 
+/// A running daemon takes over a job whose owner's lease ran out (a daemon killed in the
+/// middle of a creation, never restarted), but never its own creation in progress, even
+/// once its own lease has run out on the server.
+#[test]
+fn a_running_writer_takes_over_orphaned_jobs_but_never_its_own() {
+    let Some(db) = TestDb::new("orphaned") else {
+        return;
+    };
+    let mut a = PostgresWriter::open(&db.url, identity("http://a", 1)).unwrap();
+    let mut b = PostgresWriter::open(&db.url, identity("http://b", 1)).unwrap();
+    let galaxy = new_galaxy("x");
+    let mut progress = CreationProgress::default();
+    as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap();
+    assert_eq!(b.orphaned_jobs().unwrap(), [], "a's lease still runs");
+    // Once a's lease has run out on the server, a still does not take its own job.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .client()
+        .query_one(
+            "SELECT expires_at >= now() FROM galaxy_owners WHERE galaxy_name = 'x'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(std::time::Instant::now() < deadline, "a's lease ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.orphaned_jobs().unwrap(), []);
+    assert_eq!(owner_row(&db, "x"), (1, Some(a.identity.id.clone())));
+    as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap();
+    assert_eq!(db.count("systems"), 100, "its creation went on, unfenced");
+    // b takes it once the lease has run out again: a creation turned into a deletion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let jobs = b.orphaned_jobs().unwrap();
+        if !jobs.is_empty() {
+            break jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "a's lease ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(jobs, [GalaxyJob::Creating("x".into())]);
+    assert_eq!(b.owned().get("x"), Some(&2));
+    assert_eq!(owner_row(&db, "x"), (2, Some(b.identity.id.clone())));
+    let job: String = db
+        .client()
+        .query_one("SELECT job FROM galaxy_jobs WHERE name = 'x'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(job, "deleting");
+    assert_eq!(
+        b.orphaned_jobs().unwrap(),
+        [],
+        "b's own now: not taken again"
+    );
+    assert_eq!(b.owned().get("x"), Some(&2));
+    let err = as_new(&galaxy, |new| a.create_chunk(new, &mut progress, 50)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(l) if l[0].name == "x"),
+        "{err}"
+    );
+    while !b.purge_chunk("x", 30).unwrap().1 {}
+    assert_eq!(db.count("galaxies"), 0);
+    assert_eq!(db.count("galaxy_jobs"), 0);
+}
+
 #[test]
 fn a_deletion_of_a_galaxy_lost_is_refused_and_a_purge_is_fenced() {
     let Some(db) = TestDb::new("delete_lost") else {
