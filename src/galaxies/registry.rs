@@ -101,7 +101,7 @@ mod tests {
             }
         });
         assert_eq!(registry.len(), 400, "no insert lost to another");
-        assert!(registry.remove("g3").is_some());
+        registry.remove_cell(&registry.get("g3").unwrap());
         assert_eq!(registry.all().len(), 399);
     }
 }

@@ -488,11 +488,12 @@ pub trait WriteStore: Any + Send {
         Ok(Vec::new())
     }
 
-    /// Gives up these galaxies (evicted from memory), so another daemon may take them at
-    /// once; a galaxy not owned (or lost meanwhile) is skipped.
-    fn release(&mut self, _names: &[String]) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// Stops renewing these galaxies (they left memory): another daemon may take them
+    /// once their leases run out. Not released at once on purpose: a load of the name
+    /// on this daemon may be taking it again right now, under the same epoch (a take of
+    /// a galaxy a daemon owns keeps its epoch), and a release would free it under that
+    /// load. (The final batch of a clean stop releases everything: nothing loads then.)
+    fn disown(&mut self, _names: &[String]) {}
 
     /// Unfinished jobs other daemons left behind (their owners' leases ran out, or they
     /// released them), taken for this store as [`WriteStore::unfinished_jobs`] takes them

@@ -693,11 +693,9 @@ impl Writer {
                         } else {
                             // Its caller's thread is gone: the galaxy is stored but no
                             // one holds it; it loads on its next access, here or, once
-                            // released, on another daemon.
+                            // its lease runs out, on another daemon.
                             self.store.forget_ids(&name);
-                            if let Err(error) = self.store.release(std::slice::from_ref(&name)) {
-                                log::warn!(target: LOG, "releasing galaxy '{name}', created for a caller that has gone, failed (its lease runs out instead): {error}");
-                            }
+                            self.store.disown(std::slice::from_ref(&name));
                         }
                     }
                     Some(Finished::Purged) | None => {}
@@ -819,10 +817,7 @@ impl Writer {
             evicted.push(name.to_owned());
         }
         if !evicted.is_empty() {
-            if let Err(error) = self.store.release(&evicted) {
-                // Nothing is lost: their leases run out instead, a little later.
-                log::warn!(target: LOG, "releasing {} evicted galaxies failed (their leases run out instead): {error}", evicted.len());
-            }
+            self.store.disown(&evicted);
         }
     }
 

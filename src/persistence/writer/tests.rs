@@ -78,6 +78,8 @@ struct Fence {
     writes: u32,
     finals: u32,
     released: Vec<String>,
+    /// Galaxies no longer renewed (evicted, created for a caller that has gone).
+    disowned: Vec<String>,
     owned: HashMap<String, Epoch>,
     /// What the next `orphaned_jobs` hands over (taken: owned from then on), and how
     /// many times the writer asked.
@@ -212,13 +214,12 @@ impl WriteStore for Fenced {
             Err(error) => Err(error),
         }
     }
-    fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
+    fn disown(&mut self, names: &[String]) {
         let mut fence = self.fence.lock();
         for name in names {
             fence.owned.remove(name);
         }
-        fence.released.extend(names.iter().cloned());
-        Ok(())
+        fence.disowned.extend(names.iter().cloned());
     }
     fn write_final_batch(
         &mut self,
@@ -1053,7 +1054,7 @@ fn the_final_batch_releases_every_galaxy_also_with_nothing_to_write() {
 }
 
 #[test]
-fn an_evicted_galaxy_is_released() {
+fn an_evicted_galaxy_is_no_longer_renewed() {
     let (mut rig, fence) = fenced_rig(
         settings(|s| {
             s.auto_save_interval = 10 * SEC;
@@ -1063,10 +1064,14 @@ fn an_evicted_galaxy_is_released() {
     );
     rig.create("idle", 10);
     rig.after(10 * SEC);
-    assert!(fence.lock().released.is_empty());
+    assert!(fence.lock().disowned.is_empty());
     rig.after(10 * SEC);
     assert!(!rig.galaxies.is_loaded("idle"));
-    assert_eq!(fence.lock().released, ["idle"]);
+    assert_eq!(fence.lock().disowned, ["idle"]);
+    assert!(
+        fence.lock().released.is_empty(),
+        "not released: its lease runs out"
+    );
     assert!(!fence.lock().owned.contains_key("idle"));
 }
 
@@ -1260,7 +1265,7 @@ fn a_renewal_moves_only_the_deadlines_of_galaxies_the_store_owns() {
 }
 
 #[test]
-fn a_creation_whose_caller_has_gone_is_released() {
+fn a_creation_whose_caller_has_gone_is_no_longer_renewed() {
     let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
     let mut galaxy = Galaxy::create("orphan", config(10), 1, 0).unwrap();
     galaxy.take_changes();
@@ -1281,7 +1286,11 @@ fn a_creation_whose_caller_has_gone_is_released() {
     assert!(rig.writer.jobs.is_empty());
     assert!(rig.stored("orphan").is_some(), "created");
     let fence = fence.lock();
-    assert_eq!(fence.released, ["orphan"], "so another daemon can take it");
+    assert_eq!(
+        fence.disowned,
+        ["orphan"],
+        "so another daemon can take it once its lease runs out"
+    );
     assert!(!fence.owned.contains_key("orphan"));
 }
 

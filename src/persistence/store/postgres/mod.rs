@@ -767,8 +767,8 @@ impl WriteStore for PostgresWriter {
         PostgresWriter::orphaned_jobs(self)
     }
 
-    fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
-        PostgresWriter::release(self, names)
+    fn disown(&mut self, names: &[String]) {
+        PostgresWriter::disown(self, names)
     }
 
     fn write_final_batch(

@@ -435,28 +435,10 @@ impl PostgresWriter {
         }
     }
 
-    /// [`crate::persistence::store::WriteStore::release`]. The galaxies are forgotten
-    /// even when the statement fails: they have left memory, so nothing renews them and
-    /// their leases run out.
-    pub(super) fn release(&mut self, names: &[String]) -> Result<(), StoreError> {
-        let mut released = Fence::default();
+    /// [`crate::persistence::store::WriteStore::disown`].
+    pub(super) fn disown(&mut self, names: &[String]) {
         for name in names {
-            if let Some(epoch) = self.owned.remove(name) {
-                released.push(name, epoch);
-            }
-        }
-        if released.names.is_empty() {
-            return Ok(());
-        }
-        let mut attempt = 1;
-        loop {
-            let result = self.with_session(|session, _, me| {
-                release(&mut session.client, &mut session.prepared, me, &released)
-            });
-            match result {
-                Err(error) if serialization_failure(&error) && attempt < ATTEMPTS => attempt += 1,
-                result => return result.map(|_| ()),
-            }
+            self.owned.remove(name);
         }
     }
 

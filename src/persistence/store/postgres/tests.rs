@@ -734,7 +734,8 @@ fn two_claimers_race_for_one_galaxy_and_exactly_one_owns_it() {
     let Some((db, mut store, reader, _galaxy)) = stored_galaxy("race") else {
         return;
     };
-    store.release(&["g".to_owned()]).unwrap();
+    // Released (as by a clean stop's final batch).
+    store.write_final_batch(&[], &[]).unwrap();
     assert!(store.owned().is_empty());
     assert_eq!(owner_row(&db, "g"), (1, None));
     assert_eq!(reader.galaxy_owners().unwrap(), [("g".to_owned(), None)]);
@@ -867,7 +868,7 @@ fn renewing_reports_a_galaxy_taken_and_keeps_the_others() {
 }
 
 #[test]
-fn a_released_galaxy_is_taken_at_once_and_the_final_batch_releases_everything() {
+fn a_disowned_galaxy_is_not_renewed_and_the_final_batch_releases_everything_else() {
     let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("release") else {
         return;
     };
@@ -875,14 +876,23 @@ fn a_released_galaxy_is_taken_at_once_and_the_final_batch_releases_everything() 
     insert(&mut store, &reader, &new_galaxy("i"));
     let other = PostgresClaimer::open(&db.url, identity("http://b", 15)).unwrap();
     assert!(matches!(other.take("h").unwrap(), Claim::Elsewhere(_)));
-    store.release(&["h".to_owned(), "nope".to_owned()]).unwrap();
-    // Taken at once, no lease to wait out (once the claimer's memory of the answer
-    // "owned elsewhere", a quarter of a second, has passed).
-    assert_eq!(take_when_expired(&other, "h"), 2);
-    // A release of a galaxy since taken by another changes nothing.
-    store.own("h", 1);
-    store.release(&["h".to_owned()]).unwrap();
-    assert_eq!(owner_row(&db, "h"), (2, Some(other.identity.id.clone())));
+    // Disowned (evicted): no longer renewed, and not released: its lease runs out.
+    let expiry = |name: &str| -> String {
+        db.client()
+            .query_one(
+                "SELECT expires_at::text FROM galaxy_owners WHERE galaxy_name = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let (h_before, g_before) = (expiry("h"), expiry("g"));
+    store.disown(&["h".to_owned(), "nope".to_owned()]);
+    assert!(!store.owned().contains_key("h"));
+    assert_eq!(store.renew_leases().unwrap(), []);
+    assert_eq!(expiry("h"), h_before, "not renewed");
+    assert_ne!(expiry("g"), g_before, "renewed");
+    assert_eq!(owner_row(&db, "h"), (1, Some(store.identity.id.clone())));
 
     // The final batch: rows and the release of g and i in one transaction.
     let (x, y) = galaxy.systems()[2].coords();
@@ -895,6 +905,11 @@ fn a_released_galaxy_is_taken_at_once_and_the_final_batch_releases_everything() 
     assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
     assert_eq!(owner_row(&db, "g"), (1, None));
     assert_eq!(owner_row(&db, "i"), (1, None));
+    assert_eq!(
+        owner_row(&db, "h"),
+        (1, Some(store.identity.id.clone())),
+        "a disowned galaxy is not released"
+    );
     assert!(store.owned().is_empty());
     assert_eq!(other.take("g").unwrap(), Claim::Owned { epoch: 2 });
     // Nothing owned and nothing to write: no transaction at all.
