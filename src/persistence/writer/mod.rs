@@ -731,7 +731,9 @@ impl Writer {
         if self.batch_due(now).is_some_and(|due| due <= now) {
             let periodic = self.ticks_due;
             self.batch();
-            if periodic && self.failure.is_none() {
+            // Not after the final batch: it released this daemon's galaxies and jobs for
+            // others to take at once, and the interval's work would take jobs back.
+            if periodic && self.failure.is_none() && self.exit.is_none() {
                 self.periodic();
             }
         }

@@ -1022,6 +1022,22 @@ fn a_committed_batch_renews_the_leases_of_its_galaxies() {
 }
 
 #[test]
+fn a_shutdown_on_an_interval_takes_no_job_back_after_its_final_batch() {
+    let (mut rig, fence) = fenced_rig(settings(|s| s.auto_save_interval = 10 * SEC), 60 * SEC);
+    let cell = rig.create("s", 10);
+    rig.order(&cell, 0, 1);
+    let asks = fence.lock().orphan_asks;
+    // The final batch falls on the interval: its periodic work would run in that turn.
+    rig.clock.advance(10 * SEC);
+    let report = rig.shutdown(2 * SEC);
+    assert!(rig.turn(), "the writer stops");
+    assert!(report.try_recv().unwrap().all_saved());
+    let fence = fence.lock();
+    assert_eq!(fence.finals, 1);
+    assert_eq!(fence.orphan_asks, asks, "no job taken after the release");
+}
+
+#[test]
 fn the_final_batch_releases_every_galaxy_also_with_nothing_to_write() {
     for with_change in [false, true] {
         let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
