@@ -382,10 +382,11 @@ fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(), StoreError
 /// Whether a migration failed because another session ran the same one at once.
 fn migrated_meanwhile(error: &::postgres::Error) -> bool {
     // unique_violation, duplicate_table, duplicate_object (a table's row type),
-    // deadlock_detected
+    // deadlock_detected, lock_not_available (the other daemon's migration held a lock
+    // past the session's lock timeout)
     matches!(
         error.code().map(SqlState::code),
-        Some("23505" | "42P07" | "42710" | "40P01")
+        Some("23505" | "42P07" | "42710" | "40P01" | "55P03")
     )
 }
 
@@ -848,30 +849,37 @@ impl ReadStore for PostgresReader {
     }
 }
 
-/// The advisory lock a daemon from before several daemons could share a database held
-/// on its writer's session (the bytes of `gwar-one`; a bigint key shows in `pg_locks` as
-/// its high half in `classid`, its low half in `objid`, and `objsubid` 1).
-const OLDER_DAEMON_LOCK: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
-     WHERE locktype = 'advisory' AND granted AND classid = 1735876978
-         AND objid = 762277477 AND objsubid = 1
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+/// The advisory lock a daemon from before several daemons could share a database holds,
+/// exclusively, on its writer's session (the bytes of `gwar-one`).
+const OLDER_DAEMON_KEY: i64 = i64::from_be_bytes(*b"gwar-one");
 
 /// Refuses a database an older daemon serves: it writes without the ownership fence, so
-/// a daemon beside it could not keep it from overwriting the galaxies this one owns. A
-/// database without `pg_locks` (a PostgreSQL-compatible one) has no older daemon on it.
+/// a daemon beside it could not keep it from overwriting the galaxies this one owns. The
+/// writer's session holds that lock *shared* for as long as it lives, which every daemon
+/// of this version may do at once, while an older daemon (which takes it exclusively) is
+/// refused beside any of them, whichever starts first. No race: the lock decides, not a
+/// look at `pg_locks`. A database without advisory locks (a PostgreSQL-compatible one)
+/// has no older daemon on it; the fence itself never uses them.
 fn refuse_older_daemon(client: &mut Client, label: &str) -> Result<(), StoreError> {
     match client
-        .query_one(OLDER_DAEMON_LOCK, &[])
+        .query_one(
+            "SELECT pg_try_advisory_lock_shared($1)",
+            &[&OLDER_DAEMON_KEY],
+        )
         .and_then(|row| row.try_get::<_, bool>(0))
     {
-        Ok(true) => Err(StoreError::OlderDaemon {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::OlderDaemon {
             database: label.to_owned(),
         }),
-        Ok(false) => Ok(()),
-        Err(error) => {
-            log::debug!(target: LOG, "{label}: looking for an older daemon in pg_locks: {}", describe(&error));
+        Err(error) if error.as_db_error().is_some() => {
+            log::debug!(target: LOG, "{label}: no advisory locks to keep an older daemon out: {}", describe(&error));
             Ok(())
         }
+        Err(source) => Err(StoreError::Postgres {
+            context: "keeping older daemons out",
+            source,
+        }),
     }
 }
 

@@ -1250,5 +1250,15 @@ fn a_database_an_older_daemon_serves_is_refused_untouched() {
             &[&i64::from_be_bytes(*b"gwar-one")],
         )
         .unwrap();
-    PostgresWriter::open(&db.url, identity("http://a", 15)).unwrap();
+    let _new = PostgresWriter::open(&db.url, identity("http://a", 15)).unwrap();
+    let _beside = PostgresWriter::open(&db.url, identity("http://b", 15)).unwrap();
+    // And an older daemon starting now is refused, as it refuses a second daemon.
+    let taken: bool = older
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&i64::from_be_bytes(*b"gwar-one")],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!taken, "an older daemon cannot start beside this version's");
 }
