@@ -38,10 +38,11 @@ use crate::settings::postgres_label;
 /// Who this daemon is to the others, and the lease it holds its galaxies under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// `host:boot:pidns:pid:start-unix-ms:random-hex` — the host name, the kernel's boot
+    /// `host:boot:pidns:pid:start-unix-ms:token.n` — the host name, the kernel's boot
     /// id (`-` when it cannot be read), the inode of the PID namespace (`0` likewise),
-    /// the process id, when this identity was made, and a random part: unique per
-    /// process, also across restarts that reuse a process id, and readable by an operator.
+    /// the process id, when this identity was made, this process's random token and the
+    /// identity's number in it: unique per process (and per engine in one process), also
+    /// across restarts that reuse a process id, and readable by an operator.
     pub id: String,
     /// Where this daemon serves players (`GWAR_ADVERTISE_URL`).
     pub url: String,
@@ -49,10 +50,24 @@ pub struct Identity {
     pub lease: Duration,
 }
 
-/// When this process made its first identity (Unix ms): any identity of this process is
-/// at least as young, so one under this process's id that is older belonged to an
-/// earlier process.
-static FIRST_IDENTITY_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+/// This process's random token, in every identity it makes: an identity under this
+/// process's id without it belonged to an earlier process.
+static PROCESS_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Identities this process has made (tests and embedders may run several engines).
+static IDENTITIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// This process's token: the process's random hash keys mixed with the clock.
+fn process_token() -> &'static str {
+    PROCESS_TOKEN.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.write_u128(now.as_nanos());
+        format!("{:016x}", hasher.finish())
+    })
+}
 
 /// An identity's id, split (see [`Identity::id`]).
 #[derive(Debug, PartialEq, Eq)]
@@ -61,14 +76,15 @@ struct IdParts<'a> {
     boot: &'a str,
     pidns: &'a str,
     pid: u32,
-    started_ms: u64,
+    /// The process's token (without the identity's number).
+    token: &'a str,
 }
 
 impl<'a> IdParts<'a> {
     fn parse(id: &'a str) -> Option<IdParts<'a>> {
         let mut parts = id.rsplitn(6, ':');
-        let _random = parts.next()?;
-        let started_ms = parts.next()?.parse().ok()?;
+        let token = parts.next()?.split('.').next()?;
+        let _started_ms: u64 = parts.next()?.parse().ok()?;
         let pid = parts.next()?.parse().ok()?;
         let pidns = parts.next()?;
         let boot = parts.next()?;
@@ -78,7 +94,7 @@ impl<'a> IdParts<'a> {
             boot,
             pidns,
             pid,
-            started_ms,
+            token,
         })
     }
 
@@ -110,18 +126,14 @@ impl Identity {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let started_ms = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
-        FIRST_IDENTITY_MS.get_or_init(|| started_ms);
-        // A hasher seeded with the process's random keys (each `RandomState` a new one):
-        // random enough to tell two identities of one process (tests) apart.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(started.as_nanos());
+        let started_ms = started.as_millis();
+        let number = IDENTITIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Identity {
             id: format!(
-                "{host}:{boot}:{}:{}:{started_ms}:{:016x}",
+                "{host}:{boot}:{}:{}:{started_ms}:{}.{number}",
                 pid_namespace(),
                 std::process::id(),
-                hasher.finish()
+                process_token()
             ),
             url: url.to_owned(),
             lease: lease.max(Duration::from_millis(1)),
@@ -133,7 +145,7 @@ impl Identity {
     /// crash takes back its own galaxies at once): it ran on this host, in this boot of
     /// its kernel, in this PID namespace (all three known), and either its process id is
     /// gone (`kill(pid, 0)` says no such process) or it is this process's and the owner
-    /// is older than this process's first identity. Anything less certain counts as
+    /// lacks this process's token. Anything less certain counts as
     /// alive, and the lease decides: another machine, a boot id or namespace that could
     /// not be read (a unit with `ProcSubset=pid`), a process that exists (whoever's:
     /// `EPERM` means alive), an id that does not parse.
@@ -145,9 +157,8 @@ impl Identity {
             return false;
         }
         if theirs.pid == mine.pid {
-            // Older than anything of this process, by more than clocks disagree.
-            let first = FIRST_IDENTITY_MS.get().copied().unwrap_or(mine.started_ms);
-            return theirs.started_ms.saturating_add(2_000) < first;
+            // Another engine of this process, or an earlier process under its id.
+            return theirs.token != mine.token;
         }
         let Ok(pid) = i32::try_from(theirs.pid) else {
             return false;
@@ -706,7 +717,7 @@ mod tests {
         let gone = with(3, "4999999");
         assert!(me.outlived(&gone), "its process is gone");
         assert!(
-            me.outlived(&with(4, "1")),
+            me.outlived(&with(5, "0123456789abcdef.0")),
             "an earlier process under this process's id"
         );
         let another_engine_here = Identity::new("http://127.0.0.1:2", Duration::from_secs(15));
@@ -746,5 +757,9 @@ mod tests {
         assert!(!unknown(1, "-"), "no boot id");
         assert!(!unknown(2, "0"), "no PID namespace");
         assert!(unknown(4, "1"), "(the same with both known: gone)");
+        assert_eq!(
+            IdParts::parse(&another_engine_here.id).unwrap().token,
+            process_token()
+        );
     }
 }
