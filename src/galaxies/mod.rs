@@ -32,9 +32,8 @@
 //! holding only locks above it:
 //! 1. **catalog** (here): creations start and end, deletions, a load's publishing.
 //!    Short: its only SQL is a look-up in the `galaxies` table (through a reader
-//!    connection) or, for a deletion of a galaxy not in memory, one take of its
-//!    ownership (bounded by the claims session's lock timeout); never a load's take or
-//!    read, a creation's writing, or an order.
+//!    connection) or, for a deletion of a galaxy evicted in the instant before, one take
+//!    of its ownership; never a load's take or read, a creation's writing, or an order.
 //! 2. **a cell's lock** ([`cell`]): orders and reads on one galaxy, the writer's cut.
 //!    Never held during SQL.
 //! 3. **the registry's change lock** ([`registry`]): publishing a changed map.
@@ -359,6 +358,16 @@ impl Galaxies {
         commit_later: impl FnOnce(Option<Epoch>),
     ) -> Result<(), LifeError> {
         let unknown = || LifeError::Unknown(name.to_owned());
+        // A galaxy not in memory is taken before the catalog lock, holding no lock (a take
+        // is a round trip to a database that may be slow or gone). A take of a galaxy this
+        // daemon owns keeps its epoch, so one that turns out to be in memory by the time
+        // the lock is held (published meanwhile) has changed nothing.
+        let look_in_memory = || self.registry.get(name).is_some() || self.is_deleting(name);
+        let taken = if backing.persists() && !look_in_memory() {
+            Some(backing.take(name)?)
+        } else {
+            None
+        };
         let creating = self.catalog.lock();
         if creating.contains(name) {
             // Saved perhaps, but not yet reported: until its creator publishes it, it is
@@ -383,7 +392,8 @@ impl Galaxies {
         let epoch = match live {
             Some(_) => None,
             None if !backing.persists() || self.is_deleting(name) => return Err(unknown()),
-            None => match backing.take(name)? {
+            // (Taken under the lock only when it was in memory a moment ago: evicted since.)
+            None => match taken.map_or_else(|| backing.take(name), Ok)? {
                 Taken::Unfenced if backing.is_stored(name)? => None,
                 Taken::Unfenced | Taken::Missing => return Err(unknown()),
                 Taken::Ours { epoch, .. } => Some(epoch),
