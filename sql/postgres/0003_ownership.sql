@@ -7,7 +7,7 @@
 --   transaction of the owner ends with a statement that matches (galaxy_name, epoch,
 --   owner) and renews expires_at; a daemon whose epoch is stale matches nothing and rolls
 --   back, so it can never commit after another daemon took the galaxy.
--- owner: the owning process's id (host:pid:start-ms:random), NULL when free.
+-- owner: the owning process's id (host:boot:pidns:pid:start-ms:token.n), NULL when free.
 -- owner_url: where that daemon serves players (GWAR_ADVERTISE_URL), for redirects.
 -- expires_at: the end of the owner's lease, on the database's clock; past it, any daemon
 --   may take the galaxy.

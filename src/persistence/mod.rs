@@ -91,9 +91,9 @@ impl Engine {
         metrics: Arc<Metrics>,
         notifier: &Notifier,
     ) -> Result<Engine, StoreError> {
-        // PostgreSQL: the writer's session holds an advisory lock instead (see
-        // `store::postgres`), and the server recovers from crashes on its own, so there
-        // is no clean-shutdown marker and no start-up check of a file.
+        // PostgreSQL: several daemons may share the database, each galaxy owned by one
+        // (see `store::postgres`), and the server recovers from crashes on its own, so
+        // there is no lock file, no clean-shutdown marker and no start-up check of a file.
         let lock = match url {
             DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
             DatabaseUrl::File(path) => {

@@ -522,9 +522,9 @@ pub trait WriteStore: Any + Send {
 /// by the implementation, never after the other daemon's transaction. `Sync`: one value
 /// serves every thread (its sessions behind its own lock).
 pub trait ClaimStore: Send + Sync {
-    /// Takes galaxy `name` when it has no owner, its owner's lease has run out, or it is
-    /// ours already: a new epoch either way. A galaxy with an unfinished creation or
-    /// deletion is `Missing`.
+    /// Takes galaxy `name` when it has no owner or its owner's lease has run out (a new
+    /// epoch), or it is ours already (the same epoch, which this daemon's writer may be
+    /// fencing with). A galaxy with an unfinished creation or deletion is `Missing`.
     fn take(&self, name: &str) -> Result<Claim, StoreError>;
 }
 

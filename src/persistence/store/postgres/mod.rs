@@ -499,6 +499,11 @@ pub struct PostgresWriter {
     /// by it. Added by [`WriteStore::own`] and a creation's first chunk; removed when a
     /// galaxy is found lost, released, or purged.
     owned: HashMap<String, Epoch>,
+    /// Galaxies no longer renewed (they left memory) whose leases may still run, and
+    /// their epochs: a clean stop releases them with the rest, so no daemon on another
+    /// machine waits out their leases. (Taken again here, a galaxy moves back to
+    /// `owned`.)
+    disowned: HashMap<String, Epoch>,
     /// A session was lost: the next one opened says so in the log.
     lost: bool,
     /// Ends a call still running at the shutdown's deadline (the engine's writer only).
@@ -600,6 +605,7 @@ impl PostgresWriter {
             ids: HashMap::new(),
             identity,
             owned: HashMap::new(),
+            disowned: HashMap::new(),
             lost: false,
             canceller: None,
             fencing: true,
@@ -753,6 +759,7 @@ impl WriteStore for PostgresWriter {
     }
 
     fn own(&mut self, name: &str, epoch: Epoch) {
+        self.disowned.remove(name);
         self.owned.insert(name.to_owned(), epoch);
     }
 

@@ -13,7 +13,8 @@
 //! - No session holds anything between transactions: ownership is rows and leases, never
 //!   a session-level lock, so a lost connection costs nothing but a reconnect, and a dead
 //!   daemon's galaxies are free once its leases run out.
-//! - Only SQL a PostgreSQL-compatible distributed database runs (no advisory locks); a
+//! - Only SQL a PostgreSQL-compatible distributed database runs (no advisory locks in
+//!   the fence: the one the writer's session holds shared only keeps older daemons out); a
 //!   serialization failure (40001, which PostgreSQL's read committed never raises for
 //!   these statements) is retried a few times at once.
 //!
@@ -449,7 +450,9 @@ impl PostgresWriter {
     /// [`crate::persistence::store::WriteStore::disown`].
     pub(super) fn disown(&mut self, names: &[String]) {
         for name in names {
-            self.owned.remove(name);
+            if let Some(epoch) = self.owned.remove(name) {
+                self.disowned.insert(name.clone(), epoch);
+            }
         }
     }
 

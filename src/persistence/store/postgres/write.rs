@@ -124,7 +124,10 @@ impl PostgresWriter {
         let nothing_to_write = fence.names.is_empty() && galaxies.is_empty();
         let mut release = Fence::default();
         if release_all {
-            for (name, &epoch) in &self.owned {
+            // The galaxies disowned too: released only if still held under their epoch
+            // (nothing loads them again during a stop, and one another daemon took since
+            // is left alone by the release's own check).
+            for (name, &epoch) in self.owned.iter().chain(&self.disowned) {
                 release.push(name, epoch);
             }
             if nothing_to_write && release.names.is_empty() {
@@ -164,6 +167,7 @@ impl PostgresWriter {
                     }
                     if release_all {
                         self.owned.clear();
+                        self.disowned.clear();
                     }
                     return Ok(stats);
                 }
