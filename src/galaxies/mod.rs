@@ -270,6 +270,7 @@ impl Galaxies {
         // slow or gone): a take of a galaxy this daemon owns already keeps its epoch, so
         // it cannot fence this daemon's own creation of the name or a copy in memory,
         // and publishing below re-checks both under the catalog lock.
+        let taken_at = self.clock.now();
         let (epoch, lease_until) = match backing.take(name)? {
             Taken::Unfenced => (None, None),
             Taken::Ours { epoch, lease_until } => (Some(epoch), Some(lease_until)),
@@ -278,6 +279,23 @@ impl Galaxies {
         };
         let Some((galaxy, ids)) = backing.read(name)? else {
             return Ok(leading.land(Landed::Missing));
+        };
+        // A read long beside the lease (a huge galaxy, a slow link): the deadline may be
+        // near, and the lease in the database too. Taken again for a fresh one (the same
+        // epoch: it is ours), or read again if another daemon took it meanwhile.
+        let lease_until = match (epoch, lease_until) {
+            (Some(epoch), Some(until))
+                if self.clock.now() >= taken_at + until.saturating_duration_since(taken_at) / 2 =>
+            {
+                match backing.take(name)? {
+                    Taken::Ours {
+                        epoch: again,
+                        lease_until,
+                    } if again == epoch => Some(lease_until),
+                    _ => return Ok(leading.land(Landed::Again)),
+                }
+            }
+            _ => lease_until,
         };
         // Published under the catalog lock, which a deletion holds while it marks the
         // name deleting and supersedes this flight: the deletion is wholly before this
@@ -637,8 +655,9 @@ mod tests {
             }
             Ok(match found.get(name) {
                 Some(taken) => taken.clone(),
+                // Every take of a stored galaxy gets epoch 3 here.
                 None if self.galaxies.lock().contains_key(name) => Taken::Ours {
-                    epoch: self.taken.lock().len() as Epoch,
+                    epoch: 3,
                     lease_until: *lease_until,
                 },
                 None => Taken::Missing,
@@ -988,6 +1007,50 @@ mod tests {
             Err(LifeError::Unknown(_))
         ));
         assert_eq!(told.len(), 2);
+    }
+
+    #[test]
+    fn a_read_long_beside_the_lease_takes_the_galaxy_again_or_reads_it_again() {
+        for taken_meanwhile in [false, true] {
+            let clock = Clock::manual();
+            let (galaxies, stored) = (Galaxies::new(10, clock.clone()), Stored::with(&["big"]));
+            shared(&stored, &[], clock.now() + Duration::from_secs(12));
+            let (started_tx, started) = bounded(1);
+            let (go, go_rx) = bounded(1);
+            *stored.gate.lock() = Some((started_tx, go_rx));
+            std::thread::scope(|scope| {
+                let leader = scope.spawn(|| tick_of(&galaxies, &stored, "big"));
+                started.recv().unwrap(); // the take
+                go.send(()).unwrap();
+                started.recv().unwrap(); // the read, which outlasts half the lease
+                clock.advance(Duration::from_secs(7));
+                let theirs: &[&str] = if taken_meanwhile { &["big"] } else { &[] };
+                shared(&stored, theirs, clock.now() + Duration::from_secs(12));
+                *stored.gate.lock() = None;
+                go.send(()).unwrap();
+                let result = leader.join().unwrap();
+                if taken_meanwhile {
+                    assert!(
+                        matches!(result, Err(LifeError::Elsewhere { .. })),
+                        "{result:?}"
+                    );
+                } else {
+                    assert_eq!(result.unwrap(), 0);
+                }
+            });
+            if taken_meanwhile {
+                assert!(!galaxies.is_loaded("big"), "not published: no longer ours");
+                assert!(stored.published.lock().is_empty());
+            } else {
+                assert_eq!(*stored.taken.lock(), ["big", "big"], "taken again");
+                let cell = galaxies.registry.all().pop().unwrap();
+                assert_eq!(
+                    cell.lock().lease_until,
+                    Some(clock.now() + Duration::from_secs(12)),
+                    "served under the fresh lease"
+                );
+            }
+        }
     }
 
     #[test]
