@@ -395,15 +395,25 @@ impl Galaxies {
         }
         // Marked deleted under the cell's lock, so the writer cannot evict it meanwhile:
         // a galaxy it evicted is no longer renewed here, so it is taken like any galaxy
-        // not in memory.
+        // not in memory. Past its lease's deadline it is refused as an order is: another
+        // daemon may own it by now.
+        let now = self.clock.now();
+        let mut lapsed = false;
         let live = self.registry.get(name).filter(|cell| {
             let mut state = cell.lock();
             if state.life != Life::Live {
                 return false;
             }
+            if state.lease_until.is_some_and(|until| now >= until) {
+                lapsed = true;
+                return false;
+            }
             state.life = Life::Deleted;
             true
         });
+        if lapsed {
+            return Err(LifeError::LeaseLapsed(name.to_owned()));
+        }
         if let Some(cell) = &live {
             self.registry.remove_cell(cell);
         }
@@ -1065,6 +1075,10 @@ mod tests {
             Err(LifeError::LeaseLapsed(name)) if name == "a"
         ));
         assert_eq!(galaxies.len(), 1, "still in memory, only not served");
+        assert!(matches!(
+            galaxies.delete(&stored, "a", |_| panic!("not deleted")),
+            Err(LifeError::LeaseLapsed(_))
+        ));
         let cell = galaxies.registry.all().pop().unwrap();
         cell.renew_lease(clock.now() + Duration::from_secs(12));
         assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
