@@ -288,61 +288,7 @@ impl PostgresWriter {
     /// under a new epoch; another live daemon's jobs are left to it. Creations among
     /// them are turned into deletions, in the same transaction.
     pub(super) fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
-        let taken = self.with_session(|session, _, me| {
-            let mut tx = session
-                .client
-                .transaction()
-                .context("taking unfinished jobs")?;
-            tx.execute(ADD_JOB_OWNERS, &[])
-                .context("taking unfinished jobs")?;
-            let mut exited = Vec::new();
-            for row in tx
-                .query(JOB_OWNERS, &[])
-                .context("taking unfinished jobs")?
-            {
-                let owner: String = row.try_get(0).context("taking unfinished jobs")?;
-                if me.outlived(&owner) {
-                    exited.push(owner);
-                }
-            }
-            let rows = tx
-                .query(TAKE_JOBS, &[&me.id, &me.url, &me.lease_ms(), &exited])
-                .context("taking unfinished jobs")?;
-            let mut jobs = Vec::with_capacity(rows.len());
-            let mut creations = Vec::new();
-            for row in rows {
-                let name: String = row.try_get(0).context("reading unfinished jobs")?;
-                let epoch: i64 = row.try_get(1).context("reading unfinished jobs")?;
-                let job: &str = row.try_get(2).context("reading unfinished jobs")?;
-                jobs.push((
-                    match job {
-                        "creating" => {
-                            creations.push(name.clone());
-                            GalaxyJob::Creating(name)
-                        }
-                        _ => GalaxyJob::Deleting(name),
-                    },
-                    epoch,
-                ));
-            }
-            if !creations.is_empty() {
-                tx.execute(
-                    "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])",
-                    &[&creations],
-                )
-                .context("abandoning unfinished creations")?;
-            }
-            tx.commit().context("taking unfinished jobs")?;
-            Ok(jobs)
-        })?;
-        Ok(taken
-            .into_iter()
-            .map(|(job, epoch)| {
-                let (GalaxyJob::Creating(name) | GalaxyJob::Deleting(name)) = &job;
-                self.owned.insert(name.clone(), epoch);
-                job
-            })
-            .collect())
+        self.take_jobs(TAKE_JOBS, "taking unfinished jobs")
     }
 
     /// [`crate::persistence::store::WriteStore::orphaned_jobs`]: as
@@ -350,9 +296,19 @@ impl PostgresWriter {
     /// whose galaxy this daemon owns: taking it again would raise its epoch and fence this
     /// daemon's own creation or removal in progress.
     pub(super) fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.take_jobs(TAKE_ORPHANED_JOBS, "taking orphaned jobs")
+    }
+
+    /// Takes the jobs `take` (one of [`TAKE_JOBS`], [`TAKE_ORPHANED_JOBS`]) gives this
+    /// daemon, in one transaction that also turns creations among them into deletions
+    /// (run again at once after a serialization failure), and owns their galaxies.
+    fn take_jobs(
+        &mut self,
+        take: &'static str,
+        context: &'static str,
+    ) -> Result<Vec<GalaxyJob>, StoreError> {
         let taken = owners::retry_serialization(|| {
             self.with_session(|session, _, me| {
-                let context = "taking orphaned jobs";
                 let mut tx = session.client.transaction().context(context)?;
                 tx.execute(ADD_JOB_OWNERS, &[]).context(context)?;
                 let mut exited = Vec::new();
@@ -363,10 +319,7 @@ impl PostgresWriter {
                     }
                 }
                 let rows = tx
-                    .query(
-                        TAKE_ORPHANED_JOBS,
-                        &[&me.id, &me.url, &me.lease_ms(), &exited],
-                    )
+                    .query(take, &[&me.id, &me.url, &me.lease_ms(), &exited])
                     .context(context)?;
                 let mut jobs = Vec::with_capacity(rows.len());
                 let mut creations = Vec::new();
@@ -386,7 +339,7 @@ impl PostgresWriter {
                         "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])",
                         &[&creations],
                     )
-                    .context("abandoning orphaned creations")?;
+                    .context("abandoning unfinished creations")?;
                 }
                 tx.commit().context(context)?;
                 Ok(jobs)
@@ -396,6 +349,7 @@ impl PostgresWriter {
             .into_iter()
             .map(|(job, epoch)| {
                 let (GalaxyJob::Creating(name) | GalaxyJob::Deleting(name)) = &job;
+                self.disowned.remove(name);
                 self.owned.insert(name.clone(), epoch);
                 job
             })
