@@ -1262,3 +1262,21 @@ fn a_database_an_older_daemon_serves_is_refused_untouched() {
         .get(0);
     assert!(!taken, "an older daemon cannot start beside this version's");
 }
+
+/// A daemon never redirects players to itself: a galaxy held by another live daemon that
+/// advertises this daemon's own address (a misconfiguration) is busy, not elsewhere.
+#[test]
+fn a_live_owner_advertising_this_daemons_own_address_is_busy_not_a_redirect() {
+    let Some((db, store, _reader, _galaxy)) = stored_galaxy("same_address") else {
+        return;
+    };
+    let twin = PostgresClaimer::open(&db.url, identity("http://a", 15)).unwrap();
+    assert_ne!(twin.identity.id, store.identity.id);
+    let taken = twin.take("g");
+    assert!(
+        matches!(&taken, Err(StoreError::SameAddress { galaxy, url, .. }) if galaxy == "g" && url == "http://a"),
+        "{taken:?}"
+    );
+    assert_eq!(taken.unwrap_err().kind(), FailureKind::Busy);
+    assert_eq!(owner_row(&db, "g"), (1, Some(store.identity.id.clone())));
+}
