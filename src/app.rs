@@ -630,6 +630,12 @@ impl Backing for Option<Engine> {
         }
     }
 
+    fn taken_unused(&self, name: &str, epoch: Epoch) {
+        if let Some(engine) = self {
+            engine.writer().taken_unused(name.to_owned(), epoch);
+        }
+    }
+
     fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
         match self {
             Some(engine) => engine.is_stored(name),

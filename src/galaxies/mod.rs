@@ -127,6 +127,8 @@ pub(crate) trait Backing {
     /// A read galaxy goes into memory: the writer gets its row ids and the epoch it was
     /// taken under (before it can change).
     fn published(&self, name: &str, ids: Self::Ids, epoch: Option<Epoch>);
+    /// A take under `epoch` whose galaxy did not go into memory (see [`TakenUnused`]).
+    fn taken_unused(&self, _name: &str, _epoch: Epoch) {}
     fn is_stored(&self, name: &str) -> Result<bool, StoreError>;
     fn stored_names(&self) -> Result<Vec<String>, StoreError>;
     /// Every stored galaxy with the advertised URL of the live daemon that owns it, if
@@ -277,6 +279,11 @@ impl Galaxies {
             Taken::Elsewhere(owner) => return Ok(leading.land(Landed::Elsewhere(owner))),
             Taken::Missing => return Ok(leading.land(Landed::Missing)),
         };
+        let mut unused = TakenUnused {
+            backing,
+            name,
+            epoch,
+        };
         let Some((galaxy, ids)) = backing.read(name)? else {
             return Ok(leading.land(Landed::Missing));
         };
@@ -305,7 +312,9 @@ impl Galaxies {
             if leading.flight().superseded() || self.is_deleting(name) {
                 Landed::Again
             } else if let Some(cell) = self.registry.get(name) {
-                // A creation put one there: that one is the galaxy's live state.
+                // A creation put one there: that one is the galaxy's live state (and the
+                // writer holds it under the epoch taken, which a take of ours keeps).
+                unused.epoch = None;
                 Landed::Cell(cell)
             } else if creating.contains(name) {
                 // Its last chunk has committed, but the creation is not reported yet:
@@ -313,6 +322,7 @@ impl Galaxies {
                 Landed::Missing
             } else {
                 // Before the galaxy can change: a deletion then comes after this.
+                unused.epoch = None;
                 backing.published(name, ids, epoch);
                 let cell = GalaxyCell::new(galaxy, self.clock.now(), lease_until);
                 self.registry.insert(cell.clone());
@@ -497,6 +507,25 @@ impl Galaxies {
     /// The writer's handle.
     pub(crate) fn writer_side(self: &Arc<Galaxies>) -> WriterSide {
         WriterSide(self.clone())
+    }
+}
+
+/// A galaxy a load took for this daemon and has not (yet) put in memory: if the load ends
+/// otherwise (its read found nothing or failed, a deletion or a creation overtook it),
+/// the backing is told on drop, so that a clean stop releases the galaxy rather than
+/// leaving other daemons to wait out its lease.
+struct TakenUnused<'a, B: Backing> {
+    backing: &'a B,
+    name: &'a str,
+    /// Cleared once the galaxy is in memory.
+    epoch: Option<Epoch>,
+}
+
+impl<B: Backing> Drop for TakenUnused<'_, B> {
+    fn drop(&mut self) {
+        if let Some(epoch) = self.epoch.take() {
+            self.backing.taken_unused(self.name, epoch);
+        }
     }
 }
 

@@ -23,6 +23,8 @@ struct Stored {
     takes: Mutex<Option<(HashMap<String, Taken>, Instant)>>,
     taken: Mutex<Vec<String>>,
     reads: Mutex<usize>,
+    /// Takes whose galaxy did not go into memory.
+    unused: Mutex<Vec<(String, Epoch)>>,
 }
 
 impl Stored {
@@ -76,6 +78,9 @@ impl Backing for Stored {
     fn published(&self, name: &str, _: (), epoch: Option<Epoch>) {
         self.published.lock().push(name.to_owned());
         self.epochs.lock().push(epoch);
+    }
+    fn taken_unused(&self, name: &str, epoch: Epoch) {
+        self.unused.lock().push((name.to_owned(), epoch));
     }
     fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.galaxies.lock().contains_key(name))
@@ -146,6 +151,37 @@ fn a_deletion_during_a_load_keeps_the_read_copy_out_of_memory() {
         .writer_side()
         .deletions_committed(&["a".to_owned()]);
     assert!(galaxies.deleting.lock().is_empty());
+}
+
+/// Where daemons share the database, a load took the galaxy before a deletion overtook
+/// it: the take is handed back, so a clean stop releases it.
+#[test]
+fn a_take_whose_load_was_overtaken_is_handed_back() {
+    let (galaxies, stored) = (Galaxies::new(10, Clock::system()), Stored::with(&["a"]));
+    shared(&stored, &[], Instant::now() + Duration::from_secs(60));
+    let (started_tx, started) = bounded(1);
+    let (go, go_rx) = bounded(1);
+    *stored.gate.lock() = Some((started_tx, go_rx));
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| tick_of(&galaxies, &stored, "a"));
+        started.recv().unwrap(); // the take
+        go.send(()).unwrap();
+        started.recv().unwrap(); // the read
+        *stored.gate.lock() = None;
+        galaxies.delete(&stored, "a", |_| {}).unwrap();
+        go.send(()).unwrap();
+        assert!(matches!(
+            loading.join().unwrap(),
+            Err(LifeError::Unknown(_))
+        ));
+    });
+    assert_eq!(*stored.unused.lock(), [("a".to_owned(), 3)]);
+    assert!(stored.published.lock().is_empty());
+    // A load that puts its galaxy in memory hands nothing back.
+    let other = Stored::with(&["b"]);
+    shared(&other, &[], Instant::now() + Duration::from_secs(60));
+    tick_of(&galaxies, &other, "b").unwrap();
+    assert!(other.unused.lock().is_empty());
 }
 
 #[test]

@@ -132,6 +132,10 @@ pub(crate) enum Message {
     },
     /// A galaxy deleted; `epoch` when it was taken for the deletion (it was not in memory).
     Delete { name: String, epoch: Option<Epoch> },
+    /// A galaxy a load took under `epoch` that never reached memory (its read found
+    /// nothing or failed, a deletion overtook it): not renewed, but released by a clean
+    /// stop like the galaxies that left memory.
+    TakenUnused { name: String, epoch: Epoch },
     Flush {
         deadline: Option<Instant>,
         reply: Sender<Result<u64, PersistError>>,
@@ -245,6 +249,11 @@ impl WriterHandle {
     /// `epoch`: what taking the galaxy got (several daemons); its writes are fenced by it.
     pub(crate) fn adopt_ids(&self, name: String, ids: RowIds, epoch: Option<Epoch>) {
         let _ = self.tx.send(Message::AdoptIds { name, ids, epoch });
+    }
+
+    /// Galaxy `name` was taken under `epoch` by a load that did not put it in memory.
+    pub(crate) fn taken_unused(&self, name: String, epoch: Epoch) {
+        let _ = self.tx.send(Message::TakenUnused { name, epoch });
     }
 
     /// Deletes galaxy `name` from the database within the loss window; `epoch` when it
@@ -583,6 +592,13 @@ impl Writer {
                 }
                 self.store.adopt_ids(&name, ids);
             }
+            // Owned already: in memory after all (another load, a creation), under the
+            // epoch the store has.
+            Message::TakenUnused { name, epoch } if !self.store.owns(&name) => {
+                self.store.own(&name, epoch);
+                self.store.disown(&[name]);
+            }
+            Message::TakenUnused { .. } => {}
             Message::StopCreating => {
                 self.creating = false;
                 self.jobs.cancel_creations();

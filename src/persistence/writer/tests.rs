@@ -1380,3 +1380,26 @@ fn jobs_other_daemons_left_are_taken_over_every_interval() {
     rig.after(10 * SEC);
     assert_eq!(fence.lock().orphan_asks, 2, "asked every interval");
 }
+
+#[test]
+fn a_take_a_load_did_not_keep_is_disowned_unless_the_galaxy_is_held() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    rig.create("held", 10);
+    for (name, epoch) in [("gone", 4), ("held", 1)] {
+        rig.tx
+            .send(Message::TakenUnused {
+                name: name.to_owned(),
+                epoch,
+            })
+            .unwrap();
+    }
+    rig.turn();
+    let fence = fence.lock();
+    assert_eq!(
+        fence.disowned,
+        ["gone"],
+        "released by a clean stop, not renewed"
+    );
+    assert!(!fence.owned.contains_key("gone"));
+    assert!(fence.owned.contains_key("held"), "in memory: still renewed");
+}
