@@ -329,11 +329,25 @@ fn engine_orders(
     stream: &[(u64, usize, StructureKind)],
     batch: u64,
 ) -> (f64, Vec<(u64, u64)>) {
-    let name = ORDERS_GALAXY;
     let app = AppState::open(settings).expect("opens");
+    orders_in(&app, systems, stream, batch, || {})
+}
+
+/// Creates the orders galaxy of `systems` systems in `app`, runs `before` (not timed),
+/// then places `stream` saving after every `batch` orders: orders/s, and the systems'
+/// coordinates.
+fn orders_in(
+    app: &AppState,
+    systems: u64,
+    stream: &[(u64, usize, StructureKind)],
+    batch: u64,
+    before: impl FnOnce(),
+) -> (f64, Vec<(u64, u64)>) {
+    let name = ORDERS_GALAXY;
     app.create_galaxy(name, config(systems, 300), Some(ORDERS_SEED), 0)
         .expect("created");
-    let places = coords(&app, name);
+    let places = coords(app, name);
+    before();
     let started = Instant::now();
     for chunk in stream.chunks(batch as usize) {
         for &(tick, index, kind) in chunk {
@@ -2530,20 +2544,7 @@ fn fenced_orders(
         .with_postgres(move |writer| writer.set_fencing(fencing))
         .expect("the writer answers")
         .expect("a PostgreSQL store");
-    let name = ORDERS_GALAXY;
-    app.create_galaxy(name, config(systems, 300), Some(ORDERS_SEED), 0)
-        .expect("created");
-    let places = coords(&app, name);
-    pg_checkpoint(cluster);
-    let started = Instant::now();
-    for chunk in stream.chunks(batch as usize) {
-        for &(tick, index, kind) in chunk {
-            let (x, y) = places[index];
-            let _ = app.build(name, tick, x, y, kind);
-        }
-        app.save_all().expect("saved");
-    }
-    per_sec(stream.len() as u64, started.elapsed())
+    orders_in(&app, systems, stream, batch, || pg_checkpoint(cluster)).0
 }
 
 /// What the fence costs: persisted orders/s with it and without it, `rounds` pairs taking

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::postgres_cluster::{self as pg, Database};
 use crate::util::{
-    check_survivors_of, client, sqlite, stored_metal, Daemon, Order, BIN, COUNTING_CONFIG,
+    check_survivors_of, client, sqlite, stored_metal, stored_metal_pg, Daemon, Order, BIN,
+    COUNTING_CONFIG,
 };
 
 const GALAXIES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -64,16 +65,7 @@ impl Store<'_> {
         match self {
             Store::Sqlite(path) => stored_metal(path, galaxy),
             Store::Postgres(db) => {
-                let metal: Vec<i64> = db
-                    .client()
-                    .query(
-                        "SELECT metal FROM systems WHERE galaxy_name = $1 ORDER BY x, y",
-                        &[&galaxy],
-                    )
-                    .unwrap()
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
+                let metal = stored_metal_pg(db, galaxy);
                 (!metal.is_empty()).then_some(metal)
             }
         }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::postgres_cluster::{self as pg, Database, APPLICATION_NAME};
 use crate::util::{
-    check_survivors_of, client, parse_reply, request_at, wait_for, Daemon, Order, Reply, BIN,
-    COUNTING_CONFIG,
+    check_survivors_of, client, parse_reply, request_at, stored_metal_pg, wait_for, Daemon, Order,
+    Reply, BIN, COUNTING_CONFIG,
 };
 
 /// `GWAR_OWNERSHIP_LEASE_SECS` for every daemon here.
@@ -307,19 +307,6 @@ fn served_metal(node: &Node, galaxy: &str, coords: &[(u64, u64)]) -> Vec<i64> {
         .collect()
 }
 
-/// Metal per system as stored, in (x, y) order.
-fn stored_metal(db: &Database<'_>, galaxy: &str) -> Vec<i64> {
-    db.client()
-        .query(
-            "SELECT metal FROM systems WHERE galaxy_name = $1 ORDER BY x, y",
-            &[&galaxy],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 /// A galaxy's row of `galaxy_owners`.
 #[derive(Debug)]
 struct Ownership {
@@ -572,7 +559,7 @@ fn kill_9_hand_over(
 ) {
     a.create(galaxy, COUNTING_CONFIG);
     let coords = all_systems(&a, galaxy);
-    let baseline = stored_metal(db, galaxy);
+    let baseline = stored_metal_pg(db, galaxy);
     let path = format!("/galaxies/{galaxy}");
     assert_redirect(&b.get(&path), &a, &path);
     let orders = {
@@ -597,7 +584,7 @@ fn kill_9_hand_over(
         "{}",
         b.log()
     );
-    let stored = stored_metal(db, galaxy);
+    let stored = stored_metal_pg(db, galaxy);
     assert_eq!(
         served_metal(b, galaxy, &coords),
         stored,
@@ -631,17 +618,21 @@ fn sigterm_hands_every_acknowledged_order_over_at_once() {
     let b = Node::start(&url, &[]);
     a.create("handed", COUNTING_CONFIG);
     let coords = all_systems(&a, "handed");
-    let baseline = stored_metal(&db, "handed");
+    let baseline = stored_metal_pg(&db, "handed");
     let picks: Vec<usize> = (0..60).map(|i| (i * 7) % coords.len()).collect();
     let counts = orders_on(&a, "handed", &coords, &picks);
-    assert_eq!(stored_metal(&db, "handed"), baseline, "nothing saved yet");
+    assert_eq!(
+        stored_metal_pg(&db, "handed"),
+        baseline,
+        "nothing saved yet"
+    );
 
     assert_eq!(a.terminate().code(), Some(0), "{}", a.log());
     let row = ownership(&db, "handed");
     assert_eq!(row.owner, None, "released with the last batch: {row:?}");
     assert_eq!(row.owner_url, None, "{row:?}");
     let expected = minus(&baseline, &counts);
-    assert_eq!(stored_metal(&db, "handed"), expected);
+    assert_eq!(stored_metal_pg(&db, "handed"), expected);
     // Free at once: b's first request takes it, no lease to wait out.
     let first = b.get("/galaxies/handed");
     assert_eq!(first.status, 200, "{}", first.body);
@@ -667,7 +658,11 @@ fn zombie_wakes_up(
     let counts = orders_on(b, galaxy, coords, &picks);
     assert!(b.save() > 0);
     let expected = minus(pre, &counts);
-    assert_eq!(stored_metal(db, galaxy), expected, "b's orders are stored");
+    assert_eq!(
+        stored_metal_pg(db, galaxy),
+        expected,
+        "b's orders are stored"
+    );
 
     a.signal("CONT");
     after_cont();
@@ -686,7 +681,7 @@ fn zombie_wakes_up(
     assert_redirect(&a.get(&path), b, &path);
     // Whatever a did after waking, it changed nothing of b's galaxy.
     b.save();
-    let stored = stored_metal(db, galaxy);
+    let stored = stored_metal_pg(db, galaxy);
     assert_eq!(stored, expected, "the database is b's state");
     assert_eq!(served_metal(b, galaxy, coords), stored);
     let row = ownership(db, galaxy);
@@ -721,7 +716,7 @@ fn a_zombie_stopped_between_batches_is_fenced_off() {
         "{:?}",
         sessions_of(&db, a.pid())
     );
-    let pre = stored_metal(&db, "between");
+    let pre = stored_metal_pg(&db, "between");
     zombie_wakes_up(&db, &a, &b, "between", &coords, &pre, || {});
 }
 
@@ -746,7 +741,7 @@ fn a_zombie_stopped_inside_an_open_transaction_is_fenced_off() {
         sessions_of(&db, a.pid())
     );
     a.signal("STOP");
-    let pre = stored_metal(&db, "inside");
+    let pre = stored_metal_pg(&db, "inside");
     // a's statement goes on and its transaction stays open, its client stopped.
     locker.batch_execute("ROLLBACK").unwrap();
     // The server ends a transaction left idle (idle_in_transaction_session_timeout), so
@@ -785,7 +780,7 @@ fn a_zombie_stopped_while_sending_a_large_batch_is_fenced_off() {
         a.log()
     );
     a.signal("STOP");
-    let pre = stored_metal(&db, "streaming");
+    let pre = stored_metal_pg(&db, "streaming");
     zombie_wakes_up(&db, &a, &b, "streaming", &coords, &pre, || proxy.release());
 }
 
@@ -801,18 +796,18 @@ fn a_batch_of_several_galaxies_commits_the_ones_not_lost() {
     a.create("lost", COUNTING_CONFIG);
     a.create("kept", COUNTING_CONFIG);
     let (lost, kept) = (all_systems(&a, "lost"), all_systems(&a, "kept"));
-    let kept_baseline = stored_metal(&db, "kept");
+    let kept_baseline = stored_metal_pg(&db, "kept");
     orders_on(&a, "lost", &lost, &[1, 2, 3]);
     let kept_counts = orders_on(&a, "kept", &kept, &(0..kept.len()).collect::<Vec<_>>());
     assert!(a.metric("gwar_persistence_dirty_systems") > 0.0);
 
     a.signal("STOP");
-    let pre = stored_metal(&db, "lost");
+    let pre = stored_metal_pg(&db, "lost");
     // b takes only `lost`; `kept` stays a's, its lease lapsed but nobody took it.
     zombie_wakes_up(&db, &a, &b, "lost", &lost, &pre, || {});
     a.save();
     assert_eq!(
-        stored_metal(&db, "kept"),
+        stored_metal_pg(&db, "kept"),
         minus(&kept_baseline, &kept_counts),
         "a's orders on the galaxy it kept are saved"
     );
@@ -870,7 +865,7 @@ fn postgres_restarted_under_two_daemons_loses_nothing_and_owns_nothing_twice() {
     for (galaxy, owner) in galaxies {
         nodes[owner].create(galaxy, COUNTING_CONFIG);
         coords.push(all_systems(&nodes[owner], galaxy));
-        baselines.push(stored_metal(&db, galaxy));
+        baselines.push(stored_metal_pg(&db, galaxy));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = galaxies
@@ -908,7 +903,7 @@ fn postgres_restarted_under_two_daemons_loses_nothing_and_owns_nothing_twice() {
     }
     for (g, &(galaxy, owner)) in galaxies.iter().enumerate() {
         assert_eq!(
-            stored_metal(&db, galaxy),
+            stored_metal_pg(&db, galaxy),
             minus(&baselines[g], &counts[g]),
             "{galaxy}: every acknowledged order is stored"
         );
@@ -953,7 +948,7 @@ fn a_node_listens_where_it_advertises_and_its_sessions_are_found() {
     node.save();
     assert_eq!(
         served_metal(&node, "solo", &coords),
-        stored_metal(&db, "solo")
+        stored_metal_pg(&db, "solo")
     );
     assert_eq!(counts[1], 2);
     assert!(node.metric("gwar_persistence_batches_total") >= 1.0);
@@ -1186,19 +1181,19 @@ fn the_proxy_catches_a_daemons_large_batch() {
     let mut a = Node::start(&through_proxy, &STREAMING);
     a.create("streaming", &counting_config(3000, 80));
     let coords = all_systems(&a, "streaming");
-    let baseline = stored_metal(&db, "streaming");
+    let baseline = stored_metal_pg(&db, "streaming");
     proxy.arm(16 * 1024);
     let picks: Vec<usize> = (0..coords.len()).collect();
     let counts = orders_on(&a, "streaming", &coords, &picks);
     assert!(proxy.wait_held(PATIENCE), "log:\n{}", a.log());
     assert_eq!(
-        stored_metal(&db, "streaming"),
+        stored_metal_pg(&db, "streaming"),
         baseline,
         "held, not committed"
     );
     proxy.release();
     a.save();
-    assert_eq!(stored_metal(&db, "streaming"), minus(&baseline, &counts));
+    assert_eq!(stored_metal_pg(&db, "streaming"), minus(&baseline, &counts));
     assert!(a.terminate().success());
 }
 
@@ -1221,7 +1216,7 @@ fn a_daemons_batch_waiting_on_the_tests_row_lock_is_seen() {
     locker.batch_execute("ROLLBACK").unwrap();
     assert!(a.save() <= 1);
     assert_eq!(
-        stored_metal(&db, "inside"),
+        stored_metal_pg(&db, "inside"),
         served_metal(&a, "inside", &coords)
     );
 }

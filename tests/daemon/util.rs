@@ -331,6 +331,20 @@ pub struct Order {
     pub acknowledged: Option<Instant>,
 }
 
+/// Metal per system of a galaxy stored in PostgreSQL database `db`, in (x, y) order
+/// (empty when it is not stored).
+pub fn stored_metal_pg(db: &crate::postgres_cluster::Database<'_>, galaxy: &str) -> Vec<i64> {
+    db.client()
+        .query(
+            "SELECT metal FROM systems WHERE galaxy_name = $1 ORDER BY x, y",
+            &[&galaxy],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Metal per system of a galaxy, as stored, in (x, y) order; `None` before creation.
 pub fn stored_metal(path: &std::path::Path, galaxy: &str) -> Option<Vec<i64>> {
     let conn = sqlite(path);
