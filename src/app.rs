@@ -30,7 +30,7 @@ use crate::model::{
 };
 use crate::persistence::backup::{backup_into, default_dir};
 use crate::persistence::metrics::Metrics;
-use crate::persistence::store::{Claim, Epoch, RowIds};
+use crate::store::{Claim, Epoch, RowIds};
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
@@ -40,7 +40,7 @@ use crate::systemd::Notifier;
 // public.
 pub use crate::persistence::backup::BackupError;
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
-pub use crate::persistence::store::{FailureKind, Owner, StoreError, StoreFailure};
+pub use crate::store::{FailureKind, Owner, StoreError, StoreFailure};
 pub use crate::persistence::writer::{PersistError, ShutdownReport};
 
 /// Why an application operation failed.

@@ -22,7 +22,7 @@ use std::path::Path;
 use crate::model::GalaxyConfig;
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
-use crate::persistence::store::{StoreError, SCHEMA_VERSION};
+use crate::store::{StoreError, SCHEMA_VERSION};
 
 /// The outcome of a check: what was found, and what is wrong.
 #[derive(Debug, Default)]
@@ -215,7 +215,7 @@ const POSTGRES_RULES: &[(&str, &str)] = &[
 /// `integrity_check`; its own checksums and crash recovery stand for it, and the report
 /// says so.
 pub fn check_postgres(url: &str) -> Result<CheckReport, StoreError> {
-    use crate::persistence::store::postgres::{self, SCHEMA_VERSION as PG_SCHEMA_VERSION};
+    use crate::store::postgres::{self, SCHEMA_VERSION as PG_SCHEMA_VERSION};
     let context = |context| move |source| StoreError::Postgres { context, source };
     let mut report = CheckReport::default();
     let mut client = postgres::connect_read_only(url)?;

@@ -22,7 +22,7 @@
 //!   deleting, evicted, gone), the per-galaxy cells and the consistent cut the writer
 //!   takes of one, and **the lock order** of every lock in the program.
 //! - `persistence`: the write-behind engine: **the store interface**
-//!   (`persistence::store`: `WriteStore`, `ReadStore`) and the SQLite and PostgreSQL
+//!   (`store`: `WriteStore`, `ReadStore`) and the SQLite and PostgreSQL
 //!   stores behind it with their migrations (`sql/`), the writer thread that alone writes, metrics and
 //!   health, the one-daemon-per-database lock, and online backups.
 //! - `http`: a bounded blocking HTTP/1.1 server, the API routes, and `/metrics`.
@@ -38,16 +38,18 @@
 
 pub mod app;
 pub(crate) mod check;
-pub mod clock;
 // The `galactic-war` command: public for `src/main.rs` alone, not API.
 #[doc(hidden)]
-pub mod daemon;
+pub mod cli;
+pub mod clock;
 pub(crate) mod galaxies;
 pub(crate) mod http;
 pub mod model;
 pub(crate) mod persistence;
 pub mod serve;
 pub mod settings;
+pub(crate) mod store;
 pub(crate) mod systemd;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub(crate) mod time;

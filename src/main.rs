@@ -1,7 +1,7 @@
 //! `galactic-war`: the daemon. Its process edge (settings, logging, listeners, signals,
-//! exit status) is `galactic_war::daemon`; serving is the library's `galactic_war::serve`.
+//! exit status) is `galactic_war::cli`; serving is the library's `galactic_war::serve`.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::exit(galactic_war::daemon::main(&args));
+    std::process::exit(galactic_war::cli::main(&args));
 }

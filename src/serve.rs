@@ -1,6 +1,6 @@
 //! Serving the game, from bound listeners to a shutdown report: [`serve`].
 //!
-//! The process edge (`crate::daemon`, the way mini-redis's `bin/server.rs` calls its
+//! The process edge (`crate::cli`, the way mini-redis's `bin/server.rs` calls its
 //! `server::run`) reads the settings, starts logging, binds the listeners, raises the
 //! open-files limit and installs the signal handlers; then it hands everything to
 //! [`serve`] with a [`Shutdown`] token and turns what comes back into an exit status.

@@ -54,7 +54,7 @@ pub(super) struct CellState {
     /// not yet committed), so the unsaved count counts each system once.
     pub(super) in_flight: Vec<u32>,
     /// Past this instant the daemon's lease on the galaxy may have run out (see
-    /// `persistence::store::lease_deadline`): it is not served until a renewal moves
+    /// `store::lease_deadline`): it is not served until a renewal moves
     /// this on. `None` when no other daemon shares the database.
     pub(super) lease_until: Option<Instant>,
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::cell::{GalaxyCell, Life};
 use crate::model::{Changes, Resources, RowMask, System};
-use crate::persistence::store::SystemRow;
+use crate::store::SystemRow;
 
 /// What a cut took from one galaxy.
 pub(crate) struct Cut {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use super::cell::GalaxyCell;
-use crate::persistence::store::Owner;
+use crate::store::Owner;
 
 /// How a load ended, as every thread that waited for it sees it.
 #[derive(Clone, Debug)]

@@ -66,7 +66,7 @@ use registry::Registry;
 
 use crate::clock::Clock;
 use crate::model::Galaxy;
-use crate::persistence::store::{Epoch, Owner, StoreError};
+use crate::store::{Epoch, Owner, StoreError};
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_galaxy_name(name: &str) -> bool {

@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::metrics::HttpMetrics;
 use super::poller::Conn;
 use super::server::{Handler, Request, Response};
-use crate::persistence::time::UtcTime;
+use crate::time::UtcTime;
 
 /// A connection with a whole request, for a worker.
 pub(super) struct Job {

@@ -30,8 +30,8 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::Connection;
 
 use super::reading::{beside, open_to_read};
-use super::store::BUSY_TIMEOUT;
-use super::time::UtcTime;
+use crate::store::BUSY_TIMEOUT;
+use crate::time::UtcTime;
 
 /// Why a backup failed. A failed backup leaves no file at its target.
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::store::{StartupCheck, SCHEMA_VERSION};
+use crate::store::{StartupCheck, SCHEMA_VERSION};
 use super::writer::ShutdownReport;
 
 const LOG: &str = "galactic_war::persistence";

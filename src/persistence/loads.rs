@@ -12,7 +12,7 @@
 
 use parking_lot::{Condvar, Mutex};
 
-use super::store::{OpenReader, ReadStore, StoreError};
+use crate::store::{OpenReader, ReadStore, StoreError};
 
 /// Read-only connections for loads and look-ups. Four: loads are bound by decoding rows
 /// (CPU), not by the database's locks, so more than the cores a small server has buys

@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use super::store::StoreError;
+use crate::store::StoreError;
 
 /// Proof that this process is the only one serving a database file.
 #[derive(Debug)]

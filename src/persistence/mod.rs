@@ -26,13 +26,10 @@
 
 pub mod backup;
 pub mod clean;
-mod jobs;
 mod loads;
 pub mod lock;
 pub mod metrics;
 pub mod reading;
-pub mod store;
-pub(crate) mod time;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +45,7 @@ use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use store::{
+use crate::store::{
     lease_deadline, BusyDeadline, Claim, ClaimStore, Epoch, Owner, RowIds, StartupCheck, StoreError,
 };
 use writer::{ShutdownReport, WriterDatabase, WriterHandle};
@@ -97,7 +94,7 @@ impl Engine {
         let lock = match url {
             DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
             DatabaseUrl::File(path) => {
-                store::create_parent_dir(path)?;
+                crate::store::create_parent_dir(path)?;
                 Some(DatabaseLock::acquire(path)?)
             }
         };
@@ -113,7 +110,7 @@ impl Engine {
         };
         // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
         let busy_deadline = BusyDeadline::new();
-        let opened = store::open(url, settings, check, busy_deadline.clone(), notifier)?;
+        let opened = crate::store::open(url, settings, check, busy_deadline.clone(), notifier)?;
         let claims = opened.claims.map(|store| Claims {
             store,
             lease: settings.ownership_lease,

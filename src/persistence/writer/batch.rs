@@ -29,7 +29,7 @@ use super::lanes::Lane;
 use super::{Pending, PersistError, Ticket, TicketReply, Writer, LOG};
 use crate::galaxies::{GalaxyCell, Settled};
 use crate::model::Changes;
-use crate::persistence::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
+use crate::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
 
 /// What a batch took from memory: phase 1's result, which phases 2 and 3 work on.
 pub(super) struct Collected {

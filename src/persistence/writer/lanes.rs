@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::{Writer, LOG};
-use crate::persistence::store::{StoreError, StoreFailure, WriteStats};
+use crate::store::{StoreError, StoreFailure, WriteStats};
 
 /// The first retry waits this long; each further failure doubles it, up to the auto-save
 /// interval.

@@ -17,7 +17,7 @@
 //! - `ownership` (PostgreSQL, several daemons): the lease on this daemon's galaxies,
 //!   renewed every third of it, and galaxies lost to another daemon, dropped from memory.
 //!
-//! Creating and deleting whole galaxies are bulk jobs (`super::jobs`): a deletion is
+//! Creating and deleting whole galaxies are bulk jobs (`jobs`): a deletion is
 //! committed by the next batch like any change (it marks the galaxy `deleting`), and the
 //! rows of deletions and creations are written or removed one bounded chunk per turn of
 //! the loop, after the batch that is due, so no galaxy's loss window waits behind another
@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::jobs::{Created, Creation, CreationReply, Finished, Jobs};
+use jobs::{Created, Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use super::store::{
+use crate::store::{
     BusyDeadline, Epoch, GalaxyJob, RowIds, StoreError, StoreFailure, StoreWork, WriteStore,
 };
 use crate::clock::Clock;
@@ -61,6 +61,7 @@ use crate::settings::PersistenceSettings;
 use lanes::{Failure, Lane};
 
 mod batch;
+pub(crate) mod jobs;
 mod lanes;
 mod ownership;
 mod quarantine;

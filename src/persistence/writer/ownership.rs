@@ -1,12 +1,12 @@
 //! The writer's side of galaxy ownership (PostgreSQL, several daemons sharing one
 //! database): keeping this daemon's leases, and letting go of galaxies another daemon took.
 //!
-//! Nothing here runs when the store has no lease ([`WriteStore::lease`](crate::persistence::store::WriteStore::lease) is `None`, as on
+//! Nothing here runs when the store has no lease ([`WriteStore::lease`](crate::store::WriteStore::lease) is `None`, as on
 //! SQLite), except [`Writer::lose`], which only a store with a lease ever asks for.
 //!
 //! - **Leases.** Every committed batch renews the leases of its galaxies (its fence), but a
 //!   galaxy nobody plays has no batch, so every third of the lease the writer renews them
-//!   all ([`WriteStore::renew_leases`](crate::persistence::store::WriteStore::renew_leases)). A galaxy is served only until its local deadline,
+//!   all ([`WriteStore::renew_leases`](crate::store::WriteStore::renew_leases)). A galaxy is served only until its local deadline,
 //!   [`lease_deadline`] of the moment *before* the renewal (or the take, or the batch) was
 //!   sent: the database's expiry runs from later than that, so the daemon always stops
 //!   serving before the database lets another daemon take the galaxy. A failed renewal is
@@ -24,17 +24,17 @@
 //! - **Leases only on what the store owns.** A cell's local deadline moves on only after
 //!   the database renewed that galaxy's lease: after a batch, for the galaxies its fence
 //!   covered (a tick or rows: an empty cut is not fenced); after a renewal, for those the
-//!   store still owns ([`WriteStore::owns`](crate::persistence::store::WriteStore::owns)).
+//!   store still owns ([`WriteStore::owns`](crate::store::WriteStore::owns)).
 //! - **Orphaned jobs.** A daemon killed in the middle of a creation or a removal, and never
 //!   restarted, would leave the galaxy's job (and its name) stuck for ever: every auto-save
 //!   interval the writer takes over such jobs
-//!   ([`WriteStore::orphaned_jobs`](crate::persistence::store::WriteStore::orphaned_jobs))
+//!   ([`WriteStore::orphaned_jobs`](crate::store::WriteStore::orphaned_jobs))
 //!   and removes their rows, as a daemon does at start-up.
 
 use std::time::{Duration, Instant};
 
 use super::{Writer, LOG};
-use crate::persistence::store::{lease_deadline, GalaxyJob, LostGalaxy};
+use crate::store::{lease_deadline, GalaxyJob, LostGalaxy};
 
 /// A failed renewal is retried after a third of the lease, or this, if sooner.
 const RENEWAL_RETRY: Duration = Duration::from_secs(1);

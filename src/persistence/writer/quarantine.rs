@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::persistence::store::StoreFailure;
+use crate::store::StoreFailure;
 
 #[derive(Default)]
 pub(super) struct Quarantine {

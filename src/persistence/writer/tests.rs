@@ -21,8 +21,8 @@ use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
 use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
 use crate::persistence::metrics::{Metrics, PersistenceState};
-use crate::persistence::store::sqlite::{SqliteReader, SqliteWriter};
-use crate::persistence::store::{
+use crate::store::sqlite::{SqliteReader, SqliteWriter};
+use crate::store::{
     BusyDeadline, CreationProgress, Epoch, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy, ReadStore,
     RowIds, StoreError, WriteStats, WriteStore,
 };
@@ -53,7 +53,7 @@ impl Backing for WriterOnly {
     fn read(&self, _: &str) -> Result<Option<(Galaxy, ())>, StoreError> {
         Ok(None)
     }
-    fn published(&self, _: &str, _: (), _: Option<crate::persistence::store::Epoch>) {}
+    fn published(&self, _: &str, _: (), _: Option<crate::store::Epoch>) {}
     fn is_stored(&self, _: &str) -> Result<bool, StoreError> {
         Ok(false)
     }

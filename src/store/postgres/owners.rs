@@ -410,7 +410,7 @@ impl PostgresWriter {
         StoreError::Lost(lost)
     }
 
-    /// [`crate::persistence::store::WriteStore::renew_leases`]: one statement for every
+    /// [`crate::store::WriteStore::renew_leases`]: one statement for every
     /// galaxy owned (the fence's, on its own).
     pub(super) fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
         if self.owned.is_empty() {
@@ -447,7 +447,7 @@ impl PostgresWriter {
         }
     }
 
-    /// [`crate::persistence::store::WriteStore::disown`].
+    /// [`crate::store::WriteStore::disown`].
     pub(super) fn disown(&mut self, names: &[String]) {
         for name in names {
             if let Some(epoch) = self.owned.remove(name) {

@@ -77,15 +77,15 @@ const LOG: &str = "galactic_war::persistence";
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial",
-        include_str!("../../../../sql/postgres/0001_initial.sql"),
+        include_str!("../../../sql/postgres/0001_initial.sql"),
     ),
     (
         "0002_galaxy_jobs",
-        include_str!("../../../../sql/postgres/0002_galaxy_jobs.sql"),
+        include_str!("../../../sql/postgres/0002_galaxy_jobs.sql"),
     ),
     (
         "0003_ownership",
-        include_str!("../../../../sql/postgres/0003_ownership.sql"),
+        include_str!("../../../sql/postgres/0003_ownership.sql"),
     ),
 ];
 

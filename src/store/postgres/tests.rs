@@ -5,7 +5,7 @@
 use ::postgres::{Client, NoTls};
 
 /// The integration tests' harness, one file for both.
-#[path = "../../../../tests/common/postgres.rs"]
+#[path = "../../../tests/common/postgres.rs"]
 mod cluster;
 
 use super::super::{

@@ -20,7 +20,7 @@ impl Db {
     /// (at most one per system) and are read through their index.
     ///
     /// The row ids of the galaxy's systems and events come with it, for the writer's cache
-    /// ([`crate::persistence::store::WriteStore::adopt_ids`]): its first save after the
+    /// ([`crate::store::WriteStore::adopt_ids`]): its first save after the
     /// load then needs no look-up, which for millions of systems would take seconds of the
     /// writer's time (and every other galaxy's loss window with it).
     pub(super) fn load_galaxy_with_ids(

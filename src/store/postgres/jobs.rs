@@ -68,7 +68,7 @@ const INSERT_STRUCTURES: &str = "INSERT INTO structures (system_id, structure_ty
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])";
 
 impl PostgresWriter {
-    /// [`crate::persistence::store::WriteStore::create_chunk`].
+    /// [`crate::store::WriteStore::create_chunk`].
     pub(super) fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,
@@ -223,7 +223,7 @@ impl PostgresWriter {
         Ok(stats)
     }
 
-    /// [`crate::persistence::store::WriteStore::purge_chunk`]: only a galaxy with a mark
+    /// [`crate::store::WriteStore::purge_chunk`]: only a galaxy with a mark
     /// (`deleting`: its deletion is committed; `creating`: its creation failed or was
     /// abandoned), never a live one, even one that took the name since.
     pub(super) fn purge_chunk(
@@ -283,7 +283,7 @@ impl PostgresWriter {
         Ok((stats, done))
     }
 
-    /// [`crate::persistence::store::WriteStore::unfinished_jobs`]: the jobs this daemon
+    /// [`crate::store::WriteStore::unfinished_jobs`]: the jobs this daemon
     /// could take (their galaxies free, or their owners' leases run out), each taken
     /// under a new epoch; another live daemon's jobs are left to it. Creations among
     /// them are turned into deletions, in the same transaction.
@@ -291,7 +291,7 @@ impl PostgresWriter {
         self.take_jobs(TAKE_JOBS, "taking unfinished jobs")
     }
 
-    /// [`crate::persistence::store::WriteStore::orphaned_jobs`]: as
+    /// [`crate::store::WriteStore::orphaned_jobs`]: as
     /// [`PostgresWriter::unfinished_jobs`], for a daemon already running, so never a job
     /// whose galaxy this daemon owns: taking it again would raise its epoch and fence this
     /// daemon's own creation or removal in progress.

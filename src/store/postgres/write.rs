@@ -82,8 +82,8 @@ enum Written {
 }
 
 impl PostgresWriter {
-    /// [`crate::persistence::store::WriteStore::write_batch`], and with `release_all`
-    /// [`crate::persistence::store::WriteStore::write_final_batch`]: deletions first
+    /// [`crate::store::WriteStore::write_batch`], and with `release_all`
+    /// [`crate::store::WriteStore::write_final_batch`]: deletions first
     /// (their rows are removed later, in chunks: see `jobs.rs`), then every galaxy's tick
     /// and changed rows, then the fence over every galaxy written or deleted (and with
     /// `release_all`, the release of every galaxy owned), then the commit.

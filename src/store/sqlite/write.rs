@@ -9,10 +9,10 @@ use rusqlite::{params, CachedStatement, Connection};
 use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
 use super::{int, Context, SqliteWriter, StoreError};
 use crate::model::{RowMask, System};
-use crate::persistence::time::UtcTime;
+use crate::time::UtcTime;
 
 impl SqliteWriter {
-    /// [`crate::persistence::store::WriteStore::write_batch`]: deletions first (their rows
+    /// [`crate::store::WriteStore::write_batch`]: deletions first (their rows
     /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
     /// rows. On error nothing is written (the transaction rolls back on drop) and the
     /// batch's galaxies are dropped from the id cache, which may have run ahead of what was

@@ -44,11 +44,11 @@ const LOG: &str = "galactic_war::persistence";
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial",
-        include_str!("../../../../sql/sqlite/0001_initial.sql"),
+        include_str!("../../../sql/sqlite/0001_initial.sql"),
     ),
     (
         "0002_galaxy_jobs",
-        include_str!("../../../../sql/sqlite/0002_galaxy_jobs.sql"),
+        include_str!("../../../sql/sqlite/0002_galaxy_jobs.sql"),
     ),
 ];
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
-use super::writer::PersistError;
+use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
+use super::PersistError;
 use crate::model::{Galaxy, RowMask};
 
 /// The writer time one chunk aims at. Well under the loss window's "one commit" of slack
