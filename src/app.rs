@@ -30,18 +30,18 @@ use crate::model::{
 };
 use crate::persistence::backup::{backup_into, default_dir};
 use crate::persistence::metrics::Metrics;
-use crate::store::{Claim, Epoch, RowIds};
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
+use crate::store::{Claim, Epoch, RowIds};
 use crate::systemd::Notifier;
 
 // The engine's errors and answers, as `AppState` hands them out: the engine itself is not
 // public.
 pub use crate::persistence::backup::BackupError;
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
-pub use crate::store::{FailureKind, Owner, StoreError, StoreFailure};
 pub use crate::persistence::writer::{PersistError, ShutdownReport};
+pub use crate::store::{FailureKind, Owner, StoreError, StoreFailure};
 
 /// Why an application operation failed.
 #[derive(Debug, thiserror::Error)]

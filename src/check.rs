@@ -22,7 +22,8 @@ use std::path::Path;
 use crate::model::GalaxyConfig;
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
-use crate::store::{StoreError, SCHEMA_VERSION};
+use crate::store::sqlite::SCHEMA_VERSION;
+use crate::store::StoreError;
 
 /// The outcome of a check: what was found, and what is wrong.
 #[derive(Debug, Default)]

@@ -25,10 +25,11 @@ pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
 pub use crate::http::server::{Endpoint, Handler, HttpServer, Limits, Request, Response};
 pub use crate::persistence::clean::{marker_path, take};
+pub use crate::persistence::writer::WriterHandle;
 pub use crate::store::postgres::{PostgresReader, PostgresWriter};
 pub use crate::store::sqlite::{SqliteReader, WRITER_PRAGMAS};
-pub use crate::store::{ReadStore, StartupCheck, WriteStore, SCHEMA_VERSION};
-pub use crate::persistence::writer::WriterHandle;
+pub use crate::store::sqlite::{StartupCheck, SCHEMA_VERSION};
+pub use crate::store::{ReadStore, WriteStore};
 
 /// What tests and benches reach inside an [`AppState`](crate::app::AppState); `use` it to call these as methods.
 pub trait AppInternals {

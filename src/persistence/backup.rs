@@ -30,7 +30,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::Connection;
 
 use super::reading::{beside, open_to_read};
-use crate::store::BUSY_TIMEOUT;
+use crate::store::sqlite::BUSY_TIMEOUT;
 use crate::time::UtcTime;
 
 /// Why a backup failed. A failed backup leaves no file at its target.

@@ -47,8 +47,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::store::{StartupCheck, SCHEMA_VERSION};
 use super::writer::ShutdownReport;
+use crate::store::sqlite::{StartupCheck, SCHEMA_VERSION};
 
 const LOG: &str = "galactic_war::persistence";
 

@@ -40,14 +40,15 @@ use crate::clock::Clock;
 use crate::galaxies::WriterSide;
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings};
+use crate::store::sqlite::StartupCheck;
+use crate::store::{
+    lease_deadline, BusyDeadline, Claim, ClaimStore, Epoch, Owner, RowIds, StoreError,
+};
 use crate::systemd::Notifier;
 use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use crate::store::{
-    lease_deadline, BusyDeadline, Claim, ClaimStore, Epoch, Owner, RowIds, StartupCheck, StoreError,
-};
 use writer::{ShutdownReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
@@ -110,7 +111,8 @@ impl Engine {
         };
         // Set at shutdown: the store's waits (SQLite: its busy waits) end there.
         let busy_deadline = BusyDeadline::new();
-        let opened = crate::store::open(url, settings, check, busy_deadline.clone(), notifier)?;
+        let opened =
+            crate::store::open::open(url, settings, check, busy_deadline.clone(), notifier)?;
         let claims = opened.claims.map(|store| Claims {
             store,
             lease: settings.ownership_lease,

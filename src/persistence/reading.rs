@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::store::BUSY_TIMEOUT;
+use crate::store::sqlite::BUSY_TIMEOUT;
 
 /// `PATH` with `suffix` appended to its name (`-wal`, `-shm`, `-journal`).
 pub fn beside(path: &Path, suffix: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 //! on a cache miss needs is another, [`ReadStore`]. The writer, the cut, flush, retries,
 //! shutdown and the app name only these traits and the plain row types below, so each
 //! database plugs in beside the others without touching them ([`sqlite`], the embedded
-//! default, and [`postgres`]); `open` chooses the implementation from the database URL,
+//! default, and [`postgres`]); [`open`] chooses the implementation from the database URL,
 //! once, at start-up. A reader is its own type, with
 //! no write method: a read-only connection cannot be asked to write.
 //!
@@ -20,6 +20,7 @@
 //! cache of row ids never runs ahead of what is committed (it is dropped for the galaxies of
 //! a failed batch).
 
+pub(crate) mod open;
 pub mod postgres;
 pub mod sqlite;
 
@@ -30,10 +31,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::model::{Galaxy, GalaxyConfig, RowMask, System};
-use crate::settings::{DatabaseUrl, PersistenceSettings};
-use crate::systemd::Notifier;
-
-pub use sqlite::{StartupCheck, BUSY_TIMEOUT, SCHEMA_VERSION};
 
 /// What kind of failure a store operation met, for callers that act on it (health, the
 /// HTTP status, a retry policy) rather than print it.
@@ -70,6 +67,19 @@ pub enum FailureKind {
 pub struct StoreFailure {
     pub kind: FailureKind,
     pub message: String,
+}
+
+/// A database driver's error, classified by the backend that knows its driver: the store's
+/// interface names no backend.
+pub(crate) trait DriverError {
+    /// What kind of failure this error is.
+    fn failure_kind(&self) -> FailureKind;
+    /// The same, when it came from opening a connection.
+    fn connect_failure_kind(&self) -> FailureKind {
+        self.failure_kind()
+    }
+    /// The message to show.
+    fn describe(&self) -> String;
 }
 
 /// Why a store operation failed.
@@ -122,17 +132,17 @@ pub enum StoreError {
     },
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
     Inconsistent { galaxy: String, reason: String },
-    #[error("cannot connect to the database {database}: {}", postgres::describe(.source))]
+    #[error("cannot connect to the database {database}: {}", DriverError::describe(.source))]
     PostgresConnect {
         database: String,
         source: ::postgres::Error,
     },
-    #[error("{context}: {}", postgres::describe(.source))]
+    #[error("{context}: {}", DriverError::describe(.source))]
     Postgres {
         context: &'static str,
         source: ::postgres::Error,
     },
-    #[error("migration {name} failed: {}", postgres::describe(.source))]
+    #[error("migration {name} failed: {}", DriverError::describe(.source))]
     PostgresMigration {
         name: &'static str,
         source: ::postgres::Error,
@@ -168,11 +178,11 @@ impl StoreError {
         match self {
             StoreError::Open { source, .. }
             | StoreError::Migration { source, .. }
-            | StoreError::Sqlite { source, .. } => sqlite::failure_kind(source),
+            | StoreError::Sqlite { source, .. } => source.failure_kind(),
             StoreError::Postgres { source, .. } | StoreError::PostgresMigration { source, .. } => {
-                postgres::failure_kind(source)
+                source.failure_kind()
             }
-            StoreError::PostgresConnect { source, .. } => postgres::connect_failure_kind(source),
+            StoreError::PostgresConnect { source, .. } => source.connect_failure_kind(),
             StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
             StoreError::Corrupt { .. } => FailureKind::Corrupt,
             StoreError::FileGone { .. } => FailureKind::FileGone,
@@ -573,56 +583,4 @@ pub(crate) struct Opened {
     pub readers: Option<OpenReader>,
     /// Takes galaxies for this daemon; `None` when no other daemon shares the database.
     pub claims: Option<Box<dyn ClaimStore>>,
-}
-
-/// Opens the database `url` names with the store that serves it: checks as much of it as
-/// `check` says, migrates it, and starts the store's helpers. Its waits end at `deadline`
-/// once that is set.
-pub(crate) fn open(
-    url: &DatabaseUrl,
-    settings: &PersistenceSettings,
-    check: StartupCheck,
-    deadline: Arc<BusyDeadline>,
-    notifier: &Notifier,
-) -> Result<Opened, StoreError> {
-    match url {
-        DatabaseUrl::Postgres(url) => postgres::open(url, settings, deadline),
-        DatabaseUrl::File(_) | DatabaseUrl::Memory => {
-            sqlite::open(url, settings, check, deadline, notifier)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::persistence::writer::PersistError;
-
-    #[test]
-    fn a_failure_shows_as_the_error_did_and_keeps_its_kind() {
-        let error = StoreError::Inconsistent {
-            galaxy: "g".into(),
-            reason: "no stored row for system (1, 2)".into(),
-        };
-        let failure = error.failure();
-        assert_eq!(failure.kind, FailureKind::Inconsistent);
-        let failed = PersistError::Failed(failure.clone());
-        assert_eq!(
-            failed.to_string(),
-            "saving failed: galaxy 'g' in the database is inconsistent: no stored row for system (1, 2)"
-        );
-        let timed_out = PersistError::TimedOut {
-            last_error: Some(failure),
-        };
-        assert_eq!(
-            timed_out.to_string(),
-            "not everything was saved before the deadline (last error: galaxy 'g' in the \
-             database is inconsistent: no stored row for system (1, 2))"
-        );
-        let never = PersistError::TimedOut { last_error: None };
-        assert_eq!(
-            never.to_string(),
-            "not everything was saved before the deadline (last error: none)"
-        );
-    }
 }

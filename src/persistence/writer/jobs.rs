@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
 use super::PersistError;
 use crate::model::{Galaxy, RowMask};
+use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
 
 /// The writer time one chunk aims at. Well under the loss window's "one commit" of slack
 /// and under the watchdog's ping period, yet large enough that a chunk's fixed costs

@@ -49,15 +49,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use jobs::{Created, Creation, CreationReply, Finished, Jobs};
 use super::metrics::Metrics;
-use crate::store::{
-    BusyDeadline, Epoch, GalaxyJob, RowIds, StoreError, StoreFailure, StoreWork, WriteStore,
-};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::model::Galaxy;
 use crate::settings::PersistenceSettings;
+use crate::store::{
+    BusyDeadline, Epoch, GalaxyJob, RowIds, StoreError, StoreFailure, StoreWork, WriteStore,
+};
+use jobs::{Created, Creation, CreationReply, Finished, Jobs};
 use lanes::{Failure, Lane};
 
 mod batch;

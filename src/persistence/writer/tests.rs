@@ -21,12 +21,12 @@ use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
 use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
 use crate::persistence::metrics::{Metrics, PersistenceState};
+use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
 use crate::store::sqlite::{SqliteReader, SqliteWriter};
 use crate::store::{
-    BusyDeadline, CreationProgress, Epoch, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy, ReadStore,
-    RowIds, StoreError, WriteStats, WriteStore,
+    BusyDeadline, CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy,
+    NewGalaxy, ReadStore, RowIds, StoreError, WriteStats, WriteStore,
 };
-use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -1402,4 +1402,33 @@ fn a_take_a_load_did_not_keep_is_disowned_unless_the_galaxy_is_held() {
     );
     assert!(!fence.owned.contains_key("gone"));
     assert!(fence.owned.contains_key("held"), "in memory: still renewed");
+}
+
+/// A store failure keeps its kind and shows as it did, in the writer's errors too.
+#[test]
+fn a_failure_shows_as_the_error_did_and_keeps_its_kind() {
+    let error = StoreError::Inconsistent {
+        galaxy: "g".into(),
+        reason: "no stored row for system (1, 2)".into(),
+    };
+    let failure = error.failure();
+    assert_eq!(failure.kind, FailureKind::Inconsistent);
+    let failed = PersistError::Failed(failure.clone());
+    assert_eq!(
+            failed.to_string(),
+            "saving failed: galaxy 'g' in the database is inconsistent: no stored row for system (1, 2)"
+        );
+    let timed_out = PersistError::TimedOut {
+        last_error: Some(failure),
+    };
+    assert_eq!(
+        timed_out.to_string(),
+        "not everything was saved before the deadline (last error: galaxy 'g' in the \
+             database is inconsistent: no stored row for system (1, 2))"
+    );
+    let never = PersistError::TimedOut { last_error: None };
+    assert_eq!(
+        never.to_string(),
+        "not everything was saved before the deadline (last error: none)"
+    );
 }

@@ -63,8 +63,8 @@ use ::postgres::error::SqlState;
 use ::postgres::{CancelToken, Client, Config, GenericClient, NoTls, Statement};
 
 use super::{
-    BusyDeadline, Epoch, FailureKind, GalaxyJob, LostGalaxy, Opened, Owner, ReadStore, RowIds,
-    StoreError, SystemIds, WriteStore,
+    BusyDeadline, DriverError, Epoch, FailureKind, GalaxyJob, LostGalaxy, Opened, Owner, ReadStore,
+    RowIds, StoreError, SystemIds, WriteStore,
 };
 use crate::model::Galaxy;
 use crate::settings::{postgres_label, PersistenceSettings, Synchronous};
@@ -175,6 +175,18 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+impl DriverError for ::postgres::Error {
+    fn failure_kind(&self) -> FailureKind {
+        failure_kind(self)
+    }
+    fn connect_failure_kind(&self) -> FailureKind {
+        connect_failure_kind(self)
+    }
+    fn describe(&self) -> String {
+        describe(self)
+    }
+}
+
 /// A PostgreSQL error as an operator needs to read it: the server's code and message
 /// (the client's own `Display` says only "db error"), or the client's words and their
 /// cause ("error connecting to server: Connection refused").
@@ -196,7 +208,7 @@ pub fn describe(error: &::postgres::Error) -> String {
 }
 
 /// The kind of a PostgreSQL error, as the engine acts on it.
-pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
+fn failure_kind(error: &::postgres::Error) -> FailureKind {
     if let Some(state) = error.code() {
         return state_kind(state);
     }
@@ -210,7 +222,7 @@ pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
 
 /// The kind of a failure to open a session: the server's own answer when it gave one
 /// (a wrong password is no outage), else unreachable (refused, timed out, reset).
-pub(super) fn connect_failure_kind(error: &::postgres::Error) -> FailureKind {
+fn connect_failure_kind(error: &::postgres::Error) -> FailureKind {
     match error.code() {
         Some(state) => state_kind(state),
         None => FailureKind::Unavailable,

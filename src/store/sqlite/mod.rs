@@ -30,8 +30,8 @@ use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{
-    create_parent_dir, BusyDeadline, FailureKind, GalaxyJob, Opened, ReadStore, RowIds, StoreError,
-    SystemIds, WriteStore,
+    create_parent_dir, BusyDeadline, DriverError, FailureKind, GalaxyJob, Opened, ReadStore,
+    RowIds, StoreError, SystemIds, WriteStore,
 };
 use crate::model::Galaxy;
 use crate::settings::{DatabaseUrl, PersistenceSettings, Synchronous};
@@ -527,8 +527,17 @@ impl Db {
     }
 }
 
+impl DriverError for rusqlite::Error {
+    fn failure_kind(&self) -> FailureKind {
+        failure_kind(self)
+    }
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// The kind of an SQLite error, as the engine acts on it.
-pub(super) fn failure_kind(error: &rusqlite::Error) -> FailureKind {
+fn failure_kind(error: &rusqlite::Error) -> FailureKind {
     use rusqlite::ErrorCode;
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => FailureKind::Busy,
