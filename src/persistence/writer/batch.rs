@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lanes::Lane;
-use super::{Pending, PersistError, Ticket, TicketReply, Writer, LOG};
+use super::report::{PersistError, LOG};
+use super::state::{Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::{GalaxyCell, Settled};
 use crate::model::Changes;
 use crate::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};

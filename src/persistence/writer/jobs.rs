@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::PersistError;
+use super::report::PersistError;
 use crate::model::{Galaxy, RowMask};
 use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
 

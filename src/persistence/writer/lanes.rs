@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
-use super::{Writer, LOG};
-use crate::store::{StoreError, StoreFailure, WriteStats};
+use super::report::LOG;
+use super::state::{Failure, Writer};
+use crate::store::{StoreError, WriteStats};
 
 /// The first retry waits this long; each further failure doubles it, up to the auto-save
 /// interval.
@@ -40,13 +41,6 @@ impl Lane {
             Lane::Jobs => "a creation is refused and what it wrote removed, a removal retried",
         }
     }
-}
-
-/// A lane's failure: how many attempts failed in a row, and when to try again.
-pub(super) struct Failure {
-    pub(super) attempts: u32,
-    pub(super) retry_at: std::time::Instant,
-    pub(super) error: StoreFailure,
 }
 
 /// How long to wait after the `attempts`-th failure in a row.

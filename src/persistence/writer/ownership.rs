@@ -18,7 +18,7 @@
 //!   logged with both epochs and counted. Its deletion, if one was waiting, is dropped too:
 //!   the galaxy is the other daemon's now. A loss that dropped changes is also
 //!   recorded: every flush waiting at that moment (those riding the batch that found it
-//!   included) answers [`PersistError::Lost`](super::PersistError::Lost) instead of `Ok`,
+//!   included) answers [`PersistError::Lost`](super::report::PersistError::Lost) instead of `Ok`,
 //!   and the shutdown report lists it, so a daemon that lost acknowledged changes never
 //!   reports everything saved.
 //! - **Leases only on what the store owns.** A cell's local deadline moves on only after
@@ -33,27 +33,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Writer, LOG};
+use super::report::LOG;
+use super::state::Writer;
 use crate::store::{lease_deadline, GalaxyJob, LostGalaxy};
 
 /// A failed renewal is retried after a third of the lease, or this, if sooner.
 const RENEWAL_RETRY: Duration = Duration::from_secs(1);
-
-/// The lease this daemon holds its galaxies under, and when to renew it next.
-pub(super) struct Renewal {
-    pub(super) lease: Duration,
-    pub(super) next_at: Instant,
-}
-
-impl Renewal {
-    /// The first renewal is due a third of the lease after `now`.
-    pub(super) fn new(lease: Duration, now: Instant) -> Renewal {
-        Renewal {
-            lease,
-            next_at: now + lease / 3,
-        }
-    }
-}
 
 impl Writer {
     /// Until when a galaxy whose lease was renewed (or taken) by a statement sent at

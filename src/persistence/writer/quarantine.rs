@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::report::LOG;
 use crate::store::StoreFailure;
 
 #[derive(Default)]
@@ -45,7 +46,7 @@ impl Quarantine {
     pub(super) fn inconsistent(&mut self, galaxy: &str, failure: StoreFailure) -> bool {
         if self.held.contains_key(galaxy) || self.suspects.remove(galaxy) {
             if !self.held.contains_key(galaxy) {
-                log::error!(target: super::LOG, "galaxy '{galaxy}' cannot be saved: {}; its changes stay in memory, other galaxies are saved without it, and it is tried again every auto-save interval", failure.message);
+                log::error!(target: LOG, "galaxy '{galaxy}' cannot be saved: {}; its changes stay in memory, other galaxies are saved without it, and it is tried again every auto-save interval", failure.message);
             }
             self.held.insert(galaxy.to_owned(), failure);
             true
@@ -60,7 +61,7 @@ impl Quarantine {
         for galaxy in galaxies {
             self.suspects.remove(galaxy);
             if self.held.remove(galaxy).is_some() {
-                log::info!(target: super::LOG, "galaxy '{galaxy}' is saved again");
+                log::info!(target: LOG, "galaxy '{galaxy}' is saved again");
             }
         }
     }

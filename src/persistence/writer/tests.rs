@@ -16,7 +16,9 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
-use super::{Message, PersistError, ShutdownReport, Writer, WriterDatabase};
+use super::message::{Message, WriterDatabase};
+use super::report::{PersistError, ShutdownReport};
+use super::state::Writer;
 use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
 use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};

@@ -1,0 +1,225 @@
+//! The handle game threads use to reach the writer thread ([`WriterHandle`]): it starts
+//! the thread, sends it messages and waits for the answers that have one (a creation, a
+//! flush, a shutdown). It never touches the store; what the thread does with a message is
+//! `run.rs`'s. A shutdown's report comes from the writer, or, when the writer cannot
+//! answer in time, from what memory still holds unsaved.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use super::jobs::Created;
+use super::message::{Message, WriterDatabase};
+use super::report::{PersistError, ShutdownReport, LOG};
+use super::state::{Losses, Writer};
+use crate::clock::Clock;
+use crate::galaxies::{GalaxyCell, WriterSide};
+use crate::model::Galaxy;
+use crate::persistence::metrics::Metrics;
+use crate::settings::PersistenceSettings;
+use crate::store::{BusyDeadline, Epoch, RowIds, WriteStore};
+
+/// How long past the shutdown timeout a shutdown waits for the writer's own report.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The handle game threads use to reach the writer thread.
+///
+/// Only the writer thread touches the read-write connection. Sending never blocks (the
+/// channel is unbounded, but a galaxy sends at most one marker per clean→dirty transition,
+/// so its length is bounded by the number of galaxies plus pending requests). Dropping
+/// every handle disconnects the channel, which the writer treats like a shutdown.
+pub struct WriterHandle {
+    tx: Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shutdown_timeout: Duration,
+    /// Set at shutdown, so a batch waiting on a locked database gives up in time.
+    busy_deadline: Arc<BusyDeadline>,
+    /// What the final flush left unsaved, once it ran.
+    report: Mutex<Option<ShutdownReport>>,
+    /// The writer's clock, for the deadlines of flushes and shutdown.
+    clock: Clock,
+    /// What a shutdown reports when the writer cannot answer.
+    galaxies: WriterSide,
+    /// The writer's record of galaxies lost with unsaved changes, for the same.
+    losses: Losses,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `database`, its decisions timed by `clock`.
+    pub(crate) fn spawn(
+        database: WriterDatabase,
+        settings: PersistenceSettings,
+        galaxies: WriterSide,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> std::io::Result<WriterHandle> {
+        let (tx, rx) = unbounded();
+        let shutdown_timeout = settings.shutdown_timeout;
+        let busy_deadline = database.busy_deadline.clone();
+        let writer = Writer::new(
+            database,
+            settings,
+            galaxies.clone(),
+            metrics,
+            clock.clone(),
+            rx,
+        );
+        let losses = writer.losses.clone();
+        let thread = std::thread::Builder::new()
+            .name("gwar-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(WriterHandle {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            shutdown_timeout,
+            busy_deadline,
+            report: Mutex::new(None),
+            clock,
+            galaxies,
+            losses,
+        })
+    }
+
+    pub(crate) fn mark_dirty(&self, cell: Arc<GalaxyCell>, since: Instant) {
+        if self.tx.send(Message::Dirty { cell, since }).is_err() {
+            log::error!(target: LOG, "the writer has stopped; changes stay in memory unsaved");
+        }
+    }
+
+    /// Writes a new galaxy, in chunks between other galaxies' batches, and returns it once
+    /// its last chunk is committed (it is invisible in the database until then), with the
+    /// deadline of this daemon's lease on it when the database is shared.
+    pub(crate) fn create(&self, galaxy: Box<Galaxy>) -> Result<Created, PersistError> {
+        let (reply, answer) = bounded(1);
+        self.tx
+            .send(Message::Create { galaxy, reply })
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// Refuses creations from now on and stops those in progress at their next chunk, so
+    /// that a stopping daemon's requests end; their rows are removed at the next start.
+    pub fn stop_creating(&self) {
+        let _ = self.tx.send(Message::StopCreating);
+    }
+
+    /// Hands the writer the row ids a load read for galaxy `name`, so that its first save
+    /// needs no look-up. Send it before the galaxy can change, and never for a galaxy
+    /// deleted since it was read (`crate::galaxies` publishes under its catalog lock).
+    /// `epoch`: what taking the galaxy got (several daemons); its writes are fenced by it.
+    pub(crate) fn adopt_ids(&self, name: String, ids: RowIds, epoch: Option<Epoch>) {
+        let _ = self.tx.send(Message::AdoptIds { name, ids, epoch });
+    }
+
+    /// Galaxy `name` was taken under `epoch` by a load that did not put it in memory.
+    pub(crate) fn taken_unused(&self, name: String, epoch: Epoch) {
+        let _ = self.tx.send(Message::TakenUnused { name, epoch });
+    }
+
+    /// Deletes galaxy `name` from the database within the loss window; `epoch` when it
+    /// was taken for the deletion (several daemons, a galaxy not in memory).
+    pub(crate) fn delete(&self, name: String, epoch: Option<Epoch>) {
+        if self.tx.send(Message::Delete { name, epoch }).is_err() {
+            log::error!(target: LOG, "the writer has stopped; a deletion was not saved");
+        }
+    }
+
+    /// Returns once every change made before the call is committed (with the number of
+    /// systems the answering batch wrote), or with the error that stopped it. Without a
+    /// timeout, the first failed attempt answers; with one, it retries until then.
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
+        let (reply, answer) = bounded(1);
+        let deadline = timeout.map(|t| self.clock.now() + t);
+        self.tx
+            .send(Message::Flush { deadline, reply })
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// Runs `work` on the writer thread with its store, between batches, and returns its
+    /// result. For fault injection in the crate's tests; the store must be left as found.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn exec<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut dyn WriteStore) -> T + Send + 'static,
+    ) -> Result<T, PersistError> {
+        let (reply, answer) = bounded(1);
+        let job = move |store: &mut dyn WriteStore| {
+            let _ = reply.send(work(store));
+        };
+        self.tx
+            .send(Message::Exec(Box::new(job)))
+            .map_err(|_| PersistError::Stopped)?;
+        answer.recv().map_err(|_| PersistError::Stopped)
+    }
+
+    /// True when the writer thread answers within `timeout`: it is alive and not stuck in
+    /// a batch (a batch waits at most SQLite's busy timeout per attempt).
+    pub fn ping(&self, timeout: Duration) -> bool {
+        let (reply, answer) = bounded(1);
+        let job = move |_: &mut dyn WriteStore| {
+            let _ = reply.send(());
+        };
+        self.tx.send(Message::Exec(Box::new(job))).is_ok() && answer.recv_timeout(timeout).is_ok()
+    }
+
+    /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
+    /// call more than once: later calls (which wait for the first) return its report.
+    pub fn shutdown(&self) -> ShutdownReport {
+        let mut running = self.thread.lock();
+        let Some(thread) = running.take() else {
+            return self.report.lock().clone().unwrap_or_default();
+        };
+        let (reply, answer) = bounded(1);
+        let deadline = self.clock.now() + self.shutdown_timeout;
+        // SQLite's busy wait runs on the real clock.
+        self.busy_deadline
+            .set(Instant::now() + self.shutdown_timeout);
+        let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
+            // The writer answers by the deadline unless a database call outlives it (a
+            // stalled server); past a grace period it is left behind, and what memory
+            // still holds unsaved is reported without it.
+            Ok(()) => match answer.recv_timeout(self.shutdown_timeout + SHUTDOWN_GRACE) {
+                Ok(report) => {
+                    if thread.join().is_err() {
+                        log::error!(target: LOG, "the writer thread panicked");
+                    }
+                    report
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    log::error!(target: LOG, "the writer did not finish within the shutdown timeout and {SHUTDOWN_GRACE:?} (a database call is stuck); leaving it behind");
+                    self.report_without_writer(PersistError::TimedOut { last_error: None })
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    log::error!(target: LOG, "the writer thread ended without a report");
+                    self.report_without_writer(PersistError::Stopped)
+                }
+            },
+            Err(_) => self.report_without_writer(PersistError::Stopped),
+        };
+        *self.report.lock() = Some(report.clone());
+        report
+    }
+
+    /// What memory still holds unsaved, when the writer cannot say: the galaxies with
+    /// changes (those in a batch in flight included) and the deletions not committed.
+    fn report_without_writer(&self, error: PersistError) -> ShutdownReport {
+        ShutdownReport {
+            unsaved: self.galaxies.unsaved(),
+            unsaved_deletions: self.galaxies.deleting(),
+            lost: self.losses.lock().clone(),
+            error: Some(error),
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        if self.thread.lock().is_some() {
+            self.shutdown();
+        }
+    }
+}
