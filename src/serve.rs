@@ -21,7 +21,9 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -32,7 +34,6 @@ use crate::http::routes::{Api, Role};
 use crate::http::server::{Endpoint, EndpointAddr, HttpServer, Limits};
 use crate::persistence::backup::{default_dir, prune, remove_unfinished};
 use crate::settings::{DatabaseUrl, Settings, SettingsError};
-use crate::systemd::Supervisor;
 
 // What a caller of `serve` hands it or gets back from it.
 pub use crate::http::listen::UnixBindError;
@@ -245,7 +246,7 @@ pub fn serve(
     }
     log::info!("listening on http://{}", server.local_addr());
 
-    systemd.ready(&app);
+    systemd.ready(&status_line(&app));
     let supervisor = Supervisor::start(app.clone(), systemd.clone()).ok();
     let backups = match (&settings.database, settings.backup_interval) {
         (DatabaseUrl::Postgres(_), Some(_)) => {
@@ -280,6 +281,75 @@ pub fn serve(
         backups.stop();
     }
     Ok(finish(&app))
+}
+
+/// systemd's STATUS= line: what is loaded, and how persistence is doing.
+fn status_line(app: &AppState) -> String {
+    let health = app.health();
+    format!(
+        "{} galaxies loaded; persistence {}; {} unsaved systems",
+        app.galaxies_loaded(),
+        health.persistence.state.as_str(),
+        health.persistence.dirty_systems
+    )
+}
+
+/// A thread that refreshes systemd's STATUS= and, when `WatchdogSec` is set, sends WATCHDOG=1 —
+/// but only while the writer thread answers a ping, so a stalled writer gets the daemon
+/// restarted instead of silently losing saves.
+struct Supervisor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    fn start(app: AppState, notifier: Notifier) -> std::io::Result<Supervisor> {
+        let watchdog = notifier.watchdog();
+        let period = watchdog.map_or(Duration::from_secs(10), |w| {
+            (w / 2).max(Duration::from_millis(100))
+        });
+        if let Some(w) = watchdog {
+            log::info!("systemd watchdog enabled ({w:?}); pinging every {period:?}");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new().name("gwar-supervisor".into()).spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let writer_alive = app.writer().is_none_or(|w| w.ping(period));
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let status = status_line(&app);
+                    if watchdog.is_some() && writer_alive {
+                        notifier.watchdog_alive(&status);
+                    } else {
+                        if watchdog.is_some() {
+                            log::error!("the writer thread did not answer within {period:?}; not pinging the watchdog");
+                        }
+                        notifier.status(&status);
+                    }
+                    // Sleep in small steps so shutdown is not held up.
+                    let mut slept = Duration::ZERO;
+                    while slept < period && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        slept += Duration::from_millis(50);
+                    }
+                }
+            })?
+        };
+        Ok(Supervisor {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Removes what backups killed mid-copy left in the backup directory (see

@@ -1,4 +1,6 @@
-//! systemd integration: readiness, status, the watchdog, and stopping notices.
+//! systemd integration: readiness, status, the watchdog, and stopping notices. It names
+//! nothing else of the crate: what it reports is handed in as plain values, and what
+//! decides when to report (`crate::serve`'s supervisor) lives with its one user.
 //!
 //! Where notices go is read from the environment once, by the process edge
 //! ([`Notifier::from_env`]: `NOTIFY_SOCKET`, `WATCHDOG_USEC`), and handed to
@@ -9,14 +11,9 @@
 
 use std::ffi::OsString;
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-
-use crate::app::AppState;
 
 /// Where systemd's notices go, and the watchdog's period if systemd asked for one.
 #[derive(Clone, Debug, Default)]
@@ -62,8 +59,23 @@ impl Notifier {
     }
 
     /// READY=1, with a first STATUS= line.
-    pub fn ready(&self, app: &AppState) {
-        self.notify(&[NotifyState::Ready, NotifyState::Status(&status_line(app))]);
+    pub fn ready(&self, status: &str) {
+        self.notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// The watchdog's period (`WatchdogSec`), if systemd asked for one.
+    pub(crate) fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// STATUS=, refreshed.
+    pub(crate) fn status(&self, status: &str) {
+        self.notify(&[NotifyState::Status(status)]);
+    }
+
+    /// WATCHDOG=1 with a refreshed STATUS=: the daemon is alive and its writer answers.
+    pub(crate) fn watchdog_alive(&self, status: &str) {
+        self.notify(&[NotifyState::Watchdog, NotifyState::Status(status)]);
     }
 
     /// STOPPING=1, and more time for the final flush so systemd does not kill a save.
@@ -85,73 +97,5 @@ impl Notifier {
             NotifyState::ExtendTimeoutUsec(usec),
             NotifyState::Status(status),
         ]);
-    }
-}
-
-fn status_line(app: &AppState) -> String {
-    let health = app.health();
-    format!(
-        "{} galaxies loaded; persistence {}; {} unsaved systems",
-        app.galaxies_loaded(),
-        health.persistence.state.as_str(),
-        health.persistence.dirty_systems
-    )
-}
-
-/// A thread that refreshes STATUS= and, when `WatchdogSec` is set, sends WATCHDOG=1 —
-/// but only while the writer thread answers a ping, so a stalled writer gets the daemon
-/// restarted instead of silently losing saves.
-pub struct Supervisor {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Supervisor {
-    pub fn start(app: AppState, notifier: Notifier) -> std::io::Result<Supervisor> {
-        let watchdog = notifier.watchdog;
-        let period = watchdog.map_or(Duration::from_secs(10), |w| {
-            (w / 2).max(Duration::from_millis(100))
-        });
-        if let Some(w) = watchdog {
-            log::info!("systemd watchdog enabled ({w:?}); pinging every {period:?}");
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new().name("gwar-supervisor".into()).spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let writer_alive = app.writer().is_none_or(|w| w.ping(period));
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let status = status_line(&app);
-                    if watchdog.is_some() && writer_alive {
-                        notifier.notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
-                    } else {
-                        if watchdog.is_some() {
-                            log::error!("the writer thread did not answer within {period:?}; not pinging the watchdog");
-                        }
-                        notifier.notify(&[NotifyState::Status(&status)]);
-                    }
-                    // Sleep in small steps so shutdown is not held up.
-                    let mut slept = Duration::ZERO;
-                    while slept < period && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(50));
-                        slept += Duration::from_millis(50);
-                    }
-                }
-            })?
-        };
-        Ok(Supervisor {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
