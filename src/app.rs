@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
-use crate::galaxies::{Backing, Galaxies, LifeError, Listed, Live, Taken};
+use crate::galaxies::{Galaxies, LifeError, Listed, Live};
 use crate::model::{
     Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
     SystemDetails, SystemSummary,
@@ -33,7 +33,6 @@ use crate::persistence::metrics::Metrics;
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
 use crate::settings::{GalaxyLimits, Settings};
-use crate::store::{Claim, Epoch, RowIds};
 use crate::systemd::Notifier;
 
 // The engine's errors and answers, as `AppState` hands them out: the engine itself is not
@@ -373,8 +372,9 @@ impl AppState {
 
     /// Applies a change to a galaxy under its lock and, if the galaxy went from clean to
     /// dirty, tells the writer (after unlocking). Without an engine the change set is
-    /// emptied at once: nothing would ever save it.
-    fn change<T>(
+    /// emptied at once: nothing would ever save it. Crate-visible for the test hooks
+    /// (`crate::testing`), which rewrite a whole galaxy through it.
+    pub(crate) fn change<T>(
         &self,
         name: &str,
         tick: u64,
@@ -594,89 +594,6 @@ impl AppState {
     /// Systems of the galaxies in memory.
     pub fn systems_loaded(&self) -> usize {
         self.shared.galaxies.systems()
-    }
-}
-
-/// The galaxies' backing store: the engine, or nothing when persistence is off.
-impl Backing for Option<Engine> {
-    type Ids = RowIds;
-
-    fn persists(&self) -> bool {
-        self.is_some()
-    }
-
-    fn take(&self, name: &str) -> Result<Taken, StoreError> {
-        let Some(engine) = self else {
-            return Ok(Taken::Unfenced);
-        };
-        Ok(match engine.take(name)? {
-            None => Taken::Unfenced,
-            Some((Claim::Owned { epoch }, lease_until)) => Taken::Ours { epoch, lease_until },
-            Some((Claim::Elsewhere(owner), _)) => Taken::Elsewhere(owner),
-            Some((Claim::Missing, _)) => Taken::Missing,
-        })
-    }
-
-    fn read(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
-        match self {
-            Some(engine) => engine.read(name),
-            None => Ok(None),
-        }
-    }
-
-    fn published(&self, name: &str, ids: RowIds, epoch: Option<Epoch>) {
-        if let Some(engine) = self {
-            engine.adopt_ids(name, ids, epoch);
-        }
-    }
-
-    fn taken_unused(&self, name: &str, epoch: Epoch) {
-        if let Some(engine) = self {
-            engine.writer().taken_unused(name.to_owned(), epoch);
-        }
-    }
-
-    fn is_stored(&self, name: &str) -> Result<bool, StoreError> {
-        match self {
-            Some(engine) => engine.is_stored(name),
-            None => Ok(false),
-        }
-    }
-
-    fn stored_names(&self) -> Result<Vec<String>, StoreError> {
-        match self {
-            Some(engine) => engine.stored_names(),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        let Some(engine) = self else {
-            return Ok(Vec::new());
-        };
-        Ok(engine
-            .stored_owners()?
-            .into_iter()
-            .map(|(name, owner)| (name, owner.map(|owner| owner.url)))
-            .collect())
-    }
-
-    fn own_url(&self) -> Option<&str> {
-        self.as_ref().and_then(Engine::own_url)
-    }
-}
-
-#[cfg(feature = "testing")]
-impl crate::testing::AppInternals for AppState {
-    fn writer(&self) -> Option<&WriterHandle> {
-        AppState::writer(self)
-    }
-
-    fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError> {
-        self.change(name, 0, |galaxy, _| {
-            galaxy.mark_all_changed();
-            Ok(())
-        })
     }
 }
 

@@ -19,7 +19,7 @@
 //!   routes without the daemon around them (the allocation test wraps the handler; the
 //!   benchmarks serve from memory).
 
-use crate::app::AppError;
+use crate::app::{AppError, AppState};
 
 pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
@@ -37,4 +37,17 @@ pub trait AppInternals {
     fn writer(&self) -> Option<&WriterHandle>;
     /// Schedules every row of a galaxy to be written again by the next batch.
     fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError>;
+}
+
+impl AppInternals for AppState {
+    fn writer(&self) -> Option<&WriterHandle> {
+        AppState::writer(self)
+    }
+
+    fn rewrite_galaxy(&self, name: &str) -> Result<(), AppError> {
+        self.change(name, 0, |galaxy, _| {
+            galaxy.mark_all_changed();
+            Ok(())
+        })
+    }
 }

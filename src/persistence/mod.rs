@@ -9,6 +9,8 @@
 //! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
+//! - `backing`: the engine as the galaxies' [`crate::galaxies::Backing`] (or nothing, when
+//!   persistence is off).
 //! - [`backup`]: online backups through SQLite's backup API.
 //! - [`reading`]: opening a database file only to read it (check, backups), leaving no
 //!   `-wal`/`-shm` behind.
@@ -24,6 +26,7 @@
 //! also lists every lock in order; the writer sees galaxies only through that module's
 //! narrow handle. Everything here logs under the target `galactic_war::persistence`.
 
+mod backing;
 pub mod backup;
 pub mod clean;
 mod loads;
