@@ -3,9 +3,9 @@
 //!
 //! The lock is private to [`super`]: game code reaches a galaxy through
 //! [`super::Galaxies::with_live`], which hands it a [`Live`] guard only while the galaxy is
-//! live; the writer holds the cell as its narrow handle and may only take a cut, give a
-//! failed one back, mark one saved, and read what it needs to decide on ticks and
-//! eviction. Galaxies never contend with each other: each has its own lock, and the cell is
+//! live; the writer holds the cell as its narrow handle and may only take a cut
+//! (`cut.rs`), give a failed one back, mark one saved, and read what it needs to decide on
+//! ticks and eviction. Galaxies never contend with each other: each has its own lock, and the cell is
 //! on cache lines of its own.
 
 use std::ops::{Deref, DerefMut};
@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::cut::{cut, Cut};
 use crate::model::{Changes, Galaxy};
 
 /// One galaxy and its lock, on cache lines of its own: the lock and the state it guards
@@ -109,11 +108,6 @@ impl GalaxyCell {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, CellState> {
         self.state.lock()
-    }
-
-    /// The writer's consistent cut of the galaxy; `None` once it was deleted.
-    pub(crate) fn cut(&self) -> Option<Cut> {
-        cut(self)
     }
 
     /// After a commit that held this galaxy's cut: its systems are saved.

@@ -8,6 +8,9 @@
 //! after it is released. When a quarter or more of the galaxy is dirty, the whole
 //! system table is copied in one sequential `memcpy` instead of row by row in hash order,
 //! which is faster there and still bounded by four times the dirty rows' size.
+//!
+//! [`GalaxyCell::cut`] is defined here, not beside the cell, so that the files point one
+//! way: this one names the cell's, and the cell's names nothing of this one.
 
 use std::time::{Duration, Instant};
 
@@ -43,78 +46,80 @@ fn touched<T: Clone>(capacity: usize, placeholder: T) -> Vec<T> {
     buffer
 }
 
-/// Cuts `cell`; `None` when the galaxy was deleted or lost.
-pub(crate) fn cut(cell: &GalaxyCell) -> Option<Cut> {
-    // A first, brief look to size the buffers. The numbers may grow before the cut;
-    // the margin absorbs most of that and pushing past it only regrows.
-    let (dirty, total) = {
-        let state = cell.lock();
-        (state.galaxy.changes().len(), state.galaxy.systems().len())
-    };
-    let whole = dirty * 4 >= total && dirty > 0;
-    let margin = |n: usize| n + n / 8 + 16;
-    let mut all = if whole {
-        touched(margin(total), PLACEHOLDER)
-    } else {
-        Vec::new()
-    };
-    let mut rows = if whole {
-        Vec::new()
-    } else {
-        touched(
-            margin(dirty),
-            SystemRow {
-                index: 0,
-                rows: RowMask::default(),
-                system: PLACEHOLDER,
-            },
-        )
-    };
+impl GalaxyCell {
+    /// The writer's consistent cut of the galaxy; `None` once it was deleted or lost.
+    pub(crate) fn cut(&self) -> Option<Cut> {
+        // A first, brief look to size the buffers. The numbers may grow before the cut;
+        // the margin absorbs most of that and pushing past it only regrows.
+        let (dirty, total) = {
+            let state = self.lock();
+            (state.galaxy.changes().len(), state.galaxy.systems().len())
+        };
+        let whole = dirty * 4 >= total && dirty > 0;
+        let margin = |n: usize| n + n / 8 + 16;
+        let mut all = if whole {
+            touched(margin(total), PLACEHOLDER)
+        } else {
+            Vec::new()
+        };
+        let mut rows = if whole {
+            Vec::new()
+        } else {
+            touched(
+                margin(dirty),
+                SystemRow {
+                    index: 0,
+                    rows: RowMask::default(),
+                    system: PLACEHOLDER,
+                },
+            )
+        };
 
-    let mut state = cell.lock();
-    if matches!(state.life, Life::Deleted | Life::Lost) {
-        return None;
-    }
-    let hold = Instant::now();
-    let changes = state.galaxy.take_changes();
-    if whole {
-        all.extend_from_slice(state.galaxy.systems());
-    } else {
-        for (index, mask) in changes.iter() {
-            if let Some(system) = state.galaxy.system(index) {
-                rows.push(SystemRow {
-                    index,
-                    rows: mask,
-                    system: *system,
-                });
+        let mut state = self.lock();
+        if matches!(state.life, Life::Deleted | Life::Lost) {
+            return None;
+        }
+        let hold = Instant::now();
+        let changes = state.galaxy.take_changes();
+        if whole {
+            all.extend_from_slice(state.galaxy.systems());
+        } else {
+            for (index, mask) in changes.iter() {
+                if let Some(system) = state.galaxy.system(index) {
+                    rows.push(SystemRow {
+                        index,
+                        rows: mask,
+                        system: *system,
+                    });
+                }
             }
         }
-    }
-    let tick = state.galaxy.tick();
-    drop(state);
-    let hold = hold.elapsed();
+        let tick = state.galaxy.tick();
+        drop(state);
+        let hold = hold.elapsed();
 
-    if whole {
-        rows = changes
-            .iter()
-            .filter_map(|(index, mask)| {
-                all.get(index as usize).map(|system| SystemRow {
-                    index,
-                    rows: mask,
-                    system: *system,
+        if whole {
+            rows = changes
+                .iter()
+                .filter_map(|(index, mask)| {
+                    all.get(index as usize).map(|system| SystemRow {
+                        index,
+                        rows: mask,
+                        system: *system,
+                    })
                 })
-            })
-            .collect();
+                .collect();
+        }
+        rows.sort_unstable_by_key(|row| row.index);
+        // For the unsaved-systems gauge only; it may undercount for this instant.
+        self.lock().in_flight = rows.iter().map(|row| row.index).collect();
+        Some(Cut {
+            rows,
+            changes,
+            tick,
+            hold,
+        })
     }
-    rows.sort_unstable_by_key(|row| row.index);
-    // For the unsaved-systems gauge only; it may undercount for this instant.
-    cell.lock().in_flight = rows.iter().map(|row| row.index).collect();
-    Some(Cut {
-        rows,
-        changes,
-        tick,
-        hold,
-    })
 }
 
 #[cfg(test)]
