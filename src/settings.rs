@@ -299,69 +299,126 @@ impl Settings {
         Settings::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `lookup` (variable name → value, `None` when unset).
+    /// Reads settings through `lookup` (variable name → value, `None` when unset). The
+    /// variables are read in a fixed order, so the first that does not parse is the error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        // Parses one variable with `parse`, or gives `default` when it is unset.
-        macro_rules! var {
-            ($name:literal, $parse:expr, $default:expr) => {
-                match lookup($name) {
-                    None => $default,
-                    Some(value) => {
-                        ($parse)(value.trim()).map_err(|reason: String| SettingsError {
-                            variable: $name,
-                            value: value.clone(),
-                            reason,
-                        })?
-                    }
-                }
-            };
-        }
+        let env = Env(lookup);
         let d = Settings::default();
-        let defaults = d.persistence.clone();
-        let limits = d.galaxy_limits;
+        let persistence = env.persistence(d.persistence.clone())?;
+        let listen = env.var(
+            "GWAR_LISTEN",
+            |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned())
+            },
+            d.listen,
+        )?;
         let persistence = PersistenceSettings {
-            enabled: var!("GWAR_PERSISTENCE_ENABLED", parse_bool, defaults.enabled),
-            auto_save_interval: var!(
+            advertise_url: env.var(
+                "GWAR_ADVERTISE_URL",
+                parse_advertise_url,
+                format!("http://{listen}"),
+            )?,
+            ..persistence
+        };
+        let database = env.var("DATABASE_URL", DatabaseUrl::parse, d.database)?;
+        let admin_listen = env.var("GWAR_ADMIN_LISTEN", AdminListen::parse, d.admin_listen)?;
+        let admin_token = env.var(
+            "GWAR_ADMIN_TOKEN",
+            |v| {
+                if v.is_empty() {
+                    Err("an empty token would protect nothing; unset it instead".to_owned())
+                } else {
+                    Ok(Some(v.to_owned()))
+                }
+            },
+            d.admin_token,
+        )?;
+        let (backup_dir, backup_interval, backup_keep) =
+            env.backups(d.backup_dir, d.backup_interval, d.backup_keep)?;
+        Ok(Settings {
+            database,
+            persistence,
+            listen,
+            admin_listen,
+            admin_token,
+            backup_dir,
+            backup_interval,
+            backup_keep,
+            galaxy_limits: env.galaxy_limits(d.galaxy_limits)?,
+            max_connections: env.var(
+                "GWAR_MAX_CONNECTIONS",
+                |v| parse_count(v, "connections"),
+                d.max_connections,
+            )?,
+        })
+    }
+}
+
+/// The environment as [`Settings::from_lookup`] reads it: one variable at a time, parsed,
+/// or its default when unset.
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// Parses variable `name` (trimmed) with `parse`, or gives `default` when it is unset.
+    fn var<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        default: T,
+    ) -> Result<T, SettingsError> {
+        match (self.0)(name) {
+            None => Ok(default),
+            Some(value) => parse(value.trim()).map_err(|reason| SettingsError {
+                variable: name,
+                value,
+                reason,
+            }),
+        }
+    }
+
+    /// `GWAR_PERSISTENCE_*`, `GWAR_GALAXY_IDLE_SECS` and `GWAR_OWNERSHIP_LEASE_SECS`; the
+    /// advertised URL is left as in `defaults` (its default depends on `GWAR_LISTEN`).
+    fn persistence(
+        &self,
+        defaults: PersistenceSettings,
+    ) -> Result<PersistenceSettings, SettingsError> {
+        let seconds = |v: &str| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s)));
+        Ok(PersistenceSettings {
+            enabled: self.var("GWAR_PERSISTENCE_ENABLED", parse_bool, defaults.enabled)?,
+            auto_save_interval: self.var(
                 "GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL",
                 |v| parse_positive(v, "seconds").map(Duration::from_secs),
-                defaults.auto_save_interval
-            ),
-            shutdown_timeout: var!(
+                defaults.auto_save_interval,
+            )?,
+            shutdown_timeout: self.var(
                 "GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT",
                 |v| parse_number(v, "seconds").map(Duration::from_secs),
-                defaults.shutdown_timeout
-            ),
-            write_coalescing: var!(
+                defaults.shutdown_timeout,
+            )?,
+            write_coalescing: self.var(
                 "GWAR_PERSISTENCE_WRITE_COALESCING",
                 parse_bool,
-                defaults.write_coalescing
-            ),
-            coalescing_delay: var!(
+                defaults.write_coalescing,
+            )?,
+            coalescing_delay: self.var(
                 "GWAR_PERSISTENCE_COALESCING_DELAY_MS",
                 |v| parse_number(v, "milliseconds").map(Duration::from_millis),
-                defaults.coalescing_delay
-            ),
-            synchronous: var!(
+                defaults.coalescing_delay,
+            )?,
+            synchronous: self.var(
                 "GWAR_PERSISTENCE_SYNCHRONOUS",
-                |v: &str| match v.to_ascii_lowercase().as_str() {
+                |v| match v.to_ascii_lowercase().as_str() {
                     "normal" => Ok(Synchronous::Normal),
                     "full" => Ok(Synchronous::Full),
                     _ => Err("expected normal or full".to_owned()),
                 },
-                defaults.synchronous
-            ),
-            max_unsaved: var!(
-                "GWAR_PERSISTENCE_MAX_UNSAVED_SECS",
-                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
-                None
-            ),
-            galaxy_idle: var!(
-                "GWAR_GALAXY_IDLE_SECS",
-                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
-                None
-            ),
+                defaults.synchronous,
+            )?,
+            max_unsaved: self.var("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", seconds, None)?,
+            galaxy_idle: self.var("GWAR_GALAXY_IDLE_SECS", seconds, None)?,
             checkpoint_pages: defaults.checkpoint_pages,
-            ownership_lease: var!(
+            ownership_lease: self.var(
                 "GWAR_OWNERSHIP_LEASE_SECS",
                 |v| match parse_positive(v, "seconds")? {
                     n if n > MAX_LEASE_SECS => Err(format!(
@@ -370,84 +427,57 @@ impl Settings {
                     )),
                     n => Ok(Duration::from_secs(n)),
                 },
-                defaults.ownership_lease
-            ),
-            advertise_url: String::new(),
-        };
-        let listen = var!(
-            "GWAR_LISTEN",
-            |v: &str| v
-                .parse::<SocketAddr>()
-                .map_err(|_| "expected an address such as 127.0.0.1:3050".to_owned()),
-            d.listen
-        );
-        let persistence = PersistenceSettings {
-            advertise_url: var!(
-                "GWAR_ADVERTISE_URL",
-                parse_advertise_url,
-                format!("http://{listen}")
-            ),
-            ..persistence
-        };
-        Ok(Settings {
-            database: var!("DATABASE_URL", DatabaseUrl::parse, d.database),
-            persistence,
-            listen,
-            admin_listen: var!("GWAR_ADMIN_LISTEN", AdminListen::parse, d.admin_listen),
-            admin_token: var!(
-                "GWAR_ADMIN_TOKEN",
-                |v: &str| if v.is_empty() {
-                    Err("an empty token would protect nothing; unset it instead".to_owned())
-                } else {
-                    Ok(Some(v.to_owned()))
-                },
-                d.admin_token
-            ),
-            backup_dir: var!(
-                "GWAR_BACKUP_DIR",
-                |v: &str| if v.is_empty() {
+                defaults.ownership_lease,
+            )?,
+            advertise_url: defaults.advertise_url,
+        })
+    }
+
+    /// `GWAR_BACKUP_DIR`, `GWAR_BACKUP_INTERVAL` and `GWAR_BACKUP_KEEP`, in that order.
+    fn backups(
+        &self,
+        dir: Option<PathBuf>,
+        interval: Option<Duration>,
+        keep: usize,
+    ) -> Result<(Option<PathBuf>, Option<Duration>, usize), SettingsError> {
+        let dir = self.var(
+            "GWAR_BACKUP_DIR",
+            |v| {
+                if v.is_empty() {
                     Err("expected a directory path".to_owned())
                 } else {
                     Ok(Some(PathBuf::from(v)))
-                },
-                d.backup_dir
-            ),
-            backup_interval: var!(
-                "GWAR_BACKUP_INTERVAL",
-                |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
-                d.backup_interval
-            ),
-            backup_keep: var!(
-                "GWAR_BACKUP_KEEP",
-                |v| parse_positive(v, "backups").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                d.backup_keep
-            ),
-            galaxy_limits: GalaxyLimits {
-                max_public_systems: var!(
-                    "GWAR_MAX_GALAXY_SYSTEMS",
-                    |v| match parse_positive(v, "systems")? {
-                        n if n > MAX_SYSTEMS => {
-                            Err(format!(
-                                "expected at most {MAX_SYSTEMS} systems (the model's limit)"
-                            ))
-                        }
-                        n => Ok(n),
-                    },
-                    limits.max_public_systems
-                ),
-                max_galaxies: var!(
-                    "GWAR_MAX_GALAXIES",
-                    |v| parse_positive(v, "galaxies")
-                        .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                    limits.max_galaxies
-                ),
+                }
             },
-            max_connections: var!(
-                "GWAR_MAX_CONNECTIONS",
-                |v| parse_positive(v, "connections")
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                d.max_connections
-            ),
+            dir,
+        )?;
+        let interval = self.var(
+            "GWAR_BACKUP_INTERVAL",
+            |v| parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
+            interval,
+        )?;
+        let keep = self.var("GWAR_BACKUP_KEEP", |v| parse_count(v, "backups"), keep)?;
+        Ok((dir, interval, keep))
+    }
+
+    /// `GWAR_MAX_GALAXY_SYSTEMS` and `GWAR_MAX_GALAXIES`.
+    fn galaxy_limits(&self, limits: GalaxyLimits) -> Result<GalaxyLimits, SettingsError> {
+        Ok(GalaxyLimits {
+            max_public_systems: self.var(
+                "GWAR_MAX_GALAXY_SYSTEMS",
+                |v| match parse_positive(v, "systems")? {
+                    n if n > MAX_SYSTEMS => Err(format!(
+                        "expected at most {MAX_SYSTEMS} systems (the model's limit)"
+                    )),
+                    n => Ok(n),
+                },
+                limits.max_public_systems,
+            )?,
+            max_galaxies: self.var(
+                "GWAR_MAX_GALAXIES",
+                |v| parse_count(v, "galaxies"),
+                limits.max_galaxies,
+            )?,
         })
     }
 }
@@ -499,6 +529,11 @@ fn parse_positive(value: &str, unit: &str) -> Result<u64, String> {
         0 => Err(format!("expected at least 1 {unit}")),
         n => Ok(n),
     }
+}
+
+/// A positive count of `unit`, as a `usize` (saturating: no machine holds more).
+fn parse_count(value: &str, unit: &str) -> Result<usize, String> {
+    parse_positive(value, unit).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
