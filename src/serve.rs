@@ -294,9 +294,9 @@ fn status_line(app: &AppState) -> String {
     )
 }
 
-/// A thread that refreshes systemd's STATUS= and, when `WatchdogSec` is set, sends WATCHDOG=1 —
-/// but only while the writer thread answers a ping, so a stalled writer gets the daemon
-/// restarted instead of silently losing saves.
+/// A thread that refreshes systemd's STATUS= and, when `WatchdogSec` is set, sends
+/// WATCHDOG=1 — but only while the writer thread answers a ping, so a stalled writer gets
+/// the daemon restarted instead of silently losing saves.
 struct Supervisor {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,

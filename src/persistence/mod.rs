@@ -1,12 +1,13 @@
 //! The write-behind persistence engine (CONTRACT §2–§3).
 //!
-//! - [`store`]: the seam to a database: what the writer needs ([`store::WriteStore`]) and
-//!   what a load needs ([`store::ReadStore`]), and the SQLite store that implements both
-//!   (its schema, migrations, SQL and WAL checkpoints).
+//! The seam to a database is [`crate::store`], the floor below: what the writer needs
+//! ([`WriteStore`](crate::store::WriteStore)) and what a load needs
+//! ([`ReadStore`](crate::store::ReadStore)), and the SQLite and PostgreSQL stores that
+//! implement both. Here, above it:
 //! - [`writer`]: the writer thread, the only writer of the database; its decisions are
-//!   timed by a [`crate::clock::Clock`] (the system's here).
+//!   timed by a [`crate::clock::Clock`] (the system's here). Its `jobs`: creations and
+//!   deletions of whole galaxies, in chunks between batches.
 //! - `loads`: the pool of read-only connections that read galaxies on a cache miss.
-//! - `jobs`: creations and deletions of whole galaxies, in chunks between batches.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
 //! - `backing`: the engine as the galaxies' [`crate::galaxies::Backing`] (or nothing, when

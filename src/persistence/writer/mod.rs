@@ -1,8 +1,7 @@
 //! The writer thread: the only code that writes to the database. `handle` owns what game
 //! threads hold ([`WriterHandle`]), `message` what they send, and `run` the writer's
-//! loop: waiting for work, reading messages, and deciding by the
-//! [`Clock`](crate::clock::Clock) when a batch, a chunk of bulk work, the periodic work or
-//! a flush's deadline is due.
+//! loop: waiting for work, reading messages, and deciding by the [`Clock`] when a batch,
+//! a chunk of bulk work, the periodic work or a flush's deadline is due.
 //!
 //! One dedicated OS thread owns the [`WriteStore`]. Game threads never wait on it:
 //! they record changes in their galaxy (under the galaxy's lock) and, when a galaxy goes
@@ -25,7 +24,7 @@
 //! galaxy's bulk work for more than a chunk. Messages (pings included) are read between
 //! chunks, and shutdown stops a creation at a chunk boundary.
 //!
-//! The writer knows its database only through [`WriteStore`](crate::store::WriteStore): after each commit it gives
+//! The writer knows its database only through [`WriteStore`]: after each commit it gives
 //! the store a turn for upkeep ([`WriteStore::after_commit`]; SQLite's asks its checkpoint
 //! thread for a WAL checkpoint when due). Periodic work (every auto-save interval) saves
 //! galaxy ticks that advanced, gives the store its periodic upkeep
@@ -33,11 +32,11 @@
 //! that a galaxy has no batch in flight.
 //!
 //! The writer knows galaxies only through the narrow handle of [`crate::galaxies`]: a dirty
-//! galaxy's [`GalaxyCell`](crate::galaxies::GalaxyCell) (take a cut, give it back, mark it saved) and the
-//! [`WriterSide`](crate::galaxies::WriterSide) (list, evict, settle deletions). Each call takes and releases the
+//! galaxy's [`GalaxyCell`] (take a cut, give it back, mark it saved) and the
+//! [`WriterSide`] (list, evict, settle deletions). Each call takes and releases the
 //! galaxy's lock inside, so none is ever held during SQL.
 //!
-//! Time: every decision reads the writer's [`Clock`](crate::clock::Clock) (the system's in the daemon, a manual
+//! Time: every decision reads the writer's [`Clock`] (the system's in the daemon, a manual
 //! one in the unit tests of `tests.rs`, which drive the phases and the loop's turns without
 //! a thread and without sleeping). How long a batch or a chunk took is measured on the
 //! real clock.
@@ -47,6 +46,13 @@
 //! above them; `run`, `batch`, `lanes` and `ownership` (what the thread does) above that;
 //! `handle` (what game threads hold) on top. This file only declares them and says what
 //! the rest of the crate sees.
+//!
+//! [`Clock`]: crate::clock::Clock
+//! [`WriteStore`]: crate::store::WriteStore
+//! [`WriteStore::after_commit`]: crate::store::WriteStore::after_commit
+//! [`WriteStore::maintain`]: crate::store::WriteStore::maintain
+//! [`GalaxyCell`]: crate::galaxies::GalaxyCell
+//! [`WriterSide`]: crate::galaxies::WriterSide
 
 mod batch;
 mod handle;

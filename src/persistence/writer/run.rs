@@ -344,7 +344,8 @@ impl Writer {
     /// Drops clean galaxies nobody touched for `idle` from memory; they load again on their
     /// next access. Only the writer can do this safely: it alone knows that a galaxy has no
     /// batch in flight (none is, between batches) and that its tick is saved. With several
-    /// daemons, they are no longer renewed (see [`WriteStore::disown`]).
+    /// daemons, they are no longer renewed (see
+    /// [`WriteStore::disown`](crate::store::WriteStore::disown)).
     pub(super) fn evict_idle(&mut self, now: Instant, idle: Duration) {
         let mut evicted = Vec::new();
         for cell in self.galaxies.all() {
