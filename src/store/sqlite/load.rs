@@ -4,7 +4,8 @@ use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::super::RowIds;
-use super::{Context, Db, StoreError};
+use super::super::StoreError;
+use super::db::{Context, Db};
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
 impl Db {
