@@ -51,3 +51,25 @@ impl AppInternals for AppState {
         })
     }
 }
+
+/// Nothing but the crate's tests runs SQL behind the writer's back.
+impl WriterHandle {
+    /// Runs `work` on the writer thread with the SQLite write connection, between batches,
+    /// and returns its result. For fault injection (a tighter `max_page_count`, say); the
+    /// connection's transaction state must be left as found. Fails when the engine's store
+    /// is not SQLite's.
+    pub fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
+    ) -> Result<T, crate::persistence::writer::PersistError> {
+        self.exec(move |store| {
+            crate::store::sqlite::SqliteWriter::of(store).map(|writer| work(writer.connection()))
+        })?
+        .ok_or_else(|| {
+            crate::persistence::writer::PersistError::Failed(crate::store::StoreFailure {
+                kind: crate::store::FailureKind::Other,
+                message: "the store is not SQLite's".to_owned(),
+            })
+        })
+    }
+}

@@ -20,6 +20,7 @@
 //! cache of row ids never runs ahead of what is committed (it is dropped for the galaxies of
 //! a failed batch).
 
+mod decode;
 pub(crate) mod open;
 pub mod postgres;
 pub mod sqlite;

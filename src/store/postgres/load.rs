@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
-use ::postgres::{Client, IsolationLevel, Row};
+use ::postgres::{Client, IsolationLevel, Row, Transaction};
 
+use super::super::decode::Decoder;
 use super::super::RowIds;
 use super::{Context, StoreError};
-use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
+use crate::model::{Galaxy, System};
 
 const GALAXY: &str = "SELECT config_file, tick FROM galaxies g WHERE name = $1
      AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)";
@@ -27,6 +28,12 @@ const STRUCTURES: &str = "SELECT st.system_id, st.structure_type, st.level
 
 const EVENTS: &str = "SELECT e.system_id, e.completion_tick, e.action_type, e.structure_type, e.id
      FROM events e JOIN systems s ON s.id = e.system_id WHERE s.galaxy_name = $1";
+
+/// The parameters of every query of a load: the galaxy's name.
+type ByName<'a> = [&'a (dyn ToSql + Sync); 1];
+
+/// Each loaded system's position among them, by its row id.
+type Positions = HashMap<i64, usize>;
 
 /// Loads one galaxy with its row ids, or `None` when it is not stored (or its creation or
 /// deletion is unfinished), in one read-only snapshot.
@@ -43,101 +50,88 @@ pub(super) fn load_galaxy_with_ids(
     let Some(row) = tx.query_opt(GALAXY, &[&name]).context("loading a galaxy")? else {
         return Ok(None);
     };
-    let bad = |reason: String| StoreError::Inconsistent {
-        galaxy: name.to_owned(),
-        reason,
-    };
+    let decode = Decoder::new(name);
     let config_text: &str = row.try_get(0).context("reading a galaxy")?;
     let tick: i64 = row.try_get(1).context("reading a galaxy")?;
-    let (config, _) = GalaxyConfig::from_toml(config_text).map_err(|e| bad(e.to_string()))?;
-    let tick = u64::try_from(tick).map_err(|_| bad(format!("negative tick {tick}")))?;
-    let params: [&(dyn ToSql + Sync); 1] = [&name];
+    let (config, tick) = decode.galaxy(config_text, tick)?;
+    let params: ByName = [&name];
+    let (ids, mut systems, positions) = systems(&mut tx, params, decode)?;
+    structures(&mut tx, params, &positions, &mut systems, decode)?;
+    let event_ids = events(&mut tx, params, &positions, &mut systems, decode)?;
+    tx.commit().context("ending a load")?;
+    decode
+        .assemble(config, tick, systems, &ids, &event_ids)
+        .map(Some)
+}
 
+/// The galaxy's systems beside their row ids, in the order they arrive, and each row id's
+/// position among them.
+fn systems(
+    tx: &mut Transaction<'_>,
+    params: ByName<'_>,
+    decode: Decoder<'_>,
+) -> Result<(Vec<i64>, Vec<System>, Positions), StoreError> {
     let mut ids: Vec<i64> = Vec::new();
     let mut systems: Vec<System> = Vec::new();
-    let mut positions: HashMap<i64, usize> = HashMap::new();
-    {
-        let mut rows = tx.query_raw(SYSTEMS, params).context("loading systems")?;
-        while let Some(row) = rows.next().context("loading systems")? {
-            let values = bigints::<7>(&row).context("reading a system")?;
-            let [id, x, y, metal, crew, water, current] = values;
-            let coord = |v: i64| {
-                u32::try_from(v).map_err(|_| bad(format!("system {id} has coordinate {v}")))
-            };
-            let amount = |v: i64| {
-                u64::try_from(v).map_err(|_| bad(format!("system {id} has negative value {v}")))
-            };
-            positions.insert(id, ids.len());
-            ids.push(id);
-            systems.push(System {
-                x: coord(x)?,
-                y: coord(y)?,
-                resources: Resources {
-                    metal: amount(metal)?,
-                    crew: amount(crew)?,
-                    water: amount(water)?,
-                },
-                tick: amount(current)?,
-                levels: [0; 5],
-                build: None,
-            });
-        }
+    let mut positions = Positions::new();
+    let mut rows = tx.query_raw(SYSTEMS, params).context("loading systems")?;
+    while let Some(row) = rows.next().context("loading systems")? {
+        let values = bigints::<7>(&row).context("reading a system")?;
+        let id = values[0];
+        positions.insert(id, ids.len());
+        ids.push(id);
+        systems.push(decode.system(values)?);
     }
-    let kind = |text: &str| {
-        text.parse::<StructureKind>()
-            .map_err(|e| bad(e.to_string()))
-    };
-    {
-        let mut rows = tx
-            .query_raw(STRUCTURES, params)
-            .context("loading structures")?;
-        while let Some(row) = rows.next().context("loading structures")? {
-            let id: i64 = row.try_get(0).context("reading a structure")?;
-            let Some(&index) = positions.get(&id) else {
-                continue;
-            };
-            let structure = kind(row.try_get(1).context("reading a structure")?)?;
-            let level: i64 = row.try_get(2).context("reading a structure")?;
-            let level = u32::try_from(level)
-                .map_err(|_| bad(format!("system {id} has structure level {level}")))?;
-            systems[index].levels[structure.index()] = level;
-        }
+    Ok((ids, systems, positions))
+}
+
+/// Sets the levels of `systems` from their structure rows.
+fn structures(
+    tx: &mut Transaction<'_>,
+    params: ByName<'_>,
+    positions: &Positions,
+    systems: &mut [System],
+    decode: Decoder<'_>,
+) -> Result<(), StoreError> {
+    let mut rows = tx
+        .query_raw(STRUCTURES, params)
+        .context("loading structures")?;
+    while let Some(row) = rows.next().context("loading structures")? {
+        let id: i64 = row.try_get(0).context("reading a structure")?;
+        let Some(&index) = positions.get(&id) else {
+            continue;
+        };
+        let structure = decode.structure_kind(row.try_get(1).context("reading a structure")?)?;
+        let level: i64 = row.try_get(2).context("reading a structure")?;
+        let level = decode.level(id, level)?;
+        systems[index].levels[structure.index()] = level;
     }
-    let mut event_ids: Vec<Option<i64>> = vec![None; ids.len()];
-    {
-        let mut rows = tx.query_raw(EVENTS, params).context("loading events")?;
-        while let Some(row) = rows.next().context("loading events")? {
-            let id: i64 = row.try_get(0).context("reading an event")?;
-            let Some(&index) = positions.get(&id) else {
-                continue;
-            };
-            let completion: i64 = row.try_get(1).context("reading an event")?;
-            let action: &str = row.try_get(2).context("reading an event")?;
-            if action != "build" {
-                return Err(bad(format!(
-                    "system {id} has an event of unknown action '{action}'"
-                )));
-            }
-            let structure: Option<&str> = row.try_get(3).context("reading an event")?;
-            let structure = kind(structure.unwrap_or_default())?;
-            event_ids[index] = Some(row.try_get(4).context("reading an event")?);
-            let system = &mut systems[index];
-            if system.build.is_some() {
-                return Err(bad(format!(
-                    "system {id} has more than one build in flight"
-                )));
-            }
-            system.build = Some(Build {
-                completion_tick: u64::try_from(completion)
-                    .map_err(|_| bad(format!("system {id} has completion tick {completion}")))?,
-                structure,
-            });
-        }
+    Ok(())
+}
+
+/// Sets the builds of `systems` from their event rows; the event row ids, beside the
+/// systems.
+fn events(
+    tx: &mut Transaction<'_>,
+    params: ByName<'_>,
+    positions: &Positions,
+    systems: &mut [System],
+    decode: Decoder<'_>,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut event_ids: Vec<Option<i64>> = vec![None; systems.len()];
+    let mut rows = tx.query_raw(EVENTS, params).context("loading events")?;
+    while let Some(row) = rows.next().context("loading events")? {
+        let id: i64 = row.try_get(0).context("reading an event")?;
+        let Some(&index) = positions.get(&id) else {
+            continue;
+        };
+        let completion: i64 = row.try_get(1).context("reading an event")?;
+        decode.event_action(id, row.try_get(2).context("reading an event")?)?;
+        let structure = decode.event_structure(row.try_get(3).context("reading an event")?)?;
+        event_ids[index] = Some(row.try_get(4).context("reading an event")?);
+        decode.set_build(&mut systems[index], id, completion, structure)?;
     }
-    tx.commit().context("ending a load")?;
-    RowIds::assemble(name, config, tick, systems, &ids, &event_ids)
-        .map(Some)
-        .map_err(bad)
+    Ok(event_ids)
 }
 
 /// The first `N` columns of `row`, all `BIGINT`.

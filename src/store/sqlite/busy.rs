@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{BusyDeadline, Context, StoreError, BUSY_TIMEOUT};
+use super::super::{BusyDeadline, StoreError};
+use super::db::{Context, BUSY_TIMEOUT};
 
 struct Waiting {
     deadline: Arc<BusyDeadline>,

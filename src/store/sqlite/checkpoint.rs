@@ -25,7 +25,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::{busy, BusyDeadline, Db, StoreError};
+use super::super::{BusyDeadline, StoreError};
+use super::busy;
+use super::db::Db;
 use crate::settings::Synchronous;
 
 const LOG: &str = "galactic_war::persistence";

@@ -14,24 +14,13 @@
 //! A creation interrupted by a crash or a shutdown is turned into a deletion at the next
 //! start ([`SqliteWriter::unfinished_jobs`]), so nothing half-made is ever seen or kept.
 
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 
+use super::super::StoreError;
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
+use super::db::{int, Context};
 use super::write::RowWriter;
-use super::{int, Context, SqliteWriter, StoreError};
-
-/// Marks `name` as being deleted, inside a batch's transaction; rows written (0 when the
-/// galaxy is not stored, which is not an error: there is nothing to delete).
-pub(super) fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
-    let marked = tx
-        .prepare_cached(
-            "INSERT INTO galaxy_jobs (name, job) SELECT name, 'deleting' FROM galaxies
-             WHERE name = ?1 ON CONFLICT (name) DO UPDATE SET job = 'deleting'",
-        )
-        .and_then(|mut stmt| stmt.execute([name]))
-        .context("marking a galaxy deleted")?;
-    Ok(marked as u64)
-}
+use super::writer::SqliteWriter;
 
 impl SqliteWriter {
     /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first

@@ -1,11 +1,12 @@
 //! Loading one galaxy back into memory (on a cache miss, through a read-only connection).
 
 use rusqlite::types::{Type, ValueRef};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::super::RowIds;
-use super::{Context, Db, StoreError};
-use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
+use super::super::decode::Decoder;
+use super::super::{RowIds, StoreError};
+use super::db::{Context, Db};
+use crate::model::{Galaxy, GalaxyConfig, System};
 
 impl Db {
     /// Loads one galaxy, or `None` when it is not stored (or its creation or deletion is
@@ -31,25 +32,10 @@ impl Db {
             .conn
             .unchecked_transaction()
             .context("starting a load")?;
-        let Some((config_text, tick)) = tx
-            .query_row(
-                "SELECT config_file, tick FROM galaxies WHERE name = ?1
-                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
-                [name],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-            )
-            .optional()
-            .context("loading a galaxy")?
-        else {
+        let decode = Decoder::new(name);
+        let Some((config, tick)) = galaxy_row(&tx, name, decode)? else {
             return Ok(None);
         };
-        let bad = |reason: String| StoreError::Inconsistent {
-            galaxy: name.to_owned(),
-            reason,
-        };
-        let (config, _) = GalaxyConfig::from_toml(&config_text).map_err(|e| bad(e.to_string()))?;
-        let tick = u64::try_from(tick).map_err(|_| bad(format!("negative tick {tick}")))?;
-
         let (first, last): (Option<i64>, Option<i64>) = tx
             .query_row(
                 "SELECT min(id), max(id) FROM systems WHERE galaxy_name = ?1",
@@ -58,131 +44,145 @@ impl Db {
             )
             .context("finding systems")?;
         let (Some(first), Some(last)) = (first, last) else {
-            return Galaxy::from_parts(name, config, tick, Vec::new())
-                .map(|galaxy| Some((galaxy, RowIds(Vec::new()))))
-                .map_err(|e| bad(e.to_string()));
+            return decode
+                .assemble(config, tick, Vec::new(), &[], &[])
+                .map(Some);
         };
-
-        // Systems in row-id order, beside their ids; sorted by (x, y) at the end.
-        let mut ids: Vec<i64> = Vec::new();
-        let mut systems: Vec<System> = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, x, y, metal, crew, water, current_tick FROM systems
-                     WHERE id BETWEEN ?1 AND ?2 AND galaxy_name = ?3",
-                )
-                .context("loading systems")?;
-            let mut rows = stmt
-                .query(params![first, last, name])
-                .context("loading systems")?;
-            while let Some(row) = rows.next().context("loading systems")? {
-                let mut values = [0i64; 7];
-                for (i, value) in values.iter_mut().enumerate() {
-                    *value = row.get(i).context("reading a system")?;
-                }
-                let [id, x, y, metal, crew, water, current] = values;
-                let coord = |v: i64| {
-                    u32::try_from(v).map_err(|_| bad(format!("system {id} has coordinate {v}")))
-                };
-                let amount = |v: i64| {
-                    u64::try_from(v).map_err(|_| bad(format!("system {id} has negative value {v}")))
-                };
-                ids.push(id);
-                systems.push(System {
-                    x: coord(x)?,
-                    y: coord(y)?,
-                    resources: Resources {
-                        metal: amount(metal)?,
-                        crew: amount(crew)?,
-                        water: amount(water)?,
-                    },
-                    tick: amount(current)?,
-                    levels: [0; 5],
-                    build: None,
-                });
-            }
-        }
-        let mut event_ids: Vec<Option<i64>> = vec![None; ids.len()];
-        let mut structures = Positions::new(&ids);
-        let mut events = Positions::new(&ids);
-        let kind = |text: &str| {
-            text.parse::<StructureKind>()
-                .map_err(|e| bad(e.to_string()))
-        };
-        {
-            let (from, to): (Option<i64>, Option<i64>) = tx
-                .query_row(
-                    "SELECT min(id), max(id) FROM structures WHERE system_id BETWEEN ?1 AND ?2",
-                    [first, last],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .context("finding structures")?;
-            let mut stmt = tx
-                .prepare(
-                    "SELECT system_id, structure_type, level FROM structures
-                     WHERE id BETWEEN ?1 AND ?2",
-                )
-                .context("loading structures")?;
-            let mut rows = stmt.query([from, to]).context("loading structures")?;
-            while let Some(row) = rows.next().context("loading structures")? {
-                let id: i64 = row.get(0).context("reading a structure")?;
-                let Some(index) = structures.find(id) else {
-                    continue;
-                };
-                // Borrowed, not copied into a String: half a million rows per 100 000
-                // systems.
-                let structure = kind(text(row, 1).context("reading a structure")?)?;
-                let level: i64 = row.get(2).context("reading a structure")?;
-                let level = u32::try_from(level)
-                    .map_err(|_| bad(format!("system {id} has structure level {level}")))?;
-                systems[index].levels[structure.index()] = level;
-            }
-        }
-        {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT system_id, completion_tick, action_type, structure_type, id
-                     FROM events WHERE system_id BETWEEN ?1 AND ?2",
-                )
-                .context("loading events")?;
-            let mut rows = stmt.query([first, last]).context("loading events")?;
-            while let Some(row) = rows.next().context("loading events")? {
-                let id: i64 = row.get(0).context("reading an event")?;
-                let Some(index) = events.find(id) else {
-                    continue;
-                };
-                let completion: i64 = row.get(1).context("reading an event")?;
-                let action = text(row, 2).context("reading an event")?;
-                if action != "build" {
-                    return Err(bad(format!(
-                        "system {id} has an event of unknown action '{action}'"
-                    )));
-                }
-                let structure = match row.get_ref(3).context("reading an event")? {
-                    ValueRef::Null => "",
-                    _ => text(row, 3).context("reading an event")?,
-                };
-                let structure = kind(structure)?;
-                event_ids[index] = Some(row.get(4).context("reading an event")?);
-                let system = &mut systems[index];
-                if system.build.is_some() {
-                    return Err(bad(format!(
-                        "system {id} has more than one build in flight"
-                    )));
-                }
-                system.build = Some(Build {
-                    completion_tick: u64::try_from(completion).map_err(|_| {
-                        bad(format!("system {id} has completion tick {completion}"))
-                    })?,
-                    structure,
-                });
-            }
-        }
-        RowIds::assemble(name, config, tick, systems, &ids, &event_ids)
+        let range = (first, last);
+        let (ids, mut systems) = systems(&tx, name, range, decode)?;
+        structures(&tx, range, &ids, &mut systems, decode)?;
+        let event_ids = events(&tx, range, &ids, &mut systems, decode)?;
+        decode
+            .assemble(config, tick, systems, &ids, &event_ids)
             .map(Some)
-            .map_err(bad)
     }
+}
+
+/// The galaxy row's config and tick, or `None` when it is not stored or has an unfinished
+/// job.
+fn galaxy_row(
+    conn: &Connection,
+    name: &str,
+    decode: Decoder<'_>,
+) -> Result<Option<(GalaxyConfig, u64)>, StoreError> {
+    let Some((config_text, tick)) = conn
+        .query_row(
+            "SELECT config_file, tick FROM galaxies WHERE name = ?1
+             AND name NOT IN (SELECT name FROM galaxy_jobs)",
+            [name],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .context("loading a galaxy")?
+    else {
+        return Ok(None);
+    };
+    decode.galaxy(&config_text, tick).map(Some)
+}
+
+/// The galaxy's systems with row ids in `first..=last` (scanned by row id, skipping other
+/// galaxies' rows), in row-id order beside their ids; sorted by (x, y) at the end.
+fn systems(
+    conn: &Connection,
+    name: &str,
+    (first, last): (i64, i64),
+    decode: Decoder<'_>,
+) -> Result<(Vec<i64>, Vec<System>), StoreError> {
+    let mut ids: Vec<i64> = Vec::new();
+    let mut systems: Vec<System> = Vec::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, x, y, metal, crew, water, current_tick FROM systems
+             WHERE id BETWEEN ?1 AND ?2 AND galaxy_name = ?3",
+        )
+        .context("loading systems")?;
+    let mut rows = stmt
+        .query(params![first, last, name])
+        .context("loading systems")?;
+    while let Some(row) = rows.next().context("loading systems")? {
+        let mut values = [0i64; 7];
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = row.get(i).context("reading a system")?;
+        }
+        ids.push(values[0]);
+        systems.push(decode.system(values)?);
+    }
+    Ok((ids, systems))
+}
+
+/// Sets the levels of `systems` (row ids `ids`, in `first..=last`) from their structure
+/// rows, found as one range of row ids.
+fn structures(
+    conn: &Connection,
+    (first, last): (i64, i64),
+    ids: &[i64],
+    systems: &mut [System],
+    decode: Decoder<'_>,
+) -> Result<(), StoreError> {
+    let mut structures = Positions::new(ids);
+    let (from, to): (Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT min(id), max(id) FROM structures WHERE system_id BETWEEN ?1 AND ?2",
+            [first, last],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .context("finding structures")?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT system_id, structure_type, level FROM structures
+             WHERE id BETWEEN ?1 AND ?2",
+        )
+        .context("loading structures")?;
+    let mut rows = stmt.query([from, to]).context("loading structures")?;
+    while let Some(row) = rows.next().context("loading structures")? {
+        let id: i64 = row.get(0).context("reading a structure")?;
+        let Some(index) = structures.find(id) else {
+            continue;
+        };
+        // Borrowed, not copied into a String: half a million rows per 100 000
+        // systems.
+        let structure = decode.structure_kind(text(row, 1).context("reading a structure")?)?;
+        let level: i64 = row.get(2).context("reading a structure")?;
+        let level = decode.level(id, level)?;
+        systems[index].levels[structure.index()] = level;
+    }
+    Ok(())
+}
+
+/// Sets the builds of `systems` (row ids `ids`, in `first..=last`) from their event rows,
+/// read through their index; the event row ids, beside the systems.
+fn events(
+    conn: &Connection,
+    (first, last): (i64, i64),
+    ids: &[i64],
+    systems: &mut [System],
+    decode: Decoder<'_>,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut event_ids: Vec<Option<i64>> = vec![None; ids.len()];
+    let mut events = Positions::new(ids);
+    let mut stmt = conn
+        .prepare(
+            "SELECT system_id, completion_tick, action_type, structure_type, id
+             FROM events WHERE system_id BETWEEN ?1 AND ?2",
+        )
+        .context("loading events")?;
+    let mut rows = stmt.query([first, last]).context("loading events")?;
+    while let Some(row) = rows.next().context("loading events")? {
+        let id: i64 = row.get(0).context("reading an event")?;
+        let Some(index) = events.find(id) else {
+            continue;
+        };
+        let completion: i64 = row.get(1).context("reading an event")?;
+        decode.event_action(id, text(row, 2).context("reading an event")?)?;
+        let structure = match row.get_ref(3).context("reading an event")? {
+            ValueRef::Null => None,
+            _ => Some(text(row, 3).context("reading an event")?),
+        };
+        let structure = decode.event_structure(structure)?;
+        event_ids[index] = Some(row.get(4).context("reading an event")?);
+        decode.set_build(&mut systems[index], id, completion, structure)?;
+    }
+    Ok(event_ids)
 }
 
 /// Finds rows' systems by system row id in `ids` (ascending). Rows mostly arrive in

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use rusqlite::{params, CachedStatement, Connection};
+use rusqlite::{params, CachedStatement, Connection, Transaction};
 
+use super::super::StoreError;
 use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
-use super::{int, Context, SqliteWriter, StoreError};
+use super::db::{int, Context};
+use super::writer::SqliteWriter;
 use crate::model::{RowMask, System};
 use crate::time::UtcTime;
 
@@ -56,7 +58,7 @@ fn write_rows(
     let now = UtcTime::at(SystemTime::now()).sql();
     let mut stats = WriteStats::default();
     for name in deletions {
-        stats.rows += super::jobs::mark_deleting(&tx, name)?;
+        stats.rows += mark_deleting(&tx, name)?;
     }
     for galaxy in galaxies {
         if let Some(tick) = galaxy.tick {
@@ -94,6 +96,19 @@ fn write_rows(
     }
     tx.commit().context("committing a batch")?;
     Ok(stats)
+}
+
+/// Marks `name` as being deleted, inside a batch's transaction; rows written (0 when the
+/// galaxy is not stored, which is not an error: there is nothing to delete).
+fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
+    let marked = tx
+        .prepare_cached(
+            "INSERT INTO galaxy_jobs (name, job) SELECT name, 'deleting' FROM galaxies
+             WHERE name = ?1 ON CONFLICT (name) DO UPDATE SET job = 'deleting'",
+        )
+        .and_then(|mut stmt| stmt.execute([name]))
+        .context("marking a galaxy deleted")?;
+    Ok(marked as u64)
 }
 
 pub(super) fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {

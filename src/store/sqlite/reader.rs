@@ -1,0 +1,93 @@
+//! The read side: [`SqliteReader`], a read-only connection for loads on a cache miss, and
+//! the look-ups of stored names every connection answers (a galaxy's load itself is
+//! `load.rs`).
+//!
+//! Never writes: a reader has no write method, and its connection is opened read-only.
+//! A galaxy with an unfinished creation or deletion is invisible to every query here.
+
+use std::path::Path;
+
+use super::super::{ReadStore, RowIds, StoreError};
+use super::db::{Context, Db};
+use crate::model::Galaxy;
+
+/// A read-only connection, for loads on a cache miss and look-ups of stored names. It has
+/// no write method, and SQLite refuses writes on it besides (the doctest builds with the
+/// `testing` feature, as every test of the crate does):
+///
+/// ```compile_fail
+/// use galactic_war::testing::{SqliteReader, WriteStore};
+/// fn write(reader: &mut SqliteReader) {
+///     let _ = reader.write_batch(&["g".to_owned()], &[]); // SqliteReader is no WriteStore
+/// }
+/// ```
+pub struct SqliteReader {
+    pub(super) db: Db,
+}
+
+impl SqliteReader {
+    /// Opens a read-only connection to an existing database, refusing a newer schema.
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+        Ok(SqliteReader {
+            db: Db::open_reader(path)?,
+        })
+    }
+}
+
+impl ReadStore for SqliteReader {
+    fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+        self.db.load_galaxy_with_ids(name)
+    }
+
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        self.db.galaxy_names()
+    }
+
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.db.galaxy_exists(name)
+    }
+}
+
+/// The writer's connection reads too (its tests), through the same queries.
+#[cfg(test)]
+impl ReadStore for super::writer::SqliteWriter {
+    fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+        self.db.load_galaxy_with_ids(name)
+    }
+
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        self.db.galaxy_names()
+    }
+
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.db.galaxy_exists(name)
+    }
+}
+
+impl Db {
+    /// Names of every stored galaxy, sorted.
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM galaxies WHERE name NOT IN (SELECT name FROM galaxy_jobs)
+                 ORDER BY name",
+            )
+            .context("listing galaxies")?;
+        let names = stmt
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .context("listing galaxies")?;
+        Ok(names)
+    }
+
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT 1 FROM galaxies WHERE name = ?1
+                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
+            )
+            .and_then(|mut stmt| stmt.exists([name]))
+            .context("looking up a galaxy")
+    }
+}

@@ -1,0 +1,426 @@
+//! The SQLite store's unit tests: migrations, creation, batches, deletion, jobs, loads
+//! and the failures a write meets, on an in-memory or a temporary database.
+
+use rusqlite::Connection;
+
+use super::super::{
+    CreationProgress, FailureKind, GalaxyJob, GalaxyRows, NewGalaxy, ReadStore, StoreError,
+    SystemRow, WriteStats, WriteStore,
+};
+use super::write;
+use super::{SqliteReader, SqliteWriter, SCHEMA_VERSION};
+use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
+use crate::settings::{DatabaseUrl, Synchronous};
+
+fn memory() -> SqliteWriter {
+    SqliteWriter::open(&DatabaseUrl::Memory, Synchronous::Normal).unwrap()
+}
+
+/// An in-memory store holding the blitz galaxy "g", and that galaxy with nothing unsaved.
+fn stored_galaxy() -> (SqliteWriter, Galaxy) {
+    let mut store = memory();
+    let galaxy = new_galaxy("g");
+    insert(&mut store, &galaxy).unwrap();
+    (store, galaxy)
+}
+
+fn new_galaxy(name: &str) -> Galaxy {
+    let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+    let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
+    galaxy.take_changes();
+    galaxy
+}
+
+/// Runs `write` on `galaxy` as creation writes it.
+fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
+    let config_toml = galaxy.config().to_toml();
+    write(&NewGalaxy {
+        name: galaxy.name(),
+        config_toml: &config_toml,
+        tick: galaxy.tick(),
+        systems: galaxy.systems(),
+        rows: RowMask::new_system(galaxy.rules()),
+    })
+}
+
+/// Writes the first `systems` of a creation of `galaxy` and stops there, as a
+/// creation that failed or was interrupted does.
+fn begin_creation(store: &mut SqliteWriter, galaxy: &Galaxy, systems: usize) {
+    as_new(galaxy, |new| {
+        store.create_chunk(new, &mut CreationProgress::default(), systems)
+    })
+    .unwrap();
+}
+
+/// Creates `galaxy` in chunks of 64 systems, as the writer's jobs do, checking that it
+/// stays invisible until the last chunk.
+fn insert(store: &mut SqliteWriter, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
+    as_new(galaxy, |new| insert_new(store, galaxy, new))
+}
+
+fn insert_new(
+    store: &mut SqliteWriter,
+    galaxy: &Galaxy,
+    new: &NewGalaxy,
+) -> Result<WriteStats, StoreError> {
+    let mut progress = CreationProgress::default();
+    let mut total = WriteStats::default();
+    loop {
+        let stats = store.create_chunk(new, &mut progress, 64)?;
+        total.systems += stats.systems;
+        total.rows += stats.rows;
+        let visible = store.galaxy_exists(galaxy.name())?;
+        if progress.written == galaxy.systems().len() {
+            assert!(visible, "a created galaxy is visible");
+            return Ok(total);
+        }
+        assert!(!visible, "a galaxy being created is invisible");
+        assert_eq!(store.load_galaxy(galaxy.name())?, None);
+        assert!(!store.galaxy_names()?.iter().any(|n| n == galaxy.name()));
+    }
+}
+
+/// Deletes galaxy `name` as the writer does: a batch marks it, chunks remove its rows.
+fn delete(store: &mut SqliteWriter, name: &str) {
+    store.write_batch(&[name.to_owned()], &[]).unwrap();
+    assert!(!store.galaxy_exists(name).unwrap(), "hidden once marked");
+    while !store.purge_chunk(name, 64).unwrap().1 {}
+}
+
+/// Takes the galaxy's changes as one batch, as the writer's cut does.
+fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
+    let changes = galaxy.take_changes();
+    let mut systems: Vec<SystemRow> = changes
+        .iter()
+        .map(|(index, rows)| SystemRow {
+            index,
+            rows,
+            system: *galaxy.system(index).unwrap(),
+        })
+        .collect();
+    systems.sort_unstable_by_key(|row| row.index);
+    GalaxyRows {
+        name: galaxy.name().to_owned(),
+        tick: Some(tick),
+        systems,
+    }
+}
+
+fn count(store: &SqliteWriter, table: &str) -> i64 {
+    store
+        .connection()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn migrations_create_the_schema_and_the_events_index() {
+    let store = memory();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let index: String = store
+        .connection()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'events_system_completion'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        index.contains("events(system_id, completion_tick)"),
+        "{index}"
+    );
+    let fk: i64 = store
+        .connection()
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+}
+
+#[test]
+fn a_created_galaxy_loads_back_identical() {
+    let mut store = memory();
+    let galaxy = new_galaxy("g");
+    let stats = insert(&mut store, &galaxy).unwrap();
+    assert_eq!(stats.systems, 200);
+    assert_eq!(count(&store, "systems"), 200);
+    assert_eq!(count(&store, "structures"), 200 * 5);
+    assert_eq!(count(&store, "events"), 0);
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
+    assert_eq!(store.load_galaxy("nope").unwrap(), None);
+    assert!(store.galaxy_exists("g").unwrap());
+    assert_eq!(store.galaxy_names().unwrap(), ["g"]);
+    assert!(insert(&mut store, &galaxy).is_err(), "names are unique");
+}
+
+#[test]
+fn a_batch_writes_only_changed_rows_and_loads_back() {
+    let (mut store, mut galaxy) = stored_galaxy();
+    let (x, y) = galaxy.systems()[7].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    let tick = galaxy.tick();
+    let batch = take_batch(&mut galaxy, tick);
+    let stats = store
+        .write_batch(&[], std::slice::from_ref(&batch))
+        .unwrap();
+    // galaxy tick + system row + the new event
+    assert_eq!(
+        stats,
+        WriteStats {
+            systems: 1,
+            rows: 3
+        }
+    );
+    assert_eq!(count(&store, "events"), 1);
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy.clone()));
+    // Writing the same rows again replaces, never duplicates.
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(count(&store, "events"), 1);
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+}
+
+#[test]
+fn a_completed_build_is_saved_with_the_next_order() {
+    let (mut store, mut galaxy) = stored_galaxy();
+    let (x, y) = galaxy.systems()[0].coords();
+    let (x, y) = (u64::from(x), u64::from(y));
+    galaxy
+        .build(100, x, y, StructureKind::AsteroidMine)
+        .unwrap();
+    galaxy
+        .build(300, x, y, StructureKind::WaterHarvester)
+        .unwrap();
+    let batch = take_batch(&mut galaxy, 300);
+    assert!(batch.systems[0]
+        .rows
+        .contains(RowMask::structure(StructureKind::AsteroidMine)));
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+}
+
+#[test]
+fn a_structure_row_missing_from_the_database_is_inserted_not_lost() {
+    let (mut store, mut galaxy) = stored_galaxy();
+    let (x, y) = galaxy.systems()[0].coords();
+    store
+        .connection()
+        .execute(
+            "DELETE FROM structures WHERE structure_type = 'asteroidmine'
+             AND system_id = (SELECT id FROM systems WHERE x = ?1 AND y = ?2)",
+            [x, y],
+        )
+        .unwrap();
+    galaxy
+        .build(100, x.into(), y.into(), StructureKind::AsteroidMine)
+        .unwrap();
+    galaxy
+        .build(300, x.into(), y.into(), StructureKind::Colony)
+        .unwrap();
+    store
+        .write_batch(&[], &[take_batch(&mut galaxy, 300)])
+        .unwrap();
+    assert_eq!(count(&store, "structures"), 200 * 5);
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+}
+
+#[test]
+fn deletion_cascades_to_every_row() {
+    let mut store = memory();
+    insert(&mut store, &new_galaxy("g")).unwrap();
+    insert(&mut store, &new_galaxy("h")).unwrap();
+    delete(&mut store, "g");
+    assert_eq!(store.galaxy_names().unwrap(), ["h"]);
+    assert_eq!(count(&store, "galaxies"), 1);
+    assert_eq!(count(&store, "galaxy_jobs"), 0);
+    assert_eq!(count(&store, "systems"), 200);
+    assert_eq!(count(&store, "structures"), 1000);
+    // The name can be created again.
+    insert(&mut store, &new_galaxy("g")).unwrap();
+}
+
+#[test]
+fn an_interrupted_creation_is_removed_at_the_next_start() {
+    let mut store = memory();
+    let galaxy = new_galaxy("g");
+    begin_creation(&mut store, &galaxy, 50);
+    insert(&mut store, &new_galaxy("h")).unwrap();
+    delete_mark_only(&mut store, "h");
+    assert_eq!(count(&store, "systems"), 250);
+    assert_eq!(
+        store.unfinished_jobs().unwrap(),
+        [
+            GalaxyJob::Creating("g".into()),
+            GalaxyJob::Deleting("h".into())
+        ]
+    );
+    assert_eq!(
+        store.unfinished_jobs().unwrap(),
+        [
+            GalaxyJob::Deleting("g".into()),
+            GalaxyJob::Deleting("h".into())
+        ],
+        "the creation became a deletion"
+    );
+    while !store.purge_chunk("g", 16).unwrap().1 {}
+    while !store.purge_chunk("h", 1000).unwrap().1 {}
+    assert_eq!(count(&store, "galaxies"), 0);
+    assert_eq!(count(&store, "systems"), 0);
+    assert_eq!(count(&store, "structures"), 0);
+}
+
+#[test]
+fn a_purge_never_touches_a_live_galaxy() {
+    let (mut store, galaxy) = stored_galaxy();
+    assert!(store.purge_chunk("g", 1000).unwrap().1);
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+}
+
+#[test]
+fn a_failed_creation_is_purged_and_its_name_created_again() {
+    let mut store = memory();
+    let galaxy = new_galaxy("g");
+    begin_creation(&mut store, &galaxy, 50);
+    // The writer refuses the creation after a failed chunk and purges what it wrote.
+    while !store.purge_chunk("g", 16).unwrap().1 {}
+    assert_eq!(count(&store, "galaxies"), 0);
+    assert_eq!(count(&store, "systems"), 0);
+    assert_eq!(count(&store, "galaxy_jobs"), 0);
+    insert(&mut store, &galaxy).unwrap();
+}
+
+#[test]
+fn a_load_reads_the_same_row_ids_the_writer_would_look_up() {
+    let (mut store, mut galaxy) = stored_galaxy();
+    // Builds in flight on some systems, so some have an event row.
+    for index in [0usize, 3, 150] {
+        let (x, y) = galaxy.systems()[index].coords();
+        galaxy
+            .build(200, x.into(), y.into(), StructureKind::Hatchery)
+            .unwrap();
+    }
+    store
+        .write_batch(&[], &[take_batch(&mut galaxy, 200)])
+        .unwrap();
+    let (loaded, ids) = store.load_galaxy_with_ids("g").unwrap().unwrap();
+    assert_eq!(loaded, galaxy);
+    let looked_up = write::fetch_ids(store.connection(), "g").unwrap();
+    assert_eq!(ids.0, looked_up);
+    assert_eq!(ids.0.iter().filter(|s| s.event.is_some()).count(), 3);
+}
+
+fn delete_mark_only(store: &mut SqliteWriter, name: &str) {
+    store.write_batch(&[name.to_owned()], &[]).unwrap();
+}
+
+#[test]
+fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
+    let mut store = memory();
+    let galaxy = new_galaxy("g");
+    insert(&mut store, &galaxy).unwrap();
+    let mut system = *galaxy.system(0).unwrap();
+    system.x += 1; // not the system stored at index 0
+    let batch = GalaxyRows {
+        name: "g".into(),
+        tick: None,
+        systems: vec![SystemRow {
+            index: 0,
+            rows: RowMask::SYSTEM,
+            system,
+        }],
+    };
+    let err = store.write_batch(&[], &[batch]).unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    assert_eq!(err.failure().kind, FailureKind::Inconsistent);
+}
+
+/// A batch that advances galaxy "g"'s tick and nothing else.
+fn tick_batch(tick: u64) -> GalaxyRows {
+    GalaxyRows {
+        name: "g".into(),
+        tick: Some(tick),
+        systems: Vec::new(),
+    }
+}
+
+#[test]
+fn a_locked_database_fails_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = DatabaseUrl::File(dir.path().join("db"));
+    let mut store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+    insert(&mut store, &new_galaxy("g")).unwrap();
+    let DatabaseUrl::File(path) = &url else {
+        unreachable!()
+    };
+    let holder = Connection::open(path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // A deadline already passed: the busy wait ends at once, not after BUSY_TIMEOUT.
+    store.deadline.set(std::time::Instant::now());
+    store.on_writer_thread();
+    let err = store.write_batch(&[], &[tick_batch(5)]).unwrap_err();
+    assert_eq!(err.failure().kind, FailureKind::Busy, "{err}");
+    holder.execute_batch("COMMIT").unwrap();
+}
+
+#[test]
+fn a_database_with_no_room_fails_as_full() {
+    let mut store = memory();
+    let pages: i64 = store
+        .connection()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .connection()
+        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let err = insert(&mut store, &new_galaxy("g")).unwrap_err();
+    let failure = err.failure();
+    assert_eq!(failure.kind, FailureKind::Full, "{err}");
+    assert_eq!(failure.message, err.to_string());
+}
+
+#[test]
+fn a_removed_database_file_fails_as_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut store =
+        SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
+    insert(&mut store, &new_galaxy("g")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let err = store.write_batch(&[], &[tick_batch(5)]).unwrap_err();
+    assert_eq!(err.failure().kind, FailureKind::FileGone, "{err}");
+}
+
+#[test]
+fn a_writer_is_reached_through_the_seam_and_a_reader_only_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut writer =
+        SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
+    insert(&mut writer, &new_galaxy("g")).unwrap();
+    let store: &mut dyn WriteStore = &mut writer;
+    assert!(SqliteWriter::of(store).is_some());
+    let reader = SqliteReader::open(&path).unwrap();
+    assert_eq!(reader.galaxy_names().unwrap(), ["g"]);
+    // SQLite refuses a write on the reader's connection too.
+    let err = reader
+        .db
+        .conn
+        .execute("DELETE FROM galaxies", [])
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly));
+}
+
+#[test]
+fn inconsistent_rows_are_refused_on_load() {
+    let mut store = memory();
+    insert(&mut store, &new_galaxy("g")).unwrap();
+    store
+        .connection()
+        .execute("UPDATE systems SET metal = -5 WHERE id = 1", [])
+        .unwrap();
+    let err = store.load_galaxy("g").unwrap_err();
+    assert!(err.to_string().contains("negative value -5"), "{err}");
+}

@@ -1,0 +1,155 @@
+//! The writer thread's store, [`SqliteWriter`]: the only connection that writes rows, the
+//! cache of system row ids beside it, and the checkpoint thread it asks for checkpoints;
+//! how it plugs into the store's interface ([`WriteStore`]).
+//!
+//! Its statements live beside it: `write.rs` (a batch), `jobs.rs` (creating and deleting
+//! whole galaxies in chunks). Nothing here locks a galaxy or reads one for the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[cfg(any(test, feature = "testing"))]
+use rusqlite::Connection;
+
+use super::super::{
+    BusyDeadline, CreationProgress, GalaxyJob, GalaxyRows, NewGalaxy, RowIds, StoreError,
+    SystemIds, WriteStats, WriteStore,
+};
+use super::busy;
+use super::checkpoint::{CheckpointMode, Checkpointer};
+use super::db::Db;
+#[cfg(test)]
+use super::migrate::StartupCheck;
+#[cfg(test)]
+use crate::settings::{DatabaseUrl, Synchronous};
+#[cfg(test)]
+use crate::systemd::Notifier;
+
+const LOG: &str = "galactic_war::persistence";
+
+/// The writer thread's store: the read-write connection, the cache of system row ids, and
+/// the checkpoint thread it asks for checkpoints (`None` in memory, which has no WAL).
+pub struct SqliteWriter {
+    pub(super) db: Db,
+    pub(super) ids: HashMap<String, SystemIds>,
+    pub(super) checkpointer: Option<Checkpointer>,
+    /// Set at shutdown: this connection's busy waits end there (see `busy.rs`).
+    pub(super) deadline: Arc<BusyDeadline>,
+}
+
+impl SqliteWriter {
+    /// Opens (creating if needed) the read-write database on its own, without a checkpoint
+    /// thread, after checking the whole file: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn open(
+        url: &DatabaseUrl,
+        synchronous: Synchronous,
+    ) -> Result<SqliteWriter, StoreError> {
+        let why = "opening the database".to_owned();
+        Ok(SqliteWriter {
+            db: Db::open_writer(
+                url,
+                synchronous,
+                StartupCheck::Whole { why },
+                &Notifier::none(),
+            )?,
+            ids: HashMap::new(),
+            checkpointer: None,
+            deadline: BusyDeadline::new(),
+        })
+    }
+
+    /// The SQLite writer behind a store, when that store is SQLite's.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn of(store: &mut dyn WriteStore) -> Option<&mut SqliteWriter> {
+        (store as &mut dyn std::any::Any).downcast_mut()
+    }
+
+    /// The underlying connection, for fault injection and tests; its transaction state
+    /// must be left as found.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.db.conn
+    }
+
+    /// `PRAGMA user_version`: the number of migrations applied.
+    #[cfg(test)]
+    pub(super) fn schema_version(&self) -> Result<i64, StoreError> {
+        self.db.schema_version()
+    }
+}
+
+impl WriteStore for SqliteWriter {
+    fn on_writer_thread(&mut self) {
+        if let Err(error) = busy::install(&self.deadline, &self.db.conn) {
+            log::warn!(target: LOG, "busy waits will not end at the shutdown deadline: {error}");
+        }
+    }
+
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        SqliteWriter::unfinished_jobs(self)
+    }
+
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        SqliteWriter::write_batch(self, deletions, galaxies)
+    }
+
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        SqliteWriter::create_chunk(self, galaxy, progress, max_systems)
+    }
+
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        SqliteWriter::purge_chunk(self, name, max_systems)
+    }
+
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.ids.insert(name.to_owned(), ids.0);
+    }
+
+    fn forget_ids(&mut self, name: &str) {
+        self.ids.remove(name);
+    }
+
+    fn after_commit(&mut self) {
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.after_commit(&self.db);
+        }
+    }
+
+    fn maintain(&mut self, idle: bool) {
+        // Idle for a whole interval: give the WAL file back to the filesystem. Busy: a
+        // passive checkpoint, which never waits on readers.
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.request(if idle {
+                CheckpointMode::Truncate
+            } else {
+                CheckpointMode::Passive
+            });
+        }
+    }
+
+    fn finish(&mut self, all_saved: bool) {
+        // Its checkpoint in progress ends first: a truncating checkpoint waits for no
+        // other.
+        drop(self.checkpointer.take());
+        if all_saved {
+            // Leave a compact database behind; a failure here loses nothing.
+            if let Err(error) = self.db.checkpoint_truncate() {
+                log::warn!(target: LOG, "final WAL checkpoint failed: {error}");
+            }
+        }
+    }
+}
