@@ -26,8 +26,8 @@ use super::json::{
     BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
     SavedJson, StructureJson, SystemJson,
 };
+use super::message::{Handler, Request, Response};
 use super::metrics::{render, HttpMetrics};
-use super::server::{Handler, Request, Response};
 use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind, PersistError};
 use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::persistence::backup::BackupError;
