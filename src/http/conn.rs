@@ -16,8 +16,7 @@ use std::time::Instant;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use super::message::Limits;
-use super::message::Response;
+use super::message::{Limits, Response};
 use super::parse::{parse_head, Body, Head, Pending};
 
 /// A connected socket of either kind.

@@ -7,14 +7,16 @@
 //! - `conn`: a connection, its socket and buffers, and a request assembled from its bytes.
 //! - `parse`: request heads and bodies (`Content-Length` or chunked), incrementally.
 //! - `worker`: runs handlers and writes responses (with their `Date`).
-//! - [`routes`]: the API of CONTRACT §5 on top of [`crate::app::AppState`], and the one
-//!   place where errors become statuses.
+//! - [`routes`]: the API of CONTRACT §5 on top of [`crate::app::AppState`].
+//! - `error`: the API's refusals, and the one place where errors become statuses.
+//! - `url`: a request target's path segments and query pairs, percent-decoded.
 //! - [`json`]: the JSON bodies of the answers, built from the model's and the app's plain
 //!   values.
 //! - [`metrics`]: HTTP counters and the Prometheus exposition of `GET /metrics`.
 //! - [`listen`]: binding the admin listener's Unix socket, replacing only a stale one.
 
 mod conn;
+mod error;
 pub mod json;
 pub mod listen;
 pub mod message;
@@ -23,4 +25,5 @@ mod parse;
 mod poller;
 pub mod routes;
 pub mod server;
+mod url;
 mod worker;
