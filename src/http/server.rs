@@ -12,9 +12,10 @@
 //! every connection that is idle or mid-request, in epoll through `mio`, with a deadline
 //! each. An idle connection costs its socket and a slot of a couple of hundred bytes: no
 //! thread and no buffer. Only once a whole request (head and body) has arrived is the
-//! connection handed, with the parsed [`Request`], to a worker (see [`super::worker`]),
-//! which runs the handler, writes the response and hands the connection back. A slow or
-//! silent client therefore holds no worker, however many of them there are.
+//! connection handed, with the parsed [`Request`](super::message::Request), to a worker
+//! (see [`super::worker`]), which runs the handler, writes the response and hands the
+//! connection back. A slow or silent client therefore holds no worker, however many of
+//! them there are.
 //!
 //! Allocation: answering the game's hot requests (a system, an order) allocates only
 //! small blocks on the worker and never grows one (no `realloc`, nothing over 1 KiB).
