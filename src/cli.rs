@@ -18,7 +18,8 @@ use std::time::SystemTime;
 
 use crate::check::{check_database, check_postgres};
 use crate::http::listen::{bind_tcp, bind_unix};
-use crate::http::server::{raise_open_files_limit, Listener};
+use crate::http::message::Listener;
+use crate::http::server::raise_open_files_limit;
 use crate::persistence::backup::backup_to;
 use crate::serve::{
     serve, Listeners, Shutdown, StartError, EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE,

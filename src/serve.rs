@@ -29,15 +29,16 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::app::{self, AppError, AppState, PersistenceState, StoreError};
+use crate::http::message::{Endpoint, EndpointAddr, Limits};
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::{Api, Role};
-use crate::http::server::{Endpoint, EndpointAddr, HttpServer, Limits};
+use crate::http::server::HttpServer;
 use crate::persistence::backup::{default_dir, prune, remove_unfinished};
 use crate::settings::{DatabaseUrl, Settings, SettingsError};
 
 // What a caller of `serve` hands it or gets back from it.
 pub use crate::http::listen::UnixBindError;
-pub use crate::http::server::Listener;
+pub use crate::http::message::Listener;
 pub use crate::systemd::Notifier;
 
 /// Exit statuses (sysexits.h).

@@ -265,6 +265,10 @@ pub struct Settings {
     pub max_connections: usize,
 }
 
+/// The default of [`Settings::max_connections`] (`GWAR_MAX_CONNECTIONS`), and so of the
+/// HTTP server's limit.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// A variable whose value does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value {value:?} for {variable}: {reason}")]
@@ -288,7 +292,7 @@ impl Default for Settings {
             backup_interval: None,
             backup_keep: 7,
             galaxy_limits: GalaxyLimits::default(),
-            max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

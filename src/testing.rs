@@ -21,9 +21,10 @@
 
 use crate::app::{AppError, AppState};
 
+pub use crate::http::message::{Endpoint, Handler, Limits, Request, Response};
 pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
-pub use crate::http::server::{Endpoint, Handler, HttpServer, Limits, Request, Response};
+pub use crate::http::server::HttpServer;
 pub use crate::persistence::clean::{marker_path, take};
 pub use crate::persistence::writer::WriterHandle;
 pub use crate::store::postgres::{PostgresReader, PostgresWriter};

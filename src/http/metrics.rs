@@ -5,12 +5,12 @@
 //! reads them and the engine's snapshot without taking any galaxy lock for long (the
 //! dirty-systems gauge locks each galaxy once, briefly).
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::app::AppState;
-use crate::persistence::metrics::PersistenceState;
+use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -66,30 +66,192 @@ impl HttpMetrics {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// What the values are read from: the engine's snapshot (taken once per exposition), the
+/// application for what the snapshot does not hold, and the HTTP counters.
+struct Sources<'a> {
+    app: &'a AppState,
+    engine: MetricsSnapshot,
+    http: &'a HttpMetrics,
 }
 
-fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+/// A sample's value, written as the exposition always wrote it: integers as integers,
+/// seconds as Rust prints an `f64`.
+enum Value {
+    Count(u64),
+    Seconds(f64),
 }
 
-fn seconds(micros: u64) -> f64 {
-    micros as f64 / 1e6
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Count(n) => write!(f, "{n}"),
+            Value::Seconds(s) => write!(f, "{s}"),
+        }
+    }
 }
 
-/// The whole exposition.
-pub fn render(app: &AppState, http: &HttpMetrics) -> String {
-    let m = app.metrics();
-    let mut out = String::with_capacity(4096);
-    family(
-        &mut out,
-        "gwar_persistence_state",
-        "gauge",
-        "1 for the persistence engine's current state.",
-    );
+/// How a family's samples are read.
+enum Read {
+    /// One unlabelled sample: `NAME VALUE`.
+    One(fn(&Sources<'_>) -> Value),
+    /// Labelled samples, or a summary's or a histogram's series, written after the
+    /// family's `# HELP` and `# TYPE` lines by the function (given the family's name).
+    Lines(fn(&Sources<'_>, &str, &mut String)),
+}
+
+/// One metric family of the exposition.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: Read,
+}
+
+/// Every family, in the order of the exposition (`render` writes nothing else).
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "gwar_persistence_state",
+        kind: "gauge",
+        help: "1 for the persistence engine's current state.",
+        read: Read::Lines(persistence_state),
+    },
+    Family {
+        name: "gwar_persistence_batches_total",
+        kind: "counter",
+        help: "Transactions committed: batches, and chunks of galaxy creations and deletions.",
+        read: Read::One(|s| Value::Count(s.engine.batches_committed)),
+    },
+    Family {
+        name: "gwar_persistence_errors_total",
+        kind: "counter",
+        help: "Batches and creations that failed to commit.",
+        read: Read::One(|s| Value::Count(s.engine.batch_errors)),
+    },
+    Family {
+        name: "gwar_persistence_retries_total",
+        kind: "counter",
+        help: "Attempts that retried a failed batch or chunk, whether they failed again or committed.",
+        read: Read::One(|s| Value::Count(s.engine.retries)),
+    },
+    Family {
+        name: "gwar_persistence_systems_written_total",
+        kind: "counter",
+        help: "Systems written by committed batches.",
+        read: Read::One(|s| Value::Count(s.engine.systems_written)),
+    },
+    Family {
+        name: "gwar_persistence_rows_written_total",
+        kind: "counter",
+        help: "Rows written by committed batches.",
+        read: Read::One(|s| Value::Count(s.engine.rows_written)),
+    },
+    Family {
+        name: "gwar_persistence_dirty_systems",
+        kind: "gauge",
+        help: "Systems with changes not yet committed.",
+        read: Read::One(|s| Value::Count(s.app.dirty_systems())),
+    },
+    Family {
+        name: "gwar_persistence_oldest_unsaved_seconds",
+        kind: "gauge",
+        help: "Age of the oldest change not yet committed (0 when none).",
+        read: Read::One(|s| {
+            Value::Seconds(s.engine.oldest_unsaved_ms.map_or(0.0, |ms| ms as f64 / 1e3))
+        }),
+    },
+    Family {
+        name: "gwar_persistence_batch_duration_seconds",
+        kind: "summary",
+        help: "Time to write and commit a batch.",
+        read: Read::Lines(batch_duration),
+    },
+    Family {
+        name: "gwar_persistence_last_batch_seconds",
+        kind: "gauge",
+        help: "Duration of the last committed batch.",
+        read: Read::One(|s| Value::Seconds(seconds(s.engine.last_batch_micros))),
+    },
+    Family {
+        name: "gwar_persistence_max_batch_seconds",
+        kind: "gauge",
+        help: "Longest committed batch.",
+        read: Read::One(|s| Value::Seconds(seconds(s.engine.max_batch_micros))),
+    },
+    Family {
+        name: "gwar_persistence_max_lock_hold_seconds",
+        kind: "gauge",
+        help: "Longest time the writer held a galaxy lock to copy its changes.",
+        read: Read::One(|s| Value::Seconds(seconds(s.engine.max_lock_hold_micros))),
+    },
+    Family {
+        name: "gwar_galaxies_loaded",
+        kind: "gauge",
+        help: "Galaxies in memory.",
+        read: Read::One(|s| Value::Count(s.app.galaxies_loaded() as u64)),
+    },
+    Family {
+        name: "gwar_systems_loaded",
+        kind: "gauge",
+        help: "Systems of the galaxies in memory.",
+        read: Read::One(|s| Value::Count(s.app.systems_loaded() as u64)),
+    },
+    Family {
+        name: "gwar_galaxy_evictions_total",
+        kind: "counter",
+        help: "Clean, idle galaxies evicted from memory.",
+        read: Read::One(|s| Value::Count(s.engine.galaxies_evicted_total)),
+    },
+    Family {
+        name: "gwar_galaxies_lost_total",
+        kind: "counter",
+        help: "Galaxies another daemon took from this one; their unsaved changes were dropped.",
+        read: Read::One(|s| Value::Count(s.engine.galaxies_lost_total)),
+    },
+    Family {
+        name: "gwar_galaxy_loads_total",
+        kind: "counter",
+        help: "Galaxies loaded from the database on a cache miss.",
+        read: Read::One(|s| Value::Count(s.engine.galaxies_loaded_total)),
+    },
+    Family {
+        name: "gwar_galaxy_loads_in_progress",
+        kind: "gauge",
+        help: "Galaxies being read from the database now (one per galaxy, however many requests wait).",
+        read: Read::One(|s| Value::Count(s.engine.loads_in_progress)),
+    },
+    Family {
+        name: "gwar_http_requests_total",
+        kind: "counter",
+        help: "HTTP requests answered, by status class.",
+        read: Read::Lines(requests_by_class),
+    },
+    Family {
+        name: "gwar_http_request_duration_seconds",
+        kind: "histogram",
+        help: "Time from a request's first byte to its response.",
+        read: Read::Lines(request_durations),
+    },
+    Family {
+        name: "gwar_http_connections_open",
+        kind: "gauge",
+        help: "HTTP connections open, idle ones included.",
+        read: Read::One(|s| Value::Count(s.http.connections_open.load(Relaxed))),
+    },
+    Family {
+        name: "gwar_http_connections_refused_total",
+        kind: "counter",
+        help: "Connections answered 503 and closed because GWAR_MAX_CONNECTIONS were open.",
+        read: Read::One(|s| Value::Count(s.http.connections_refused.load(Relaxed))),
+    },
+    Family {
+        name: "gwar_http_requests_timed_out_total",
+        kind: "counter",
+        help: "Requests not received whole within the request timeout (answered 408).",
+        read: Read::One(|s| Value::Count(s.http.timed_out.load(Relaxed))),
+    },
+];
+
+fn persistence_state(s: &Sources<'_>, name: &str, out: &mut String) {
     for state in [
         PersistenceState::Healthy,
         PersistenceState::Retrying,
@@ -99,198 +261,67 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
     ] {
         let _ = writeln!(
             out,
-            "gwar_persistence_state{{state=\"{}\"}} {}",
+            "{name}{{state=\"{}\"}} {}",
             state.as_str(),
-            u8::from(m.state == state)
+            u8::from(s.engine.state == state)
         );
     }
-    sample(
-        &mut out,
-        "gwar_persistence_batches_total",
-        "counter",
-        "Transactions committed: batches, and chunks of galaxy creations and deletions.",
-        m.batches_committed,
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_errors_total",
-        "counter",
-        "Batches and creations that failed to commit.",
-        m.batch_errors,
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_retries_total",
-        "counter",
-        "Attempts that retried a failed batch or chunk, whether they failed again or committed.",
-        m.retries,
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_systems_written_total",
-        "counter",
-        "Systems written by committed batches.",
-        m.systems_written,
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_rows_written_total",
-        "counter",
-        "Rows written by committed batches.",
-        m.rows_written,
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_dirty_systems",
-        "gauge",
-        "Systems with changes not yet committed.",
-        app.dirty_systems(),
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_oldest_unsaved_seconds",
-        "gauge",
-        "Age of the oldest change not yet committed (0 when none).",
-        m.oldest_unsaved_ms.map_or(0.0, |ms| ms as f64 / 1e3),
-    );
-    family(
-        &mut out,
-        "gwar_persistence_batch_duration_seconds",
-        "summary",
-        "Time to write and commit a batch.",
-    );
-    let _ = writeln!(
-        out,
-        "gwar_persistence_batch_duration_seconds_sum {}",
-        seconds(m.total_batch_micros)
-    );
-    let _ = writeln!(
-        out,
-        "gwar_persistence_batch_duration_seconds_count {}",
-        m.batches_committed
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_last_batch_seconds",
-        "gauge",
-        "Duration of the last committed batch.",
-        seconds(m.last_batch_micros),
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_max_batch_seconds",
-        "gauge",
-        "Longest committed batch.",
-        seconds(m.max_batch_micros),
-    );
-    sample(
-        &mut out,
-        "gwar_persistence_max_lock_hold_seconds",
-        "gauge",
-        "Longest time the writer held a galaxy lock to copy its changes.",
-        seconds(m.max_lock_hold_micros),
-    );
-    sample(
-        &mut out,
-        "gwar_galaxies_loaded",
-        "gauge",
-        "Galaxies in memory.",
-        app.galaxies_loaded(),
-    );
-    sample(
-        &mut out,
-        "gwar_systems_loaded",
-        "gauge",
-        "Systems of the galaxies in memory.",
-        app.systems_loaded(),
-    );
-    sample(
-        &mut out,
-        "gwar_galaxy_evictions_total",
-        "counter",
-        "Clean, idle galaxies evicted from memory.",
-        m.galaxies_evicted_total,
-    );
-    sample(
-        &mut out,
-        "gwar_galaxies_lost_total",
-        "counter",
-        "Galaxies another daemon took from this one; their unsaved changes were dropped.",
-        m.galaxies_lost_total,
-    );
-    sample(
-        &mut out,
-        "gwar_galaxy_loads_total",
-        "counter",
-        "Galaxies loaded from the database on a cache miss.",
-        m.galaxies_loaded_total,
-    );
-    sample(
-        &mut out,
-        "gwar_galaxy_loads_in_progress",
-        "gauge",
-        "Galaxies being read from the database now (one per galaxy, however many requests wait).",
-        m.loads_in_progress,
-    );
+}
 
-    family(
-        &mut out,
-        "gwar_http_requests_total",
-        "counter",
-        "HTTP requests answered, by status class.",
-    );
+fn batch_duration(s: &Sources<'_>, name: &str, out: &mut String) {
+    let _ = writeln!(out, "{name}_sum {}", seconds(s.engine.total_batch_micros));
+    let _ = writeln!(out, "{name}_count {}", s.engine.batches_committed);
+}
+
+fn requests_by_class(s: &Sources<'_>, name: &str, out: &mut String) {
     for class in 1..=5 {
         let _ = writeln!(
             out,
-            "gwar_http_requests_total{{class=\"{class}xx\"}} {}",
-            http.count_of_class(class)
+            "{name}{{class=\"{class}xx\"}} {}",
+            s.http.count_of_class(class)
         );
     }
-    family(
-        &mut out,
-        "gwar_http_request_duration_seconds",
-        "histogram",
-        "Time from a request's first byte to its response.",
-    );
+}
+
+fn request_durations(s: &Sources<'_>, name: &str, out: &mut String) {
     let mut cumulative = 0;
-    for (bound, bucket) in BUCKETS.iter().zip(&http.buckets) {
+    for (bound, bucket) in BUCKETS.iter().zip(&s.http.buckets) {
         cumulative += bucket.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "gwar_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
-    let count = http.count.load(Relaxed);
+    let count = s.http.count.load(Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(
         out,
-        "gwar_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        "{name}_sum {}",
+        seconds(s.http.sum_micros.load(Relaxed))
     );
-    let _ = writeln!(
-        out,
-        "gwar_http_request_duration_seconds_sum {}",
-        seconds(http.sum_micros.load(Relaxed))
-    );
-    let _ = writeln!(out, "gwar_http_request_duration_seconds_count {count}");
-    sample(
-        &mut out,
-        "gwar_http_connections_open",
-        "gauge",
-        "HTTP connections open, idle ones included.",
-        http.connections_open.load(Relaxed),
-    );
-    sample(
-        &mut out,
-        "gwar_http_connections_refused_total",
-        "counter",
-        "Connections answered 503 and closed because GWAR_MAX_CONNECTIONS were open.",
-        http.connections_refused.load(Relaxed),
-    );
-    sample(
-        &mut out,
-        "gwar_http_requests_timed_out_total",
-        "counter",
-        "Requests not received whole within the request timeout (answered 408).",
-        http.timed_out.load(Relaxed),
-    );
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// The whole exposition: every family of [`FAMILIES`], its `# HELP` and `# TYPE` lines
+/// and then its samples.
+pub fn render(app: &AppState, http: &HttpMetrics) -> String {
+    let sources = Sources {
+        app,
+        engine: app.metrics(),
+        http,
+    };
+    let mut out = String::with_capacity(4096);
+    for family in FAMILIES {
+        let name = family.name;
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+        match family.read {
+            Read::One(read) => {
+                let _ = writeln!(out, "{name} {}", read(&sources));
+            }
+            Read::Lines(write) => write(&sources, name, &mut out),
+        }
+    }
     out
 }

@@ -8,7 +8,7 @@
 //! bounded by the head and body limits plus one read (chunked framing is consumed as it
 //! arrives, so a body sent in tiny chunks does not hold more than its data).
 
-use super::server::{Limits, Request, Response};
+use super::message::{Limits, Request, Response};
 
 /// Headers per request; more get 431.
 const MAX_HEADERS: usize = 64;

@@ -25,18 +25,19 @@
 //! the other out; the poller exits only once every connection it
 //! handed to a worker has come back and been closed.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::event::Source;
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::conn::{advance, Advance, Conn, Stream};
+use super::message::{Limits, Listener, Response};
 use super::metrics::HttpMetrics;
-use super::parse::{parse_head, Body, Head, Pending};
-use super::server::{Limits, Listener, Response};
+use super::parse::Pending;
 use super::worker::{serialize, Back, Job};
 
 /// How often deadlines are checked.
@@ -50,61 +51,6 @@ const READ_CHUNK: usize = 32 * 1024;
 /// closed anyway; also how long any answer may take to leave once the server is stopping,
 /// so that a client that does not read holds the shutdown this long at most.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
-/// A connected socket of either kind.
-pub(super) enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Stream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
-    }
-}
-
-impl Source for Stream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(registry, token, interests),
-            Stream::Unix(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interests),
-            Stream::Unix(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(s) => s.deregister(registry),
-        }
-    }
-}
 
 /// A listening socket of either kind.
 enum ListenSocket {
@@ -125,54 +71,6 @@ impl ListenSocket {
     }
 }
 
-/// One connection, owned by the poller or, while its request is served, by a worker.
-pub(super) struct Conn {
-    stream: Stream,
-    /// Which endpoint accepted it: the index of its handler.
-    pub endpoint: usize,
-    /// Received, not yet consumed.
-    buf: Vec<u8>,
-    /// How much of `buf` has been looked at for a byte worth parsing the head for (see
-    /// [`advance`]): a head sent a byte at a time costs linear time, not quadratic.
-    head_scanned: usize,
-    /// To send, from `out_at` on.
-    pub out: Vec<u8>,
-    out_at: usize,
-    /// The request whose head has arrived, waiting for its body.
-    pending: Option<Box<Pending>>,
-    /// When the first byte of the request being received arrived; `None` between requests.
-    started: Option<Instant>,
-    deadline: Instant,
-    /// The socket may have bytes to read: set by events, cleared when a read would block.
-    readable: bool,
-    pub close_after_flush: bool,
-    /// A write failed: close without more ado.
-    pub failed: bool,
-}
-
-impl Conn {
-    /// Writes what is queued without blocking; `Ok(true)` once all of it has left.
-    pub fn flush(&mut self) -> io::Result<bool> {
-        while self.out_at < self.out.len() {
-            match self.stream.write(&self.out[self.out_at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_at += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // Sent: the buffer goes, so that an idle connection holds none.
-        self.out = Vec::new();
-        self.out_at = 0;
-        Ok(true)
-    }
-
-    fn sending(&self) -> bool {
-        self.out_at < self.out.len()
-    }
-}
-
 enum Slot {
     Free,
     Open(Conn),
@@ -187,15 +85,6 @@ enum Next {
     Close,
     /// Hand it to a worker with this request.
     Dispatch(Box<Pending>, Instant),
-}
-
-/// What the bytes received so far make of a request.
-enum Advance {
-    NeedMore,
-    Ready(Box<Pending>),
-    Refused(Response),
-    /// The head asked for `100 Continue` and the body has not all arrived.
-    SendContinue,
 }
 
 pub(super) struct Poller {
@@ -435,21 +324,11 @@ impl Poller {
             self.free.push(index);
             return;
         }
-        self.slots[index] = Slot::Open(Conn {
+        self.slots[index] = Slot::Open(Conn::new(
             stream,
             endpoint,
-            buf: Vec::new(),
-            head_scanned: 0,
-            out: Vec::new(),
-            out_at: 0,
-            pending: None,
-            started: None,
-            deadline: Instant::now() + self.limits.idle_timeout,
-            // Registering reports data that is already there as an event.
-            readable: false,
-            close_after_flush: false,
-            failed: false,
-        });
+            Instant::now() + self.limits.idle_timeout,
+        ));
         self.open += 1;
         self.open_at[endpoint] += 1;
         self.metrics.set_open_connections(self.open);
@@ -589,7 +468,7 @@ impl Poller {
             if !conn.readable {
                 return Next::Wait;
             }
-            match conn.stream.read(&mut self.scratch) {
+            match conn.read(&mut self.scratch) {
                 Ok(0) => return Next::Close,
                 Ok(n) => {
                     if conn.started.is_none() {
@@ -614,9 +493,7 @@ impl Poller {
         self.metrics.record(response.status, started.elapsed());
         serialize(&mut conn.out, &response, false, false);
         conn.close_after_flush = true;
-        conn.pending = None;
-        conn.buf = Vec::new();
-        conn.head_scanned = 0;
+        conn.discard_request();
         conn.deadline = Instant::now() + self.limits.request_timeout.min(REFUSAL_LINGER);
     }
 
@@ -643,84 +520,6 @@ impl Poller {
             self.drive(index);
         }
     }
-}
-
-/// The bytes that empty lines (CRLF or bare LF) take at the start of `buf`.
-fn blank_lines(buf: &[u8]) -> usize {
-    let mut at = 0;
-    loop {
-        match &buf[at..] {
-            [b'\r', b'\n', ..] => at += 2,
-            [b'\n', ..] => at += 1,
-            _ => return at,
-        }
-    }
-}
-
-/// What the bytes in `conn.buf` make of a request; consumes what it uses.
-fn advance(conn: &mut Conn, limits: &Limits) -> Advance {
-    if conn.pending.is_none() {
-        // Empty lines before a request line are ignored (RFC 9112 §2.2) and dropped here,
-        // so that a stream of them never piles up to be parsed again and again.
-        let blank = blank_lines(&conn.buf);
-        if blank > 0 {
-            conn.buf.drain(..blank);
-            conn.head_scanned = 0;
-        }
-        // The head is parsed again only once a control byte arrives: a line ending (so
-        // the head may be complete), or a byte no head may hold (NUL, a bare CR, a TLS
-        // handshake), which is refused at once rather than at the request timeout. A
-        // valid head holds two such bytes a line and at most `MAX_HEADERS` lines before
-        // it completes or is refused, so the parses are bounded too.
-        let fresh = &conn.buf[conn.head_scanned.min(conn.buf.len())..];
-        let worth_parsing = fresh.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
-        conn.head_scanned = conn.buf.len();
-        if !worth_parsing && conn.buf.len() <= limits.max_head_bytes {
-            return Advance::NeedMore;
-        }
-        match parse_head(&conn.buf, limits) {
-            Head::Partial => return Advance::NeedMore,
-            Head::Refused(response) => return Advance::Refused(response),
-            Head::Complete(pending, head_len) => {
-                conn.buf.drain(..head_len);
-                conn.head_scanned = 0;
-                conn.pending = Some(pending);
-            }
-        }
-    }
-    let Some(pending) = conn.pending.as_mut() else {
-        return Advance::NeedMore;
-    };
-    let whole = match &mut pending.body {
-        Body::Length(len) => conn.buf.len() >= *len,
-        Body::Chunked(chunked) => match chunked.advance(&conn.buf, limits) {
-            Ok((used, done)) => {
-                conn.buf.drain(..used);
-                done
-            }
-            Err(response) => return Advance::Refused(response),
-        },
-    };
-    if !whole {
-        if pending.expects_continue {
-            pending.expects_continue = false;
-            return Advance::SendContinue;
-        }
-        return Advance::NeedMore;
-    }
-    let Some(mut pending) = conn.pending.take() else {
-        return Advance::NeedMore;
-    };
-    pending.request.body = match &mut pending.body {
-        Body::Length(len) if *len == conn.buf.len() => std::mem::take(&mut conn.buf),
-        Body::Length(len) => conn.buf.drain(..*len).collect(),
-        Body::Chunked(chunked) => std::mem::take(&mut chunked.body),
-    };
-    if conn.buf.is_empty() {
-        // No heap block kept for an idle connection.
-        conn.buf = Vec::new();
-    }
-    Advance::Ready(pending)
 }
 
 #[cfg(test)]

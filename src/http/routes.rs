@@ -1,5 +1,6 @@
-//! The HTTP API of CONTRACT §5: routing, admin access, and the one place where errors
-//! become statuses.
+//! The HTTP API of CONTRACT §5: routing, admin access, and how a refusal is answered on
+//! each listener (the statuses themselves are decided in [`super::error`]; reading a
+//! request target, in [`super::url`]).
 //!
 //! One [`Api`] answers on each listener, in one of two [`Role`]s. The game listener
 //! (`GWAR_LISTEN`) never serves an admin route, whoever asks: behind a reverse proxy on
@@ -22,39 +23,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::error::ApiError;
 use super::json::{
     BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
     SavedJson, StructureJson, SystemJson,
 };
+use super::message::{Handler, Request, Response};
 use super::metrics::{render, HttpMetrics};
-use super::server::{Handler, Request, Response};
-use crate::app::{valid_galaxy_name, AppError, AppState, FailureKind, PersistError};
-use crate::model::{GalaxyConfig, GameError, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
-use crate::persistence::backup::BackupError;
+use super::url::{query_pairs, split_path};
+use crate::app::{valid_galaxy_name, AppError, AppState};
+use crate::model::{GalaxyConfig, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::settings::GalaxyLimits;
 
-/// A request that cannot be served, with its status.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-    /// The advertised URL of the daemon that owns the galaxy asked for (see the module
-    /// doc): the body names it, and on the game listener the answer redirects there.
-    pub owner: Option<String>,
-    /// Sent with the refusal (`Retry-After`).
-    pub headers: Vec<(&'static str, String)>,
-}
-
 impl ApiError {
-    fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            owner: None,
-            headers: Vec::new(),
-        }
-    }
-
     /// The refusal as the caller of `request` on a listener in `role` gets it.
     fn into_response(self, role: Role, request: &Request) -> Response {
         let mut response = match &self.owner {
@@ -99,62 +80,6 @@ fn redirect_location(owner: &str, request: &Request) -> Option<String> {
         location.push_str(&request.query);
     }
     Some(location)
-}
-
-/// Every application error's status, in one place.
-impl From<AppError> for ApiError {
-    fn from(error: AppError) -> ApiError {
-        let status = match &error {
-            AppError::BadName(_) | AppError::Config(_) => 400,
-            AppError::UnknownGalaxy(_) => 404,
-            AppError::GalaxyExists(_) => 409,
-            AppError::TooManyGalaxies { .. } => 422,
-            AppError::Game(game) => match game {
-                GameError::UnknownSystem { .. } | GameError::UnknownStructure(_) => 404,
-                GameError::AlreadyBuilding { .. }
-                | GameError::TickOutOfOrder { .. }
-                | GameError::MaxLevel(_) => 409,
-                GameError::NotEnoughResources { .. } => 422,
-                GameError::TickOutOfRange(_) => 400,
-            },
-            // Changes dropped with galaxies another daemon took: final, so no retry
-            // (which 503 invites) can save them; it conflicts with that daemon's ownership.
-            AppError::Persistence(PersistError::Lost(_)) => 409,
-            AppError::UnsavedTooOld { .. }
-            | AppError::Persistence(_)
-            | AppError::MemoryOnly
-            | AppError::LeaseLapsed(_) => 503,
-            // On the game listener a redirect to the owner (see the module doc).
-            AppError::OwnedElsewhere { .. } => 409,
-            AppError::NoDatabase
-            | AppError::ServerBackup(_)
-            | AppError::BackupInProgress
-            | AppError::Backup(BackupError::InProgress { .. }) => 409,
-            // A lock held elsewhere (another daemon's fence on a galaxy being taken) or a
-            // server database out of reach: gone in a moment, so worth a retry.
-            AppError::Store(store) if transient(store.kind()) => 503,
-            AppError::Store(_) | AppError::Backup(_) => 500,
-        };
-        if status >= 500 {
-            log::warn!("request failed: {error}");
-        }
-        let mut api_error = ApiError::new(status, error.to_string());
-        match error {
-            AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
-            // Renewals come every third of the lease, and fail over quickly.
-            AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
-            AppError::Store(store) if transient(store.kind()) => {
-                api_error.headers.push(("Retry-After", "1".to_owned()))
-            }
-            _ => {}
-        }
-        api_error
-    }
-}
-
-/// A store failure that passes by itself.
-fn transient(kind: FailureKind) -> bool {
-    matches!(kind, FailureKind::Busy | FailureKind::Unavailable)
 }
 
 /// Which listener an [`Api`] answers on.
@@ -565,25 +490,6 @@ impl Page {
     }
 }
 
-/// The `key=value` pairs of a query string, percent-decoded; a key given twice (also
-/// spelt differently, `a` and `%61`) is refused on every route: which one would count is
-/// anybody's guess, and a proxy or cache in front may have guessed differently.
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(key)?;
-        if pairs.iter().any(|(seen, _)| *seen == key) {
-            return Err(ApiError::new(
-                400,
-                format!("query parameter {key:?} given more than once"),
-            ));
-        }
-        pairs.push((key, percent_decode(value)?));
-    }
-    Ok(pairs)
-}
-
 fn galaxy_name(name: &str) -> Result<&str, ApiError> {
     if valid_galaxy_name(name) {
         Ok(name)
@@ -606,52 +512,9 @@ fn structure_kind(name: &str) -> Result<StructureKind, ApiError> {
         .map_err(|e| ApiError::new(404, e.to_string()))
 }
 
-/// Splits a path into percent-decoded segments; `/a/b` gives `["a", "b"]`.
-fn split_path(path: &str) -> Result<Vec<String>, ApiError> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| ApiError::new(400, "the request path must start with /"))?;
-    // Sized up front: a vector grown by `collect` is reallocated on every request.
-    let mut segments = Vec::with_capacity(rest.matches('/').count() + 1);
-    for segment in rest.split('/') {
-        segments.push(percent_decode(segment)?);
-    }
-    Ok(segments)
-}
-
-fn percent_decode(text: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::new(400, "malformed percent-encoding in the request target");
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::new(400, "the request target is not UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_split_and_decode() {
-        assert_eq!(split_path("/galaxies/a%2Db").unwrap(), ["galaxies", "a-b"]);
-        assert_eq!(split_path("/").unwrap(), [""]);
-        assert!(split_path("/x%zz").is_err());
-        assert!(split_path("/x%4").is_err());
-        assert!(split_path("/x%ff").is_err(), "not UTF-8");
-        assert!(split_path("galaxies").is_err());
-        assert_eq!(percent_decode("%00").unwrap(), "\0");
-    }
 
     #[test]
     fn pages_parse_with_defaults_and_bounds() {

@@ -12,9 +12,10 @@
 //! every connection that is idle or mid-request, in epoll through `mio`, with a deadline
 //! each. An idle connection costs its socket and a slot of a couple of hundred bytes: no
 //! thread and no buffer. Only once a whole request (head and body) has arrived is the
-//! connection handed, with the parsed [`Request`], to a worker (see [`super::worker`]),
-//! which runs the handler, writes the response and hands the connection back. A slow or
-//! silent client therefore holds no worker, however many of them there are.
+//! connection handed, with the parsed [`Request`](super::message::Request), to a worker
+//! (see [`super::worker`]), which runs the handler, writes the response and hands the
+//! connection back. A slow or silent client therefore holds no worker, however many of
+//! them there are.
 //!
 //! Allocation: answering the game's hot requests (a system, an order) allocates only
 //! small blocks on the worker and never grows one (no `realloc`, nothing over 1 KiB).
@@ -31,159 +32,17 @@
 //! `Connection: close`), and exits once every connection is closed; [`HttpServer::shutdown`]
 //! joins it and the workers.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
+use super::message::{Endpoint, EndpointAddr, Handler, Limits, Listener};
 use super::metrics::HttpMetrics;
 use super::poller::Poller;
 use super::worker;
-
-/// Limits that keep a client from holding a worker, a connection slot or memory.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub workers: usize,
-    /// Request line and headers together.
-    pub max_head_bytes: usize,
-    pub max_path_bytes: usize,
-    /// The body as the handler sees it (after chunked decoding).
-    pub max_body_bytes: usize,
-    /// Time allowed to receive one whole request once its first byte arrived; also the
-    /// time a response may go without progress to a client that reads slowly.
-    pub request_timeout: Duration,
-    /// Time an idle keep-alive connection is kept open.
-    pub idle_timeout: Duration,
-    /// Open connections, all endpoints together but those with a cap of their own
-    /// ([`Endpoint::own_max_connections`]); past it new ones are answered 503 and closed.
-    pub max_connections: usize,
-}
-
-/// The default of [`Limits::max_connections`] and `GWAR_MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            workers: 16,
-            max_head_bytes: 16 * 1024,
-            max_path_bytes: 2048,
-            max_body_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(5),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
-/// A complete request.
-#[derive(Debug)]
-pub struct Request {
-    /// As sent, except that a `HEAD` request is given to the handler as `GET` (the server
-    /// drops the body of the answer).
-    pub method: String,
-    /// The path as sent, before `?`, not yet percent-decoded.
-    pub path: String,
-    /// What follows `?`, or empty.
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    /// The body, decoded when it was sent chunked.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A response; `Content-Length`, `Connection` and `Date` are added by the server.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
-        // Room for the usual answer up front, so it is not grown (see the module doc).
-        // Serialising our own plain structs cannot fail; the fallback keeps this total.
-        let mut body = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut body, value).is_err() {
-            body = b"{}".to_vec();
-        }
-        Response {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body,
-        }
-    }
-
-    pub fn error(status: u16, message: &str) -> Response {
-        Response::json(status, &super::json::ErrorJson { error: message })
-    }
-
-    pub fn empty(status: u16) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-}
-
-/// What the server calls for every complete request.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: &Request) -> Response;
-}
-
-/// A listening socket, bound by the caller.
-#[derive(Debug)]
-pub enum Listener {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
-
-/// One listening socket and the handler that serves what arrives on it.
-pub struct Endpoint {
-    pub listener: Listener,
-    pub handler: Arc<dyn Handler>,
-    /// `None`: the endpoint's connections count against [`Limits::max_connections`],
-    /// shared with every other such endpoint. `Some(n)`: it has a cap of its own, and
-    /// others filling theirs never lock it out (the admin listener, so that an operator
-    /// can still reach a daemon whose public port is flooded).
-    pub own_max_connections: Option<usize>,
-}
-
-/// Where an endpoint listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EndpointAddr {
-    Tcp(SocketAddr),
-    /// The socket file's path (empty for an unnamed socket).
-    Unix(PathBuf),
-}
-
-impl fmt::Display for EndpointAddr {
-    /// `HOST:PORT`, or `unix:PATH` as `GWAR_ADMIN_LISTEN` spells it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EndpointAddr::Tcp(addr) => write!(f, "{addr}"),
-            EndpointAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
 
 /// A running server.
 pub struct HttpServer {
@@ -351,6 +210,7 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::message::{Request, Response};
     use std::io::{Read, Write};
 
     /// Answers with its name.

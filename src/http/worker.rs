@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::conn::Conn;
+use super::message::{Handler, Request, Response};
 use super::metrics::HttpMetrics;
-use super::poller::Conn;
-use super::server::{Handler, Request, Response};
 use crate::time::UtcTime;
 
 /// A connection with a whole request, for a worker.
