@@ -22,9 +22,12 @@ use std::collections::HashMap;
 
 use ::postgres::error::SqlState;
 
-use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
-use super::write::{EventRows, Fence, StructureRows};
-use super::{int, owners, Context, PostgresWriter, Session, StoreError, LOG};
+use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, StoredSystem, WriteStats};
+use super::error::{retry_serialization, Context, LOG};
+use super::owners::{self, Fence};
+use super::session::Session;
+use super::write::{int, EventRows, StructureRows};
+use super::writer::PostgresWriter;
 
 const INSERT_SYSTEMS: &str = "INSERT INTO systems
          (galaxy_name, x, y, metal, crew, water, current_tick)
@@ -38,7 +41,7 @@ const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
      VALUES ($1, 1, $2, $3, now() + $4::bigint * interval '1 millisecond')";
 
 /// The daemons holding unfinished jobs under a lease that still runs: those among them
-/// known to have exited ([`super::owners::Identity::outlived`]) need not be waited for.
+/// known to have exited ([`super::identity::Identity::outlived`]) need not be waited for.
 const JOB_OWNERS: &str = "SELECT DISTINCT o.owner FROM galaxy_owners o
      JOIN galaxy_jobs j ON j.name = o.galaxy_name
      WHERE o.owner IS NOT NULL AND o.expires_at >= now()";
@@ -307,7 +310,7 @@ impl PostgresWriter {
         take: &'static str,
         context: &'static str,
     ) -> Result<Vec<GalaxyJob>, StoreError> {
-        let taken = owners::retry_serialization(|| {
+        let taken = retry_serialization(|| {
             self.with_session(|session, _, me| {
                 let mut tx = session.client.transaction().context(context)?;
                 tx.execute(ADD_JOB_OWNERS, &[]).context(context)?;

@@ -13,7 +13,8 @@ use ::postgres::types::ToSql;
 use ::postgres::{Client, IsolationLevel, Row};
 
 use super::super::RowIds;
-use super::{Context, StoreError};
+use super::super::StoreError;
+use super::error::Context;
 use crate::model::{Build, Galaxy, GalaxyConfig, Resources, StructureKind, System};
 
 const GALAXY: &str = "SELECT config_file, tick FROM galaxies g WHERE name = $1

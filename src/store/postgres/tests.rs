@@ -2,6 +2,10 @@
 //! (any database on it; each test creates and drops its own), else a throwaway cluster
 //! started by the integration suites' harness, shared by these tests.
 
+use std::time::Duration;
+
+use ::postgres::config::TargetSessionAttrs;
+use ::postgres::error::SqlState;
 use ::postgres::{Client, NoTls};
 
 /// The integration tests' harness, one file for both.
@@ -9,10 +13,17 @@ use ::postgres::{Client, NoTls};
 mod cluster;
 
 use super::super::{
-    Claim, ClaimStore, CreationProgress, GalaxyRows, NewGalaxy, SystemRow, WriteStats,
+    BusyDeadline, Claim, ClaimStore, CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows,
+    LostGalaxy, NewGalaxy, Owner, ReadStore, SystemRow, WriteStats, WriteStore,
+};
+use super::cancel::Canceller;
+use super::error::state_kind;
+use super::session::{
+    writer_idle_timeout, APPLICATION_NAME, CONNECT_TIMEOUT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL,
+    KEEPALIVE_RETRIES, TCP_USER_TIMEOUT, WRITER_APPLICATION_NAME, WRITER_PID_SQL,
 };
 use super::*;
-use crate::model::{GalaxyConfig, RowMask, StructureKind};
+use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
 
 /// A database of its own for one test, dropped at the end.
 struct TestDb {

@@ -7,8 +7,12 @@ use std::collections::HashMap;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{GenericClient, Transaction};
 
-use super::super::{Epoch, GalaxyRows, StoredSystem, SystemIds, WriteStats};
-use super::{int, owners, Context, Identity, PostgresWriter, Prepared, Session, StoreError};
+use super::super::{GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats};
+use super::error::{serialization_failure, Context};
+use super::identity::Identity;
+use super::owners::{self, Fence};
+use super::session::{Prepared, Session};
+use super::writer::PostgresWriter;
 use crate::model::RowMask;
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
@@ -68,6 +72,11 @@ const WRITE_EVENTS: &str = "WITH deleted AS (
 const FETCH_IDS: &str = "SELECT s.id, s.x, s.y, e.id FROM systems s
      LEFT JOIN events e ON e.system_id = s.id
      WHERE s.galaxy_name = $1 ORDER BY s.x, s.y";
+
+/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
 
 /// How many times a batch that met a serialization failure (40001: a distributed
 /// database's serializable transactions, never PostgreSQL's read committed ones) is run
@@ -172,30 +181,12 @@ impl PostgresWriter {
                     return Ok(stats);
                 }
                 Ok(Written::Fenced(missing)) => return Err(self.lose(missing)),
-                Err(error)
-                    if owners::serialization_failure(&error)
-                        && attempt < SERIALIZATION_ATTEMPTS =>
-                {
+                Err(error) if serialization_failure(&error) && attempt < SERIALIZATION_ATTEMPTS => {
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
             }
         }
-    }
-}
-
-/// Galaxies and the epochs this daemon holds them under, as the fence's arrays.
-#[derive(Default)]
-pub(super) struct Fence {
-    pub(super) names: Vec<String>,
-    pub(super) epochs: Vec<i64>,
-}
-
-impl Fence {
-    /// Adds a galaxy; each at most once (the caller's to see to).
-    pub(super) fn push(&mut self, name: &str, epoch: Epoch) {
-        self.names.push(name.to_owned());
-        self.epochs.push(epoch);
     }
 }
 
