@@ -116,5 +116,6 @@ pub(super) fn open(
     })
 }
 
+// The database of a test and a galaxy stored in it, for the check's tests too.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
