@@ -108,28 +108,7 @@ impl PostgresWriter {
         galaxies: &[GalaxyRows],
         release_all: bool,
     ) -> Result<WriteStats, StoreError> {
-        let mut fence = Fence::default();
-        let mut unowned = Vec::new();
-        let written = galaxies
-            .iter()
-            .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
-            .map(|galaxy| &galaxy.name);
-        // A name both deleted and written (or listed twice) is fenced once.
-        let mut seen = std::collections::HashSet::new();
-        for name in deletions.iter().chain(written) {
-            if !seen.insert(name) {
-                continue;
-            }
-            match self.owned.get(name) {
-                Some(&epoch) => fence.push(name, epoch),
-                None => unowned.push(name.clone()),
-            }
-        }
-        if !unowned.is_empty() {
-            unowned.sort_unstable();
-            unowned.dedup();
-            return Err(self.lose(unowned));
-        }
+        let fence = self.batch_fence(deletions, galaxies)?;
         let nothing_to_write = fence.names.is_empty() && galaxies.is_empty();
         let mut release = Fence::default();
         if release_all {
@@ -187,6 +166,38 @@ impl PostgresWriter {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// The fence over every galaxy the batch deletes or writes, each once; fails with
+    /// [`StoreError::Lost`] naming those this daemon does not own (any more).
+    fn batch_fence(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<Fence, StoreError> {
+        let mut fence = Fence::default();
+        let mut unowned = Vec::new();
+        let written = galaxies
+            .iter()
+            .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
+            .map(|galaxy| &galaxy.name);
+        // A name both deleted and written (or listed twice) is fenced once.
+        let mut seen = std::collections::HashSet::new();
+        for name in deletions.iter().chain(written) {
+            if !seen.insert(name) {
+                continue;
+            }
+            match self.owned.get(name) {
+                Some(&epoch) => fence.push(name, epoch),
+                None => unowned.push(name.clone()),
+            }
+        }
+        if !unowned.is_empty() {
+            unowned.sort_unstable();
+            unowned.dedup();
+            return Err(self.lose(unowned));
+        }
+        Ok(fence)
     }
 }
 
@@ -414,30 +425,7 @@ fn write_rows(
             .context("saving galaxy ticks")?;
     }
     if !rows.system_ids.is_empty() {
-        let statement = prepared.get(&mut tx, UPDATE_SYSTEMS)?;
-        let updated = tx
-            .execute(
-                &statement,
-                &[
-                    &rows.system_ids,
-                    &rows.metal,
-                    &rows.crew,
-                    &rows.water,
-                    &rows.current_tick,
-                ],
-            )
-            .context("saving systems")?;
-        if updated != rows.system_ids.len() as u64 {
-            return Err(StoreError::Inconsistent {
-                galaxy: batch_name(),
-                reason: format!(
-                    "{} of {} system rows to update are missing",
-                    rows.system_ids.len() as u64 - updated,
-                    rows.system_ids.len()
-                ),
-            });
-        }
-        stats.rows += updated;
+        stats.rows += update_systems(&mut tx, prepared, &rows, batch_name)?;
     }
     if rows.structures.len() > 0 {
         let statement = prepared.get(&mut tx, UPSERT_STRUCTURES)?;
@@ -464,6 +452,40 @@ fn write_rows(
     }
     tx.commit().context("committing a batch")?;
     Ok(Written::Committed(stats))
+}
+
+/// The batch's system rows, in one statement; fails when one of them is missing
+/// (`batch_name` names the galaxy for the error).
+fn update_systems(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    rows: &Rows,
+    batch_name: impl Fn() -> String,
+) -> Result<u64, StoreError> {
+    let statement = prepared.get(tx, UPDATE_SYSTEMS)?;
+    let updated = tx
+        .execute(
+            &statement,
+            &[
+                &rows.system_ids,
+                &rows.metal,
+                &rows.crew,
+                &rows.water,
+                &rows.current_tick,
+            ],
+        )
+        .context("saving systems")?;
+    if updated != rows.system_ids.len() as u64 {
+        return Err(StoreError::Inconsistent {
+            galaxy: batch_name(),
+            reason: format!(
+                "{} of {} system rows to update are missing",
+                rows.system_ids.len() as u64 - updated,
+                rows.system_ids.len()
+            ),
+        });
+    }
+    Ok(updated)
 }
 
 /// The stored systems of galaxy `name`, in `(x, y)` order, with their events' ids.
