@@ -284,3 +284,37 @@ pub fn check_postgres(url: &str) -> Result<CheckReport, StoreError> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // A galaxy stored on the PostgreSQL store's throwaway cluster, as its own tests do.
+    use crate::store::postgres::tests::stored_galaxy;
+
+    #[test]
+    fn check_passes_on_a_sound_database_and_names_a_broken_rule() {
+        let Some((db, _store, _reader, _galaxy)) = stored_galaxy("check") else {
+            return;
+        };
+        let report = check_postgres(&db.url).unwrap();
+        assert!(report.passed(), "{:?}", report.problems);
+        assert!(
+            report.lines.iter().any(|l| l == "systems: 200 rows"),
+            "{:?}",
+            report.lines
+        );
+        db.client()
+            .execute(
+                "UPDATE systems SET metal = -5 WHERE id = (SELECT min(id) FROM systems)",
+                &[],
+            )
+            .unwrap();
+        let report = check_postgres(&db.url).unwrap();
+        assert!(!report.passed());
+        assert!(
+            report.problems[0].contains("negative resources"),
+            "{:?}",
+            report.problems
+        );
+    }
+}

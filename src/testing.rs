@@ -7,8 +7,9 @@
 //! library or the daemon does not. What is here, and why:
 //! - [`AppInternals`]: the engine's writer of an [`AppState`](crate::app::AppState), to run SQL on its write
 //!   connection between batches ([`WriterHandle::with_connection`]: fault injection such
-//!   as a tighter `max_page_count`) or to flush it directly; and a rewrite of every row of
-//!   a galaxy (the benchmarks' "every row changed" workload).
+//!   as a tighter `max_page_count`) or to flush it directly, or with its PostgreSQL store
+//!   ([`WriterHandle::with_postgres`]: the benchmark of what the fence costs); and a
+//!   rewrite of every row of a galaxy (the benchmarks' "every row changed" workload).
 //! - [`SqliteReader`] and [`ReadStore`]: a galaxy as stored, read apart from the engine;
 //!   with [`WriteStore`], the proof (a `compile_fail` doctest on `SqliteReader`) that a
 //!   read-only connection has no write method.
@@ -71,6 +72,21 @@ impl WriterHandle {
                 kind: crate::store::FailureKind::Other,
                 message: "the store is not SQLite's".to_owned(),
             })
+        })
+    }
+}
+
+impl WriterHandle {
+    /// Runs `work` on the writer thread with its PostgreSQL store, between batches;
+    /// `None` when the engine's store is not PostgreSQL's.
+    pub fn with_postgres<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut PostgresWriter) -> T + Send + 'static,
+    ) -> Result<Option<T>, crate::persistence::writer::PersistError> {
+        self.exec(move |store| {
+            (store as &mut dyn std::any::Any)
+                .downcast_mut::<PostgresWriter>()
+                .map(work)
         })
     }
 }

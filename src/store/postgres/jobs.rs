@@ -21,10 +21,16 @@
 use std::collections::HashMap;
 
 use ::postgres::error::SqlState;
+use ::postgres::Transaction;
 
-use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
-use super::write::{EventRows, Fence, StructureRows};
-use super::{int, owners, Context, PostgresWriter, Session, StoreError, LOG};
+use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, StoredSystem, WriteStats};
+use super::error::{retry_serialization, Context, LOG};
+use super::identity::Identity;
+use super::owners::{self, Fence};
+use super::session::{Prepared, Session};
+use super::write::{int, EventRows, StructureRows};
+use super::writer::PostgresWriter;
+use crate::model::System;
 
 const INSERT_SYSTEMS: &str = "INSERT INTO systems
          (galaxy_name, x, y, metal, crew, water, current_tick)
@@ -38,7 +44,7 @@ const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
      VALUES ($1, 1, $2, $3, now() + $4::bigint * interval '1 millisecond')";
 
 /// The daemons holding unfinished jobs under a lease that still runs: those among them
-/// known to have exited ([`super::owners::Identity::outlived`]) need not be waited for.
+/// known to have exited ([`super::identity::Identity::outlived`]) need not be waited for.
 const JOB_OWNERS: &str = "SELECT DISTINCT o.owner FROM galaxy_owners o
      JOIN galaxy_jobs j ON j.name = o.galaxy_name
      WHERE o.owner IS NOT NULL AND o.expires_at >= now()";
@@ -89,115 +95,13 @@ impl PostgresWriter {
             let mut tx = client.transaction().context("starting a creation")?;
             let mut stats = WriteStats::default();
             if from == 0 {
-                let inserted = tx.execute(
-                    "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
-                    &[&galaxy.name, &galaxy.config_toml, &int(galaxy.tick)],
-                );
-                match inserted {
-                    Ok(_) => {}
-                    // Another daemon created the name meanwhile (or holds it being
-                    // deleted): this creation is refused as for any name taken.
-                    Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                        return Err(StoreError::Exists(galaxy.name.to_owned()))
-                    }
-                    Err(source) => {
-                        return Err(StoreError::Postgres {
-                            context: "inserting a galaxy",
-                            source,
-                        })
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO galaxy_jobs (name, job) VALUES ($1, 'creating')",
-                    &[&galaxy.name],
-                )
-                .context("marking a galaxy as being created")?;
-                tx.execute(
-                    INSERT_OWNER,
-                    &[&galaxy.name, &me.id, &me.url, &me.lease_ms()],
-                )
-                .context("taking a new galaxy")?;
-                stats.rows += 3;
+                stats.rows += insert_galaxy(&mut tx, galaxy, me)?;
             }
-            let column = |value: fn(&crate::model::System) -> u64| -> Vec<i64> {
-                chunk.iter().map(|system| int(value(system))).collect()
-            };
-            let statement = prepared.get(&mut tx, INSERT_SYSTEMS)?;
-            let inserted = tx
-                .query(
-                    &statement,
-                    &[
-                        &galaxy.name,
-                        &column(|s| u64::from(s.x)),
-                        &column(|s| u64::from(s.y)),
-                        &column(|s| s.resources.metal),
-                        &column(|s| s.resources.crew),
-                        &column(|s| s.resources.water),
-                        &column(|s| s.tick),
-                    ],
-                )
-                .context("inserting systems")?;
-            // Matched to the chunk by coordinates (unique in a galaxy): the order of
-            // RETURNING is not promised.
-            let mut returned: Vec<(i64, i64, i64)> = inserted
-                .iter()
-                .map(|row| Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(0)?)))
-                .collect::<Result<_, ::postgres::Error>>()
-                .context("reading system ids")?;
-            returned.sort_unstable();
-            let mut ids = Vec::with_capacity(chunk.len());
-            let mut structures = StructureRows::default();
-            let mut events = EventRows::default();
-            let mut by_id: HashMap<i64, usize> = HashMap::new();
-            for (system, &(x, y, id)) in chunk.iter().zip(&returned) {
-                if (i64::from(system.x), i64::from(system.y)) != (x, y) {
-                    return Err(StoreError::Inconsistent {
-                        galaxy: galaxy.name.to_owned(),
-                        reason: format!(
-                            "inserted system ({x}, {y}) where ({}, {}) was expected",
-                            system.x, system.y
-                        ),
-                    });
-                }
-                let mut stored = StoredSystem {
-                    id,
-                    x: system.x,
-                    y: system.y,
-                    event: None,
-                };
-                structures.push(id, system, galaxy.rows);
-                if events.push(&mut stored, system) > 0 {
-                    by_id.insert(id, ids.len());
-                }
-                ids.push(stored);
-            }
-            if ids.len() != chunk.len() {
-                return Err(StoreError::Inconsistent {
-                    galaxy: galaxy.name.to_owned(),
-                    reason: format!("{} systems inserted of {}", ids.len(), chunk.len()),
-                });
-            }
-            stats.systems += ids.len() as u64;
-            stats.rows += ids.len() as u64;
-            if structures.len() > 0 {
-                let statement = prepared.get(&mut tx, INSERT_STRUCTURES)?;
-                tx.execute(
-                    &statement,
-                    &[
-                        &structures.system_ids,
-                        &structures.types,
-                        &structures.levels,
-                    ],
-                )
-                .context("inserting structures")?;
-                stats.rows += structures.len() as u64;
-            }
-            for (event, system_id) in events.write(&mut tx, prepared, galaxy.name)? {
-                if let Some(&at) = by_id.get(&system_id) {
-                    ids[at].event = Some(event);
-                    stats.rows += 1;
-                }
-            }
+            let returned = insert_systems(&mut tx, prepared, galaxy.name, chunk)?;
+            let mut rows = ChunkRows::matched(galaxy, chunk, &returned)?;
+            stats.systems += rows.ids.len() as u64;
+            stats.rows += rows.ids.len() as u64;
+            stats.rows += rows.write(&mut tx, prepared, galaxy.name)?;
             if finished {
                 tx.execute("DELETE FROM galaxy_jobs WHERE name = $1", &[&galaxy.name])
                     .context("finishing a creation")?;
@@ -208,7 +112,7 @@ impl PostgresWriter {
                 return Ok(None);
             }
             tx.commit().context("committing a creation")?;
-            Ok(Some((stats, ids)))
+            Ok(Some((stats, rows.ids)))
         })?;
         let Some((stats, mut ids)) = created else {
             return Err(self.lose(vec![galaxy.name.to_owned()]));
@@ -307,7 +211,7 @@ impl PostgresWriter {
         take: &'static str,
         context: &'static str,
     ) -> Result<Vec<GalaxyJob>, StoreError> {
-        let taken = owners::retry_serialization(|| {
+        let taken = retry_serialization(|| {
             self.with_session(|session, _, me| {
                 let mut tx = session.client.transaction().context(context)?;
                 tx.execute(ADD_JOB_OWNERS, &[]).context(context)?;
@@ -354,6 +258,168 @@ impl PostgresWriter {
                 job
             })
             .collect())
+    }
+}
+
+/// A creation's first chunk: the galaxy's row, its `creating` mark and its ownership row
+/// (epoch 1, this daemon); returns the rows written.
+fn insert_galaxy(
+    tx: &mut Transaction<'_>,
+    galaxy: &NewGalaxy<'_>,
+    me: &Identity,
+) -> Result<u64, StoreError> {
+    let inserted = tx.execute(
+        "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
+        &[&galaxy.name, &galaxy.config_toml, &int(galaxy.tick)],
+    );
+    match inserted {
+        Ok(_) => {}
+        // Another daemon created the name meanwhile (or holds it being
+        // deleted): this creation is refused as for any name taken.
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(StoreError::Exists(galaxy.name.to_owned()))
+        }
+        Err(source) => {
+            return Err(StoreError::Postgres {
+                context: "inserting a galaxy",
+                source,
+            })
+        }
+    }
+    tx.execute(
+        "INSERT INTO galaxy_jobs (name, job) VALUES ($1, 'creating')",
+        &[&galaxy.name],
+    )
+    .context("marking a galaxy as being created")?;
+    tx.execute(
+        INSERT_OWNER,
+        &[&galaxy.name, &me.id, &me.url, &me.lease_ms()],
+    )
+    .context("taking a new galaxy")?;
+    Ok(3)
+}
+
+/// Inserts the chunk's systems; returns their `(x, y, id)`, sorted.
+fn insert_systems(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    name: &str,
+    chunk: &[System],
+) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    let column = |value: fn(&System) -> u64| -> Vec<i64> {
+        chunk.iter().map(|system| int(value(system))).collect()
+    };
+    let statement = prepared.get(tx, INSERT_SYSTEMS)?;
+    let inserted = tx
+        .query(
+            &statement,
+            &[
+                &name,
+                &column(|s| u64::from(s.x)),
+                &column(|s| u64::from(s.y)),
+                &column(|s| s.resources.metal),
+                &column(|s| s.resources.crew),
+                &column(|s| s.resources.water),
+                &column(|s| s.tick),
+            ],
+        )
+        .context("inserting systems")?;
+    // Matched to the chunk by coordinates (unique in a galaxy): the order of
+    // RETURNING is not promised.
+    let mut returned: Vec<(i64, i64, i64)> = inserted
+        .iter()
+        .map(|row| Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(0)?)))
+        .collect::<Result<_, ::postgres::Error>>()
+        .context("reading system ids")?;
+    returned.sort_unstable();
+    Ok(returned)
+}
+
+/// A chunk's systems as stored (their new ids, for the cache), and the structure and
+/// event rows to insert for them.
+struct ChunkRows {
+    ids: Vec<StoredSystem>,
+    structures: StructureRows,
+    events: EventRows,
+    /// Where in `ids` the system of each id with an event to insert is.
+    by_id: HashMap<i64, usize>,
+}
+
+impl ChunkRows {
+    /// Matches the ids `returned` (sorted `(x, y, id)`) to `chunk`, which is in the same
+    /// order; fails when a system is missing or out of place.
+    fn matched(
+        galaxy: &NewGalaxy<'_>,
+        chunk: &[System],
+        returned: &[(i64, i64, i64)],
+    ) -> Result<ChunkRows, StoreError> {
+        let mut rows = ChunkRows {
+            ids: Vec::with_capacity(chunk.len()),
+            structures: StructureRows::default(),
+            events: EventRows::default(),
+            by_id: HashMap::new(),
+        };
+        for (system, &(x, y, id)) in chunk.iter().zip(returned) {
+            if (i64::from(system.x), i64::from(system.y)) != (x, y) {
+                return Err(StoreError::Inconsistent {
+                    galaxy: galaxy.name.to_owned(),
+                    reason: format!(
+                        "inserted system ({x}, {y}) where ({}, {}) was expected",
+                        system.x, system.y
+                    ),
+                });
+            }
+            let mut stored = StoredSystem {
+                id,
+                x: system.x,
+                y: system.y,
+                event: None,
+            };
+            rows.structures.push(id, system, galaxy.rows);
+            if rows.events.push(&mut stored, system) > 0 {
+                rows.by_id.insert(id, rows.ids.len());
+            }
+            rows.ids.push(stored);
+        }
+        if rows.ids.len() != chunk.len() {
+            return Err(StoreError::Inconsistent {
+                galaxy: galaxy.name.to_owned(),
+                reason: format!("{} systems inserted of {}", rows.ids.len(), chunk.len()),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Inserts the structures and the events, noting each new event's id on its system;
+    /// returns the rows written.
+    fn write(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
+        galaxy: &str,
+    ) -> Result<u64, StoreError> {
+        let mut rows = 0;
+        let structures = &self.structures;
+        if structures.len() > 0 {
+            let statement = prepared.get(tx, INSERT_STRUCTURES)?;
+            tx.execute(
+                &statement,
+                &[
+                    &structures.system_ids,
+                    &structures.types,
+                    &structures.levels,
+                ],
+            )
+            .context("inserting structures")?;
+            rows += structures.len() as u64;
+        }
+        for (event, system_id) in self.events.write(tx, prepared, galaxy)? {
+            if let Some(&at) = self.by_id.get(&system_id) {
+                self.ids[at].event = Some(event);
+                rows += 1;
+            }
+        }
+        Ok(rows)
     }
 }
 

@@ -14,7 +14,8 @@ use ::postgres::{Client, IsolationLevel, Row, Transaction};
 
 use super::super::decode::Decoder;
 use super::super::RowIds;
-use super::{Context, StoreError};
+use super::super::StoreError;
+use super::error::Context;
 use crate::model::{Galaxy, System};
 
 const GALAXY: &str = "SELECT config_file, tick FROM galaxies g WHERE name = $1

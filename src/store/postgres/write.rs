@@ -7,8 +7,12 @@ use std::collections::HashMap;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{GenericClient, Transaction};
 
-use super::super::{Epoch, GalaxyRows, StoredSystem, SystemIds, WriteStats};
-use super::{int, owners, Context, Identity, PostgresWriter, Prepared, Session, StoreError};
+use super::super::{GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats};
+use super::error::{serialization_failure, Context};
+use super::identity::Identity;
+use super::owners::{self, Fence};
+use super::session::{Prepared, Session};
+use super::writer::PostgresWriter;
 use crate::model::RowMask;
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
@@ -69,6 +73,11 @@ const FETCH_IDS: &str = "SELECT s.id, s.x, s.y, e.id FROM systems s
      LEFT JOIN events e ON e.system_id = s.id
      WHERE s.galaxy_name = $1 ORDER BY s.x, s.y";
 
+/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// How many times a batch that met a serialization failure (40001: a distributed
 /// database's serializable transactions, never PostgreSQL's read committed ones) is run
 /// again from scratch before the failure is returned: nothing of it was committed.
@@ -99,28 +108,7 @@ impl PostgresWriter {
         galaxies: &[GalaxyRows],
         release_all: bool,
     ) -> Result<WriteStats, StoreError> {
-        let mut fence = Fence::default();
-        let mut unowned = Vec::new();
-        let written = galaxies
-            .iter()
-            .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
-            .map(|galaxy| &galaxy.name);
-        // A name both deleted and written (or listed twice) is fenced once.
-        let mut seen = std::collections::HashSet::new();
-        for name in deletions.iter().chain(written) {
-            if !seen.insert(name) {
-                continue;
-            }
-            match self.owned.get(name) {
-                Some(&epoch) => fence.push(name, epoch),
-                None => unowned.push(name.clone()),
-            }
-        }
-        if !unowned.is_empty() {
-            unowned.sort_unstable();
-            unowned.dedup();
-            return Err(self.lose(unowned));
-        }
+        let fence = self.batch_fence(deletions, galaxies)?;
         let nothing_to_write = fence.names.is_empty() && galaxies.is_empty();
         let mut release = Fence::default();
         if release_all {
@@ -172,30 +160,44 @@ impl PostgresWriter {
                     return Ok(stats);
                 }
                 Ok(Written::Fenced(missing)) => return Err(self.lose(missing)),
-                Err(error)
-                    if owners::serialization_failure(&error)
-                        && attempt < SERIALIZATION_ATTEMPTS =>
-                {
+                Err(error) if serialization_failure(&error) && attempt < SERIALIZATION_ATTEMPTS => {
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
             }
         }
     }
-}
 
-/// Galaxies and the epochs this daemon holds them under, as the fence's arrays.
-#[derive(Default)]
-pub(super) struct Fence {
-    pub(super) names: Vec<String>,
-    pub(super) epochs: Vec<i64>,
-}
-
-impl Fence {
-    /// Adds a galaxy; each at most once (the caller's to see to).
-    pub(super) fn push(&mut self, name: &str, epoch: Epoch) {
-        self.names.push(name.to_owned());
-        self.epochs.push(epoch);
+    /// The fence over every galaxy the batch deletes or writes, each once; fails with
+    /// [`StoreError::Lost`] naming those this daemon does not own (any more).
+    fn batch_fence(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<Fence, StoreError> {
+        let mut fence = Fence::default();
+        let mut unowned = Vec::new();
+        let written = galaxies
+            .iter()
+            .filter(|galaxy| galaxy.tick.is_some() || !galaxy.systems.is_empty())
+            .map(|galaxy| &galaxy.name);
+        // A name both deleted and written (or listed twice) is fenced once.
+        let mut seen = std::collections::HashSet::new();
+        for name in deletions.iter().chain(written) {
+            if !seen.insert(name) {
+                continue;
+            }
+            match self.owned.get(name) {
+                Some(&epoch) => fence.push(name, epoch),
+                None => unowned.push(name.clone()),
+            }
+        }
+        if !unowned.is_empty() {
+            unowned.sort_unstable();
+            unowned.dedup();
+            return Err(self.lose(unowned));
+        }
+        Ok(fence)
     }
 }
 
@@ -423,30 +425,7 @@ fn write_rows(
             .context("saving galaxy ticks")?;
     }
     if !rows.system_ids.is_empty() {
-        let statement = prepared.get(&mut tx, UPDATE_SYSTEMS)?;
-        let updated = tx
-            .execute(
-                &statement,
-                &[
-                    &rows.system_ids,
-                    &rows.metal,
-                    &rows.crew,
-                    &rows.water,
-                    &rows.current_tick,
-                ],
-            )
-            .context("saving systems")?;
-        if updated != rows.system_ids.len() as u64 {
-            return Err(StoreError::Inconsistent {
-                galaxy: batch_name(),
-                reason: format!(
-                    "{} of {} system rows to update are missing",
-                    rows.system_ids.len() as u64 - updated,
-                    rows.system_ids.len()
-                ),
-            });
-        }
-        stats.rows += updated;
+        stats.rows += update_systems(&mut tx, prepared, &rows, batch_name)?;
     }
     if rows.structures.len() > 0 {
         let statement = prepared.get(&mut tx, UPSERT_STRUCTURES)?;
@@ -473,6 +452,40 @@ fn write_rows(
     }
     tx.commit().context("committing a batch")?;
     Ok(Written::Committed(stats))
+}
+
+/// The batch's system rows, in one statement; fails when one of them is missing
+/// (`batch_name` names the galaxy for the error).
+fn update_systems(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    rows: &Rows,
+    batch_name: impl Fn() -> String,
+) -> Result<u64, StoreError> {
+    let statement = prepared.get(tx, UPDATE_SYSTEMS)?;
+    let updated = tx
+        .execute(
+            &statement,
+            &[
+                &rows.system_ids,
+                &rows.metal,
+                &rows.crew,
+                &rows.water,
+                &rows.current_tick,
+            ],
+        )
+        .context("saving systems")?;
+    if updated != rows.system_ids.len() as u64 {
+        return Err(StoreError::Inconsistent {
+            galaxy: batch_name(),
+            reason: format!(
+                "{} of {} system rows to update are missing",
+                rows.system_ids.len() as u64 - updated,
+                rows.system_ids.len()
+            ),
+        });
+    }
+    Ok(updated)
 }
 
 /// The stored systems of galaxy `name`, in `(x, y)` order, with their events' ids.

@@ -1,0 +1,86 @@
+//! The read-only store, [`PostgresReader`]: one session per reader, for loads on a cache
+//! miss and look-ups of stored names and owners.
+//!
+//! It never writes: it has no write method, and its session refuses writes besides
+//! (`default_transaction_read_only`). A session found broken is replaced once and the
+//! read run again, which is safe because it only reads.
+
+use std::cell::RefCell;
+
+use ::postgres::{Client, Config};
+
+use super::super::{FailureKind, Owner, ReadStore, RowIds, StoreError};
+use super::error::LOG;
+use super::migrate::{refuse_newer, schema_version};
+use super::session::{connect, session_config, APPLICATION_NAME};
+use super::{load, owners};
+use crate::model::Galaxy;
+use crate::settings::postgres_label;
+
+/// A read-only session, for loads on a cache miss and look-ups of stored names. It has
+/// no write method, and the server refuses writes on it besides (its transactions are
+/// read-only by default):
+///
+/// ```compile_fail
+/// use galactic_war::testing::{PostgresReader, WriteStore};
+/// fn write(reader: &mut PostgresReader) {
+///     let _ = reader.write_batch(&["g".to_owned()], &[]); // PostgresReader is no WriteStore
+/// }
+/// ```
+pub struct PostgresReader {
+    config: Config,
+    label: String,
+    /// `RefCell`: the client needs `&mut` to query, and a reader is lent to one thread at
+    /// a time (`ReadStore` is `Send`, not `Sync`).
+    pub(super) client: RefCell<Client>,
+}
+
+impl PostgresReader {
+    /// Opens a read-only session, refusing a newer schema.
+    pub fn open(url: &str) -> Result<PostgresReader, StoreError> {
+        let config = session_config(url, APPLICATION_NAME, true)?;
+        let label = postgres_label(url);
+        let mut client = connect(&config, &label)?;
+        refuse_newer(&label, schema_version(&mut client)?)?;
+        Ok(PostgresReader {
+            config,
+            label,
+            client: RefCell::new(client),
+        })
+    }
+
+    /// Runs `read` on the session. A session found broken (the server restarted since
+    /// this reader last ran) is replaced once and `read` runs again: it only reads.
+    fn with_client<T>(
+        &self,
+        read: impl Fn(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client.borrow_mut();
+        match read(&mut client) {
+            Err(error) if client.is_closed() || error.kind() == FailureKind::Unavailable => {
+                log::debug!(target: LOG, "{}: a reader's session was lost ({error}); reconnecting", self.label);
+                *client = connect(&self.config, &self.label)?;
+                read(&mut client)
+            }
+            result => result,
+        }
+    }
+}
+
+impl ReadStore for PostgresReader {
+    fn load_galaxy_with_ids(&self, name: &str) -> Result<Option<(Galaxy, RowIds)>, StoreError> {
+        self.with_client(|client| load::load_galaxy_with_ids(client, name))
+    }
+
+    fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
+        self.with_client(load::galaxy_names)
+    }
+
+    fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.with_client(|client| load::galaxy_exists(client, name))
+    }
+
+    fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
+        self.with_client(owners::galaxy_owners)
+    }
+}

@@ -1,0 +1,243 @@
+//! The writer thread's store, [`PostgresWriter`]: its session, opened again after a break
+//! by the next call, and the cache of system row ids; the galaxies it owns and the
+//! epochs that fence its writes; and the store interface's writer calls, each handed to
+//! the file that holds its statements (`write.rs`, `jobs.rs`, `owners.rs`).
+//!
+//! Only the engine's writer thread holds one. A session found broken is dropped, never
+//! reused, so the writer's retries are the reconnects; a call that fails leaves the
+//! writer ready for the next one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::postgres::Config;
+
+use super::super::{
+    CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy, RowIds,
+    StoreError, SystemIds, WriteStats, WriteStore,
+};
+use super::cancel::Canceller;
+#[cfg(test)]
+use super::error::Context;
+use super::error::{retry_serialization, LOG};
+use super::identity::Identity;
+use super::session::{session_config, Session, WRITER_APPLICATION_NAME};
+use crate::settings::postgres_label;
+
+/// The writer thread's store: its session (`None` once broken, until the next call opens
+/// another) and the cache of system row ids.
+pub struct PostgresWriter {
+    pub(super) config: Config,
+    label: String,
+    pub(super) session: Option<Session>,
+    pub(super) ids: HashMap<String, SystemIds>,
+    pub(super) identity: Identity,
+    /// The galaxies this daemon owns and the epoch of each: every write to one is fenced
+    /// by it. Added by [`WriteStore::own`] and a creation's first chunk; removed when a
+    /// galaxy is found lost, released, or purged.
+    pub(super) owned: HashMap<String, Epoch>,
+    /// Galaxies no longer renewed (they left memory) whose leases may still run, and
+    /// their epochs: a clean stop releases them with the rest, so no daemon on another
+    /// machine waits out their leases. (Taken again here, a galaxy moves back to
+    /// `owned`.)
+    pub(super) disowned: HashMap<String, Epoch>,
+    /// A session was lost: the next one opened says so in the log.
+    lost: bool,
+    /// Ends a call still running at the shutdown's deadline (the engine's writer only).
+    pub(super) canceller: Option<Canceller>,
+    /// False only in the benchmark that measures what the fence costs: batches then end
+    /// without it (see [`PostgresWriter::set_fencing`]).
+    pub(super) fencing: bool,
+}
+
+impl PostgresWriter {
+    /// Opens the writer's session (see [`Session::open`]) for the daemon `identity`;
+    /// fails at once when the server cannot be reached or its schema is newer.
+    pub fn open(url: &str, identity: Identity) -> Result<PostgresWriter, StoreError> {
+        let config = session_config(url, WRITER_APPLICATION_NAME, false)?;
+        let label = postgres_label(url);
+        let session = Session::open(&config, &label, identity.lease)?;
+        Ok(PostgresWriter {
+            config,
+            label,
+            session: Some(session),
+            ids: HashMap::new(),
+            identity,
+            owned: HashMap::new(),
+            disowned: HashMap::new(),
+            lost: false,
+            canceller: None,
+            fencing: true,
+        })
+    }
+
+    /// With `false`, batches leave out the fence (their last statement), for the
+    /// benchmark that measures what it costs: the same batches with and without it.
+    /// Never in the daemon: a batch without its fence may overwrite another daemon's.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_fencing(&mut self, on: bool) {
+        self.fencing = on;
+    }
+
+    /// The writer's session's backend process id (opening a session if it has none).
+    #[cfg(test)]
+    pub fn backend_pid(&mut self) -> Result<i32, StoreError> {
+        self.with_session(|session, _, _| {
+            session
+                .client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .and_then(|row| row.try_get(0))
+                .context("reading the backend pid")
+        })
+    }
+
+    /// The schema version of the database.
+    #[cfg(test)]
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        self.with_session(|session, _, _| super::migrate::schema_version(&mut session.client))
+    }
+
+    /// Runs `work` on the session, opening one first when there is none (a reconnect).
+    /// A session that `work` found broken is dropped, so the next call opens a new one.
+    pub(super) fn with_session<T>(
+        &mut self,
+        work: impl FnOnce(
+            &mut Session,
+            &mut HashMap<String, SystemIds>,
+            &Identity,
+        ) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            log::warn!(target: LOG,
+                "{}: the writer's session was closed; opening a new one", self.label);
+            self.drop_session();
+        }
+        let session = match &mut self.session {
+            Some(session) => session,
+            None => {
+                let session = Session::open(&self.config, &self.label, self.identity.lease)?;
+                if self.lost {
+                    log::info!(target: LOG, "{}: the writer's session is open again", self.label);
+                    self.lost = false;
+                }
+                self.session.insert(session)
+            }
+        };
+        if let Some(canceller) = &self.canceller {
+            canceller.call_starts(session.client.cancel_token());
+        }
+        let result = work(session, &mut self.ids, &self.identity);
+        if let Some(canceller) = &self.canceller {
+            canceller.call_ends();
+        }
+        if let Err(error) = &result {
+            let broken = session.client.is_closed() || error.kind() == FailureKind::Unavailable;
+            if broken {
+                log::warn!(target: LOG,
+                    "{}: the writer's session is lost ({error}); a new one is opened at the \
+                     next attempt", self.label);
+                self.drop_session();
+            }
+        }
+        result
+    }
+
+    fn drop_session(&mut self) {
+        self.session = None;
+        self.lost = true;
+    }
+}
+
+impl WriteStore for PostgresWriter {
+    fn on_writer_thread(&mut self) {}
+
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        PostgresWriter::unfinished_jobs(self)
+    }
+
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        PostgresWriter::write_fenced(self, deletions, galaxies, false)
+    }
+
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        // A failed chunk leaves `progress` as it was: it may run again from scratch.
+        retry_serialization(|| PostgresWriter::create_chunk(self, galaxy, progress, max_systems))
+    }
+
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        retry_serialization(|| PostgresWriter::purge_chunk(self, name, max_systems))
+    }
+
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.ids.insert(name.to_owned(), ids.0);
+    }
+
+    fn forget_ids(&mut self, name: &str) {
+        self.ids.remove(name);
+    }
+
+    /// Nothing to do: the server checkpoints and vacuums on its own.
+    fn after_commit(&mut self) {}
+
+    /// Nothing to do: a session holds nothing between transactions, and the next call
+    /// opens one if it was lost.
+    fn maintain(&mut self, _idle: bool) {}
+
+    /// Closes the session. The galaxies still owned are released by
+    /// [`WriteStore::write_final_batch`], not here: a stop that could not save everything
+    /// keeps them until their leases run out.
+    fn finish(&mut self, _all_saved: bool) {
+        drop(self.canceller.take());
+        if let Some(session) = self.session.take() {
+            if let Err(error) = session.client.close() {
+                log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);
+            }
+        }
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.identity.lease)
+    }
+
+    fn own(&mut self, name: &str, epoch: Epoch) {
+        self.disowned.remove(name);
+        self.owned.insert(name.to_owned(), epoch);
+    }
+
+    fn owns(&self, name: &str) -> bool {
+        self.owned.contains_key(name)
+    }
+
+    fn renew_leases(&mut self) -> Result<Vec<LostGalaxy>, StoreError> {
+        PostgresWriter::renew_leases(self)
+    }
+
+    fn orphaned_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        PostgresWriter::orphaned_jobs(self)
+    }
+
+    fn disown(&mut self, names: &[String]) {
+        PostgresWriter::disown(self, names)
+    }
+
+    fn write_final_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        PostgresWriter::write_fenced(self, deletions, galaxies, true)
+    }
+}
