@@ -30,10 +30,10 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 /// The tests' throwaway PostgreSQL cluster, for section 10 (started with `fsync` on).
-#[path = "../tests/common/postgres.rs"]
+#[path = "../../tests/common/postgres.rs"]
 mod pg_cluster;
 
-const SCHEMA: &str = include_str!("../sql/sqlite/0001_initial.sql");
+const SCHEMA: &str = include_str!("../../sql/sqlite/0001_initial.sql");
 const KINDS: [StructureKind; 5] = StructureKind::ALL;
 
 /// Every structure configured; builds complete after `build_time` ticks.
@@ -1801,8 +1801,8 @@ fn edge_idle(dir: &Path, idle: usize, rounds: usize, probes: usize) -> IdleResul
 
 /// The project's PostgreSQL migrations, which the floors run as the engine does.
 const PG_MIGRATIONS: [&str; 2] = [
-    include_str!("../sql/postgres/0001_initial.sql"),
-    include_str!("../sql/postgres/0002_galaxy_jobs.sql"),
+    include_str!("../../sql/postgres/0001_initial.sql"),
+    include_str!("../../sql/postgres/0002_galaxy_jobs.sql"),
 ];
 
 /// Structure rows as the engine writes them: an update by the unique key and an insert of
