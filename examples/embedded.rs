@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let temporary = tempfile::tempdir()?;
     let path = kept.unwrap_or_else(|| temporary.path().join("embedded.db"));
 
-    // The environment's settings (CONTRACT §4), pointed at our file with a short batch
+    // The environment's settings (README, *Configuration*), pointed at our file with a short batch
     // window; a program may equally build `Settings` itself.
     let mut settings = Settings::from_env()?;
     settings.database = DatabaseUrl::File(path.clone());

@@ -39,8 +39,9 @@ use crate::systemd::Notifier;
 // public.
 pub use crate::persistence::backup::BackupError;
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
-pub use crate::persistence::writer::{PersistError, ShutdownReport};
-pub use crate::store::{FailureKind, Owner, StoreError, StoreFailure};
+pub use crate::persistence::writer::{FlushReport, PersistError};
+use crate::store::StoreError;
+pub use crate::store::{FailureKind, Owner, StoreFailure};
 
 /// Why an application operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ pub enum AppError {
     #[error(transparent)]
     Persistence(#[from] PersistError),
     #[error("database error: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreFailure),
     #[error("there is no database file to back up (persistence is off or in memory)")]
     NoDatabase,
     #[error("the database {0} is PostgreSQL, which is backed up with its own tools: pg_dump for a logical copy, pg_basebackup with WAL archiving for a physical one (README, Operations); this daemon's backups copy SQLite files only")]
@@ -79,6 +80,13 @@ pub enum AppError {
     LeaseLapsed(String),
     #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
     MemoryOnly,
+}
+
+impl From<StoreError> for AppError {
+    /// A store's error reaches a caller as its kind and message.
+    fn from(error: StoreError) -> AppError {
+        AppError::Store(error.failure())
+    }
 }
 
 /// `POST /galaxies/{name}`'s answer.
@@ -161,8 +169,8 @@ struct Shared {
 impl AppState {
     /// Opens the database of `settings` and starts persistence, or a memory-only state when
     /// persistence is disabled. Errors leave nothing running.
-    pub fn open(settings: &Settings) -> Result<AppState, StoreError> {
-        AppState::open_notifying(settings, &Notifier::none())
+    pub fn open(settings: &Settings) -> Result<AppState, StoreFailure> {
+        AppState::open_notifying(settings, &Notifier::none()).map_err(|e| e.failure())
     }
 
     /// [`AppState::open`], telling `notifier` (systemd) that a long start-up check of the
@@ -349,7 +357,7 @@ impl AppState {
         self.shared.engine.as_ref().map(Engine::writer)
     }
 
-    /// Orders a build (CONTRACT §1) and schedules the change for saving.
+    /// Orders a build (README, *The game model in brief*) and schedules the change for saving.
     pub fn build(
         &self,
         name: &str,
@@ -519,10 +527,10 @@ impl AppState {
     /// The final flush, bounded by the shutdown timeout; what was left unsaved. After a
     /// clean one, the engine leaves the clean-shutdown marker that spares the next
     /// start-up a whole-file check. Safe to call more than once.
-    pub fn shutdown(&self) -> ShutdownReport {
+    pub fn shutdown(&self) -> FlushReport {
         match &self.shared.engine {
             Some(engine) => engine.shutdown(),
-            None => ShutdownReport::default(),
+            None => FlushReport::default(),
         }
     }
 
@@ -555,7 +563,7 @@ impl AppState {
         let target = backup_into(source, &dir, std::time::SystemTime::now())?;
         // Absolute, so the answer means the same to a client as to the daemon.
         let target = std::fs::canonicalize(&target).unwrap_or(target);
-        log::info!(target: "galactic_war::persistence",
+        log::info!(target: crate::logging::PERSISTENCE,
             "backup written to {} in {:?}", target.display(), started.elapsed());
         Ok(target)
     }
@@ -603,7 +611,7 @@ impl From<LifeError> for AppError {
             LifeError::Unknown(name) => AppError::UnknownGalaxy(name),
             LifeError::Exists(name) => AppError::GalaxyExists(name),
             LifeError::TooMany { limit } => AppError::TooManyGalaxies { limit },
-            LifeError::Store(error) => AppError::Store(error),
+            LifeError::Store(error) => AppError::Store(error.failure()),
             LifeError::Elsewhere { name, owner } => AppError::OwnedElsewhere { name, owner },
             LifeError::LeaseLapsed(name) => AppError::LeaseLapsed(name),
         }

@@ -66,7 +66,12 @@ Configuration comes from the environment:
   RUST_LOG                              log filter (info)
 ";
 
-/// Runs the command line `args` (without the program name); the exit status.
+/// Runs the `galactic-war` command line `args` (without the program name) and returns the
+/// process's exit status: with no arguments the daemon, configured from the environment,
+/// serving until SIGTERM or SIGINT; `check`, `backup`, `--help` and `--version` otherwise.
+/// It installs signal handlers and a logger, so it is for a program's `main` only: a
+/// program that embeds the game opens an [`crate::app::AppState`] or calls
+/// [`crate::serve::serve`] instead.
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         None => daemon(),

@@ -9,9 +9,11 @@
 //! not a decision. A manual clock never goes backwards, and all clones of it share one
 //! time.
 
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
 use parking_lot::Mutex;
 
 /// A cheap-to-clone source of `Instant`s: the system's, or a manual one.
@@ -21,7 +23,9 @@ pub struct Clock(Source);
 #[derive(Clone, Debug)]
 enum Source {
     System,
-    /// Starts at the real time it was made, then moves only by `advance`.
+    /// Starts at the real time it was made, then moves only by `advance` (the crate's
+    /// unit tests).
+    #[cfg(test)]
     Manual(Arc<Mutex<Instant>>),
 }
 
@@ -32,6 +36,7 @@ impl Clock {
     }
 
     /// A clock that stands still until [`Clock::advance`] moves it (for tests).
+    #[cfg(test)]
     pub fn manual() -> Clock {
         Clock(Source::Manual(Arc::new(Mutex::new(Instant::now()))))
     }
@@ -39,12 +44,14 @@ impl Clock {
     pub fn now(&self) -> Instant {
         match &self.0 {
             Source::System => Instant::now(),
+            #[cfg(test)]
             Source::Manual(now) => *now.lock(),
         }
     }
 
     /// Moves a manual clock (and its clones) forward by `by`; the system clock moves by
     /// itself, so there this does nothing.
+    #[cfg(test)]
     pub fn advance(&self, by: Duration) {
         if let Source::Manual(now) = &self.0 {
             let mut now = now.lock();

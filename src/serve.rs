@@ -28,13 +28,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::app::{self, AppError, AppState, PersistenceState, StoreError};
+use crate::app::{self, AppError, AppState, PersistenceState, StoreFailure};
 use crate::http::message::{Endpoint, EndpointAddr, Limits};
 use crate::http::metrics::HttpMetrics;
 use crate::http::routes::{Api, Role};
 use crate::http::server::HttpServer;
 use crate::persistence::backup::{default_dir, prune, remove_unfinished};
 use crate::settings::{DatabaseUrl, Settings, SettingsError};
+use crate::store::StoreError;
 
 // What a caller of `serve` hands it or gets back from it.
 pub use crate::http::listen::UnixBindError;
@@ -54,7 +55,7 @@ pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// see was started when one of these is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A variable of the environment does not parse (CONTRACT §4: exit 78).
+    /// A variable of the environment does not parse (README, *Configuration*: exit 78).
     #[error(transparent)]
     Settings(#[from] SettingsError),
     /// An address is taken or not ours to bind; before the database is opened, so a
@@ -74,7 +75,7 @@ pub enum StartError {
     /// daemon holds it, or a newer binary wrote it). Any other database error leaves the
     /// daemon running from memory, degraded.
     #[error(transparent)]
-    Database(StoreError),
+    Database(StoreFailure),
     #[error("cannot start the HTTP server: {0}")]
     Http(std::io::Error),
 }
@@ -103,7 +104,7 @@ impl StartError {
             StoreError::InUse { .. }
             | StoreError::OlderDaemon { .. }
             | StoreError::NewerSchema { .. }
-            | StoreError::PostgresConnect { .. } => Err(StartError::Database(error)),
+            | StoreError::PostgresConnect { .. } => Err(StartError::Database(error.failure())),
             other => Ok(other),
         }
     }
@@ -152,7 +153,7 @@ pub struct Listeners {
 pub struct ShutdownReport {
     /// The final flush's report: galaxies with unsaved systems, unsaved deletions, and
     /// the error that stopped the flush.
-    pub flush: app::ShutdownReport,
+    pub flush: app::FlushReport,
     /// Galaxies that lived in memory only (the database could not be used at start-up)
     /// and are lost with the process.
     pub lost: Vec<String>,
@@ -164,7 +165,7 @@ impl ShutdownReport {
         self.flush.all_saved() && self.lost.is_empty()
     }
 
-    /// The process's exit status: 0 only when everything was saved (CONTRACT §3).
+    /// The process's exit status: 0 only when everything was saved (README, *What is guaranteed, in plain words*).
     pub fn exit_code(&self) -> i32 {
         if self.all_saved() {
             EX_OK

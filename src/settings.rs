@@ -1,4 +1,4 @@
-//! Configuration from the environment (CONTRACT §4), parsed once into validated settings.
+//! Configuration from the environment (README, *Configuration*), parsed once into validated settings.
 //!
 //! Raw strings are read through a lookup function (the process environment in the daemon,
 //! a map in tests) and turned into typed values here; only [`Settings`] travels further. A
@@ -226,7 +226,7 @@ impl PersistenceSettings {
     }
 }
 
-/// How much the game may hold (CONTRACT §7, isolation).
+/// How much the game may hold (README, *Configuration*, the limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GalaxyLimits {
     /// `GWAR_MAX_GALAXY_SYSTEMS`: the largest galaxy a caller without the admin token may
@@ -278,7 +278,7 @@ pub struct SettingsError {
     pub reason: String,
 }
 
-/// The contract's defaults (CONTRACT §4): what an empty environment gives. Programs that
+/// The contract's defaults (README, *Configuration*): what an empty environment gives. Programs that
 /// link the library start from it and set what they need.
 impl Default for Settings {
     fn default() -> Self {

@@ -21,11 +21,13 @@
 //!   benchmarks serve from memory).
 
 use crate::app::{AppError, AppState};
+use crate::model::Galaxy;
 
 pub use crate::http::message::{Endpoint, Handler, Limits, Request, Response};
 pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
 pub use crate::http::server::HttpServer;
+pub use crate::model::changes::{Changes, RowMask};
 pub use crate::persistence::clean::{marker_path, take};
 pub use crate::persistence::writer::WriterHandle;
 pub use crate::store::postgres::{PostgresReader, PostgresWriter};
@@ -88,5 +90,24 @@ impl WriterHandle {
                 .downcast_mut::<PostgresWriter>()
                 .map(work)
         })
+    }
+}
+
+/// The change tracking of a galaxy, which the engine consumes (not the game's API): for
+/// the benches' hand-written floors and the model's properties. `use` it to call these.
+pub trait GalaxyInternals {
+    /// Systems changed since the last take, with the rows of each.
+    fn unsaved_changes(&self) -> &Changes;
+    /// Takes the unsaved changes, leaving none.
+    fn take_unsaved_changes(&mut self) -> Changes;
+}
+
+impl GalaxyInternals for Galaxy {
+    fn unsaved_changes(&self) -> &Changes {
+        self.changes()
+    }
+
+    fn take_unsaved_changes(&mut self) -> Changes {
+        self.take_changes()
     }
 }

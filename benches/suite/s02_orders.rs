@@ -7,6 +7,7 @@ use std::time::Instant;
 use galactic_war::app::AppState;
 use galactic_war::model::{StructureKind, System};
 use galactic_war::settings::Settings;
+use galactic_war::testing::GalaxyInternals;
 use serde_json::{json, Map, Value};
 
 use crate::floor::Floor;
@@ -21,14 +22,14 @@ pub fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f
 
     let mut galaxy = orders_galaxy(systems);
     let mut floor = Floor::create(&dir.join(format!("orders-floor-{batch}.db")), &galaxy);
-    galaxy.take_changes();
+    galaxy.take_unsaved_changes();
     let started = Instant::now();
     for chunk in stream.chunks(batch as usize) {
         for &(tick, index, kind) in chunk {
             let (x, y) = places[index];
             let _ = galaxy.build(tick, x, y, kind);
         }
-        let changed = galaxy.take_changes();
+        let changed = galaxy.take_unsaved_changes();
         let rows: Vec<(usize, &System)> = changed
             .iter()
             .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::{StructureKind, System};
-use galactic_war::testing::{AppInternals, ReadStore};
+use galactic_war::testing::{AppInternals, GalaxyInternals, ReadStore};
 use serde_json::{json, Map, Value};
 
 use crate::harness::{
@@ -99,7 +99,7 @@ fn pg_orders(cluster: &pg_cluster::Cluster, systems: u64, orders: u64, batch: u6
     let places = coords(&app, name);
     let mut galaxy = orders_galaxy(systems);
     let mut floor = PgFloor::create(&cluster.database().url(), &galaxy, 90);
-    galaxy.take_changes();
+    galaxy.take_unsaved_changes();
     pg_checkpoint(cluster);
     let (mut engine, mut floor_spent) = (Duration::ZERO, Duration::ZERO);
     for chunk in stream.chunks(batch as usize) {
@@ -115,7 +115,7 @@ fn pg_orders(cluster: &pg_cluster::Cluster, systems: u64, orders: u64, batch: u6
             let (x, y) = places[index];
             let _ = galaxy.build(tick, x, y, kind);
         }
-        let changed = galaxy.take_changes();
+        let changed = galaxy.take_unsaved_changes();
         let rows: Vec<(usize, &System)> = changed
             .iter()
             .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))

@@ -1,6 +1,6 @@
 -- The seed's four tables, as in sql/sqlite/0001_initial.sql: the same names, columns and
 -- constraints, in PostgreSQL's types (BIGINT, TEXT, TIMESTAMPTZ), plus
--- systems.current_tick and the index on events(system_id, completion_tick) (CONTRACT §2).
+-- systems.current_tick and the index on events(system_id, completion_tick) (README, *Layout* and `sql/`).
 --
 -- fillfactor 90 on the tables every batch updates (systems, galaxies, structures): an
 -- update that touches no indexed column (resources, ticks, levels, updated_at) is then a

@@ -1,6 +1,6 @@
 -- The seed's four tables, plus systems.current_tick (the tick the stored resources belong
 -- to) and an index on events(system_id, completion_tick): without it every event delete
--- scans the table (CONTRACT §2).
+-- scans the table (README, *Layout* and `sql/`).
 
 CREATE TABLE galaxies (
     name TEXT PRIMARY KEY,

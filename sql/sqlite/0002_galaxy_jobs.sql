@@ -1,6 +1,6 @@
 -- Galaxies whose creation or deletion is not finished. Both are written in bounded chunks,
 -- each its own transaction, so that no other galaxy's batch waits behind a large one
--- (CONTRACT §7, isolation). A galaxy with a row here is invisible: loads, listings and
+-- (README, *Configuration*, the limits). A galaxy with a row here is invisible: loads, listings and
 -- existence checks skip it. 'creating': its rows are still being written; the last chunk
 -- deletes this row in the same transaction, which is the moment the galaxy exists.
 -- 'deleting': the deletion is committed (this row is what makes it durable); the rows

@@ -63,7 +63,7 @@ impl From<AppError> for ApiError {
             | AppError::Backup(BackupError::InProgress { .. }) => 409,
             // A lock held elsewhere (another daemon's fence on a galaxy being taken) or a
             // server database out of reach: gone in a moment, so worth a retry.
-            AppError::Store(store) if transient(store.kind()) => 503,
+            AppError::Store(store) if transient(store.kind) => 503,
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {
@@ -74,7 +74,7 @@ impl From<AppError> for ApiError {
             AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
             // Renewals come every third of the lease, and fail over quickly.
             AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
-            AppError::Store(store) if transient(store.kind()) => {
+            AppError::Store(store) if transient(store.kind) => {
                 api_error.headers.push(("Retry-After", "1".to_owned()))
             }
             _ => {}

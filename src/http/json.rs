@@ -1,4 +1,4 @@
-//! The JSON bodies of CONTRACT §5: what goes on the wire, built from the model's and the
+//! The JSON bodies of the API (README, *The HTTP API*): what goes on the wire, built from the model's and the
 //! application's plain values, which know nothing of JSON.
 //!
 //! Every shape here borrows what it shows and serialises it in place: a sequence or a map

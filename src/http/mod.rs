@@ -7,7 +7,7 @@
 //! - `conn`: a connection, its socket and buffers, and a request assembled from its bytes.
 //! - `parse`: request heads and bodies (`Content-Length` or chunked), incrementally.
 //! - `worker`: runs handlers and writes responses (with their `Date`).
-//! - [`routes`]: the API of CONTRACT §5 on top of [`crate::app::AppState`].
+//! - [`routes`]: the API (README, *The HTTP API*) on top of [`crate::app::AppState`].
 //! - `error`: the API's refusals, and the one place where errors become statuses.
 //! - `url`: a request target's path segments and query pairs, percent-decoded.
 //! - [`json`]: the JSON bodies of the answers, built from the model's and the app's plain

@@ -1,4 +1,4 @@
-//! The HTTP API of CONTRACT §5: routing, admin access, and how a refusal is answered on
+//! The HTTP API (README, *The HTTP API*): routing, admin access, and how a refusal is answered on
 //! each listener (the statuses themselves are decided in [`super::error`]; reading a
 //! request target, in [`super::url`]).
 //!
@@ -786,7 +786,7 @@ mod tests {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
             None,
         );
-        let busy = AppError::Store(crate::app::StoreError::Sqlite {
+        let busy = AppError::from(crate::store::StoreError::Sqlite {
             context: "take",
             source: busy,
         });
@@ -795,7 +795,7 @@ mod tests {
             (answer.status, header(&answer, "Retry-After")),
             (503, Some("1"))
         );
-        let broken = AppError::Store(crate::app::StoreError::Inconsistent {
+        let broken = AppError::from(crate::store::StoreError::Inconsistent {
             galaxy: "g".into(),
             reason: "r".into(),
         });

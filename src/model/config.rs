@@ -1,4 +1,4 @@
-//! Galaxy configurations: the TOML shape of CONTRACT §1, its presets, and validation.
+//! Galaxy configurations: the TOML shape of the README's *The game model in brief*, its presets, and validation.
 //!
 //! Parsing happens in two stages: [`GalaxyConfig`] is the raw TOML document (kept so it can
 //! be stored and serialised back), [`Rules`] is the validated form the game runs on, with

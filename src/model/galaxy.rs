@@ -149,7 +149,7 @@ impl Galaxy {
 
     /// Rebuilds a galaxy from stored parts, checking everything the game relies on. The
     /// result has no unsaved changes.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         name: &str,
         config: GalaxyConfig,
         tick: u64,
@@ -222,18 +222,18 @@ impl Galaxy {
     }
 
     /// Systems changed since the last [`Galaxy::take_changes`].
-    pub fn changes(&self) -> &Changes {
+    pub(crate) fn changes(&self) -> &Changes {
         &self.changes
     }
 
     /// Takes the unsaved changes, leaving none: the caller now owns saving them.
-    pub fn take_changes(&mut self) -> Changes {
+    pub(crate) fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
     }
 
     /// Records every row of every system as changed, so the next save rewrites the galaxy
     /// in full (after its stored rows were restored or repaired by hand, say).
-    pub fn mark_all_changed(&mut self) {
+    pub(crate) fn mark_all_changed(&mut self) {
         let every_row = RowMask::new_system(&self.rules);
         for index in 0..self.systems.len() {
             self.changes.mark(index as u32, every_row);
@@ -242,12 +242,12 @@ impl Galaxy {
 
     /// Drops the unsaved changes (nothing will save them), keeping the set's memory for
     /// the next ones: with persistence off this runs after every order.
-    pub fn forget_changes(&mut self) {
+    pub(crate) fn forget_changes(&mut self) {
         self.changes.clear();
     }
 
     /// Gives back changes whose save failed, so they are saved later.
-    pub fn restore_changes(&mut self, changes: Changes) {
+    pub(crate) fn restore_changes(&mut self, changes: Changes) {
         self.changes.merge(changes);
     }
 

@@ -50,11 +50,9 @@ pub enum BackupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("backup of {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    /// The database refused the copy; its message (the driver's error stays inside).
+    #[error("backup of {path}: {message}")]
+    Database { path: PathBuf, message: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
@@ -216,7 +214,10 @@ fn journal_of(path: &Path) -> PathBuf {
 fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
     let sqlite = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| BackupError::Sqlite { path, source }
+        move |source: rusqlite::Error| BackupError::Database {
+            path,
+            message: source.to_string(),
+        }
     };
     let from = open_to_read(source).map_err(sqlite(source))?;
     let mut to = Connection::open(partial).map_err(sqlite(partial))?;
@@ -233,12 +234,13 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), BackupError> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             _ => {
-                return Err(BackupError::Sqlite {
+                return Err(BackupError::Database {
                     path: source.to_path_buf(),
-                    source: rusqlite::Error::SqliteFailure(
+                    message: rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                         Some("the database stayed busy".into()),
-                    ),
+                    )
+                    .to_string(),
                 })
             }
         }

@@ -1,6 +1,6 @@
 //! The clean-shutdown marker: how a start-up after a clean stop skips the whole-file check.
 //!
-//! Start-up must find a damaged database before anything writes to it (CONTRACT §3: it is
+//! Start-up must find a damaged database before anything writes to it (README, *What is guaranteed, in plain words*: it is
 //! left untouched and the daemon runs from memory). `PRAGMA quick_check` finds it, but
 //! reads every page: minutes on a database of several GB, longer than systemd lets a
 //! service start. So the full check runs only when the file may have been left in a state
@@ -47,10 +47,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::writer::ShutdownReport;
+use super::writer::FlushReport;
 use crate::store::sqlite::{StartupCheck, SCHEMA_VERSION};
 
-const LOG: &str = "galactic_war::persistence";
+use crate::logging::PERSISTENCE as LOG;
 
 /// The first line of a marker: what it is, and its format's version.
 const HEADER: &str = "galactic-war clean shutdown 1";
@@ -299,7 +299,7 @@ impl CleanShutdown {
     }
 
     /// After the writer thread has ended with `report`: the marker, if everything was saved.
-    pub(crate) fn after_shutdown(&self, report: &ShutdownReport) {
+    pub(crate) fn after_shutdown(&self, report: &FlushReport) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
         }

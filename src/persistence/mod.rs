@@ -1,4 +1,4 @@
-//! The write-behind persistence engine (CONTRACT §2–§3).
+//! The write-behind persistence engine (README, *What is guaranteed, in plain words*).
 //!
 //! The seam to a database is [`crate::store`], the floor below: what the writer needs
 //! ([`WriteStore`](crate::store::WriteStore)) and what a load needs
@@ -53,7 +53,7 @@ use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
-use writer::{ShutdownReport, WriterDatabase, WriterHandle};
+use writer::{FlushReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
 pub struct Engine {
@@ -153,7 +153,7 @@ impl Engine {
             name: "writer",
             source,
         })?;
-        log::info!(target: "galactic_war::persistence",
+        log::info!(target: crate::logging::PERSISTENCE,
         "persistence on {} (coalescing {}, auto-save every {:?}, {})",
         url.label(),
         if settings.write_coalescing { format!("{:?}", settings.coalescing_delay) } else { "off".to_owned() },
@@ -197,7 +197,7 @@ impl Engine {
     /// The final flush, bounded by the shutdown timeout; once the writer thread has ended
     /// with everything saved, the clean-shutdown marker (see [`clean`]). Safe to call more
     /// than once; later calls report nothing new and write nothing.
-    pub fn shutdown(&self) -> ShutdownReport {
+    pub fn shutdown(&self) -> FlushReport {
         let report = self.writer.shutdown();
         if let Some(clean) = &self.clean {
             clean.after_shutdown(&report);
@@ -216,9 +216,9 @@ impl Engine {
         let sent = Instant::now();
         let claim = claims.store.take(name)?;
         match &claim {
-            Claim::Owned { epoch } => log::debug!(target: "galactic_war::persistence",
+            Claim::Owned { epoch } => log::debug!(target: crate::logging::PERSISTENCE,
                 "galaxy '{name}' taken (epoch {epoch})"),
-            Claim::Elsewhere(owner) => log::debug!(target: "galactic_war::persistence",
+            Claim::Elsewhere(owner) => log::debug!(target: crate::logging::PERSISTENCE,
                 "galaxy '{name}' is owned by {} at {}", owner.id, owner.url),
             Claim::Missing => {}
         }
@@ -243,7 +243,7 @@ impl Engine {
             readers.with(Purpose::Load, |store| store.load_galaxy_with_ids(name))?
         };
         if let Some((galaxy, _)) = &read {
-            log::info!(target: "galactic_war::persistence",
+            log::info!(target: crate::logging::PERSISTENCE,
                 "galaxy '{name}' loaded ({} systems, {:?})", galaxy.systems().len(), started.elapsed());
             self.metrics
                 .galaxies_loaded_total

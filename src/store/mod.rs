@@ -58,6 +58,8 @@ pub enum FailureKind {
     /// A galaxy of that name exists already (PostgreSQL: another daemon created it at
     /// the same time): a creation answers as for any name taken.
     Exists,
+    /// Another galactic-war process holds the database (found at start-up).
+    InUse,
     /// Anything else (opening, locking, a thread, an unexpected database error).
     Other,
 }
@@ -193,8 +195,8 @@ impl StoreError {
             StoreError::SameAddress { .. } | StoreError::OwnershipLocked(_) => FailureKind::Busy,
             StoreError::Unreachable(_) => FailureKind::Unavailable,
             StoreError::Exists(_) => FailureKind::Exists,
+            StoreError::InUse { .. } => FailureKind::InUse,
             StoreError::CreateDir { .. }
-            | StoreError::InUse { .. }
             | StoreError::Lock { .. }
             | StoreError::OlderDaemon { .. }
             | StoreError::Thread { .. } => FailureKind::Other,
@@ -208,6 +210,12 @@ impl StoreError {
             message: self.to_string(),
         }
     }
+}
+
+/// A count or tick as both stores keep it: the model keeps them at most `i64::MAX`;
+/// saturate rather than wrap if that ever broke.
+pub(crate) fn stored_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Creates the directories a database file at `path` needs.

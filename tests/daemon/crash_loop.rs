@@ -1,6 +1,6 @@
 //! The crash loop: start the real daemon, let several clients order across galaxies,
 //! SIGKILL it at a random moment (sometimes during start-up), restart, and check the
-//! promises of CONTRACT §3 on what survived.
+//! promises of the README's *What is guaranteed, in plain words* on what survived.
 //!
 //! `GWAR_CRASH_CYCLES` sets the number of cycles (20 by default, as in CI); a soak run is
 //! `GWAR_CRASH_CYCLES=300 cargo test --release --test daemon crash_loop -- --nocapture`.

@@ -1,4 +1,4 @@
-//! One actor pushes hard on the writer while another must still be served (CONTRACT §7,
+//! One actor pushes hard on the writer while another must still be served (README, *Configuration*,
 //! isolation): a large galaxy created or deleted beside play, with the loss window, the
 //! watchdog and shutdown checked for the others.
 //!

@@ -417,7 +417,7 @@ pub struct Survivors {
     pub must_survive: usize,
 }
 
-/// Checks the promises of CONTRACT §3 on a galaxy of [`COUNTING_CONFIG`] after a kill at
+/// Checks the promises of the README's *What is guaranteed, in plain words* on a galaxy of [`COUNTING_CONFIG`] after a kill at
 /// `killed_at`: the survivors are exactly the first orders sent (the consistent cut), no
 /// more than were sent, and include every order acknowledged more than `window` before.
 pub fn check_survivors(

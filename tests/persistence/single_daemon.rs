@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 
-use galactic_war::app::{AppState, StoreError};
+use galactic_war::app::{AppState, FailureKind};
 
 use crate::util::TestDb;
 
@@ -53,7 +53,7 @@ fn spawn_holder(db: &TestDb) -> Child {
 
 fn assert_refused(db: &TestDb) {
     match AppState::open(&db.settings(|_| {})) {
-        Err(err @ StoreError::InUse { .. }) => {
+        Err(err) if err.kind == FailureKind::InUse => {
             assert!(err.to_string().contains("in use by another"), "{err}")
         }
         Err(other) => panic!("expected InUse, got {other}"),

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::jobs::Created;
 use super::message::{Message, WriterDatabase};
-use super::report::{PersistError, ShutdownReport, LOG};
+use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Losses, Writer};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
@@ -38,7 +38,7 @@ pub struct WriterHandle {
     /// Set at shutdown, so a batch waiting on a locked database gives up in time.
     busy_deadline: Arc<BusyDeadline>,
     /// What the final flush left unsaved, once it ran.
-    report: Mutex<Option<ShutdownReport>>,
+    report: Mutex<Option<FlushReport>>,
     /// The writer's clock, for the deadlines of flushes and shutdown.
     clock: Clock,
     /// What a shutdown reports when the writer cannot answer.
@@ -168,7 +168,7 @@ impl WriterHandle {
 
     /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
     /// call more than once: later calls (which wait for the first) return its report.
-    pub fn shutdown(&self) -> ShutdownReport {
+    pub fn shutdown(&self) -> FlushReport {
         let mut running = self.thread.lock();
         let Some(thread) = running.take() else {
             return self.report.lock().clone().unwrap_or_default();
@@ -206,8 +206,8 @@ impl WriterHandle {
 
     /// What memory still holds unsaved, when the writer cannot say: the galaxies with
     /// changes (those in a batch in flight included) and the deletions not committed.
-    fn report_without_writer(&self, error: PersistError) -> ShutdownReport {
-        ShutdownReport {
+    fn report_without_writer(&self, error: PersistError) -> FlushReport {
+        FlushReport {
             unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
             lost: self.losses.lock().clone(),

@@ -2,7 +2,7 @@
 //!
 //! A bulk job advances one chunk (one transaction) per turn of the writer's loop, between
 //! ordinary batches, so no galaxy's batch waits behind another galaxy's creation or
-//! deletion for more than one chunk (CONTRACT §7). Chunks are sized by time: each one
+//! deletion for more than one chunk (README, *Operations*). Chunks are sized by time: each one
 //! aims at [`CHUNK_TARGET`] of writer time, adapting to the disk and the machine. Jobs
 //! run one chunk at a time, oldest first, with two twists: a creation runs to its end
 //! once begun (so a galaxy's systems get one range of row ids, which loads rely on, see
@@ -139,7 +139,7 @@ impl Creation {
             self.galaxy.systems().len(),
             self.started.elapsed(),
         );
-        log::info!(target: "galactic_war::persistence",
+        log::info!(target: crate::logging::PERSISTENCE,
             "galaxy '{name}' created and saved ({systems} systems, {took:?})");
         let created = Created {
             galaxy: self.galaxy,
@@ -257,7 +257,7 @@ impl Jobs {
                     self.let_others_pass(&name);
                     return Ok((stats, None));
                 }
-                log::debug!(target: "galactic_war::persistence",
+                log::debug!(target: crate::logging::PERSISTENCE,
                     "galaxy '{name}': its {removed} systems are removed from the database");
                 // The front job, just borrowed: this purge.
                 let finished = match self.queue.pop_front() {
@@ -287,7 +287,7 @@ impl Jobs {
                     let (written, total) =
                         (creation.progress.written, creation.galaxy.systems().len());
                     let name = creation.refuse(PersistError::Stopped);
-                    log::warn!(target: "galactic_war::persistence",
+                    log::warn!(target: crate::logging::PERSISTENCE,
                         "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
                          it was not created, and what was written is removed at the next start");
                 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::jobs::CreationReply;
-use super::report::{PersistError, ShutdownReport};
+use super::report::{FlushReport, PersistError};
 use crate::galaxies::GalaxyCell;
 use crate::model::Galaxy;
 use crate::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreWork, WriteStore};
@@ -44,7 +44,7 @@ pub(crate) enum Message {
     },
     Shutdown {
         deadline: Instant,
-        reply: Sender<ShutdownReport>,
+        reply: Sender<FlushReport>,
     },
     /// Work on the writer's store itself, between batches (maintenance, fault injection).
     Exec(StoreWork),

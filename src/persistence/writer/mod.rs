@@ -69,4 +69,4 @@ mod tests;
 
 pub use handle::WriterHandle;
 pub(crate) use message::WriterDatabase;
-pub use report::{PersistError, ShutdownReport};
+pub use report::{FlushReport, PersistError};

@@ -1,12 +1,12 @@
 //! What the writer answers: why a flush, creation or shutdown did not save everything
-//! ([`PersistError`]), and what a shutdown left unsaved ([`ShutdownReport`]); and the log
+//! ([`PersistError`]), and what a shutdown left unsaved ([`FlushReport`]); and the log
 //! target every file of the writer logs under. A leaf: it names nothing else of the writer,
 //! so the handle, the loop and the jobs all share it without a circle.
 
 use crate::store::StoreFailure;
 
 /// The log target of everything the writer (and the engine around it) logs.
-pub(crate) const LOG: &str = "galactic_war::persistence";
+pub(crate) use crate::logging::PERSISTENCE as LOG;
 
 /// Why a flush, creation or shutdown did not save everything. A store's failure keeps its
 /// kind ([`StoreFailure::kind`]: busy, full, file gone, inconsistent…) across the thread.
@@ -26,7 +26,7 @@ pub enum PersistError {
 
 /// What the final flush left unsaved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
+pub struct FlushReport {
     /// Galaxies with unsaved systems, and how many, sorted by name.
     pub unsaved: Vec<(String, usize)>,
     /// Deletions that never reached the database.
@@ -38,7 +38,7 @@ pub struct ShutdownReport {
     pub error: Option<PersistError>,
 }
 
-impl ShutdownReport {
+impl FlushReport {
     pub fn all_saved(&self) -> bool {
         self.unsaved.is_empty()
             && self.unsaved_deletions.is_empty()

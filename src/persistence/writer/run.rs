@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use super::jobs::{Creation, Finished};
 use super::lanes::Lane;
 use super::message::Message;
-use super::report::{PersistError, ShutdownReport, LOG};
+use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Pending, Ticket, TicketReply, Writer};
 use crate::store::StoreError;
 
@@ -80,7 +80,7 @@ impl Writer {
     }
 
     /// The end of the thread: creations stop, the report goes out.
-    pub(super) fn finish(&mut self, reply: Sender<ShutdownReport>) {
+    pub(super) fn finish(&mut self, reply: Sender<FlushReport>) {
         self.jobs.cancel_creations();
         for name in self.jobs.purges() {
             log::info!(target: LOG, "galaxy '{name}' is deleted; its remaining rows are removed at the next start");
@@ -383,7 +383,7 @@ impl Writer {
 
     /// What is still unsaved (every galaxy whose change set is not empty), and what was
     /// dropped with galaxies another daemon took.
-    pub(super) fn report(&self) -> ShutdownReport {
+    pub(super) fn report(&self) -> FlushReport {
         let unsaved = self.galaxies.unsaved();
         let lost = self.losses.lock().clone();
         let error = if !unsaved.is_empty() || !self.deletions.is_empty() {
@@ -397,7 +397,7 @@ impl Writer {
         } else {
             None
         };
-        ShutdownReport {
+        FlushReport {
             unsaved,
             unsaved_deletions: self.deletions.clone(),
             lost,

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::jobs::Jobs;
 use super::message::{Message, WriterDatabase};
 use super::quarantine::Quarantine;
-use super::report::{PersistError, ShutdownReport, LOG};
+use super::report::{FlushReport, PersistError, LOG};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::persistence::metrics::Metrics;
@@ -33,7 +33,7 @@ pub(super) struct Pending {
 
 pub(super) enum TicketReply {
     Flush(Sender<Result<u64, PersistError>>),
-    Shutdown(Sender<ShutdownReport>),
+    Shutdown(Sender<FlushReport>),
 }
 
 pub(super) struct Ticket {
@@ -112,7 +112,7 @@ pub(super) struct Writer {
     pub(super) last_commit: Option<Instant>,
     /// Every galaxy lost with unsaved changes since the start (see `ownership`).
     pub(super) losses: Losses,
-    pub(super) exit: Option<Sender<ShutdownReport>>,
+    pub(super) exit: Option<Sender<FlushReport>>,
 }
 
 impl Writer {

@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::message::{Message, WriterDatabase};
-use super::report::{PersistError, ShutdownReport};
+use super::report::{FlushReport, PersistError};
 use super::state::Writer;
 use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
@@ -369,7 +369,7 @@ impl Rig {
     }
 
     /// Asks the writer to stop, as the daemon does at shutdown.
-    fn shutdown(&self, deadline: Duration) -> Receiver<ShutdownReport> {
+    fn shutdown(&self, deadline: Duration) -> Receiver<FlushReport> {
         let (reply, report) = bounded(1);
         let deadline = self.clock.now() + deadline;
         self.tx.send(Message::Shutdown { deadline, reply }).unwrap();

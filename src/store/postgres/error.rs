@@ -9,7 +9,7 @@ use ::postgres::error::SqlState;
 
 use super::super::{DriverError, FailureKind, StoreError};
 
-pub(super) const LOG: &str = "galactic_war::persistence";
+pub(super) use crate::logging::PERSISTENCE as LOG;
 
 pub(super) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;

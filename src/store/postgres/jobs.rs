@@ -23,12 +23,13 @@ use std::collections::HashMap;
 use ::postgres::error::SqlState;
 use ::postgres::Transaction;
 
+use super::super::stored_int;
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, StoredSystem, WriteStats};
 use super::error::{retry_serialization, Context, LOG};
 use super::identity::Identity;
 use super::owners::{self, Fence};
 use super::session::{Prepared, Session};
-use super::write::{int, EventRows, StructureRows};
+use super::write::{EventRows, StructureRows};
 use super::writer::PostgresWriter;
 use crate::model::System;
 
@@ -270,7 +271,7 @@ fn insert_galaxy(
 ) -> Result<u64, StoreError> {
     let inserted = tx.execute(
         "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
-        &[&galaxy.name, &galaxy.config_toml, &int(galaxy.tick)],
+        &[&galaxy.name, &galaxy.config_toml, &stored_int(galaxy.tick)],
     );
     match inserted {
         Ok(_) => {}
@@ -307,7 +308,10 @@ fn insert_systems(
     chunk: &[System],
 ) -> Result<Vec<(i64, i64, i64)>, StoreError> {
     let column = |value: fn(&System) -> u64| -> Vec<i64> {
-        chunk.iter().map(|system| int(value(system))).collect()
+        chunk
+            .iter()
+            .map(|system| stored_int(value(system)))
+            .collect()
     };
     let statement = prepared.get(tx, INSERT_SYSTEMS)?;
     let inserted = tx

@@ -73,7 +73,7 @@ const OPTIONAL_SERVER_SETTINGS: &[&str] = &[
 ];
 
 /// The writer waits this long for a row or table lock held by another session before its
-/// statement fails as busy: the same bound as SQLite's busy timeout (CONTRACT §3).
+/// statement fails as busy: the same bound as SQLite's busy timeout (README, *What is guaranteed, in plain words*).
 const LOCK_TIMEOUT: &str = "5s";
 
 /// The session settings of `url` for the engine: its name (`name`), timeouts and

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{GenericClient, Transaction};
 
-use super::super::{GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats};
+use super::super::{stored_int, GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats};
 use super::error::{serialization_failure, Context};
 use super::identity::Identity;
 use super::owners::{self, Fence};
@@ -72,11 +72,6 @@ const WRITE_EVENTS: &str = "WITH deleted AS (
 const FETCH_IDS: &str = "SELECT s.id, s.x, s.y, e.id FROM systems s
      LEFT JOIN events e ON e.system_id = s.id
      WHERE s.galaxy_name = $1 ORDER BY s.x, s.y";
-
-/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
-pub(super) fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
 
 /// How many times a batch that met a serialization failure (40001: a distributed
 /// database's serializable transactions, never PostgreSQL's read committed ones) is run
@@ -257,7 +252,7 @@ impl EventRows {
         match (stored.event, system.build) {
             (Some(event), Some(build)) => {
                 self.update_ids.push(event);
-                self.update_ticks.push(int(build.completion_tick));
+                self.update_ticks.push(stored_int(build.completion_tick));
                 self.update_types.push(build.structure.as_str());
             }
             (Some(event), None) => {
@@ -266,7 +261,7 @@ impl EventRows {
             }
             (None, Some(build)) => {
                 self.insert_systems.push(stored.id);
-                self.insert_ticks.push(int(build.completion_tick));
+                self.insert_ticks.push(stored_int(build.completion_tick));
                 self.insert_types.push(build.structure.as_str());
             }
             (None, None) => return 0,
@@ -347,7 +342,7 @@ fn build_rows(
     for (at, galaxy) in galaxies.iter().enumerate() {
         if let Some(tick) = galaxy.tick {
             rows.tick_names.push(galaxy.name.clone());
-            rows.ticks.push(int(tick));
+            rows.ticks.push(stored_int(tick));
         }
         if galaxy.systems.is_empty() {
             continue;
@@ -367,10 +362,10 @@ fn build_rows(
             if row.rows.contains(RowMask::SYSTEM) {
                 let r = system.resources;
                 rows.system_ids.push(stored.id);
-                rows.metal.push(int(r.metal));
-                rows.crew.push(int(r.crew));
-                rows.water.push(int(r.water));
-                rows.current_tick.push(int(system.tick));
+                rows.metal.push(stored_int(r.metal));
+                rows.crew.push(stored_int(r.crew));
+                rows.water.push(stored_int(r.water));
+                rows.current_tick.push(stored_int(system.tick));
             }
             rows.structures.push(stored.id, system, row.rows);
             if row.rows.contains(RowMask::EVENTS) {

@@ -30,7 +30,7 @@ use super::busy;
 use super::db::Db;
 use crate::settings::Synchronous;
 
-const LOG: &str = "galactic_war::persistence";
+use crate::logging::PERSISTENCE as LOG;
 
 /// What a checkpoint may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

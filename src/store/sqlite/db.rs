@@ -16,7 +16,7 @@ use super::super::{DriverError, FailureKind, StoreError};
 use crate::settings::Synchronous;
 
 /// SQLite waits this long for a lock held by another connection before failing with
-/// SQLITE_BUSY (CONTRACT §3: at most 5 s, so a locked database shows within seconds).
+/// SQLITE_BUSY (README, *What is guaranteed, in plain words*: at most 5 s, so a locked database shows within seconds).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) trait Context<T> {
@@ -71,11 +71,6 @@ impl FileIdentity {
             inode: meta.ino(),
         })
     }
-}
-
-/// Values the model keeps at most `i64::MAX`; saturate rather than wrap if that ever broke.
-pub(super) fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl Db {

@@ -16,9 +16,10 @@
 
 use rusqlite::params;
 
+use super::super::stored_int;
 use super::super::StoreError;
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
-use super::db::{int, Context};
+use super::db::Context;
 use super::write::RowWriter;
 use super::writer::SqliteWriter;
 
@@ -47,7 +48,11 @@ impl SqliteWriter {
         if from == 0 {
             tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| {
-                    stmt.execute(params![galaxy.name, galaxy.config_toml, int(galaxy.tick)])
+                    stmt.execute(params![
+                        galaxy.name,
+                        galaxy.config_toml,
+                        stored_int(galaxy.tick)
+                    ])
                 })
                 .context("inserting a galaxy")?;
             tx.prepare_cached("INSERT INTO galaxy_jobs (name, job) VALUES (?1, 'creating')")
@@ -70,10 +75,10 @@ impl SqliteWriter {
                         galaxy.name,
                         system.x,
                         system.y,
-                        int(r.metal),
-                        int(r.crew),
-                        int(r.water),
-                        int(system.tick)
+                        stored_int(r.metal),
+                        stored_int(r.crew),
+                        stored_int(r.water),
+                        stored_int(system.tick)
                     ])
                     .context("inserting a system")?;
                 let mut stored = StoredSystem {

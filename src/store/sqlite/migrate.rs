@@ -93,12 +93,12 @@ fn with_progress<T>(label: &str, size: u64, notifier: &Notifier, check: impl FnO
                         "checking the database: {:.0?} so far{progress}",
                         started.elapsed()
                     );
-                    log::info!(target: "galactic_war::persistence", "{label}: {status}");
+                    log::info!(target: crate::logging::PERSISTENCE, "{label}: {status}");
                     notifier.extend_timeout(CHECK_TIMEOUT_EXTENSION, &status);
                 }
             });
         if let Err(error) = &reporter {
-            log::warn!(target: "galactic_war::persistence", "no progress reports for the check: {error}");
+            log::warn!(target: crate::logging::PERSISTENCE, "no progress reports for the check: {error}");
         }
         let result = check();
         drop(stop);
@@ -232,7 +232,7 @@ impl Db {
             StartupCheck::HeaderAndSchema { schema_version } => {
                 match self.header_and_schema(schema_version, version, size) {
                     Ok(()) => {
-                        log::info!(target: "galactic_war::persistence",
+                        log::info!(target: crate::logging::PERSISTENCE,
                             "{}: clean-shutdown marker matches: header and schema checked, full check skipped",
                             self.label);
                         return Ok(());
@@ -242,12 +242,12 @@ impl Db {
             }
             StartupCheck::Whole { why } => why,
         };
-        log::info!(target: "galactic_war::persistence",
+        log::info!(target: crate::logging::PERSISTENCE,
             "{}: {why}: checking the whole database ({:.1} MB)...", self.label, size as f64 / 1e6);
         let started = std::time::Instant::now();
         let result = with_progress(&self.label, size, notifier, || self.refuse_corrupt());
         if result.is_ok() {
-            log::info!(target: "galactic_war::persistence",
+            log::info!(target: crate::logging::PERSISTENCE,
                 "{}: whole-database check passed in {:.1?}", self.label, started.elapsed());
         }
         result
@@ -317,7 +317,7 @@ impl Db {
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .context("switching to WAL mode")?;
         if mode != "wal" && mode != "memory" {
-            log::warn!(target: "galactic_war::persistence", "{}: journal mode is {mode}, not wal", self.label);
+            log::warn!(target: crate::logging::PERSISTENCE, "{}: journal mode is {mode}, not wal", self.label);
         }
         self.conn
             .execute_batch(&format!(
@@ -338,7 +338,7 @@ impl Db {
                 .and_then(|()| tx.pragma_update(None, "user_version", version))
                 .and_then(|()| tx.commit())
                 .map_err(|source| StoreError::Migration { name, source })?;
-            log::info!(target: "galactic_war::persistence", "{}: applied migration {name}", self.label);
+            log::info!(target: crate::logging::PERSISTENCE, "{}: applied migration {name}", self.label);
         }
         Ok(())
     }

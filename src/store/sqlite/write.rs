@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use rusqlite::{params, CachedStatement, Connection, Transaction};
 
+use super::super::stored_int;
 use super::super::StoreError;
 use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
-use super::db::{int, Context};
+use super::db::Context;
 use super::writer::SqliteWriter;
 use crate::model::{RowMask, System};
 use crate::time::UtcTime;
@@ -63,7 +64,7 @@ fn write_rows(
     for galaxy in galaxies {
         if let Some(tick) = galaxy.tick {
             tx.prepare_cached("UPDATE galaxies SET tick = ?1, updated_at = ?3 WHERE name = ?2")
-                .and_then(|mut stmt| stmt.execute(params![int(tick), galaxy.name, now]))
+                .and_then(|mut stmt| stmt.execute(params![stored_int(tick), galaxy.name, now]))
                 .context("saving a galaxy tick")?;
             stats.rows += 1;
         }
@@ -200,10 +201,10 @@ impl<'c> RowWriter<'c> {
         let r = system.resources;
         self.update_system
             .execute(params![
-                int(r.metal),
-                int(r.crew),
-                int(r.water),
-                int(system.tick),
+                stored_int(r.metal),
+                stored_int(r.crew),
+                stored_int(r.water),
+                stored_int(system.tick),
                 id,
                 self.now
             ])
@@ -251,7 +252,7 @@ impl<'c> RowWriter<'c> {
             (Some(event), Some(build)) => {
                 self.update_event
                     .execute(params![
-                        int(build.completion_tick),
+                        stored_int(build.completion_tick),
                         build.structure.as_str(),
                         event
                     ])
@@ -268,7 +269,7 @@ impl<'c> RowWriter<'c> {
                     .insert_event
                     .insert(params![
                         stored.id,
-                        int(build.completion_tick),
+                        stored_int(build.completion_tick),
                         build.structure.as_str()
                     ])
                     .context("saving an event")?;

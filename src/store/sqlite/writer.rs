@@ -25,7 +25,7 @@ use crate::settings::{DatabaseUrl, Synchronous};
 #[cfg(test)]
 use crate::systemd::Notifier;
 
-const LOG: &str = "galactic_war::persistence";
+use crate::logging::PERSISTENCE as LOG;
 
 /// The writer thread's store: the read-write connection, the cache of system row ids, and
 /// the checkpoint thread it asks for checkpoints (`None` in memory, which has no WAL).
