@@ -216,7 +216,7 @@ impl Galaxy {
         &self.systems
     }
 
-    /// The stored state of the system at `index` (an index from [`Galaxy::changes`]).
+    /// The state of the system at `index` (its place in [`Galaxy::systems`]).
     pub fn system(&self, index: u32) -> Option<&System> {
         self.systems.get(index as usize)
     }

@@ -21,9 +21,7 @@ pub use config::{
     Amounts, ConfigError, Cost, CostConfig, GalaxyConfig, MapSize, Rules, StructureConfig,
     StructureRules, SystemsConfig, DEFAULT_PRESET, MAX_SYSTEMS,
 };
-pub use galaxy::{
-    EventDetails, Galaxy, GameError, PartsError, StructureDetails, SystemDetails, SystemSummary,
-};
+pub use galaxy::{EventDetails, Galaxy, GameError, StructureDetails, SystemDetails, SystemSummary};
 pub use structure::{
     level_value, produced_between, Resources, StructureKind, UnknownStructureName, MAX_QUANTITY,
     MAX_TICK, TICKS_PER_HOUR,
