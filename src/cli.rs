@@ -244,7 +244,7 @@ fn daemon() -> i32 {
     };
     init_logging();
     let failed = |error: StartError| {
-        log::error!("{error}");
+        log::error!(target: crate::logging::DAEMON, "{error}");
         error.exit_code()
     };
     let listeners = match bind(&settings) {
@@ -290,10 +290,10 @@ fn on_signals() -> Result<Shutdown, StartError> {
     let count = AtomicUsize::new(0);
     let handler = move || {
         if count.fetch_add(1, Ordering::SeqCst) == 0 {
-            log::info!("signal received: shutting down (send another to exit at once)");
+            log::info!(target: crate::logging::DAEMON, "signal received: shutting down (send another to exit at once)");
             trigger.trigger();
         } else {
-            log::warn!("second signal: exiting at once; unsaved changes are lost");
+            log::warn!(target: crate::logging::DAEMON, "second signal: exiting at once; unsaved changes are lost");
             std::process::exit(EX_FAILURE);
         }
     };

@@ -12,7 +12,9 @@
 //! What it does: open the database (or run from memory, degraded, when it cannot be used;
 //! a database another daemon holds, or a newer one, stops start-up instead), remove what
 //! backups killed mid-copy left in the backup directory, serve both listeners, tell systemd
-//! (through the [`Notifier`] it is given), run the periodic backups; and once the token
+//! (through the [`Notifier`] it is given: readiness, then a status line and the watchdog's
+//! pings from a supervisor thread while the writer answers), run the periodic backups;
+//! and once the token
 //! fires, stop taking requests, let in-flight ones finish, flush within the shutdown
 //! timeout and report what was not saved.
 //!
@@ -311,7 +313,7 @@ impl Supervisor {
             (w / 2).max(Duration::from_millis(100))
         });
         if let Some(w) = watchdog {
-            log::info!("systemd watchdog enabled ({w:?}); pinging every {period:?}");
+            log::info!(target: crate::logging::SYSTEMD, "systemd watchdog enabled ({w:?}); pinging every {period:?}");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -327,7 +329,7 @@ impl Supervisor {
                         notifier.watchdog_alive(&status);
                     } else {
                         if watchdog.is_some() {
-                            log::error!("the writer thread did not answer within {period:?}; not pinging the watchdog");
+                            log::error!(target: crate::logging::SYSTEMD, "the writer thread did not answer within {period:?}; not pinging the watchdog");
                         }
                         notifier.status(&status);
                     }

@@ -59,7 +59,7 @@ impl Notifier {
     }
 
     /// READY=1, with a first STATUS= line.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
@@ -79,7 +79,7 @@ impl Notifier {
     }
 
     /// STOPPING=1, and more time for the final flush so systemd does not kill a save.
-    pub fn stopping(&self, flush_budget: Duration) {
+    pub(crate) fn stopping(&self, flush_budget: Duration) {
         let usec = u32::try_from(flush_budget.as_micros()).unwrap_or(u32::MAX);
         self.notify(&[
             NotifyState::Stopping,
@@ -91,7 +91,7 @@ impl Notifier {
     /// EXTEND_TIMEOUT_USEC: `by` more time for what the daemon is doing now (starting,
     /// while it checks a large database), with a STATUS= line saying what that is. To keep
     /// the extension going, send again before `by` runs out.
-    pub fn extend_timeout(&self, by: Duration, status: &str) {
+    pub(crate) fn extend_timeout(&self, by: Duration, status: &str) {
         let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
         self.notify(&[
             NotifyState::ExtendTimeoutUsec(usec),

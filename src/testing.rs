@@ -19,6 +19,12 @@
 //! - [`HttpServer`] and its parts, [`Api`] and [`HttpMetrics`]: the HTTP server and the
 //!   routes without the daemon around them (the allocation test wraps the handler; the
 //!   benchmarks serve from memory).
+//! - [`GalaxyInternals`], [`Changes`] and [`RowMask`]: a galaxy's change tracking, which
+//!   the engine consumes (the benchmarks' hand-written floors save what it lists; the
+//!   model's properties compare it).
+//!
+//! Every test hook of the crate is here; what a hook needs of a private field stays beside
+//! that field, compiled for tests only (`WriterHandle::exec`, `SqliteWriter::connection`).
 
 use crate::app::{AppError, AppState};
 use crate::model::Galaxy;
@@ -76,9 +82,7 @@ impl WriterHandle {
             })
         })
     }
-}
 
-impl WriterHandle {
     /// Runs `work` on the writer thread with its PostgreSQL store, between batches;
     /// `None` when the engine's store is not PostgreSQL's.
     pub fn with_postgres<T: Send + 'static>(

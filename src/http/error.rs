@@ -67,7 +67,7 @@ impl From<AppError> for ApiError {
             AppError::Store(_) | AppError::Backup(_) => 500,
         };
         if status >= 500 {
-            log::warn!("request failed: {error}");
+            log::warn!(target: crate::logging::ROUTES, "request failed: {error}");
         }
         let mut api_error = ApiError::new(status, error.to_string());
         match error {

@@ -1,6 +1,6 @@
 //! What a stored galaxy's rows must satisfy to become a galaxy in memory: the rules every
-//! store's load applies, written once, with the reasons a load refuses a galaxy (the texts
-//! of [`StoreError::Inconsistent`]).
+//! store's load applies, written once, with the reasons a load refuses a galaxy (as
+//! [`StoreError::Inconsistent`]).
 //!
 //! Reads no database and knows no driver: a load fetches the columns (its driver's errors
 //! are its own) and hands them here as plain values, in the order it reads them, so a row

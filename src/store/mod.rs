@@ -36,6 +36,7 @@ use crate::model::{Galaxy, GalaxyConfig, RowMask, System};
 /// What kind of failure a store operation met, for callers that act on it (health, the
 /// HTTP status, a retry policy) rather than print it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// Another connection or process holds a lock the operation waited for in vain.
     Busy,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::report::PersistError;
+use super::report::{PersistError, LOG};
 use crate::model::{Galaxy, RowMask};
 use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
 
@@ -139,7 +139,7 @@ impl Creation {
             self.galaxy.systems().len(),
             self.started.elapsed(),
         );
-        log::info!(target: crate::logging::PERSISTENCE,
+        log::info!(target: LOG,
             "galaxy '{name}' created and saved ({systems} systems, {took:?})");
         let created = Created {
             galaxy: self.galaxy,
@@ -257,7 +257,7 @@ impl Jobs {
                     self.let_others_pass(&name);
                     return Ok((stats, None));
                 }
-                log::debug!(target: crate::logging::PERSISTENCE,
+                log::debug!(target: LOG,
                     "galaxy '{name}': its {removed} systems are removed from the database");
                 // The front job, just borrowed: this purge.
                 let finished = match self.queue.pop_front() {
@@ -287,7 +287,7 @@ impl Jobs {
                     let (written, total) =
                         (creation.progress.written, creation.galaxy.systems().len());
                     let name = creation.refuse(PersistError::Stopped);
-                    log::warn!(target: crate::logging::PERSISTENCE,
+                    log::warn!(target: LOG,
                         "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
                          it was not created, and what was written is removed at the next start");
                 }

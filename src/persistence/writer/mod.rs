@@ -43,7 +43,8 @@
 //!
 //! The files point one way: `report` (the answers and errors), `jobs` and `message` (what
 //! is sent) at the bottom; `state` (the [`Writer`](state::Writer) and its bookkeeping)
-//! above them; `run`, `batch`, `lanes` and `ownership` (what the thread does) above that;
+//! above them, with `quarantine` (galaxies the database refuses) beneath it; `run`,
+//! `batch`, `lanes` and `ownership` (what the thread does) above that;
 //! `handle` (what game threads hold) on top. This file only declares them and says what
 //! the rest of the crate sees.
 //!
@@ -56,7 +57,7 @@
 
 mod batch;
 mod handle;
-pub(crate) mod jobs;
+mod jobs;
 mod lanes;
 mod message;
 mod ownership;

@@ -36,7 +36,7 @@ impl DriverError for ::postgres::Error {
 /// A PostgreSQL error as an operator needs to read it: the server's code and message
 /// (the client's own `Display` says only "db error"), or the client's words and their
 /// cause ("error connecting to server: Connection refused").
-pub fn describe(error: &::postgres::Error) -> String {
+pub(super) fn describe(error: &::postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(detail) = db.detail() {
@@ -54,7 +54,7 @@ pub fn describe(error: &::postgres::Error) -> String {
 }
 
 /// The kind of a PostgreSQL error, as the engine acts on it.
-pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
+fn failure_kind(error: &::postgres::Error) -> FailureKind {
     if let Some(state) = error.code() {
         return state_kind(state);
     }
@@ -68,7 +68,7 @@ pub(super) fn failure_kind(error: &::postgres::Error) -> FailureKind {
 
 /// The kind of a failure to open a session: the server's own answer when it gave one
 /// (a wrong password is no outage), else unreachable (refused, timed out, reset).
-pub(super) fn connect_failure_kind(error: &::postgres::Error) -> FailureKind {
+fn connect_failure_kind(error: &::postgres::Error) -> FailureKind {
     match error.code() {
         Some(state) => state_kind(state),
         None => FailureKind::Unavailable,
