@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::model::{Galaxy, GalaxyConfig, StructureKind, System};
 use galactic_war::settings::{AdminListen, DatabaseUrl, PersistenceSettings, Settings};
+use galactic_war::testing::{Changes, GalaxyInternals};
 
 use crate::pg_cluster;
 
@@ -127,6 +128,28 @@ pub const ORDERS_SEED: u64 = 7;
 /// The galaxy the order stream plays on, as the engine creates it (same config and seed).
 pub fn orders_galaxy(systems: u64) -> Galaxy {
     Galaxy::create(ORDERS_GALAXY, config(systems, 300), ORDERS_SEED, 0).expect("created")
+}
+
+/// The floors' side of the order stream: places `chunk` on `galaxy` by hand (at the
+/// systems' coordinates `places`) and takes what it changed, for the floor to save.
+pub fn place_by_hand(
+    galaxy: &mut Galaxy,
+    places: &[(u64, u64)],
+    chunk: &[(u64, usize, StructureKind)],
+) -> Changes {
+    for &(tick, index, kind) in chunk {
+        let (x, y) = places[index];
+        let _ = galaxy.build(tick, x, y, kind);
+    }
+    galaxy.take_unsaved_changes()
+}
+
+/// The systems `changed` names, as a floor saves them: (index, system).
+pub fn changed_rows<'a>(galaxy: &'a Galaxy, changed: &Changes) -> Vec<(usize, &'a System)> {
+    changed
+        .iter()
+        .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))
+        .collect()
 }
 
 /// Creates the orders galaxy of `systems` systems in `app`, runs `before` (not timed),

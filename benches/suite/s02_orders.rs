@@ -5,13 +5,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use galactic_war::app::AppState;
-use galactic_war::model::{StructureKind, System};
+use galactic_war::model::StructureKind;
 use galactic_war::settings::Settings;
 use galactic_war::testing::GalaxyInternals;
 use serde_json::{json, Map, Value};
 
 use crate::floor::Floor;
-use crate::harness::{order_stream, orders_galaxy, orders_in, per_sec, row, settings, Run};
+use crate::harness::{
+    changed_rows, order_stream, orders_galaxy, orders_in, per_sec, place_by_hand, row, settings,
+    Run,
+};
 
 /// Section 2 at one batch size: orders/s of the same stream of `orders` on `systems`
 /// systems, persisted every `batch` orders, by the engine and by the floor.
@@ -25,16 +28,8 @@ pub fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f
     galaxy.take_unsaved_changes();
     let started = Instant::now();
     for chunk in stream.chunks(batch as usize) {
-        for &(tick, index, kind) in chunk {
-            let (x, y) = places[index];
-            let _ = galaxy.build(tick, x, y, kind);
-        }
-        let changed = galaxy.take_unsaved_changes();
-        let rows: Vec<(usize, &System)> = changed
-            .iter()
-            .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))
-            .collect();
-        floor.save_full(&rows);
+        let changed = place_by_hand(&mut galaxy, &places, chunk);
+        floor.save_full(&changed_rows(&galaxy, &changed));
     }
     let floor = per_sec(orders, started.elapsed());
     (engine, floor)

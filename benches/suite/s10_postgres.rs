@@ -13,8 +13,8 @@ use galactic_war::testing::{AppInternals, GalaxyInternals, ReadStore};
 use serde_json::{json, Map, Value};
 
 use crate::harness::{
-    config, coords, order_stream, orders_galaxy, per_sec, pg_checkpoint, pg_settings, row,
-    save_app, store_load_galaxy, time_loads, Run, ORDERS_GALAXY, ORDERS_SEED,
+    changed_rows, config, coords, order_stream, orders_galaxy, per_sec, pg_checkpoint, pg_settings,
+    place_by_hand, row, save_app, store_load_galaxy, time_loads, Run, ORDERS_GALAXY, ORDERS_SEED,
 };
 use crate::pg_cluster;
 use crate::pg_floor::PgFloor;
@@ -111,16 +111,8 @@ fn pg_orders(cluster: &pg_cluster::Cluster, systems: u64, orders: u64, batch: u6
         app.save_all().expect("saved");
         engine += started.elapsed();
         let started = Instant::now();
-        for &(tick, index, kind) in chunk {
-            let (x, y) = places[index];
-            let _ = galaxy.build(tick, x, y, kind);
-        }
-        let changed = galaxy.take_unsaved_changes();
-        let rows: Vec<(usize, &System)> = changed
-            .iter()
-            .map(|(index, _)| (index as usize, galaxy.system(index).expect("exists")))
-            .collect();
-        floor.save_full(galaxy.tick(), &rows);
+        let changed = place_by_hand(&mut galaxy, &places, chunk);
+        floor.save_full(galaxy.tick(), &changed_rows(&galaxy, &changed));
         floor_spent += started.elapsed();
     }
     (per_sec(orders, engine), per_sec(orders, floor_spent))

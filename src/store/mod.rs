@@ -213,10 +213,10 @@ impl StoreError {
     }
 }
 
-/// A count or tick as both stores keep it: the model keeps them at most `i64::MAX`;
-/// saturate rather than wrap if that ever broke.
-pub(crate) fn stored_int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// A count, tick or limit as both stores take it: the model keeps them at most
+/// `i64::MAX`; saturate rather than wrap if that ever broke.
+pub(crate) fn stored_int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
 }
 
 /// Creates the directories a database file at `path` needs.
@@ -337,6 +337,25 @@ struct StoredSystem {
 
 /// A galaxy's stored systems, in the galaxy's `(x, y)` order.
 type SystemIds = Vec<StoredSystem>;
+
+/// The stored row of a changed system, by its place in the galaxy: a batch writes a
+/// system only where the writer's cache of row ids has it at the same coordinates.
+fn stored_row<'a>(
+    stored: &'a mut SystemIds,
+    galaxy: &str,
+    row: &SystemRow,
+) -> Result<&'a mut StoredSystem, StoreError> {
+    match stored.get_mut(row.index as usize) {
+        Some(stored) if (stored.x, stored.y) == row.system.coords() => Ok(stored),
+        _ => Err(StoreError::Inconsistent {
+            galaxy: galaxy.to_owned(),
+            reason: format!(
+                "no stored row for system ({}, {})",
+                row.system.x, row.system.y
+            ),
+        }),
+    }
+}
 
 /// A galaxy's row ids as a load read them, for the writer's cache
 /// ([`WriteStore::adopt_ids`]). Opaque outside the store.

@@ -10,6 +10,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::super::stored_int;
+
 /// Who this daemon is to the others, and the lease it holds its galaxies under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -146,7 +148,7 @@ impl Identity {
 
     /// The lease in milliseconds, as the statements take it.
     pub(super) fn lease_ms(&self) -> i64 {
-        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+        stored_int(self.lease.as_millis())
     }
 }
 

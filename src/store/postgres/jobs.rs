@@ -136,7 +136,7 @@ impl PostgresWriter {
         name: &str,
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
-        let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
+        let limit = stored_int(max_systems.max(1));
         let Some(&epoch) = self.owned.get(name) else {
             log::debug!(target: LOG,
                 "galaxy '{name}': not purged here, it is not this daemon's (any more)");

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{GenericClient, Transaction};
 
-use super::super::{stored_int, GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats};
+use super::super::{
+    stored_int, stored_row, GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats,
+};
 use super::error::{serialization_failure, Context};
 use super::identity::Identity;
 use super::owners::{self, Fence};
@@ -350,15 +352,7 @@ fn build_rows(
         let stored_systems = cache.get_mut(&galaxy.name).unwrap_or(&mut empty);
         for row in &galaxy.systems {
             let system = &row.system;
-            let stored = match stored_systems.get_mut(row.index as usize) {
-                Some(stored) if (stored.x, stored.y) == system.coords() => stored,
-                _ => {
-                    return Err(StoreError::Inconsistent {
-                        galaxy: galaxy.name.clone(),
-                        reason: format!("no stored row for system ({}, {})", system.x, system.y),
-                    })
-                }
-            };
+            let stored = stored_row(stored_systems, &galaxy.name, row)?;
             if row.rows.contains(RowMask::SYSTEM) {
                 let r = system.resources;
                 rows.system_ids.push(stored.id);

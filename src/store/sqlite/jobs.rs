@@ -121,7 +121,7 @@ impl SqliteWriter {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
         self.db.check_file()?;
-        let limit = i64::try_from(max_systems.max(1)).unwrap_or(i64::MAX);
+        let limit = stored_int(max_systems.max(1));
         let tx = self.db.conn.transaction().context("starting a deletion")?;
         // Only a galaxy with a mark: a purge must never touch a live galaxy, even one
         // that took the name since.

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use rusqlite::{params, CachedStatement, Connection, Transaction};
 
-use super::super::stored_int;
 use super::super::StoreError;
+use super::super::{stored_int, stored_row};
 use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
 use super::db::Context;
 use super::writer::SqliteWriter;
@@ -76,15 +76,7 @@ fn write_rows(
         let mut rows = RowWriter::prepare(&tx)?;
         for row in &galaxy.systems {
             let system = &row.system;
-            let stored = match stored_systems.get_mut(row.index as usize) {
-                Some(stored) if (stored.x, stored.y) == system.coords() => stored,
-                _ => {
-                    return Err(StoreError::Inconsistent {
-                        galaxy: galaxy.name.clone(),
-                        reason: format!("no stored row for system ({}, {})", system.x, system.y),
-                    })
-                }
-            };
+            let stored = stored_row(stored_systems, &galaxy.name, row)?;
             if row.rows.contains(RowMask::SYSTEM) {
                 stats.rows += rows.system(stored.id, system)?;
             }
