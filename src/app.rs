@@ -60,6 +60,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("orders are paused: the oldest unsaved change is {age:?} old, above the limit of {limit:?}; the database is not keeping up")]
     UnsavedTooOld { age: Duration, limit: Duration },
+    #[error("orders are paused: the database has not answered a write for {stalled:?}, above the limit of {limit:?} (GWAR_PERSISTENCE_MAX_STALL_MS); an order now could not be saved")]
+    SavingStalled { stalled: Duration, limit: Duration },
     #[error(transparent)]
     Persistence(#[from] PersistError),
     #[error("database error: {0}")]
@@ -154,12 +156,37 @@ pub struct AppState {
     shared: Arc<Shared>,
 }
 
+/// When orders are refused (503) rather than acknowledged: the persistence settings'
+/// `max_unsaved` and `max_stall`.
+#[derive(Default)]
+struct OrderLimits {
+    max_unsaved: Option<Duration>,
+    max_stall: Option<Duration>,
+}
+
+impl OrderLimits {
+    fn check(&self, metrics: &Metrics) -> Result<(), AppError> {
+        if let (Some(limit), Some(age)) = (self.max_unsaved, metrics.oldest_unsaved_age()) {
+            if age > limit {
+                return Err(AppError::UnsavedTooOld { age, limit });
+            }
+        }
+        if let (Some(limit), Some(stalled)) = (self.max_stall, metrics.stalled_for()) {
+            if stalled > limit {
+                return Err(AppError::SavingStalled { stalled, limit });
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     galaxies: Arc<Galaxies>,
     metrics: Arc<Metrics>,
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
-    max_unsaved: Option<Duration>,
+    /// When orders are refused: see [`OrderLimits`].
+    order_limits: OrderLimits,
     /// Held for the whole of a backup: backups run one at a time.
     backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
@@ -200,7 +227,10 @@ impl AppState {
             galaxies,
             metrics,
             Some(engine),
-            settings.persistence.max_unsaved,
+            OrderLimits {
+                max_unsaved: settings.persistence.max_unsaved,
+                max_stall: settings.persistence.max_stall,
+            },
         ))
     }
 
@@ -222,21 +252,26 @@ impl AppState {
             metrics.set_memory_only(reason);
         }
         let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system());
-        AppState::assemble(Arc::new(galaxies), Arc::new(metrics), None, None)
+        AppState::assemble(
+            Arc::new(galaxies),
+            Arc::new(metrics),
+            None,
+            OrderLimits::default(),
+        )
     }
 
     fn assemble(
         galaxies: Arc<Galaxies>,
         metrics: Arc<Metrics>,
         engine: Option<Engine>,
-        max_unsaved: Option<Duration>,
+        order_limits: OrderLimits,
     ) -> AppState {
         AppState {
             shared: Arc::new(Shared {
                 galaxies,
                 metrics,
                 engine,
-                max_unsaved,
+                order_limits,
                 backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -366,13 +401,7 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<Build, AppError> {
-        let shared = &self.shared;
-        if let Some(limit) = shared.max_unsaved {
-            match shared.metrics.oldest_unsaved_age() {
-                Some(age) if age > limit => return Err(AppError::UnsavedTooOld { age, limit }),
-                _ => {}
-            }
-        }
+        self.shared.order_limits.check(&self.shared.metrics)?;
         self.change(name, tick, |galaxy, tick| {
             galaxy.build(tick, x, y, structure)
         })

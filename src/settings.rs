@@ -176,6 +176,12 @@ pub struct PersistenceSettings {
     pub synchronous: Synchronous,
     /// Refuse orders while the oldest unsaved change is older than this.
     pub max_unsaved: Option<Duration>,
+    /// `GWAR_PERSISTENCE_MAX_STALL_MS`: refuse orders while the writer's calls have been
+    /// failing or hanging this long, so that a daemon cut off from its database stops
+    /// acknowledging what it cannot save. [`Settings::from_lookup`] defaults it on
+    /// PostgreSQL to [`default_max_stall`] of the lease; `None` (SQLite's default): the
+    /// game runs on from memory whatever the disk does.
+    pub max_stall: Option<Duration>,
     /// Evict clean galaxies from memory after this long without a read or an order.
     pub galaxy_idle: Option<Duration>,
     /// The WAL size, in pages, at which the writer asks for a checkpoint. Not read from
@@ -199,6 +205,7 @@ impl Default for PersistenceSettings {
             coalescing_delay: Duration::from_millis(1000),
             synchronous: Synchronous::Normal,
             max_unsaved: None,
+            max_stall: None,
             galaxy_idle: None,
             checkpoint_pages: CHECKPOINT_PAGES,
             ownership_lease: Duration::from_secs(15),
@@ -224,6 +231,17 @@ impl PersistenceSettings {
     pub fn lagging_after(&self) -> Duration {
         (self.batch_delay() * 5).max(Duration::from_secs(1))
     }
+}
+
+/// The default of [`PersistenceSettings::max_stall`] on PostgreSQL: a fifth of the
+/// ownership lease, at least one second. Another daemon takes a galaxy once its lease
+/// has run out; a daemon that cannot commit stops acknowledging orders this long after
+/// its first unanswered call, well before then, so a partition loses at most the loss
+/// window plus this much of acknowledged orders, not a lease's worth (README, *What is
+/// guaranteed, in plain words*). At a second, a slow but working commit (a batch of
+/// 100 000 systems takes about one) may refuse a few orders; below it, many would.
+pub fn default_max_stall(lease: Duration) -> Duration {
+    (lease / 5).max(Duration::from_secs(1))
 }
 
 /// How much the game may hold (README, *Configuration*, the limits).
@@ -326,6 +344,19 @@ impl Settings {
             ..persistence
         };
         let database = env.var("DATABASE_URL", DatabaseUrl::parse, d.database)?;
+        let persistence = PersistenceSettings {
+            max_stall: env.var(
+                "GWAR_PERSISTENCE_MAX_STALL_MS",
+                |v| match v.to_ascii_lowercase().as_str() {
+                    "off" => Ok(None),
+                    _ => parse_positive(v, "milliseconds (or off)")
+                        .map(|ms| Some(Duration::from_millis(ms))),
+                },
+                matches!(database, DatabaseUrl::Postgres(_))
+                    .then(|| default_max_stall(persistence.ownership_lease)),
+            )?,
+            ..persistence
+        };
         let admin_listen = env.var("GWAR_ADMIN_LISTEN", AdminListen::parse, d.admin_listen)?;
         let admin_token = env.var(
             "GWAR_ADMIN_TOKEN",
@@ -420,6 +451,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 defaults.synchronous,
             )?,
             max_unsaved: self.var("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", seconds, None)?,
+            max_stall: defaults.max_stall,
             galaxy_idle: self.var("GWAR_GALAXY_IDLE_SECS", seconds, None)?,
             checkpoint_pages: defaults.checkpoint_pages,
             ownership_lease: self.var(
@@ -595,7 +627,30 @@ mod tests {
         assert_eq!(s.persistence.batch_delay(), Duration::ZERO);
         assert_eq!(s.persistence.synchronous, Synchronous::Full);
         assert_eq!(s.persistence.max_unsaved, Some(Duration::from_secs(60)));
+        assert_eq!(s.persistence.max_stall, None, "SQLite runs on from memory");
         assert_eq!(s.admin_token.as_deref(), Some("s3cret"));
+        let pg = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("DATABASE_URL", "postgres://gwar@db.example/galactic_war"),
+                ("GWAR_OWNERSHIP_LEASE_SECS", "20"),
+            ];
+            vars.extend_from_slice(extra);
+            settings(&vars).unwrap().persistence.max_stall
+        };
+        assert_eq!(
+            pg(&[]),
+            Some(Duration::from_secs(4)),
+            "a fifth of the lease"
+        );
+        assert_eq!(pg(&[("GWAR_PERSISTENCE_MAX_STALL_MS", "OFF")]), None);
+        assert_eq!(
+            pg(&[("GWAR_PERSISTENCE_MAX_STALL_MS", "750")]),
+            Some(Duration::from_millis(750))
+        );
+        assert_eq!(
+            default_max_stall(Duration::from_secs(3)),
+            Duration::from_secs(1)
+        );
         let unix = settings(&[("GWAR_ADMIN_LISTEN", "unix:/run/galactic-war/admin.sock")]).unwrap();
         assert_eq!(
             unix.admin_listen,
@@ -648,6 +703,8 @@ mod tests {
             ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "1.5"),
             ("GWAR_PERSISTENCE_SYNCHRONOUS", "off"),
             ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", ""),
+            ("GWAR_PERSISTENCE_MAX_STALL_MS", "0"),
+            ("GWAR_PERSISTENCE_MAX_STALL_MS", "never"),
             ("GWAR_GALAXY_IDLE_SECS", "0"),
             ("GWAR_BACKUP_INTERVAL", "hourly"),
             ("GWAR_BACKUP_KEEP", "0"),

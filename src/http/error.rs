@@ -52,6 +52,7 @@ impl From<AppError> for ApiError {
             // (which 503 invites) can save them; it conflicts with that daemon's ownership.
             AppError::Persistence(PersistError::Lost(_)) => 409,
             AppError::UnsavedTooOld { .. }
+            | AppError::SavingStalled { .. }
             | AppError::Persistence(_)
             | AppError::MemoryOnly
             | AppError::LeaseLapsed(_) => 503,

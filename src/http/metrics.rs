@@ -160,6 +160,12 @@ const FAMILIES: &[Family] = &[
         }),
     },
     Family {
+        name: "gwar_persistence_stalled_seconds",
+        kind: "gauge",
+        help: "How long the writer's calls have been failing or hanging (0 when the last one was answered); orders are refused past GWAR_PERSISTENCE_MAX_STALL_MS.",
+        read: Read::One(|s| Value::Seconds(s.engine.stalled_ms.map_or(0.0, |ms| ms as f64 / 1e3))),
+    },
+    Family {
         name: "gwar_persistence_batch_duration_seconds",
         kind: "summary",
         help: "Time to write and commit a batch.",

@@ -81,6 +81,9 @@ pub struct Metrics {
     oldest_unsaved_ms: AtomicU64,
     /// An unsaved change older than this makes a healthy engine `Lagging`; `NONE`: never.
     lagging_after_ms: AtomicU64,
+    /// Milliseconds since `epoch` when the writer began the first store call that has not
+    /// been answered with success since (a commit failing or hanging), or `NONE`.
+    stalled_since_ms: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -109,6 +112,8 @@ pub struct MetricsSnapshot {
     pub loads_in_progress: u64,
     /// Age of the oldest change not yet committed, if any.
     pub oldest_unsaved_ms: Option<u64>,
+    /// How long the writer's calls have been failing or hanging, if they are.
+    pub stalled_ms: Option<u64>,
 }
 
 impl Metrics {
@@ -139,6 +144,7 @@ impl Metrics {
             loads_in_progress: AtomicU64::new(0),
             oldest_unsaved_ms: AtomicU64::new(NONE),
             lagging_after_ms: AtomicU64::new(NONE),
+            stalled_since_ms: AtomicU64::new(NONE),
         }
     }
 
@@ -230,6 +236,33 @@ impl Metrics {
         }
     }
 
+    /// The writer begins a call that writes (a batch, a chunk, a renewal): from now on,
+    /// until the store answers one with success, saving counts as stalled.
+    pub(crate) fn note_call_started(&self) {
+        let now = self.millis_since_epoch(self.clock.now());
+        // Only the first unanswered call sets it: a stall is measured from its start.
+        let _ = self
+            .stalled_since_ms
+            .compare_exchange(NONE, now, Relaxed, Relaxed);
+    }
+
+    /// The store answered a writing call with success: saving is not stalled.
+    pub(crate) fn note_call_answered(&self) {
+        self.stalled_since_ms.store(NONE, Relaxed);
+    }
+
+    /// How long the writer's calls have been failing or hanging, if they are: the time
+    /// since the start of the first call not answered with success since.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        match self.stalled_since_ms.load(Relaxed) {
+            NONE => None,
+            since => {
+                let now = self.millis_since_epoch(self.clock.now());
+                Some(Duration::from_millis(now.saturating_sub(since)))
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             state: self.state(),
@@ -249,6 +282,7 @@ impl Metrics {
             galaxies_lost_total: self.galaxies_lost_total.load(Relaxed),
             loads_in_progress: self.loads_in_progress.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
+            stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
         }
     }
 }
@@ -283,5 +317,19 @@ mod tests {
         );
         metrics.set_recovered();
         assert_eq!(metrics.last_error(), None, "recovery clears the error");
+    }
+
+    #[test]
+    fn a_stall_is_measured_from_the_first_unanswered_call() {
+        let clock = Clock::manual();
+        let metrics = Metrics::with_clock(PersistenceState::Healthy, clock.clone());
+        assert_eq!(metrics.stalled_for(), None);
+        metrics.note_call_started();
+        clock.advance(Duration::from_millis(700));
+        metrics.note_call_started();
+        clock.advance(Duration::from_millis(600));
+        assert_eq!(metrics.stalled_for(), Some(Duration::from_millis(1_300)));
+        metrics.note_call_answered();
+        assert_eq!(metrics.stalled_for(), None);
     }
 }

@@ -180,6 +180,44 @@ fn orders_pause_past_the_unsaved_age_limit_and_resume_after_recovery() {
     assert_all_saved(&db, &app, "aged");
 }
 
+#[test]
+fn orders_pause_while_the_writer_hangs_past_the_stall_limit_and_resume_after() {
+    let db = TestDb::new();
+    let app = db.open(|s| {
+        s.coalescing_delay = Duration::from_millis(100);
+        s.max_stall = Some(Duration::from_secs(1));
+    });
+    app.create_galaxy("stalled", endless_config(10), Some(1), 0)
+        .unwrap();
+    let (x, y) = coords(&app.galaxy_copy("stalled").unwrap())[0];
+
+    // The writer's next batch waits on this lock (SQLite's busy timeout, then again).
+    let locker = db.connection();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let acknowledged_before = std::time::Instant::now();
+    app.build("stalled", 10, x, y, COLONY).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || matches!(
+            app.build("stalled", 10, x, y, COLONY),
+            Err(AppError::SavingStalled { .. })
+        )),
+        "orders are refused once the writer's call has hung past the limit"
+    );
+    println!(
+        "orders refused {:?} after the first unsaved one",
+        acknowledged_before.elapsed()
+    );
+    app.system_details("stalled", 10, x, y).unwrap();
+    locker.execute_batch("COMMIT").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || app
+            .build("stalled", 10, x, y, COLONY)
+            .is_ok()),
+        "orders are accepted again once a commit went through"
+    );
+    assert_all_saved(&db, &app, "stalled");
+}
+
 /// Lets the writer's database grow by `pages` pages more, then no further.
 fn allow_pages(app: &AppState, pages: i64) {
     app.writer()

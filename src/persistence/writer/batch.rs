@@ -167,6 +167,7 @@ impl Writer {
         if self.nothing_to_write(collected) && !(last && self.renewal.is_some()) {
             return Ok(WriteStats::default());
         }
+        self.metrics.note_call_started();
         if last {
             self.store
                 .write_final_batch(&self.deletions, &collected.galaxies)
@@ -212,6 +213,7 @@ impl Writer {
         self.quarantine
             .saved(galaxies.iter().map(|g| g.name.as_str()));
         self.saved(Lane::Batches, duration, stats);
+        self.metrics.note_call_answered();
         if was_held && self.quarantine.is_empty() && self.job_failure.is_none() {
             // The last held galaxy is saved again (no lane failing, or it just recovered).
             self.metrics.set_recovered();

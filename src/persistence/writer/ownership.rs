@@ -63,9 +63,11 @@ impl Writer {
         let cells = self.galaxies.all();
         self.drain();
         let sent = self.clock.now();
+        self.metrics.note_call_started();
         let result = self.store.renew_leases();
         let next_at = match result {
             Ok(lost) => {
+                self.answered_outside_batches();
                 self.lose(lost);
                 let until = lease_deadline(sent, lease);
                 let renewed = cells

@@ -227,9 +227,11 @@ impl Writer {
         // Every chunk renews the lease on its galaxy (several daemons) from its start.
         let sent = self.clock.now();
         let job = self.jobs.next_name().map(str::to_owned);
+        self.metrics.note_call_started();
         match self.jobs.step(self.store.as_mut()) {
             Ok((stats, finished)) => {
                 self.saved(Lane::Jobs, started.elapsed(), stats);
+                self.answered_outside_batches();
                 match finished {
                     Some(Finished::Created(creation)) => {
                         let (name, tick) = (creation.name().to_owned(), creation.tick());
@@ -253,9 +255,18 @@ impl Writer {
                     .as_deref()
                     .is_some_and(|job| lost.iter().any(|l| l.name == job)) =>
             {
+                self.answered_outside_batches();
                 self.lose(lost);
             }
             Err(error) => self.failed(Lane::Jobs, &error),
+        }
+    }
+
+    /// A chunk or a renewal succeeded: the store answers, so saving is not stalled —
+    /// unless the batches themselves are failing, which only a batch can end.
+    pub(super) fn answered_outside_batches(&self) {
+        if self.failure.is_none() {
+            self.metrics.note_call_answered();
         }
     }
 

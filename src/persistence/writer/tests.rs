@@ -1434,3 +1434,26 @@ fn a_failure_shows_as_the_error_did_and_keeps_its_kind() {
         "not everything was saved before the deadline (last error: none)"
     );
 }
+
+#[test]
+fn saving_counts_as_stalled_from_the_first_failed_attempt_until_a_commit() {
+    let mut rig = rig(settings(|s| s.coalescing_delay = SEC));
+    let cell = rig.create("stall", 10);
+    assert_eq!(rig.metrics.stalled_for(), None, "the creation was answered");
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    rig.after(SEC);
+    assert_eq!(rig.errors(), 1);
+    assert_eq!(rig.metrics.stalled_for(), Some(Duration::ZERO));
+    rig.after(300 * MS);
+    assert!(rig.errors() > 1, "retried meanwhile");
+    assert_eq!(
+        rig.metrics.stalled_for(),
+        Some(300 * MS),
+        "from the first attempt, not the last"
+    );
+    rig.mend_writes();
+    rig.after(SEC);
+    assert_eq!(cell.unsaved(), 0);
+    assert_eq!(rig.metrics.stalled_for(), None, "a commit ends the stall");
+}
