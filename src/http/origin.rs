@@ -8,8 +8,10 @@
 //!   listener in `Host`: its bound address, and when bound to loopback or to a wildcard
 //!   address `localhost` and the loopback addresses (`127.0.0.1`, `[::1]`); when bound to
 //!   a wildcard, any IP address (the listener answers on all of them, and an address
-//!   literal cannot be rebound; as an origin, only the request's own `Host` or loopback). The port, when `Host` names one, must be the listener's
-//!   (one without a port is what a client behind a port forward or a proxy may send). Names
+//!   literal cannot be rebound; as an origin, only the request's own `Host` or loopback).
+//!   The port in `Host` is not compared: an SSH tunnel or a port forward changes it
+//!   (`ssh -L 9000:127.0.0.1:3051`, then `curl localhost:9000`), and rebinding needs a
+//!   name, not a port. Names
 //!   in `GWAR_ADMIN_HOSTS` pass too (`host`: on any port; `host:port`: on that one). A
 //!   request without `Host` (HTTP/1.0; HTTP/1.1 requires it and gets 400) passes: no
 //!   browser omits it.
@@ -128,7 +130,7 @@ impl AdminOrigin {
     }
 
     /// Whether `named` is one of the listener's names. `default_port`: `None` for a `Host`
-    /// (no port passes), the scheme's port for an origin (the port must then be exact).
+    /// (any port passes), the scheme's port for an origin (the port must then be exact).
     fn names_listener(
         &self,
         bound: SocketAddr,
@@ -138,10 +140,11 @@ impl AdminOrigin {
         if self.extra.iter().any(|extra| matches_extra(extra, named)) {
             return true;
         }
-        let port_fits = match (named.port, default_port) {
-            (Some(port), _) => port == bound.port(),
-            (None, None) => true,
-            (None, Some(default)) => default == bound.port(),
+        // A `Host`'s port is not compared: an SSH tunnel or a port forward changes it, and
+        // what the check guards against (rebinding) needs a name, not a port.
+        let port_fits = match default_port {
+            None => true,
+            Some(default) => named.port.unwrap_or(default) == bound.port(),
         };
         let ip = bound.ip().to_canonical();
         let local = ip.is_loopback() || ip.is_unspecified();
@@ -206,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn a_loopback_listener_answers_to_its_loopback_names_on_its_port() {
+    fn a_loopback_listener_answers_to_its_loopback_names_on_any_port() {
         let rules = origin("127.0.0.1:3051", "");
         for good in [
             "127.0.0.1:3051",
@@ -216,14 +219,14 @@ mod tests {
             "127.0.0.2:3051",
             "localhost",
             "127.0.0.1",
+            "localhost:9000",
+            "127.0.0.1:80",
         ] {
             assert!(host_passes(&rules, good), "{good}");
         }
         for bad in [
             "evil.example",
             "evil.example:3051",
-            "localhost:3052",
-            "127.0.0.1:80",
             "10.0.0.5:3051",
             "localhost.:3051",
             "127.0.0.1.evil.example:3051",
@@ -254,7 +257,7 @@ mod tests {
             for good in ["10.0.0.5:3051", "localhost:3051", "[::1]:3051", "192.0.2.7"] {
                 assert!(host_passes(&any, good), "{wildcard} {good}");
             }
-            for bad in ["gw.example:3051", "10.0.0.5:3052"] {
+            for bad in ["gw.example:3051", "gw.example"] {
                 assert!(!host_passes(&any, bad), "{wildcard} {bad}");
             }
         }

@@ -56,7 +56,7 @@ fn a_foreign_host_or_origin_is_refused_and_does_nothing() {
     for host in [
         "evil.example",
         &format!("evil.example:{port}"),
-        &format!("localhost:{}", port + 1),
+        "127.0.0.1.nip.io",
     ] {
         let host = format!("Host: {host}");
         for (method, path) in [
@@ -112,10 +112,12 @@ fn a_foreign_host_or_origin_is_refused_and_does_nothing() {
     // Same-origin pages and plain clients work.
     let preflight = send(admin, "OPTIONS", "/admin/save", std::slice::from_ref(&own));
     assert_eq!(preflight.status, 405, "{}", preflight.body);
+    // Any port: an SSH tunnel (`ssh -L 9000:127.0.0.1:PORT`) changes it.
     for host in [
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
         format!("[::1]:{port}"),
+        "localhost:9000".to_owned(),
     ] {
         let reply = send(admin, "GET", "/healthz", &[format!("Host: {host}")]);
         assert_eq!(reply.status, 200, "{host}: {}", reply.body);
