@@ -56,6 +56,8 @@ Configuration comes from the environment:
   GWAR_PERSISTENCE_SYNCHRONOUS          normal or full (normal)
   GWAR_PERSISTENCE_MAX_UNSAVED_SECS     refuse orders past this unsaved age (unset)
   GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: none asked)
+  GWAR_ADMIN_HOSTS                      host or host:port names the admin listener also
+                                        answers to, comma-separated (unset: its own only)
   GWAR_BACKUP_DIR                       where online backups go (backups/ beside the database)
   GWAR_BACKUP_INTERVAL                  seconds between automatic backups (unset: none)
   GWAR_BACKUP_KEEP                      automatic backups kept, newest first (7)

@@ -33,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::app::{self, AppError, AppState, PersistenceState, StoreFailure};
 use crate::http::message::{Endpoint, EndpointAddr, Limits};
 use crate::http::metrics::HttpMetrics;
+use crate::http::origin::AdminOrigin;
 use crate::http::routes::{Api, Role};
 use crate::http::server::HttpServer;
 use crate::persistence::backup::{default_dir, prune, remove_unfinished};
@@ -222,6 +223,14 @@ pub fn serve(
         max_connections: settings.max_connections,
         ..Limits::default()
     };
+    let admin_origin =
+        match AdminOrigin::for_listener(&listeners.admin, settings.admin_hosts.clone()) {
+            Ok(origin) => origin,
+            Err(error) => {
+                app.shutdown();
+                return Err(StartError::Http(error));
+            }
+        };
     // One poller and one pool of workers for both listeners: admin calls are rare.
     let endpoints = vec![
         Endpoint {
@@ -232,7 +241,7 @@ pub fn serve(
         // A cap of its own: players filling GWAR_MAX_CONNECTIONS never lock the operator out.
         Endpoint {
             listener: listeners.admin,
-            handler: Arc::new(api.with_role(Role::Admin)),
+            handler: Arc::new(api.with_role(Role::Admin).with_admin_origin(admin_origin)),
             own_max_connections: Some(ADMIN_MAX_CONNECTIONS),
         },
     ];

@@ -101,6 +101,65 @@ pub enum AdminListen {
     Unix(PathBuf),
 }
 
+/// A name the admin listener answers to beside its own addresses (`GWAR_ADMIN_HOSTS`), or
+/// the authority a request names (its `Host`, its `Origin`'s): `host` or `host:port`, the
+/// host a DNS name, an IPv4 address or a bracketed IPv6 address, lowercased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminHost {
+    /// As written, brackets included for IPv6 (`[::1]`), lowercased.
+    pub host: String,
+    /// `None`: no port named (in `GWAR_ADMIN_HOSTS`, any port).
+    pub port: Option<u16>,
+}
+
+impl AdminHost {
+    /// Parses `host` or `host:port`; nothing else (no scheme, path, user or empty port).
+    pub fn parse(value: &str) -> Result<AdminHost, String> {
+        let (host, port) = match value.rsplit_once(':') {
+            // `[::1]` alone: its colons are inside the brackets.
+            Some((host, port)) if !port.contains(']') => (host, Some(port)),
+            _ => (value, None),
+        };
+        let port = match port {
+            None => None,
+            Some(port) => match port.parse::<u16>() {
+                Ok(n) if n > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                _ => return Err(format!("{port:?} is not a port (1 to 65535)")),
+            },
+        };
+        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            }
+        };
+        if !valid {
+            return Err(format!(
+                "{host:?} is not a host name, an IPv4 address or a bracketed IPv6 address"
+            ));
+        }
+        Ok(AdminHost {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// `GWAR_ADMIN_HOSTS`: comma-separated [`AdminHost`]s.
+    fn parse_list(value: &str) -> Result<Vec<AdminHost>, String> {
+        value
+            .split(',')
+            .map(|entry| match entry.trim() {
+                "" => Err("expected host or host:port names, separated by commas".to_owned()),
+                entry => AdminHost::parse(entry),
+            })
+            .collect()
+    }
+}
+
 /// The longest path a Unix socket address holds (`sun_path` is 108 bytes on Linux, one
 /// of them the terminating NUL).
 const MAX_UNIX_PATH: usize = 107;
@@ -272,6 +331,8 @@ pub struct Settings {
     /// `GWAR_ADMIN_LISTEN`: the admin API's own listener.
     pub admin_listen: AdminListen,
     pub admin_token: Option<String>,
+    /// `GWAR_ADMIN_HOSTS`: names the admin listener answers to beside its own addresses.
+    pub admin_hosts: Vec<AdminHost>,
     /// `GWAR_BACKUP_DIR`; `None` means `backups/` beside the database.
     pub backup_dir: Option<PathBuf>,
     /// `GWAR_BACKUP_INTERVAL`: take a backup this often (unset: never by itself).
@@ -306,6 +367,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 3050)),
             admin_listen: AdminListen::Tcp(SocketAddr::from(([127, 0, 0, 1], 3051))),
             admin_token: None,
+            admin_hosts: Vec::new(),
             backup_dir: None,
             backup_interval: None,
             backup_keep: 7,
@@ -369,6 +431,7 @@ impl Settings {
             },
             d.admin_token,
         )?;
+        let admin_hosts = env.var("GWAR_ADMIN_HOSTS", AdminHost::parse_list, d.admin_hosts)?;
         let (backup_dir, backup_interval, backup_keep) =
             env.backups(d.backup_dir, d.backup_interval, d.backup_keep)?;
         Ok(Settings {
@@ -377,6 +440,7 @@ impl Settings {
             listen,
             admin_listen,
             admin_token,
+            admin_hosts,
             backup_dir,
             backup_interval,
             backup_keep,
@@ -651,6 +715,23 @@ mod tests {
             default_max_stall(Duration::from_secs(3)),
             Duration::from_secs(1)
         );
+        let hosts = settings(&[(
+            "GWAR_ADMIN_HOSTS",
+            "Admin.Internal, gw-1.example:8443,[::1]:3051,10.0.0.5",
+        )])
+        .unwrap()
+        .admin_hosts;
+        let written: Vec<(&str, Option<u16>)> =
+            hosts.iter().map(|h| (h.host.as_str(), h.port)).collect();
+        assert_eq!(
+            written,
+            [
+                ("admin.internal", None),
+                ("gw-1.example", Some(8443)),
+                ("[::1]", Some(3051)),
+                ("10.0.0.5", None)
+            ]
+        );
         let unix = settings(&[("GWAR_ADMIN_LISTEN", "unix:/run/galactic-war/admin.sock")]).unwrap();
         assert_eq!(
             unix.admin_listen,
@@ -717,6 +798,14 @@ mod tests {
             ("GWAR_ADMIN_LISTEN", "unix:"),
             ("GWAR_ADMIN_LISTEN", "unix:/run/galactic-war/"),
             ("GWAR_ADMIN_LISTEN", "unix:/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock"),
+            ("GWAR_ADMIN_HOSTS", ""),
+            ("GWAR_ADMIN_HOSTS", "a,,b"),
+            ("GWAR_ADMIN_HOSTS", "http://admin.internal"),
+            ("GWAR_ADMIN_HOSTS", "admin.internal:0"),
+            ("GWAR_ADMIN_HOSTS", "admin.internal:"),
+            ("GWAR_ADMIN_HOSTS", "admin.internal/x"),
+            ("GWAR_ADMIN_HOSTS", "[::1"),
+            ("GWAR_ADMIN_HOSTS", "user@admin.internal"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "0"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "10000001"),
             ("GWAR_MAX_GALAXIES", "many"),

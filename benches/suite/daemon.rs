@@ -249,7 +249,7 @@ pub fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16,
     let mut stream = TcpStream::connect(addr).expect("connects");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("writes");

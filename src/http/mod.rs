@@ -13,6 +13,7 @@
 //! - [`json`]: the JSON bodies of the answers, built from the model's and the app's plain
 //!   values.
 //! - [`metrics`]: HTTP counters and the Prometheus exposition of `GET /metrics`.
+//! - [`origin`]: the admin listener's `Host` and `Origin` checks (DNS rebinding, CSRF).
 //! - [`listen`]: binding the admin listener's Unix socket, replacing only a stale one.
 
 mod conn;
@@ -21,6 +22,7 @@ pub mod json;
 pub mod listen;
 pub mod message;
 pub mod metrics;
+pub mod origin;
 mod parse;
 mod poller;
 pub mod routes;

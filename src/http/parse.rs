@@ -117,26 +117,7 @@ fn head(parsed: &httparse::Request, limits: &Limits) -> Result<Pending, Response
         .filter(|c| !c.is_empty())
         .peekable();
     let body = if codings.peek().is_some() {
-        let codings: Vec<&str> = codings.collect();
-        // Both framings, or chunked not last: how requests get smuggled (RFC 9112 §6.1, §6.3).
-        if !lengths.is_empty() {
-            return Err(refuse(400, "both Transfer-Encoding and Content-Length"));
-        }
-        if http_10 {
-            return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
-        }
-        match codings.as_slice() {
-            [only] if only.eq_ignore_ascii_case("chunked") => Body::Chunked(Chunked::default()),
-            [.., last] if last.eq_ignore_ascii_case("chunked") => {
-                return Err(refuse(501, "only the chunked transfer coding is supported"))
-            }
-            _ => {
-                return Err(refuse(
-                    400,
-                    "a request body's last transfer coding must be chunked",
-                ))
-            }
-        }
+        transfer_coded(&codings.collect::<Vec<_>>(), !lengths.is_empty(), http_10)?
     } else {
         // Exactly one, digits only: anything looser is how requests get smuggled.
         match lengths.as_slice() {
@@ -174,6 +155,34 @@ fn head(parsed: &httparse::Request, limits: &Limits) -> Result<Pending, Response
         expects_continue,
         body,
     })
+}
+
+/// The framing of a body sent with `Transfer-Encoding: codings`: chunked, alone.
+fn transfer_coded(codings: &[&str], has_length: bool, http_10: bool) -> Result<Body, Response> {
+    // Both framings, or chunked not last: how requests get smuggled (RFC 9112 §6.1, §6.3).
+    if has_length {
+        return Err(refuse(400, "both Transfer-Encoding and Content-Length"));
+    }
+    if http_10 {
+        return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    let chunked = |c: &&str| c.eq_ignore_ascii_case("chunked");
+    match codings {
+        [only] if chunked(only) => Ok(Body::Chunked(Chunked::default())),
+        // Chunked twice is malformed, not an unsupported coding (RFC 9112 §6.1: a sender
+        // must not apply it more than once).
+        [first @ .., _] if first.iter().any(chunked) => Err(refuse(
+            400,
+            "the chunked transfer coding is applied only once",
+        )),
+        [.., last] if chunked(last) => {
+            Err(refuse(501, "only the chunked transfer coding is supported"))
+        }
+        _ => Err(refuse(
+            400,
+            "a request body's last transfer coding must be chunked",
+        )),
+    }
 }
 
 /// The path and query of a request target in absolute form (`http://host/path?query`),
@@ -362,6 +371,13 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
             400
         );
+        for twice in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip, Chunked\r\n\r\n",
+        ] {
+            assert_eq!(parse(twice), 400, "{}", String::from_utf8_lossy(twice));
+        }
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n"),
             413

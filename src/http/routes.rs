@@ -30,6 +30,7 @@ use super::json::{
 };
 use super::message::{Handler, Request, Response};
 use super::metrics::{render, HttpMetrics};
+use super::origin::AdminOrigin;
 use super::url::{query_pairs, split_path};
 use crate::app::{valid_galaxy_name, AppError, AppState};
 use crate::model::{GalaxyConfig, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
@@ -103,6 +104,8 @@ pub struct Api {
     backup_dir: Option<PathBuf>,
     /// The largest galaxy a caller without the admin token may create.
     max_public_systems: u64,
+    /// The admin listener's `Host` and `Origin` rules (see [`super::origin`]).
+    admin_origin: Option<Arc<AdminOrigin>>,
 }
 
 impl Api {
@@ -122,7 +125,15 @@ impl Api {
             admin_token,
             backup_dir,
             max_public_systems: GalaxyLimits::default().max_public_systems,
+            admin_origin: None,
         }
+    }
+
+    /// In the admin role, refuse requests that name another host or come from another
+    /// site (see [`super::origin`]); without it the admin role checks neither.
+    pub fn with_admin_origin(mut self, origin: AdminOrigin) -> Api {
+        self.admin_origin = Some(Arc::new(origin));
+        self
     }
 
     /// Creations of more than `limit` systems need the admin token
@@ -155,6 +166,10 @@ fn now_tick() -> u64 {
 
 impl Api {
     fn route(&self, request: &Request) -> Result<Response, ApiError> {
+        // First of all: a foreign page learns nothing, not even which routes exist.
+        if let (Role::Admin, Some(origin)) = (self.role, &self.admin_origin) {
+            origin.check(request)?;
+        }
         let segments = split_path(&request.path)?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = request.method.as_str();

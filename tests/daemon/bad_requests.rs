@@ -156,6 +156,10 @@ fn oversized_and_malformed_requests_are_refused() {
         b"POST /galaxies/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
     );
     assert_json_error(&parse_reply(&chunked), 400, "a malformed chunk size");
+    let chunked_twice = daemon.raw(
+        b"POST /galaxies/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_json_error(&parse_reply(&chunked_twice), 400, "chunked applied twice");
     let bad_length = daemon.raw(b"POST /galaxies/c HTTP/1.1\r\nContent-Length: lots\r\n\r\n");
     assert_json_error(&parse_reply(&bad_length), 400, "bad Content-Length");
     let twice = daemon

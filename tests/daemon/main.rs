@@ -5,6 +5,7 @@
 mod postgres_cluster;
 mod util;
 
+mod admin_origin;
 mod bad_requests;
 mod crash_loop;
 mod edge;

@@ -817,6 +817,107 @@ fn a_batch_of_several_galaxies_commits_the_ones_not_lost() {
     assert_eq!(row.epoch, 1, "{row:?}");
 }
 
+/// Issue 23: a daemon killed in the middle of a large creation leaves the name's rows
+/// behind under a `creating` job. Once its lease has run out, another daemon answers the
+/// name as free on both verbs: `GET` 404, and a `POST` that takes the abandoned job over
+/// at once (removing the dead rows) and creates the galaxy (201); it was 409 "already
+/// exists" until the periodic take-over, up to an auto-save interval later.
+#[test]
+fn a_name_left_by_a_creation_killed_midway_is_free_on_another_daemon_once_the_lease_ran_out() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let db = cluster.database();
+    let a = Node::start(&db.url(), &[]);
+    // No periodic take-over during the test: only asking for the name may take it.
+    let b = Node::start(&db.url(), &[("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "600")]);
+    let mut a = a;
+    let systems = |db: &Database<'_>| -> i64 {
+        db.client()
+            .query_one(
+                "SELECT count(*) FROM systems WHERE galaxy_name = 'big'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // 300 000 systems on a's admin listener (past the public limit), killed midway.
+    let creation = {
+        let (addr, config) = (a.admin_addr, counting_config(300_000, 600));
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connects");
+            let head = format!(
+                "POST /galaxies/big?seed=7 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Content-Length: {}\r\n\r\n",
+                config.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(config.as_bytes());
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+    };
+    assert!(
+        wait_for(PATIENCE, || systems(&db) >= 10_000),
+        "a never wrote its creation's first chunks:\n{}",
+        a.log()
+    );
+    a.kill9();
+    let answer = creation.join().unwrap();
+    assert!(
+        !answer.contains(" 201 "),
+        "the creation finished first: {answer}"
+    );
+    let written = systems(&db);
+    let job: String = db
+        .client()
+        .query_one("SELECT job FROM galaxy_jobs WHERE name = 'big'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((job.as_str(), written > 0), ("creating", true));
+    assert!(
+        wait_for(PATIENCE, || !ownership(&db, "big").live),
+        "a's lease never ran out"
+    );
+
+    let started = Instant::now();
+    let get = b.get("/galaxies/big");
+    assert_eq!(get.status, 404, "{}", get.body);
+    let post = b.request("POST", "/galaxies/big?seed=7", COUNTING_CONFIG);
+    let took = started.elapsed();
+    assert_eq!(post.status, 201, "{}\n{}", post.body, b.log());
+    println!(
+        "a creation killed after {written} systems: GET 404, then POST 201 on the other daemon \
+         in {took:?} (its dead rows removed first)"
+    );
+    // "At once": a couple of seconds of removing the dead rows, with room for a busy
+    // 2-core machine; the periodic take-over would have waited 600 s here.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        b.log()
+            .contains("asked for while its rows belong to a job another daemon abandoned"),
+        "{}",
+        b.log()
+    );
+    // The galaxy works, and only the new one's rows are left.
+    let coords = all_systems(&b, "big");
+    assert_eq!(coords.len(), 40);
+    let mut conn = Conn::open(b.addr);
+    conn.order("big", coords[0]);
+    assert_eq!(b.get("/galaxies/big").status, 200);
+    b.save();
+    assert_eq!(systems(&db), 40, "the dead creation's rows are gone");
+    let left: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM galaxy_jobs WHERE name = 'big'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "no job left");
+    let row = ownership(&db, "big");
+    assert_eq!(row.owner_url.as_deref(), Some(b.url.as_str()), "{row:?}");
+}
+
 /// The zombie stopped while streaming: a batch due soon after the orders (all of them
 /// acknowledged well before), never before the proxy is armed.
 const STREAMING: [(&str, &str); 2] = [

@@ -231,7 +231,8 @@ pub fn request_at(
     body: &[u8],
 ) -> Reply {
     let mut raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        // The address asked, as a client names it: the admin listener takes no other.
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     )
     .into_bytes();

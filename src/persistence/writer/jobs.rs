@@ -18,7 +18,7 @@ use crossbeam_channel::Sender;
 
 use super::report::{PersistError, LOG};
 use crate::model::{Galaxy, RowMask};
-use crate::store::{CreationProgress, NewGalaxy, StoreError, WriteStats, WriteStore};
+use crate::store::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, WriteStats, WriteStore};
 
 /// The writer time one chunk aims at. Well under the loss window's "one commit" of slack
 /// and under the watchdog's ping period, yet large enough that a chunk's fixed costs
@@ -230,9 +230,15 @@ impl Jobs {
                         };
                         Ok((stats, finished))
                     }
-                    // Another daemon created the name first (PostgreSQL): this creation
-                    // wrote nothing and is answered at once; no failure of the database.
+                    // The name is taken in the database (PostgreSQL): by a job another
+                    // daemon abandoned, which is taken over now and removed before this
+                    // creation starts; else by another daemon's galaxy, creation or
+                    // removal, and this creation wrote nothing and is answered at once.
                     Err(error @ StoreError::Exists(_)) => {
+                        let name = galaxy.name().to_owned();
+                        if self.take_over_abandoned(store, &name) {
+                            return Ok((WriteStats::default(), None));
+                        }
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
                             creation.refuse(PersistError::Failed(error.failure()));
                         }
@@ -267,6 +273,40 @@ impl Jobs {
                 Ok((stats, finished))
             }
         }
+    }
+
+    /// Takes over the jobs other daemons abandoned (their leases ran out, or they exited)
+    /// and queues the removal of their rows; when `name`'s is among them, its removal goes
+    /// first, ahead of the creation of `name` at the front, which then waits for it. So a
+    /// name whose dead creation is still in the database is answered as free: the name a
+    /// `GET` does not find, a `POST` creates, at once rather than at the next periodic
+    /// take-over. True when `name` was taken over.
+    fn take_over_abandoned(&mut self, store: &mut dyn WriteStore, name: &str) -> bool {
+        let jobs = match store.orphaned_jobs() {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                log::warn!(target: LOG, "galaxy '{name}': its name is taken in the database, and looking for a job abandoned under it failed: {error}");
+                return false;
+            }
+        };
+        let mut taken = false;
+        for job in jobs {
+            let (GalaxyJob::Creating(other) | GalaxyJob::Deleting(other)) = job;
+            if other == name {
+                log::warn!(target: LOG, "galaxy '{name}': asked for while its rows belong to a job another daemon abandoned (its lease ran out); taking it over and removing them before creating it anew");
+                self.queue.push_front(Job::Purge {
+                    name: other,
+                    removed: 0,
+                });
+                taken = true;
+            } else {
+                log::warn!(target: LOG, "galaxy '{other}': taking over a job another daemon abandoned (its lease ran out); removing what was written");
+                if !self.has(&other) {
+                    self.purge(other);
+                }
+            }
+        }
+        taken
     }
 
     /// Moves the removal of `name` at the front to the back, unless a later job has the

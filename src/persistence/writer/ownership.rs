@@ -29,7 +29,9 @@
 //!   restarted, would leave the galaxy's job (and its name) stuck for ever: every auto-save
 //!   interval the writer takes over such jobs
 //!   ([`WriteStore::orphaned_jobs`](crate::store::WriteStore::orphaned_jobs))
-//!   and removes their rows, as a daemon does at start-up.
+//!   and removes their rows, as a daemon does at start-up; and at once when a creation
+//!   meets a name such a job holds (`jobs.rs`: the job's removal goes first, then the
+//!   creation), so that a name a `GET` does not find, a `POST` creates.
 
 use std::time::{Duration, Instant};
 

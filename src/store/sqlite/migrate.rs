@@ -83,7 +83,7 @@ fn with_progress<T>(label: &str, size: u64, notifier: &Notifier, check: impl FnO
                     // check's last stretch is work on pages already read.
                     let progress = match (read_before, bytes_read()) {
                         (Some(before), Some(now)) => format!(
-                            ", {:.0} MB read of the file's {:.0} MB",
+                            ", {:.0} MB read of {:.0} MB (file and WAL)",
                             now.saturating_sub(before) as f64 / 1e6,
                             size as f64 / 1e6
                         ),
@@ -106,6 +106,38 @@ fn with_progress<T>(label: &str, size: u64, notifier: &Notifier, check: impl FnO
     })
 }
 
+/// What a whole-database check reads: the file and its WAL, whose committed pages the
+/// check sees as part of the database (after a crash the WAL may hold most of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sizes {
+    file: u64,
+    wal: u64,
+}
+
+impl Sizes {
+    fn total(self) -> u64 {
+        self.file.saturating_add(self.wal)
+    }
+}
+
+impl std::fmt::Display for Sizes {
+    /// `30.1 MB`, and what of it is in the WAL when there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} MB", self.total() as f64 / 1e6)?;
+        if self.wal > 0 {
+            write!(f, ", {:.1} MB of it in the WAL", self.wal as f64 / 1e6)?;
+        }
+        Ok(())
+    }
+}
+
+/// The size of `path`'s write-ahead log (`PATH-wal`), 0 when there is none.
+fn wal_size(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 /// Bytes this process has read (`rchar` of `/proc/self/io`), where the kernel says.
 fn bytes_read() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
@@ -125,9 +157,12 @@ impl Db {
         check: StartupCheck,
         notifier: &Notifier,
     ) -> Result<Db, StoreError> {
-        let size = match url {
-            DatabaseUrl::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
-            DatabaseUrl::Memory => 0,
+        let (size, wal) = match url {
+            DatabaseUrl::File(path) => (
+                std::fs::metadata(path).map_or(0, |m| m.len()),
+                wal_size(path),
+            ),
+            DatabaseUrl::Memory => (0, 0),
             // `store::open` sends these to the PostgreSQL store; a tool that hands one
             // to SQLite's gets an error, not a file named after the URL.
             DatabaseUrl::Postgres(_) => {
@@ -163,7 +198,7 @@ impl Db {
         // Read the version before any pragma that writes (journal_mode writes the header).
         let version = db.schema_version()?;
         db.refuse_newer(version)?;
-        db.check_at_start_up(check, version, size, notifier)?;
+        db.check_at_start_up(check, version, Sizes { file: size, wal }, notifier)?;
         db.configure(synchronous)?;
         db.conn.wal_hook(Some(note_wal_pages));
         db.migrate(version)?;
@@ -218,15 +253,16 @@ impl Db {
     }
 
     /// The start-up check, before anything writes: the header and schema after a clean
-    /// shutdown, the whole file otherwise (see [`crate::persistence::clean`]). `size`: the
-    /// file's size in bytes (0 when new or in memory).
+    /// shutdown, the whole file otherwise (see [`crate::persistence::clean`]). `sizes`: the
+    /// file's and its WAL's sizes in bytes (0 when new or in memory).
     fn check_at_start_up(
         &self,
         check: StartupCheck,
         version: i64,
-        size: u64,
+        sizes: Sizes,
         notifier: &Notifier,
     ) -> Result<(), StoreError> {
+        let size = sizes.file;
         let why = match check {
             _ if size == 0 => return self.refuse_corrupt(),
             StartupCheck::HeaderAndSchema { schema_version } => {
@@ -243,9 +279,11 @@ impl Db {
             StartupCheck::Whole { why } => why,
         };
         log::info!(target: crate::logging::PERSISTENCE,
-            "{}: {why}: checking the whole database ({:.1} MB)...", self.label, size as f64 / 1e6);
+            "{}: {why}: checking the whole database ({})...", self.label, sizes);
         let started = std::time::Instant::now();
-        let result = with_progress(&self.label, size, notifier, || self.refuse_corrupt());
+        let result = with_progress(&self.label, sizes.total(), notifier, || {
+            self.refuse_corrupt()
+        });
         if result.is_ok() {
             log::info!(target: crate::logging::PERSISTENCE,
                 "{}: whole-database check passed in {:.1?}", self.label, started.elapsed());
@@ -341,5 +379,31 @@ impl Db {
             log::info!(target: crate::logging::PERSISTENCE, "{}: applied migration {name}", self.label);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_size_counts_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        assert_eq!(wal_size(&path), 0, "no WAL");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        std::fs::write(dir.path().join("g.db-wal"), vec![0u8; 28_000_000]).unwrap();
+        assert_eq!(wal_size(&path), 28_000_000);
+        let sizes = Sizes {
+            file: 4096,
+            wal: 28_000_000,
+        };
+        assert_eq!(sizes.total(), 28_004_096);
+        assert_eq!(sizes.to_string(), "28.0 MB, 28.0 MB of it in the WAL");
+        let no_wal = Sizes {
+            file: 1_500_000,
+            wal: 0,
+        };
+        assert_eq!(no_wal.to_string(), "1.5 MB");
     }
 }
