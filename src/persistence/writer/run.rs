@@ -13,7 +13,7 @@ use super::lanes::Lane;
 use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Pending, Ticket, TicketReply, Writer};
-use crate::store::StoreError;
+use crate::store::{FailureKind, StoreError};
 
 impl Writer {
     pub(super) fn run(mut self) {
@@ -171,7 +171,7 @@ impl Writer {
             wake = wake.min(renewal.next_at);
         }
         let now = self.clock.now();
-        for due in [self.batch_due(now), self.chunk_due(now)]
+        for due in [self.batch_due(now), self.chunk_due(now), self.probe_due()]
             .into_iter()
             .flatten()
         {
@@ -259,13 +259,16 @@ impl Writer {
         }
     }
 
-    /// What is due at `now`: the interval's periodic work, a batch, one chunk of bulk
-    /// work, and the flushes whose deadline passed.
+    /// What is due at `now`: the probes of failing lanes, the interval's periodic work, a
+    /// batch, one chunk of bulk work, and the flushes whose deadline passed.
     pub(super) fn work(&mut self, now: Instant) {
         // First, so that a lost galaxy is out of memory before a batch is cut.
         if self.renewal.as_ref().is_some_and(|r| r.next_at <= now) {
             self.renew();
         }
+        // Before the batch and the chunk: a store seen down that answers again has its
+        // lanes retried in this very turn.
+        self.probe(self.clock.now());
         let now = self.clock.now();
         if now >= self.next_interval {
             self.ticks_due = true;
@@ -289,6 +292,17 @@ impl Writer {
         if self.exit.is_none() && self.chunk_due(now).is_some_and(|due| due <= now) {
             self.chunk();
         }
+        // Bulk work held back for lack of room: creations waiting behind it are answered
+        // now, not after the shortage (orders first; their callers see a 503).
+        if let Some(failure) = self
+            .job_failure
+            .as_ref()
+            .filter(|f| f.error.kind == FailureKind::Full)
+        {
+            let failure = failure.error.clone();
+            self.jobs.refuse_waiting_creations(&failure);
+        }
+        self.drop_idle_job_failure();
         self.expire_tickets(self.clock.now());
     }
 
