@@ -7,6 +7,7 @@ mod util;
 
 mod bad_requests;
 mod crash_loop;
+mod disk;
 mod edge;
 mod faults;
 mod fuzz;

@@ -80,6 +80,7 @@ pub(super) fn open(
         checkpointer,
         deadline,
         short_of_room: false,
+        bulk_held: false,
     };
     Ok(Opened {
         writer: Box::new(writer),

@@ -35,8 +35,10 @@ pub struct SqliteWriter {
     pub(super) checkpointer: Option<Checkpointer>,
     /// Set at shutdown: this connection's busy waits end there (see `busy.rs`).
     pub(super) deadline: Arc<BusyDeadline>,
-    /// The filesystem's room ran short and no commit has succeeded since (`space.rs`).
+    /// A write failed for lack of room and none has committed since (`space.rs`).
     pub(super) short_of_room: bool,
+    /// The last look for room for bulk work found too little (`space.rs`).
+    pub(super) bulk_held: bool,
 }
 
 impl SqliteWriter {
@@ -59,6 +61,7 @@ impl SqliteWriter {
             checkpointer: None,
             deadline: BusyDeadline::new(),
             short_of_room: false,
+            bulk_held: false,
         })
     }
 
@@ -131,8 +134,9 @@ impl WriteStore for SqliteWriter {
 
     fn after_commit(&mut self) {
         self.room_back();
+        let room = self.wal_room();
         if let Some(checkpointer) = &mut self.checkpointer {
-            checkpointer.after_commit(&self.db);
+            checkpointer.after_commit(&self.db, room);
         }
     }
 
