@@ -129,6 +129,14 @@ pub enum StoreError {
         path: PathBuf,
         problem: &'static str,
     },
+    #[error("the database's filesystem ({path}) has {} free, under the {} {}", mib(*.available), mib(*.needed), .what)]
+    LowSpace {
+        path: PathBuf,
+        available: u64,
+        needed: u64,
+        /// What the shortage means, after "under the N MiB".
+        what: &'static str,
+    },
     #[error("cannot start the {name} thread: {source}")]
     Thread {
         name: &'static str,
@@ -169,6 +177,11 @@ pub enum StoreError {
     },
 }
 
+/// Bytes as an operator reads them in a message.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 fn lost_message(lost: &[LostGalaxy]) -> String {
     let names: Vec<String> = lost.iter().map(LostGalaxy::to_string).collect();
     format!(
@@ -190,6 +203,7 @@ impl StoreError {
             StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
             StoreError::Corrupt { .. } => FailureKind::Corrupt,
             StoreError::FileGone { .. } => FailureKind::FileGone,
+            StoreError::LowSpace { .. } => FailureKind::Full,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
             StoreError::Lost(_) => FailureKind::Lost,
             // Taken here once the other daemon's lease runs out: a wait, like a lock.
@@ -501,6 +515,23 @@ pub trait WriteStore: Any + Send {
     /// The writer is stopping: end the store's helpers and, when `all_saved`, leave the
     /// database compact. A failure here loses nothing; it is logged.
     fn finish(&mut self, all_saved: bool);
+
+    /// A cheap look, while a lane is failing, at whether a write could succeed now
+    /// (PostgreSQL: the session opened again if it was lost, and `SELECT 1`; SQLite: the
+    /// file is still the one opened and its filesystem has a little room). Called about
+    /// every half second while failing, so it must not cost what a batch costs; it may be wrong
+    /// (a batch can still fail), never harmful: it writes nothing.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Before each chunk of bulk work (creating or removing a whole galaxy): whether the
+    /// store can spare the room, keeping what batches of orders need (SQLite: free space
+    /// on the database's filesystem above a reserve). An error (kind
+    /// [`FailureKind::Full`]) means the chunk does not run and the job waits; batches go on.
+    fn room_for_bulk(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     // Ownership (PostgreSQL, several daemons). A store that has the database to itself
     // (SQLite) keeps the defaults: no lease, nothing to renew or release.

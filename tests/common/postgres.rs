@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 pub const APPLICATION_NAME: &str = "galactic-war";
 
 /// Whether this run is CI, where PostgreSQL tests must run.
-fn under_ci() -> bool {
+pub fn under_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 

@@ -8,6 +8,7 @@ mod util;
 mod admin_origin;
 mod bad_requests;
 mod crash_loop;
+mod disk;
 mod edge;
 mod faults;
 mod fuzz;

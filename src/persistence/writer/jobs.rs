@@ -18,7 +18,9 @@ use crossbeam_channel::Sender;
 
 use super::report::{PersistError, LOG};
 use crate::model::{Galaxy, RowMask};
-use crate::store::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, WriteStats, WriteStore};
+use crate::store::{
+    CreationProgress, GalaxyJob, NewGalaxy, StoreError, StoreFailure, WriteStats, WriteStore,
+};
 
 /// The writer time one chunk aims at. Well under the loss window's "one commit" of slack
 /// and under the watchdog's ping period, yet large enough that a chunk's fixed costs
@@ -194,17 +196,25 @@ impl Jobs {
         self.queue.front().map(Job::name)
     }
 
-    /// Runs one chunk of the oldest job in one transaction. On error the chunk left
-    /// nothing behind: a purge is retried later; a creation is refused to its caller and
-    /// replaced by the purge of whatever it had committed.
+    /// Runs one chunk of the oldest job in one transaction, if the store can spare the
+    /// room (see `held_back`). On error the chunk left nothing behind: a purge is retried
+    /// later; a creation is refused to its caller and replaced by the purge of whatever it
+    /// had committed.
     pub(crate) fn step(
         &mut self,
         store: &mut dyn WriteStore,
     ) -> Result<(WriteStats, Option<Finished>), StoreError> {
+        if self.queue.is_empty() {
+            return Ok((WriteStats::default(), None));
+        }
+        let started = Instant::now();
+        // Orders first: bulk work runs only while the store can spare the room.
+        if let Err(error) = store.room_for_bulk() {
+            return self.held_back(error);
+        }
         let Some(job) = self.queue.front_mut() else {
             return Ok((WriteStats::default(), None));
         };
-        let started = Instant::now();
         match job {
             Job::Create(creation) => {
                 let galaxy = &creation.galaxy;
@@ -307,6 +317,47 @@ impl Jobs {
             }
         }
         taken
+    }
+
+    /// The front job may not run a chunk now, for `error` (the store cannot spare the
+    /// room): a creation not begun is refused at once and leaves nothing to retry; one
+    /// begun is refused and its removal queued; a removal waits. `Err` when a job waits,
+    /// so its lane backs off.
+    fn held_back(
+        &mut self,
+        error: StoreError,
+    ) -> Result<(WriteStats, Option<Finished>), StoreError> {
+        let begun = match self.queue.front() {
+            Some(Job::Create(creation)) => creation.progress.written > 0,
+            Some(Job::Purge { .. }) | None => return Err(error),
+        };
+        if let Some(Job::Create(creation)) = self.queue.pop_front() {
+            let name = creation.refuse(PersistError::Failed(error.failure()));
+            log::warn!(target: LOG, "creation of galaxy '{name}' refused: {error}");
+            if begun {
+                self.queue.push_front(Job::Purge { name, removed: 0 });
+                return Err(error);
+            }
+        }
+        Ok((WriteStats::default(), None))
+    }
+
+    /// Refuses, with `failure`, every creation queued that has not begun (bulk work is
+    /// held back for lack of room: their callers get an answer now rather than after the
+    /// shortage). The number refused.
+    pub(crate) fn refuse_waiting_creations(&mut self, failure: &StoreFailure) -> usize {
+        let mut refused = 0;
+        for job in std::mem::take(&mut self.queue) {
+            match job {
+                Job::Create(creation) if creation.progress.written == 0 => {
+                    let name = creation.refuse(PersistError::Failed(failure.clone()));
+                    log::warn!(target: LOG, "creation of galaxy '{name}' refused: {failure}");
+                    refused += 1;
+                }
+                job => self.queue.push_back(job),
+            }
+        }
+        refused
     }
 
     /// Moves the removal of `name` at the front to the back, unless a later job has the

@@ -13,7 +13,9 @@
 //!   transaction, no galaxy locked) → settle (ok: mark saved, answer flushes; failed: give
 //!   the changes back, keep the flushes that may wait).
 //! - `lanes`: what follows any commit or failure: health, metrics, and the retry backoff
-//!   (exponential, capped at the auto-save interval), one per lane (batches, bulk jobs).
+//!   (exponential, capped at the auto-save interval), one per lane (batches, bulk jobs),
+//!   with a cheap probe of the store every 500 ms that retries at once a lane whose
+//!   database was down and answers again.
 //! - `ownership` (PostgreSQL, several daemons): the lease on this daemon's galaxies,
 //!   renewed every third of it, and galaxies lost to another daemon, dropped from memory.
 //!

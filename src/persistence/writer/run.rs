@@ -13,7 +13,7 @@ use super::lanes::Lane;
 use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Pending, Ticket, TicketReply, Writer};
-use crate::store::StoreError;
+use crate::store::{FailureKind, StoreError};
 
 impl Writer {
     pub(super) fn run(mut self) {
@@ -171,7 +171,7 @@ impl Writer {
             wake = wake.min(renewal.next_at);
         }
         let now = self.clock.now();
-        for due in [self.batch_due(now), self.chunk_due(now)]
+        for due in [self.batch_due(now), self.chunk_due(now), self.probe_due()]
             .into_iter()
             .flatten()
         {
@@ -227,11 +227,15 @@ impl Writer {
         // Every chunk renews the lease on its galaxy (several daemons) from its start.
         let sent = self.clock.now();
         let job = self.jobs.next_name().map(str::to_owned);
+        // A chunk that hangs holds up the batches behind it: it counts as a stall while
+        // it runs. One that fails does not (orders go first: a failing bulk job backs off
+        // without holding them up), so any answer ends it.
         self.metrics.note_call_started();
-        match self.jobs.step(self.store.as_mut()) {
+        let result = self.jobs.step(self.store.as_mut());
+        self.answered_outside_batches();
+        match result {
             Ok((stats, finished)) => {
                 self.saved(Lane::Jobs, started.elapsed(), stats);
-                self.answered_outside_batches();
                 match finished {
                     Some(Finished::Created(creation)) => {
                         let (name, tick) = (creation.name().to_owned(), creation.tick());
@@ -255,28 +259,30 @@ impl Writer {
                     .as_deref()
                     .is_some_and(|job| lost.iter().any(|l| l.name == job)) =>
             {
-                self.answered_outside_batches();
                 self.lose(lost);
             }
             Err(error) => self.failed(Lane::Jobs, &error),
         }
     }
 
-    /// A chunk or a renewal succeeded: the store answers, so saving is not stalled —
-    /// unless the batches themselves are failing, which only a batch can end.
+    /// A chunk ended or a renewal succeeded: the store answers, so saving is not
+    /// stalled — unless the batches themselves are failing, which only a batch can end.
     pub(super) fn answered_outside_batches(&self) {
         if self.failure.is_none() {
             self.metrics.note_call_answered();
         }
     }
 
-    /// What is due at `now`: the interval's periodic work, a batch, one chunk of bulk
-    /// work, and the flushes whose deadline passed.
+    /// What is due at `now`: the probes of failing lanes, the interval's periodic work, a
+    /// batch, one chunk of bulk work, and the flushes whose deadline passed.
     pub(super) fn work(&mut self, now: Instant) {
         // First, so that a lost galaxy is out of memory before a batch is cut.
         if self.renewal.as_ref().is_some_and(|r| r.next_at <= now) {
             self.renew();
         }
+        // Before the batch and the chunk: a store seen down that answers again has its
+        // lanes retried in this very turn.
+        self.probe(self.clock.now());
         let now = self.clock.now();
         if now >= self.next_interval {
             self.ticks_due = true;
@@ -300,6 +306,17 @@ impl Writer {
         if self.exit.is_none() && self.chunk_due(now).is_some_and(|due| due <= now) {
             self.chunk();
         }
+        // Bulk work held back for lack of room: creations waiting behind it are answered
+        // now, not after the shortage (orders first; their callers see a 503).
+        if let Some(failure) = self
+            .job_failure
+            .as_ref()
+            .filter(|f| f.error.kind == FailureKind::Full)
+        {
+            let failure = failure.error.clone();
+            self.jobs.refuse_waiting_creations(&failure);
+        }
+        self.drop_idle_job_failure();
         self.expire_tickets(self.clock.now());
     }
 

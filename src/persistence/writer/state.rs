@@ -54,11 +54,16 @@ impl Ticket {
     }
 }
 
-/// A lane's failure: how many attempts failed in a row, and when to try again.
+/// A lane's failure: how many attempts failed in a row, and when to try again; when to
+/// probe the store next, and whether it was seen down since the failure (see `lanes.rs`).
 pub(super) struct Failure {
     pub(super) attempts: u32,
     pub(super) retry_at: Instant,
     pub(super) error: StoreFailure,
+    pub(super) probe_at: Instant,
+    /// The store did not answer (or had no room) since this failure: the first probe that
+    /// finds it answering again brings the retry forward to that moment.
+    pub(super) seen_down: bool,
 }
 
 /// The lease this daemon holds its galaxies under, and when to renew it next.

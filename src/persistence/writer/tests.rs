@@ -242,6 +242,91 @@ impl WriteStore for Fenced {
     }
 }
 
+/// What a test tells the [`Probed`] store, and what it saw.
+#[derive(Default)]
+struct Reach {
+    /// The database does not answer: probes fail (writes are broken apart, by
+    /// `break_writes`, so a test can also break them while probes succeed).
+    down: bool,
+    /// The store cannot spare room for bulk work: `room_for_bulk` refuses.
+    no_room: bool,
+    probes: u32,
+    room_checks: u32,
+}
+
+/// The rig's SQLite store whose probe and room for bulk work a test decides.
+struct Probed {
+    inner: SqliteWriter,
+    reach: Arc<Mutex<Reach>>,
+}
+
+impl WriteStore for Probed {
+    fn on_writer_thread(&mut self) {
+        self.inner.on_writer_thread()
+    }
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.inner.unfinished_jobs()
+    }
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.write_batch(deletions, galaxies)
+    }
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.create_chunk(galaxy, progress, max_systems)
+    }
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        self.inner.purge_chunk(name, max_systems)
+    }
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.inner.adopt_ids(name, ids)
+    }
+    fn forget_ids(&mut self, name: &str) {
+        self.inner.forget_ids(name)
+    }
+    fn after_commit(&mut self) {
+        self.inner.after_commit()
+    }
+    fn maintain(&mut self, idle: bool) {
+        self.inner.maintain(idle)
+    }
+    fn finish(&mut self, all_saved: bool) {
+        self.inner.finish(all_saved)
+    }
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let mut reach = self.reach.lock();
+        reach.probes += 1;
+        if reach.down {
+            return Err(StoreError::Unreachable("injected".into()));
+        }
+        Ok(())
+    }
+    fn room_for_bulk(&mut self) -> Result<(), StoreError> {
+        let mut reach = self.reach.lock();
+        reach.room_checks += 1;
+        if reach.no_room {
+            return Err(StoreError::LowSpace {
+                path: "injected".into(),
+                available: 0,
+                needed: 1,
+                what: "kept for saving orders (injected)",
+            });
+        }
+        Ok(())
+    }
+}
+
 fn rig(settings: PersistenceSettings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
@@ -258,6 +343,17 @@ fn fenced_rig(settings: PersistenceSettings, lease: Duration) -> (Rig, Arc<Mutex
         fence: fence.clone(),
     };
     (rig_on(settings, dir, Box::new(store)), fence)
+}
+
+/// A rig whose store's probe and room for bulk work the returned [`Reach`] decides.
+fn probed_rig(settings: PersistenceSettings) -> (Rig, Arc<Mutex<Reach>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let reach = Arc::new(Mutex::new(Reach::default()));
+    let store = Probed {
+        inner: sqlite_store(&dir),
+        reach: reach.clone(),
+    };
+    (rig_on(settings, dir, Box::new(store)), reach)
 }
 
 fn sqlite_store(dir: &tempfile::TempDir) -> SqliteWriter {
@@ -461,9 +557,12 @@ impl Rig {
     /// The writer's own SQLite connection, for fault injection.
     fn connection(&mut self) -> &rusqlite::Connection {
         let fenced = (self.writer.store.as_ref() as &dyn Any).is::<Fenced>();
+        let probed = (self.writer.store.as_ref() as &dyn Any).is::<Probed>();
         let store = self.writer.store.as_mut() as &mut dyn Any;
         let sqlite = if fenced {
             store.downcast_mut::<Fenced>().map(|f| &mut f.inner)
+        } else if probed {
+            store.downcast_mut::<Probed>().map(|p| &mut p.inner)
         } else {
             store.downcast_mut::<SqliteWriter>()
         };
@@ -1456,4 +1555,215 @@ fn saving_counts_as_stalled_from_the_first_failed_attempt_until_a_commit() {
     rig.after(SEC);
     assert_eq!(cell.unsaved(), 0);
     assert_eq!(rig.metrics.stalled_for(), None, "a commit ends the stall");
+}
+
+impl Rig {
+    /// Asks the writer to create galaxy `name` of `systems` systems; the answer comes on
+    /// the returned channel.
+    fn send_create(
+        &self,
+        name: &str,
+        systems: u64,
+    ) -> Receiver<Result<super::jobs::Created, PersistError>> {
+        let mut galaxy = Galaxy::create(name, config(systems), 1, 0).unwrap();
+        galaxy.take_changes();
+        let (reply, answer) = bounded(1);
+        let galaxy = Box::new(galaxy);
+        self.tx.send(Message::Create { galaxy, reply }).unwrap();
+        answer
+    }
+
+    /// Deletes galaxy `name` as the app does: gone from memory, and the writer told.
+    fn delete(&self, name: &str) {
+        self.galaxies
+            .delete(&WriterOnly, name, |epoch| {
+                let name = name.to_owned();
+                self.tx.send(Message::Delete { name, epoch }).unwrap()
+            })
+            .unwrap();
+    }
+
+    /// Systems stored for galaxy `name`, whatever its state.
+    fn stored_systems(&self, name: &str) -> i64 {
+        rusqlite::Connection::open(self.dir.path().join("writer.db"))
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM systems WHERE galaxy_name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_store_seen_down_is_probed_often_and_retried_as_soon_as_it_answers() {
+    // The default cap of the backoff: 30 s, the auto-save interval.
+    let (mut rig, reach) = probed_rig(settings(|s| s.auto_save_interval = Duration::from_secs(30)));
+    let cell = rig.create("g", 10);
+    rig.break_writes();
+    reach.lock().down = true;
+    rig.order(&cell, 0, 1);
+    rig.after(3 * SEC);
+    assert_eq!(rig.errors(), 1);
+    assert_eq!(rig.metrics.state(), PersistenceState::Retrying);
+    // 40 s down: the batch backs off towards 30 s, the probe keeps its half second.
+    for _ in 0..400 {
+        rig.after(100 * MS);
+    }
+    let attempts = rig.errors();
+    let probes = reach.lock().probes;
+    assert!(
+        attempts <= 10,
+        "the full batch backs off: {attempts} attempts"
+    );
+    assert!(probes >= 60, "probed about every 500 ms: {probes} probes");
+    let retry_at = rig.writer.failure.as_ref().unwrap().retry_at;
+    let now = rig.clock.now();
+    // The database answers again; the batch's own retry is seconds away.
+    reach.lock().down = false;
+    rig.mend_writes();
+    let mut waited = Duration::ZERO;
+    while cell.unsaved() > 0 {
+        assert!(
+            waited < SEC,
+            "not saved within a second of the database's return"
+        );
+        rig.after(10 * MS);
+        waited += 10 * MS;
+    }
+    assert!(
+        waited <= super::lanes::PROBE_INTERVAL,
+        "saved at the next probe, {waited:?} after the return"
+    );
+    assert!(
+        retry_at > rig.clock.now(),
+        "before the backoff's retry, {:?} after the return",
+        retry_at - now
+    );
+    assert_eq!(rig.errors(), attempts, "no failed attempt on the way");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    assert_eq!(rig.metrics.last_error(), None);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn a_store_that_answers_while_refusing_the_batch_keeps_the_backoff() {
+    let (mut rig, reach) = probed_rig(settings(|s| s.auto_save_interval = Duration::from_secs(30)));
+    let cell = rig.create("g", 10);
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    rig.after(3 * SEC);
+    for _ in 0..400 {
+        rig.after(100 * MS);
+    }
+    // 50 ms doubling: attempts at 0.05, 0.15, 0.35, 0.75, 1.55, 3.15, 6.35, 12.75 and
+    // 25.55 s after the first, the next at 51.15 s.
+    assert_eq!(rig.errors(), 10, "the backoff's schedule, no more");
+    assert!(reach.lock().probes >= 60, "probed all along");
+    assert_eq!(cell.unsaved(), 1);
+    rig.mend_writes();
+    for _ in 0..120 {
+        rig.after(100 * MS);
+    }
+    assert_eq!(cell.unsaved(), 0, "at the backoff's retry");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn bulk_work_waits_for_room_while_orders_keep_saving_and_creations_are_answered() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    let cell = rig.create("a", 10);
+    rig.create("b", 10);
+    reach.lock().no_room = true;
+    // A creation while there is no room: refused at once, nothing written.
+    let refused = rig.send_create("c", 10);
+    rig.turn();
+    match refused.try_recv() {
+        Ok(Err(PersistError::Failed(failure))) => {
+            assert_eq!(failure.kind, FailureKind::Full, "{failure}");
+            assert!(
+                failure.message.contains("kept for saving orders"),
+                "{failure}"
+            );
+        }
+        other => panic!("refused at once, not {other:?}"),
+    }
+    assert_eq!(rig.stored_systems("c"), 0);
+    assert!(rig.writer.job_failure.is_none(), "nothing left waiting");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+
+    // A removal waits for room; its lane shows why.
+    rig.delete("b");
+    rig.turn();
+    rig.after(3 * SEC);
+    assert!(
+        rig.stored("b").is_none(),
+        "the deletion itself is a batch: committed"
+    );
+    rig.turn();
+    assert_eq!(rig.stored_systems("b"), 10, "its rows wait");
+    assert_eq!(rig.metrics.state(), PersistenceState::Retrying);
+    assert!(rig
+        .metrics
+        .last_error()
+        .unwrap()
+        .contains("kept for saving orders"));
+    // Orders keep saving meanwhile, and a creation gets its answer.
+    let waiting = rig.send_create("d", 10);
+    rig.order(&cell, 0, 1);
+    rig.turn();
+    rig.after(3 * SEC);
+    assert_eq!(cell.unsaved(), 0, "orders first");
+    rig.assert_stored_as_in_memory(&cell);
+    assert!(matches!(
+        waiting.try_recv(),
+        Ok(Err(PersistError::Failed(f))) if f.kind == FailureKind::Full
+    ));
+    assert_eq!(rig.stored_systems("b"), 10, "still waiting");
+
+    // Room again: the removal runs at the next probe, and health is healthy.
+    reach.lock().no_room = false;
+    let mut waited = Duration::ZERO;
+    while rig.stored_systems("b") > 0 {
+        assert!(
+            waited < SEC,
+            "the removal did not run within a second of the room's return"
+        );
+        rig.after(10 * MS);
+        waited += 10 * MS;
+    }
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+    assert_eq!(rig.metrics.last_error(), None);
+    rig.create("e", 10);
+}
+
+#[test]
+fn a_creation_that_runs_out_of_room_midway_is_refused_and_its_rows_removed_later() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    // Chunks start at 1 000 systems: this creation takes three.
+    let answer = rig.send_create("big", 2_500);
+    rig.turn();
+    let written = rig.stored_systems("big");
+    assert!(written > 0 && written < 2_500, "one chunk in: {written}");
+    reach.lock().no_room = true;
+    rig.turn();
+    assert!(matches!(
+        answer.try_recv(),
+        Ok(Err(PersistError::Failed(f))) if f.kind == FailureKind::Full
+    ));
+    for _ in 0..10 {
+        rig.after(100 * MS);
+    }
+    assert_eq!(
+        rig.stored_systems("big"),
+        written,
+        "its removal waits for room"
+    );
+    reach.lock().no_room = false;
+    for _ in 0..100 {
+        rig.after(10 * MS);
+    }
+    assert_eq!(rig.stored_systems("big"), 0);
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
 }

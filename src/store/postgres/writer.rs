@@ -208,6 +208,21 @@ impl WriteStore for PostgresWriter {
         }
     }
 
+    /// `SELECT 1` on the writer's session, opening one first when it was lost: what a
+    /// batch needs before its first statement, for a round trip.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.with_session(|session, _, _| {
+            session
+                .client
+                .simple_query("SELECT 1")
+                .map(drop)
+                .map_err(|source| StoreError::Postgres {
+                    context: "probing the server",
+                    source,
+                })
+        })
+    }
+
     fn lease(&self) -> Option<Duration> {
         Some(self.identity.lease)
     }

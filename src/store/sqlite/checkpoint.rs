@@ -96,8 +96,13 @@ impl Checkpointer {
     /// race, and the WAL would grow without bound. So once a background checkpoint has
     /// finished and the WAL is still over the threshold, the writer checkpoints the rest
     /// itself: only the frames appended since that checkpoint started.
-    pub(super) fn after_commit(&mut self, writer: &Db) {
-        if writer.wal_pages() < self.threshold {
+    ///
+    /// `room`: the most pages the WAL should hold for the room left on the filesystem
+    /// (see `space.rs`), when less than the threshold: on a filesystem running short the
+    /// WAL is checkpointed sooner, so it never holds room that batches of orders need.
+    pub(super) fn after_commit(&mut self, writer: &Db, room: Option<u32>) {
+        let threshold = room.map_or(self.threshold, |room| self.threshold.min(room));
+        if writer.wal_pages() < threshold {
             self.catching_up = false;
             return;
         }

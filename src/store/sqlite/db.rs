@@ -61,7 +61,28 @@ pub(super) struct FileIdentity {
     inode: u64,
 }
 
+/// The room on a filesystem, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Space {
+    /// What an unprivileged writer may still use (`f_bavail`).
+    pub(super) available: u64,
+    /// The filesystem's size.
+    pub(super) total: u64,
+}
+
 impl FileIdentity {
+    /// The room on the filesystem holding the file (`statvfs`: a system call, no I/O).
+    // The counts are `u64` on 64-bit Linux, narrower on some other targets.
+    #[allow(clippy::useless_conversion)]
+    pub(super) fn space(&self) -> std::io::Result<Space> {
+        let stats = nix::sys::statvfs::statvfs(&self.path).map_err(std::io::Error::from)?;
+        let unit = u64::from(stats.fragment_size());
+        Ok(Space {
+            available: u64::from(stats.blocks_available()).saturating_mul(unit),
+            total: u64::from(stats.blocks()).saturating_mul(unit),
+        })
+    }
+
     pub(super) fn of(path: &Path) -> std::io::Result<FileIdentity> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path)?;
@@ -130,6 +151,24 @@ impl Db {
             path: opened.path.clone(),
             problem,
         })
+    }
+
+    /// The room on the database's filesystem; `None` without a file (in memory, or a
+    /// connection other than the writer's).
+    pub(super) fn space(&self) -> Option<std::io::Result<Space>> {
+        self.file.as_ref().map(FileIdentity::space)
+    }
+
+    /// Ends a transaction a failed statement left open, so that it holds no lock and no
+    /// WAL frames (SQLite rolls back some failures by itself, a full disk among them, but
+    /// not every one; a `Transaction` dropped on an error path rolls back too: this is
+    /// the net under both).
+    pub(super) fn end_open_transaction(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+                log::warn!(target: crate::logging::PERSISTENCE, "rolling back a failed transaction: {error}");
+            }
+        }
     }
 
     /// A passive WAL checkpoint: copies what it can without waiting on readers.

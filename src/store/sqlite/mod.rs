@@ -15,7 +15,8 @@
 //! the writer's store, with its statements in `write.rs` (a batch, and the cache of row
 //! ids) and `jobs.rs` (creating and deleting whole galaxies in bounded chunks);
 //! `reader.rs` is the read side and `load.rs` reads a galaxy back; `busy.rs` ends lock
-//! waits at the shutdown deadline. A galaxy with an unfinished job (table `galaxy_jobs`)
+//! waits at the shutdown deadline; `space.rs` shares the filesystem's room between
+//! batches of orders and bulk work (orders first). A galaxy with an unfinished job (table `galaxy_jobs`)
 //! is invisible to every read here.
 
 mod busy;
@@ -25,6 +26,7 @@ mod jobs;
 mod load;
 mod migrate;
 mod reader;
+mod space;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -77,6 +79,8 @@ pub(super) fn open(
         ids: HashMap::new(),
         checkpointer,
         deadline,
+        short_of_room: false,
+        bulk_held: false,
     };
     Ok(Opened {
         writer: Box::new(writer),

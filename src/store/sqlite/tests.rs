@@ -424,3 +424,33 @@ fn inconsistent_rows_are_refused_on_load() {
     let err = store.load_galaxy("g").unwrap_err();
     assert!(err.to_string().contains("negative value -5"), "{err}");
 }
+
+#[test]
+fn a_write_that_fails_for_room_leaves_no_transaction_open_and_the_probe_sees_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut store =
+        SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
+    WriteStore::probe(&mut store).expect("a file with room answers the probe");
+    let pages: i64 = store
+        .connection()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .connection()
+        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let galaxy = new_galaxy("g");
+    let err = as_new(&galaxy, |new| {
+        WriteStore::create_chunk(&mut store, new, &mut CreationProgress::default(), 200)
+    })
+    .unwrap_err();
+    assert_eq!(err.failure().kind, FailureKind::Full, "{err}");
+    assert!(store.connection().is_autocommit(), "rolled back");
+    assert!(store.short_of_room, "the WAL is to give its room back");
+    std::fs::remove_file(&path).unwrap();
+    let err = WriteStore::probe(&mut store).unwrap_err();
+    assert_eq!(err.failure().kind, FailureKind::FileGone, "{err}");
+}

@@ -35,6 +35,10 @@ pub struct SqliteWriter {
     pub(super) checkpointer: Option<Checkpointer>,
     /// Set at shutdown: this connection's busy waits end there (see `busy.rs`).
     pub(super) deadline: Arc<BusyDeadline>,
+    /// A write failed for lack of room and none has committed since (`space.rs`).
+    pub(super) short_of_room: bool,
+    /// The last look for room for bulk work found too little (`space.rs`).
+    pub(super) bulk_held: bool,
 }
 
 impl SqliteWriter {
@@ -56,6 +60,8 @@ impl SqliteWriter {
             ids: HashMap::new(),
             checkpointer: None,
             deadline: BusyDeadline::new(),
+            short_of_room: false,
+            bulk_held: false,
         })
     }
 
@@ -95,7 +101,8 @@ impl WriteStore for SqliteWriter {
         deletions: &[String],
         galaxies: &[GalaxyRows],
     ) -> Result<WriteStats, StoreError> {
-        SqliteWriter::write_batch(self, deletions, galaxies)
+        let result = SqliteWriter::write_batch(self, deletions, galaxies);
+        self.after_write(result)
     }
 
     fn create_chunk(
@@ -104,7 +111,8 @@ impl WriteStore for SqliteWriter {
         progress: &mut CreationProgress,
         max_systems: usize,
     ) -> Result<WriteStats, StoreError> {
-        SqliteWriter::create_chunk(self, galaxy, progress, max_systems)
+        let result = SqliteWriter::create_chunk(self, galaxy, progress, max_systems);
+        self.after_write(result)
     }
 
     fn purge_chunk(
@@ -112,7 +120,8 @@ impl WriteStore for SqliteWriter {
         name: &str,
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
-        SqliteWriter::purge_chunk(self, name, max_systems)
+        let result = SqliteWriter::purge_chunk(self, name, max_systems);
+        self.after_write(result)
     }
 
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
@@ -124,8 +133,10 @@ impl WriteStore for SqliteWriter {
     }
 
     fn after_commit(&mut self) {
+        self.room_back();
+        let room = self.wal_room();
         if let Some(checkpointer) = &mut self.checkpointer {
-            checkpointer.after_commit(&self.db);
+            checkpointer.after_commit(&self.db, room);
         }
     }
 
@@ -139,6 +150,14 @@ impl WriteStore for SqliteWriter {
                 CheckpointMode::Passive
             });
         }
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.probe_room()
+    }
+
+    fn room_for_bulk(&mut self) -> Result<(), StoreError> {
+        self.bulk_room()
     }
 
     fn finish(&mut self, all_saved: bool) {
