@@ -240,13 +240,23 @@ impl WriterHandle {
 
     /// What memory still holds unsaved, when the writer cannot say: the galaxies with
     /// changes (those in a batch in flight included) and the deletions not committed.
+    /// Memory holding nothing unsaved (a batch in flight counts as unsaved) means nothing
+    /// was lost, whatever the writer was stuck on (a lease's release, say): no error then,
+    /// so a stop with everything saved before a stalled network exits 0.
     fn report_without_writer(&self, error: PersistError) -> FlushReport {
-        FlushReport {
+        let mut report = FlushReport {
             unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
             lost: self.losses.lock().clone(),
-            error: Some(error),
+            error: None,
+        };
+        if !(report.unsaved.is_empty()
+            && report.unsaved_deletions.is_empty()
+            && report.lost.is_empty())
+        {
+            report.error = Some(error);
         }
+        report
     }
 }
 
