@@ -540,7 +540,7 @@ impl AppState {
     pub fn save_all(&self) -> Result<u64, AppError> {
         self.refuse_if_memory_only()?;
         match &self.shared.engine {
-            Some(engine) => Ok(engine.writer().flush(None)?),
+            Some(engine) => Ok(engine.writer().save()?),
             None => Ok(0),
         }
     }

@@ -252,6 +252,9 @@ pub struct PersistenceSettings {
     /// `GWAR_ADVERTISE_URL` (PostgreSQL): where this daemon serves players, as other
     /// daemons redirect them here (no trailing `/`; default `http://` + `GWAR_LISTEN`).
     pub advertise_url: String,
+    /// `GWAR_DB_CALL_TIMEOUT_SECS` (PostgreSQL): a statement that gets no answer within
+    /// this is abandoned, its connection shut down and reopened by the next call.
+    pub db_call_timeout: Duration,
 }
 
 impl Default for PersistenceSettings {
@@ -269,6 +272,7 @@ impl Default for PersistenceSettings {
             checkpoint_pages: CHECKPOINT_PAGES,
             ownership_lease: Duration::from_secs(15),
             advertise_url: "http://127.0.0.1:3050".to_owned(),
+            db_call_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -530,6 +534,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 defaults.ownership_lease,
             )?,
             advertise_url: defaults.advertise_url,
+            db_call_timeout: self.var(
+                "GWAR_DB_CALL_TIMEOUT_SECS",
+                |v| match parse_positive(v, "seconds")? {
+                    n if n > MAX_DB_CALL_TIMEOUT_SECS => Err(format!(
+                        "expected at most {MAX_DB_CALL_TIMEOUT_SECS} seconds"
+                    )),
+                    n => Ok(Duration::from_secs(n)),
+                },
+                defaults.db_call_timeout,
+            )?,
         })
     }
 
@@ -585,6 +599,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 /// The longest ownership lease: an hour. A galaxy whose daemon died cannot be served by
 /// another until its lease has run out.
 const MAX_LEASE_SECS: u64 = 3600;
+/// The longest `GWAR_DB_CALL_TIMEOUT_SECS`: an hour, as for the lease.
+const MAX_DB_CALL_TIMEOUT_SECS: u64 = 3600;
 
 /// `GWAR_ADVERTISE_URL`: an `http://` or `https://` URL with a host and nothing after it
 /// but an optional port (a request's path is appended to it); a trailing `/` is dropped.
@@ -766,6 +782,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.persistence.advertise_url, "https://game-3.example:443");
         assert_eq!(s.persistence.ownership_lease, Duration::from_secs(4));
+        assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(5));
+        let s = settings(&[("GWAR_DB_CALL_TIMEOUT_SECS", "2")]).unwrap();
+        assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(2));
         let v6 = settings(&[("GWAR_ADVERTISE_URL", "http://[fd00::5]:3050")]).unwrap();
         assert_eq!(v6.persistence.advertise_url, "http://[fd00::5]:3050");
     }
@@ -813,6 +832,9 @@ mod tests {
             ("GWAR_MAX_CONNECTIONS", "lots"),
             ("GWAR_OWNERSHIP_LEASE_SECS", "0"),
             ("GWAR_OWNERSHIP_LEASE_SECS", "3601"),
+            ("GWAR_DB_CALL_TIMEOUT_SECS", "0"),
+            ("GWAR_DB_CALL_TIMEOUT_SECS", "3601"),
+            ("GWAR_DB_CALL_TIMEOUT_SECS", "2.5"),
             ("GWAR_ADVERTISE_URL", "10.0.0.5:3050"),
             ("GWAR_ADVERTISE_URL", "http://"),
             ("GWAR_ADVERTISE_URL", "http://host/path"),

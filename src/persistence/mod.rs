@@ -283,6 +283,36 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// PostgreSQL: the readers' and the claims sessions are closed on a thread of their
+    /// own, left behind. A client's drop says goodbye over its socket and waits for the
+    /// connection to end, which on a stalled network (a peer that acknowledges and never
+    /// answers) would hold the exiting thread for as long as the stall, past any bound of
+    /// the shutdown. The store's stall watch ends such a socket within the call timeout,
+    /// and the process may exit before that: nothing is lost either way (a session holds
+    /// nothing between transactions; the server rolls back whatever it had open). SQLite's
+    /// connections close here, as ever: they touch no network, and their last close
+    /// tidies the journal files.
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        let parcel = Arc::new(parking_lot::Mutex::new(Some((
+            self.readers.take(),
+            self.claims.take(),
+        ))));
+        let closing = parcel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gwar-pg-close".into())
+            .spawn(move || drop(closing.lock().take()));
+        if let Err(error) = spawned {
+            log::warn!(target: crate::logging::PERSISTENCE,
+                "cannot start a thread to close the database sessions ({error}); leaving them open");
+            std::mem::forget(parcel.lock().take());
+        }
+    }
+}
+
 /// The loads-in-progress gauge, raised for as long as this lives (also on unwinding).
 struct InProgress<'a>(&'a Metrics);
 

@@ -3,6 +3,8 @@
 
 #[path = "../common/postgres.rs"]
 mod postgres_cluster;
+#[path = "../common/proxy.rs"]
+mod proxy;
 mod util;
 
 mod admin_origin;
@@ -22,5 +24,6 @@ mod paging;
 mod postgres;
 mod signals;
 mod soak;
+mod stall;
 mod startup;
 mod walkthrough;

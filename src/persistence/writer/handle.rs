@@ -25,6 +25,15 @@ use crate::store::{BusyDeadline, Epoch, RowIds, WriteStore};
 /// How long past the shutdown timeout a shutdown waits for the writer's own report.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a save (`POST /admin/save`) waits for the writer: the batch in flight when
+/// it arrives ends within one call timeout (answered, or abandoned by the store), the
+/// save's own first attempt within another (a reconnect included: opening a session is
+/// a call too), and a second covers the writer's work between them. SQLite's calls are
+/// bounded by its busy timeout (5 s), inside the same sum at the default.
+pub(crate) fn save_timeout(db_call_timeout: Duration) -> Duration {
+    db_call_timeout * 2 + Duration::from_secs(1)
+}
+
 /// The handle game threads use to reach the writer thread.
 ///
 /// Only the writer thread touches the read-write connection. Sending never blocks (the
@@ -35,6 +44,8 @@ pub struct WriterHandle {
     tx: Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
     shutdown_timeout: Duration,
+    /// How long [`WriterHandle::save`] waits for its answer.
+    save_timeout: Duration,
     /// Set at shutdown, so a batch waiting on a locked database gives up in time.
     busy_deadline: Arc<BusyDeadline>,
     /// What the final flush left unsaved, once it ran.
@@ -58,6 +69,7 @@ impl WriterHandle {
     ) -> std::io::Result<WriterHandle> {
         let (tx, rx) = unbounded();
         let shutdown_timeout = settings.shutdown_timeout;
+        let save_timeout = save_timeout(settings.db_call_timeout);
         let busy_deadline = database.busy_deadline.clone();
         let writer = Writer::new(
             database,
@@ -75,6 +87,7 @@ impl WriterHandle {
             tx,
             thread: Mutex::new(Some(thread)),
             shutdown_timeout,
+            save_timeout,
             busy_deadline,
             report: Mutex::new(None),
             clock,
@@ -130,6 +143,8 @@ impl WriterHandle {
     /// Returns once every change made before the call is committed (with the number of
     /// systems the answering batch wrote), or with the error that stopped it. Without a
     /// timeout, the first failed attempt answers; with one, it retries until then.
+    /// (The daemon's saves go through [`WriterHandle::save`], which bounds the wait.)
+    #[cfg(any(test, feature = "testing"))]
     pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
         let (reply, answer) = bounded(1);
         let deadline = timeout.map(|t| self.clock.now() + t);
@@ -137,6 +152,25 @@ impl WriterHandle {
             .send(Message::Flush { deadline, reply })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// [`WriterHandle::flush`] without a timeout, whose answer is awaited at most the
+    /// save's own bound ([`save_timeout`]): past it the caller gets
+    /// [`PersistError::TimedOut`] (the flush stays queued, and its changes are saved by the
+    /// writer's retries as any others).
+    pub fn save(&self) -> Result<u64, PersistError> {
+        let (reply, answer) = bounded(1);
+        self.tx
+            .send(Message::Flush {
+                deadline: None,
+                reply,
+            })
+            .map_err(|_| PersistError::Stopped)?;
+        match answer.recv_timeout(self.save_timeout) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
+            Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
+        }
     }
 
     /// Runs `work` on the writer thread with its store, between batches, and returns its
@@ -206,13 +240,23 @@ impl WriterHandle {
 
     /// What memory still holds unsaved, when the writer cannot say: the galaxies with
     /// changes (those in a batch in flight included) and the deletions not committed.
+    /// Memory holding nothing unsaved (a batch in flight counts as unsaved) means nothing
+    /// was lost, whatever the writer was stuck on (a lease's release, say): no error then,
+    /// so a stop with everything saved before a stalled network exits 0.
     fn report_without_writer(&self, error: PersistError) -> FlushReport {
-        FlushReport {
+        let mut report = FlushReport {
             unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
             lost: self.losses.lock().clone(),
-            error: Some(error),
+            error: None,
+        };
+        if !(report.unsaved.is_empty()
+            && report.unsaved_deletions.is_empty()
+            && report.lost.is_empty())
+        {
+            report.error = Some(error);
         }
+        report
     }
 }
 

@@ -19,6 +19,7 @@ use super::super::{Claim, ClaimStore, FailureKind, Owner, StoreError};
 use super::error::{describe, serialization_failure, Context, ATTEMPTS, LOG};
 use super::identity::Identity;
 use super::session::{connect, session_config, APPLICATION_NAME};
+use super::stall::Call;
 use crate::settings::postgres_label;
 
 /// A take, for a galaxy without an unfinished job: free, expired, ours already, or held
@@ -241,6 +242,7 @@ impl ClaimStore for PostgresClaimer {
 impl PostgresClaimer {
     /// A take, on the claims session (opened again when it was lost).
     fn take_now(&self, name: &str) -> Result<Claim, StoreError> {
+        let _call = Call::start();
         let mut session = self.client.lock();
         let mut attempt = 1;
         loop {

@@ -52,12 +52,18 @@
 //!   galaxies for game threads on a session of its own.
 //! - `reader.rs`: [`PostgresReader`], the read-only sessions; `load.rs` reads a galaxy
 //!   back.
+//! - `stall.rs`: the call timeout (`GWAR_DB_CALL_TIMEOUT_SECS`), a process-wide watch that
+//!   shuts down a connection whose request has waited that long for any answer (a peer
+//!   that keeps the connection alive and never answers defeats TCP's own timeouts); it
+//!   reads the kernel's per-socket timestamps through `diag.rs`. Every call above runs
+//!   inside one of its `Call`s.
 //!
 //! A galaxy with an unfinished job (table `galaxy_jobs`) is invisible to every read here,
 //! as on SQLite.
 
 mod cancel;
 mod claimer;
+mod diag;
 mod error;
 mod identity;
 mod jobs;
@@ -66,6 +72,7 @@ mod migrate;
 mod owners;
 mod reader;
 mod session;
+mod stall;
 mod write;
 mod writer;
 
@@ -103,6 +110,12 @@ pub(super) fn open(
              it redirects here would go nowhere. Set it to this daemon's address as others see it \
              when daemons on several machines share the database", identity.url);
     }
+    // Before any session opens: every call from here on has the call timeout's bound.
+    stall::watch(
+        &session::session_config(url, session::APPLICATION_NAME, false)?,
+        &postgres_label(url),
+        settings.db_call_timeout,
+    );
     let mut writer = PostgresWriter::open(url, identity.clone())?;
     writer.canceller = Some(cancel::Canceller::spawn(deadline)?);
     let claims = PostgresClaimer::open(url, identity)?;

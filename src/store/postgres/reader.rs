@@ -13,6 +13,7 @@ use super::super::{FailureKind, Owner, ReadStore, RowIds, StoreError};
 use super::error::LOG;
 use super::migrate::{refuse_newer, schema_version};
 use super::session::{connect, session_config, APPLICATION_NAME};
+use super::stall::Call;
 use super::{load, owners};
 use crate::model::Galaxy;
 use crate::settings::postgres_label;
@@ -55,6 +56,7 @@ impl PostgresReader {
         &self,
         read: impl Fn(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let _call = Call::start();
         let mut client = self.client.borrow_mut();
         match read(&mut client) {
             Err(error) if client.is_closed() || error.kind() == FailureKind::Unavailable => {

@@ -14,6 +14,7 @@ use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
 use super::super::StoreError;
 use super::error::{describe, Context, LOG};
 use super::migrate::{migrate, refuse_newer, refuse_older_daemon, schema_version};
+use super::stall::Call;
 use crate::settings::postgres_label;
 
 /// The `application_name` of every session of the engine but the writer's, so an
@@ -111,6 +112,7 @@ pub(super) fn session_config(url: &str, name: &str, read_only: bool) -> Result<C
 
 /// Opens a session and sets the server's side of its timeouts ([`SERVER_SETTINGS`]).
 pub(super) fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
+    let _call = Call::start();
     let mut client = config
         .connect(NoTls)
         .map_err(|source| StoreError::PostgresConnect {

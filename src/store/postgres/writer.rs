@@ -22,6 +22,7 @@ use super::error::Context;
 use super::error::{retry_serialization, LOG};
 use super::identity::Identity;
 use super::session::{session_config, Session, WRITER_APPLICATION_NAME};
+use super::stall::Call;
 use crate::settings::postgres_label;
 
 /// The writer thread's store: its session (`None` once broken, until the next call opens
@@ -107,6 +108,7 @@ impl PostgresWriter {
             &Identity,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let _call = Call::start();
         if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
             log::warn!(target: LOG,
                 "{}: the writer's session was closed; opening a new one", self.label);
@@ -202,6 +204,7 @@ impl WriteStore for PostgresWriter {
     fn finish(&mut self, _all_saved: bool) {
         drop(self.canceller.take());
         if let Some(session) = self.session.take() {
+            let _call = Call::start();
             if let Err(error) = session.client.close() {
                 log::debug!(target: LOG, "{}: closing the writer's session: {error}", self.label);
             }

@@ -1,0 +1,243 @@
+//! The stall watch: the client-side deadline of every PostgreSQL call
+//! (`GWAR_DB_CALL_TIMEOUT_SECS`). A process-wide thread that, every [`POLL`], looks at
+//! this process's TCP connections to the PostgreSQL servers the engine opened, and shuts
+//! down (`shutdown(2)`, both ways) any on which a request has waited longer than the call
+//! timeout for any answer.
+//!
+//! Why from outside: the synchronous `postgres` crate has no per-call timeout and gives no
+//! access to its socket, and the kernel's own bounds (`TCP_USER_TIMEOUT`, keepalives) only
+//! trip when the peer stops acknowledging. A peer that keeps the connection alive and
+//! never answers (a frozen proxy, a stalled middlebox, a backend stopped with SIGSTOP)
+//! defeats them, and a call would wait forever. The kernel keeps, per socket, when data
+//! was last sent and last received (`tcp_info`, read through `diag.rs`): a socket whose
+//! last data went out after the last data came in is waiting for an answer, and it has
+//! waited since then. Shut down, the socket reads as closed: the crate's connection task
+//! sees end-of-file, the blocked call returns an error (`Unavailable`), and its owner
+//! drops the session and opens another at its next call, as for any broken connection.
+//!
+//! Invariants:
+//! - Only sockets whose peer is a registered server ([`watch`]) are ever touched, and only
+//!   this process's (the inode behind one of its descriptors, checked again just before
+//!   the shutdown).
+//! - A socket is waiting when data was sent strictly after the last data received. Both
+//!   stamps have the kernel's tick as resolution (1–10 ms): a request sent within the
+//!   same tick as the previous answer arrived shows both equal, like an idle connection
+//!   whose request and answer both fell in one tick. An equal pair counts as waiting only
+//!   while a call ([`Call`]) of this process has run longer than the timeout, so an idle
+//!   connection is never cut for being idle.
+//! - A legitimately slow statement gets no answer before it ends, so it is abandoned at
+//!   the timeout too: the writer's lock waits (5 s) and every statement the engine runs
+//!   stay well inside the default.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ::postgres::config::Host;
+use ::postgres::Config;
+use parking_lot::Mutex;
+
+use super::diag::{own_sockets, socket_inode, tcp_sockets, TcpSocket};
+use super::error::LOG;
+
+/// How often the watch looks: a small share of any call timeout (at least 1 s).
+const POLL: Duration = Duration::from_millis(250);
+
+/// A server the engine talks to, by one of its addresses.
+#[derive(Clone, Debug)]
+struct Server {
+    label: String,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct Watch {
+    servers: Mutex<HashMap<SocketAddr, Server>>,
+    /// Calls running now, by id: when each started.
+    calls: Mutex<HashMap<u64, Instant>>,
+    next_call: AtomicU64,
+    /// Whether the thread runs (it starts with the first server registered).
+    started: OnceLock<()>,
+}
+
+fn watch_state() -> &'static Watch {
+    static WATCH: OnceLock<Watch> = OnceLock::new();
+    WATCH.get_or_init(Watch::default)
+}
+
+/// Watches the connections to `config`'s servers (each host and port it names, resolved
+/// now) with `timeout` as the call timeout, starting the watch's thread if need be. A
+/// server registered twice keeps the smaller timeout. Hosts that do not resolve now and
+/// Unix-domain sockets are not watched (a local socket has no network to stall), which
+/// the log says.
+pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
+    let state = watch_state();
+    let ports = config.get_ports();
+    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for (i, address) in config.get_hostaddrs().iter().enumerate() {
+        addresses.push(SocketAddr::new(address.to_canonical(), port_of(i)));
+    }
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        match host {
+            Host::Tcp(name) => match (name.as_str(), port_of(i)).to_socket_addrs() {
+                Ok(found) => addresses
+                    .extend(found.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))),
+                Err(error) => log::warn!(target: LOG,
+                    "{label}: cannot resolve {name} for the call timeout's watch ({error}); \
+                     its connections are bounded by TCP's timeouts only"),
+            },
+            Host::Unix(path) => log::debug!(target: LOG,
+                "{label}: {} is a local socket; the call timeout does not watch it", path.display()),
+        }
+    }
+    {
+        let mut servers = state.servers.lock();
+        for address in addresses {
+            let server = servers.entry(address).or_insert_with(|| Server {
+                label: label.to_owned(),
+                timeout,
+            });
+            server.timeout = server.timeout.min(timeout);
+        }
+    }
+    if state.started.set(()).is_ok() {
+        let spawned = std::thread::Builder::new()
+            .name("gwar-pg-stall".into())
+            .spawn(|| loop {
+                std::thread::sleep(POLL);
+                look(watch_state());
+            });
+        if let Err(error) = spawned {
+            log::error!(target: LOG, "cannot start the PostgreSQL call timeout's watch: {error}; \
+                a stalled connection is bounded by TCP's timeouts only");
+        }
+    }
+}
+
+/// A call on a PostgreSQL session, for as long as this lives: while one has run longer
+/// than the timeout, a connection whose last send and receive fell in the same tick counts
+/// as waiting (see the module's invariants).
+pub(super) struct Call {
+    id: u64,
+}
+
+impl Call {
+    pub(super) fn start() -> Call {
+        let state = watch_state();
+        let id = state.next_call.fetch_add(1, Ordering::Relaxed);
+        state.calls.lock().insert(id, Instant::now());
+        Call { id }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        watch_state().calls.lock().remove(&self.id);
+    }
+}
+
+/// Whether `socket` has waited longer than `timeout` for an answer; `oldest_call` is how
+/// long the oldest running call has run.
+fn stalled(socket: &TcpSocket, timeout: Duration, oldest_call: Duration) -> bool {
+    let waited = Duration::from_millis(u64::from(socket.sent_ago_ms));
+    if waited < timeout {
+        return false;
+    }
+    socket.sent_ago_ms < socket.recv_ago_ms
+        || (socket.sent_ago_ms == socket.recv_ago_ms && oldest_call >= timeout)
+}
+
+/// Sockets already shut down, by inode, so each is logged once while its owner has not
+/// closed it yet.
+fn abandoned() -> &'static Mutex<HashSet<u64>> {
+    static ABANDONED: OnceLock<Mutex<HashSet<u64>>> = OnceLock::new();
+    ABANDONED.get_or_init(Default::default)
+}
+
+/// One look at every connection to a registered server.
+fn look(state: &Watch) {
+    let servers = state.servers.lock().clone();
+    if servers.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let oldest_call = state
+        .calls
+        .lock()
+        .values()
+        .map(|&started| now.saturating_duration_since(started))
+        .max()
+        .unwrap_or_default();
+    let sockets = match tcp_sockets() {
+        Ok(sockets) => sockets,
+        Err(error) => {
+            log::debug!(target: LOG, "the call timeout's watch cannot read the sockets: {error}");
+            return;
+        }
+    };
+    let ours = own_sockets();
+    let mut abandoned = abandoned().lock();
+    abandoned.retain(|inode| ours.contains_key(inode));
+    for socket in sockets {
+        let (Some(server), Some(&fd)) = (servers.get(&socket.peer), ours.get(&socket.inode)) else {
+            continue;
+        };
+        if abandoned.contains(&socket.inode) || !stalled(&socket, server.timeout, oldest_call) {
+            continue;
+        }
+        // The descriptor may have been closed and its number reused since the listing:
+        // only the same socket is shut down.
+        if socket_inode(fd) != Some(socket.inode) {
+            continue;
+        }
+        abandoned.insert(socket.inode);
+        log::warn!(target: LOG,
+            "{}: no answer from {} for {} ms (GWAR_DB_CALL_TIMEOUT_SECS={}): abandoning the \
+             connection; its session is reopened at the next call",
+            server.label, socket.peer, socket.sent_ago_ms, server.timeout.as_secs());
+        if let Err(error) = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both) {
+            log::debug!(target: LOG, "{}: shutting a stalled connection down: {error}", server.label);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(sent_ago_ms: u32, recv_ago_ms: u32) -> TcpSocket {
+        TcpSocket {
+            inode: 1,
+            peer: "127.0.0.1:5432".parse().unwrap(),
+            sent_ago_ms,
+            recv_ago_ms,
+        }
+    }
+
+    #[test]
+    fn only_a_request_unanswered_past_the_timeout_is_stalled() {
+        let timeout = Duration::from_secs(2);
+        let none = Duration::ZERO;
+        // Sent after the last answer, long enough ago.
+        assert!(stalled(&socket(2_500, 2_600), timeout, none));
+        // Not long enough yet.
+        assert!(!stalled(&socket(1_900, 2_600), timeout, none));
+        // Idle: the answer came after the request.
+        assert!(!stalled(&socket(9_000, 8_999), timeout, none));
+        // Same tick: idle unless a call has run past the timeout.
+        assert!(!stalled(&socket(9_000, 9_000), timeout, none));
+        assert!(!stalled(
+            &socket(9_000, 9_000),
+            timeout,
+            Duration::from_secs(1)
+        ));
+        assert!(stalled(
+            &socket(9_000, 9_000),
+            timeout,
+            Duration::from_secs(3)
+        ));
+    }
+}

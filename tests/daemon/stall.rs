@@ -1,0 +1,209 @@
+//! A stalled network between the daemon and PostgreSQL: a proxy that stops forwarding
+//! while keeping every socket open (the peer acknowledges and never answers), which TCP's
+//! own timeouts never notice. The call timeout (`GWAR_DB_CALL_TIMEOUT_SECS`, 2 s here)
+//! must make it read as `retrying`, `/admin/save` must answer 503 by its own bound, every
+//! acknowledged order must be saved once the network is back, and SIGTERM must end the
+//! process within the shutdown timeout + 3 s whatever the network does.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::postgres_cluster::{self as pg, Database};
+use crate::proxy::Proxy;
+use crate::util::{stored_metal_pg, systems, wait_for, Daemon, COUNTING_CONFIG};
+
+/// `GWAR_DB_CALL_TIMEOUT_SECS` in these tests.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// `GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT` in these tests.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// `POST /admin/save`'s bound: two call timeouts and a second (see `save_timeout`).
+const SAVE_BOUND: Duration = Duration::from_secs(5);
+/// What a busy two-core machine adds to a bound measured from outside: the watch's poll
+/// (250 ms), the coalescing delay (200 ms), and a request's and a log line's way through
+/// a loaded scheduler (about a second at worst in these tests' runs with a core busy).
+const SLACK: Duration = Duration::from_millis(2_000);
+
+struct Stalled<'c> {
+    db: Database<'c>,
+    proxy: Proxy,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+    coords: Vec<(u64, u64)>,
+    baseline: Vec<i64>,
+    /// Acknowledged orders per system, in `coords`' order.
+    orders: Vec<i64>,
+}
+
+impl Stalled<'_> {
+    /// A daemon on a fresh database reached through a proxy, with galaxy `stall` of
+    /// [`COUNTING_CONFIG`] created and saved.
+    fn start(cluster: &pg::Cluster) -> Stalled<'_> {
+        let db = cluster.database();
+        let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port())));
+        let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
+        let call = CALL_TIMEOUT.as_secs().to_string();
+        let shutdown = SHUTDOWN_TIMEOUT.as_secs().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(
+            dir.path(),
+            &[
+                ("DATABASE_URL", url.as_str()),
+                ("GWAR_DB_CALL_TIMEOUT_SECS", call.as_str()),
+                ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", shutdown.as_str()),
+                ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "200"),
+                // Retries back off up to this: the recovery is seen quickly.
+                ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
+            ],
+        );
+        let created = daemon.request("POST", "/galaxies/stall?seed=7", COUNTING_CONFIG);
+        assert_eq!(created.status, 201, "{}", created.body);
+        let coords = systems(&daemon, "stall");
+        let baseline = stored_metal_pg(&db, "stall");
+        assert_eq!(baseline.len(), coords.len());
+        let orders = vec![0; coords.len()];
+        Stalled {
+            db,
+            proxy,
+            daemon,
+            _dir: dir,
+            coords,
+            baseline,
+            orders,
+        }
+    }
+
+    /// `n` orders, each acknowledged (201).
+    fn play(&mut self, n: usize) {
+        for i in 0..n {
+            let system = (i * 7 + self.orders.iter().sum::<i64>() as usize) % self.coords.len();
+            let (x, y) = self.coords[system];
+            let reply = self
+                .daemon
+                .post(&format!("/galaxies/stall/systems/{x}/{y}/build/colony"));
+            assert_eq!(reply.status, 201, "{}", reply.body);
+            self.orders[system] += 1;
+        }
+    }
+
+    fn persistence(&self) -> serde_json::Value {
+        self.daemon.get("/healthz").json()["persistence"].clone()
+    }
+
+    fn save_status(&self) -> (u16, Duration) {
+        let started = Instant::now();
+        let reply = self.daemon.admin_post("/admin/save");
+        (reply.status, started.elapsed())
+    }
+
+    /// Everything acknowledged is stored.
+    fn all_stored(&self) -> bool {
+        let expected: Vec<i64> = self
+            .baseline
+            .iter()
+            .zip(&self.orders)
+            .map(|(b, n)| b - n)
+            .collect();
+        stored_metal_pg(&self.db, "stall") == expected
+    }
+
+    /// SIGTERM; the exit status and how long the exit took.
+    fn terminate_timed(&mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        self.daemon.signal("TERM");
+        let status = self.daemon.wait(Duration::from_secs(60));
+        (status, started.elapsed())
+    }
+}
+
+#[test]
+fn a_stalled_network_reads_as_retrying_save_answers_503_and_all_is_saved_after_it() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let mut t = Stalled::start(cluster);
+    t.play(20);
+    assert_eq!(t.save_status().0, 200);
+
+    t.proxy.freeze();
+    let frozen = Instant::now();
+    t.play(20);
+    let retrying = wait_for(Duration::from_secs(30), || {
+        t.persistence()["state"] == "retrying"
+    });
+    let took = frozen.elapsed();
+    println!("frozen: health read `retrying` after {took:?} (call timeout {CALL_TIMEOUT:?})");
+    assert!(retrying, "never `retrying`; log:\n{}", t.daemon.log());
+    assert!(took <= CALL_TIMEOUT + SLACK, "`retrying` after {took:?}");
+    assert!(
+        t.daemon.log().contains("abandoning the connection"),
+        "log:\n{}",
+        t.daemon.log()
+    );
+
+    let (status, took) = t.save_status();
+    println!("frozen: POST /admin/save answered {status} after {took:?} (bound {SAVE_BOUND:?})");
+    assert_eq!(status, 503);
+    assert!(took <= SAVE_BOUND + SLACK, "/admin/save took {took:?}");
+
+    t.proxy.thaw();
+    let thawed = Instant::now();
+    t.play(10);
+    let healthy = wait_for(Duration::from_secs(30), || {
+        let p = t.persistence();
+        p["state"] == "healthy" && p["dirty_systems"] == 0
+    });
+    println!("thawed: healthy and saved after {:?}", thawed.elapsed());
+    assert!(
+        healthy,
+        "not healthy after the thaw; log:\n{}",
+        t.daemon.log()
+    );
+    assert!(t.all_stored(), "an acknowledged order was not stored");
+    let (status, took) = t.terminate_timed();
+    println!("thawed: SIGTERM exit {status} after {took:?}");
+    assert!(status.success(), "log:\n{}", t.daemon.log());
+}
+
+#[test]
+fn sigterm_during_a_stall_exits_within_the_bound_naming_what_was_not_saved() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let mut t = Stalled::start(cluster);
+    t.play(10);
+    t.proxy.freeze();
+    t.play(10);
+    // The unsaved orders' batch is on the frozen connection by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, took) = t.terminate_timed();
+    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
+    println!("frozen, unsaved orders: SIGTERM exit {status} after {took:?} (bound {bound:?})");
+    let log = t.daemon.log();
+    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(
+        log.contains("galaxy 'stall'") && log.contains("were not saved"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_stall_with_everything_saved_exits_0_within_the_bound() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    let mut t = Stalled::start(cluster);
+    t.play(10);
+    assert_eq!(t.save_status().0, 200);
+    assert!(t.all_stored());
+    t.proxy.freeze();
+    // Long enough for a lease renewal to meet the frozen connection.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, took) = t.terminate_timed();
+    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
+    println!("frozen, all saved: SIGTERM exit {status} after {took:?} (bound {bound:?})");
+    let log = t.daemon.log();
+    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    assert!(status.success(), "log:\n{log}");
+    t.proxy.thaw();
+}
