@@ -21,6 +21,7 @@ mod observability;
 mod operations;
 mod ownership;
 mod paging;
+mod partition;
 mod postgres;
 mod signals;
 mod soak;
