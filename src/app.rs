@@ -29,6 +29,7 @@ use crate::model::{
     SystemDetails, SystemSummary,
 };
 use crate::persistence::backup::{backup_into, default_dir};
+use crate::persistence::budget::CreationBudget;
 use crate::persistence::metrics::Metrics;
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
@@ -38,6 +39,7 @@ use crate::systemd::Notifier;
 // The engine's errors and answers, as `AppState` hands them out: the engine itself is not
 // public.
 pub use crate::persistence::backup::BackupError;
+pub use crate::persistence::budget::{BudgetSnapshot, OverBudget};
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 pub use crate::persistence::writer::{FlushReport, PersistError};
 use crate::store::StoreError;
@@ -54,6 +56,9 @@ pub enum AppError {
     GalaxyExists(String),
     #[error("there are already {limit} galaxies, the most this server holds (GWAR_MAX_GALAXIES)")]
     TooManyGalaxies { limit: usize },
+    /// A creation without the admin token past `GWAR_MAX_TOTAL_SYSTEMS` or the free disk.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
     #[error(transparent)]
     Game(#[from] GameError),
     #[error(transparent)]
@@ -146,6 +151,9 @@ pub struct Health {
     /// `ok`, or `degraded` while saving fails or the game runs from memory only.
     pub status: &'static str,
     pub persistence: PersistenceHealth,
+    /// Whether a creation without the admin token can pass the budgets: `open`,
+    /// `closed: disk` or `closed: systems`.
+    pub creation: &'static str,
 }
 
 /// The game's state: galaxies in memory and the engine that persists them.
@@ -160,6 +168,8 @@ struct Shared {
     /// `None`: persistence disabled, or memory-only after the database could not open.
     engine: Option<Engine>,
     max_unsaved: Option<Duration>,
+    /// `GWAR_MAX_TOTAL_SYSTEMS` and `GWAR_MIN_FREE_DISK`.
+    budget: CreationBudget,
     /// Held for the whole of a backup: backups run one at a time.
     backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
@@ -181,7 +191,7 @@ impl AppState {
     ) -> Result<AppState, StoreError> {
         if !settings.persistence.enabled {
             let mut app = AppState::without_engine(PersistenceState::Disabled, None);
-            app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
+            app.set_limits(settings);
             return Ok(app);
         }
         let galaxies = Arc::new(Galaxies::new(
@@ -196,20 +206,29 @@ impl AppState {
             metrics.clone(),
             notifier,
         )?;
-        Ok(AppState::assemble(
+        let app = AppState::assemble(
             galaxies,
             metrics,
             Some(engine),
             settings.persistence.max_unsaved,
-        ))
+            CreationBudget::new(settings),
+        );
+        // A first count, so that health says at once when the budget is spent.
+        let shared = &app.shared;
+        if let Err(error) = shared.budget.recount(&shared.galaxies, &shared.engine) {
+            log::warn!(target: crate::logging::PERSISTENCE, "cannot count the galaxies' systems: {error}");
+        }
+        log::info!(target: crate::logging::PERSISTENCE, "{}", shared.budget.describe());
+        Ok(app)
     }
 
-    /// At most `limit` galaxies may exist (`GWAR_MAX_GALAXIES`); only for a state not yet
-    /// shared.
-    fn set_max_galaxies(&mut self, limit: usize) {
+    /// The limits of `settings` (`GWAR_MAX_GALAXIES`, the creation budgets); only for a
+    /// state not yet shared.
+    fn set_limits(&mut self, settings: &Settings) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.budget = CreationBudget::new(settings);
             if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
-                *galaxies = Galaxies::new(limit, Clock::system());
+                *galaxies = Galaxies::new(settings.galaxy_limits.max_galaxies, Clock::system());
             }
         }
     }
@@ -222,7 +241,10 @@ impl AppState {
             metrics.set_memory_only(reason);
         }
         let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system());
-        AppState::assemble(Arc::new(galaxies), Arc::new(metrics), None, None)
+        let mut settings = Settings::default();
+        settings.persistence.enabled = false;
+        let budget = CreationBudget::new(&settings);
+        AppState::assemble(Arc::new(galaxies), Arc::new(metrics), None, None, budget)
     }
 
     fn assemble(
@@ -230,6 +252,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         engine: Option<Engine>,
         max_unsaved: Option<Duration>,
+        budget: CreationBudget,
     ) -> AppState {
         AppState {
             shared: Arc::new(Shared {
@@ -237,6 +260,7 @@ impl AppState {
                 metrics,
                 engine,
                 max_unsaved,
+                budget,
                 backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -255,12 +279,9 @@ impl AppState {
     }
 
     /// Creates a galaxy from `config` and returns once it is saved (with persistence on).
-    /// `seed` picks the map; without one, a random seed is drawn.
-    ///
-    /// The name is reserved first; the galaxy is made in memory without any lock held,
-    /// then written by the writer in chunks between other galaxies' batches. Until the
-    /// last chunk commits nobody can see it: loads find nothing and a second creation of
-    /// the name is refused. Only then does it enter the registry.
+    /// `seed` picks the map; without one, a random seed is drawn. The creation budgets do
+    /// not bind it (the caller is the operator's program) but it counts in them; see
+    /// [`AppState::create_galaxy_within_budget`].
     pub fn create_galaxy(
         &self,
         name: &str,
@@ -268,12 +289,49 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
+        self.create(name, config, seed, tick, false)
+    }
+
+    /// [`AppState::create_galaxy`] for a caller without the admin token: refused
+    /// ([`AppError::OverBudget`]) past `GWAR_MAX_TOTAL_SYSTEMS` or `GWAR_MIN_FREE_DISK`.
+    pub fn create_galaxy_within_budget(
+        &self,
+        name: &str,
+        config: GalaxyConfig,
+        seed: Option<u64>,
+        tick: u64,
+    ) -> Result<CreatedGalaxy, AppError> {
+        self.create(name, config, seed, tick, true)
+    }
+
+    /// A creation, bound by the budgets or not.
+    ///
+    /// The name is reserved first (and judged by the budgets, counted under the catalog
+    /// lock with the creations in progress); the galaxy is made in memory without any lock held,
+    /// then written by the writer in chunks between other galaxies' batches. Until the
+    /// last chunk commits nobody can see it: loads find nothing and a second creation of
+    /// the name is refused. Only then does it enter the registry.
+    fn create(
+        &self,
+        name: &str,
+        config: GalaxyConfig,
+        seed: Option<u64>,
+        tick: u64,
+        bound: bool,
+    ) -> Result<CreatedGalaxy, AppError> {
         self.refuse_if_memory_only()?;
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
         let shared = &self.shared;
-        let reserved = shared.galaxies.reserve(&shared.engine, name)?;
+        let systems = config.system_count;
+        let admit = |usage| {
+            shared
+                .budget
+                .admit(usage, systems, bound)
+                .map_err(AppError::from)
+        };
+        let reserved = (shared.galaxies).reserve_counted(&shared.engine, name, systems, admit)?;
         let mut galaxy = Galaxy::create(name, config, seed.unwrap_or_else(random_seed), tick)?;
         // Creation writes every row of the new galaxy, so nothing is left to save after it.
         galaxy.take_changes();
@@ -587,7 +645,16 @@ impl AppState {
                 dirty_systems: self.dirty_systems(),
                 last_error: metrics.last_error(),
             },
+            creation: self.shared.budget.creation(),
         }
+    }
+
+    /// The creation budgets and their use; the systems counted afresh (one query of the
+    /// stored galaxies' sizes), or as last counted when that fails.
+    pub fn budget(&self) -> BudgetSnapshot {
+        let shared = &self.shared;
+        let _ = shared.budget.recount(&shared.galaxies, &shared.engine);
+        shared.budget.snapshot()
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
