@@ -6,6 +6,7 @@ mod postgres_cluster;
 mod util;
 
 mod bad_requests;
+mod budget;
 mod crash_loop;
 mod edge;
 mod faults;
