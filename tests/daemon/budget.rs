@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    check_survivors, client, request_at, sqlite, stored_metal, systems, Daemon, Reply,
-    COUNTING_CONFIG,
+    check_survivors, client, parse_reply, raw_exchange_for, request_at, sqlite, stored_metal,
+    systems, Daemon, Reply, COUNTING_CONFIG,
 };
 
 const TOKEN: &str = "budget-token";
@@ -53,13 +53,22 @@ fn creation_health(daemon: &Daemon) -> String {
 }
 
 fn create_anonymously(addr: std::net::SocketAddr, name: &str, systems: u64) -> Reply {
-    request_at(
-        addr,
-        "POST",
-        &format!("/galaxies/{name}"),
-        &[],
-        config(systems).as_bytes(),
-    )
+    let body = config(systems);
+    let request = format!(
+        "POST /galaxies/{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = raw_exchange_for(addr, request.as_bytes(), Duration::from_secs(120));
+    if raw.is_empty() {
+        // Closed without an answer: status 0, for the caller to report with the log.
+        return Reply {
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+    }
+    parse_reply(&raw)
 }
 
 fn create_with_token(daemon: &Daemon, name: &str, systems: u64) -> Reply {
@@ -159,11 +168,12 @@ fn a_flood_of_anonymous_creations_stops_at_the_budget_and_orders_keep_their_loss
     };
     let replies: Vec<Vec<Reply>> = floods.into_iter().map(|f| f.join().unwrap()).collect();
     let flood_took = started.elapsed();
-    // Killed as soon as the flood is refused: what the orders placed during it kept.
-    let killed_at = Instant::now();
-    daemon.kill9();
+    // Killed as soon as the flood is over (the watcher stopped first, so that it does
+    // not ask a dead daemon): what the orders placed during it kept.
     done.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
+    let killed_at = Instant::now();
+    daemon.kill9();
     let orders = orders.join().unwrap();
 
     let all: Vec<&Reply> = replies.iter().flatten().collect();
@@ -172,7 +182,7 @@ fn a_flood_of_anonymous_creations_stops_at_the_budget_and_orders_keep_their_loss
     let fits = ((BUDGET - play_systems) / FLOOD_SYSTEMS) as usize;
     assert_eq!(created, fits, "as many as fit were created, no more");
     for reply in all.iter().filter(|r| r.status != 201) {
-        assert_eq!(reply.status, 422, "{}", reply.body);
+        assert_eq!(reply.status, 422, "{}; log:\n{}", reply.body, daemon.log());
         assert!(
             reply.body.contains("GWAR_MAX_TOTAL_SYSTEMS"),
             "{}",
@@ -272,4 +282,35 @@ fn a_disk_short_of_the_minimum_closes_anonymous_creation() {
     let health = daemon.get("/healthz").json();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["persistence"]["state"], "healthy", "{health}");
+}
+
+#[test]
+fn daemons_sharing_a_postgres_database_share_the_budget() {
+    let Some(cluster) = crate::postgres_cluster::shared() else {
+        return;
+    };
+    let database = cluster.database();
+    let url = database.url();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("GWAR_MAX_TOTAL_SYSTEMS", "1000"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start(dir_a.path(), &env);
+    let b = Daemon::start(dir_b.path(), &env);
+    assert_eq!(create_anonymously(a.addr, "first", 600).status, 201);
+    // B counts what the database knows: A's galaxy leaves room for 400 only.
+    let refused = create_anonymously(b.addr, "second", 401);
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(create_anonymously(b.addr, "second", 400).status, 201);
+    assert_eq!(creation_health(&b), "closed: systems");
+    assert_eq!(create_anonymously(a.addr, "third", 1).status, 422);
+    for daemon in [&a, &b] {
+        assert_eq!(metric(daemon, "gwar_systems_total"), Some(1000));
+        assert_eq!(
+            metric(daemon, "gwar_disk_free_bytes"),
+            None,
+            "no disk watched"
+        );
+    }
 }
