@@ -20,7 +20,7 @@
 //! Private to the crate (`cargo doc --document-private-items` shows them); the layers, the
 //! code map and the invariants are in `ARCHITECTURE.md`. Bottom to top (a module names
 //! only modules on its own floor or below; `tests/layers.rs` keeps it so):
-//! - `model`, `clock`, `time`, `logging`, `systemd`: leaves.
+//! - `model`, `clock`, `time`, `logging`, `systemd`, `machine`: leaves.
 //! - `settings`: the environment, validated.
 //! - `store`: the seam to a database (`WriteStore`, `ReadStore`, `ClaimStore`) and the
 //!   SQLite and PostgreSQL stores behind it with their migrations (`sql/`).
@@ -44,6 +44,7 @@ pub(crate) mod clock;
 pub(crate) mod galaxies;
 pub(crate) mod http;
 pub(crate) mod logging;
+pub(crate) mod machine;
 pub mod model;
 pub(crate) mod persistence;
 pub mod serve;

@@ -255,6 +255,9 @@ pub struct PersistenceSettings {
     /// `GWAR_DB_CALL_TIMEOUT_SECS` (PostgreSQL): a statement that gets no answer within
     /// this is abandoned, its connection shut down and reopened by the next call.
     pub db_call_timeout: Duration,
+    /// `GWAR_MIN_FREE_DISK` (SQLite file): bytes the database's filesystem keeps free. A
+    /// creation without the admin token that would leave less is refused; 0: no check.
+    pub min_free_disk: u64,
 }
 
 impl Default for PersistenceSettings {
@@ -273,6 +276,7 @@ impl Default for PersistenceSettings {
             ownership_lease: Duration::from_secs(15),
             advertise_url: "http://127.0.0.1:3050".to_owned(),
             db_call_timeout: Duration::from_secs(5),
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
         }
     }
 }
@@ -307,6 +311,12 @@ pub fn default_max_stall(lease: Duration) -> Duration {
     (lease / 5).max(Duration::from_secs(1))
 }
 
+/// The default of `GWAR_MIN_FREE_DISK`: 1 GiB. Far more than saving needs between two
+/// checkpoints (the WAL is checkpointed at 40 MiB and truncated to 64 MiB) or than the
+/// clean-up of the largest public galaxy writes (about 60 MiB of rows, as much again of
+/// WAL), so that orders and checkpoints always have room (README, *Configuration*).
+pub const DEFAULT_MIN_FREE_DISK: u64 = 1 << 30;
+
 /// How much the game may hold (README, *Configuration*, the limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GalaxyLimits {
@@ -315,6 +325,10 @@ pub struct GalaxyLimits {
     pub max_public_systems: u64,
     /// `GWAR_MAX_GALAXIES`: galaxies that may exist at once.
     pub max_galaxies: usize,
+    /// `GWAR_MAX_TOTAL_SYSTEMS`: the systems of all galaxies past which a creation without
+    /// the admin token is refused; `None`: derived from the machine's memory when the app
+    /// opens (settings read no file).
+    pub max_total_systems: Option<u64>,
 }
 
 impl Default for GalaxyLimits {
@@ -322,6 +336,7 @@ impl Default for GalaxyLimits {
         GalaxyLimits {
             max_public_systems: 100_000,
             max_galaxies: 10_000,
+            max_total_systems: None,
         }
     }
 }
@@ -544,6 +559,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 },
                 defaults.db_call_timeout,
             )?,
+            min_free_disk: self.var("GWAR_MIN_FREE_DISK", parse_bytes, defaults.min_free_disk)?,
         })
     }
 
@@ -591,6 +607,11 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 "GWAR_MAX_GALAXIES",
                 |v| parse_count(v, "galaxies"),
                 limits.max_galaxies,
+            )?,
+            max_total_systems: self.var(
+                "GWAR_MAX_TOTAL_SYSTEMS",
+                |v| parse_positive(v, "systems").map(Some),
+                limits.max_total_systems,
             )?,
         })
     }
@@ -647,6 +668,29 @@ fn parse_positive(value: &str, unit: &str) -> Result<u64, String> {
     }
 }
 
+/// `GWAR_MIN_FREE_DISK`: a whole number of bytes, or of KiB, MiB, GiB or TiB with the
+/// suffix `K`, `M`, `G` or `T` (either case): `512M`, `2G`.
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let expected = || "expected bytes, or a number with K, M, G or T (such as 512M or 2G)";
+    let (digits, shift) = match value.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(expected().to_owned()),
+            };
+            (&value[..at], shift)
+        }
+        _ => (value, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| expected().to_owned())?;
+    n.checked_mul(1 << shift)
+        .filter(|bytes| *bytes <= 1 << 60)
+        .ok_or_else(|| "expected at most 1024P bytes".to_owned())
+}
+
 /// A positive count of `unit`, as a `usize` (saturating: no machine holds more).
 fn parse_count(value: &str, unit: &str) -> Result<usize, String> {
     parse_positive(value, unit).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
@@ -680,6 +724,29 @@ mod tests {
         assert_eq!(s.galaxy_limits.max_public_systems, 100_000);
         assert_eq!(s.galaxy_limits.max_galaxies, 10_000);
         assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.galaxy_limits.max_total_systems, None);
+        assert_eq!(s.persistence.min_free_disk, 1 << 30);
+    }
+
+    #[test]
+    fn creation_budgets_parse() {
+        let s = settings(&[
+            ("GWAR_MAX_TOTAL_SYSTEMS", "5000"),
+            ("GWAR_MIN_FREE_DISK", "512M"),
+        ])
+        .unwrap();
+        assert_eq!(s.galaxy_limits.max_total_systems, Some(5000));
+        assert_eq!(s.persistence.min_free_disk, 512 << 20);
+        for (value, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("2g", 2 << 30),
+            ("1T", 1 << 40),
+            ("3k", 3072),
+        ] {
+            let s = settings(&[("GWAR_MIN_FREE_DISK", value)]).unwrap();
+            assert_eq!(s.persistence.min_free_disk, bytes, "{value}");
+        }
     }
 
     #[test]
@@ -828,6 +895,14 @@ mod tests {
             ("GWAR_MAX_GALAXY_SYSTEMS", "0"),
             ("GWAR_MAX_GALAXY_SYSTEMS", "10000001"),
             ("GWAR_MAX_GALAXIES", "many"),
+            ("GWAR_MAX_TOTAL_SYSTEMS", "0"),
+            ("GWAR_MAX_TOTAL_SYSTEMS", "plenty"),
+            ("GWAR_MIN_FREE_DISK", "lots"),
+            ("GWAR_MIN_FREE_DISK", "1.5G"),
+            ("GWAR_MIN_FREE_DISK", "2GB"),
+            ("GWAR_MIN_FREE_DISK", "-1"),
+            ("GWAR_MIN_FREE_DISK", "G"),
+            ("GWAR_MIN_FREE_DISK", "99999999999T"),
             ("GWAR_MAX_CONNECTIONS", "0"),
             ("GWAR_MAX_CONNECTIONS", "lots"),
             ("GWAR_OWNERSHIP_LEASE_SECS", "0"),

@@ -78,7 +78,7 @@ fn serve_runs_in_process_until_its_token_fires_and_reports_what_it_saved() {
         (status, body.as_str()),
         (
             200,
-            r#"{"status":"ok","persistence":{"state":"healthy","dirty_systems":0,"last_error":null}}"#
+            r#"{"status":"ok","persistence":{"state":"healthy","dirty_systems":0,"last_error":null},"creation":"open"}"#
         )
     );
     first.trigger.trigger();

@@ -31,8 +31,8 @@
 //! Every lock of the game and the engine, outermost first; a lock may be taken while
 //! holding only locks above it:
 //! 1. **catalog** (here): creations start and end, deletions, a load's publishing.
-//!    Short: its only SQL is a look-up in the `galaxies` table (through a reader
-//!    connection) or, for a deletion of a galaxy evicted in the instant before, one take
+//!    Short: its only SQL is a look-up in the `galaxies` or `galaxy_sizes` table (through
+//!    a reader connection) or, for a deletion of a galaxy evicted in the instant before, one take
 //!    of its ownership; never a load's take or read, a creation's writing, or an order.
 //! 2. **a cell's lock** ([`cell`]): orders and reads on one galaxy, the writer's cut.
 //!    Never held during SQL.
@@ -51,8 +51,9 @@ pub(crate) mod cell;
 mod cut;
 mod flights;
 mod registry;
+mod sizes;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,11 @@ pub(crate) trait Backing {
     fn taken_unused(&self, _name: &str, _epoch: Epoch) {}
     fn is_stored(&self, name: &str) -> Result<bool, StoreError>;
     fn stored_names(&self) -> Result<Vec<String>, StoreError>;
+    /// Every stored galaxy row (unfinished creations and deletions included) with its
+    /// number of systems. Without a database: none.
+    fn stored_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Every stored galaxy with the advertised URL of the live daemon that owns it, if
     /// any. Without other daemons: nobody's.
     fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
@@ -147,6 +153,17 @@ pub(crate) trait Backing {
     }
 }
 
+/// What the galaxies hold, as a creation's budget counts it ([`Galaxies::reserve_counted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// The systems of every galaxy: stored (evicted ones included), live, being created
+    /// (in full, from the moment the name is reserved) or being deleted (until its rows
+    /// are purged).
+    pub(crate) systems: u64,
+    /// Of those, the systems of the creations in progress in this daemon.
+    pub(crate) creating: u64,
+}
+
 /// One galaxy of [`Galaxies::listing`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Listed {
@@ -160,8 +177,8 @@ pub(crate) struct Listed {
 /// The galaxies of one game: see the module documentation.
 pub struct Galaxies {
     registry: Registry,
-    /// The catalog lock; it guards the names being created.
-    catalog: Mutex<HashSet<String>>,
+    /// The catalog lock; it guards the names being created, with their systems.
+    catalog: Mutex<HashMap<String, u64>>,
     /// Deleted, the deletion not yet committed: the stored copy is stale. A leaf lock.
     deleting: Mutex<HashSet<String>>,
     flights: Flights,
@@ -176,7 +193,7 @@ impl Galaxies {
     pub fn new(max_galaxies: usize, clock: Clock) -> Galaxies {
         Galaxies {
             registry: Registry::default(),
-            catalog: Mutex::new(HashSet::new()),
+            catalog: Mutex::new(HashMap::new()),
             deleting: Mutex::new(HashSet::new()),
             flights: Flights::default(),
             max_galaxies,
@@ -316,7 +333,7 @@ impl Galaxies {
                 // writer holds it under the epoch taken, which a take of ours keeps).
                 unused.epoch = None;
                 Landed::Cell(cell)
-            } else if creating.contains(name) {
+            } else if creating.contains_key(name) {
                 // Its last chunk has committed, but the creation is not reported yet:
                 // until its creator publishes it, it is not there for anyone else.
                 Landed::Missing
@@ -332,31 +349,45 @@ impl Galaxies {
         Ok(leading.land(landed))
     }
 
-    /// Reserves `name` for a creation: refused when the galaxy exists, is being created,
-    /// or the galaxy limit is reached. The reservation ends when the guard drops, or
-    /// becomes the live galaxy with [`Reservation::publish`].
+    /// [`Galaxies::reserve_counted`] of a galaxy that counts for nothing.
+    #[cfg(test)]
     pub(crate) fn reserve(
         &self,
         backing: &impl Backing,
         name: &str,
     ) -> Result<Reservation<'_>, LifeError> {
+        self.reserve_counted(backing, name, 0, |_| Ok::<(), LifeError>(()))
+    }
+
+    /// Reserves `name` for a creation of `systems` systems: refused when the galaxy
+    /// exists, is being created, the galaxy limit is reached, or `admit` refuses what the
+    /// galaxies hold now (counted under the catalog lock, creations in progress included,
+    /// so that concurrent creations are admitted one after the other). The reservation
+    /// ends when the guard drops, or becomes the live galaxy with [`Reservation::publish`].
+    pub(crate) fn reserve_counted<E: From<LifeError>>(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+        systems: u64,
+        admit: impl FnOnce(Usage) -> Result<(), E>,
+    ) -> Result<Reservation<'_>, E> {
         let mut creating = self.catalog.lock();
         if self.registry.get(name).is_some()
-            || creating.contains(name)
-            || self.is_stored(backing, name)?
+            || creating.contains_key(name)
+            || self.is_stored(backing, name).map_err(LifeError::from)?
         {
-            return Err(LifeError::Exists(name.to_owned()));
+            return Err(LifeError::Exists(name.to_owned()).into());
         }
         // With a database file every galaxy in memory is stored; without one (persistence
         // off, an in-memory database) the registry is all there is. Deletions not yet
         // committed are left out, as the listing leaves them out, and so are creations whose
         // last chunk is committed (they count once, as being created).
         let stored = if backing.persists() {
-            let names = backing.stored_names()?;
+            let names = backing.stored_names().map_err(LifeError::from)?;
             let deleting = self.deleting.lock();
             names
                 .iter()
-                .filter(|name| !deleting.contains(*name) && !creating.contains(*name))
+                .filter(|name| !deleting.contains(*name) && !creating.contains_key(*name))
                 .count()
         } else {
             0
@@ -364,9 +395,12 @@ impl Galaxies {
         if stored.max(self.registry.len()) + creating.len() >= self.max_galaxies {
             return Err(LifeError::TooMany {
                 limit: self.max_galaxies,
-            });
+            }
+            .into());
         }
-        creating.insert(name.to_owned());
+        let usage = self.usage(backing, &creating).map_err(LifeError::from)?;
+        admit(usage)?;
+        creating.insert(name.to_owned(), systems);
         Ok(Reservation {
             galaxies: self,
             name: name.to_owned(),
@@ -397,7 +431,7 @@ impl Galaxies {
             None
         };
         let creating = self.catalog.lock();
-        if creating.contains(name) {
+        if creating.contains_key(name) {
             // Saved perhaps, but not yet reported: until its creator publishes it, it is
             // not there to delete (deleting it now would leave its creator publishing a
             // galaxy whose rows are being removed).
@@ -464,7 +498,7 @@ impl Galaxies {
             let creating = self.catalog.lock();
             let deleting = self.deleting.lock();
             for (name, owner) in stored {
-                if !deleting.contains(&name) && !creating.contains(&name) {
+                if !deleting.contains(&name) && !creating.contains_key(&name) {
                     let loaded = false;
                     listing.insert(name, Listed { loaded, owner });
                 }

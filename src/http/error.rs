@@ -39,7 +39,7 @@ impl From<AppError> for ApiError {
             AppError::BadName(_) | AppError::Config(_) => 400,
             AppError::UnknownGalaxy(_) => 404,
             AppError::GalaxyExists(_) => 409,
-            AppError::TooManyGalaxies { .. } => 422,
+            AppError::TooManyGalaxies { .. } | AppError::OverBudget(_) => 422,
             AppError::Game(game) => match game {
                 GameError::UnknownSystem { .. } | GameError::UnknownStructure(_) => 404,
                 GameError::AlreadyBuilding { .. }

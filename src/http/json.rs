@@ -290,6 +290,8 @@ struct PersistenceJson<'a> {
 pub struct HealthJson<'a> {
     status: &'static str,
     persistence: PersistenceJson<'a>,
+    /// `open`, or `closed: disk` / `closed: systems` for creations without the admin token.
+    creation: &'static str,
 }
 
 impl<'a> From<&'a Health> for HealthJson<'a> {
@@ -301,6 +303,7 @@ impl<'a> From<&'a Health> for HealthJson<'a> {
                 dirty_systems: h.persistence.dirty_systems,
                 last_error: h.persistence.last_error.as_deref(),
             },
+            creation: h.creation,
         }
     }
 }
@@ -480,6 +483,7 @@ mod tests {
                 dirty_systems: 3,
                 last_error: last_error.map(str::to_owned),
             },
+            creation: "open",
         };
         assert_eq!(
             json(&HealthJson::from(&health(
@@ -487,7 +491,7 @@ mod tests {
                 PersistenceState::Healthy,
                 None
             ))),
-            r#"{"status":"ok","persistence":{"state":"healthy","dirty_systems":3,"last_error":null}}"#
+            r#"{"status":"ok","persistence":{"state":"healthy","dirty_systems":3,"last_error":null},"creation":"open"}"#
         );
         assert_eq!(
             json(&HealthJson::from(&health(
@@ -495,7 +499,7 @@ mod tests {
                 PersistenceState::MemoryOnly,
                 Some("disk \"gone\"")
             ))),
-            r#"{"status":"degraded","persistence":{"state":"memory-only","dirty_systems":3,"last_error":"disk \"gone\""}}"#
+            r#"{"status":"degraded","persistence":{"state":"memory-only","dirty_systems":3,"last_error":"disk \"gone\""},"creation":"open"}"#
         );
         for (state, wire) in [
             (PersistenceState::Retrying, "retrying"),

@@ -9,7 +9,7 @@ use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::app::AppState;
+use crate::app::{AppState, BudgetSnapshot};
 use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
@@ -72,6 +72,8 @@ struct Sources<'a> {
     app: &'a AppState,
     engine: MetricsSnapshot,
     http: &'a HttpMetrics,
+    /// The creation budgets, counted once per exposition.
+    budget: BudgetSnapshot,
 }
 
 /// A sample's value, written as the exposition always wrote it: integers as integers,
@@ -202,6 +204,38 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.app.systems_loaded() as u64)),
     },
     Family {
+        name: "gwar_systems_total",
+        kind: "gauge",
+        help: "Systems of every galaxy, stored or in memory, creations and deletions in progress included (what GWAR_MAX_TOTAL_SYSTEMS bounds).",
+        read: Read::One(|s| Value::Count(s.budget.systems_total)),
+    },
+    Family {
+        name: "gwar_systems_budget",
+        kind: "gauge",
+        help: "GWAR_MAX_TOTAL_SYSTEMS: past it, creations without the admin token are refused.",
+        read: Read::One(|s| Value::Count(s.budget.systems_budget)),
+    },
+    Family {
+        name: "gwar_disk_free_bytes",
+        kind: "gauge",
+        help: "Bytes free on the SQLite database's filesystem (no sample for PostgreSQL).",
+        read: Read::Lines(|s, name, out| {
+            if let Some((free, _)) = s.budget.disk {
+                let _ = writeln!(out, "{name} {free}");
+            }
+        }),
+    },
+    Family {
+        name: "gwar_disk_free_min_bytes",
+        kind: "gauge",
+        help: "GWAR_MIN_FREE_DISK: creations without the admin token that would leave less free are refused.",
+        read: Read::Lines(|s, name, out| {
+            if let Some((_, min)) = s.budget.disk {
+                let _ = writeln!(out, "{name} {min}");
+            }
+        }),
+    },
+    Family {
         name: "gwar_galaxy_evictions_total",
         kind: "counter",
         help: "Clean, idle galaxies evicted from memory.",
@@ -316,6 +350,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         app,
         engine: app.metrics(),
         http,
+        budget: app.budget(),
     };
     let mut out = String::with_capacity(4096);
     for family in FAMILIES {

@@ -344,7 +344,13 @@ impl Api {
                 ),
             ));
         }
-        let created = self.app.create_galaxy(name, config, seed, now_tick())?;
+        // The budgets bind whoever is bound by the public limit; the others still count.
+        let created = if admin {
+            self.app.create_galaxy(name, config, seed, now_tick())?
+        } else {
+            self.app
+                .create_galaxy_within_budget(name, config, seed, now_tick())?
+        };
         Ok(Response::json(201, &CreatedJson::from(&created)))
     }
 

@@ -61,6 +61,13 @@ impl Backing for Option<Engine> {
         }
     }
 
+    fn stored_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Some(engine) => engine.stored_sizes(),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn stored_owners(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let Some(engine) = self else {
             return Ok(Vec::new());

@@ -29,6 +29,7 @@
 
 mod backing;
 pub mod backup;
+pub mod budget;
 pub mod clean;
 mod loads;
 pub mod lock;
@@ -263,6 +264,14 @@ impl Engine {
     pub(crate) fn stored_names(&self) -> Result<Vec<String>, StoreError> {
         match &self.readers {
             Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_names()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every galaxy row with its number of systems (`GWAR_MAX_TOTAL_SYSTEMS` counts them).
+    pub(crate) fn stored_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_sizes()),
             None => Ok(Vec::new()),
         }
     }

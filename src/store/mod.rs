@@ -622,6 +622,10 @@ pub trait ReadStore: Send {
 
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Every galaxy row with its number of systems, those with an unfinished creation or
+    /// deletion included (they hold their rows): what `GWAR_MAX_TOTAL_SYSTEMS` counts.
+    fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Every stored galaxy (as [`ReadStore::galaxy_names`]) with the daemon whose lease on
     /// it has not run out, if any. Without ownership (SQLite): nobody's.
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {

@@ -84,6 +84,8 @@ fn a_full_disk_is_survived_and_everything_saved_once_there_is_room() {
             ("DATABASE_URL", &url),
             ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "20"),
             ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "1"),
+            // The whole tmpfs is less than the default space kept free (1 GiB).
+            ("GWAR_MIN_FREE_DISK", "0"),
         ],
     );
     assert_eq!(daemon.post("/galaxies/g?seed=1&preset=classic").status, 201);

@@ -9,6 +9,7 @@ mod util;
 
 mod admin_origin;
 mod bad_requests;
+mod budget;
 mod crash_loop;
 mod disk;
 mod edge;

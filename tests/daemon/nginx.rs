@@ -125,9 +125,22 @@ http {{
         server {upstream};
         keepalive 32;
     }}
+    map $request_method $gwar_creator {{
+        POST    $binary_remote_addr;
+        default \"\";
+    }}
+    limit_req_zone $gwar_creator zone=gwar_creations:10m rate=1r/m;
     server {{
         listen {listen};
         location / {{
+            proxy_pass http://galactic_war;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $host;
+        }}
+        location ~ ^/galaxies/[^/]+$ {{
+            limit_req zone=gwar_creations burst=3 nodelay;
+            limit_req_status 429;
             proxy_pass http://galactic_war;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
@@ -175,6 +188,15 @@ fn through_nginx_players_pass_and_admin_routes_do_not() {
         &[],
     );
     assert_eq!(order.status, 201, "{}", order.body);
+    // Creations are rate-limited per client (one a minute, bursts of three): reads and
+    // orders are not.
+    for name in ["g1", "g2", "g3"] {
+        let created = nginx.request("POST", &format!("/galaxies/{name}"), &[]);
+        assert_eq!(created.status, 201, "{name}: {}", created.body);
+    }
+    let limited = nginx.request("POST", "/galaxies/g4", &[]);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(nginx.request("GET", "/galaxies/g1", &[]).status, 200);
 
     // Every admin route, plainly and in the disguises a path can take through a proxy,
     // with and without a token (none is configured; it must not matter).

@@ -28,6 +28,8 @@ fn a_bad_environment_value_exits_78_naming_the_variable() {
         ("DATABASE_URL", "postgres://db/x?sslmode=sometimes"),
         ("GWAR_PERSISTENCE_SYNCHRONOUS", "extra"),
         ("GWAR_ADMIN_LISTEN", "localhost:3051"),
+        ("GWAR_MAX_TOTAL_SYSTEMS", "0"),
+        ("GWAR_MIN_FREE_DISK", "lots"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(BIN)

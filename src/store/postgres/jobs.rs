@@ -263,7 +263,7 @@ impl PostgresWriter {
 }
 
 /// A creation's first chunk: the galaxy's row, its `creating` mark and its ownership row
-/// (epoch 1, this daemon); returns the rows written.
+/// (epoch 1, this daemon) and its size; returns the rows written.
 fn insert_galaxy(
     tx: &mut Transaction<'_>,
     galaxy: &NewGalaxy<'_>,
@@ -297,7 +297,12 @@ fn insert_galaxy(
         &[&galaxy.name, &me.id, &me.url, &me.lease_ms()],
     )
     .context("taking a new galaxy")?;
-    Ok(3)
+    tx.execute(
+        "INSERT INTO galaxy_sizes (name, systems) VALUES ($1, $2)",
+        &[&galaxy.name, &stored_int(galaxy.systems.len() as u64)],
+    )
+    .context("recording a new galaxy's size")?;
+    Ok(4)
 }
 
 /// Inserts the chunk's systems; returns their `(x, y, id)`, sorted.

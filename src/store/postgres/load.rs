@@ -159,6 +159,20 @@ pub(super) fn galaxy_names(client: &mut Client) -> Result<Vec<String>, StoreErro
         .collect()
 }
 
+/// Every galaxy row with its number of systems (`galaxy_sizes`), unfinished ones included.
+pub(super) fn galaxy_sizes(client: &mut Client) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = client
+        .query("SELECT name, systems FROM galaxy_sizes", &[])
+        .context("counting the galaxies' systems")?;
+    rows.iter()
+        .map(|row| {
+            let name: String = row.try_get(0).context("counting the galaxies' systems")?;
+            let systems: i64 = row.try_get(1).context("counting the galaxies' systems")?;
+            Ok((name, u64::try_from(systems).unwrap_or(0)))
+        })
+        .collect()
+}
+
 pub(super) fn galaxy_exists(client: &mut Client, name: &str) -> Result<bool, StoreError> {
     let found = client
         .query_opt(

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_ownership",
         include_str!("../../../sql/postgres/0003_ownership.sql"),
     ),
+    (
+        "0004_galaxy_sizes",
+        include_str!("../../../sql/postgres/0004_galaxy_sizes.sql"),
+    ),
 ];
 
 /// The schema version this binary writes on PostgreSQL: SQLite's tables are its first

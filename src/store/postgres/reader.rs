@@ -82,6 +82,10 @@ impl ReadStore for PostgresReader {
         self.with_client(|client| load::galaxy_exists(client, name))
     }
 
+    fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_client(load::galaxy_sizes)
+    }
+
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {
         self.with_client(owners::galaxy_owners)
     }

@@ -58,7 +58,15 @@ impl SqliteWriter {
             tx.prepare_cached("INSERT INTO galaxy_jobs (name, job) VALUES (?1, 'creating')")
                 .and_then(|mut stmt| stmt.execute([galaxy.name]))
                 .context("marking a galaxy as being created")?;
-            stats.rows += 2;
+            tx.prepare_cached("INSERT INTO galaxy_sizes (name, systems) VALUES (?1, ?2)")
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        galaxy.name,
+                        stored_int(galaxy.systems.len() as u64)
+                    ])
+                })
+                .context("recording a new galaxy's size")?;
+            stats.rows += 3;
         }
         {
             let mut insert_system = tx

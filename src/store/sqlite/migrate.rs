@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_galaxy_jobs",
         include_str!("../../../sql/sqlite/0002_galaxy_jobs.sql"),
     ),
+    (
+        "0003_galaxy_sizes",
+        include_str!("../../../sql/sqlite/0003_galaxy_sizes.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

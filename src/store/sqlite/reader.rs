@@ -46,6 +46,10 @@ impl ReadStore for SqliteReader {
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
         self.db.galaxy_exists(name)
     }
+
+    fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.db.galaxy_sizes()
+    }
 }
 
 /// The writer's connection reads too (its tests), through the same queries.
@@ -61,6 +65,10 @@ impl ReadStore for super::writer::SqliteWriter {
 
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
         self.db.galaxy_exists(name)
+    }
+
+    fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.db.galaxy_sizes()
     }
 }
 
@@ -79,6 +87,23 @@ impl Db {
             .and_then(|rows| rows.collect())
             .context("listing galaxies")?;
         Ok(names)
+    }
+
+    fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, systems FROM galaxy_sizes")
+            .context("counting the galaxies' systems")?;
+        let sizes = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .context("counting the galaxies' systems")?;
+        Ok(sizes)
     }
 
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {

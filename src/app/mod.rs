@@ -15,6 +15,8 @@
 //! does it); one that another live daemon owns is `AppError::OwnedElsewhere`, which the
 //! HTTP layer turns into a redirect to that daemon.
 
+mod error;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,12 +25,13 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
-use crate::galaxies::{Galaxies, LifeError, Listed, Live};
+use crate::galaxies::{Galaxies, Listed, Live};
 use crate::model::{
-    Build, ConfigError, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind,
-    SystemDetails, SystemSummary,
+    Build, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind, SystemDetails,
+    SystemSummary,
 };
 use crate::persistence::backup::{backup_into, default_dir};
+use crate::persistence::budget::CreationBudget;
 use crate::persistence::metrics::Metrics;
 use crate::persistence::writer::WriterHandle;
 use crate::persistence::Engine;
@@ -38,58 +41,12 @@ use crate::systemd::Notifier;
 // The engine's errors and answers, as `AppState` hands them out: the engine itself is not
 // public.
 pub use crate::persistence::backup::BackupError;
+pub use crate::persistence::budget::{BudgetSnapshot, OverBudget};
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 pub use crate::persistence::writer::{FlushReport, PersistError};
 use crate::store::StoreError;
 pub use crate::store::{FailureKind, Owner, StoreFailure};
-
-/// Why an application operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("invalid galaxy name {0:?}: use 1 to 64 characters of A-Z a-z 0-9 _ -")]
-    BadName(String),
-    #[error("galaxy '{0}' not found")]
-    UnknownGalaxy(String),
-    #[error("galaxy '{0}' already exists")]
-    GalaxyExists(String),
-    #[error("there are already {limit} galaxies, the most this server holds (GWAR_MAX_GALAXIES)")]
-    TooManyGalaxies { limit: usize },
-    #[error(transparent)]
-    Game(#[from] GameError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("orders are paused: the oldest unsaved change is {age:?} old, above the limit of {limit:?}; the database is not keeping up")]
-    UnsavedTooOld { age: Duration, limit: Duration },
-    #[error("orders are paused: the database has not answered a write for {stalled:?}, above the limit of {limit:?} (GWAR_PERSISTENCE_MAX_STALL_MS); an order now could not be saved")]
-    SavingStalled { stalled: Duration, limit: Duration },
-    #[error(transparent)]
-    Persistence(#[from] PersistError),
-    #[error("database error: {0}")]
-    Store(StoreFailure),
-    #[error("there is no database file to back up (persistence is off or in memory)")]
-    NoDatabase,
-    #[error("the database {0} is PostgreSQL, which is backed up with its own tools: pg_dump for a logical copy, pg_basebackup with WAL archiving for a physical one (README, Operations); this daemon's backups copy SQLite files only")]
-    ServerBackup(String),
-    #[error("a backup is already running; try again when it has finished")]
-    BackupInProgress,
-    #[error(transparent)]
-    Backup(#[from] BackupError),
-    /// Another live daemon owns the galaxy (PostgreSQL, several daemons).
-    #[error("galaxy '{name}' is served by another daemon, at {}", .owner.url)]
-    OwnedElsewhere { name: String, owner: Owner },
-    /// This daemon's lease on the galaxy may have run out and is not renewed yet.
-    #[error("galaxy '{0}' is not served for a moment: this daemon's lease on it is being renewed; try again shortly")]
-    LeaseLapsed(String),
-    #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
-    MemoryOnly,
-}
-
-impl From<StoreError> for AppError {
-    /// A store's error reaches a caller as its kind and message.
-    fn from(error: StoreError) -> AppError {
-        AppError::Store(error.failure())
-    }
-}
+pub use error::AppError;
 
 /// `POST /galaxies/{name}`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +105,9 @@ pub struct Health {
     /// `ok`, or `degraded` while saving fails or the game runs from memory only.
     pub status: &'static str,
     pub persistence: PersistenceHealth,
+    /// Whether a creation without the admin token can pass the budgets: `open`,
+    /// `closed: disk` or `closed: systems`.
+    pub creation: &'static str,
 }
 
 /// The game's state: galaxies in memory and the engine that persists them.
@@ -187,6 +147,8 @@ struct Shared {
     engine: Option<Engine>,
     /// When orders are refused: see [`OrderLimits`].
     order_limits: OrderLimits,
+    /// `GWAR_MAX_TOTAL_SYSTEMS` and `GWAR_MIN_FREE_DISK`.
+    budget: CreationBudget,
     /// Held for the whole of a backup: backups run one at a time.
     backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
@@ -208,7 +170,7 @@ impl AppState {
     ) -> Result<AppState, StoreError> {
         if !settings.persistence.enabled {
             let mut app = AppState::without_engine(PersistenceState::Disabled, None);
-            app.set_max_galaxies(settings.galaxy_limits.max_galaxies);
+            app.set_limits(settings);
             return Ok(app);
         }
         let galaxies = Arc::new(Galaxies::new(
@@ -223,7 +185,7 @@ impl AppState {
             metrics.clone(),
             notifier,
         )?;
-        Ok(AppState::assemble(
+        let app = AppState::assemble(
             galaxies,
             metrics,
             Some(engine),
@@ -231,15 +193,24 @@ impl AppState {
                 max_unsaved: settings.persistence.max_unsaved,
                 max_stall: settings.persistence.max_stall,
             },
-        ))
+            CreationBudget::new(settings),
+        );
+        // A first count, so that health says at once when the budget is spent.
+        let shared = &app.shared;
+        if let Err(error) = shared.budget.recount(&shared.galaxies, &shared.engine) {
+            log::warn!(target: crate::logging::PERSISTENCE, "cannot count the galaxies' systems: {error}");
+        }
+        log::info!(target: crate::logging::PERSISTENCE, "{}", shared.budget.describe());
+        Ok(app)
     }
 
-    /// At most `limit` galaxies may exist (`GWAR_MAX_GALAXIES`); only for a state not yet
-    /// shared.
-    fn set_max_galaxies(&mut self, limit: usize) {
+    /// The limits of `settings` (`GWAR_MAX_GALAXIES`, the creation budgets); only for a
+    /// state not yet shared.
+    fn set_limits(&mut self, settings: &Settings) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.budget = CreationBudget::new(settings);
             if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
-                *galaxies = Galaxies::new(limit, Clock::system());
+                *galaxies = Galaxies::new(settings.galaxy_limits.max_galaxies, Clock::system());
             }
         }
     }
@@ -252,11 +223,15 @@ impl AppState {
             metrics.set_memory_only(reason);
         }
         let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system());
+        let mut settings = Settings::default();
+        settings.persistence.enabled = false;
+        let budget = CreationBudget::new(&settings);
         AppState::assemble(
             Arc::new(galaxies),
             Arc::new(metrics),
             None,
             OrderLimits::default(),
+            budget,
         )
     }
 
@@ -265,6 +240,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         engine: Option<Engine>,
         order_limits: OrderLimits,
+        budget: CreationBudget,
     ) -> AppState {
         AppState {
             shared: Arc::new(Shared {
@@ -272,6 +248,7 @@ impl AppState {
                 metrics,
                 engine,
                 order_limits,
+                budget,
                 backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -290,12 +267,9 @@ impl AppState {
     }
 
     /// Creates a galaxy from `config` and returns once it is saved (with persistence on).
-    /// `seed` picks the map; without one, a random seed is drawn.
-    ///
-    /// The name is reserved first; the galaxy is made in memory without any lock held,
-    /// then written by the writer in chunks between other galaxies' batches. Until the
-    /// last chunk commits nobody can see it: loads find nothing and a second creation of
-    /// the name is refused. Only then does it enter the registry.
+    /// `seed` picks the map; without one, a random seed is drawn. The creation budgets do
+    /// not bind it (the caller is the operator's program) but it counts in them; see
+    /// [`AppState::create_galaxy_within_budget`].
     pub fn create_galaxy(
         &self,
         name: &str,
@@ -303,12 +277,49 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
+        self.create(name, config, seed, tick, false)
+    }
+
+    /// [`AppState::create_galaxy`] for a caller without the admin token: refused
+    /// ([`AppError::OverBudget`]) past `GWAR_MAX_TOTAL_SYSTEMS` or `GWAR_MIN_FREE_DISK`.
+    pub fn create_galaxy_within_budget(
+        &self,
+        name: &str,
+        config: GalaxyConfig,
+        seed: Option<u64>,
+        tick: u64,
+    ) -> Result<CreatedGalaxy, AppError> {
+        self.create(name, config, seed, tick, true)
+    }
+
+    /// A creation, bound by the budgets or not.
+    ///
+    /// The name is reserved first (and judged by the budgets, counted under the catalog
+    /// lock with the creations in progress); the galaxy is made in memory without any lock held,
+    /// then written by the writer in chunks between other galaxies' batches. Until the
+    /// last chunk commits nobody can see it: loads find nothing and a second creation of
+    /// the name is refused. Only then does it enter the registry.
+    fn create(
+        &self,
+        name: &str,
+        config: GalaxyConfig,
+        seed: Option<u64>,
+        tick: u64,
+        bound: bool,
+    ) -> Result<CreatedGalaxy, AppError> {
         self.refuse_if_memory_only()?;
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
         let shared = &self.shared;
-        let reserved = shared.galaxies.reserve(&shared.engine, name)?;
+        let systems = config.system_count;
+        let admit = |usage| {
+            shared
+                .budget
+                .admit(usage, systems, bound)
+                .map_err(AppError::from)
+        };
+        let reserved = (shared.galaxies).reserve_counted(&shared.engine, name, systems, admit)?;
         let mut galaxy = Galaxy::create(name, config, seed.unwrap_or_else(random_seed), tick)?;
         // Creation writes every row of the new galaxy, so nothing is left to save after it.
         galaxy.take_changes();
@@ -616,7 +627,16 @@ impl AppState {
                 dirty_systems: self.dirty_systems(),
                 last_error: metrics.last_error(),
             },
+            creation: self.shared.budget.creation(),
         }
+    }
+
+    /// The creation budgets and their use; the systems counted afresh (one query of the
+    /// stored galaxies' sizes), or as last counted when that fails.
+    pub fn budget(&self) -> BudgetSnapshot {
+        let shared = &self.shared;
+        let _ = shared.budget.recount(&shared.galaxies, &shared.engine);
+        shared.budget.snapshot()
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
@@ -631,19 +651,6 @@ impl AppState {
     /// Systems of the galaxies in memory.
     pub fn systems_loaded(&self) -> usize {
         self.shared.galaxies.systems()
-    }
-}
-
-impl From<LifeError> for AppError {
-    fn from(error: LifeError) -> AppError {
-        match error {
-            LifeError::Unknown(name) => AppError::UnknownGalaxy(name),
-            LifeError::Exists(name) => AppError::GalaxyExists(name),
-            LifeError::TooMany { limit } => AppError::TooManyGalaxies { limit },
-            LifeError::Store(error) => AppError::Store(error.failure()),
-            LifeError::Elsewhere { name, owner } => AppError::OwnedElsewhere { name, owner },
-            LifeError::LeaseLapsed(name) => AppError::LeaseLapsed(name),
-        }
     }
 }
 

@@ -1,0 +1,53 @@
+//! Counting the systems of every galaxy for a creation's budget (`GWAR_MAX_TOTAL_SYSTEMS`,
+//! README, *Configuration*): the database's `galaxy_sizes` rows, the live galaxies it does
+//! not hold (no database, or one only the writer sees), and the creations in progress.
+//!
+//! Invariant: each galaxy counts once, by name, whichever of the three holds it; counted
+//! under the catalog lock, so a creation admitted is in the count of the next.
+
+use std::collections::HashMap;
+
+use super::{Backing, Galaxies, Usage};
+use crate::store::StoreError;
+
+impl Galaxies {
+    /// What the galaxies hold now; `creating` is the catalog lock's map (so the caller
+    /// holds that lock). One query of `galaxy_sizes`; a live galaxy's lock is taken only
+    /// when the database does not know it.
+    pub(super) fn usage(
+        &self,
+        backing: &impl Backing,
+        creating: &HashMap<String, u64>,
+    ) -> Result<Usage, StoreError> {
+        let stored: HashMap<String, u64> = if backing.persists() {
+            backing.stored_sizes()?.into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+        let mut systems = stored.values().fold(0u64, |sum, n| sum.saturating_add(*n));
+        for cell in self.registry.all() {
+            if !stored.contains_key(cell.name()) {
+                let count = cell.lock().galaxy.systems().len();
+                systems = systems.saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
+            }
+        }
+        let mut in_progress = 0u64;
+        for (name, count) in creating {
+            in_progress = in_progress.saturating_add(*count);
+            if !stored.contains_key(name) && self.registry.get(name).is_none() {
+                systems = systems.saturating_add(*count);
+            }
+        }
+        Ok(Usage {
+            systems,
+            creating: in_progress,
+        })
+    }
+
+    /// [`Galaxies::usage`] under the catalog lock, for a reading of the budget outside a
+    /// creation (`/metrics`).
+    pub(crate) fn count_usage(&self, backing: &impl Backing) -> Result<Usage, StoreError> {
+        let creating = self.catalog.lock();
+        self.usage(backing, &creating)
+    }
+}
