@@ -157,12 +157,15 @@ fn a_full_disk_starves_no_orders_and_is_recovered_within_seconds_of_freeing_spac
     let dir = tempfile::tempdir().unwrap();
     let db = tmpfs.path.join("galactic_war.db");
     let url = format!("sqlite:{}", db.display());
-    // The default auto-save interval (30 s): what once capped the retries' backoff.
+    // The default auto-save interval (30 s): what once capped the retries' backoff. The
+    // creation budget's free-disk check off (its 1 GiB default is larger than this
+    // tmpfs): what is tested here is the store's own reserve for orders.
     let mut daemon = Daemon::start(
         dir.path(),
         &[
             ("DATABASE_URL", &url),
             ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "20"),
+            ("GWAR_MIN_FREE_DISK", "0"),
         ],
     );
     let created = daemon.request("POST", "/galaxies/g", COUNTING_CONFIG);
