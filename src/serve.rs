@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -261,39 +261,26 @@ pub fn serve(
 
     systemd.ready(&status_line(&app));
     let supervisor = Supervisor::start(app.clone(), systemd.clone()).ok();
-    let backups = match (&settings.database, settings.backup_interval) {
-        (DatabaseUrl::Postgres(_), Some(_)) => {
-            log::warn!(
-                "GWAR_BACKUP_INTERVAL is ignored: PostgreSQL is backed up with its own tools \
-                 (pg_dump, pg_basebackup), not by this daemon"
-            );
-            None
-        }
-        (_, interval) => interval,
-    };
-    let backups = backups.map(|every| {
-        BackupSchedule::start(
-            app.clone(),
-            settings.backup_dir.clone(),
-            every,
-            settings.backup_keep,
-        )
-    });
+    let backups = BackupSchedule::from_settings(settings, &app);
 
     shutdown.wait();
-    let flush_budget = settings.persistence.shutdown_timeout + Duration::from_secs(15);
-    systemd.stopping(flush_budget);
+    let timeout = settings.persistence.shutdown_timeout;
+    let stop_began = Instant::now();
+    systemd.stopping(timeout + Duration::from_secs(15));
     // A creation in progress would hold its request, and so the server's shutdown, for
     // as long as it takes to write (minutes at 10 M systems): stop it first.
     app.stop_creating();
-    server.shutdown();
+    // Requests in flight get at most half the timeout (one waiting on a database that
+    // does not answer is left behind), the final flush the rest: the stop as a whole
+    // keeps to the timeout whatever the network does.
+    server.shutdown_within(Some(timeout / 2));
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
     if let Some(backups) = backups {
         backups.stop();
     }
-    Ok(finish(&app))
+    Ok(finish(&app, timeout.saturating_sub(stop_began.elapsed())))
 }
 
 /// systemd's STATUS= line: what is loaded, and how persistence is doing.
@@ -405,6 +392,26 @@ struct BackupSchedule {
 }
 
 impl BackupSchedule {
+    /// The schedule `GWAR_BACKUP_INTERVAL` asks for, if any (never on PostgreSQL).
+    fn from_settings(settings: &Settings, app: &AppState) -> Option<BackupSchedule> {
+        let every = match (&settings.database, settings.backup_interval) {
+            (DatabaseUrl::Postgres(_), Some(_)) => {
+                log::warn!(
+                    "GWAR_BACKUP_INTERVAL is ignored: PostgreSQL is backed up with its own \
+                     tools (pg_dump, pg_basebackup), not by this daemon"
+                );
+                None
+            }
+            (_, interval) => interval,
+        }?;
+        Some(BackupSchedule::start(
+            app.clone(),
+            settings.backup_dir.clone(),
+            every,
+            settings.backup_keep,
+        ))
+    }
+
     fn start(app: AppState, dir: Option<PathBuf>, every: Duration, keep: usize) -> BackupSchedule {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
@@ -437,8 +444,8 @@ impl BackupSchedule {
 }
 
 /// The final flush, logged: every galaxy left unsaved by name.
-fn finish(app: &AppState) -> ShutdownReport {
-    let flush = app.shutdown();
+fn finish(app: &AppState, budget: Duration) -> ShutdownReport {
+    let flush = app.shutdown_within(Some(budget));
     for (galaxy, systems) in &flush.unsaved {
         log::error!("galaxy '{galaxy}': {systems} systems were not saved");
     }

@@ -568,8 +568,15 @@ impl AppState {
     /// clean one, the engine leaves the clean-shutdown marker that spares the next
     /// start-up a whole-file check. Safe to call more than once.
     pub fn shutdown(&self) -> FlushReport {
+        self.shutdown_within(None)
+    }
+
+    /// [`AppState::shutdown`] with `budget` for the final flush instead of the shutdown
+    /// timeout (`None`: the timeout): a daemon's stop gives it what is left of the
+    /// timeout after the requests in flight.
+    pub fn shutdown_within(&self, budget: Option<Duration>) -> FlushReport {
         match &self.shared.engine {
-            Some(engine) => engine.shutdown(),
+            Some(engine) => engine.shutdown(budget),
             None => FlushReport::default(),
         }
     }
@@ -631,11 +638,27 @@ impl AppState {
         }
     }
 
-    /// The creation budgets and their use; the systems counted afresh (one query of the
-    /// stored galaxies' sizes), or as last counted when that fails.
+    /// The creation budgets and their use, as last counted (at start-up, at each
+    /// creation, and by the count this call starts: one query of the stored galaxies'
+    /// sizes on a thread of its own, so that `/metrics` answers at once even while the
+    /// database does not).
     pub fn budget(&self) -> BudgetSnapshot {
         let shared = &self.shared;
-        let _ = shared.budget.recount(&shared.galaxies, &shared.engine);
+        if shared.budget.begin_count() {
+            let app = self.clone();
+            let counting = std::thread::Builder::new()
+                .name("gwar-budget-count".into())
+                .spawn(move || {
+                    let shared = &app.shared;
+                    if let Err(error) = shared.budget.recount(&shared.galaxies, &shared.engine) {
+                        log::debug!(target: crate::logging::PERSISTENCE, "counting the galaxies' systems: {error}");
+                    }
+                    shared.budget.counted();
+                });
+            if counting.is_err() {
+                shared.budget.counted();
+            }
+        }
         shared.budget.snapshot()
     }
 

@@ -19,11 +19,12 @@ impl Galaxies {
         backing: &impl Backing,
         creating: &HashMap<String, u64>,
     ) -> Result<Usage, StoreError> {
-        let stored: HashMap<String, u64> = if backing.persists() {
-            backing.stored_sizes()?.into_iter().collect()
-        } else {
-            HashMap::new()
-        };
+        Ok(self.tally(&stored_sizes(backing)?, creating))
+    }
+
+    /// What the galaxies hold, given the database's sizes (`stored`) and the catalog
+    /// lock's map of creations (`creating`).
+    fn tally(&self, stored: &HashMap<String, u64>, creating: &HashMap<String, u64>) -> Usage {
         let mut systems = stored.values().fold(0u64, |sum, n| sum.saturating_add(*n));
         for cell in self.registry.all() {
             if !stored.contains_key(cell.name()) {
@@ -38,16 +39,28 @@ impl Galaxies {
                 systems = systems.saturating_add(*count);
             }
         }
-        Ok(Usage {
+        Usage {
             systems,
             creating: in_progress,
-        })
+        }
     }
 
-    /// [`Galaxies::usage`] under the catalog lock, for a reading of the budget outside a
-    /// creation (`/metrics`).
+    /// [`Galaxies::usage`] for a reading of the budget outside a creation (`/metrics`):
+    /// the database asked first, holding no lock (a query may wait on a slow server, and
+    /// loads publish under the catalog lock), then the tally under it. A creation admitted
+    /// meanwhile is in the catalog's map or, finished, in memory: it still counts once.
     pub(crate) fn count_usage(&self, backing: &impl Backing) -> Result<Usage, StoreError> {
+        let stored = stored_sizes(backing)?;
         let creating = self.catalog.lock();
-        self.usage(backing, &creating)
+        Ok(self.tally(&stored, &creating))
     }
+}
+
+/// The database's size of each galaxy it holds (none without a database).
+fn stored_sizes(backing: &impl Backing) -> Result<HashMap<String, u64>, StoreError> {
+    Ok(if backing.persists() {
+        backing.stored_sizes()?.into_iter().collect()
+    } else {
+        HashMap::new()
+    })
 }

@@ -51,6 +51,10 @@ pub struct HttpServer {
     waker: Arc<mio::Waker>,
     poller: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// Disconnected once the poller and every worker have ended: each holds a sender,
+    /// dropped with its thread (also by a panic), so a shutdown can wait for all of them
+    /// with a bound.
+    all_ended: crossbeam_channel::Receiver<()>,
 }
 
 impl HttpServer {
@@ -102,6 +106,7 @@ impl HttpServer {
         )?;
         let waker = poller.waker();
         let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
+        let (alive, all_ended) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::with_capacity(limits.workers.max(1));
         for n in 0..limits.workers.max(1) {
             let worker = worker::Worker {
@@ -112,21 +117,29 @@ impl HttpServer {
                 waker: waker.clone(),
             };
             let queued = queued.clone();
+            let alive = alive.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("gwar-http-{n}"))
-                    .spawn(move || worker.run(queued))?,
+                    .spawn(move || {
+                        let _alive = alive;
+                        worker.run(queued)
+                    })?,
             );
         }
         let poller = std::thread::Builder::new()
             .name("gwar-http-poll".into())
-            .spawn(move || poller.run())?;
+            .spawn(move || {
+                let _alive = alive;
+                poller.run()
+            })?;
         Ok(HttpServer {
             addresses,
             stopping,
             waker,
             poller: Some(poller),
             workers,
+            all_ended,
         })
     }
 
@@ -147,10 +160,26 @@ impl HttpServer {
     }
 
     /// Stops listening, lets in-flight requests finish, and joins every thread.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.shutdown_within(None);
+    }
+
+    /// [`HttpServer::shutdown`], waiting at most `limit` for the requests in hand (`None`:
+    /// as long as they take). A request still running then (one waiting on a database
+    /// that does not answer) is left behind with its thread, unanswered, so that a stop
+    /// stays bounded whatever the network does; false when one was.
+    pub fn shutdown_within(mut self, limit: Option<std::time::Duration>) -> bool {
         self.stopping.store(true, Ordering::SeqCst);
         if let Err(error) = self.waker.wake() {
             log::error!("cannot wake the HTTP poller to stop it: {error}");
+        }
+        if let Some(limit) = limit {
+            if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                self.all_ended.recv_timeout(limit)
+            {
+                log::warn!("requests still running after {limit:?} of the shutdown are left behind unanswered");
+                return false;
+            }
         }
         if let Some(poller) = self.poller.take() {
             let _ = poller.join();
@@ -159,6 +188,7 @@ impl HttpServer {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+        true
     }
 }
 

@@ -9,7 +9,7 @@
 //! its own ENOSPC, as a failed commit); nothing here blocks but one `statvfs`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Engine;
 use crate::galaxies::{Galaxies, Usage};
@@ -66,6 +66,8 @@ pub struct CreationBudget {
     disk: Option<PathBuf>,
     /// The systems counted at the last creation or scrape.
     last_total: AtomicU64,
+    /// True while a count for `/metrics` runs on its own thread: one at a time.
+    counting: AtomicBool,
 }
 
 /// The budgets as `/metrics` shows them.
@@ -93,6 +95,7 @@ impl CreationBudget {
             min_free_disk: settings.persistence.min_free_disk,
             disk,
             last_total: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
         }
     }
 
@@ -110,6 +113,18 @@ impl CreationBudget {
     ) -> Result<(), StoreError> {
         self.record(galaxies.count_usage(engine)?);
         Ok(())
+    }
+
+    /// Starts a count for `/metrics`, unless one is running: true when the caller should
+    /// run it (on a thread of its own, so that a scrape never waits on the database) and
+    /// then call [`CreationBudget::counted`].
+    pub(crate) fn begin_count(&self) -> bool {
+        !self.counting.swap(true, Relaxed)
+    }
+
+    /// The count [`CreationBudget::begin_count`] allowed has ended.
+    pub(crate) fn counted(&self) {
+        self.counting.store(false, Relaxed);
     }
 
     /// Judges a creation of `systems` systems on what the galaxies hold (`usage`, this
@@ -232,6 +247,7 @@ mod tests {
             min_free_disk,
             disk: dir.map(Path::to_path_buf),
             last_total: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
         }
     }
 

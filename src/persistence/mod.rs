@@ -195,11 +195,15 @@ impl Engine {
         &self.writer
     }
 
-    /// The final flush, bounded by the shutdown timeout; once the writer thread has ended
+    /// The final flush, bounded by the shutdown timeout (or `budget`, when the caller
+    /// spent some of it already); once the writer thread has ended
     /// with everything saved, the clean-shutdown marker (see [`clean`]). Safe to call more
     /// than once; later calls report nothing new and write nothing.
-    pub fn shutdown(&self) -> FlushReport {
-        let report = self.writer.shutdown();
+    pub fn shutdown(&self, budget: Option<Duration>) -> FlushReport {
+        let report = match budget {
+            Some(budget) => self.writer.shutdown_within(budget),
+            None => self.writer.shutdown(),
+        };
         if let Some(clean) = &self.clean {
             clean.after_shutdown(&report);
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::postgres_cluster::{self as pg, Database};
 use crate::proxy::Proxy;
-use crate::util::{stored_metal_pg, systems, wait_for, Daemon, COUNTING_CONFIG};
+use crate::util::{raw_exchange_for, stored_metal_pg, systems, wait_for, Daemon, COUNTING_CONFIG};
 
 /// `GWAR_DB_CALL_TIMEOUT_SECS` in these tests.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,10 +38,15 @@ impl Stalled<'_> {
     /// A daemon on a fresh database reached through a proxy, with galaxy `stall` of
     /// [`COUNTING_CONFIG`] created and saved.
     fn start(cluster: &pg::Cluster) -> Stalled<'_> {
+        Stalled::start_with(cluster, CALL_TIMEOUT)
+    }
+
+    /// [`Stalled::start`] with `call_timeout` for `GWAR_DB_CALL_TIMEOUT_SECS`.
+    fn start_with(cluster: &pg::Cluster, call_timeout: Duration) -> Stalled<'_> {
         let db = cluster.database();
         let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], cluster.port())));
         let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
-        let call = CALL_TIMEOUT.as_secs().to_string();
+        let call = call_timeout.as_secs().to_string();
         let shutdown = SHUTDOWN_TIMEOUT.as_secs().to_string();
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::start(
@@ -106,6 +111,23 @@ impl Stalled<'_> {
         stored_metal_pg(&self.db, "stall") == expected
     }
 
+    /// Waits until a call of the writer's hangs on the frozen connection (the daemon's
+    /// `gwar_persistence_stalled_seconds` above 0).
+    fn wait_until_stalled(&self) {
+        let stalled = || {
+            let text = self.daemon.get("/metrics").body;
+            text.lines()
+                .find_map(|line| line.strip_prefix("gwar_persistence_stalled_seconds "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .is_some_and(|seconds| seconds > 0.0)
+        };
+        assert!(
+            wait_for(Duration::from_secs(30), stalled),
+            "no call of the writer's met the frozen connection; log:\n{}",
+            self.daemon.log()
+        );
+    }
+
     /// SIGTERM; the exit status and how long the exit took.
     fn terminate_timed(&mut self) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
@@ -147,15 +169,23 @@ fn a_stalled_network_reads_as_retrying_save_answers_503_and_all_is_saved_after_i
 
     t.proxy.thaw();
     let thawed = Instant::now();
-    t.play(10);
-    let healthy = wait_for(Duration::from_secs(30), || {
+    let saved = |t: &Stalled| {
         let p = t.persistence();
         p["state"] == "healthy" && p["dirty_systems"] == 0
-    });
+    };
+    let healthy = wait_for(Duration::from_secs(30), || saved(&t));
     println!("thawed: healthy and saved after {:?}", thawed.elapsed());
     assert!(
         healthy,
         "not healthy after the thaw; log:\n{}",
+        t.daemon.log()
+    );
+    // Orders are taken again once a commit went through (until then they were refused:
+    // the writer's calls had been hanging past GWAR_PERSISTENCE_MAX_STALL_MS).
+    t.play(10);
+    assert!(
+        wait_for(Duration::from_secs(30), || saved(&t)),
+        "log:\n{}",
         t.daemon.log()
     );
     assert!(t.all_stored(), "an acknowledged order was not stored");
@@ -173,8 +203,8 @@ fn sigterm_during_a_stall_exits_within_the_bound_naming_what_was_not_saved() {
     t.play(10);
     t.proxy.freeze();
     t.play(10);
-    // The unsaved orders' batch is on the frozen connection by now.
-    std::thread::sleep(Duration::from_millis(500));
+    // The unsaved orders' batch is on the frozen connection.
+    t.wait_until_stalled();
     let (status, took) = t.terminate_timed();
     let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
     println!("frozen, unsaved orders: SIGTERM exit {status} after {took:?} (bound {bound:?})");
@@ -197,13 +227,58 @@ fn sigterm_during_a_stall_with_everything_saved_exits_0_within_the_bound() {
     assert_eq!(t.save_status().0, 200);
     assert!(t.all_stored());
     t.proxy.freeze();
-    // Long enough for a lease renewal to meet the frozen connection.
-    std::thread::sleep(Duration::from_millis(500));
+    // A lease renewal meets the frozen connection.
+    t.wait_until_stalled();
     let (status, took) = t.terminate_timed();
     let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
     println!("frozen, all saved: SIGTERM exit {status} after {took:?} (bound {bound:?})");
     let log = t.daemon.log();
     assert!(took <= bound, "exit took {took:?}; log:\n{log}");
     assert!(status.success(), "log:\n{log}");
+    t.proxy.thaw();
+}
+
+#[test]
+fn sigterm_with_a_request_waiting_on_the_stalled_database_exits_within_the_bound() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    // A call timeout far past the shutdown's: only the stop's own bounds can end it.
+    let mut t = Stalled::start_with(cluster, Duration::from_secs(120));
+    t.play(10);
+    assert_eq!(t.save_status().0, 200);
+    t.proxy.freeze();
+    // A galaxy not in memory: its request asks the (frozen) database who owns it.
+    let addr = t.daemon.addr;
+    let request = b"GET /galaxies/elsewhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let waiting =
+        std::thread::spawn(move || raw_exchange_for(addr, request, Duration::from_secs(60)));
+    // In flight: its connection open beside the one asking (each of the test's requests
+    // closes its own).
+    let open = || {
+        let text = t.daemon.get("/metrics").body;
+        text.lines()
+            .find_map(|line| line.strip_prefix("gwar_http_connections_open "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .is_some_and(|open| open >= 2.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), open),
+        "log:\n{}",
+        t.daemon.log()
+    );
+    let (status, took) = t.terminate_timed();
+    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
+    println!("frozen, a request waiting: SIGTERM exit {status} after {took:?} (bound {bound:?})");
+    let log = t.daemon.log();
+    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    assert!(
+        log.contains("left behind unanswered"),
+        "the waiting request held the stop; log:\n{log}"
+    );
+    assert!(
+        waiting.join().unwrap().is_empty(),
+        "the request left behind got no answer"
+    );
     t.proxy.thaw();
 }

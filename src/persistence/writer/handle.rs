@@ -203,20 +203,25 @@ impl WriterHandle {
     /// The final flush, bounded by the shutdown timeout, then the thread ends. Safe to
     /// call more than once: later calls (which wait for the first) return its report.
     pub fn shutdown(&self) -> FlushReport {
+        self.shutdown_within(self.shutdown_timeout)
+    }
+
+    /// [`WriterHandle::shutdown`] with `budget` for the final flush instead of the
+    /// shutdown timeout (a daemon's stop spent some of it on requests in flight).
+    pub fn shutdown_within(&self, budget: Duration) -> FlushReport {
         let mut running = self.thread.lock();
         let Some(thread) = running.take() else {
             return self.report.lock().clone().unwrap_or_default();
         };
         let (reply, answer) = bounded(1);
-        let deadline = self.clock.now() + self.shutdown_timeout;
+        let deadline = self.clock.now() + budget;
         // SQLite's busy wait runs on the real clock.
-        self.busy_deadline
-            .set(Instant::now() + self.shutdown_timeout);
+        self.busy_deadline.set(Instant::now() + budget);
         let report = match self.tx.send(Message::Shutdown { deadline, reply }) {
             // The writer answers by the deadline unless a database call outlives it (a
             // stalled server); past a grace period it is left behind, and what memory
             // still holds unsaved is reported without it.
-            Ok(()) => match answer.recv_timeout(self.shutdown_timeout + SHUTDOWN_GRACE) {
+            Ok(()) => match answer.recv_timeout(budget + SHUTDOWN_GRACE) {
                 Ok(report) => {
                     if thread.join().is_err() {
                         log::error!(target: LOG, "the writer thread panicked");
