@@ -649,11 +649,18 @@ impl AppState {
             let counting = std::thread::Builder::new()
                 .name("gwar-budget-count".into())
                 .spawn(move || {
-                    let shared = &app.shared;
+                    // Ended however the count ends (a panic included), so counts go on.
+                    struct Counted(AppState);
+                    impl Drop for Counted {
+                        fn drop(&mut self) {
+                            self.0.shared.budget.counted();
+                        }
+                    }
+                    let counted = Counted(app);
+                    let shared = &counted.0.shared;
                     if let Err(error) = shared.budget.recount(&shared.galaxies, &shared.engine) {
                         log::debug!(target: crate::logging::PERSISTENCE, "counting the galaxies' systems: {error}");
                     }
-                    shared.budget.counted();
                 });
             if counting.is_err() {
                 shared.budget.counted();

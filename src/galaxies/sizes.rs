@@ -35,8 +35,13 @@ impl Galaxies {
         let mut in_progress = 0u64;
         for (name, count) in creating {
             in_progress = in_progress.saturating_add(*count);
-            if !stored.contains_key(name) && self.registry.get(name).is_none() {
-                systems = systems.saturating_add(*count);
+            // Counted at least at its own size: the database may still hold another
+            // galaxy's rows under the name (a deletion being purged, a dead daemon's
+            // creation taken over), or this creation's own row once its first chunk
+            // committed.
+            if self.registry.get(name).is_none() {
+                let known = stored.get(name).copied().unwrap_or(0);
+                systems = systems.saturating_add(count.saturating_sub(known));
             }
         }
         Usage {

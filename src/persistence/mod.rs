@@ -205,7 +205,11 @@ impl Engine {
             None => self.writer.shutdown(),
         };
         if let Some(clean) = &self.clean {
-            clean.after_shutdown(&report);
+            if self.writer.left_behind() {
+                log::warn!(target: crate::logging::PERSISTENCE, "the writer was left behind in a database call: no clean-shutdown marker; the next start checks the whole database");
+            } else {
+                clean.after_shutdown(&report);
+            }
         }
         report
     }

@@ -90,6 +90,19 @@ impl Stalled<'_> {
         }
     }
 
+    /// One order, whatever the answer: its status (an acknowledged one is counted).
+    fn try_order(&mut self) -> u16 {
+        let system = self.orders.iter().sum::<i64>() as usize % self.coords.len();
+        let (x, y) = self.coords[system];
+        let reply = self
+            .daemon
+            .post(&format!("/galaxies/stall/systems/{x}/{y}/build/colony"));
+        if reply.status == 201 {
+            self.orders[system] += 1;
+        }
+        reply.status
+    }
+
     fn persistence(&self) -> serde_json::Value {
         self.daemon.get("/healthz").json()["persistence"].clone()
     }
@@ -166,6 +179,14 @@ fn a_stalled_network_reads_as_retrying_save_answers_503_and_all_is_saved_after_i
     println!("frozen: POST /admin/save answered {status} after {took:?} (bound {SAVE_BOUND:?})");
     assert_eq!(status, 503);
     assert!(took <= SAVE_BOUND + SLACK, "/admin/save took {took:?}");
+
+    // Past the stall limit (by default a fifth of the 15 s lease: 3 s since the first
+    // unanswered call) orders are refused rather than acknowledged unsaved.
+    assert!(
+        wait_for(Duration::from_secs(30), || t.try_order() == 503),
+        "orders were never refused during the stall; log:\n{}",
+        t.daemon.log()
+    );
 
     t.proxy.thaw();
     let thawed = Instant::now();

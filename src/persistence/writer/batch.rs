@@ -213,7 +213,11 @@ impl Writer {
         self.quarantine
             .saved(galaxies.iter().map(|g| g.name.as_str()));
         self.saved(Lane::Batches, duration, stats);
-        self.metrics.note_call_answered();
+        // Only a batch that reached the store ends a stall: one with nothing to write made
+        // no call, and says nothing of a call that hangs or fails (a lease's renewal).
+        if wrote || (last && self.renewal.is_some()) {
+            self.metrics.note_call_answered();
+        }
         if was_held && self.quarantine.is_empty() && self.job_failure.is_none() {
             // The last held galaxy is saved again (no lane failing, or it just recovered).
             self.metrics.set_recovered();

@@ -50,6 +50,9 @@ pub struct WriterHandle {
     busy_deadline: Arc<BusyDeadline>,
     /// What the final flush left unsaved, once it ran.
     report: Mutex<Option<FlushReport>>,
+    /// Set when the shutdown left the writer thread behind, stuck in a database call: it
+    /// may still hold the database, so the stop is not a clean one for the file.
+    left_behind: std::sync::atomic::AtomicBool,
     /// The writer's clock, for the deadlines of flushes and shutdown.
     clock: Clock,
     /// What a shutdown reports when the writer cannot answer.
@@ -90,6 +93,7 @@ impl WriterHandle {
             save_timeout,
             busy_deadline,
             report: Mutex::new(None),
+            left_behind: std::sync::atomic::AtomicBool::new(false),
             clock,
             galaxies,
             losses,
@@ -230,6 +234,8 @@ impl WriterHandle {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     log::error!(target: LOG, "the writer did not finish within the shutdown timeout and {SHUTDOWN_GRACE:?} (a database call is stuck); leaving it behind");
+                    self.left_behind
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     self.report_without_writer(PersistError::TimedOut { last_error: None })
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -247,21 +253,31 @@ impl WriterHandle {
     /// changes (those in a batch in flight included) and the deletions not committed.
     /// Memory holding nothing unsaved (a batch in flight counts as unsaved) means nothing
     /// was lost, whatever the writer was stuck on (a lease's release, say): no error then,
-    /// so a stop with everything saved before a stalled network exits 0.
+    /// so a stop with everything saved before a stalled network exits 0 — unless the
+    /// writer ended without a report (it panicked), which is never a clean stop.
     fn report_without_writer(&self, error: PersistError) -> FlushReport {
+        let panicked = matches!(error, PersistError::Stopped);
         let mut report = FlushReport {
             unsaved: self.galaxies.unsaved(),
             unsaved_deletions: self.galaxies.deleting(),
             lost: self.losses.lock().clone(),
             error: None,
         };
-        if !(report.unsaved.is_empty()
-            && report.unsaved_deletions.is_empty()
-            && report.lost.is_empty())
+        if panicked
+            || !(report.unsaved.is_empty()
+                && report.unsaved_deletions.is_empty()
+                && report.lost.is_empty())
         {
             report.error = Some(error);
         }
         report
+    }
+}
+
+impl WriterHandle {
+    /// Whether the shutdown left the writer thread behind (see `left_behind`).
+    pub(crate) fn left_behind(&self) -> bool {
+        self.left_behind.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

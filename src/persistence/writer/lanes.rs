@@ -139,9 +139,17 @@ impl Writer {
 
     /// True when the store says a transaction of `lane` could succeed now.
     fn probe_lane(&mut self, lane: Lane) -> bool {
+        // A probe is a call like any other: one that hangs holds the batches behind it,
+        // and counts as a stall until the store answers. Only bulk work's probe may end
+        // one: the batches' own failure is ended by a batch.
+        self.metrics.note_call_started();
+        let reached = self.store.probe();
+        if reached.is_ok() && matches!(lane, Lane::Jobs) {
+            self.answered_outside_batches();
+        }
         let answer = match lane {
-            Lane::Batches => self.store.probe(),
-            Lane::Jobs => self.store.probe().and_then(|()| self.store.room_for_bulk()),
+            Lane::Batches => reached,
+            Lane::Jobs => reached.and_then(|()| self.store.room_for_bulk()),
         };
         match answer {
             Ok(()) => true,

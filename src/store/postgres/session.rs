@@ -74,8 +74,10 @@ const OPTIONAL_SERVER_SETTINGS: &[&str] = &[
 ];
 
 /// The writer waits this long for a row or table lock held by another session before its
-/// statement fails as busy: the same bound as SQLite's busy timeout (README, *What is guaranteed, in plain words*).
-const LOCK_TIMEOUT: &str = "5s";
+/// statement fails as busy (and is retried). Below the default call timeout (5 s,
+/// `GWAR_DB_CALL_TIMEOUT_SECS`), so that a lock wait ends as busy, from the server, rather
+/// than as a connection the stall watch abandons.
+const LOCK_TIMEOUT: &str = "3s";
 
 /// The session settings of `url` for the engine: its name (`name`), timeouts and
 /// keepalives (each unless the URL sets it), and, for readers, read-only transactions
@@ -198,7 +200,9 @@ impl Session {
                 writer_idle_timeout(lease).as_millis()
             ))
             .context("configuring the writer's session")?;
+        let migrating = super::stall::Migrating::start();
         migrate(&mut client, label, version)?;
+        drop(migrating);
         Ok(Session {
             client,
             prepared: Prepared::default(),

@@ -22,12 +22,15 @@
 //! - A socket is waiting when data was sent strictly after the last data received. Both
 //!   stamps have the kernel's tick as resolution (1–10 ms): a request sent within the
 //!   same tick as the previous answer arrived shows both equal, like an idle connection
-//!   whose request and answer both fell in one tick. An equal pair counts as waiting only
-//!   while a call ([`Call`]) of this process has run longer than the timeout, so an idle
-//!   connection is never cut for being idle.
+//!   whose request and answer both fell in one tick; and an answer that stops midway
+//!   leaves the last data received newer than the request. Those count as waiting only
+//!   while a call ([`Call`]) of this process has run longer than the timeout and the
+//!   socket was last active after that call began, so an idle connection is never cut
+//!   for being idle.
 //! - A legitimately slow statement gets no answer before it ends, so it is abandoned at
-//!   the timeout too: the writer's lock waits (5 s) and every statement the engine runs
-//!   stay well inside the default.
+//!   the timeout too: the writer's lock waits (3 s) and every statement the engine runs
+//!   stay inside the default (5 s); migrations run under a call timeout of their own
+//!   ([`MIGRATION_TIMEOUT`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -52,8 +55,16 @@ struct Server {
     timeout: Duration,
 }
 
+/// The call timeout while a schema migration runs (start-up only): a migration's backfill
+/// reads every row of a table in one statement, which on a large database outlasts any
+/// call timeout meant for a game's statements.
+pub(super) const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Default)]
 struct Watch {
+    /// Migrations running now: while any does, every server's timeout is at least
+    /// [`MIGRATION_TIMEOUT`].
+    migrating: AtomicU64,
     servers: Mutex<HashMap<SocketAddr, Server>>,
     /// Calls running now, by id: when each started.
     calls: Mutex<HashMap<u64, Instant>>,
@@ -139,15 +150,38 @@ impl Drop for Call {
     }
 }
 
+/// A schema migration, for as long as this lives (see [`MIGRATION_TIMEOUT`]).
+pub(super) struct Migrating(());
+
+impl Migrating {
+    pub(super) fn start() -> Migrating {
+        watch_state().migrating.fetch_add(1, Ordering::Relaxed);
+        Migrating(())
+    }
+}
+
+impl Drop for Migrating {
+    fn drop(&mut self) {
+        watch_state().migrating.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether `socket` has waited longer than `timeout` for an answer; `oldest_call` is how
-/// long the oldest running call has run.
+/// long the oldest running call has run. Two ways:
+/// - a request went out after the last data came in, longer than `timeout` ago: it has
+///   had no answer since;
+/// - a call has run longer than `timeout`, and this socket was last active during that
+///   call (after it began) but not for `timeout` since: an answer stopped midway (the last
+///   data came in after the request), or a request and the previous answer fell in one
+///   tick. A socket last active before every running call began is idle, and left alone.
 fn stalled(socket: &TcpSocket, timeout: Duration, oldest_call: Duration) -> bool {
-    let waited = Duration::from_millis(u64::from(socket.sent_ago_ms));
-    if waited < timeout {
+    let ms = |ago: u32| Duration::from_millis(u64::from(ago));
+    let (sent, received) = (ms(socket.sent_ago_ms), ms(socket.recv_ago_ms));
+    let quiet = sent.min(received);
+    if quiet < timeout {
         return false;
     }
-    socket.sent_ago_ms < socket.recv_ago_ms
-        || (socket.sent_ago_ms == socket.recv_ago_ms && oldest_call >= timeout)
+    sent < received || (oldest_call >= timeout && quiet <= oldest_call)
 }
 
 /// Sockets already shut down, by inode, so each is logged once while its owner has not
@@ -178,6 +212,7 @@ fn look(state: &Watch) {
             return;
         }
     };
+    let migrating = state.migrating.load(Ordering::Relaxed) > 0;
     let ours = own_sockets();
     let mut abandoned = abandoned().lock();
     abandoned.retain(|inode| ours.contains_key(inode));
@@ -185,7 +220,11 @@ fn look(state: &Watch) {
         let (Some(server), Some(&fd)) = (servers.get(&socket.peer), ours.get(&socket.inode)) else {
             continue;
         };
-        if abandoned.contains(&socket.inode) || !stalled(&socket, server.timeout, oldest_call) {
+        let timeout = match migrating {
+            true => server.timeout.max(MIGRATION_TIMEOUT),
+            false => server.timeout,
+        };
+        if abandoned.contains(&socket.inode) || !stalled(&socket, timeout, oldest_call) {
             continue;
         }
         // The descriptor may have been closed and its number reused since the listing:
@@ -227,15 +266,31 @@ mod tests {
         assert!(!stalled(&socket(1_900, 2_600), timeout, none));
         // Idle: the answer came after the request.
         assert!(!stalled(&socket(9_000, 8_999), timeout, none));
-        // Same tick: idle unless a call has run past the timeout.
+        // Same tick: idle unless a call has run past the timeout, and the socket was
+        // last active during it.
         assert!(!stalled(&socket(9_000, 9_000), timeout, none));
         assert!(!stalled(
-            &socket(9_000, 9_000),
+            &socket(2_500, 2_500),
             timeout,
             Duration::from_secs(1)
         ));
         assert!(stalled(
-            &socket(9_000, 9_000),
+            &socket(2_500, 2_500),
+            timeout,
+            Duration::from_secs(3)
+        ));
+        assert!(
+            !stalled(&socket(9_000, 9_000), timeout, Duration::from_secs(3)),
+            "idle since before the call began"
+        );
+        // An answer that stopped midway during a long call.
+        assert!(stalled(
+            &socket(2_900, 2_100),
+            timeout,
+            Duration::from_secs(3)
+        ));
+        assert!(!stalled(
+            &socket(2_900, 1_900),
             timeout,
             Duration::from_secs(3)
         ));
