@@ -181,8 +181,12 @@ fn stalled(socket: &TcpSocket, timeout: Duration, oldest_call: Duration) -> bool
     if quiet < timeout {
         return false;
     }
-    sent < received || (oldest_call >= timeout && quiet <= oldest_call)
+    sent < received || (oldest_call >= timeout && quiet <= oldest_call + TICKS)
 }
+
+/// How far the kernel's stamps (counted in ticks of 1–10 ms, rounded) and our clock may
+/// disagree about one moment.
+const TICKS: Duration = Duration::from_millis(20);
 
 /// Sockets already shut down, by inode, so each is logged once while its owner has not
 /// closed it yet.
@@ -246,6 +250,71 @@ fn look(state: &Watch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// Real sockets against a server that answers one connection and never the other:
+    /// the watch shuts the unanswered one down once its request has waited past the
+    /// timeout, and leaves alone a connection idle since before the running call began.
+    #[test]
+    fn the_watch_abandons_an_unanswered_request_and_leaves_an_idle_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let state = Watch::default();
+        state.servers.lock().insert(
+            server,
+            Server {
+                label: "test".into(),
+                timeout: Duration::from_millis(500),
+            },
+        );
+        // Idle: one exchange, answered, then nothing.
+        let mut idle = TcpStream::connect(server).unwrap();
+        let (mut idle_peer, _) = listener.accept().unwrap();
+        idle.write_all(b"q").unwrap();
+        let mut byte = [0u8; 1];
+        idle_peer.read_exact(&mut byte).unwrap();
+        idle_peer.write_all(b"a").unwrap();
+        idle.read_exact(&mut byte).unwrap();
+        // The running call began after the idle connection's last exchange, further
+        // apart than the kernel's stamps and our clock may disagree (`TICKS`).
+        std::thread::sleep(Duration::from_millis(200));
+        state.calls.lock().insert(0, Instant::now());
+        // Unanswered: a request the server never answers.
+        let mut waiting = TcpStream::connect(server).unwrap();
+        let (_waiting_peer, _) = listener.accept().unwrap();
+        waiting.write_all(b"q").unwrap();
+
+        waiting
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let started = Instant::now();
+        let abandoned = loop {
+            look(&state);
+            match waiting.read(&mut byte) {
+                Ok(0) => break true,
+                Ok(_) => panic!("the server never answers"),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break true,
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break false;
+            }
+        };
+        assert!(abandoned, "the unanswered request was never abandoned");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "not before its timeout"
+        );
+        idle.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let idle_read = idle.read(&mut byte);
+        assert!(
+            matches!(&idle_read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "the idle connection was left open: {idle_read:?}"
+        );
+    }
 
     fn socket(sent_ago_ms: u32, recv_ago_ms: u32) -> TcpSocket {
         TcpSocket {
