@@ -231,14 +231,16 @@ pub fn serve(
                 return Err(StartError::Http(error));
             }
         };
-    // One poller and one pool of workers for both listeners: admin calls are rare.
+    // One poller for both listeners; the admin listener has workers of its own beside
+    // the game's pool, as it has its own connection cap.
     let endpoints = vec![
         Endpoint {
             listener: Listener::Tcp(listeners.game),
             handler: Arc::new(api.clone()),
             own_max_connections: None,
         },
-        // A cap of its own: players filling GWAR_MAX_CONNECTIONS never lock the operator out.
+        // A cap and workers of its own: players filling GWAR_MAX_CONNECTIONS, or holding
+        // every worker of the game's pool, never lock the operator out.
         Endpoint {
             listener: listeners.admin,
             handler: Arc::new(api.with_role(Role::Admin).with_admin_origin(admin_origin)),
@@ -297,9 +299,15 @@ fn status_line(app: &AppState) -> String {
 /// A thread that refreshes systemd's STATUS= and, when `WatchdogSec` is set, sends
 /// WATCHDOG=1 — but only while the writer thread answers a ping, so a stalled writer gets
 /// the daemon restarted instead of silently losing saves.
+/// How long a stop waits for the supervisor's thread: it looks at its flag every 50 ms
+/// unless a ping is stuck on the writer.
+const SUPERVISOR_STOP: Duration = Duration::from_secs(1);
+
 struct Supervisor {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread ends (it holds the sender).
+    ended: crossbeam_channel::Receiver<()>,
 }
 
 impl Supervisor {
@@ -312,9 +320,11 @@ impl Supervisor {
             log::info!(target: crate::logging::SYSTEMD, "systemd watchdog enabled ({w:?}); pinging every {period:?}");
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let (alive, ended) = crossbeam_channel::bounded::<()>(0);
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new().name("gwar-supervisor".into()).spawn(move || {
+                let _alive = alive;
                 while !stop.load(Ordering::SeqCst) {
                     let writer_alive = app.writer().is_none_or(|w| w.ping(period));
                     if stop.load(Ordering::SeqCst) {
@@ -341,16 +351,24 @@ impl Supervisor {
         Ok(Supervisor {
             stop,
             thread: Some(thread),
+            ended,
         })
     }
 
-    /// Stops the pings. The thread is not waited for: it may be inside a ping that waits
-    /// on a writer stuck in a database call (for as long as its period, 10 s without a
-    /// watchdog), which must not hold up the stop; it sends nothing after the flag is set
-    /// and ends at its next look at it.
+    /// Stops the pings, waiting for the thread at most [`SUPERVISOR_STOP`]: it may be
+    /// inside a ping that waits on a writer stuck in a database call (for as long as its
+    /// period, 10 s without a watchdog), which must not hold up the stop; then it is left
+    /// behind, sends nothing after the flag is set, and ends at its next look at it.
     fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        drop(self.thread.take());
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+            self.ended.recv_timeout(SUPERVISOR_STOP)
+        {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("orders are paused: the oldest unsaved change is {age:?} old, above the limit of {limit:?}; the database is not keeping up")]
     UnsavedTooOld { age: Duration, limit: Duration },
-    #[error("orders are paused: the database has not answered a write for {stalled:?}, above the limit of {limit:?} (GWAR_PERSISTENCE_MAX_STALL_MS); an order now could not be saved")]
+    #[error("orders and creations are paused: the database has not answered a write for {stalled:?}, above the limit of {limit:?} (GWAR_PERSISTENCE_MAX_STALL_MS); nothing could be saved now")]
     SavingStalled { stalled: Duration, limit: Duration },
     #[error(transparent)]
     Persistence(#[from] PersistError),

@@ -16,6 +16,7 @@
 //! HTTP layer turns into a redirect to that daemon.
 
 mod error;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use crate::persistence::writer::{FlushReport, PersistError};
 use crate::store::StoreError;
 pub use crate::store::{FailureKind, Owner, StoreFailure};
 pub use error::AppError;
+use limits::OrderLimits;
 
 /// `POST /galaxies/{name}`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,30 +116,6 @@ pub struct Health {
 #[derive(Clone)]
 pub struct AppState {
     shared: Arc<Shared>,
-}
-
-/// When orders are refused (503) rather than acknowledged: the persistence settings'
-/// `max_unsaved` and `max_stall`.
-#[derive(Default)]
-struct OrderLimits {
-    max_unsaved: Option<Duration>,
-    max_stall: Option<Duration>,
-}
-
-impl OrderLimits {
-    fn check(&self, metrics: &Metrics) -> Result<(), AppError> {
-        if let (Some(limit), Some(age)) = (self.max_unsaved, metrics.oldest_unsaved_age()) {
-            if age > limit {
-                return Err(AppError::UnsavedTooOld { age, limit });
-            }
-        }
-        if let (Some(limit), Some(stalled)) = (self.max_stall, metrics.stalled_for()) {
-            if stalled > limit {
-                return Err(AppError::SavingStalled { stalled, limit });
-            }
-        }
-        Ok(())
-    }
 }
 
 struct Shared {
@@ -311,6 +289,9 @@ impl AppState {
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
+        // A database that does not answer the writer would not answer the creation's
+        // look-ups either: refused at once rather than held on the database's timeouts.
+        self.shared.order_limits.check_stall(&self.shared.metrics)?;
         let shared = &self.shared;
         let systems = config.system_count;
         let admit = |usage| {

@@ -103,7 +103,9 @@ pub(super) struct Poller {
     limits: Arc<Limits>,
     metrics: Arc<HttpMetrics>,
     stopping: Arc<AtomicBool>,
-    jobs: Option<Sender<Job>>,
+    /// Per endpoint: the queue of the workers that serve it (the shared pool's, or its
+    /// own); emptied once every job came back, which ends the workers' loops.
+    jobs: Vec<Sender<Job>>,
     returned: Receiver<Back>,
     scratch: Box<[u8]>,
     /// An accept failed (out of file descriptors, say): retried at each sweep.
@@ -118,7 +120,7 @@ impl Poller {
         limits: Arc<Limits>,
         metrics: Arc<HttpMetrics>,
         stopping: Arc<AtomicBool>,
-        jobs: Sender<Job>,
+        jobs: Vec<Sender<Job>>,
         returned: Receiver<Back>,
     ) -> io::Result<Poller> {
         let poll = Poll::new()?;
@@ -156,7 +158,7 @@ impl Poller {
             limits,
             metrics,
             stopping,
-            jobs: Some(jobs),
+            jobs,
             returned,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             accept_failed: false,
@@ -230,8 +232,8 @@ impl Poller {
                 }
             }
         }
-        // Every job came back: the workers' loops end with the queue.
-        self.jobs = None;
+        // Every job came back: the workers' loops end with the queues.
+        self.jobs.clear();
     }
 
     fn stopping(&self) -> bool {
@@ -379,7 +381,7 @@ impl Poller {
                 };
                 // The slot is `Busy` already. The workers live as long as the server;
                 // should the queue be gone, the connection just closes.
-                let unsent = match &self.jobs {
+                let unsent = match self.jobs.get(job.conn.endpoint) {
                     Some(jobs) => jobs.send(job).err().map(|error| error.into_inner()),
                     None => Some(job),
                 };

@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 server: one poller thread that owns every socket, and a fixed pool of
-//! workers that run the handler. Synchronous and threaded; no async runtime.
+//! workers that run the handler (plus two of its own for an endpoint with a connection
+//! cap of its own, the admin listener). Synchronous and threaded; no async runtime.
 //!
 //! Written for this daemon's needs rather than taken from a crate because its limits are
 //! the point: the request head is bounded (431), the path is bounded (414), the body is
@@ -43,6 +44,10 @@ use super::message::{Endpoint, EndpointAddr, Handler, Limits, Listener};
 use super::metrics::HttpMetrics;
 use super::poller::Poller;
 use super::worker;
+
+/// Workers of their own for each endpoint with a connection cap of its own (the admin
+/// listener): two, so that one long admin call (a backup) leaves another served.
+const OWN_WORKERS: usize = 2;
 
 /// A running server.
 pub struct HttpServer {
@@ -90,7 +95,22 @@ impl HttpServer {
         }
         let limits = Arc::new(limits);
         let stopping = Arc::new(AtomicBool::new(false));
-        let (jobs, queued) = crossbeam_channel::unbounded();
+        // The shared pool's queue, and one of its own for each endpoint with a cap of its
+        // own (the admin listener): players holding every shared worker (requests waiting
+        // on a database that does not answer) never lock the operator out either.
+        let (shared_jobs, shared_queue) = crossbeam_channel::unbounded();
+        let mut jobs = Vec::with_capacity(own_caps.len());
+        let mut queues = vec![(shared_queue, limits.workers.max(1))];
+        for cap in &own_caps {
+            if cap.is_some() {
+                let (own_jobs, own_queue) = crossbeam_channel::unbounded();
+                jobs.push(own_jobs);
+                queues.push((own_queue, OWN_WORKERS));
+            } else {
+                jobs.push(shared_jobs.clone());
+            }
+        }
+        drop(shared_jobs);
         // Bounded, so allocated once: an unbounded channel allocates a block of slots
         // every few dozen sends, on the worker, over 1 KiB (see the module doc). Workers
         // wait only if the poller falls this far behind.
@@ -107,25 +127,27 @@ impl HttpServer {
         let waker = poller.waker();
         let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
         let (alive, all_ended) = crossbeam_channel::bounded::<()>(0);
-        let mut workers = Vec::with_capacity(limits.workers.max(1));
-        for n in 0..limits.workers.max(1) {
-            let worker = worker::Worker {
-                handlers: handlers.clone(),
-                metrics: metrics.clone(),
-                stopping: stopping.clone(),
-                returns: returns.clone(),
-                waker: waker.clone(),
-            };
-            let queued = queued.clone();
-            let alive = alive.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("gwar-http-{n}"))
-                    .spawn(move || {
-                        let _alive = alive;
-                        worker.run(queued)
-                    })?,
-            );
+        let mut workers = Vec::new();
+        for (queue, count) in queues {
+            for _ in 0..count {
+                let worker = worker::Worker {
+                    handlers: handlers.clone(),
+                    metrics: metrics.clone(),
+                    stopping: stopping.clone(),
+                    returns: returns.clone(),
+                    waker: waker.clone(),
+                };
+                let queued = queue.clone();
+                let alive = alive.clone();
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("gwar-http-{}", workers.len()))
+                        .spawn(move || {
+                            let _alive = alive;
+                            worker.run(queued)
+                        })?,
+                );
+            }
         }
         let poller = std::thread::Builder::new()
             .name("gwar-http-poll".into())

@@ -10,6 +10,8 @@
 //! may go into memory, is `crate::galaxies`' decision.) The pool's lock is a leaf: never
 //! held while taking another lock or running SQL.
 
+use std::time::{Duration, Instant};
+
 use parking_lot::{Condvar, Mutex};
 
 use crate::store::{OpenReader, ReadStore, StoreError};
@@ -30,6 +32,11 @@ pub(crate) enum Purpose {
 
 pub(crate) struct ReaderPool {
     open: OpenReader,
+    /// How long a caller waits for a connection to come back before giving up
+    /// ([`StoreError::ReadersBusy`]); `None`: as long as it takes. A server database
+    /// bounds it, so that while it does not answer, requests that need it give up rather
+    /// than queue behind each other's call timeouts, holding the HTTP workers.
+    wait: Option<Duration>,
     state: Mutex<PoolState>,
     returned: Condvar,
 }
@@ -45,10 +52,11 @@ struct PoolState {
 impl ReaderPool {
     /// Opens the first connection now, so a database the reader cannot open fails the
     /// engine's start rather than the first load.
-    pub(crate) fn open(open: OpenReader) -> Result<ReaderPool, StoreError> {
+    pub(crate) fn open(open: OpenReader, wait: Option<Duration>) -> Result<ReaderPool, StoreError> {
         let first = open()?;
         Ok(ReaderPool {
             open,
+            wait,
             state: Mutex::new(PoolState {
                 idle: vec![first],
                 opened: 1,
@@ -76,6 +84,7 @@ impl ReaderPool {
 
     fn lend(&self, purpose: Purpose) -> Result<(Box<dyn ReadStore>, Lent<'_>), StoreError> {
         let load = purpose == Purpose::Load;
+        let deadline = self.wait.map(|wait| (wait, Instant::now() + wait));
         let mut state = self.state.lock();
         loop {
             if !load || state.loading < READERS - 1 {
@@ -93,7 +102,14 @@ impl ReaderPool {
                     return Ok(((self.open)()?, lent));
                 }
             }
-            self.returned.wait(&mut state);
+            match deadline {
+                Some((wait, until)) => {
+                    if self.returned.wait_until(&mut state, until).timed_out() {
+                        return Err(StoreError::ReadersBusy(wait));
+                    }
+                }
+                None => self.returned.wait(&mut state),
+            }
         }
     }
 }

@@ -136,7 +136,13 @@ impl Engine {
             }
             DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
         };
-        let readers = opened.readers.map(ReaderPool::open).transpose()?;
+        // On a server, waiting for a reader is bounded by a call and its reconnect.
+        let reader_wait =
+            matches!(url, DatabaseUrl::Postgres(_)).then(|| settings.db_call_timeout * 2);
+        let readers = opened
+            .readers
+            .map(|open| ReaderPool::open(open, reader_wait))
+            .transpose()?;
         metrics.set_lagging_after(settings.lagging_after());
         let database = WriterDatabase {
             store,

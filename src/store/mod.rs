@@ -169,6 +169,8 @@ pub enum StoreError {
     OwnershipLocked(String),
     #[error("the database {0} could not be reached a moment ago; try again in a second")]
     Unreachable(String),
+    #[error("no read connection to the database came free within {0:?} (it is slow to answer); try again in a moment")]
+    ReadersBusy(std::time::Duration),
     #[error("galaxy '{galaxy}' is held by another live daemon ({owner}) that advertises this daemon's own address, {url}: give each daemon its own GWAR_ADVERTISE_URL; it can be taken here once that lease runs out")]
     SameAddress {
         galaxy: String,
@@ -207,7 +209,9 @@ impl StoreError {
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,
             StoreError::Lost(_) => FailureKind::Lost,
             // Taken here once the other daemon's lease runs out: a wait, like a lock.
-            StoreError::SameAddress { .. } | StoreError::OwnershipLocked(_) => FailureKind::Busy,
+            StoreError::SameAddress { .. }
+            | StoreError::OwnershipLocked(_)
+            | StoreError::ReadersBusy(_) => FailureKind::Busy,
             StoreError::Unreachable(_) => FailureKind::Unavailable,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::InUse { .. } => FailureKind::InUse,

@@ -303,3 +303,71 @@ fn sigterm_with_a_request_waiting_on_the_stalled_database_exits_within_the_bound
     );
     t.proxy.thaw();
 }
+
+#[test]
+fn requests_waiting_on_the_stalled_database_never_hold_up_the_admin_listener() {
+    let Some(cluster) = pg::shared() else {
+        return;
+    };
+    // A call timeout far past the test: the requests below wait as long as it runs.
+    let mut t = Stalled::start_with(cluster, Duration::from_secs(120));
+    t.play(10);
+    assert_eq!(t.save_status().0, 200);
+    t.proxy.freeze();
+    // More requests for galaxies not in memory than the game has workers (16): each
+    // asks the frozen database who owns its galaxy.
+    let addr = t.daemon.addr;
+    let waiting: Vec<_> = (0..24)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let request = format!(
+                    "GET /galaxies/cold{n} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                );
+                raw_exchange_for(addr, request.as_bytes(), Duration::from_secs(60))
+            })
+        })
+        .collect();
+    let admin_metric = |name: &str| {
+        let text = t.daemon.admin_request("GET", "/metrics", "").body;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    // All of them in: the game's workers all held, the rest queued behind them (and the
+    // admin listener's own connection asking).
+    assert!(
+        wait_for(Duration::from_secs(30), || admin_metric(
+            "gwar_http_connections_open"
+        ) >= 25.0),
+        "log:\n{}",
+        t.daemon.log()
+    );
+    let asked = Instant::now();
+    let health = t.daemon.admin_request("GET", "/healthz", "");
+    let took = asked.elapsed();
+    println!(
+        "every game worker held by the stall: admin /healthz answered {} in {took:?}",
+        health.status
+    );
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert!(
+        took <= SLACK,
+        "the admin listener waited {took:?} behind the game's requests"
+    );
+
+    let (status, took) = t.terminate_timed();
+    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
+    println!(
+        "SIGTERM with the game's workers held: exit {status} after {took:?} (bound {bound:?})"
+    );
+    assert!(took <= bound, "log:\n{}", t.daemon.log());
+    for request in waiting {
+        let _ = request.join();
+    }
+    t.proxy.thaw();
+}
