@@ -13,13 +13,14 @@
 //!   (`ssh -L 9000:127.0.0.1:3051`, then `curl localhost:9000`), and rebinding needs a
 //!   name, not a port. Names
 //!   in `GWAR_ADMIN_HOSTS` pass too (`host`: on any port; `host:port`: on that one). A
-//!   request without `Host` (HTTP/1.0; HTTP/1.1 requires it and gets 400) passes: no
-//!   browser omits it.
+//!   request without `Host` (HTTP/1.0; HTTP/1.1 requires it and gets 400) names nothing
+//!   and is refused too (no browser omits it, and curl always sends one).
 //! - **Cross-site request forgery**: a page anywhere makes the browser send a `POST` or a
 //!   form to `http://127.0.0.1:3051/admin/save`. The browser says where the page came
 //!   from in `Origin` (or, from older code paths, only in `Referer`): a state-changing
 //!   request (any method but `GET` and `HEAD`) whose `Origin`, or without one `Referer`,
-//!   is present and is not the listener's own origin is refused. Own means: the same
+//!   is present and is not the listener's own origin is refused (sent twice: refused
+//!   when either value is foreign). Own means: the same
 //!   authority as the request's `Host` (the page was served where the request goes), a
 //!   name of the listener as above with the port exact (a scheme's default port when the
 //!   origin names none: another site on `localhost:8080` is another origin), or a name in
@@ -72,7 +73,10 @@ impl AdminOrigin {
     /// Refuses (403) a request that names a foreign host or comes from a foreign origin.
     pub(super) fn check(&self, request: &Request) -> Result<(), ApiError> {
         let host = request.header("host");
-        if let (Some(bound), Some(host)) = (self.bound, host) {
+        if let Some(bound) = self.bound {
+            // Without a Host (HTTP/1.0 allows it) there is no name to check: refused too,
+            // so that every call on a TCP listener names it (curl always sends one).
+            let host = host.unwrap_or_default();
             let named = AdminHost::parse(host).ok();
             if !named.is_some_and(|named| self.names_listener(bound, &named, None)) {
                 return Err(ApiError::new(
@@ -87,21 +91,32 @@ impl AdminOrigin {
         if request.method == "GET" {
             return Ok(());
         }
-        let (header, value) = match (request.header("origin"), request.header("referer")) {
-            (Some(origin), _) => ("Origin", origin),
-            (None, Some(referer)) => ("Referer", referer),
-            (None, None) => return Ok(()),
+        // Every value counts (a header sent twice is judged by its worst): Origin's, or
+        // without any, Referer's.
+        let values = |name: &'static str| {
+            request
+                .headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(move |(_, v)| (name, v.as_str()))
         };
-        if self.own_origin(value, host) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
+        let mut sent = values("Origin").peekable();
+        let sent: Vec<(&str, &str)> = match sent.peek() {
+            Some(_) => sent.collect(),
+            None => values("Referer").collect(),
+        };
+        match sent
+            .into_iter()
+            .find(|(_, value)| !self.own_origin(value, host))
+        {
+            None => Ok(()),
+            Some((header, value)) => Err(ApiError::new(
                 403,
                 format!(
                     "admin call: {header} {value:?} is not this admin listener's own origin; \
                      state-changing admin calls are not taken from other sites"
                 ),
-            ))
+            )),
         }
     }
 
@@ -237,9 +252,22 @@ mod tests {
             assert!(!host_passes(&rules, bad), "{bad}");
         }
         assert!(
-            rules.check(&request("GET", &[])).is_ok(),
-            "HTTP/1.0, no Host"
+            rules.check(&request("POST", &[])).is_err(),
+            "HTTP/1.0 without a Host names nothing: refused"
         );
+        let own = ("Origin", "http://127.0.0.1:3051");
+        let twice = [
+            ("Host", "127.0.0.1:3051"),
+            own,
+            ("Origin", "http://evil.example"),
+        ];
+        assert!(
+            rules.check(&request("POST", &twice)).is_err(),
+            "an Origin sent twice is judged by its foreign value"
+        );
+        assert!(rules
+            .check(&request("POST", &[("Host", "127.0.0.1:3051"), own]))
+            .is_ok());
     }
 
     #[test]
