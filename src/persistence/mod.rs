@@ -306,6 +306,10 @@ impl Engine {
     }
 }
 
+/// How long dropping a PostgreSQL engine waits for its sessions' goodbyes: a healthy
+/// server answers in milliseconds; a stalled network is not waited for longer.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
+
 impl Drop for Engine {
     /// PostgreSQL: the readers' and the claims sessions are closed on a thread of their
     /// own, left behind. A client's drop says goodbye over its socket and waits for the
@@ -315,7 +319,8 @@ impl Drop for Engine {
     /// and the process may exit before that: nothing is lost either way (a session holds
     /// nothing between transactions; the server rolls back whatever it had open). SQLite's
     /// connections close here, as ever: they touch no network, and their last close
-    /// tidies the journal files.
+    /// tidies the journal files. The closing is waited for a moment ([`CLOSE_WAIT`]), so
+    /// that on a sound network the sessions say goodbye before the process exits.
     fn drop(&mut self) {
         if self.server.is_none() {
             return;
@@ -325,13 +330,22 @@ impl Drop for Engine {
             self.claims.take(),
         ))));
         let closing = parcel.clone();
+        let (closed, done) = crossbeam_channel::bounded::<()>(0);
         let spawned = std::thread::Builder::new()
             .name("gwar-pg-close".into())
-            .spawn(move || drop(closing.lock().take()));
-        if let Err(error) = spawned {
-            log::warn!(target: crate::logging::PERSISTENCE,
-                "cannot start a thread to close the database sessions ({error}); leaving them open");
-            std::mem::forget(parcel.lock().take());
+            .spawn(move || {
+                let _closed = closed;
+                drop(closing.lock().take());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = done.recv_timeout(CLOSE_WAIT);
+            }
+            Err(error) => {
+                log::warn!(target: crate::logging::PERSISTENCE,
+                    "cannot start a thread to close the database sessions ({error}); leaving them open");
+                std::mem::forget(parcel.lock().take());
+            }
         }
     }
 }
