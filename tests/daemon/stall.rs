@@ -127,18 +127,57 @@ impl Stalled<'_> {
     /// Waits until a call of the writer's hangs on the frozen connection (the daemon's
     /// `gwar_persistence_stalled_seconds` above 0).
     fn wait_until_stalled(&self) {
-        let stalled = || {
-            let text = self.daemon.get("/metrics").body;
-            text.lines()
-                .find_map(|line| line.strip_prefix("gwar_persistence_stalled_seconds "))
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .is_some_and(|seconds| seconds > 0.0)
-        };
+        let stalled = || self.metric("gwar_persistence_stalled_seconds") > 0.0;
         assert!(
             wait_for(Duration::from_secs(30), stalled),
             "no call of the writer's met the frozen connection; log:\n{}",
             self.daemon.log()
         );
+    }
+
+    /// An unlabelled sample of `/metrics`, asked on the admin listener (which has
+    /// workers of its own: it answers while the game's are all held); 0 when absent.
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.daemon.admin_request("GET", "/metrics", "").body;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// `n` requests for galaxies not in memory, each asking the (frozen) database who
+    /// owns its galaxy, on threads of their own that return what they got; once all are
+    /// in (their connections open beside the one asking: each of the test's own requests
+    /// closes its connection).
+    fn requests_waiting(&self, n: usize) -> Vec<std::thread::JoinHandle<Vec<u8>>> {
+        let addr = self.daemon.addr;
+        let waiting = (0..n)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let request = format!(
+                        "GET /galaxies/cold{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    );
+                    raw_exchange_for(addr, request.as_bytes(), Duration::from_secs(60))
+                })
+            })
+            .collect();
+        let all_in = || self.metric("gwar_http_connections_open") >= (n + 1) as f64;
+        assert!(
+            wait_for(Duration::from_secs(30), all_in),
+            "log:\n{}",
+            self.daemon.log()
+        );
+        waiting
+    }
+
+    /// SIGTERM, asserting the exit within the shutdown timeout + 3 s; the status and the
+    /// log.
+    fn terminate_within_bound(&mut self, what: &str) -> (std::process::ExitStatus, String) {
+        let (status, took) = self.terminate_timed();
+        let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
+        println!("{what}: SIGTERM exit {status} after {took:?} (bound {bound:?})");
+        let log = self.daemon.log();
+        assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+        (status, log)
     }
 
     /// SIGTERM; the exit status and how long the exit took.
@@ -226,11 +265,7 @@ fn sigterm_during_a_stall_exits_within_the_bound_naming_what_was_not_saved() {
     t.play(10);
     // The unsaved orders' batch is on the frozen connection.
     t.wait_until_stalled();
-    let (status, took) = t.terminate_timed();
-    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
-    println!("frozen, unsaved orders: SIGTERM exit {status} after {took:?} (bound {bound:?})");
-    let log = t.daemon.log();
-    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    let (status, log) = t.terminate_within_bound("frozen, unsaved orders");
     assert_eq!(status.code(), Some(1), "log:\n{log}");
     assert!(
         log.contains("galaxy 'stall'") && log.contains("were not saved"),
@@ -250,11 +285,7 @@ fn sigterm_during_a_stall_with_everything_saved_exits_0_within_the_bound() {
     t.proxy.freeze();
     // A lease renewal meets the frozen connection.
     t.wait_until_stalled();
-    let (status, took) = t.terminate_timed();
-    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
-    println!("frozen, all saved: SIGTERM exit {status} after {took:?} (bound {bound:?})");
-    let log = t.daemon.log();
-    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    let (status, log) = t.terminate_within_bound("frozen, all saved");
     assert!(status.success(), "log:\n{log}");
     t.proxy.thaw();
 }
@@ -269,38 +300,18 @@ fn sigterm_with_a_request_waiting_on_the_stalled_database_exits_within_the_bound
     t.play(10);
     assert_eq!(t.save_status().0, 200);
     t.proxy.freeze();
-    // A galaxy not in memory: its request asks the (frozen) database who owns it.
-    let addr = t.daemon.addr;
-    let request = b"GET /galaxies/elsewhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    let waiting =
-        std::thread::spawn(move || raw_exchange_for(addr, request, Duration::from_secs(60)));
-    // In flight: its connection open beside the one asking (each of the test's requests
-    // closes its own).
-    let open = || {
-        let text = t.daemon.get("/metrics").body;
-        text.lines()
-            .find_map(|line| line.strip_prefix("gwar_http_connections_open "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .is_some_and(|open| open >= 2.0)
-    };
-    assert!(
-        wait_for(Duration::from_secs(30), open),
-        "log:\n{}",
-        t.daemon.log()
-    );
-    let (status, took) = t.terminate_timed();
-    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
-    println!("frozen, a request waiting: SIGTERM exit {status} after {took:?} (bound {bound:?})");
-    let log = t.daemon.log();
-    assert!(took <= bound, "exit took {took:?}; log:\n{log}");
+    let waiting = t.requests_waiting(1);
+    let (_, log) = t.terminate_within_bound("frozen, a request waiting");
     assert!(
         log.contains("left behind unanswered"),
         "the waiting request held the stop; log:\n{log}"
     );
-    assert!(
-        waiting.join().unwrap().is_empty(),
-        "the request left behind got no answer"
-    );
+    for request in waiting {
+        assert!(
+            request.join().unwrap().is_empty(),
+            "the request left behind got no answer"
+        );
+    }
     t.proxy.thaw();
 }
 
@@ -314,39 +325,8 @@ fn requests_waiting_on_the_stalled_database_never_hold_up_the_admin_listener() {
     t.play(10);
     assert_eq!(t.save_status().0, 200);
     t.proxy.freeze();
-    // More requests for galaxies not in memory than the game has workers (16): each
-    // asks the frozen database who owns its galaxy.
-    let addr = t.daemon.addr;
-    let waiting: Vec<_> = (0..24)
-        .map(|n| {
-            std::thread::spawn(move || {
-                let request = format!(
-                    "GET /galaxies/cold{n} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                );
-                raw_exchange_for(addr, request.as_bytes(), Duration::from_secs(60))
-            })
-        })
-        .collect();
-    let admin_metric = |name: &str| {
-        let text = t.daemon.admin_request("GET", "/metrics", "").body;
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or_default()
-    };
-    // All of them in: the game's workers all held, the rest queued behind them (and the
-    // admin listener's own connection asking).
-    assert!(
-        wait_for(Duration::from_secs(30), || admin_metric(
-            "gwar_http_connections_open"
-        ) >= 25.0),
-        "log:\n{}",
-        t.daemon.log()
-    );
+    // More than the game has workers (16): all held, the rest queued behind them.
+    let waiting = t.requests_waiting(24);
     let asked = Instant::now();
     let health = t.daemon.admin_request("GET", "/healthz", "");
     let took = asked.elapsed();
@@ -359,13 +339,7 @@ fn requests_waiting_on_the_stalled_database_never_hold_up_the_admin_listener() {
         took <= SLACK,
         "the admin listener waited {took:?} behind the game's requests"
     );
-
-    let (status, took) = t.terminate_timed();
-    let bound = SHUTDOWN_TIMEOUT + Duration::from_secs(3);
-    println!(
-        "SIGTERM with the game's workers held: exit {status} after {took:?} (bound {bound:?})"
-    );
-    assert!(took <= bound, "log:\n{}", t.daemon.log());
+    t.terminate_within_bound("the game's workers held");
     for request in waiting {
         let _ = request.join();
     }
