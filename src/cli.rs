@@ -55,6 +55,9 @@ Configuration comes from the environment:
   GWAR_PERSISTENCE_COALESCING_DELAY_MS  batch window (1000)
   GWAR_PERSISTENCE_SYNCHRONOUS          normal or full (normal)
   GWAR_PERSISTENCE_MAX_UNSAVED_SECS     refuse orders past this unsaved age (unset)
+  GWAR_PERSISTENCE_MAX_STALL_MS         refuse orders while writes fail or hang this long,
+                                        or off (PostgreSQL: a fifth of the lease; SQLite: off)
+  GWAR_DB_CALL_TIMEOUT_SECS             PostgreSQL: abandon a call unanswered this long (5)
   GWAR_ADMIN_TOKEN                      bearer token for admin calls (unset: none asked)
   GWAR_ADMIN_HOSTS                      host or host:port names the admin listener also
                                         answers to, comma-separated (unset: its own only)
@@ -65,6 +68,10 @@ Configuration comes from the environment:
   GWAR_MAX_GALAXY_SYSTEMS               largest galaxy a caller without the admin token
                                         may create (100000)
   GWAR_MAX_GALAXIES                     galaxies that may exist at once (10000)
+  GWAR_MAX_TOTAL_SYSTEMS                systems of all galaxies past which creation without
+                                        the admin token is refused (half the memory, 160 B each)
+  GWAR_MIN_FREE_DISK                    bytes (or 512M, 2G) the database's filesystem keeps
+                                        free past creations without the admin token (1G)
   RUST_LOG                              log filter (info)
 ";
 
