@@ -53,6 +53,8 @@ pub struct WriterHandle {
     /// Set when the shutdown left the writer thread behind, stuck in a database call: it
     /// may still hold the database, so the stop is not a clean one for the file.
     left_behind: std::sync::atomic::AtomicBool,
+    /// Set while a caller polls for its answer (see `spin.rs`).
+    spinner: std::sync::atomic::AtomicBool,
     /// The writer's clock, for the deadlines of flushes and shutdown.
     clock: Clock,
     /// What a shutdown reports when the writer cannot answer.
@@ -94,6 +96,7 @@ impl WriterHandle {
             busy_deadline,
             report: Mutex::new(None),
             left_behind: std::sync::atomic::AtomicBool::new(false),
+            spinner: std::sync::atomic::AtomicBool::new(false),
             clock,
             galaxies,
             losses,
@@ -170,6 +173,9 @@ impl WriterHandle {
                 reply,
             })
             .map_err(|_| PersistError::Stopped)?;
+        if let Some(answer) = super::spin::spin_recv(&answer, &self.spinner) {
+            return answer;
+        }
         match answer.recv_timeout(self.save_timeout) {
             Ok(answer) => answer,
             Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),

@@ -66,6 +66,7 @@ mod ownership;
 mod quarantine;
 mod report;
 mod run;
+mod spin;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,8 @@
 //! A creation interrupted by a crash or a shutdown is turned into a deletion at the next
 //! start ([`SqliteWriter::unfinished_jobs`]), so nothing half-made is ever seen or kept.
 
+use std::time::SystemTime;
+
 use rusqlite::params;
 
 use super::super::stored_int;
@@ -22,6 +24,7 @@ use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteSt
 use super::db::Context;
 use super::write::RowWriter;
 use super::writer::SqliteWriter;
+use crate::time::UtcTime;
 
 impl SqliteWriter {
     /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
@@ -75,7 +78,8 @@ impl SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .context("inserting systems")?;
-            let mut rows = RowWriter::prepare(&tx)?;
+            let now = UtcTime::at(SystemTime::now()).sql();
+            let mut rows = RowWriter::prepare(&tx, &now)?;
             for system in &galaxy.systems[from..to] {
                 let r = system.resources;
                 insert_system

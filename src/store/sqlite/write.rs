@@ -73,7 +73,7 @@ fn write_rows(
         }
         let mut empty = Vec::new();
         let stored_systems = cache.get_mut(&galaxy.name).unwrap_or(&mut empty);
-        let mut rows = RowWriter::prepare(&tx)?;
+        let mut rows = RowWriter::prepare(&tx, &now)?;
         for row in &galaxy.systems {
             let system = &row.system;
             let stored = stored_row(stored_systems, &galaxy.name, row)?;
@@ -134,9 +134,10 @@ pub(super) fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, St
 /// The hot statements of a batch, prepared once per transaction: a save runs them per
 /// system without looking them up again.
 pub(super) struct RowWriter<'c> {
-    /// `updated_at` for every row of the batch, formatted once: binding it costs less than
-    /// evaluating CURRENT_TIMESTAMP per row, and the batch's rows share one instant.
-    now: String,
+    /// `updated_at` for every row of the batch, formatted once per transaction: binding it
+    /// costs less than evaluating CURRENT_TIMESTAMP per row, and the batch's rows share one
+    /// instant.
+    now: &'c str,
     update_system: CachedStatement<'c>,
     update_structure: CachedStatement<'c>,
     insert_structure: CachedStatement<'c>,
@@ -146,9 +147,11 @@ pub(super) struct RowWriter<'c> {
 }
 
 impl<'c> RowWriter<'c> {
-    pub(super) fn prepare(conn: &'c Connection) -> Result<RowWriter<'c>, StoreError> {
+    /// The statements on `conn`, binding `now` (formatted by [`UtcTime::sql`]) as every
+    /// row's `updated_at`.
+    pub(super) fn prepare(conn: &'c Connection, now: &'c str) -> Result<RowWriter<'c>, StoreError> {
         Ok(RowWriter {
-            now: UtcTime::at(SystemTime::now()).sql(),
+            now,
             update_system: conn
                 .prepare_cached(
                     "UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4,
