@@ -18,9 +18,12 @@ pub(super) struct OrderLimits {
 
 impl OrderLimits {
     pub(super) fn check(&self, metrics: &Metrics) -> Result<(), AppError> {
-        if let (Some(limit), Some(age)) = (self.max_unsaved, metrics.oldest_unsaved_age()) {
-            if age > limit {
-                return Err(AppError::UnsavedTooOld { age, limit });
+        // Each limit is looked at only when set: the clock is read on the order path only
+        // for a limit that needs it.
+        if let Some(limit) = self.max_unsaved {
+            match metrics.oldest_unsaved_age() {
+                Some(age) if age > limit => return Err(AppError::UnsavedTooOld { age, limit }),
+                _ => {}
             }
         }
         self.check_stall(metrics)
@@ -28,9 +31,12 @@ impl OrderLimits {
 
     /// Refuses while the writer's calls have failed or hung past `max_stall`.
     pub(super) fn check_stall(&self, metrics: &Metrics) -> Result<(), AppError> {
-        if let (Some(limit), Some(stalled)) = (self.max_stall, metrics.stalled_for()) {
-            if stalled > limit {
-                return Err(AppError::SavingStalled { stalled, limit });
+        if let Some(limit) = self.max_stall {
+            match metrics.stalled_for() {
+                Some(stalled) if stalled > limit => {
+                    return Err(AppError::SavingStalled { stalled, limit })
+                }
+                _ => {}
             }
         }
         Ok(())

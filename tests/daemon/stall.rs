@@ -124,6 +124,16 @@ impl Stalled<'_> {
         stored_metal_pg(&self.db, "stall") == expected
     }
 
+    /// [`Stalled::start_with`], orders played and saved, then the network frozen.
+    fn frozen_after_saving(cluster: &pg::Cluster, call_timeout: Duration) -> Stalled<'_> {
+        let mut t = Stalled::start_with(cluster, call_timeout);
+        t.play(10);
+        assert_eq!(t.save_status().0, 200);
+        assert!(t.all_stored());
+        t.proxy.freeze();
+        t
+    }
+
     /// Waits until a call of the writer's hangs on the frozen connection (the daemon's
     /// `gwar_persistence_stalled_seconds` above 0).
     fn wait_until_stalled(&self) {
@@ -278,11 +288,7 @@ fn sigterm_during_a_stall_with_everything_saved_exits_0_within_the_bound() {
     let Some(cluster) = pg::shared() else {
         return;
     };
-    let mut t = Stalled::start(cluster);
-    t.play(10);
-    assert_eq!(t.save_status().0, 200);
-    assert!(t.all_stored());
-    t.proxy.freeze();
+    let mut t = Stalled::frozen_after_saving(cluster, CALL_TIMEOUT);
     // A lease renewal meets the frozen connection.
     t.wait_until_stalled();
     let (status, log) = t.terminate_within_bound("frozen, all saved");
@@ -296,10 +302,7 @@ fn sigterm_with_a_request_waiting_on_the_stalled_database_exits_within_the_bound
         return;
     };
     // A call timeout far past the shutdown's: only the stop's own bounds can end it.
-    let mut t = Stalled::start_with(cluster, Duration::from_secs(120));
-    t.play(10);
-    assert_eq!(t.save_status().0, 200);
-    t.proxy.freeze();
+    let mut t = Stalled::frozen_after_saving(cluster, Duration::from_secs(120));
     let waiting = t.requests_waiting(1);
     let (_, log) = t.terminate_within_bound("frozen, a request waiting");
     assert!(
@@ -321,10 +324,7 @@ fn requests_waiting_on_the_stalled_database_never_hold_up_the_admin_listener() {
         return;
     };
     // A call timeout far past the test: the requests below wait as long as it runs.
-    let mut t = Stalled::start_with(cluster, Duration::from_secs(120));
-    t.play(10);
-    assert_eq!(t.save_status().0, 200);
-    t.proxy.freeze();
+    let mut t = Stalled::frozen_after_saving(cluster, Duration::from_secs(120));
     // More than the game has workers (16): all held, the rest queued behind them.
     let waiting = t.requests_waiting(24);
     let asked = Instant::now();

@@ -362,9 +362,8 @@ fn a_locked_database_fails_as_busy() {
     holder.execute_batch("COMMIT").unwrap();
 }
 
-#[test]
-fn a_database_with_no_room_fails_as_full() {
-    let mut store = memory();
+/// Lets the database grow no further: the next page it needs is refused (SQLITE_FULL).
+fn leave_no_room(store: &SqliteWriter) {
     let pages: i64 = store
         .connection()
         .query_row("PRAGMA page_count", [], |r| r.get(0))
@@ -375,6 +374,12 @@ fn a_database_with_no_room_fails_as_full() {
             r.get::<_, i64>(0)
         })
         .unwrap();
+}
+
+#[test]
+fn a_database_with_no_room_fails_as_full() {
+    let mut store = memory();
+    leave_no_room(&store);
     let err = insert(&mut store, &new_galaxy("g")).unwrap_err();
     let failure = err.failure();
     assert_eq!(failure.kind, FailureKind::Full, "{err}");
@@ -432,16 +437,7 @@ fn a_write_that_fails_for_room_leaves_no_transaction_open_and_the_probe_sees_the
     let mut store =
         SqliteWriter::open(&DatabaseUrl::File(path.clone()), Synchronous::Normal).unwrap();
     WriteStore::probe(&mut store).expect("a file with room answers the probe");
-    let pages: i64 = store
-        .connection()
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    store
-        .connection()
-        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap();
+    leave_no_room(&store);
     let galaxy = new_galaxy("g");
     let err = as_new(&galaxy, |new| {
         WriteStore::create_chunk(&mut store, new, &mut CreationProgress::default(), 200)
