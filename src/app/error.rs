@@ -35,6 +35,12 @@ pub enum AppError {
     SavingStalled { stalled: Duration, limit: Duration },
     #[error(transparent)]
     Persistence(#[from] PersistError),
+    /// A durable request refused before it changed anything: no commit can make it durable.
+    #[error("durable requests need a database, and {reason}: nothing was changed; send the request without durable=1 to have it applied in memory only")]
+    DurabilityUnavailable { reason: &'static str },
+    /// A durable order applied in memory whose commit failed or did not come in time.
+    #[error("the order was applied in memory but is not durable yet ({cause}); it stays queued and will be saved like any other change: do not send it again")]
+    NotDurable { galaxy: String, cause: PersistError },
     #[error("database error: {0}")]
     Store(StoreFailure),
     #[error("there is no database file to back up (persistence is off or in memory)")]

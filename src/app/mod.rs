@@ -15,6 +15,7 @@
 //! does it); one that another live daemon owns is `AppError::OwnedElsewhere`, which the
 //! HTTP layer turns into a redirect to that daemon.
 
+mod durable;
 mod error;
 mod limits;
 
@@ -47,6 +48,7 @@ pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 pub use crate::persistence::writer::{FlushReport, PersistError};
 use crate::store::StoreError;
 pub use crate::store::{FailureKind, Owner, StoreFailure};
+pub use durable::{CreateOptions, Durability};
 pub use error::AppError;
 use limits::OrderLimits;
 
@@ -255,7 +257,7 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
-        self.create(name, config, seed, tick, false)
+        self.create_galaxy_with(name, config, seed, tick, CreateOptions::default())
     }
 
     /// [`AppState::create_galaxy`] for a caller without the admin token: refused
@@ -267,25 +269,37 @@ impl AppState {
         seed: Option<u64>,
         tick: u64,
     ) -> Result<CreatedGalaxy, AppError> {
-        self.create(name, config, seed, tick, true)
+        let options = CreateOptions {
+            within_budget: true,
+            ..CreateOptions::default()
+        };
+        self.create_galaxy_with(name, config, seed, tick, options)
     }
 
-    /// A creation, bound by the budgets or not.
+    /// A creation, bound by the budgets or not, durable or not: with
+    /// [`Durability::Durable`] the commit that makes the galaxy exist is synced to stable
+    /// storage before this returns, and without a database to sync it is refused
+    /// ([`AppError::DurabilityUnavailable`]) before anything is reserved.
     ///
     /// The name is reserved first (and judged by the budgets, counted under the catalog
     /// lock with the creations in progress); the galaxy is made in memory without any lock held,
     /// then written by the writer in chunks between other galaxies' batches. Until the
     /// last chunk commits nobody can see it: loads find nothing and a second creation of
     /// the name is refused. Only then does it enter the registry.
-    fn create(
+    pub fn create_galaxy_with(
         &self,
         name: &str,
         config: GalaxyConfig,
         seed: Option<u64>,
         tick: u64,
-        bound: bool,
+        options: CreateOptions,
     ) -> Result<CreatedGalaxy, AppError> {
         self.refuse_if_memory_only()?;
+        let durable = options.durability == Durability::Durable;
+        if durable {
+            self.durable_engine()?;
+        }
+        let bound = options.within_budget;
         if !valid_galaxy_name(name) {
             return Err(AppError::BadName(name.to_owned()));
         }
@@ -306,7 +320,7 @@ impl AppState {
         galaxy.take_changes();
         let (galaxy, lease_until) = match &shared.engine {
             Some(engine) => {
-                let created = engine.writer().create(Box::new(galaxy)).map_err(|error| {
+                let created = engine.writer().create(Box::new(galaxy), durable).map_err(|error| {
                     match &error {
                         // Another daemon created the name first (several daemons).
                         PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {

@@ -19,6 +19,9 @@ pub struct ApiError {
     pub owner: Option<String>,
     /// Sent with the refusal (`Retry-After`).
     pub headers: Vec<(&'static str, String)>,
+    /// The request's change was applied in memory though the answer is a refusal (a
+    /// durable order whose commit failed): the body says so, so that it is not resent.
+    pub applied: bool,
 }
 
 impl ApiError {
@@ -28,6 +31,7 @@ impl ApiError {
             message: message.into(),
             owner: None,
             headers: Vec::new(),
+            applied: false,
         }
     }
 }
@@ -54,6 +58,8 @@ impl From<AppError> for ApiError {
             AppError::UnsavedTooOld { .. }
             | AppError::SavingStalled { .. }
             | AppError::Persistence(_)
+            | AppError::DurabilityUnavailable { .. }
+            | AppError::NotDurable { .. }
             | AppError::MemoryOnly
             | AppError::LeaseLapsed(_) => 503,
             // On the game listener a redirect to the owner (see the module doc).
@@ -73,6 +79,7 @@ impl From<AppError> for ApiError {
         let mut api_error = ApiError::new(status, error.to_string());
         match error {
             AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
+            AppError::NotDurable { .. } => api_error.applied = true,
             // Renewals come every third of the lease, and fail over quickly.
             AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
             AppError::Store(store) if transient(store.kind) => {

@@ -34,6 +34,15 @@ pub struct ElsewhereJson<'a> {
     pub owner: &'a str,
 }
 
+/// `{"applied": true, "durable": false, "error": "..."}`: a durable order applied in memory
+/// whose commit failed (503): it is saved later, and must not be sent again.
+#[derive(Serialize)]
+pub struct NotDurableJson<'a> {
+    pub applied: bool,
+    pub durable: bool,
+    pub error: &'a str,
+}
+
 /// Items of a slice, each shown as `J`, written one by one.
 struct Each<'a, T, J>(&'a [T], fn(&'a T) -> J);
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::app::{AppState, BudgetSnapshot};
-use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
+use crate::persistence::metrics::{
+    MetricsSnapshot, PersistenceState, PER_COMMIT_BUCKETS, WAIT_BUCKETS,
+};
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -260,6 +262,36 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.engine.loads_in_progress)),
     },
     Family {
+        name: "gwar_durable_requests_total",
+        kind: "counter",
+        help: "Durable requests (?durable=1) received by the writer.",
+        read: Read::One(|s| Value::Count(s.engine.durable.requests)),
+    },
+    Family {
+        name: "gwar_durable_failures_total",
+        kind: "counter",
+        help: "Durable requests answered without durability (503: applied in memory, saved later).",
+        read: Read::One(|s| Value::Count(s.engine.durable.failed)),
+    },
+    Family {
+        name: "gwar_durable_commits_total",
+        kind: "counter",
+        help: "Synced commits that answered durable requests.",
+        read: Read::One(|s| Value::Count(s.engine.durable.commits)),
+    },
+    Family {
+        name: "gwar_durable_requests_per_commit",
+        kind: "histogram",
+        help: "Durable requests answered by one synced commit (group commit).",
+        read: Read::Lines(durable_per_commit),
+    },
+    Family {
+        name: "gwar_durable_wait_seconds",
+        kind: "histogram",
+        help: "Time a durable request waited in the writer for its synced commit.",
+        read: Read::Lines(durable_waits),
+    },
+    Family {
         name: "gwar_http_requests_total",
         kind: "counter",
         help: "HTTP requests answered, by status class.",
@@ -324,19 +356,47 @@ fn requests_by_class(s: &Sources<'_>, name: &str, out: &mut String) {
 }
 
 fn request_durations(s: &Sources<'_>, name: &str, out: &mut String) {
-    let mut cumulative = 0;
-    for (bound, bucket) in BUCKETS.iter().zip(&s.http.buckets) {
-        cumulative += bucket.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
+    let buckets = BUCKETS.iter().map(f64::to_string);
+    let counts = s.http.buckets.iter().map(|bucket| bucket.load(Relaxed));
     let count = s.http.count.load(Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    histogram(out, name, buckets.zip(counts), count);
     let _ = writeln!(
         out,
         "{name}_sum {}",
         seconds(s.http.sum_micros.load(Relaxed))
     );
     let _ = writeln!(out, "{name}_count {count}");
+}
+
+fn durable_per_commit(s: &Sources<'_>, name: &str, out: &mut String) {
+    let d = &s.engine.durable;
+    let bounds = PER_COMMIT_BUCKETS.iter().map(u64::to_string);
+    histogram(out, name, bounds.zip(d.per_commit.iter().copied()), d.commits);
+    let _ = writeln!(out, "{name}_sum {}", d.per_commit_sum);
+    let _ = writeln!(out, "{name}_count {}", d.commits);
+}
+
+fn durable_waits(s: &Sources<'_>, name: &str, out: &mut String) {
+    let d = &s.engine.durable;
+    let bounds = WAIT_BUCKETS.iter().map(f64::to_string);
+    histogram(out, name, bounds.zip(d.waits.iter().copied()), d.wait_count);
+    let _ = writeln!(out, "{name}_sum {}", seconds(d.wait_sum_micros));
+    let _ = writeln!(out, "{name}_count {}", d.wait_count);
+}
+
+/// A histogram's cumulative `_bucket` lines, from each bucket's own count.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    buckets: impl Iterator<Item = (String, u64)>,
+    count: u64,
+) {
+    let mut cumulative = 0;
+    for (bound, in_bucket) in buckets {
+        cumulative += in_bucket;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
 }
 
 fn seconds(micros: u64) -> f64 {

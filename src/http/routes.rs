@@ -26,13 +26,13 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::json::{
     BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
-    SavedJson, StructureJson, SystemJson,
+    NotDurableJson, SavedJson, StructureJson, SystemJson,
 };
 use super::message::{Handler, Request, Response};
 use super::metrics::{render, HttpMetrics};
 use super::origin::AdminOrigin;
 use super::url::{query_pairs, split_path};
-use crate::app::{valid_galaxy_name, AppError, AppState};
+use crate::app::{valid_galaxy_name, AppError, AppState, CreateOptions, Durability};
 use crate::model::{GalaxyConfig, StructureKind, DEFAULT_PRESET, MAX_SYSTEMS};
 use crate::settings::GalaxyLimits;
 
@@ -56,6 +56,14 @@ impl ApiError {
                 }
                 response
             }
+            None if self.applied => Response::json(
+                self.status,
+                &NotDurableJson {
+                    applied: true,
+                    durable: false,
+                    error: &self.message,
+                },
+            ),
             None => Response::error(self.status, &self.message),
         };
         response.headers.extend(self.headers);
@@ -233,7 +241,7 @@ impl Api {
                 }
                 (["galaxies", _, "systems", _, _, _], _) => Err(&["GET"]),
                 (["galaxies", name, "systems", x, y, "build", structure], "POST") => {
-                    Ok(self.build(name, x, y, structure))
+                    Ok(self.build(name, x, y, structure, &query))
                 }
                 (["galaxies", _, "systems", _, _, "build", _], _) => Err(&["POST"]),
                 (["admin", "save"], "POST") => Ok(self.save()),
@@ -283,9 +291,11 @@ impl Api {
         let name = galaxy_name(name)?;
         let mut preset = None;
         let mut seed = None;
+        let mut durability = Durability::WriteBehind;
         for (key, value) in query {
             match key.as_str() {
                 "preset" => preset = Some(value.as_str()),
+                "durable" => durability = parse_durable(value)?,
                 "seed" => {
                     let parsed = value.parse::<u64>().map_err(|_| {
                         ApiError::new(
@@ -345,12 +355,11 @@ impl Api {
             ));
         }
         // The budgets bind whoever is bound by the public limit; the others still count.
-        let created = if admin {
-            self.app.create_galaxy(name, config, seed, now_tick())?
-        } else {
-            self.app
-                .create_galaxy_within_budget(name, config, seed, now_tick())?
+        let options = CreateOptions {
+            within_budget: !admin,
+            durability,
         };
+        let created = (self.app).create_galaxy_with(name, config, seed, now_tick(), options)?;
         Ok(Response::json(201, &CreatedJson::from(&created)))
     }
 
@@ -381,10 +390,29 @@ impl Api {
         Ok(Response::json(200, &StructureJson::from(&details)))
     }
 
-    fn build(&self, name: &str, x: &str, y: &str, structure: &str) -> Result<Response, ApiError> {
+    fn build(
+        &self,
+        name: &str,
+        x: &str,
+        y: &str,
+        structure: &str,
+        query: &[(String, String)],
+    ) -> Result<Response, ApiError> {
         let name = galaxy_name(name)?;
         let (x, y, structure) = (coordinate(x)?, coordinate(y)?, structure_kind(structure)?);
-        let build = self.app.build(name, now_tick(), x, y, structure)?;
+        let mut durability = Durability::WriteBehind;
+        for (key, value) in query {
+            match key.as_str() {
+                "durable" => durability = parse_durable(value)?,
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        format!("unknown query parameter {other:?}"),
+                    ))
+                }
+            }
+        }
+        let build = (self.app).build_with(name, now_tick(), x, y, structure, durability)?;
         Ok(Response::json(201, &BuildJson::from(build)))
     }
 
@@ -516,6 +544,20 @@ fn galaxy_name(name: &str) -> Result<&str, ApiError> {
         Ok(name)
     } else {
         Err(AppError::BadName(name.to_owned()).into())
+    }
+}
+
+/// `durable=1`: the request is answered once it is durable; `durable=0` is the default,
+/// write-behind. Anything else is refused, so that a typo never silently downgrades a
+/// request its client believes durable.
+fn parse_durable(value: &str) -> Result<Durability, ApiError> {
+    match value {
+        "1" => Ok(Durability::Durable),
+        "0" => Ok(Durability::WriteBehind),
+        _ => Err(ApiError::new(
+            400,
+            format!("durable must be 1 (answer once synced to stable storage) or 0, not {value:?}"),
+        )),
     }
 }
 

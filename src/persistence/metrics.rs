@@ -84,6 +84,92 @@ pub struct Metrics {
     /// Milliseconds since `epoch` when the writer began the first store call that has not
     /// been answered with success since (a commit failing or hanging), or `NONE`.
     stalled_since_ms: AtomicU64,
+    /// Durable requests (`?durable=1`) and the synced commits that answered them.
+    pub(crate) durable: DurableStats,
+}
+
+/// Upper bounds of the buckets of durable requests per synced commit.
+pub const PER_COMMIT_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// Upper bounds (seconds) of the buckets of a durable request's wait for its commit.
+pub const WAIT_BUCKETS: [f64; 11] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Durable requests and their commits, counted by the writer thread (group commit: how
+/// many requests each synced commit answered, and how long each request waited for it).
+#[derive(Debug, Default)]
+pub(crate) struct DurableStats {
+    requests: AtomicU64,
+    failed: AtomicU64,
+    commits: AtomicU64,
+    per_commit: [AtomicU64; PER_COMMIT_BUCKETS.len()],
+    per_commit_sum: AtomicU64,
+    waits: [AtomicU64; WAIT_BUCKETS.len()],
+    wait_count: AtomicU64,
+    wait_sum_micros: AtomicU64,
+}
+
+impl DurableStats {
+    /// The writer read a durable request.
+    pub(crate) fn requested(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// A synced commit answered `requests` durable requests.
+    pub(crate) fn committed(&self, requests: usize) {
+        let requests = requests as u64;
+        self.commits.fetch_add(1, Relaxed);
+        self.per_commit_sum.fetch_add(requests, Relaxed);
+        if let Some(bucket) = PER_COMMIT_BUCKETS.iter().position(|b| requests <= *b) {
+            self.per_commit[bucket].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A durable request was answered after `waited`, durable (`ok`) or not.
+    pub(crate) fn answered(&self, waited: Duration, ok: bool) {
+        if !ok {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        let seconds = waited.as_secs_f64();
+        if let Some(bucket) = WAIT_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.waits[bucket].fetch_add(1, Relaxed);
+        }
+        self.wait_count.fetch_add(1, Relaxed);
+        let micros = waited.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.wait_sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    fn snapshot(&self) -> DurableSnapshot {
+        let load = |counts: &[AtomicU64]| counts.iter().map(|c| c.load(Relaxed)).collect();
+        DurableSnapshot {
+            requests: self.requests.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            per_commit: load(&self.per_commit),
+            per_commit_sum: self.per_commit_sum.load(Relaxed),
+            waits: load(&self.waits),
+            wait_count: self.wait_count.load(Relaxed),
+            wait_sum_micros: self.wait_sum_micros.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of [`DurableStats`]; bucket counts are per bucket (not cumulative), in the
+/// order of [`PER_COMMIT_BUCKETS`] and [`WAIT_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableSnapshot {
+    /// Durable requests the writer received.
+    pub requests: u64,
+    /// Those answered without durability (the commit failed, a galaxy was lost).
+    pub failed: u64,
+    /// Synced commits that answered durable requests.
+    pub commits: u64,
+    pub per_commit: Vec<u64>,
+    pub per_commit_sum: u64,
+    pub waits: Vec<u64>,
+    pub wait_count: u64,
+    pub wait_sum_micros: u64,
 }
 
 /// A copy of the counters at one moment.
@@ -114,6 +200,8 @@ pub struct MetricsSnapshot {
     pub oldest_unsaved_ms: Option<u64>,
     /// How long the writer's calls have been failing or hanging, if they are.
     pub stalled_ms: Option<u64>,
+    /// Durable requests and their synced commits.
+    pub durable: DurableSnapshot,
 }
 
 impl Metrics {
@@ -145,6 +233,7 @@ impl Metrics {
             oldest_unsaved_ms: AtomicU64::new(NONE),
             lagging_after_ms: AtomicU64::new(NONE),
             stalled_since_ms: AtomicU64::new(NONE),
+            durable: DurableStats::default(),
         }
     }
 
@@ -283,6 +372,7 @@ impl Metrics {
             loads_in_progress: self.loads_in_progress.load(Relaxed),
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
+            durable: self.durable.snapshot(),
         }
     }
 }

@@ -478,6 +478,25 @@ pub trait WriteStore: Any + Send {
         galaxies: &[GalaxyRows],
     ) -> Result<WriteStats, StoreError>;
 
+    /// Whether the transactions that follow must reach stable storage before their commit
+    /// returns, whatever the store's setting for ordinary ones: `true` before a commit
+    /// that a durable request waits for (`?durable=1`), `false` after it. SQLite runs
+    /// them with `synchronous = FULL` (in WAL mode: the WAL is synced at the commit); a
+    /// store whose every commit is synced already (PostgreSQL, `synchronous_commit = on`;
+    /// SQLite set to `full`) does nothing. On error the setting is as it was.
+    fn set_synced(&mut self, _synced: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Returns once every commit this store made so far is on stable storage: at once
+    /// when each was synced (PostgreSQL; SQLite set to `full`, or nothing committed
+    /// since the last synced commit), else with a synced commit of its own (SQLite:
+    /// the WAL is one file written in order, so one sync covers every commit before it).
+    /// For a durable request whose change an earlier ordinary commit carried.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
     /// chunk also writes the galaxy and its `creating` mark). The chunk that reaches the
     /// last system removes the mark, so the galaxy exists from that commit on, and caches

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::lanes::Lane;
 use super::report::{PersistError, LOG};
-use super::state::{Pending, Ticket, TicketReply, Writer};
+use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::{GalaxyCell, Settled};
 use crate::model::Changes;
 use crate::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
@@ -58,6 +58,11 @@ impl Collected {
         self.riding
             .iter()
             .any(|ticket| matches!(ticket.reply, TicketReply::Shutdown(_)))
+    }
+
+    /// How many durable requests ride this batch: if any, it commits synced.
+    fn durable_requests(&self) -> usize {
+        self.riding.iter().filter(|ticket| ticket.durable).count()
     }
 }
 
@@ -162,18 +167,30 @@ impl Writer {
     /// Phase 2: one transaction, with no galaxy locked. The final batch of a shutdown
     /// also releases every galaxy held under a lease, in the same transaction, so another
     /// daemon can take them at once; it runs with nothing to write, too, for the release.
+    ///
+    /// With a durable request riding, the transaction commits synced to stable storage;
+    /// with nothing to write, the store syncs the commits before it instead (a request's
+    /// change that the batch before carried, unsynced): see [`WriteStore::sync`].
+    ///
+    /// [`WriteStore::sync`]: crate::store::WriteStore::sync
     pub(super) fn commit(&mut self, collected: &Collected) -> Result<WriteStats, StoreError> {
         let last = collected.is_final();
-        if self.nothing_to_write(collected) && !(last && self.renewal.is_some()) {
+        let durable = collected.durable_requests() > 0;
+        let nothing = self.nothing_to_write(collected) && !(last && self.renewal.is_some());
+        if nothing && !durable {
             return Ok(WriteStats::default());
         }
         self.metrics.note_call_started();
-        if last {
-            self.store
-                .write_final_batch(&self.deletions, &collected.galaxies)
-        } else {
-            self.store.write_batch(&self.deletions, &collected.galaxies)
-        }
+        let (deletions, galaxies) = (&self.deletions, &collected.galaxies);
+        synced_if(self.store.as_mut(), durable, |store| {
+            if nothing {
+                store.sync().map(|()| WriteStats::default())
+            } else if last {
+                store.write_final_batch(deletions, galaxies)
+            } else {
+                store.write_batch(deletions, galaxies)
+            }
+        })
     }
 
     /// Phase 3: what the commit's outcome means for memory, health and waiting flushes.
@@ -197,6 +214,10 @@ impl Writer {
 
     fn settle_ok(&mut self, collected: Collected, stats: WriteStats) {
         let last = collected.is_final();
+        let durable = collected.durable_requests();
+        if durable > 0 {
+            self.metrics.durable.committed(durable);
+        }
         let Collected {
             galaxies,
             taken,
@@ -215,7 +236,7 @@ impl Writer {
         self.saved(Lane::Batches, duration, stats);
         // Only a batch that reached the store ends a stall: one with nothing to write made
         // no call, and says nothing of a call that hangs or fails (a lease's renewal).
-        if wrote || (last && self.renewal.is_some()) {
+        if wrote || durable > 0 || (last && self.renewal.is_some()) {
             self.metrics.note_call_answered();
         }
         if was_held && self.quarantine.is_empty() && self.job_failure.is_none() {

@@ -112,10 +112,16 @@ impl WriterHandle {
     /// Writes a new galaxy, in chunks between other galaxies' batches, and returns it once
     /// its last chunk is committed (it is invisible in the database until then), with the
     /// deadline of this daemon's lease on it when the database is shared.
-    pub(crate) fn create(&self, galaxy: Box<Galaxy>) -> Result<Created, PersistError> {
+    /// `durable`: its chunks commit synced to stable storage, so the galaxy survives a
+    /// power loss once this returns.
+    pub(crate) fn create(&self, galaxy: Box<Galaxy>, durable: bool) -> Result<Created, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
-            .send(Message::Create { galaxy, reply })
+            .send(Message::Create {
+                galaxy,
+                durable,
+                reply,
+            })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
     }
@@ -156,7 +162,11 @@ impl WriterHandle {
         let (reply, answer) = bounded(1);
         let deadline = timeout.map(|t| self.clock.now() + t);
         self.tx
-            .send(Message::Flush { deadline, reply })
+            .send(Message::Flush {
+                deadline,
+                durable: false,
+                reply,
+            })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
     }
@@ -166,10 +176,25 @@ impl WriterHandle {
     /// [`PersistError::TimedOut`] (the flush stays queued, and its changes are saved by the
     /// writer's retries as any others).
     pub fn save(&self) -> Result<u64, PersistError> {
+        self.flush_bounded(false)
+    }
+
+    /// [`WriterHandle::save`] for a durable request (`?durable=1`): returns once every
+    /// change made before the call is committed and synced to stable storage, sharing
+    /// that commit with every change and durable request waiting when it starts (group
+    /// commit). The writer starts it at once, with no coalescing delay. An error means
+    /// the changes are not known to be durable; they stay queued and are saved like any
+    /// others.
+    pub fn wait_durable(&self) -> Result<u64, PersistError> {
+        self.flush_bounded(true)
+    }
+
+    fn flush_bounded(&self, durable: bool) -> Result<u64, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Flush {
                 deadline: None,
+                durable,
                 reply,
             })
             .map_err(|_| PersistError::Stopped)?;

@@ -46,6 +46,8 @@ pub(crate) struct Creation {
     progress: CreationProgress,
     reply: CreationReply,
     started: Instant,
+    /// Its chunks commit synced to stable storage (`?durable=1`), the last one included.
+    durable: bool,
 }
 
 enum Job {
@@ -115,13 +117,14 @@ impl Default for Jobs {
 }
 
 impl Creation {
-    pub(crate) fn new(galaxy: Box<Galaxy>, reply: CreationReply) -> Creation {
+    pub(crate) fn new(galaxy: Box<Galaxy>, durable: bool, reply: CreationReply) -> Creation {
         Creation {
             config_toml: galaxy.config().to_toml(),
             galaxy,
             progress: CreationProgress::default(),
             reply,
             started: Instant::now(),
+            durable,
         }
     }
 
@@ -194,6 +197,11 @@ impl Jobs {
     /// The name the next chunk works on.
     pub(crate) fn next_name(&self) -> Option<&str> {
         self.queue.front().map(Job::name)
+    }
+
+    /// True when the next chunk is a durable creation's: it commits synced.
+    pub(crate) fn next_is_durable(&self) -> bool {
+        matches!(self.queue.front(), Some(Job::Create(creation)) if creation.durable)
     }
 
     /// Runs one chunk of the oldest job in one transaction, if the store can spare the

@@ -21,6 +21,8 @@ pub(crate) enum Message {
     },
     Create {
         galaxy: Box<Galaxy>,
+        /// Its last chunk's commit is synced before the answer (`?durable=1`).
+        durable: bool,
         reply: CreationReply,
     },
     /// Refuse creations from now on, and the ones in progress (the daemon is stopping).
@@ -38,8 +40,11 @@ pub(crate) enum Message {
     /// nothing or failed, a deletion overtook it): not renewed, but released by a clean
     /// stop like the galaxies that left memory.
     TakenUnused { name: String, epoch: Epoch },
+    /// Answer once every change made before it is committed; `durable`: and synced to
+    /// stable storage (a durable request, `?durable=1`).
     Flush {
         deadline: Option<Instant>,
+        durable: bool,
         reply: Sender<Result<u64, PersistError>>,
     },
     Shutdown {

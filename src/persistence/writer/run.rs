@@ -12,7 +12,7 @@ use super::jobs::{Creation, Finished};
 use super::lanes::Lane;
 use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
-use super::state::{Pending, Ticket, TicketReply, Writer};
+use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::store::{FailureKind, StoreError};
 
 impl Writer {
@@ -109,9 +109,13 @@ impl Writer {
                 }
                 self.publish_oldest();
             }
-            Message::Create { galaxy, reply } => {
+            Message::Create {
+                galaxy,
+                durable,
+                reply,
+            } => {
                 if self.creating {
-                    self.jobs.create(Creation::new(galaxy, reply));
+                    self.jobs.create(Creation::new(galaxy, durable, reply));
                 } else {
                     let _ = reply.send(Err(PersistError::Stopped));
                 }
@@ -150,9 +154,21 @@ impl Writer {
                 // Its rows go once the batch that marks it deleted has committed.
                 self.jobs.purge(name);
             }
-            Message::Flush { deadline, reply } => self
+            Message::Flush {
+                deadline,
+                durable: false,
+                reply,
+            } => self
                 .tickets
                 .push(Ticket::new(deadline, TicketReply::Flush(reply))),
+            Message::Flush {
+                durable: true,
+                reply,
+                ..
+            } => {
+                self.metrics.durable.requested();
+                self.tickets.push(Ticket::durable(reply));
+            }
             Message::Shutdown { deadline, reply } => self
                 .tickets
                 .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply))),
@@ -231,7 +247,8 @@ impl Writer {
         // it runs. One that fails does not (orders go first: a failing bulk job backs off
         // without holding them up), so any answer ends it.
         self.metrics.note_call_started();
-        let result = self.jobs.step(self.store.as_mut());
+        let durable = self.jobs.next_is_durable();
+        let result = synced_if(self.store.as_mut(), durable, |store| self.jobs.step(store));
         self.answered_outside_batches();
         match result {
             Ok((stats, finished)) => {
@@ -345,6 +362,11 @@ impl Writer {
             Ok(_) if !ticket.lost.is_empty() => Err(PersistError::Lost(ticket.lost)),
             result => result,
         };
+        if ticket.durable {
+            self.metrics
+                .durable
+                .answered(ticket.arrived.elapsed(), result.is_ok());
+        }
         match ticket.reply {
             TicketReply::Flush(reply) => {
                 let _ = reply.send(result);

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::persistence::metrics::Metrics;
 use crate::settings::PersistenceSettings;
-use crate::store::{GalaxyJob, StoreFailure, WriteStore};
+use crate::store::{GalaxyJob, StoreError, StoreFailure, WriteStore};
 
 /// Galaxies lost to another daemon with unsaved changes, and how many systems each
 /// dropped: kept by the writer, read by the handle when the writer cannot report.
@@ -42,6 +42,10 @@ pub(super) struct Ticket {
     /// Galaxies lost with unsaved changes while this ticket waited: their changes, made
     /// before it, were dropped, so it cannot be answered `Ok`.
     pub(super) lost: Vec<String>,
+    /// A durable request's: the commit that answers it is synced to stable storage.
+    pub(super) durable: bool,
+    /// When the writer read it (real time: the durable wait's histogram).
+    pub(super) arrived: Instant,
 }
 
 impl Ticket {
@@ -50,6 +54,16 @@ impl Ticket {
             deadline,
             reply,
             lost: Vec::new(),
+            durable: false,
+            arrived: Instant::now(),
+        }
+    }
+
+    /// A durable request's ticket (see [`Ticket::durable`]).
+    pub(super) fn durable(reply: Sender<Result<u64, PersistError>>) -> Ticket {
+        Ticket {
+            durable: true,
+            ..Ticket::new(None, TicketReply::Flush(reply))
         }
     }
 }
@@ -176,4 +190,22 @@ impl Writer {
             exit: None,
         }
     }
+}
+
+/// Runs `write` on `store`, its commits synced to stable storage when `durable` (see
+/// [`WriteStore::set_synced`]), and puts the store back to ordinary commits after it.
+pub(super) fn synced_if<T>(
+    store: &mut dyn WriteStore,
+    durable: bool,
+    write: impl FnOnce(&mut dyn WriteStore) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if !durable {
+        return write(store);
+    }
+    store.set_synced(true)?;
+    let result = write(store);
+    if let Err(error) = store.set_synced(false) {
+        log::warn!(target: LOG, "back to ordinary commits after a durable one: {error}");
+    }
+    result
 }

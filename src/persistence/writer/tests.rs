@@ -252,6 +252,9 @@ struct Reach {
     no_room: bool,
     probes: u32,
     room_checks: u32,
+    /// The store's calls that decide durability, in order: `synced` and `ordinary`
+    /// (`set_synced`), `write` (a batch), `sync`.
+    calls: Vec<&'static str>,
 }
 
 /// The rig's SQLite store whose probe and room for bulk work a test decides.
@@ -272,7 +275,17 @@ impl WriteStore for Probed {
         deletions: &[String],
         galaxies: &[GalaxyRows],
     ) -> Result<WriteStats, StoreError> {
+        self.reach.lock().calls.push("write");
         self.inner.write_batch(deletions, galaxies)
+    }
+    fn set_synced(&mut self, synced: bool) -> Result<(), StoreError> {
+        let call = if synced { "synced" } else { "ordinary" };
+        self.reach.lock().calls.push(call);
+        self.inner.set_synced(synced)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.reach.lock().calls.push("sync");
+        self.inner.sync()
     }
     fn create_chunk(
         &mut self,
@@ -429,6 +442,7 @@ impl Rig {
         self.tx
             .send(Message::Create {
                 galaxy: Box::new(galaxy),
+                durable: false,
                 reply,
             })
             .unwrap();
@@ -572,7 +586,25 @@ impl Rig {
     fn flush(&self, deadline: Option<Duration>) -> Receiver<Result<u64, PersistError>> {
         let (reply, answer) = bounded(1);
         let deadline = deadline.map(|d| self.clock.now() + d);
-        self.tx.send(Message::Flush { deadline, reply }).unwrap();
+        let durable = false;
+        let flush = Message::Flush {
+            deadline,
+            durable,
+            reply,
+        };
+        self.tx.send(flush).unwrap();
+        answer
+    }
+
+    /// A durable request's flush (`?durable=1`), as `WriterHandle::wait_durable` sends it.
+    fn durable(&self) -> Receiver<Result<u64, PersistError>> {
+        let (reply, answer) = bounded(1);
+        let flush = Message::Flush {
+            deadline: None,
+            durable: true,
+            reply,
+        };
+        self.tx.send(flush).unwrap();
         answer
     }
 }
@@ -1390,6 +1422,7 @@ fn a_creation_whose_caller_has_gone_is_no_longer_renewed() {
     rig.tx
         .send(Message::Create {
             galaxy: Box::new(galaxy),
+            durable: false,
             reply,
         })
         .unwrap();
@@ -1449,6 +1482,7 @@ fn jobs_other_daemons_left_are_taken_over_every_interval() {
     rig.tx
         .send(Message::Create {
             galaxy: Box::new(mine),
+            durable: false,
             reply,
         })
         .unwrap();
@@ -1569,7 +1603,13 @@ impl Rig {
         galaxy.take_changes();
         let (reply, answer) = bounded(1);
         let galaxy = Box::new(galaxy);
-        self.tx.send(Message::Create { galaxy, reply }).unwrap();
+        self.tx
+            .send(Message::Create {
+                galaxy,
+                durable: false,
+                reply,
+            })
+            .unwrap();
         answer
     }
 
@@ -1766,4 +1806,70 @@ fn a_creation_that_runs_out_of_room_midway_is_refused_and_its_rows_removed_later
     }
     assert_eq!(rig.stored_systems("big"), 0);
     assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn durable_requests_commit_at_once_in_one_synced_commit_with_every_waiting_change() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    let a = rig.create("a", 10);
+    let b = rig.create("b", 10);
+    rig.order(&a, 0, 1);
+    rig.order(&b, 0, 1);
+    reach.lock().calls.clear();
+    // Two durable requests waiting together, long before the coalescing delay.
+    let first = rig.durable();
+    let second = rig.durable();
+    rig.turn();
+    assert_eq!(first.try_recv().unwrap(), Ok(2), "both galaxies, one commit");
+    assert_eq!(second.try_recv().unwrap(), Ok(2));
+    assert_eq!(reach.lock().calls, ["synced", "write", "ordinary"]);
+    rig.assert_stored_as_in_memory(&a);
+    rig.assert_stored_as_in_memory(&b);
+    let durable = rig.metrics.snapshot().durable;
+    assert_eq!((durable.requests, durable.commits), (2, 1));
+    assert_eq!((durable.per_commit_sum, durable.per_commit[1]), (2, 1));
+    assert_eq!((durable.wait_count, durable.failed), (2, 0));
+
+    // An ordinary change after them waits for its delay, unsynced, as ever.
+    reach.lock().calls.clear();
+    rig.order(&a, 1, 2);
+    rig.turn();
+    assert!(reach.lock().calls.is_empty(), "nothing before the delay");
+    rig.after(3 * SEC);
+    assert_eq!(reach.lock().calls, ["write"]);
+}
+
+#[test]
+fn a_durable_request_whose_change_an_ordinary_commit_carried_syncs_that_commit() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    let cell = rig.create("s", 10);
+    rig.order(&cell, 0, 1);
+    rig.after(3 * SEC);
+    assert_eq!(cell.unsaved(), 0, "committed, unsynced");
+    reach.lock().calls.clear();
+    let answer = rig.durable();
+    rig.turn();
+    assert_eq!(answer.try_recv().unwrap(), Ok(0));
+    assert_eq!(reach.lock().calls, ["synced", "sync", "ordinary"]);
+}
+
+#[test]
+fn a_failed_durable_commit_is_answered_at_once_and_its_change_saved_later() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    let cell = rig.create("f", 10);
+    rig.break_writes();
+    rig.order(&cell, 0, 1);
+    let answer = rig.durable();
+    rig.turn();
+    assert!(
+        matches!(answer.try_recv(), Ok(Err(PersistError::Failed(e))) if e.message.contains("injected")),
+        "the first failure answers"
+    );
+    assert_eq!(rig.metrics.snapshot().durable.failed, 1);
+    assert_eq!(cell.unsaved(), 1, "kept in memory");
+    assert_eq!(reach.lock().calls.last(), Some(&"ordinary"), "back to ordinary");
+    rig.mend_writes();
+    rig.after(3 * SEC);
+    assert_eq!(cell.unsaved(), 0, "saved by a retry, at its delay");
+    rig.assert_stored_as_in_memory(&cell);
 }

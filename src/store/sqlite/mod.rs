@@ -27,6 +27,7 @@ mod load;
 mod migrate;
 mod reader;
 mod space;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -81,6 +82,7 @@ pub(super) fn open(
         deadline,
         short_of_room: false,
         bulk_held: false,
+        sync: sync::SyncState::new(settings.synchronous),
     };
     Ok(Opened {
         writer: Box::new(writer),

@@ -118,12 +118,16 @@ impl SqliteWriter {
         room
     }
 
-    /// After every write, whether it committed or not: a failure leaves no transaction
-    /// open, and one for lack of room asks for the WAL's space back.
+    /// After every write, whether it committed or not: a commit is noted for durable
+    /// requests (`sync.rs`), a failure leaves no transaction open, and one for lack of
+    /// room asks for the WAL's space back.
     pub(super) fn after_write<T>(
         &mut self,
         result: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if result.is_ok() {
+            self.sync.committed();
+        }
         if let Err(error) = &result {
             self.db.end_open_transaction();
             if error.kind() == crate::store::FailureKind::Full {

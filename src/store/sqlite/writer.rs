@@ -18,6 +18,7 @@ use super::super::{
 use super::busy;
 use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::db::Db;
+use super::sync::SyncState;
 #[cfg(test)]
 use super::migrate::StartupCheck;
 #[cfg(test)]
@@ -39,6 +40,8 @@ pub struct SqliteWriter {
     pub(super) short_of_room: bool,
     /// The last look for room for bulk work found too little (`space.rs`).
     pub(super) bulk_held: bool,
+    /// Ordinary commits' `synchronous`, and whether durable ones run now (`sync.rs`).
+    pub(super) sync: SyncState,
 }
 
 impl SqliteWriter {
@@ -62,6 +65,7 @@ impl SqliteWriter {
             deadline: BusyDeadline::new(),
             short_of_room: false,
             bulk_held: false,
+            sync: SyncState::new(synchronous),
         })
     }
 
@@ -103,6 +107,14 @@ impl WriteStore for SqliteWriter {
     ) -> Result<WriteStats, StoreError> {
         let result = SqliteWriter::write_batch(self, deletions, galaxies);
         self.after_write(result)
+    }
+
+    fn set_synced(&mut self, synced: bool) -> Result<(), StoreError> {
+        SqliteWriter::set_synced(self, synced)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        SqliteWriter::sync(self)
     }
 
     fn create_chunk(
