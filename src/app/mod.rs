@@ -320,15 +320,21 @@ impl AppState {
         galaxy.take_changes();
         let (galaxy, lease_until) = match &shared.engine {
             Some(engine) => {
-                let created = engine.writer().create(Box::new(galaxy), durable).map_err(|error| {
-                    match &error {
-                        // Another daemon created the name first (several daemons).
-                        PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {
-                            AppError::GalaxyExists(name.to_owned())
-                        }
-                        _ => AppError::Persistence(error),
-                    }
-                })?;
+                let created =
+                    engine
+                        .writer()
+                        .create(Box::new(galaxy), durable)
+                        .map_err(|error| {
+                            match &error {
+                                // Another daemon created the name first (several daemons).
+                                PersistError::Failed(failure)
+                                    if failure.kind == FailureKind::Exists =>
+                                {
+                                    AppError::GalaxyExists(name.to_owned())
+                                }
+                                _ => AppError::Persistence(error),
+                            }
+                        })?;
                 (*created.galaxy, created.lease_until)
             }
             None => {

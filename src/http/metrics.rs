@@ -371,7 +371,12 @@ fn request_durations(s: &Sources<'_>, name: &str, out: &mut String) {
 fn durable_per_commit(s: &Sources<'_>, name: &str, out: &mut String) {
     let d = &s.engine.durable;
     let bounds = PER_COMMIT_BUCKETS.iter().map(u64::to_string);
-    histogram(out, name, bounds.zip(d.per_commit.iter().copied()), d.commits);
+    histogram(
+        out,
+        name,
+        bounds.zip(d.per_commit.iter().copied()),
+        d.commits,
+    );
     let _ = writeln!(out, "{name}_sum {}", d.per_commit_sum);
     let _ = writeln!(out, "{name}_count {}", d.commits);
 }

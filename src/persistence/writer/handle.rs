@@ -114,7 +114,11 @@ impl WriterHandle {
     /// deadline of this daemon's lease on it when the database is shared.
     /// `durable`: its chunks commit synced to stable storage, so the galaxy survives a
     /// power loss once this returns.
-    pub(crate) fn create(&self, galaxy: Box<Galaxy>, durable: bool) -> Result<Created, PersistError> {
+    pub(crate) fn create(
+        &self,
+        galaxy: Box<Galaxy>,
+        durable: bool,
+    ) -> Result<Created, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Create {

@@ -1820,7 +1820,11 @@ fn durable_requests_commit_at_once_in_one_synced_commit_with_every_waiting_chang
     let first = rig.durable();
     let second = rig.durable();
     rig.turn();
-    assert_eq!(first.try_recv().unwrap(), Ok(2), "both galaxies, one commit");
+    assert_eq!(
+        first.try_recv().unwrap(),
+        Ok(2),
+        "both galaxies, one commit"
+    );
     assert_eq!(second.try_recv().unwrap(), Ok(2));
     assert_eq!(reach.lock().calls, ["synced", "write", "ordinary"]);
     rig.assert_stored_as_in_memory(&a);
@@ -1867,7 +1871,11 @@ fn a_failed_durable_commit_is_answered_at_once_and_its_change_saved_later() {
     );
     assert_eq!(rig.metrics.snapshot().durable.failed, 1);
     assert_eq!(cell.unsaved(), 1, "kept in memory");
-    assert_eq!(reach.lock().calls.last(), Some(&"ordinary"), "back to ordinary");
+    assert_eq!(
+        reach.lock().calls.last(),
+        Some(&"ordinary"),
+        "back to ordinary"
+    );
     rig.mend_writes();
     rig.after(3 * SEC);
     assert_eq!(cell.unsaved(), 0, "saved by a retry, at its delay");

@@ -18,9 +18,9 @@ use super::super::{
 use super::busy;
 use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::db::Db;
-use super::sync::SyncState;
 #[cfg(test)]
 use super::migrate::StartupCheck;
+use super::sync::SyncState;
 #[cfg(test)]
 use crate::settings::{DatabaseUrl, Synchronous};
 #[cfg(test)]
