@@ -29,7 +29,7 @@
 use crate::app::{AppError, AppState};
 use crate::model::Galaxy;
 
-pub use crate::http::message::{Endpoint, Handler, Limits, Request, Response};
+pub use crate::http::message::{Endpoint, Handler, Limits, Reply, Request, Response};
 pub use crate::http::metrics::HttpMetrics;
 pub use crate::http::routes::Api;
 pub use crate::http::server::HttpServer;

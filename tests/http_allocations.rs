@@ -23,7 +23,7 @@ use galactic_war::app::{AppState, PersistenceState};
 use galactic_war::model::{GalaxyConfig, StructureKind};
 use galactic_war::serve::Listener;
 use galactic_war::testing::{
-    Api, Endpoint, Handler, HttpMetrics, HttpServer, Limits, Request, Response,
+    Api, Endpoint, Handler, HttpMetrics, HttpServer, Limits, Reply, Request,
 };
 
 /// The system allocator, counting reallocations and large blocks on the thread under test
@@ -88,7 +88,7 @@ static ALLOCATOR: Counting = Counting;
 struct Marking(Api);
 
 impl Handler for Marking {
-    fn handle(&self, request: &Request) -> Response {
+    fn handle(&self, request: &Request) -> Reply {
         UNDER_TEST.with(|under_test| under_test.set(true));
         self.0.handle(request)
     }

@@ -13,6 +13,7 @@
 
 use super::{AppError, AppState, PersistError, PersistenceState};
 use crate::model::{Build, StructureKind};
+use crate::persistence::writer::FlushWait;
 use crate::persistence::Engine;
 
 /// How a request is acknowledged.
@@ -34,11 +35,35 @@ pub struct CreateOptions {
     pub durability: Durability,
 }
 
+/// A durable order applied in memory, its synced commit still to come (see
+/// [`AppState::build_durably`]).
+pub struct DurableTicket {
+    galaxy: String,
+    flush: Result<FlushWait, PersistError>,
+}
+
+impl DurableTicket {
+    /// Returns once the order is in a commit synced to stable storage, or why it is not
+    /// known to be ([`AppError::NotDurable`]: applied, queued, saved later; or the galaxy
+    /// was lost to another daemon with the order, [`PersistError::Lost`]). Waits at most
+    /// the save's bound (twice `GWAR_DB_CALL_TIMEOUT_SECS` and a second).
+    pub fn wait(self) -> Result<(), AppError> {
+        match self.flush.and_then(FlushWait::wait) {
+            Ok(_) => Ok(()),
+            // Dropped with the galaxy, not queued: nothing of it will be saved here.
+            Err(cause @ PersistError::Lost(_)) => Err(AppError::Persistence(cause)),
+            Err(cause) => Err(AppError::NotDurable {
+                galaxy: self.galaxy,
+                cause,
+            }),
+        }
+    }
+}
+
 impl AppState {
     /// Orders a build like [`AppState::build`]; with [`Durability::Durable`], returns only
-    /// once the order is in a commit synced to stable storage. Refused before anything
-    /// changes when no commit could make it durable ([`AppError::DurabilityUnavailable`]);
-    /// [`AppError::NotDurable`] when it was applied but is not known to be durable.
+    /// once the order is in a commit synced to stable storage (see
+    /// [`AppState::build_durably`] for the errors).
     pub fn build_with(
         &self,
         name: &str,
@@ -48,25 +73,37 @@ impl AppState {
         structure: StructureKind,
         durability: Durability,
     ) -> Result<Build, AppError> {
-        let engine = match durability {
-            Durability::WriteBehind => None,
-            Durability::Durable => Some(self.durable_engine()?),
-        };
-        let build = self.build(name, tick, x, y, structure)?;
-        if let Some(engine) = engine {
-            engine
-                .writer()
-                .wait_durable()
-                .map_err(|cause| match cause {
-                    // Dropped with the galaxy, not queued: nothing of it will be saved here.
-                    PersistError::Lost(_) => AppError::Persistence(cause),
-                    cause => AppError::NotDurable {
-                        galaxy: name.to_owned(),
-                        cause,
-                    },
-                })?;
+        match durability {
+            Durability::WriteBehind => self.build(name, tick, x, y, structure),
+            Durability::Durable => {
+                let (build, ticket) = self.build_durably(name, tick, x, y, structure)?;
+                ticket.wait()?;
+                Ok(build)
+            }
         }
-        Ok(build)
+    }
+
+    /// Orders a build and asks at once for a synced commit holding it; the returned ticket
+    /// waits for that commit, so that a caller with many orders in flight (the HTTP edge)
+    /// need not hold a thread per order until then. Refused before anything changes when no
+    /// commit could make it durable ([`AppError::DurabilityUnavailable`]).
+    pub fn build_durably(
+        &self,
+        name: &str,
+        tick: u64,
+        x: u64,
+        y: u64,
+        structure: StructureKind,
+    ) -> Result<(Build, DurableTicket), AppError> {
+        let engine = self.durable_engine()?;
+        let build = self.build(name, tick, x, y, structure)?;
+        // Sent after the order's own marker (if it made its galaxy dirty): the writer reads
+        // both in that order, so the commit that answers holds the order.
+        let ticket = DurableTicket {
+            galaxy: name.to_owned(),
+            flush: engine.writer().request_durable(),
+        };
+        Ok((build, ticket))
     }
 
     /// The engine that can make a request durable, or why none can.

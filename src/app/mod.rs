@@ -48,7 +48,7 @@ pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
 pub use crate::persistence::writer::{FlushReport, PersistError};
 use crate::store::StoreError;
 pub use crate::store::{FailureKind, Owner, StoreFailure};
-pub use durable::{CreateOptions, Durability};
+pub use durable::{CreateOptions, Durability, DurableTicket};
 pub use error::AppError;
 use limits::OrderLimits;
 

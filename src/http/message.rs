@@ -50,7 +50,7 @@ impl Default for Limits {
 }
 
 /// A complete request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Request {
     /// As sent, except that a `HEAD` request is given to the handler as `GET` (the server
     /// drops the body of the answer).
@@ -114,9 +114,58 @@ impl Response {
     }
 }
 
+/// A handler's answer: now, or once something the handler waits for has happened.
+#[derive(Debug)]
+pub enum Reply {
+    Now(Response),
+    /// Built later, off the worker (see `super::waiting`): for answers that wait on
+    /// something slow but cheap to wait for, such as a durable order's synced commit.
+    Later(Later),
+}
+
+impl Reply {
+    /// The response, made here by the calling thread if it comes later.
+    pub fn wait(self) -> Response {
+        match self {
+            Reply::Now(response) => response,
+            Reply::Later(later) => later.answer(),
+        }
+    }
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Now(response)
+    }
+}
+
+/// An answer that blocks until it is ready, run by a thread of the server's waiting
+/// room, not by a worker. It must return within a bound of its own.
+pub struct Later(pub Box<dyn FnOnce() -> Response + Send>);
+
+impl Later {
+    pub fn new(answer: impl FnOnce() -> Response + Send + 'static) -> Later {
+        Later(Box::new(answer))
+    }
+
+    /// Makes the answer, waiting for it; one that panics costs a 500.
+    pub fn answer(self) -> Response {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(self.0)).unwrap_or_else(|_| {
+            log::error!("a waiting answer panicked");
+            Response::error(500, "internal error")
+        })
+    }
+}
+
+impl fmt::Debug for Later {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Later(..)")
+    }
+}
+
 /// What the server calls for every complete request.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: &Request) -> Response;
+    fn handle(&self, request: &Request) -> Reply;
 }
 
 /// A listening socket, bound by the caller.

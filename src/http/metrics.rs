@@ -264,31 +264,31 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "gwar_durable_requests_total",
         kind: "counter",
-        help: "Durable requests (?durable=1) received by the writer.",
+        help: "Durable orders (build ?durable=1) received by the writer.",
         read: Read::One(|s| Value::Count(s.engine.durable.requests)),
     },
     Family {
         name: "gwar_durable_failures_total",
         kind: "counter",
-        help: "Durable requests answered without durability (503: applied in memory, saved later).",
+        help: "Durable orders answered without durability (503: applied in memory, saved later).",
         read: Read::One(|s| Value::Count(s.engine.durable.failed)),
     },
     Family {
         name: "gwar_durable_commits_total",
         kind: "counter",
-        help: "Synced commits that answered durable requests.",
+        help: "Synced commits that answered durable orders.",
         read: Read::One(|s| Value::Count(s.engine.durable.commits)),
     },
     Family {
         name: "gwar_durable_requests_per_commit",
         kind: "histogram",
-        help: "Durable requests answered by one synced commit (group commit).",
+        help: "Durable orders answered by one synced commit (group commit).",
         read: Read::Lines(durable_per_commit),
     },
     Family {
         name: "gwar_durable_wait_seconds",
         kind: "histogram",
-        help: "Time a durable request waited in the writer for its synced commit.",
+        help: "Time a durable order waited in the writer for its synced commit.",
         read: Read::Lines(durable_waits),
     },
     Family {

@@ -6,7 +6,10 @@
 //! - `poller`: the event loop that owns every socket that is not with a worker.
 //! - `conn`: a connection, its socket and buffers, and a request assembled from its bytes.
 //! - `parse`: request heads and bodies (`Content-Length` or chunked), incrementally.
-//! - `worker`: runs handlers and writes responses (with their `Date`).
+//! - `worker`: runs handlers.
+//! - `answer`: writes responses (with their `Date`) and hands connections back.
+//! - `waiting`: threads that hold the answers a handler made wait (a durable order's
+//!   commit), so that no worker waits on them.
 //! - [`routes`]: the API (README, *The HTTP API*) on top of [`crate::app::AppState`].
 //! - `error`: the API's refusals, and the one place where errors become statuses.
 //! - `url`: a request target's path segments and query pairs, percent-decoded.
@@ -16,6 +19,7 @@
 //! - [`origin`]: the admin listener's `Host` and `Origin` checks (DNS rebinding, CSRF).
 //! - [`listen`]: binding the admin listener's Unix socket, replacing only a stale one.
 
+mod answer;
 mod conn;
 mod error;
 pub mod json;
@@ -28,4 +32,5 @@ mod poller;
 pub mod routes;
 pub mod server;
 mod url;
+mod waiting;
 mod worker;

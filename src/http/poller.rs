@@ -34,11 +34,12 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::event::Source;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::answer::{serialize, Back};
 use super::conn::{advance, Advance, Conn, Stream};
 use super::message::{Limits, Listener, Response};
 use super::metrics::HttpMetrics;
 use super::parse::Pending;
-use super::worker::{serialize, Back, Job};
+use super::worker::Job;
 
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(100);

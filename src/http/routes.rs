@@ -28,7 +28,7 @@ use super::json::{
     BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
     NotDurableJson, SavedJson, StructureJson, SystemJson,
 };
-use super::message::{Handler, Request, Response};
+use super::message::{Handler, Later, Reply, Request, Response};
 use super::metrics::{render, HttpMetrics};
 use super::origin::AdminOrigin;
 use super::url::{query_pairs, split_path};
@@ -159,9 +159,9 @@ impl Api {
 }
 
 impl Handler for Api {
-    fn handle(&self, request: &Request) -> Response {
+    fn handle(&self, request: &Request) -> Reply {
         self.route(request)
-            .unwrap_or_else(|error| error.into_response(self.role, request))
+            .unwrap_or_else(|error| error.into_response(self.role, request).into())
     }
 }
 
@@ -173,7 +173,7 @@ fn now_tick() -> u64 {
 }
 
 impl Api {
-    fn route(&self, request: &Request) -> Result<Response, ApiError> {
+    fn route(&self, request: &Request) -> Result<Reply, ApiError> {
         // First of all: a foreign page learns nothing, not even which routes exist.
         if let (Role::Admin, Some(origin)) = (self.role, &self.admin_origin) {
             origin.check(request)?;
@@ -241,7 +241,7 @@ impl Api {
                 }
                 (["galaxies", _, "systems", _, _, _], _) => Err(&["GET"]),
                 (["galaxies", name, "systems", x, y, "build", structure], "POST") => {
-                    Ok(self.build(name, x, y, structure, &query))
+                    return self.build(name, x, y, structure, &query, request);
                 }
                 (["galaxies", _, "systems", _, _, "build", _], _) => Err(&["POST"]),
                 (["admin", "save"], "POST") => Ok(self.save()),
@@ -250,11 +250,10 @@ impl Api {
                 _ => return Err(ApiError::new(404, format!("no route for {}", request.path))),
             };
         match outcome {
-            Ok(result) => result,
-            Err(allowed) => Ok(not_allowed(
-                &format!("method {method} not allowed here"),
-                allowed,
-            )),
+            Ok(result) => result.map(Reply::from),
+            Err(allowed) => {
+                Ok(not_allowed(&format!("method {method} not allowed here"), allowed).into())
+            }
         }
     }
 
@@ -397,7 +396,8 @@ impl Api {
         y: &str,
         structure: &str,
         query: &[(String, String)],
-    ) -> Result<Response, ApiError> {
+        request: &Request,
+    ) -> Result<Reply, ApiError> {
         let name = galaxy_name(name)?;
         let (x, y, structure) = (coordinate(x)?, coordinate(y)?, structure_kind(structure)?);
         let mut durability = Durability::WriteBehind;
@@ -412,8 +412,17 @@ impl Api {
                 }
             }
         }
-        let build = (self.app).build_with(name, now_tick(), x, y, structure, durability)?;
-        Ok(Response::json(201, &BuildJson::from(build)))
+        if durability == Durability::WriteBehind {
+            let build = self.app.build(name, now_tick(), x, y, structure)?;
+            return Ok(Response::json(201, &BuildJson::from(build)).into());
+        }
+        // Applied now; answered once its synced commit comes, off the worker.
+        let (build, ticket) = self.app.build_durably(name, now_tick(), x, y, structure)?;
+        let (role, request) = (self.role, request.clone());
+        Ok(Reply::Later(Later::new(move || match ticket.wait() {
+            Ok(()) => Response::json(201, &BuildJson::from(build)),
+            Err(error) => ApiError::from(error).into_response(role, &request),
+        })))
     }
 
     fn save(&self) -> Result<Response, ApiError> {
@@ -652,7 +661,7 @@ mod tests {
                 .collect(),
             body: body.as_bytes().to_vec(),
         };
-        api.handle(&request).status
+        api.handle(&request).wait().status
     }
 
     const ADMIN_ROUTES: [(&str, &str); 5] = [

@@ -40,9 +40,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::answer::Answerer;
 use super::message::{Endpoint, EndpointAddr, Handler, Limits, Listener};
 use super::metrics::HttpMetrics;
 use super::poller::Poller;
+use super::waiting::WaitingRoom;
 use super::worker;
 
 /// Workers of their own for each endpoint with a connection cap of its own (the admin
@@ -127,28 +129,13 @@ impl HttpServer {
         let waker = poller.waker();
         let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
         let (alive, all_ended) = crossbeam_channel::bounded::<()>(0);
-        let mut workers = Vec::new();
-        for (queue, count) in queues {
-            for _ in 0..count {
-                let worker = worker::Worker {
-                    handlers: handlers.clone(),
-                    metrics: metrics.clone(),
-                    stopping: stopping.clone(),
-                    returns: returns.clone(),
-                    waker: waker.clone(),
-                };
-                let queued = queue.clone();
-                let alive = alive.clone();
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("gwar-http-{}", workers.len()))
-                        .spawn(move || {
-                            let _alive = alive;
-                            worker.run(queued)
-                        })?,
-                );
-            }
-        }
+        let answerer = Answerer {
+            metrics: metrics.clone(),
+            stopping: stopping.clone(),
+            returns,
+            waker: waker.clone(),
+        };
+        let workers = spawn_workers(queues, &handlers, answerer, &alive)?;
         let poller = std::thread::Builder::new()
             .name("gwar-http-poll".into())
             .spawn(move || {
@@ -214,6 +201,39 @@ impl HttpServer {
     }
 }
 
+/// Starts `count` workers on each queue of `queues`, answering through `answerer` and
+/// parking answers that wait in one waiting room they share; each holds a clone of
+/// `alive` for as long as it runs.
+fn spawn_workers(
+    queues: Vec<(crossbeam_channel::Receiver<worker::Job>, usize)>,
+    handlers: &Arc<[Arc<dyn Handler>]>,
+    answerer: Answerer,
+    alive: &crossbeam_channel::Sender<()>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let waiting = WaitingRoom::new(answerer.clone());
+    let mut workers = Vec::new();
+    for (queue, count) in queues {
+        for _ in 0..count {
+            let worker = worker::Worker {
+                handlers: handlers.clone(),
+                answerer: answerer.clone(),
+                waiting: waiting.clone(),
+            };
+            let queued = queue.clone();
+            let alive = alive.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("gwar-http-{}", workers.len()))
+                    .spawn(move || {
+                        let _alive = alive;
+                        worker.run(queued)
+                    })?,
+            );
+        }
+    }
+    Ok(workers)
+}
+
 /// Files the daemon keeps open beside its connections: the database and its journal
 /// files, read connections, backups, listeners, the poller's own descriptors, logs, and
 /// the admin listener's connections (a cap of their own, far below this).
@@ -262,14 +282,14 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::message::{Request, Response};
+    use crate::http::message::{Later, Reply, Request, Response};
     use std::io::{Read, Write};
 
     /// Answers with its name.
     struct Named(&'static str);
 
     impl Handler for Named {
-        fn handle(&self, request: &Request) -> Response {
+        fn handle(&self, request: &Request) -> Reply {
             if request.path == "/panic" {
                 panic!("on purpose");
             }
@@ -280,6 +300,24 @@ mod tests {
                     "method": request.method,
                 }),
             )
+            .into()
+        }
+    }
+
+    /// Answers `/later` once the test opens its gate, off the worker; anything else now.
+    struct Gated(crossbeam_channel::Receiver<()>);
+
+    impl Handler for Gated {
+        fn handle(&self, request: &Request) -> Reply {
+            let answer = Response::json(200, &serde_json::json!({ "path": request.path }));
+            if request.path != "/later" {
+                return answer.into();
+            }
+            let gate = self.0.clone();
+            Reply::Later(Later::new(move || {
+                let _ = gate.recv();
+                answer
+            }))
         }
     }
 
@@ -350,5 +388,53 @@ mod tests {
             std::net::TcpStream::connect(tcp).is_err(),
             "no longer listening"
         );
+    }
+
+    #[test]
+    fn answers_that_wait_hold_no_worker_and_keep_their_order_on_the_connection() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        let endpoints = vec![Endpoint {
+            listener: Listener::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+            handler: Arc::new(Gated(gate)),
+            own_max_connections: None,
+        }];
+        let limits = Limits {
+            workers: 1,
+            ..Limits::default()
+        };
+        let server =
+            HttpServer::start(endpoints, limits, Arc::new(HttpMetrics::default())).unwrap();
+        let tcp = server.local_addr();
+        // Three waiting answers, the last pipelined behind a quick one on its connection.
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let mut stream = std::net::TcpStream::connect(tcp).unwrap();
+            stream
+                .write_all(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            waiting.push(stream);
+        }
+        let mut pipelined = std::net::TcpStream::connect(tcp).unwrap();
+        pipelined
+            .write_all(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        // The one worker is free for others while all three wait.
+        let request = "GET /other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let other = ask(std::net::TcpStream::connect(tcp).unwrap(), request);
+        assert!(other.ends_with(r#"{"path":"/other"}"#), "{other}");
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+        for stream in waiting {
+            let answer = ask(stream, "");
+            assert!(answer.ends_with(r#"{"path":"/later"}"#), "{answer}");
+        }
+        let both = ask(pipelined, "");
+        let later = both
+            .find(r#"{"path":"/later"}"#)
+            .expect("the waiting answer");
+        let now = both.find(r#"{"path":"/now"}"#).expect("the pipelined one");
+        assert!(later < now, "in the order asked: {both}");
+        server.shutdown();
     }
 }

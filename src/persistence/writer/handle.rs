@@ -54,7 +54,7 @@ pub struct WriterHandle {
     /// may still hold the database, so the stop is not a clean one for the file.
     left_behind: std::sync::atomic::AtomicBool,
     /// Set while a caller polls for its answer (see `spin.rs`).
-    spinner: std::sync::atomic::AtomicBool,
+    spinner: Arc<std::sync::atomic::AtomicBool>,
     /// The writer's clock, for the deadlines of flushes and shutdown.
     clock: Clock,
     /// What a shutdown reports when the writer cannot answer.
@@ -96,7 +96,7 @@ impl WriterHandle {
             busy_deadline,
             report: Mutex::new(None),
             left_behind: std::sync::atomic::AtomicBool::new(false),
-            spinner: std::sync::atomic::AtomicBool::new(false),
+            spinner: Arc::default(),
             clock,
             galaxies,
             losses,
@@ -180,20 +180,20 @@ impl WriterHandle {
     /// [`PersistError::TimedOut`] (the flush stays queued, and its changes are saved by the
     /// writer's retries as any others).
     pub fn save(&self) -> Result<u64, PersistError> {
-        self.flush_bounded(false)
+        self.send_flush(false)?.wait()
     }
 
-    /// [`WriterHandle::save`] for a durable request (`?durable=1`): returns once every
-    /// change made before the call is committed and synced to stable storage, sharing
-    /// that commit with every change and durable request waiting when it starts (group
-    /// commit). The writer starts it at once, with no coalescing delay. An error means
-    /// the changes are not known to be durable; they stay queued and are saved like any
-    /// others.
-    pub fn wait_durable(&self) -> Result<u64, PersistError> {
-        self.flush_bounded(true)
+    /// [`WriterHandle::save`] for a durable request (`?durable=1`), sent now and waited
+    /// for with [`FlushWait::wait`]: it answers once every change made before this call
+    /// is committed and synced to stable storage, sharing that commit with every change
+    /// and durable request waiting when it starts (group commit). The writer starts it at
+    /// once, with no coalescing delay. An error means the changes are not known to be
+    /// durable; they stay queued and are saved like any others.
+    pub fn request_durable(&self) -> Result<FlushWait, PersistError> {
+        self.send_flush(true)
     }
 
-    fn flush_bounded(&self, durable: bool) -> Result<u64, PersistError> {
+    fn send_flush(&self, durable: bool) -> Result<FlushWait, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Flush {
@@ -202,14 +202,11 @@ impl WriterHandle {
                 reply,
             })
             .map_err(|_| PersistError::Stopped)?;
-        if let Some(answer) = super::spin::spin_recv(&answer, &self.spinner) {
-            return answer;
-        }
-        match answer.recv_timeout(self.save_timeout) {
-            Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
-            Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
-        }
+        Ok(FlushWait {
+            answer,
+            timeout: self.save_timeout,
+            spinner: self.spinner.clone(),
+        })
     }
 
     /// Runs `work` on the writer thread with its store, between batches, and returns its
@@ -306,6 +303,29 @@ impl WriterHandle {
             report.error = Some(error);
         }
         report
+    }
+}
+
+/// A flush sent to the writer, its answer still to come: the committed systems, or why
+/// not. Waited for at most the save's bound ([`save_timeout`]): past it the answer is
+/// [`PersistError::TimedOut`], and the flush stays queued, its changes saved by the
+/// writer's retries as any others.
+pub struct FlushWait {
+    answer: crossbeam_channel::Receiver<Result<u64, PersistError>>,
+    timeout: Duration,
+    spinner: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlushWait {
+    pub fn wait(self) -> Result<u64, PersistError> {
+        if let Some(answer) = super::spin::spin_recv(&self.answer, &self.spinner) {
+            return answer;
+        }
+        match self.answer.recv_timeout(self.timeout) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
+            Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
+        }
     }
 }
 

@@ -71,6 +71,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use handle::WriterHandle;
+pub use handle::{FlushWait, WriterHandle};
 pub(crate) use message::WriterDatabase;
 pub use report::{FlushReport, PersistError};

@@ -82,7 +82,7 @@ pub(super) fn open(
         deadline,
         short_of_room: false,
         bulk_held: false,
-        sync: sync::SyncState::new(settings.synchronous),
+        sync: writer::SyncState::new(settings.synchronous),
     };
     Ok(Opened {
         writer: Box::new(writer),

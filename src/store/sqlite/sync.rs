@@ -15,33 +15,6 @@ use super::migrate::SCHEMA_VERSION;
 use super::writer::SqliteWriter;
 use crate::settings::Synchronous;
 
-/// The writer connection's `synchronous`: what ordinary commits use, whether the
-/// connection runs with `FULL` right now, and whether a commit since the last synced one
-/// may not have reached stable storage.
-#[derive(Debug)]
-pub(crate) struct SyncState {
-    ordinary: Synchronous,
-    full_now: bool,
-    unsynced: bool,
-}
-
-impl SyncState {
-    pub(crate) fn new(ordinary: Synchronous) -> SyncState {
-        let full = ordinary == Synchronous::Full;
-        SyncState {
-            full_now: full,
-            // Whatever opened the file (a migration) may not be synced yet.
-            unsynced: !full,
-            ordinary,
-        }
-    }
-
-    /// A transaction of the writer's connection committed.
-    pub(super) fn committed(&mut self) {
-        self.unsynced = !self.full_now;
-    }
-}
-
 impl SqliteWriter {
     /// [`crate::store::WriteStore::set_synced`]: `FULL` while `synced`, the configured
     /// value otherwise. A pragma on the connection, outside any transaction: no I/O.

@@ -20,9 +20,9 @@ use super::checkpoint::{CheckpointMode, Checkpointer};
 use super::db::Db;
 #[cfg(test)]
 use super::migrate::StartupCheck;
-use super::sync::SyncState;
 #[cfg(test)]
-use crate::settings::{DatabaseUrl, Synchronous};
+use crate::settings::DatabaseUrl;
+use crate::settings::Synchronous;
 #[cfg(test)]
 use crate::systemd::Notifier;
 
@@ -182,5 +182,32 @@ impl WriteStore for SqliteWriter {
                 log::warn!(target: LOG, "final WAL checkpoint failed: {error}");
             }
         }
+    }
+}
+
+/// The writer connection's `synchronous`: what ordinary commits use, whether the
+/// connection runs with `FULL` right now, and whether a commit since the last synced one
+/// may not have reached stable storage.
+#[derive(Debug)]
+pub(crate) struct SyncState {
+    pub(super) ordinary: Synchronous,
+    pub(super) full_now: bool,
+    pub(super) unsynced: bool,
+}
+
+impl SyncState {
+    pub(crate) fn new(ordinary: Synchronous) -> SyncState {
+        let full = ordinary == Synchronous::Full;
+        SyncState {
+            full_now: full,
+            // Whatever opened the file (a migration) may not be synced yet.
+            unsynced: !full,
+            ordinary,
+        }
+    }
+
+    /// A transaction of the writer's connection committed.
+    pub(super) fn committed(&mut self) {
+        self.unsynced = !self.full_now;
     }
 }
