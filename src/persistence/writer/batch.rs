@@ -2,8 +2,8 @@
 //!
 //! 1. [`Writer::collect`]: the consistent cut of every pending galaxy (each taken in one
 //!    hold of its lock, by [`GalaxyCell::cut`]), and, when the interval's periodic work or
-//!    a flush is due, the ticks of clean galaxies that advanced. Takes the flushes that
-//!    ride on this batch.
+//!    a flush (not a durable order's) is due, the ticks of clean galaxies that advanced.
+//!    Takes the flushes that ride on this batch.
 //! 2. [`Writer::commit`]: one transaction with the rows, the ticks and the deletions; no
 //!    galaxy is locked. Nothing to write opens no transaction — except the final batch of
 //!    a shutdown when galaxies are held under a lease, which releases them all.
@@ -95,7 +95,10 @@ impl Writer {
     pub(super) fn collect(&mut self) -> Collected {
         let started = Instant::now();
         let riding: Vec<Ticket> = std::mem::take(&mut self.tickets);
-        let with_ticks = self.ticks_due || !riding.is_empty();
+        // A save or a shutdown saves every galaxy's tick too; a durable order needs only
+        // the changes, and reading every galaxy's tick would cost each of its commits a
+        // pass over all galaxies in memory.
+        let with_ticks = self.ticks_due || riding.iter().any(|ticket| !ticket.durable);
         let with_held = self.quarantine.take_retry();
         let mut galaxies = Vec::new();
         let mut taken = Vec::new();
