@@ -1,14 +1,15 @@
 //! Linking the engine into a game of your own, in one process, without the HTTP daemon.
 //!
 //! Opens the persistence engine on a SQLite file, creates a galaxy, lets two game threads
-//! place orders (neither ever waits on the disk), flushes, shuts down, and opens the file
-//! again to show that every order is there. Run it with `cargo run --example embedded`
+//! place orders (neither ever waits on the disk), places one durable order (it returns
+//! once a commit holding it is synced to stable storage), flushes, shuts down, and opens
+//! the file again to show that every order is there. Run it with `cargo run --example embedded`
 //! (add a path to keep the database: `cargo run --example embedded -- game.db`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use galactic_war::app::AppState;
+use galactic_war::app::{AppState, Durability};
 use galactic_war::model::{GalaxyConfig, StructureKind};
 use galactic_war::settings::{DatabaseUrl, Settings};
 
@@ -61,10 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     });
+    // An order that must not be lost even to a power cut right after this call returns:
+    // its commit (shared with every change waiting then) is synced to stable storage.
+    let (x, y) = coords[0];
+    app.build_with("embedded", 0, x, y, StructureKind::Colony, Durability::Durable)?;
+    println!("one durable order: synced to disk before build_with returned");
     let saved = app.save_all()?;
     println!(
         "{} orders placed; the last flush wrote {saved} systems",
-        2 * ORDERS_PER_THREAD
+        2 * ORDERS_PER_THREAD + 1
     );
     let report = app.shutdown();
     assert!(report.all_saved(), "everything was saved: {report:?}");
@@ -85,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     assert_eq!(
         spent,
-        2 * ORDERS_PER_THREAD,
+        2 * ORDERS_PER_THREAD + 1,
         "every order survived the restart"
     );
     reopened.shutdown();
