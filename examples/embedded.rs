@@ -65,7 +65,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // An order that must not be lost even to a power cut right after this call returns:
     // its commit (shared with every change waiting then) is synced to stable storage.
     let (x, y) = coords[0];
-    app.build_with("embedded", 0, x, y, StructureKind::Colony, Durability::Durable)?;
+    app.build_with(
+        "embedded",
+        0,
+        x,
+        y,
+        StructureKind::Colony,
+        Durability::Durable,
+    )?;
     println!("one durable order: synced to disk before build_with returned");
     let saved = app.save_all()?;
     println!(

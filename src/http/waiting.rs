@@ -28,6 +28,10 @@ pub(super) const MAX_WAITERS: usize = 1024;
 /// A waiter with nothing to hold for this long ends.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
+/// A waiter's stack: it only waits on a channel and then builds one small JSON answer, so
+/// a fraction of the default 2 MiB keeps a full room's address space small.
+const WAITER_STACK: usize = 256 * 1024;
+
 /// An answer waiting, with what its connection needs once it is made.
 pub(super) struct Parked {
     pub later: Later,
@@ -82,6 +86,7 @@ impl WaitingRoom {
         let _ = first.send(parked);
         let spawned = std::thread::Builder::new()
             .name("gwar-http-wait".into())
+            .stack_size(WAITER_STACK)
             .spawn(move || room.wait(for_waiter));
         match spawned {
             Ok(_) => None,

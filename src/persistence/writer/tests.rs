@@ -293,6 +293,7 @@ impl WriteStore for Probed {
         progress: &mut CreationProgress,
         max_systems: usize,
     ) -> Result<WriteStats, StoreError> {
+        self.reach.lock().calls.push("create");
         self.inner.create_chunk(galaxy, progress, max_systems)
     }
     fn purge_chunk(
@@ -436,13 +437,18 @@ fn config(systems: u64) -> GalaxyConfig {
 impl Rig {
     /// Creates galaxy `name` through the writer (as the app does) and puts it in memory.
     fn create(&mut self, name: &str, systems: u64) -> Arc<GalaxyCell> {
+        self.create_as(name, systems, false)
+    }
+
+    /// [`Rig::create`], durable (`?durable=1`) or not.
+    fn create_as(&mut self, name: &str, systems: u64, durable: bool) -> Arc<GalaxyCell> {
         let mut galaxy = Galaxy::create(name, config(systems), 1, 0).unwrap();
         galaxy.take_changes();
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Create {
                 galaxy: Box::new(galaxy),
-                durable: false,
+                durable,
                 reply,
             })
             .unwrap();
@@ -1879,5 +1885,16 @@ fn a_failed_durable_commit_is_answered_at_once_and_its_change_saved_later() {
     rig.mend_writes();
     rig.after(3 * SEC);
     assert_eq!(cell.unsaved(), 0, "saved by a retry, at its delay");
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn a_durable_creation_commits_its_chunks_synced_and_an_ordinary_one_does_not() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    rig.create_as("plain", 10, false);
+    assert_eq!(reach.lock().calls, ["create"]);
+    reach.lock().calls.clear();
+    let cell = rig.create_as("durable", 10, true);
+    assert_eq!(reach.lock().calls, ["synced", "create", "ordinary"]);
     rig.assert_stored_as_in_memory(&cell);
 }
