@@ -96,12 +96,17 @@ impl AppState {
         structure: StructureKind,
     ) -> Result<(Build, DurableTicket), AppError> {
         let engine = self.durable_engine()?;
-        let build = self.build(name, tick, x, y, structure)?;
-        // Sent after the order's own marker (if it made its galaxy dirty): the writer reads
-        // both in that order, so the commit that answers holds the order.
+        let (build, cell) = self.build_in(name, tick, x, y, structure)?;
+        // The writer makes the galaxy pending on reading the request, so the commit that
+        // answers holds the order even if its dirty marker (sent by whichever order made
+        // the galaxy dirty, maybe on another thread) has not arrived yet.
+        let flush = match cell {
+            Some(cell) => engine.writer().request_durable(cell),
+            None => Err(PersistError::Stopped),
+        };
         let ticket = DurableTicket {
             galaxy: name.to_owned(),
-            flush: engine.writer().request_durable(),
+            flush,
         };
         Ok((build, ticket))
     }
@@ -110,6 +115,9 @@ impl AppState {
     pub(super) fn durable_engine(&self) -> Result<&Engine, AppError> {
         let unavailable = |reason| Err(AppError::DurabilityUnavailable { reason });
         match &self.shared.engine {
+            Some(engine) if engine.path().is_none() && engine.server().is_none() => {
+                unavailable("the database is in memory (sqlite::memory:)")
+            }
             Some(engine) => Ok(engine),
             None if self.shared.metrics.state() == PersistenceState::MemoryOnly => {
                 unavailable("the database could not be opened at start-up (memory-only mode)")

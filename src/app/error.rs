@@ -39,7 +39,7 @@ pub enum AppError {
     #[error("durable requests need a database, and {reason}: nothing was changed; send the request without durable=1 to have it applied in memory only")]
     DurabilityUnavailable { reason: &'static str },
     /// A durable order applied in memory whose commit failed or did not come in time.
-    #[error("the order was applied in memory but is not durable yet ({cause}); it stays queued and will be saved like any other change: do not send it again")]
+    #[error("{}", not_durable(.cause))]
     NotDurable { galaxy: String, cause: PersistError },
     #[error("database error: {0}")]
     Store(StoreFailure),
@@ -78,5 +78,21 @@ impl From<LifeError> for AppError {
             LifeError::Elsewhere { name, owner } => AppError::OwnedElsewhere { name, owner },
             LifeError::LeaseLapsed(name) => AppError::LeaseLapsed(name),
         }
+    }
+}
+
+/// Why a durable order applied in memory is not durable, and what becomes of it.
+fn not_durable(cause: &PersistError) -> String {
+    match cause {
+        PersistError::Stopped => format!(
+            "the order was applied in memory but is not durable ({cause}): the daemon is \
+             stopping, and it is saved only if the final flush saves it (the stop's log \
+             names every galaxy left unsaved)"
+        ),
+        cause => format!(
+            "the order was applied in memory but is not durable yet ({cause}); it stays \
+             queued and will be saved like any other change (with several daemons: unless \
+             another daemon takes the galaxy first): do not send it again"
+        ),
     }
 }

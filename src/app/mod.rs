@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
-use crate::galaxies::{Galaxies, Listed, Live};
+use crate::galaxies::{Galaxies, GalaxyCell, Listed, Live};
 use crate::model::{
     Build, Galaxy, GalaxyConfig, GameError, StructureDetails, StructureKind, SystemDetails,
     SystemSummary,
@@ -413,8 +413,21 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<Build, AppError> {
+        self.build_in(name, tick, x, y, structure)
+            .map(|(build, _)| build)
+    }
+
+    /// [`AppState::build`], also returning the galaxy's cell when an engine saves it.
+    fn build_in(
+        &self,
+        name: &str,
+        tick: u64,
+        x: u64,
+        y: u64,
+        structure: StructureKind,
+    ) -> Result<(Build, Option<Arc<GalaxyCell>>), AppError> {
         self.shared.order_limits.check(&self.shared.metrics)?;
-        self.change(name, tick, |galaxy, tick| {
+        self.change_in(name, tick, |galaxy, tick| {
             galaxy.build(tick, x, y, structure)
         })
     }
@@ -429,6 +442,17 @@ impl AppState {
         tick: u64,
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
+        self.change_in(name, tick, change).map(|(result, _)| result)
+    }
+
+    /// [`AppState::change`], also returning the galaxy's cell when an engine saves it
+    /// (a durable order names it to the writer).
+    fn change_in<T>(
+        &self,
+        name: &str,
+        tick: u64,
+        change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
+    ) -> Result<(T, Option<Arc<GalaxyCell>>), AppError> {
         let shared = &self.shared;
         shared
             .galaxies
@@ -436,20 +460,19 @@ impl AppState {
                 let was_clean = live.changes().is_empty();
                 let tick = self.effective_tick(tick, &live);
                 let result = change(&mut live, tick)?;
-                match &shared.engine {
-                    None => live.forget_changes(),
-                    Some(engine) => {
-                        let newly_dirty = was_clean && !live.changes().is_empty();
-                        // Unlock before signalling: the writer may want this lock for its cut.
-                        let cell = live.unlock();
-                        if newly_dirty {
-                            let now = Instant::now();
-                            shared.metrics.note_unsaved_since(now);
-                            engine.writer().mark_dirty(cell.clone(), now);
-                        }
-                    }
+                let Some(engine) = &shared.engine else {
+                    live.forget_changes();
+                    return Ok((result, None));
+                };
+                let newly_dirty = was_clean && !live.changes().is_empty();
+                // Unlock before signalling: the writer may want this lock for its cut.
+                let cell = live.unlock();
+                if newly_dirty {
+                    let now = Instant::now();
+                    shared.metrics.note_unsaved_since(now);
+                    engine.writer().mark_dirty(cell.clone(), now);
                 }
-                Ok(result)
+                Ok((result, Some(cell.clone())))
             })
     }
 

@@ -56,6 +56,8 @@ pub(super) struct CellState {
     /// `store::lease_deadline`): it is not served until a renewal moves
     /// this on. `None` when no other daemon shares the database.
     pub(super) lease_until: Option<Instant>,
+    /// Unsaved systems dropped when the galaxy was lost to another daemon (see `Life::Lost`).
+    pub(super) dropped: usize,
 }
 
 impl CellState {
@@ -98,6 +100,7 @@ impl GalaxyCell {
                 last_access: now,
                 in_flight: Vec::new(),
                 lease_until,
+                dropped: 0,
             }),
         })
     }
@@ -141,6 +144,13 @@ impl GalaxyCell {
         } else {
             Settled::Clean(state.galaxy.tick())
         }
+    }
+
+    /// Lost to another daemon with unsaved changes, which were dropped: a durable order
+    /// on it is answered as lost, never as saved.
+    pub(crate) fn lost_unsaved(&self) -> bool {
+        let state = self.lock();
+        state.life == Life::Lost && state.dropped > 0
     }
 
     /// Deleted or lost to another daemon: a late dirty marker of it is dropped.

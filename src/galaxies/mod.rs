@@ -635,6 +635,7 @@ impl WriterSide {
         let unsaved = state.unsaved();
         // Marked and unlisted under the cell's lock, so no order can slip in between.
         state.life = Life::Lost;
+        state.dropped = unsaved;
         state.in_flight.clear();
         self.0.registry.remove_cell(&cell);
         Some(unsaved)

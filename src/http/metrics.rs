@@ -358,8 +358,7 @@ fn requests_by_class(s: &Sources<'_>, name: &str, out: &mut String) {
 fn request_durations(s: &Sources<'_>, name: &str, out: &mut String) {
     let buckets = BUCKETS.iter().map(f64::to_string);
     let counts = s.http.buckets.iter().map(|bucket| bucket.load(Relaxed));
-    let count = s.http.count.load(Relaxed);
-    histogram(out, name, buckets.zip(counts), count);
+    let count = histogram(out, name, buckets.zip(counts), s.http.count.load(Relaxed));
     let _ = writeln!(
         out,
         "{name}_sum {}",
@@ -371,37 +370,37 @@ fn request_durations(s: &Sources<'_>, name: &str, out: &mut String) {
 fn durable_per_commit(s: &Sources<'_>, name: &str, out: &mut String) {
     let d = &s.engine.durable;
     let bounds = PER_COMMIT_BUCKETS.iter().map(u64::to_string);
-    histogram(
-        out,
-        name,
-        bounds.zip(d.per_commit.iter().copied()),
-        d.commits,
-    );
+    let buckets = bounds.zip(d.per_commit.iter().copied());
+    let count = histogram(out, name, buckets, d.commits);
     let _ = writeln!(out, "{name}_sum {}", d.per_commit_sum);
-    let _ = writeln!(out, "{name}_count {}", d.commits);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 fn durable_waits(s: &Sources<'_>, name: &str, out: &mut String) {
     let d = &s.engine.durable;
     let bounds = WAIT_BUCKETS.iter().map(f64::to_string);
-    histogram(out, name, bounds.zip(d.waits.iter().copied()), d.wait_count);
+    let count = histogram(out, name, bounds.zip(d.waits.iter().copied()), d.wait_count);
     let _ = writeln!(out, "{name}_sum {}", seconds(d.wait_sum_micros));
-    let _ = writeln!(out, "{name}_count {}", d.wait_count);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
-/// A histogram's cumulative `_bucket` lines, from each bucket's own count.
+/// A histogram's cumulative `_bucket` lines, from each bucket's own count; returns its
+/// count. The counters are read one by one while they move: the count is at least the
+/// buckets' sum, so that the series stays a valid histogram.
 fn histogram(
     out: &mut String,
     name: &str,
     buckets: impl Iterator<Item = (String, u64)>,
     count: u64,
-) {
+) -> u64 {
     let mut cumulative = 0;
     for (bound, in_bucket) in buckets {
         cumulative += in_bucket;
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
+    let count = count.max(cumulative);
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    count
 }
 
 fn seconds(micros: u64) -> f64 {

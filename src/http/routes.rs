@@ -556,16 +556,18 @@ fn galaxy_name(name: &str) -> Result<&str, ApiError> {
     }
 }
 
-/// `durable=1`: the request is answered once it is durable; `durable=0` is the default,
-/// write-behind. Anything else is refused, so that a typo never silently downgrades a
+/// `durable=1`: the request is answered once it is durable (without the parameter, it is
+/// write-behind). Any other value is refused, so that a typo never silently downgrades a
 /// request its client believes durable.
 fn parse_durable(value: &str) -> Result<Durability, ApiError> {
     match value {
         "1" => Ok(Durability::Durable),
-        "0" => Ok(Durability::WriteBehind),
         _ => Err(ApiError::new(
             400,
-            format!("durable must be 1 (answer once synced to stable storage) or 0, not {value:?}"),
+            format!(
+                "durable must be 1 (answer once synced to stable storage), not {value:?}; \
+                 leave it out for an ordinary order"
+            ),
         )),
     }
 }

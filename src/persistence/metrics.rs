@@ -126,6 +126,12 @@ impl DurableStats {
         }
     }
 
+    /// A durable order's caller stopped waiting (the save's bound passed, or the writer
+    /// stopped): it was answered without durability, whatever the writer says later.
+    pub(crate) fn given_up(&self) {
+        self.failed.fetch_add(1, Relaxed);
+    }
+
     /// A durable request was answered after `waited`, durable (`ok`) or not.
     pub(crate) fn answered(&self, waited: Duration, ok: bool) {
         if !ok {

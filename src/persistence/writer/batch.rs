@@ -62,7 +62,8 @@ impl Collected {
 
     /// How many durable requests ride this batch: if any, it commits synced.
     fn durable_requests(&self) -> usize {
-        self.riding.iter().filter(|ticket| ticket.durable).count()
+        let durable = self.riding.iter().filter(|ticket| ticket.durable.is_some());
+        durable.count()
     }
 }
 
@@ -98,7 +99,7 @@ impl Writer {
         // A save or a shutdown saves every galaxy's tick too; a durable order needs only
         // the changes, and reading every galaxy's tick would cost each of its commits a
         // pass over all galaxies in memory.
-        let with_ticks = self.ticks_due || riding.iter().any(|ticket| !ticket.durable);
+        let with_ticks = self.ticks_due || riding.iter().any(|ticket| ticket.durable.is_none());
         let with_held = self.quarantine.take_retry();
         let mut galaxies = Vec::new();
         let mut taken = Vec::new();
@@ -171,9 +172,10 @@ impl Writer {
     /// also releases every galaxy held under a lease, in the same transaction, so another
     /// daemon can take them at once; it runs with nothing to write, too, for the release.
     ///
-    /// With a durable request riding, the transaction commits synced to stable storage;
-    /// with nothing to write, the store syncs the commits before it instead (a request's
-    /// change that the batch before carried, unsynced): see [`WriteStore::sync`].
+    /// With a durable request riding, the transaction commits synced to stable storage,
+    /// and the store then syncs whatever earlier commit is not (a request's change that
+    /// the batch before carried, unsynced; with nothing to write, only that): see
+    /// [`WriteStore::sync`].
     ///
     /// [`WriteStore::sync`]: crate::store::WriteStore::sync
     pub(super) fn commit(&mut self, collected: &Collected) -> Result<WriteStats, StoreError> {
@@ -186,13 +188,19 @@ impl Writer {
         self.metrics.note_call_started();
         let (deletions, galaxies) = (&self.deletions, &collected.galaxies);
         synced_if(self.store.as_mut(), durable, |store| {
-            if nothing {
-                store.sync().map(|()| WriteStats::default())
+            let stats = if nothing {
+                WriteStats::default()
             } else if last {
-                store.write_final_batch(deletions, galaxies)
+                store.write_final_batch(deletions, galaxies)?
             } else {
-                store.write_batch(deletions, galaxies)
+                store.write_batch(deletions, galaxies)?
+            };
+            // Nothing for the store to do if that commit was synced; a commit that wrote
+            // nothing (only empty cuts) synced nothing, so earlier commits are synced here.
+            if durable {
+                store.sync()?;
             }
+            Ok(stats)
         })
     }
 
@@ -282,16 +290,22 @@ impl Writer {
         self.keep_strays(strays, strays_since);
         self.ticks_due = false;
         self.publish_oldest();
-        // Not everything is saved while a galaxy is held: flushes are told so.
-        let outcome = match self.quarantine.failure() {
-            Some(failure) => {
-                self.metrics.set_failed(failure.message.clone());
-                Err(PersistError::Failed(failure.clone()))
-            }
-            None => Ok(stats.systems),
-        };
+        // Not everything is saved while a galaxy is held: flushes are told so, and durable
+        // orders on a held galaxy (those on others are saved).
+        let held = self.quarantine.failure().cloned();
+        if let Some(failure) = &held {
+            self.metrics.set_failed(failure.message.clone());
+        }
         for ticket in riding {
-            self.answer(ticket, outcome.clone());
+            let held = held.as_ref().filter(|_| match &ticket.durable {
+                Some(cell) => self.quarantine.is_held(cell.name()),
+                None => true,
+            });
+            let outcome = match held {
+                Some(failure) => Err(PersistError::Failed(failure.clone())),
+                None => Ok(stats.systems),
+            };
+            self.answer(ticket, outcome);
         }
     }
 

@@ -61,6 +61,8 @@ pub struct WriterHandle {
     galaxies: WriterSide,
     /// The writer's record of galaxies lost with unsaved changes, for the same.
     losses: Losses,
+    /// The engine's counters (durable orders given up on by their callers).
+    metrics: Arc<Metrics>,
 }
 
 impl WriterHandle {
@@ -80,7 +82,7 @@ impl WriterHandle {
             database,
             settings,
             galaxies.clone(),
-            metrics,
+            metrics.clone(),
             clock.clone(),
             rx,
         );
@@ -100,6 +102,7 @@ impl WriterHandle {
             clock,
             galaxies,
             losses,
+            metrics,
         })
     }
 
@@ -168,7 +171,7 @@ impl WriterHandle {
         self.tx
             .send(Message::Flush {
                 deadline,
-                durable: false,
+                durable: None,
                 reply,
             })
             .map_err(|_| PersistError::Stopped)?;
@@ -180,20 +183,23 @@ impl WriterHandle {
     /// [`PersistError::TimedOut`] (the flush stays queued, and its changes are saved by the
     /// writer's retries as any others).
     pub fn save(&self) -> Result<u64, PersistError> {
-        self.send_flush(false)?.wait()
+        self.send_flush(None)?.wait()
     }
 
-    /// [`WriterHandle::save`] for a durable request (`?durable=1`), sent now and waited
-    /// for with [`FlushWait::wait`]: it answers once every change made before this call
-    /// is committed and synced to stable storage, sharing that commit with every change
-    /// and durable request waiting when it starts (group commit). The writer starts it at
-    /// once, with no coalescing delay. An error means the changes are not known to be
-    /// durable; they stay queued and are saved like any others.
-    pub fn request_durable(&self) -> Result<FlushWait, PersistError> {
-        self.send_flush(true)
+    /// [`WriterHandle::save`] for a durable order on galaxy `cell` (`?durable=1`), sent
+    /// now and waited for with [`FlushWait::wait`]: it answers once every change made
+    /// before this call is committed and synced to stable storage, sharing that commit
+    /// with every change and durable order waiting when it starts (group commit). The
+    /// writer starts it at once, with no coalescing delay. An error means the order is
+    /// not known to be durable; it stays queued and is saved like any change (unless
+    /// [`PersistError::Lost`]: the galaxy went to another daemon with it).
+    pub(crate) fn request_durable(&self, cell: Arc<GalaxyCell>) -> Result<FlushWait, PersistError> {
+        let mut wait = self.send_flush(Some(cell))?;
+        wait.durable = Some(self.metrics.clone());
+        Ok(wait)
     }
 
-    fn send_flush(&self, durable: bool) -> Result<FlushWait, PersistError> {
+    fn send_flush(&self, durable: Option<Arc<GalaxyCell>>) -> Result<FlushWait, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Flush {
@@ -206,6 +212,7 @@ impl WriterHandle {
             answer,
             timeout: self.save_timeout,
             spinner: self.spinner.clone(),
+            durable: None,
         })
     }
 
@@ -314,6 +321,8 @@ pub struct FlushWait {
     answer: crossbeam_channel::Receiver<Result<u64, PersistError>>,
     timeout: Duration,
     spinner: Arc<std::sync::atomic::AtomicBool>,
+    /// A durable order's: the metrics that count one given up on here.
+    durable: Option<Arc<Metrics>>,
 }
 
 impl FlushWait {
@@ -321,11 +330,15 @@ impl FlushWait {
         if let Some(answer) = super::spin::spin_recv(&self.answer, &self.spinner) {
             return answer;
         }
-        match self.answer.recv_timeout(self.timeout) {
-            Ok(answer) => answer,
+        let answer = match self.answer.recv_timeout(self.timeout) {
+            Ok(answer) => return answer,
             Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
             Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
+        };
+        if let Some(metrics) = &self.durable {
+            metrics.durable.given_up();
         }
+        answer
     }
 }
 

@@ -46,7 +46,7 @@ pub(crate) struct Creation {
     progress: CreationProgress,
     reply: CreationReply,
     started: Instant,
-    /// Its chunks commit synced to stable storage (`?durable=1`), the last one included.
+    /// Its last chunk commits synced to stable storage (`?durable=1`).
     durable: bool,
 }
 
@@ -199,9 +199,14 @@ impl Jobs {
         self.queue.front().map(Job::name)
     }
 
-    /// True when the next chunk is a durable creation's: it commits synced.
+    /// True when the next chunk is a durable creation's last: it commits synced (the
+    /// WAL is written in order, so that sync covers the chunks before it).
     pub(crate) fn next_is_durable(&self) -> bool {
-        matches!(self.queue.front(), Some(Job::Create(creation)) if creation.durable)
+        let Some(Job::Create(creation)) = self.queue.front() else {
+            return false;
+        };
+        let left = (creation.galaxy.systems().len()).saturating_sub(creation.progress.written);
+        creation.durable && left <= self.create_size.0
     }
 
     /// Runs one chunk of the oldest job in one transaction, if the store can spare the

@@ -41,10 +41,11 @@ pub(crate) enum Message {
     /// stop like the galaxies that left memory.
     TakenUnused { name: String, epoch: Epoch },
     /// Answer once every change made before it is committed; `durable`: and synced to
-    /// stable storage (a durable request, `?durable=1`).
+    /// stable storage, for a durable order on that galaxy (`?durable=1`), which it makes
+    /// pending whether or not its dirty marker has arrived yet.
     Flush {
         deadline: Option<Instant>,
-        durable: bool,
+        durable: Option<Arc<GalaxyCell>>,
         reply: Sender<Result<u64, PersistError>>,
     },
     Shutdown {

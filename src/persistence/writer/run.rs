@@ -13,6 +13,7 @@ use super::lanes::Lane;
 use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
+use crate::galaxies::GalaxyCell;
 use crate::store::{FailureKind, StoreError};
 
 impl Writer {
@@ -92,23 +93,7 @@ impl Writer {
 
     pub(super) fn handle(&mut self, message: Message) {
         match message {
-            Message::Dirty { cell, since } => {
-                // A late marker of a galaxy deleted since is dropped; a marker of a newer
-                // cell under the same name (recreated) replaces the stale one, or the new
-                // cell's changes would never be cut.
-                if cell.is_gone() {
-                    return;
-                }
-                match self.pending.get_mut(cell.name()) {
-                    Some(pending) if Arc::ptr_eq(&pending.cell, &cell) => {}
-                    Some(pending) => *pending = Pending { cell, since },
-                    None => {
-                        let name = cell.name().to_owned();
-                        self.pending.insert(name, Pending { cell, since });
-                    }
-                }
-                self.publish_oldest();
-            }
+            Message::Dirty { cell, since } => self.make_pending(cell, since),
             Message::Create {
                 galaxy,
                 durable,
@@ -156,24 +141,45 @@ impl Writer {
             }
             Message::Flush {
                 deadline,
-                durable: false,
+                durable: None,
                 reply,
             } => self
                 .tickets
                 .push(Ticket::new(deadline, TicketReply::Flush(reply))),
             Message::Flush {
-                durable: true,
+                durable: Some(cell),
                 reply,
                 ..
             } => {
                 self.metrics.durable.requested();
-                self.tickets.push(Ticket::durable(reply));
+                // Its order's own marker may still be on its way (another thread made the
+                // galaxy dirty and has not sent it yet): the galaxy is pending from now.
+                self.make_pending(cell.clone(), self.clock.now());
+                self.tickets.push(Ticket::durable(cell, reply));
             }
             Message::Shutdown { deadline, reply } => self
                 .tickets
                 .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply))),
             Message::Exec(job) => job(self.store.as_mut()),
         }
+    }
+
+    /// Galaxy `cell` has (or may have) changes since `since`. A late marker of a galaxy
+    /// deleted or lost since is dropped; a marker of a newer cell under the same name
+    /// (recreated) replaces the stale one, or the new cell's changes would never be cut.
+    fn make_pending(&mut self, cell: Arc<GalaxyCell>, since: Instant) {
+        if cell.is_gone() {
+            return;
+        }
+        match self.pending.get_mut(cell.name()) {
+            Some(pending) if Arc::ptr_eq(&pending.cell, &cell) => {}
+            Some(pending) => *pending = Pending { cell, since },
+            None => {
+                let name = cell.name().to_owned();
+                self.pending.insert(name, Pending { cell, since });
+            }
+        }
+        self.publish_oldest();
     }
 
     pub(super) fn has_work(&self) -> bool {
@@ -357,12 +363,18 @@ impl Writer {
     }
 
     pub(super) fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {
-        // Saved, but not everything it covered: some was dropped with a lost galaxy.
-        let result = match result {
-            Ok(_) if !ticket.lost.is_empty() => Err(PersistError::Lost(ticket.lost)),
-            result => result,
+        let result = match (&ticket.durable, result) {
+            // A durable order is answered for its own galaxy: saved, unless the galaxy was
+            // lost with unsaved changes (the order among them), whatever other galaxies did.
+            (Some(cell), Ok(_)) if cell.lost_unsaved() => {
+                Err(PersistError::Lost(vec![cell.name().to_owned()]))
+            }
+            (Some(_), result) => result,
+            // Saved, but not everything it covered: some was dropped with a lost galaxy.
+            (None, Ok(_)) if !ticket.lost.is_empty() => Err(PersistError::Lost(ticket.lost)),
+            (None, result) => result,
         };
-        if ticket.durable {
+        if ticket.durable.is_some() {
             self.metrics
                 .durable
                 .answered(ticket.arrived.elapsed(), result.is_ok());

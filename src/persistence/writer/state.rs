@@ -42,8 +42,9 @@ pub(super) struct Ticket {
     /// Galaxies lost with unsaved changes while this ticket waited: their changes, made
     /// before it, were dropped, so it cannot be answered `Ok`.
     pub(super) lost: Vec<String>,
-    /// A durable request's: the commit that answers it is synced to stable storage.
-    pub(super) durable: bool,
+    /// A durable order's, on this galaxy: the commit that answers it is synced to stable
+    /// storage, and it is answered for its own galaxy alone (lost, held or saved).
+    pub(super) durable: Option<Arc<GalaxyCell>>,
     /// When the writer read it (real time: the durable wait's histogram).
     pub(super) arrived: Instant,
 }
@@ -54,15 +55,18 @@ impl Ticket {
             deadline,
             reply,
             lost: Vec::new(),
-            durable: false,
+            durable: None,
             arrived: Instant::now(),
         }
     }
 
-    /// A durable request's ticket (see [`Ticket::durable`]).
-    pub(super) fn durable(reply: Sender<Result<u64, PersistError>>) -> Ticket {
+    /// A durable order's ticket (see [`Ticket::durable`]).
+    pub(super) fn durable(
+        cell: Arc<GalaxyCell>,
+        reply: Sender<Result<u64, PersistError>>,
+    ) -> Ticket {
         Ticket {
-            durable: true,
+            durable: Some(cell),
             ..Ticket::new(None, TicketReply::Flush(reply))
         }
     }

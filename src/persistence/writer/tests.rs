@@ -592,22 +592,21 @@ impl Rig {
     fn flush(&self, deadline: Option<Duration>) -> Receiver<Result<u64, PersistError>> {
         let (reply, answer) = bounded(1);
         let deadline = deadline.map(|d| self.clock.now() + d);
-        let durable = false;
         let flush = Message::Flush {
             deadline,
-            durable,
+            durable: None,
             reply,
         };
         self.tx.send(flush).unwrap();
         answer
     }
 
-    /// A durable request's flush (`?durable=1`), as `WriterHandle::wait_durable` sends it.
-    fn durable(&self) -> Receiver<Result<u64, PersistError>> {
+    /// A durable order's flush on `cell` (`?durable=1`), as `request_durable` sends it.
+    fn durable(&self, cell: &Arc<GalaxyCell>) -> Receiver<Result<u64, PersistError>> {
         let (reply, answer) = bounded(1);
         let flush = Message::Flush {
             deadline: None,
-            durable: true,
+            durable: Some(cell.clone()),
             reply,
         };
         self.tx.send(flush).unwrap();
@@ -1823,8 +1822,8 @@ fn durable_requests_commit_at_once_in_one_synced_commit_with_every_waiting_chang
     rig.order(&b, 0, 1);
     reach.lock().calls.clear();
     // Two durable requests waiting together, long before the coalescing delay.
-    let first = rig.durable();
-    let second = rig.durable();
+    let first = rig.durable(&a);
+    let second = rig.durable(&b);
     rig.turn();
     assert_eq!(
         first.try_recv().unwrap(),
@@ -1832,7 +1831,7 @@ fn durable_requests_commit_at_once_in_one_synced_commit_with_every_waiting_chang
         "both galaxies, one commit"
     );
     assert_eq!(second.try_recv().unwrap(), Ok(2));
-    assert_eq!(reach.lock().calls, ["synced", "write", "ordinary"]);
+    assert_eq!(reach.lock().calls, ["synced", "write", "sync", "ordinary"]);
     rig.assert_stored_as_in_memory(&a);
     rig.assert_stored_as_in_memory(&b);
     let durable = rig.metrics.snapshot().durable;
@@ -1857,10 +1856,15 @@ fn a_durable_request_whose_change_an_ordinary_commit_carried_syncs_that_commit()
     rig.after(3 * SEC);
     assert_eq!(cell.unsaved(), 0, "committed, unsynced");
     reach.lock().calls.clear();
-    let answer = rig.durable();
+    let wal = rig.dir.path().join("writer.db-wal");
+    let before = std::fs::metadata(&wal).unwrap().len();
+    let answer = rig.durable(&cell);
     rig.turn();
     assert_eq!(answer.try_recv().unwrap(), Ok(0));
-    assert_eq!(reach.lock().calls, ["synced", "sync", "ordinary"]);
+    assert_eq!(reach.lock().calls, ["synced", "write", "sync", "ordinary"]);
+    // The batch had only an empty cut, which writes nothing to the WAL: the sync wrote
+    // (and synced) a commit of its own.
+    assert!(std::fs::metadata(&wal).unwrap().len() > before);
 }
 
 #[test]
@@ -1869,7 +1873,7 @@ fn a_failed_durable_commit_is_answered_at_once_and_its_change_saved_later() {
     let cell = rig.create("f", 10);
     rig.break_writes();
     rig.order(&cell, 0, 1);
-    let answer = rig.durable();
+    let answer = rig.durable(&cell);
     rig.turn();
     assert!(
         matches!(answer.try_recv(), Ok(Err(PersistError::Failed(e))) if e.message.contains("injected")),
@@ -1897,4 +1901,58 @@ fn a_durable_creation_commits_its_chunks_synced_and_an_ordinary_one_does_not() {
     let cell = rig.create_as("durable", 10, true);
     assert_eq!(reach.lock().calls, ["synced", "create", "ordinary"]);
     rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn a_durable_order_whose_dirty_marker_is_still_on_its_way_is_in_the_commit_that_answers_it() {
+    let (mut rig, reach) = probed_rig(settings(|_| {}));
+    let cell = rig.create("race", 10);
+    // Another thread made the galaxy dirty and has not sent its marker yet; the durable
+    // order's own change finds it dirty, so it sends none: only its flush arrives.
+    rig.with("race", |galaxy| {
+        let system = galaxy.systems()[0];
+        let (x, y) = (system.x.into(), system.y.into());
+        galaxy.build(1, x, y, StructureKind::Colony).unwrap();
+    });
+    reach.lock().calls.clear();
+    let answer = rig.durable(&cell);
+    rig.turn();
+    assert_eq!(
+        answer.try_recv().unwrap(),
+        Ok(1),
+        "the change rode the synced commit"
+    );
+    assert_eq!(reach.lock().calls, ["synced", "write", "sync", "ordinary"]);
+    assert_eq!(cell.unsaved(), 0);
+    rig.assert_stored_as_in_memory(&cell);
+}
+
+#[test]
+fn a_durable_order_is_answered_for_its_own_galaxy_when_another_is_lost() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 60 * SEC);
+    let kept = rig.create("kept", 10);
+    let taken = rig.create("taken", 10);
+    rig.order(&kept, 0, 1);
+    rig.order(&taken, 0, 1);
+    fence.lock().taken.insert("taken".to_owned());
+    let on_kept = rig.durable(&kept);
+    let on_taken = rig.durable(&taken);
+    rig.turn();
+    assert_eq!(
+        on_kept.try_recv().unwrap(),
+        Ok(1),
+        "saved and synced: a 201"
+    );
+    assert_eq!(
+        on_taken.try_recv().unwrap(),
+        Err(PersistError::Lost(vec!["taken".to_owned()])),
+        "dropped with its galaxy: never a 201"
+    );
+    // A durable order that reaches the writer after its galaxy was lost with it.
+    let late = rig.durable(&taken);
+    rig.turn();
+    assert_eq!(
+        late.try_recv().unwrap(),
+        Err(PersistError::Lost(vec!["taken".to_owned()]))
+    );
 }

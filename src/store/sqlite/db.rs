@@ -35,13 +35,25 @@ thread_local! {
     /// through rusqlite; a thread-local is exact because only the writer thread commits
     /// on the writer's connection, and it reads this right after its own commit.
     static WAL_PAGES: Cell<u32> = const { Cell::new(0) };
+    /// A commit made on this thread wrote to the WAL since [`take_wal_commit`] last
+    /// looked: SQLite calls the hook only for a commit that appended frames (an empty
+    /// transaction writes, and syncs, nothing).
+    static WAL_COMMITTED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// SQLite calls this after every commit on the writer's connection. Registering it also
-/// turns off SQLite's automatic checkpoint on that connection, which is the same hook.
+/// SQLite calls this after every commit on the writer's connection that wrote to the WAL.
+/// Registering it also turns off SQLite's automatic checkpoint on that connection, which
+/// is the same hook.
 pub(super) fn note_wal_pages(_: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
     WAL_PAGES.set(u32::try_from(pages).unwrap_or(0));
+    WAL_COMMITTED.set(true);
     Ok(())
+}
+
+/// Whether a commit of this thread wrote to the WAL since the last call (see
+/// [`WAL_COMMITTED`]); the writer asks after each of its commits.
+pub(super) fn take_wal_commit() -> bool {
+    WAL_COMMITTED.replace(false)
 }
 
 /// One SQLite connection: the writer's, a reader's or the checkpointer's.

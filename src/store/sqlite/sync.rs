@@ -13,6 +13,7 @@ use super::super::StoreError;
 use super::db::Context;
 use super::migrate::SCHEMA_VERSION;
 use super::writer::SqliteWriter;
+use crate::logging::PERSISTENCE as LOG;
 use crate::settings::Synchronous;
 
 impl SqliteWriter {
@@ -51,8 +52,11 @@ impl SqliteWriter {
             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .context("syncing earlier commits");
         let written = self.after_write(written);
-        let restored = self.set_synced(false);
-        written.and(restored)
+        // The sync is done either way; a connection left on FULL only costs time.
+        if let Err(error) = self.set_synced(false) {
+            log::warn!(target: LOG, "back to ordinary commits after a sync: {error}");
+        }
+        written
     }
 
     /// The connection's `synchronous` as SQLite reports it (0 off, 1 normal, 2 full).

@@ -187,7 +187,7 @@ impl WriteStore for SqliteWriter {
 
 /// The writer connection's `synchronous`: what ordinary commits use, whether the
 /// connection runs with `FULL` right now, and whether a commit since the last synced one
-/// may not have reached stable storage.
+/// may not have reached stable storage (see `sync.rs`).
 #[derive(Debug)]
 pub(crate) struct SyncState {
     pub(super) ordinary: Synchronous,
@@ -206,8 +206,12 @@ impl SyncState {
         }
     }
 
-    /// A transaction of the writer's connection committed.
+    /// A transaction of the writer's connection committed: if it wrote to the WAL, it was
+    /// synced exactly when the connection ran with `FULL`; one that wrote nothing synced
+    /// nothing, and changes nothing.
     pub(super) fn committed(&mut self) {
-        self.unsynced = !self.full_now;
+        if super::db::take_wal_commit() {
+            self.unsynced = !self.full_now;
+        }
     }
 }
