@@ -12,6 +12,7 @@ mod bad_requests;
 mod budget;
 mod crash_loop;
 mod disk;
+mod durable;
 mod edge;
 mod faults;
 mod fuzz;

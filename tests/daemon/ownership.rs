@@ -37,10 +37,10 @@ const COALESCING_MS: u64 = 50;
 /// Coalescing delay plus one commit (the fence included), with room for a busy machine.
 const LOSS_WINDOW: Duration = Duration::from_millis(COALESCING_MS + 1000);
 /// Anything that should happen "soon" on a busy 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A batch window long enough that acknowledged orders stay unsaved while a test works.
-const UNSAVED: [(&str, &str); 2] = [
+pub(crate) const UNSAVED: [(&str, &str); 2] = [
     ("GWAR_PERSISTENCE_COALESCING_DELAY_MS", "5000"),
     ("GWAR_PERSISTENCE_AUTO_SAVE_INTERVAL", "30"),
 ];
@@ -145,17 +145,6 @@ impl Node {
         assert_eq!(created.status, 201, "{}", created.body);
     }
 
-    /// The value of an unlabelled counter or gauge of `/metrics`.
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = self.get("/metrics").body;
-        text.lines()
-            .find_map(|line| {
-                let (metric, value) = line.split_once(' ')?;
-                (metric == name).then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-    }
-
     /// `POST /admin/save` on the admin listener; the number of systems it saved.
     pub fn save(&self) -> u64 {
         let saved = self.admin_post("/admin/save");
@@ -184,7 +173,7 @@ fn location(reply: &Reply) -> (SocketAddr, String) {
 }
 
 /// Asserts `reply` is a 307 to `owner` for `path`.
-fn assert_redirect(reply: &Reply, owner: &Node, path: &str) {
+pub(crate) fn assert_redirect(reply: &Reply, owner: &Node, path: &str) {
     assert_eq!(reply.status, 307, "{}", reply.body);
     assert_eq!(
         reply.header("Location"),
@@ -281,7 +270,7 @@ impl Conn {
 }
 
 /// Every system of a galaxy as `node` serves it, in (x, y) order.
-fn all_systems(node: &Node, galaxy: &str) -> Vec<(u64, u64)> {
+pub(crate) fn all_systems(node: &Node, galaxy: &str) -> Vec<(u64, u64)> {
     let reply = node.get(&format!("/galaxies/{galaxy}?limit=10000"));
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["systems"]
@@ -293,7 +282,7 @@ fn all_systems(node: &Node, galaxy: &str) -> Vec<(u64, u64)> {
 }
 
 /// Metal per system as `node` serves it (the galaxy must be its own), in `coords`' order.
-fn served_metal(node: &Node, galaxy: &str, coords: &[(u64, u64)]) -> Vec<i64> {
+pub(crate) fn served_metal(node: &Daemon, galaxy: &str, coords: &[(u64, u64)]) -> Vec<i64> {
     let mut conn = Conn::open(node.addr);
     coords
         .iter()
@@ -336,9 +325,9 @@ fn ownership(db: &Database<'_>, galaxy: &str) -> Ownership {
 
 /// A session of the engine in `pg_stat_activity`.
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     state: String,
-    in_transaction: bool,
+    pub(crate) in_transaction: bool,
     wait_event_type: String,
 }
 
@@ -379,7 +368,7 @@ fn local_ports(pid: u32) -> HashSet<u16> {
 
 /// The sessions of the daemon with process id `pid` on `db` (connected directly, not
 /// through a proxy).
-fn sessions_of(db: &Database<'_>, pid: u32) -> Vec<Session> {
+pub(crate) fn sessions_of(db: &Database<'_>, pid: u32) -> Vec<Session> {
     let ports = local_ports(pid);
     db.client()
         .query(
@@ -403,7 +392,7 @@ fn sessions_of(db: &Database<'_>, pid: u32) -> Vec<Session> {
 
 /// A session of the test's own holding a row lock on one system (`SELECT … FOR UPDATE`
 /// in an open transaction); `ROLLBACK` on it releases the lock.
-fn lock_system(db: &Database<'_>, galaxy: &str, (x, y): (u64, u64)) -> postgres::Client {
+pub(crate) fn lock_system(db: &Database<'_>, galaxy: &str, (x, y): (u64, u64)) -> postgres::Client {
     let mut locker = db.client();
     locker.batch_execute("BEGIN").unwrap();
     locker
@@ -417,14 +406,14 @@ fn lock_system(db: &Database<'_>, galaxy: &str, (x, y): (u64, u64)) -> postgres:
 
 /// Whether a session of process `pid` is inside a transaction, running a statement that
 /// waits on a lock.
-fn waits_on_a_lock(db: &Database<'_>, pid: u32) -> bool {
+pub(crate) fn waits_on_a_lock(db: &Database<'_>, pid: u32) -> bool {
     sessions_of(db, pid)
         .iter()
         .any(|s| s.state == "active" && s.wait_event_type == "Lock" && s.in_transaction)
 }
 
 /// Polls `node` until it serves `galaxy` (200), after its owner's lease ran out.
-fn wait_until_served(node: &Node, galaxy: &str) {
+pub(crate) fn wait_until_served(node: &Node, galaxy: &str) {
     let path = format!("/galaxies/{galaxy}");
     assert!(
         wait_for(PATIENCE, || node.get(&path).status == 200),
@@ -436,7 +425,12 @@ fn wait_until_served(node: &Node, galaxy: &str) {
 }
 
 /// Orders through `node` on `coords`, one each; the orders per system index.
-fn orders_on(node: &Node, galaxy: &str, coords: &[(u64, u64)], picks: &[usize]) -> Vec<i64> {
+pub(crate) fn orders_on(
+    node: &Node,
+    galaxy: &str,
+    coords: &[(u64, u64)],
+    picks: &[usize],
+) -> Vec<i64> {
     let mut counts = vec![0i64; coords.len()];
     let mut conn = Conn::open(node.addr);
     for &i in picks {
@@ -446,7 +440,7 @@ fn orders_on(node: &Node, galaxy: &str, coords: &[(u64, u64)], picks: &[usize]) 
     counts
 }
 
-fn minus(base: &[i64], counts: &[i64]) -> Vec<i64> {
+pub(crate) fn minus(base: &[i64], counts: &[i64]) -> Vec<i64> {
     base.iter().zip(counts).map(|(b, c)| b - c).collect()
 }
 

@@ -208,6 +208,17 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// The value of an unlabelled counter or gauge of `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").body;
+        text.lines()
+            .find_map(|line| {
+                let (metric, value) = line.split_once(' ')?;
+                (metric == name).then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
     pub fn database(&self) -> PathBuf {
         self.dir.join("galactic_war.db")
     }
