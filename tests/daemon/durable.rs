@@ -627,28 +627,24 @@ fn a_durable_commit_fenced_off_by_the_new_owner_never_answers_201() {
 }
 
 #[test]
-fn durable_takes_0_or_1_and_a_bad_value_changes_nothing() {
+fn durable_takes_only_1_and_a_bad_value_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     let coords = create_counting(&daemon, "g");
     let before = metal_at(&daemon, "g", coords[0]);
     let (x, y) = coords[0];
-    for value in ["yes", "2", "", "true", "01", "1&durable=yes"] {
+    for value in ["0", "yes", "2", "", "true", "01", "1&durable=yes"] {
         let build = format!("/galaxies/g/systems/{x}/{y}/build/colony?durable={value}");
         assert_refused(&daemon.post(&build), 400);
         let create = format!("/galaxies/h?seed=1&durable={value}");
         assert_refused(&daemon.post(&create), 400);
     }
+    let unknown = format!("/galaxies/g/systems/{x}/{y}/build/colony?durabel=1");
+    assert_refused(&daemon.post(&unknown), 400);
     assert_eq!(metal_at(&daemon, "g", coords[0]), before, "nothing applied");
     assert_eq!(daemon.get("/galaxies/h").status, 404, "nothing created");
     let system = daemon.get(&format!("/galaxies/g/systems/{x}/{y}")).json();
     assert_eq!(system["events"], serde_json::json!([]), "{system}");
-    // `durable=0` is write-behind, as without it.
-    let reply = daemon.post(&format!(
-        "/galaxies/g/systems/{x}/{y}/build/colony?durable=0"
-    ));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(metal_at(&daemon, "g", coords[0]), before - 1);
 }
 
 #[test]
@@ -668,6 +664,18 @@ fn without_persistence_durable_requests_are_503_and_change_nothing() {
     // Without durable=1 both are served, from memory.
     colony(&daemon, "g", coords[0], false);
     assert_eq!(daemon.post("/galaxies/h?seed=1").status, 201);
+}
+
+#[test]
+fn on_an_in_memory_database_durable_requests_are_503_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("DATABASE_URL", "sqlite::memory:")]);
+    let coords = create_counting(&daemon, "g");
+    let before = metal_at(&daemon, "g", coords[0]);
+    let refused = daemon.post(&build_path("g", coords[0], "colony", true));
+    assert_refused(&refused, 503);
+    assert!(refused.body.contains("in memory"), "{}", refused.body);
+    assert_eq!(metal_at(&daemon, "g", coords[0]), before, "nothing applied");
 }
 
 #[test]
