@@ -17,7 +17,7 @@ use crate::pg_cluster;
 
 /// What every section is handed: the sizes to use and where to put its files.
 pub struct Run {
-    /// `--quick`: smaller sizes, a run of under two minutes.
+    /// `--quick`: smaller sizes, a short run.
     pub quick: bool,
     /// The run's temporary directory, removed at its end.
     pub dir: PathBuf,

@@ -1,8 +1,8 @@
 //! The benchmark suite: the engine against floors written here, side by side in one run.
 //!
 //! `cargo bench` for the full run, `cargo bench -- --quick` for a smaller one that
-//! finishes in under two minutes. Prints a table of ratios (absolute numbers as context) and
-//! one JSON object on the last line.
+//! finishes in under two and a half minutes (plus about one for PostgreSQL). Prints a
+//! table of ratios (absolute numbers as context) and one JSON object on the last line.
 //!
 //! Floors are what plain rusqlite does with no engine at all: the same schema (the
 //! project's own migration), the same pragmas, prepared statements, cached row ids, one
@@ -11,8 +11,10 @@
 //! `unnest`, one statement per table) prepared once, one transaction per batch, on a
 //! throwaway cluster of the bench's own with `fsync` and `synchronous_commit` on (the
 //! tests' harness, `tests/common/postgres.rs`); without PostgreSQL the section is skipped.
+//! Sections 11 (several daemons) and 12 (durable orders, beside SQLite) start such a
+//! cluster too, and skip what needs it the same way.
 //!
-//! One file per section (`s01_save.rs` … `s11_failover.rs`), each with the workloads it
+//! One file per section (`s01_save.rs` … `s12_durable.rs`), each with the workloads it
 //! measures and the rows it prints; `harness.rs` holds what several sections share,
 //! `floor.rs` and `pg_floor.rs` the floors, `daemon.rs` the daemons and their HTTP clients.
 //! This file reads the arguments and runs the sections in order.
@@ -38,8 +40,9 @@ mod s08_creation;
 mod s09_edge;
 mod s10_postgres;
 mod s11_failover;
+mod s12_durable;
 
-/// The tests' throwaway PostgreSQL cluster, for sections 10 and 11 (started with `fsync` on).
+/// The tests' throwaway PostgreSQL cluster, for sections 10, 11 and 12 (started with `fsync` on).
 #[path = "../../tests/common/postgres.rs"]
 mod pg_cluster;
 
@@ -47,7 +50,7 @@ mod pg_cluster;
 type Section = fn(&Run, &mut Map<String, Value>);
 
 /// The sections, in the order they run; section N is the N-th.
-const SECTIONS: [Section; 11] = [
+const SECTIONS: [Section; 12] = [
     s01_save::run,
     s02_orders::run,
     s03_game::run,
@@ -59,6 +62,7 @@ const SECTIONS: [Section; 11] = [
     s09_edge::run,
     s10_postgres::run,
     s11_failover::run,
+    s12_durable::run,
 ];
 
 fn main() {
