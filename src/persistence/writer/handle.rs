@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::jobs::Created;
 use super::message::{Message, WriterDatabase};
+use super::oneshot::{oneshot, Awaited, NoAnswer};
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Losses, Writer};
 use crate::clock::Clock;
@@ -166,7 +167,7 @@ impl WriterHandle {
     /// (The daemon's saves go through [`WriterHandle::save`], which bounds the wait.)
     #[cfg(any(test, feature = "testing"))]
     pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
-        let (reply, answer) = bounded(1);
+        let (reply, answer) = oneshot();
         let deadline = timeout.map(|t| self.clock.now() + t);
         self.tx
             .send(Message::Flush {
@@ -200,7 +201,7 @@ impl WriterHandle {
     }
 
     fn send_flush(&self, durable: Option<Arc<GalaxyCell>>) -> Result<FlushWait, PersistError> {
-        let (reply, answer) = bounded(1);
+        let (reply, answer) = oneshot();
         self.tx
             .send(Message::Flush {
                 deadline: None,
@@ -318,7 +319,7 @@ impl WriterHandle {
 /// [`PersistError::TimedOut`], and the flush stays queued, its changes saved by the
 /// writer's retries as any others.
 pub struct FlushWait {
-    answer: crossbeam_channel::Receiver<Result<u64, PersistError>>,
+    answer: Awaited<Result<u64, PersistError>>,
     timeout: Duration,
     spinner: Arc<std::sync::atomic::AtomicBool>,
     /// A durable order's: the metrics that count one given up on here.
@@ -332,8 +333,10 @@ impl FlushWait {
         }
         let answer = match self.answer.recv_timeout(self.timeout) {
             Ok(answer) => return answer,
-            Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
-            Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
+            Err(NoAnswer::TimedOut | NoAnswer::Empty) => {
+                Err(PersistError::TimedOut { last_error: None })
+            }
+            Err(NoAnswer::Closed) => Err(PersistError::Stopped),
         };
         if let Some(metrics) = &self.durable {
             metrics.durable.given_up();

@@ -8,7 +8,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::jobs::CreationReply;
-use super::report::{FlushReport, PersistError};
+use super::outbox::FlushAnswer;
+use super::report::FlushReport;
 use crate::galaxies::GalaxyCell;
 use crate::model::Galaxy;
 use crate::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreWork, WriteStore};
@@ -46,7 +47,7 @@ pub(crate) enum Message {
     Flush {
         deadline: Option<Instant>,
         durable: Option<Arc<GalaxyCell>>,
-        reply: Sender<Result<u64, PersistError>>,
+        reply: FlushAnswer,
     },
     Shutdown {
         deadline: Instant,

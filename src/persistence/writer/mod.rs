@@ -62,6 +62,8 @@ mod handle;
 mod jobs;
 mod lanes;
 mod message;
+mod oneshot;
+mod outbox;
 mod ownership;
 mod quarantine;
 mod report;

@@ -341,6 +341,7 @@ impl Writer {
         }
         self.drop_idle_job_failure();
         self.expire_tickets(self.clock.now());
+        self.outbox.deliver();
     }
 
     /// After the interval's batch committed: idle galaxies leave memory, jobs other
@@ -380,9 +381,7 @@ impl Writer {
                 .answered(ticket.arrived.elapsed(), result.is_ok());
         }
         match ticket.reply {
-            TicketReply::Flush(reply) => {
-                let _ = reply.send(result);
-            }
+            TicketReply::Flush(reply) => self.outbox.push(reply, result),
             TicketReply::Shutdown(reply) => {
                 if let Err(error) = result {
                     log::warn!(target: LOG, "final flush incomplete: {error}");

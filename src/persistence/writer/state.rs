@@ -14,8 +14,9 @@ use parking_lot::Mutex;
 
 use super::jobs::Jobs;
 use super::message::{Message, WriterDatabase};
+use super::outbox::{FlushAnswer, Outbox};
 use super::quarantine::Quarantine;
-use super::report::{FlushReport, PersistError, LOG};
+use super::report::{FlushReport, LOG};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::persistence::metrics::Metrics;
@@ -32,7 +33,7 @@ pub(super) struct Pending {
 }
 
 pub(super) enum TicketReply {
-    Flush(Sender<Result<u64, PersistError>>),
+    Flush(FlushAnswer),
     Shutdown(Sender<FlushReport>),
 }
 
@@ -61,10 +62,7 @@ impl Ticket {
     }
 
     /// A durable order's ticket (see [`Ticket::durable`]).
-    pub(super) fn durable(
-        cell: Arc<GalaxyCell>,
-        reply: Sender<Result<u64, PersistError>>,
-    ) -> Ticket {
+    pub(super) fn durable(cell: Arc<GalaxyCell>, reply: FlushAnswer) -> Ticket {
         Ticket {
             durable: Some(cell),
             ..Ticket::new(None, TicketReply::Flush(reply))
@@ -136,6 +134,8 @@ pub(super) struct Writer {
     /// Every galaxy lost with unsaved changes since the start (see `ownership`).
     pub(super) losses: Losses,
     pub(super) exit: Option<Sender<FlushReport>>,
+    /// Answers owed to flushes and durable orders, delivered at the end of each turn.
+    pub(super) outbox: Outbox,
 }
 
 impl Writer {
@@ -192,6 +192,7 @@ impl Writer {
             last_commit: None,
             losses: Losses::default(),
             exit: None,
+            outbox: Outbox::default(),
         }
     }
 }
