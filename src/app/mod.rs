@@ -328,7 +328,6 @@ impl AppState {
     /// dirty, tells the writer (after unlocking). Without an engine the change set is
     /// emptied at once: nothing would ever save it. Crate-visible for the test hooks
     /// (`crate::testing`), which rewrite a whole galaxy through it.
-    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn change<T>(
         &self,
         name: &str,

@@ -213,7 +213,6 @@ impl Writer {
             }
             Err(error) => self.settle_failed(collected, error),
         }
-        self.outbox.deliver();
     }
 
     /// Makes the strays pending, as if their markers had arrived now.

@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 
 use super::jobs::Created;
 use super::message::{Message, WriterDatabase};
-use super::oneshot::{oneshot, Awaited, NoAnswer};
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{Losses, Writer};
 use crate::clock::Clock;
@@ -167,7 +166,7 @@ impl WriterHandle {
     /// (The daemon's saves go through [`WriterHandle::save`], which bounds the wait.)
     #[cfg(any(test, feature = "testing"))]
     pub fn flush(&self, timeout: Option<Duration>) -> Result<u64, PersistError> {
-        let (reply, answer) = oneshot();
+        let (reply, answer) = bounded(1);
         let deadline = timeout.map(|t| self.clock.now() + t);
         self.tx
             .send(Message::Flush {
@@ -201,7 +200,7 @@ impl WriterHandle {
     }
 
     fn send_flush(&self, durable: Option<Arc<GalaxyCell>>) -> Result<FlushWait, PersistError> {
-        let (reply, answer) = oneshot();
+        let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Flush {
                 deadline: None,
@@ -319,7 +318,7 @@ impl WriterHandle {
 /// [`PersistError::TimedOut`], and the flush stays queued, its changes saved by the
 /// writer's retries as any others.
 pub struct FlushWait {
-    answer: Awaited<Result<u64, PersistError>>,
+    answer: crossbeam_channel::Receiver<Result<u64, PersistError>>,
     timeout: Duration,
     spinner: Arc<std::sync::atomic::AtomicBool>,
     /// A durable order's: the metrics that count one given up on here.
@@ -333,10 +332,8 @@ impl FlushWait {
         }
         let answer = match self.answer.recv_timeout(self.timeout) {
             Ok(answer) => return answer,
-            Err(NoAnswer::TimedOut | NoAnswer::Empty) => {
-                Err(PersistError::TimedOut { last_error: None })
-            }
-            Err(NoAnswer::Closed) => Err(PersistError::Stopped),
+            Err(RecvTimeoutError::Timeout) => Err(PersistError::TimedOut { last_error: None }),
+            Err(RecvTimeoutError::Disconnected) => Err(PersistError::Stopped),
         };
         if let Some(metrics) = &self.durable {
             metrics.durable.given_up();

@@ -8,8 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::jobs::CreationReply;
-use super::outbox::FlushAnswer;
-use super::report::FlushReport;
+use super::report::{FlushReport, PersistError};
 use crate::galaxies::GalaxyCell;
 use crate::model::Galaxy;
 use crate::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreWork, WriteStore};
@@ -47,7 +46,7 @@ pub(crate) enum Message {
     Flush {
         deadline: Option<Instant>,
         durable: Option<Arc<GalaxyCell>>,
-        reply: FlushAnswer,
+        reply: Sender<Result<u64, PersistError>>,
     },
     Shutdown {
         deadline: Instant,

@@ -62,8 +62,6 @@ mod handle;
 mod jobs;
 mod lanes;
 mod message;
-mod oneshot;
-mod outbox;
 mod ownership;
 mod quarantine;
 mod report;

@@ -341,7 +341,6 @@ impl Writer {
         }
         self.drop_idle_job_failure();
         self.expire_tickets(self.clock.now());
-        self.outbox.deliver();
     }
 
     /// After the interval's batch committed: idle galaxies leave memory, jobs other
@@ -381,7 +380,9 @@ impl Writer {
                 .answered(ticket.arrived.elapsed(), result.is_ok());
         }
         match ticket.reply {
-            TicketReply::Flush(reply) => self.outbox.push(reply, result),
+            TicketReply::Flush(reply) => {
+                let _ = reply.send(result);
+            }
             TicketReply::Shutdown(reply) => {
                 if let Err(error) = result {
                     log::warn!(target: LOG, "final flush incomplete: {error}");

@@ -11,14 +11,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::oneshot::{Awaited, NoAnswer};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 /// How long a caller polls before it sleeps: a small batch commits well within it.
 pub(super) const SPIN: Duration = Duration::from_micros(500);
 
 /// Polls `rx` for up to [`SPIN`], unless another caller is polling already (`spinner`
 /// says so); `None` when nothing came (or the writer is gone): then sleep on `rx`.
-pub(super) fn spin_recv<T>(rx: &Awaited<T>, spinner: &AtomicBool) -> Option<T> {
+pub(super) fn spin_recv<T>(rx: &Receiver<T>, spinner: &AtomicBool) -> Option<T> {
     if spinner
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
@@ -29,9 +29,9 @@ pub(super) fn spin_recv<T>(rx: &Awaited<T>, spinner: &AtomicBool) -> Option<T> {
     let answer = loop {
         match rx.try_recv() {
             Ok(value) => break Some(value),
-            Err(NoAnswer::Closed | NoAnswer::TimedOut) => break None,
-            Err(NoAnswer::Empty) if started.elapsed() >= SPIN => break None,
-            Err(NoAnswer::Empty) => {
+            Err(TryRecvError::Disconnected) => break None,
+            Err(TryRecvError::Empty) if started.elapsed() >= SPIN => break None,
+            Err(TryRecvError::Empty) => {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }

@@ -14,9 +14,8 @@ use parking_lot::Mutex;
 
 use super::jobs::Jobs;
 use super::message::{Message, WriterDatabase};
-use super::outbox::{FlushAnswer, Outbox};
 use super::quarantine::Quarantine;
-use super::report::{FlushReport, LOG};
+use super::report::{FlushReport, PersistError, LOG};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
 use crate::persistence::metrics::Metrics;
@@ -33,7 +32,7 @@ pub(super) struct Pending {
 }
 
 pub(super) enum TicketReply {
-    Flush(FlushAnswer),
+    Flush(Sender<Result<u64, PersistError>>),
     Shutdown(Sender<FlushReport>),
 }
 
@@ -62,7 +61,10 @@ impl Ticket {
     }
 
     /// A durable order's ticket (see [`Ticket::durable`]).
-    pub(super) fn durable(cell: Arc<GalaxyCell>, reply: FlushAnswer) -> Ticket {
+    pub(super) fn durable(
+        cell: Arc<GalaxyCell>,
+        reply: Sender<Result<u64, PersistError>>,
+    ) -> Ticket {
         Ticket {
             durable: Some(cell),
             ..Ticket::new(None, TicketReply::Flush(reply))
@@ -134,8 +136,6 @@ pub(super) struct Writer {
     /// Every galaxy lost with unsaved changes since the start (see `ownership`).
     pub(super) losses: Losses,
     pub(super) exit: Option<Sender<FlushReport>>,
-    /// Answers owed to flushes and durable orders, delivered at the end of each turn.
-    pub(super) outbox: Outbox,
 }
 
 impl Writer {
@@ -192,7 +192,6 @@ impl Writer {
             last_commit: None,
             losses: Losses::default(),
             exit: None,
-            outbox: Outbox::default(),
         }
     }
 }

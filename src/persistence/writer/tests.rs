@@ -17,7 +17,6 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::message::{Message, WriterDatabase};
-use super::oneshot::{oneshot, Awaited};
 use super::report::{FlushReport, PersistError};
 use super::state::Writer;
 use crate::clock::Clock;
@@ -590,8 +589,8 @@ impl Rig {
         sqlite.expect("a SQLite store").connection()
     }
 
-    fn flush(&self, deadline: Option<Duration>) -> Awaited<Result<u64, PersistError>> {
-        let (reply, answer) = oneshot();
+    fn flush(&self, deadline: Option<Duration>) -> Receiver<Result<u64, PersistError>> {
+        let (reply, answer) = bounded(1);
         let deadline = deadline.map(|d| self.clock.now() + d);
         let flush = Message::Flush {
             deadline,
@@ -603,8 +602,8 @@ impl Rig {
     }
 
     /// A durable order's flush on `cell` (`?durable=1`), as `request_durable` sends it.
-    fn durable(&self, cell: &Arc<GalaxyCell>) -> Awaited<Result<u64, PersistError>> {
-        let (reply, answer) = oneshot();
+    fn durable(&self, cell: &Arc<GalaxyCell>) -> Receiver<Result<u64, PersistError>> {
+        let (reply, answer) = bounded(1);
         let flush = Message::Flush {
             deadline: None,
             durable: Some(cell.clone()),
