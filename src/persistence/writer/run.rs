@@ -172,7 +172,9 @@ impl Writer {
             return;
         }
         match self.pending.get_mut(cell.name()) {
-            Some(pending) if Arc::ptr_eq(&pending.cell, &cell) => {}
+            // Already pending since earlier: nothing changes (and with many durable orders
+            // on a busy galaxy, this is most of them).
+            Some(pending) if Arc::ptr_eq(&pending.cell, &cell) => return,
             Some(pending) => *pending = Pending { cell, since },
             None => {
                 let name = cell.name().to_owned();
