@@ -1,11 +1,11 @@
-//! Durable requests (`?durable=1`, README *Durable orders*): an order or a creation
-//! acknowledged only once a commit holding it is synced to stable storage.
+//! Durable requests (`?durable=1`, README *Durable orders, precisely*): an order or a
+//! creation acknowledged only once a commit holding it is synced to stable storage.
 //!
 //! An order is applied like any other (under its galaxy's lock, the writer told after
-//! unlocking), then its thread asks the writer for a durable flush
-//! ([`WriterHandle::wait_durable`](crate::persistence::writer::WriterHandle::wait_durable))
-//! and waits, holding no lock: the writer starts a synced commit at once, and every change
-//! and durable request waiting then rides in it (group commit). When no commit can make
+//! unlocking), then its thread asks the writer for a durable flush naming the galaxy
+//! (`WriterHandle::request_durable`) and waits, holding no lock, on a [`DurableTicket`]:
+//! the writer starts a synced commit at once, and every change and durable request
+//! waiting then rides in it (group commit). When no commit can make
 //! it durable (persistence off, memory-only) the request is refused before anything
 //! changes; when the commit fails or does not come in time, the order stays applied in
 //! memory and queued, and the caller is told so ([`AppError::NotDurable`]), so that it

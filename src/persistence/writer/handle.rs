@@ -115,8 +115,8 @@ impl WriterHandle {
     /// Writes a new galaxy, in chunks between other galaxies' batches, and returns it once
     /// its last chunk is committed (it is invisible in the database until then), with the
     /// deadline of this daemon's lease on it when the database is shared.
-    /// `durable`: its chunks commit synced to stable storage, so the galaxy survives a
-    /// power loss once this returns.
+    /// `durable`: its last chunk commits synced to stable storage, so the galaxy survives
+    /// a power loss once this returns.
     pub(crate) fn create(
         &self,
         galaxy: Box<Galaxy>,
