@@ -305,7 +305,9 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<Build, AppError> {
-        self.build_in(name, tick, x, y, structure)
+        let order = |galaxy: &mut Galaxy, tick| galaxy.build(tick, x, y, structure);
+        self.shared.order_limits.check(&self.shared.metrics)?;
+        self.change_in(name, tick, order, false)
             .map(|(build, _)| build)
     }
 
@@ -318,10 +320,9 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<(Build, Option<Arc<GalaxyCell>>), AppError> {
+        let order = |galaxy: &mut Galaxy, tick| galaxy.build(tick, x, y, structure);
         self.shared.order_limits.check(&self.shared.metrics)?;
-        self.change_in(name, tick, |galaxy, tick| {
-            galaxy.build(tick, x, y, structure)
-        })
+        self.change_in(name, tick, order, true)
     }
 
     /// Applies a change to a galaxy under its lock and, if the galaxy went from clean to
@@ -334,16 +335,19 @@ impl AppState {
         tick: u64,
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
     ) -> Result<T, AppError> {
-        self.change_in(name, tick, change).map(|(result, _)| result)
+        self.change_in(name, tick, change, false)
+            .map(|(result, _)| result)
     }
 
-    /// [`AppState::change`], also returning the galaxy's cell when an engine saves it
-    /// (a durable order names it to the writer).
+    /// [`AppState::change`], also returning the galaxy's cell when an engine saves it and
+    /// `keep_cell` asks for it (a durable order names it to the writer; the others do not
+    /// pay for the reference).
     fn change_in<T>(
         &self,
         name: &str,
         tick: u64,
         change: impl FnOnce(&mut Galaxy, u64) -> Result<T, GameError>,
+        keep_cell: bool,
     ) -> Result<(T, Option<Arc<GalaxyCell>>), AppError> {
         let shared = &self.shared;
         shared
@@ -364,7 +368,7 @@ impl AppState {
                     shared.metrics.note_unsaved_since(now);
                     engine.writer().mark_dirty(cell.clone(), now);
                 }
-                Ok((result, Some(cell.clone())))
+                Ok((result, keep_cell.then(|| cell.clone())))
             })
     }
 
