@@ -74,17 +74,11 @@ pub fn coords(app: &AppState, name: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// [`settings`] on the PostgreSQL database `url` instead of a file, with a call timeout
-/// of ten minutes: the engine's stall watch cuts any connection of this process to the
-/// server that waits longer than the call timeout, the floors' included (a floor writes
-/// a large galaxy's 500 000 structure rows in one statement, for seconds on a busy
-/// machine), and nothing here stalls on purpose.
+/// [`settings`] on the PostgreSQL database `url` instead of a file.
 pub fn pg_settings(url: &str) -> Settings {
     Settings {
         database: DatabaseUrl::Postgres(url.to_owned()),
-        ..settings(Path::new("unused"), |p| {
-            p.db_call_timeout = Duration::from_secs(600)
-        })
+        ..settings(Path::new("unused"), |_| {})
     }
 }
 

@@ -115,12 +115,12 @@ pub(super) fn session_config(url: &str, name: &str, read_only: bool) -> Result<C
 /// Opens a session and sets the server's side of its timeouts ([`SERVER_SETTINGS`]).
 pub(super) fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
     let _call = Call::start();
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|source| StoreError::PostgresConnect {
+    let mut client = super::stall::claiming(|| config.connect(NoTls)).map_err(|source| {
+        StoreError::PostgresConnect {
             database: label.to_owned(),
             source,
-        })?;
+        }
+    })?;
     client
         .batch_execute(SERVER_SETTINGS)
         .context("setting the session's timeouts")?;

@@ -18,7 +18,12 @@
 //! Invariants:
 //! - Only sockets whose peer is a registered server ([`watch`]) are ever touched, and only
 //!   this process's (the inode behind one of its descriptors, checked again just before
-//!   the shutdown).
+//!   the shutdown), and of those only the engine's own: the sockets that appeared while
+//!   one of its sessions connected ([`claiming`]). A program that links the library and
+//!   talks to the same server on connections of its own keeps them, however long its
+//!   statements run — except one that is opened, and waits past the timeout, while an
+//!   engine session is still connecting (a connect is bounded too, and cannot be told
+//!   apart from it until it returns).
 //! - A socket is waiting when data was sent strictly after the last data received. Both
 //!   stamps have the kernel's tick as resolution (1–10 ms): a request sent within the
 //!   same tick as the previous answer arrived shows both equal, like an idle connection
@@ -71,6 +76,11 @@ struct Watch {
     next_call: AtomicU64,
     /// Whether the thread runs (it starts with the first server registered).
     started: OnceLock<()>,
+    /// The engine's sockets, by inode: those that appeared while its sessions connected.
+    engine: Mutex<HashSet<u64>>,
+    /// Engine sessions connecting now: meanwhile, a socket to a registered server is
+    /// watched whoever opened it (the connecting session's is not known yet).
+    connecting: AtomicU64,
 }
 
 fn watch_state() -> &'static Watch {
@@ -150,6 +160,23 @@ impl Drop for Call {
     }
 }
 
+/// Runs `connect` (an engine session's), and from then on watches the sockets to a
+/// registered server that appeared meanwhile: the session's own, and at worst another
+/// one opened by the same process at that moment.
+pub(super) fn claiming<T>(connect: impl FnOnce() -> T) -> T {
+    let state = watch_state();
+    let before: HashSet<u64> = own_sockets().into_keys().collect();
+    state.connecting.fetch_add(1, Ordering::SeqCst);
+    let connected = connect();
+    let appeared: Vec<u64> = own_sockets()
+        .into_keys()
+        .filter(|inode| !before.contains(inode))
+        .collect();
+    state.engine.lock().extend(appeared);
+    state.connecting.fetch_sub(1, Ordering::SeqCst);
+    connected
+}
+
 /// A schema migration, for as long as this lives (see [`MIGRATION_TIMEOUT`]).
 pub(super) struct Migrating(());
 
@@ -217,13 +244,19 @@ fn look(state: &Watch) {
         }
     };
     let migrating = state.migrating.load(Ordering::Relaxed) > 0;
+    let connecting = state.connecting.load(Ordering::SeqCst) > 0;
     let ours = own_sockets();
     let mut abandoned = abandoned().lock();
     abandoned.retain(|inode| ours.contains_key(inode));
+    let mut engine = state.engine.lock();
+    engine.retain(|inode| ours.contains_key(inode));
     for socket in sockets {
         let (Some(server), Some(&fd)) = (servers.get(&socket.peer), ours.get(&socket.inode)) else {
             continue;
         };
+        if !connecting && !engine.contains(&socket.inode) {
+            continue;
+        }
         let timeout = match migrating {
             true => server.timeout.max(MIGRATION_TIMEOUT),
             false => server.timeout,
@@ -253,11 +286,13 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
-    /// Real sockets against a server that answers one connection and never the other:
-    /// the watch shuts the unanswered one down once its request has waited past the
-    /// timeout, and leaves alone a connection idle since before the running call began.
+    /// Real sockets against a server that answers one connection and never the others:
+    /// the watch shuts the engine's unanswered one down once its request has waited past
+    /// the timeout, and leaves alone a connection idle since before the running call
+    /// began, and an unanswered one that is not the engine's.
     #[test]
     fn the_watch_abandons_an_unanswered_request_and_leaves_an_idle_connection() {
+        use std::os::fd::AsRawFd;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let state = Watch::default();
@@ -284,6 +319,12 @@ mod tests {
         let mut waiting = TcpStream::connect(server).unwrap();
         let (_waiting_peer, _) = listener.accept().unwrap();
         waiting.write_all(b"q").unwrap();
+        // The same, on a connection of the program's own (not the engine's).
+        let mut foreign = TcpStream::connect(server).unwrap();
+        let (_foreign_peer, _) = listener.accept().unwrap();
+        foreign.write_all(b"q").unwrap();
+        let inode = |stream: &TcpStream| socket_inode(stream.as_raw_fd()).unwrap();
+        state.engine.lock().extend([inode(&idle), inode(&waiting)]);
 
         waiting
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -307,13 +348,16 @@ mod tests {
             started.elapsed() >= Duration::from_millis(400),
             "not before its timeout"
         );
-        idle.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let idle_read = idle.read(&mut byte);
-        assert!(
-            matches!(&idle_read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
-            "the idle connection was left open: {idle_read:?}"
-        );
+        for (stream, what) in [(&mut idle, "idle"), (&mut foreign, "foreign")] {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let read = stream.read(&mut byte);
+            assert!(
+                matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+                "the {what} connection was left open: {read:?}"
+            );
+        }
     }
 
     fn socket(sent_ago_ms: u32, recv_ago_ms: u32) -> TcpSocket {
