@@ -1,6 +1,12 @@
-//! A batch on PostgreSQL: one transaction, at most one statement per table, every row
-//! passed in arrays and expanded by `unnest` on the server, so a batch of 100 000 systems
-//! costs a handful of round trips, not 100 000.
+//! A batch on PostgreSQL: one transaction, one statement per table for every
+//! [`STATEMENT_ROWS`] rows, every row passed in arrays and expanded by `unnest` on the
+//! server, so a batch of 100 000 systems costs a few dozen round trips, not 100 000.
+//!
+//! Why the cap: each statement must be answered within the call timeout
+//! (`GWAR_DB_CALL_TIMEOUT_SECS`, 5 s by default; see `stall.rs`), or its connection is
+//! abandoned and the batch retried — and a batch that can never be answered in time
+//! would be retried for ever. One statement of a 100 000-system batch's 500 000
+//! structure rows took longer than that on a busy machine (`cargo bench -- --only 10`).
 
 use std::collections::HashMap;
 
@@ -16,6 +22,10 @@ use super::owners::{self, Fence};
 use super::session::{Prepared, Session};
 use super::writer::PostgresWriter;
 use crate::model::RowMask;
+
+/// The most rows one statement of a batch writes: a few tenths of a second at the rates
+/// measured here (section 10), far inside any call timeout of a second or more.
+const STATEMENT_ROWS: usize = 20_000;
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
 pub(super) const MARK_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
@@ -419,8 +429,16 @@ fn write_rows(
     if rows.structures.len() > 0 {
         let statement = prepared.get(&mut tx, UPSERT_STRUCTURES)?;
         let s = &rows.structures;
-        tx.execute(&statement, &[&s.system_ids, &s.types, &s.levels])
-            .context("saving structures")?;
+        for at in (0..s.len()).step_by(STATEMENT_ROWS) {
+            let part = at..(at + STATEMENT_ROWS).min(s.len());
+            let (ids, types, levels) = (
+                &s.system_ids[part.clone()],
+                &s.types[part.clone()],
+                &s.levels[part],
+            );
+            tx.execute(&statement, &[&ids, &types, &levels])
+                .context("saving structures")?;
+        }
         stats.rows += s.len() as u64;
     }
     for (event, system_id) in rows.events.write(&mut tx, prepared, &batch_name())? {
@@ -452,18 +470,22 @@ fn update_systems(
     batch_name: impl Fn() -> String,
 ) -> Result<u64, StoreError> {
     let statement = prepared.get(tx, UPDATE_SYSTEMS)?;
-    let updated = tx
-        .execute(
-            &statement,
-            &[
-                &rows.system_ids,
-                &rows.metal,
-                &rows.crew,
-                &rows.water,
-                &rows.current_tick,
-            ],
-        )
-        .context("saving systems")?;
+    let mut updated = 0;
+    for at in (0..rows.system_ids.len()).step_by(STATEMENT_ROWS) {
+        let part = at..(at + STATEMENT_ROWS).min(rows.system_ids.len());
+        updated += tx
+            .execute(
+                &statement,
+                &[
+                    &&rows.system_ids[part.clone()],
+                    &&rows.metal[part.clone()],
+                    &&rows.crew[part.clone()],
+                    &&rows.water[part.clone()],
+                    &&rows.current_tick[part],
+                ],
+            )
+            .context("saving systems")?;
+    }
     if updated != rows.system_ids.len() as u64 {
         return Err(StoreError::Inconsistent {
             galaxy: batch_name(),
