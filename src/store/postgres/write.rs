@@ -24,8 +24,9 @@ use super::writer::PostgresWriter;
 use crate::model::RowMask;
 
 /// The most rows one statement of a batch writes: a few tenths of a second at the rates
-/// measured here (section 10), far inside any call timeout of a second or more.
-const STATEMENT_ROWS: usize = 20_000;
+/// measured here (section 10), far inside any call timeout of a second or more. The unit
+/// tests use a handful, so that their small batches cross statement boundaries.
+const STATEMENT_ROWS: usize = if cfg!(test) { 7 } else { 20_000 };
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
 pub(super) const MARK_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
@@ -285,8 +286,9 @@ impl EventRows {
         self.delete.is_empty() && self.update_ids.is_empty() && self.insert_systems.is_empty()
     }
 
-    /// Runs the one events statement; returns the new events' `(id, system id)`, and
-    /// fails when a cached event id named no row.
+    /// Runs the events statement (once per [`STATEMENT_ROWS`] of each kind of change);
+    /// returns the new events' `(id, system id)`, and fails when a cached event id named
+    /// no row.
     pub(super) fn write(
         &self,
         tx: &mut Transaction<'_>,
@@ -297,41 +299,62 @@ impl EventRows {
             return Ok(Vec::new());
         }
         let statement = prepared.get(tx, WRITE_EVENTS)?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &self.delete,
-                    &self.update_ids,
-                    &self.update_ticks,
-                    &self.update_types,
-                    &self.insert_systems,
-                    &self.insert_ticks,
-                    &self.insert_types,
-                ],
-            )
-            .context("saving events")?;
+        let longest = (self.delete.len())
+            .max(self.update_ids.len())
+            .max(self.insert_systems.len());
+        let part = |at: usize, len: usize| at.min(len)..(at + STATEMENT_ROWS).min(len);
         let mut inserted = Vec::with_capacity(self.insert_systems.len());
-        for row in rows {
-            let id: i64 = row.try_get(0).context("reading an event id")?;
-            let second: i64 = row.try_get(1).context("reading an event id")?;
-            if id == -1 {
-                let expected = (self.delete.len() + self.update_ids.len()) as i64;
-                if second != expected {
-                    return Err(StoreError::Inconsistent {
-                        galaxy: galaxy.to_owned(),
-                        reason: format!(
-                            "{} of the {expected} stored events to change are missing",
-                            expected - second
-                        ),
-                    });
-                }
-            } else {
-                inserted.push((id, second));
-            }
+        for at in (0..longest).step_by(STATEMENT_ROWS) {
+            let (delete, update, insert) = (
+                part(at, self.delete.len()),
+                part(at, self.update_ids.len()),
+                part(at, self.insert_systems.len()),
+            );
+            let rows = tx
+                .query(
+                    &statement,
+                    &[
+                        &&self.delete[delete.clone()],
+                        &&self.update_ids[update.clone()],
+                        &&self.update_ticks[update.clone()],
+                        &&self.update_types[update.clone()],
+                        &&self.insert_systems[insert.clone()],
+                        &&self.insert_ticks[insert.clone()],
+                        &&self.insert_types[insert],
+                    ],
+                )
+                .context("saving events")?;
+            let expected = (delete.len() + update.len()) as i64;
+            check_events(rows, expected, galaxy, &mut inserted)?;
         }
         Ok(inserted)
     }
+}
+
+/// Reads one events statement's answer into `inserted`: the new events' `(id, system
+/// id)`, and a row `(-1, n)` saying how many of the `expected` stored events it changed.
+fn check_events(
+    rows: Vec<::postgres::Row>,
+    expected: i64,
+    galaxy: &str,
+    inserted: &mut Vec<(i64, i64)>,
+) -> Result<(), StoreError> {
+    for row in rows {
+        let id: i64 = row.try_get(0).context("reading an event id")?;
+        let second: i64 = row.try_get(1).context("reading an event id")?;
+        if id != -1 {
+            inserted.push((id, second));
+        } else if second != expected {
+            return Err(StoreError::Inconsistent {
+                galaxy: galaxy.to_owned(),
+                reason: format!(
+                    "{} of the {expected} stored events to change are missing",
+                    expected - second
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A batch's rows as arrays, its count of rows and systems, and which galaxy each new
