@@ -96,7 +96,7 @@ impl AppState {
         structure: StructureKind,
     ) -> Result<(Build, DurableTicket), AppError> {
         let engine = self.durable_engine()?;
-        let (build, cell) = self.build_in(name, tick, x, y, structure)?;
+        let (build, cell) = self.build_in(name, tick, x, y, structure, true)?;
         // The writer makes the galaxy pending on reading the request, so the commit that
         // answers holds the order even if its dirty marker (sent by whichever order made
         // the galaxy dirty, maybe on another thread) has not arrived yet.

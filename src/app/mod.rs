@@ -305,13 +305,12 @@ impl AppState {
         y: u64,
         structure: StructureKind,
     ) -> Result<Build, AppError> {
-        let order = |galaxy: &mut Galaxy, tick| galaxy.build(tick, x, y, structure);
-        self.shared.order_limits.check(&self.shared.metrics)?;
-        self.change_in(name, tick, order, false)
+        self.build_in(name, tick, x, y, structure, false)
             .map(|(build, _)| build)
     }
 
-    /// [`AppState::build`], also returning the galaxy's cell when an engine saves it.
+    /// [`AppState::build`], also returning the galaxy's cell when an engine saves it and
+    /// `keep_cell` asks for it (see [`AppState::change_in`]).
     fn build_in(
         &self,
         name: &str,
@@ -319,16 +318,18 @@ impl AppState {
         x: u64,
         y: u64,
         structure: StructureKind,
+        keep_cell: bool,
     ) -> Result<(Build, Option<Arc<GalaxyCell>>), AppError> {
         let order = |galaxy: &mut Galaxy, tick| galaxy.build(tick, x, y, structure);
         self.shared.order_limits.check(&self.shared.metrics)?;
-        self.change_in(name, tick, order, true)
+        self.change_in(name, tick, order, keep_cell)
     }
 
     /// Applies a change to a galaxy under its lock and, if the galaxy went from clean to
     /// dirty, tells the writer (after unlocking). Without an engine the change set is
     /// emptied at once: nothing would ever save it. Crate-visible for the test hooks
     /// (`crate::testing`), which rewrite a whole galaxy through it.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn change<T>(
         &self,
         name: &str,

@@ -125,6 +125,7 @@ pub enum Reply {
 
 impl Reply {
     /// The response, made here by the calling thread if it comes later.
+    #[cfg(test)]
     pub fn wait(self) -> Response {
         match self {
             Reply::Now(response) => response,

@@ -63,6 +63,7 @@ impl AdminOrigin {
     }
 
     /// The rules of a TCP listener bound to `bound`.
+    #[cfg(test)]
     pub fn tcp(bound: SocketAddr, extra: Vec<AdminHost>) -> Self {
         AdminOrigin {
             bound: Some(bound),

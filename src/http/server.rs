@@ -169,6 +169,7 @@ impl HttpServer {
     }
 
     /// Stops listening, lets in-flight requests finish, and joins every thread.
+    #[cfg(any(test, feature = "testing"))]
     pub fn shutdown(self) {
         self.shutdown_within(None);
     }

@@ -21,6 +21,7 @@ impl RowMask {
     /// The system's `events` rows (the build in flight).
     pub const EVENTS: RowMask = RowMask(2);
     /// Every row a system can have: itself, its events, all five structures.
+    #[cfg(test)]
     pub const ALL: RowMask = RowMask(0b111_1111);
 
     /// The rows of a new system: itself, its events, and one row per configured structure.

@@ -43,7 +43,9 @@ use checkpoint::Checkpointer;
 use db::Db;
 
 pub use db::BUSY_TIMEOUT;
-pub use migrate::{StartupCheck, SCHEMA_VERSION, WRITER_PRAGMAS};
+#[cfg(any(test, feature = "testing"))]
+pub use migrate::WRITER_PRAGMAS;
+pub use migrate::{StartupCheck, SCHEMA_VERSION};
 pub use reader::SqliteReader;
 pub use writer::SqliteWriter;
 
