@@ -504,6 +504,61 @@ fn a_durable_order_on_a_locked_database_is_503_applied_and_saved_once_the_lock_g
     assert_eq!(stored_metal(&db, "locked").unwrap(), expected);
 }
 
+/// More durable orders waiting on a locked database than there are HTTP workers (16):
+/// they wait off the workers, so a player's read made meanwhile is answered before any of
+/// them is (had they held the workers, it would queue behind them until the save's bound).
+#[test]
+fn durable_orders_waiting_on_a_locked_database_hold_up_no_other_request() {
+    const WAITING: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("galactic_war.db");
+    // The durable wait's bound: the save's, 2 × 2 s + 1 s.
+    let daemon = Daemon::start(dir.path(), &[("GWAR_DB_CALL_TIMEOUT_SECS", "2")]);
+    let coords = create_counting(&daemon, "busy");
+    let locker = sqlite(&db);
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let open_before = daemon.metric("gwar_http_connections_open");
+    std::thread::scope(|scope| {
+        let durable: Vec<_> = (0..WAITING)
+            .map(|i| {
+                let (daemon, at) = (&daemon, coords[i % coords.len()]);
+                scope.spawn(move || {
+                    let reply = daemon.post(&build_path("busy", at, "colony", true));
+                    (reply, Instant::now())
+                })
+            })
+            .collect();
+        // Every durable order is in the daemon (its connection open, its answer owed).
+        assert!(
+            wait_for(PATIENCE, || daemon.metric("gwar_http_connections_open")
+                >= open_before + WAITING as f64),
+            "the durable orders never all arrived"
+        );
+        let mut reads_done = Vec::new();
+        for at in coords.iter().take(5) {
+            let (x, y) = at;
+            let read = daemon.get(&format!("/galaxies/busy/systems/{x}/{y}"));
+            assert_eq!(read.status, 200, "{}", read.body);
+            reads_done.push(Instant::now());
+        }
+        let answers: Vec<(Reply, Instant)> = durable
+            .into_iter()
+            .map(|waiting| waiting.join().unwrap())
+            .collect();
+        let first_answer = answers.iter().map(|(_, at)| *at).min().unwrap();
+        let last_read = *reads_done.iter().max().unwrap();
+        assert!(
+            last_read < first_answer,
+            "the reads were answered only after a durable order was ({:?} later)",
+            last_read - first_answer
+        );
+        for (reply, _) in &answers {
+            assert_applied_not_durable(reply);
+        }
+    });
+    locker.execute_batch("ROLLBACK").unwrap();
+}
+
 /// Sends durable orders to `a` on a galaxy `b` took from it until `a` answers with the
 /// owner (307 to `b`, or 409): none may be a 201. The answers, in order.
 fn durable_orders_until_owner_known(a: &Node, b: &Node, galaxy: &str, at: (u64, u64)) -> Vec<u16> {
