@@ -139,6 +139,14 @@ impl Shutdown {
     fn wait(self) {
         let _ = self.0.recv();
     }
+
+    /// Waits up to `timeout`; true when the token fired (it stays fired).
+    fn wait_for(&self, timeout: Duration) -> bool {
+        !matches!(
+            self.0.recv_timeout(timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        )
+    }
 }
 
 /// The sockets [`serve`] answers on, bound by the caller.
@@ -163,6 +171,14 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
+    /// A stop before the database was opened: nothing held, so nothing unsaved.
+    fn nothing_held() -> ShutdownReport {
+        ShutdownReport {
+            flush: app::FlushReport::default(),
+            lost: Vec::new(),
+        }
+    }
+
     /// Everything the game held reached the database.
     pub fn all_saved(&self) -> bool {
         self.flush.all_saved() && self.lost.is_empty()
@@ -177,6 +193,51 @@ impl ShutdownReport {
         }
     }
 }
+
+/// Opens the application's state; while the PostgreSQL servers of `DATABASE_URL` answer
+/// but none as a primary (a failover under way), tries again every
+/// [`PRIMARY_RETRY`], saying so in the log and to systemd, until one is or `shutdown`
+/// fires (`None`). The listeners are bound meanwhile but not served: the daemon has
+/// nothing to serve before it can read the database.
+fn open_waiting_for_primary(
+    settings: &Settings,
+    shutdown: &Shutdown,
+    systemd: &Notifier,
+) -> Option<Result<AppState, StoreError>> {
+    let started = Instant::now();
+    let mut logged: Option<Instant> = None;
+    loop {
+        let error = match AppState::open_notifying(settings, systemd) {
+            Err(error @ StoreError::NoPrimary { .. }) => error,
+            result => {
+                if logged.is_some() {
+                    log::info!(
+                        "a read-write PostgreSQL server answered after {:?}",
+                        started.elapsed()
+                    );
+                }
+                return Some(result);
+            }
+        };
+        let status = format!("waiting for a read-write PostgreSQL server: {error}");
+        if logged.is_none_or(|at| at.elapsed() >= PRIMARY_LOG_EVERY) {
+            log::warn!("{status}; trying again every {PRIMARY_RETRY:?} (not serving meanwhile)");
+            logged = Some(Instant::now());
+        }
+        systemd.extend_timeout(PRIMARY_RETRY * 10, &status);
+        if shutdown.wait_for(PRIMARY_RETRY) {
+            log::info!(
+                "stopped while waiting for a read-write PostgreSQL server; nothing was held"
+            );
+            return None;
+        }
+    }
+}
+
+/// How often start-up tries again while no server of the URL is a primary.
+const PRIMARY_RETRY: Duration = Duration::from_secs(1);
+/// How often, meanwhile, the log says so again.
+const PRIMARY_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// `settings`, with the advertised URL on the port the game's listener was given when
 /// `GWAR_LISTEN` asked for port 0 and `GWAR_ADVERTISE_URL` was left to its default
@@ -202,13 +263,15 @@ pub fn serve(
     systemd: &Notifier,
 ) -> Result<ShutdownReport, StartError> {
     let settings = &advertise_bound_port(settings, &listeners.game);
-    let app = match AppState::open_notifying(settings, systemd) {
-        Ok(app) => app,
-        Err(error) => {
+    let app = match open_waiting_for_primary(settings, &shutdown, systemd) {
+        Some(Ok(app)) => app,
+        Some(Err(error)) => {
             let error = StartError::from_open(error)?;
             log::error!("cannot use the database, running from memory only (nothing will be saved): {error}");
             AppState::without_engine(PersistenceState::MemoryOnly, Some(error.to_string()))
         }
+        // Stopped before anything was opened: nothing was held, nothing is lost.
+        None => return Ok(ShutdownReport::nothing_held()),
     };
     remove_unfinished_backups(settings);
     let http_metrics = Arc::new(HttpMetrics::default());

@@ -101,6 +101,8 @@ pub struct PersistenceHealth {
     pub state: PersistenceState,
     pub dirty_systems: u64,
     pub last_error: Option<String>,
+    /// The PostgreSQL primary's replication, where known.
+    pub replication: Option<crate::store::Replication>,
 }
 
 /// `GET /healthz`'s answer.
@@ -554,6 +556,7 @@ impl AppState {
                 state,
                 dirty_systems: self.dirty_systems(),
                 last_error: metrics.last_error(),
+                replication: metrics.replication(),
             },
             creation: self.shared.budget.creation(),
         }

@@ -292,6 +292,18 @@ struct PersistenceJson<'a> {
     state: &'static str,
     dirty_systems: u64,
     last_error: Option<&'a str>,
+    /// PostgreSQL only, once the writer has looked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<ReplicationJson>,
+}
+
+/// The primary's replication, in `GET /healthz`.
+#[derive(Serialize)]
+struct ReplicationJson {
+    mode: &'static str,
+    standbys: u64,
+    /// `null` when the database role may not see the standbys' state.
+    synchronous_standbys: Option<u64>,
 }
 
 /// `GET /healthz`'s answer.
@@ -311,6 +323,11 @@ impl<'a> From<&'a Health> for HealthJson<'a> {
                 state: h.persistence.state.as_str(),
                 dirty_systems: h.persistence.dirty_systems,
                 last_error: h.persistence.last_error.as_deref(),
+                replication: h.persistence.replication.map(|r| ReplicationJson {
+                    mode: r.mode.as_str(),
+                    standbys: r.standbys,
+                    synchronous_standbys: r.synchronous_standbys,
+                }),
             },
             creation: h.creation,
         }
@@ -491,6 +508,7 @@ mod tests {
                 state,
                 dirty_systems: 3,
                 last_error: last_error.map(str::to_owned),
+                replication: None,
             },
             creation: "open",
         };
@@ -509,6 +527,16 @@ mod tests {
                 Some("disk \"gone\"")
             ))),
             r#"{"status":"degraded","persistence":{"state":"memory-only","dirty_systems":3,"last_error":"disk \"gone\""},"creation":"open"}"#
+        );
+        let mut on_postgres = health("ok", PersistenceState::Healthy, None);
+        on_postgres.persistence.replication = Some(crate::store::Replication::from_primary(
+            "*",
+            &[Some("sync".to_owned())],
+        ));
+        let body = json(&HealthJson::from(&on_postgres));
+        assert!(
+            body.contains(r#""replication":{"mode":"sync","standbys":1,"synchronous_standbys":1}"#),
+            "{body}"
         );
         for (state, wire) in [
             (PersistenceState::Retrying, "retrying"),

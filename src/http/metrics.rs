@@ -13,6 +13,7 @@ use crate::app::{AppState, BudgetSnapshot};
 use crate::persistence::metrics::{
     MetricsSnapshot, PersistenceState, PER_COMMIT_BUCKETS, WAIT_BUCKETS,
 };
+use crate::store::ReplicationMode;
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -292,6 +293,32 @@ const FAMILIES: &[Family] = &[
         read: Read::Lines(durable_waits),
     },
     Family {
+        name: "gwar_postgres_replication_mode",
+        kind: "gauge",
+        help: "The PostgreSQL primary's replication (1 for the mode it is in): none, async (a failover may lose the replication lag) or sync (synchronous_standby_names set).",
+        read: Read::Lines(replication_mode),
+    },
+    Family {
+        name: "gwar_postgres_standbys",
+        kind: "gauge",
+        help: "Standbys streaming from the PostgreSQL primary.",
+        read: Read::Lines(|s, name, out| {
+            if let Some(replication) = s.engine.replication {
+                let _ = writeln!(out, "{name} {}", replication.standbys);
+            }
+        }),
+    },
+    Family {
+        name: "gwar_postgres_synchronous_standbys",
+        kind: "gauge",
+        help: "Standbys the PostgreSQL primary waits for at each commit (absent when the role may not see it: grant pg_monitor).",
+        read: Read::Lines(|s, name, out| {
+            if let Some(count) = s.engine.replication.and_then(|r| r.synchronous_standbys) {
+                let _ = writeln!(out, "{name} {count}");
+            }
+        }),
+    },
+    Family {
         name: "gwar_http_requests_total",
         kind: "counter",
         help: "HTTP requests answered, by status class.",
@@ -322,6 +349,16 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.http.timed_out.load(Relaxed))),
     },
 ];
+
+fn replication_mode(s: &Sources<'_>, name: &str, out: &mut String) {
+    let Some(replication) = s.engine.replication else {
+        return;
+    };
+    for mode in ReplicationMode::ALL {
+        let on = u8::from(mode == replication.mode);
+        let _ = writeln!(out, "{name}{{mode=\"{}\"}} {on}", mode.as_str());
+    }
+}
 
 fn persistence_state(s: &Sources<'_>, name: &str, out: &mut String) {
     for state in [

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::clock::Clock;
+use crate::store::Replication;
 
 /// What the persistence engine is doing, as `/healthz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ pub struct Metrics {
     stalled_since_ms: AtomicU64,
     /// Durable requests (`?durable=1`) and the synced commits that answered them.
     pub(crate) durable: DurableStats,
+    /// The PostgreSQL primary's replication, as the writer last read it.
+    replication: Mutex<Option<Replication>>,
 }
 
 /// Upper bounds of the buckets of durable requests per synced commit.
@@ -208,6 +211,8 @@ pub struct MetricsSnapshot {
     pub stalled_ms: Option<u64>,
     /// Durable requests and their synced commits.
     pub durable: DurableSnapshot,
+    /// The PostgreSQL primary's replication, where known.
+    pub replication: Option<Replication>,
 }
 
 impl Metrics {
@@ -240,6 +245,7 @@ impl Metrics {
             lagging_after_ms: AtomicU64::new(NONE),
             stalled_since_ms: AtomicU64::new(NONE),
             durable: DurableStats::default(),
+            replication: Mutex::new(None),
         }
     }
 
@@ -282,6 +288,15 @@ impl Metrics {
 
     /// Back to healthy: a retry committed. The error is cleared, since `/healthz` shows
     /// what is wrong now; the log and `gwar_persistence_errors_total` keep the history.
+    pub(crate) fn set_replication(&self, replication: Option<Replication>) {
+        *self.replication.lock() = replication;
+    }
+
+    /// The PostgreSQL primary's replication, where known.
+    pub fn replication(&self) -> Option<Replication> {
+        *self.replication.lock()
+    }
+
     pub(crate) fn set_recovered(&self) {
         self.state.store(PersistenceState::Healthy as u8, Relaxed);
         *self.last_error.lock() = None;
@@ -379,6 +394,7 @@ impl Metrics {
             oldest_unsaved_ms: self.oldest_unsaved_age().map(|age| age.as_millis() as u64),
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
             durable: self.durable.snapshot(),
+            replication: *self.replication.lock(),
         }
     }
 }

@@ -23,7 +23,10 @@
 mod decode;
 pub(crate) mod open;
 pub mod postgres;
+mod replication;
 pub mod sqlite;
+
+pub use replication::{Replication, ReplicationMode};
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -149,6 +152,9 @@ pub enum StoreError {
         database: String,
         source: ::postgres::Error,
     },
+    /// Start-up found servers, all read-only (standbys): waiting for a primary may help.
+    #[error("no read-write server for the database {database} yet: {hosts}")]
+    NoPrimary { database: String, hosts: String },
     #[error("{context}: {}", DriverError::describe(.source))]
     Postgres {
         context: &'static str,
@@ -212,7 +218,7 @@ impl StoreError {
             StoreError::SameAddress { .. }
             | StoreError::OwnershipLocked(_)
             | StoreError::ReadersBusy(_) => FailureKind::Busy,
-            StoreError::Unreachable(_) => FailureKind::Unavailable,
+            StoreError::Unreachable(_) | StoreError::NoPrimary { .. } => FailureKind::Unavailable,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::InUse { .. } => FailureKind::InUse,
             StoreError::CreateDir { .. }
@@ -532,8 +538,15 @@ pub trait WriteStore: Any + Send {
     fn after_commit(&mut self);
 
     /// Every auto-save interval, after its batch; `idle` when nothing was written for a
-    /// whole interval (SQLite: a checkpoint that truncates the WAL).
+    /// whole interval (SQLite: a checkpoint that truncates the WAL; PostgreSQL: a look at
+    /// the primary's replication).
     fn maintain(&mut self, idle: bool);
+
+    /// The primary's replication as last read by [`WriteStore::maintain`]; `None` for a
+    /// store without replication (SQLite) or before the first look.
+    fn replication(&self) -> Option<Replication> {
+        None
+    }
 
     /// The writer is stopping: end the store's helpers and, when `all_saved`, leave the
     /// database compact. A failure here loses nothing; it is logged.

@@ -362,6 +362,7 @@ impl Writer {
             .last_commit
             .is_none_or(|at| now.saturating_duration_since(at) >= self.settings.auto_save_interval);
         self.store.maintain(idle);
+        self.metrics.set_replication(self.store.replication());
     }
 
     pub(super) fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {

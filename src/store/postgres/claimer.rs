@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::super::{Claim, ClaimStore, FailureKind, Owner, StoreError};
 use super::error::{describe, serialization_failure, Context, ATTEMPTS, LOG};
 use super::identity::Identity;
-use super::session::{connect, session_config, APPLICATION_NAME};
+use super::session::{connect, session_config, Access, APPLICATION_NAME};
 use super::stall::Call;
 use crate::settings::postgres_label;
 
@@ -97,7 +97,7 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
 impl PostgresClaimer {
     /// Opens the claims session for the daemon `identity`.
     pub fn open(url: &str, identity: Identity) -> Result<PostgresClaimer, StoreError> {
-        let config = session_config(url, APPLICATION_NAME, false)?;
+        let config = session_config(url, APPLICATION_NAME)?;
         let label = postgres_label(url);
         let client = Self::connect(&config, &label)?;
         Ok(PostgresClaimer {
@@ -111,7 +111,7 @@ impl PostgresClaimer {
     }
 
     fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
-        let mut client = connect(config, label)?;
+        let mut client = connect(config, label, Access::ReadWrite)?;
         client
             .batch_execute(&format!("SET lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
             .context("configuring the claims session")?;

@@ -96,13 +96,38 @@ pub(super) fn open(
     settings: &PersistenceSettings,
     deadline: Arc<BusyDeadline>,
 ) -> Result<Opened, StoreError> {
+    let identity = Identity::new(&settings.advertise_url, settings.ownership_lease);
+    // Before any session opens: every call from here on has the call timeout's bound.
+    stall::watch(
+        &session::session_config(url, session::APPLICATION_NAME)?,
+        &postgres_label(url),
+        settings.db_call_timeout,
+    );
+    let mut writer = match PostgresWriter::open(url, identity.clone()) {
+        Ok(writer) => writer,
+        Err(StoreError::PostgresConnect { database, source }) => {
+            // Servers that answer, none as a primary when tried: a failover under way, or
+            // one to come (or just done, when one answers read-write now). Start-up waits
+            // for it; only servers that cannot be used fail it.
+            let config = session::session_config(url, session::APPLICATION_NAME)?;
+            let survey = session::survey(&config, &database);
+            if survey.read_only + survey.writable > 0 {
+                return Err(StoreError::NoPrimary {
+                    database,
+                    hosts: survey.text,
+                });
+            }
+            return Err(StoreError::PostgresConnect { database, source });
+        }
+        Err(error) => return Err(error),
+    };
+    // Once, when start-up waits for a primary: after the writer's session opened.
     if settings.synchronous != Synchronous::Normal {
         log::info!(target: error::LOG,
             "GWAR_PERSISTENCE_SYNCHRONOUS={} is SQLite's setting and is ignored on PostgreSQL: \
              every batch commits with synchronous_commit = on",
             settings.synchronous.pragma_value().to_ascii_lowercase());
     }
-    let identity = Identity::new(&settings.advertise_url, settings.ownership_lease);
     log::info!(target: error::LOG, "{}: this daemon is {} at {} (lease {:?})",
         postgres_label(url), identity.id, identity.url, identity.lease);
     if identity::reachable_only_here(&identity.url) {
@@ -111,13 +136,6 @@ pub(super) fn open(
              it redirects here would go nowhere. Set it to this daemon's address as others see it \
              when daemons on several machines share the database", identity.url);
     }
-    // Before any session opens: every call from here on has the call timeout's bound.
-    stall::watch(
-        &session::session_config(url, session::APPLICATION_NAME, false)?,
-        &postgres_label(url),
-        settings.db_call_timeout,
-    );
-    let mut writer = PostgresWriter::open(url, identity.clone())?;
     writer.canceller = Some(cancel::Canceller::spawn(deadline)?);
     let claims = PostgresClaimer::open(url, identity)?;
     let url = url.to_owned();

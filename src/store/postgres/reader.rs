@@ -12,7 +12,7 @@ use ::postgres::{Client, Config};
 use super::super::{FailureKind, Owner, ReadStore, RowIds, StoreError};
 use super::error::LOG;
 use super::migrate::{refuse_newer, schema_version};
-use super::session::{connect, session_config, APPLICATION_NAME};
+use super::session::{connect, session_config, Access, APPLICATION_NAME};
 use super::stall::Call;
 use super::{load, owners};
 use crate::model::Galaxy;
@@ -39,9 +39,9 @@ pub struct PostgresReader {
 impl PostgresReader {
     /// Opens a read-only session, refusing a newer schema.
     pub fn open(url: &str) -> Result<PostgresReader, StoreError> {
-        let config = session_config(url, APPLICATION_NAME, true)?;
+        let config = session_config(url, APPLICATION_NAME)?;
         let label = postgres_label(url);
-        let mut client = connect(&config, &label)?;
+        let mut client = connect(&config, &label, Access::ReadOnly)?;
         refuse_newer(&label, schema_version(&mut client)?)?;
         Ok(PostgresReader {
             config,
@@ -61,7 +61,7 @@ impl PostgresReader {
         match read(&mut client) {
             Err(error) if client.is_closed() || error.kind() == FailureKind::Unavailable => {
                 log::debug!(target: LOG, "{}: a reader's session was lost ({error}); reconnecting", self.label);
-                *client = connect(&self.config, &self.label)?;
+                *client = connect(&self.config, &self.label, Access::ReadOnly)?;
                 read(&mut client)
             }
             result => result,

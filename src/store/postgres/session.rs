@@ -80,9 +80,8 @@ const OPTIONAL_SERVER_SETTINGS: &[&str] = &[
 const LOCK_TIMEOUT: &str = "3s";
 
 /// The session settings of `url` for the engine: its name (`name`), timeouts and
-/// keepalives (each unless the URL sets it), and, for readers, read-only transactions
-/// from the start of the session.
-pub(super) fn session_config(url: &str, name: &str, read_only: bool) -> Result<Config, StoreError> {
+/// keepalives (each unless the URL sets it), and a read-write server.
+pub(super) fn session_config(url: &str, name: &str) -> Result<Config, StoreError> {
     let mut config: Config = url.parse().map_err(|source| StoreError::PostgresConnect {
         database: postgres_label(url),
         source,
@@ -99,21 +98,27 @@ pub(super) fn session_config(url: &str, name: &str, read_only: bool) -> Result<C
         .keepalives_idle(KEEPALIVE_IDLE)
         .keepalives_interval(KEEPALIVE_INTERVAL)
         .keepalives_retries(KEEPALIVE_RETRIES);
-    if read_only {
-        let options = config.get_options().unwrap_or_default();
-        let options = format!("{options} -c default_transaction_read_only=on");
-        config.options(options.trim());
-    } else {
-        // The writer needs a primary: a host that is a standby (after a failover, say)
-        // is refused at connect, and the next host of the URL tried, rather than
-        // opened for every batch to fail on.
-        config.target_session_attrs(TargetSessionAttrs::ReadWrite);
-    }
+    // Every session needs the primary, readers too: a standby's data lags (by up to
+    // the replication lag when asynchronous), and a galaxy loaded from it and then
+    // written back would undo what the primary had. A host that is read-only (a
+    // standby, a demoted primary) is refused at connect and the next host of the URL
+    // tried. So readers cannot ask for read-only transactions in the start-up packet
+    // (the server would then look read-only, and be refused): they set it once
+    // connected ([`connect`]).
+    config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     Ok(config)
 }
 
-/// Opens a session and sets the server's side of its timeouts ([`SERVER_SETTINGS`]).
-pub(super) fn connect(config: &Config, label: &str) -> Result<Client, StoreError> {
+/// Whether a session only reads: its transactions are read-only from its start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// Opens a session on the read-write server, sets the server's side of its timeouts
+/// ([`SERVER_SETTINGS`]) and, for `Access::ReadOnly`, read-only transactions.
+pub(super) fn connect(config: &Config, label: &str, access: Access) -> Result<Client, StoreError> {
     let _call = Call::start();
     let mut client = super::stall::claiming(|| config.connect(NoTls)).map_err(|source| {
         StoreError::PostgresConnect {
@@ -124,6 +129,11 @@ pub(super) fn connect(config: &Config, label: &str) -> Result<Client, StoreError
     client
         .batch_execute(SERVER_SETTINGS)
         .context("setting the session's timeouts")?;
+    if access == Access::ReadOnly {
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .context("making the session read-only")?;
+    }
     for setting in OPTIONAL_SERVER_SETTINGS {
         match client.batch_execute(setting) {
             Ok(()) => {}
@@ -140,6 +150,108 @@ pub(super) fn connect(config: &Config, label: &str) -> Result<Client, StoreError
         }
     }
     Ok(client)
+}
+
+/// What the hosts of a URL are now, as start-up reads them when no session could open.
+pub(super) struct Survey {
+    /// Hosts that answered and take writes (one may have become the primary meanwhile).
+    pub(super) writable: usize,
+    /// Hosts that answered read-only: standbys, or primaries demoted.
+    pub(super) read_only: usize,
+    /// Each host and what it is, for the log: `h1:5432 unreachable (…), h2:5433 read-only`.
+    pub(super) text: String,
+}
+
+/// Tries each host of `config` on its own (the client's own attempt reports only the last
+/// host's error), each bounded as any session is.
+pub(super) fn survey(config: &Config, label: &str) -> Survey {
+    let ports = config.get_ports();
+    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let mut hosts: Vec<(String, Config)> = Vec::new();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let mut one = single_host(config, port_of(i));
+        let name = match host {
+            ::postgres::config::Host::Tcp(name) => {
+                one.host(name);
+                name.clone()
+            }
+            ::postgres::config::Host::Unix(path) => {
+                one.host_path(path);
+                path.display().to_string()
+            }
+        };
+        if let Some(address) = config.get_hostaddrs().get(i) {
+            one.hostaddr(*address);
+        }
+        hosts.push((format!("{name}:{}", port_of(i)), one));
+    }
+    if hosts.is_empty() {
+        for (i, address) in config.get_hostaddrs().iter().enumerate() {
+            let mut one = single_host(config, port_of(i));
+            one.hostaddr(*address);
+            hosts.push((format!("{address}:{}", port_of(i)), one));
+        }
+    }
+    let mut survey = Survey {
+        writable: 0,
+        read_only: 0,
+        text: String::new(),
+    };
+    for (host, one) in hosts {
+        let what = match connect(&one, label, Access::ReadOnly) {
+            Ok(_) => {
+                survey.writable += 1;
+                "read-write".to_owned()
+            }
+            Err(StoreError::PostgresConnect { source, .. }) if refused_as_read_only(&source) => {
+                survey.read_only += 1;
+                "read-only (a standby?)".to_owned()
+            }
+            Err(error) => format!("unusable ({error})"),
+        };
+        if !survey.text.is_empty() {
+            survey.text.push_str("; ");
+        }
+        survey.text.push_str(&format!("{host} {what}"));
+    }
+    survey
+}
+
+/// `config`'s settings for one host on `port`: who connects, to what, and its bounds.
+fn single_host(config: &Config, port: u16) -> Config {
+    let mut one = Config::new();
+    one.port(port)
+        .dbname(config.get_dbname().unwrap_or_default())
+        .application_name(config.get_application_name().unwrap_or(APPLICATION_NAME))
+        .target_session_attrs(TargetSessionAttrs::ReadWrite)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    if let Some(user) = config.get_user() {
+        one.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        one.password(password);
+    }
+    if let Some(options) = config.get_options() {
+        one.options(options);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        one.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        one.tcp_user_timeout(*timeout);
+    }
+    one
+}
+
+/// Whether a failed connect reached a server that refused to be a primary
+/// (`target_session_attrs=read-write` on a read-only server).
+fn refused_as_read_only(error: &::postgres::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// Prepared statements by their text: each is parsed once per session, not per batch.
@@ -187,15 +299,16 @@ impl Session {
         label: &str,
         lease: Duration,
     ) -> Result<Session, StoreError> {
-        let mut client = connect(config, label)?;
+        let mut client = connect(config, label, Access::ReadWrite)?;
         let version = schema_version(&mut client)?;
         refuse_newer(label, version)?;
         refuse_older_daemon(&mut client, label)?;
         // Our own settings win over the server's, the database's and the role's: a batch
         // counted as saved must be durable, and a lock wait must end.
+        let commit = writer_commit_level(&mut client)?;
         client
             .batch_execute(&format!(
-                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}';
+                "SET synchronous_commit = {commit}; SET lock_timeout = '{LOCK_TIMEOUT}';
                  SET idle_in_transaction_session_timeout = '{}ms';",
                 writer_idle_timeout(lease).as_millis()
             ))
@@ -210,11 +323,29 @@ impl Session {
     }
 }
 
+/// The writer's `synchronous_commit`: at least `on`, so that a commit is flushed on the
+/// primary and, with a synchronous standby configured (`synchronous_standby_names`), on
+/// that standby too before it counts as saved; `remote_apply` when the server asks for
+/// it (the standby has also applied it), never the weaker `remote_write`, `local` or
+/// `off` a server, database or role may have set.
+fn writer_commit_level(client: &mut Client) -> Result<&'static str, StoreError> {
+    let row = client
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .context("reading synchronous_commit")?;
+    let level: String = row.try_get(0).context("reading synchronous_commit")?;
+    Ok(if level == "remote_apply" {
+        "remote_apply"
+    } else {
+        "on"
+    })
+}
+
 /// Opens a read-only session for tools (`galactic-war check`): the engine's settings,
 /// no lock, nothing written.
 pub fn connect_read_only(url: &str) -> Result<Client, StoreError> {
     connect(
-        &session_config(url, APPLICATION_NAME, true)?,
+        &session_config(url, APPLICATION_NAME)?,
         &postgres_label(url),
+        Access::ReadOnly,
     )
 }

@@ -600,6 +600,22 @@ fn a_writer_on_a_server_that_stopped_taking_writes_reconnects() {
         .unwrap();
     assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
     assert!(err.to_string().contains("does not allow writes"), "{err}");
+    // So are readers: a standby's data may lag the primary's, and a galaxy loaded from
+    // it and written back would undo what the primary had.
+    let err = PostgresReader::open(&db.url).err().unwrap();
+    assert!(err.to_string().contains("does not allow writes"), "{err}");
+}
+
+#[test]
+fn a_reader_finds_the_primary_yet_only_reads() {
+    let Some((_db, _store, reader, _galaxy)) = stored_galaxy("reader") else {
+        return;
+    };
+    let mut client = reader.client.borrow_mut();
+    let err = client
+        .batch_execute("UPDATE galaxies SET tick = tick + 1")
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
 }
 
 // Ownership: several daemons on one database.
@@ -1264,4 +1280,94 @@ fn a_live_owner_advertising_this_daemons_own_address_is_busy_not_a_redirect() {
     );
     assert_eq!(taken.unwrap_err().kind(), FailureKind::Busy);
     assert_eq!(owner_row(&db, "g"), (1, Some(store.identity.id.clone())));
+}
+
+// Replication and failover (issue 25).
+
+#[test]
+fn start_up_waits_on_servers_that_only_read_and_fails_on_none_that_answer() {
+    let Some(db) = TestDb::new("primary") else {
+        return;
+    };
+    let settings = crate::settings::PersistenceSettings::default();
+    let url = &db.url;
+    // Several hosts, the first refusing connections: the server behind the second is
+    // found and opened.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let both = url.replacen("@", &format!("@127.0.0.1:{refused},"), 1);
+    assert!(both.contains(','), "{both}");
+    assert!(open(&both, &settings, BusyDeadline::new()).is_ok());
+    // Only a refused port: start-up fails, as it did with one host.
+    let only_refused = with_port(url, refused);
+    match open(&only_refused, &settings, BusyDeadline::new()) {
+        Err(StoreError::PostgresConnect { .. }) => {}
+        other => panic!("{:?}", other.err()),
+    }
+    // A server that answers read-only only (as a standby does): start-up may wait.
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            db.name
+        ))
+        .unwrap();
+    match open(&both, &settings, BusyDeadline::new()) {
+        Err(error @ StoreError::NoPrimary { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("127.0.0.1:{refused} unusable")),
+                "{text}"
+            );
+            assert!(text.contains("read-only"), "{text}");
+            assert_eq!(error.kind(), FailureKind::Unavailable);
+        }
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+/// `url` with the port of its (one) host replaced.
+fn with_port(url: &str, port: u16) -> String {
+    let (head, rest) = url.split_once('@').unwrap();
+    let (_, path) = rest.split_once('/').unwrap();
+    format!("{head}@127.0.0.1:{port}/{path}")
+}
+
+#[test]
+fn the_writer_commits_at_least_synchronously_and_reads_the_replication() {
+    let Some(db) = TestDb::new("commitlevel") else {
+        return;
+    };
+    let level = |store: &mut PostgresWriter| -> String {
+        let session = store.session.as_mut().unwrap();
+        let row = session
+            .client
+            .query_one("SHOW synchronous_commit", &[])
+            .unwrap();
+        row.get(0)
+    };
+    for (server, writer) in [
+        ("off", "on"),
+        ("local", "on"),
+        ("remote_apply", "remote_apply"),
+    ] {
+        db.client()
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET synchronous_commit = {server}",
+                db.name
+            ))
+            .unwrap();
+        let mut store = open_writer(&db.url);
+        assert_eq!(level(&mut store), writer, "the server says {server}");
+        store.finish(true);
+    }
+    // A lone server: no standby, none required.
+    let mut store = open_writer(&db.url);
+    assert_eq!(store.replication(), None, "not read yet");
+    store.maintain(false);
+    let replication = store.replication().unwrap();
+    assert_eq!(replication.mode, crate::store::ReplicationMode::None);
+    assert_eq!(replication.standbys, 0);
 }

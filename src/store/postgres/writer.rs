@@ -13,13 +13,11 @@ use std::time::Duration;
 use ::postgres::Config;
 
 use super::super::{
-    CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy, RowIds,
-    StoreError, SystemIds, WriteStats, WriteStore,
+    CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy,
+    Replication, RowIds, StoreError, SystemIds, WriteStats, WriteStore,
 };
 use super::cancel::Canceller;
-#[cfg(test)]
-use super::error::Context;
-use super::error::{retry_serialization, LOG};
+use super::error::{retry_serialization, Context, LOG};
 use super::identity::Identity;
 use super::session::{session_config, Session, WRITER_APPLICATION_NAME};
 use super::stall::Call;
@@ -49,13 +47,15 @@ pub struct PostgresWriter {
     /// False only in the benchmark that measures what the fence costs: batches then end
     /// without it (see [`PostgresWriter::set_fencing`]).
     pub(super) fencing: bool,
+    /// The primary's replication, as [`WriteStore::maintain`] last read it.
+    replication: Option<Replication>,
 }
 
 impl PostgresWriter {
     /// Opens the writer's session (see [`Session::open`]) for the daemon `identity`;
     /// fails at once when the server cannot be reached or its schema is newer.
     pub fn open(url: &str, identity: Identity) -> Result<PostgresWriter, StoreError> {
-        let config = session_config(url, WRITER_APPLICATION_NAME, false)?;
+        let config = session_config(url, WRITER_APPLICATION_NAME)?;
         let label = postgres_label(url);
         let session = Session::open(&config, &label, identity.lease)?;
         Ok(PostgresWriter {
@@ -69,6 +69,7 @@ impl PostgresWriter {
             lost: false,
             canceller: None,
             fencing: true,
+            replication: None,
         })
     }
 
@@ -194,9 +195,27 @@ impl WriteStore for PostgresWriter {
     /// Nothing to do: the server checkpoints and vacuums on its own.
     fn after_commit(&mut self) {}
 
-    /// Nothing to do: a session holds nothing between transactions, and the next call
-    /// opens one if it was lost.
-    fn maintain(&mut self, _idle: bool) {}
+    /// A look at the primary's replication (the server vacuums and checkpoints on its own;
+    /// a session holds nothing between transactions, and the next call opens one if it
+    /// was lost). A failed look keeps the last one: it is only reported.
+    fn maintain(&mut self, _idle: bool) {
+        match self.with_session(|session, _, _| read_replication(&mut session.client)) {
+            Ok(replication) => {
+                if self.replication.is_some_and(|r| r.mode != replication.mode) {
+                    log::warn!(target: LOG, "{}: the primary's replication is now {} ({} standbys)",
+                        self.label, replication.mode.as_str(), replication.standbys);
+                }
+                self.replication = Some(replication);
+            }
+            Err(error) => {
+                log::debug!(target: LOG, "{}: reading the replication: {error}", self.label)
+            }
+        }
+    }
+
+    fn replication(&self) -> Option<Replication> {
+        self.replication
+    }
 
     /// Closes the session. The galaxies still owned are released by
     /// [`WriteStore::write_final_batch`], not here: a stop that could not save everything
@@ -258,4 +277,22 @@ impl WriteStore for PostgresWriter {
     ) -> Result<WriteStats, StoreError> {
         PostgresWriter::write_fenced(self, deletions, galaxies, true)
     }
+}
+
+/// The primary's replication: its `synchronous_standby_names`, and the `sync_state` of
+/// each standby streaming from it (a base backup's sender is none; the state is `NULL`
+/// for a role without `pg_read_all_stats`).
+fn read_replication(client: &mut ::postgres::Client) -> Result<Replication, StoreError> {
+    const CONTEXT: &str = "reading the replication";
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronous_standby_names'),
+                    ARRAY(SELECT sync_state::text FROM pg_stat_replication
+                          WHERE state IS DISTINCT FROM 'backup')",
+            &[],
+        )
+        .context(CONTEXT)?;
+    let names: String = row.try_get(0).context(CONTEXT)?;
+    let states: Vec<Option<String>> = row.try_get(1).context(CONTEXT)?;
+    Ok(Replication::from_primary(&names, &states))
 }
