@@ -1,10 +1,15 @@
 //! The PostgreSQL test harness itself (tests/common/postgres.rs), without the engine:
 //! a cluster starts, gives each test a database, takes connections, survives an
 //! immediate stop and a restart on the same port, terminates a chosen session, and
-//! applies a per-database statement timeout.
+//! applies a per-database statement timeout; and the primary + standby pair
+//! (tests/common/replica.rs): a row committed with synchronous replication is on the
+//! standby, a killed primary's standby is promoted and takes writes, and a new standby of
+//! the new primary makes the next cycle possible.
 
 #[path = "common/postgres.rs"]
 mod postgres_cluster;
+#[path = "common/replica.rs"]
+mod replica;
 
 use std::time::Duration;
 
@@ -108,4 +113,126 @@ fn a_database_statement_timeout_applies_to_new_sessions() {
         error.to_string().contains("statement timeout") || format!("{error:?}").contains("57014"),
         "{error:?}"
     );
+}
+
+/// A row in table `t` of database `db` on the server at `port`, if any.
+fn values_at(port: u16, db: &str) -> Vec<i64> {
+    replica::client_at(port, db)
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn a_synchronous_pair_fails_over_and_is_rebuilt_for_another_cycle() {
+    use replica::{Pair, Replication};
+    let Some(mut pair) = Pair::start(Replication::Sync) else {
+        return;
+    };
+    let [first, second] = pair.ports();
+    assert_ne!(first, second);
+    assert_eq!(pair.primary_port(), first);
+    assert_eq!(pair.standby_port(), Some(second));
+    assert_eq!(
+        pair.url("game"),
+        format!(
+            "postgres://postgres@127.0.0.1:{first},127.0.0.1:{second}/game\
+             ?target_session_attrs=read-write"
+        )
+    );
+    pair.create_database("game");
+    pair.client("game")
+        .batch_execute("CREATE TABLE t (v BIGINT); INSERT INTO t VALUES (1)")
+        .unwrap();
+    // Synchronous: the commit answered once the standby had it (received; replay follows).
+    let mode: String = pair
+        .client("postgres")
+        .query_one("SELECT sync_state FROM pg_stat_replication", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "sync");
+    pair.wait_replayed();
+    assert_eq!(values_at(second, "game"), [1]);
+    let read_only = pair
+        .standby_client("game")
+        .batch_execute("INSERT INTO t VALUES (99)");
+    assert!(read_only.is_err(), "the standby refuses writes");
+
+    let mut rows = vec![1];
+    for cycle in 1..=2 {
+        let (old, new) = (pair.primary_port(), pair.standby_port().unwrap());
+        pair.kill_primary();
+        assert!(postgres::Config::new()
+            .host("127.0.0.1")
+            .port(old)
+            .user("postgres")
+            .dbname("game")
+            .connect_timeout(Duration::from_secs(5))
+            .connect(postgres::NoTls)
+            .is_err());
+        let took = pair.promote();
+        eprintln!("cycle {cycle}: promotion took {took:?}");
+        assert_eq!(pair.primary_port(), new);
+        assert_eq!(pair.standby_port(), None);
+        // Every row committed before the kill is there, and the promoted server commits
+        // alone until it has a standby again.
+        assert_eq!(values_at(new, "game"), rows);
+        rows.push(cycle * 10);
+        pair.client("game")
+            .batch_execute(&format!("INSERT INTO t VALUES ({})", cycle * 10))
+            .unwrap();
+        pair.rebuild_standby();
+        assert_eq!(
+            pair.standby_port(),
+            Some(old),
+            "the new standby takes the old port"
+        );
+        rows.push(cycle * 10 + 1);
+        pair.client("game")
+            .batch_execute(&format!("INSERT INTO t VALUES ({})", cycle * 10 + 1))
+            .unwrap();
+        pair.wait_replayed();
+        assert_eq!(values_at(old, "game"), rows);
+    }
+    // The multi-host URL finds the primary whichever server it is.
+    let mut by_url = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(first)
+        .host("127.0.0.1")
+        .port(second)
+        .user("postgres")
+        .dbname("game")
+        .target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite)
+        .connect(postgres::NoTls)
+        .unwrap();
+    by_url.batch_execute("INSERT INTO t VALUES (1000)").unwrap();
+}
+
+#[test]
+fn an_asynchronous_pair_streams_and_fails_over() {
+    use replica::{Pair, Replication};
+    let Some(mut pair) = Pair::start(Replication::Async) else {
+        return;
+    };
+    pair.create_database("game");
+    pair.client("game")
+        .batch_execute("CREATE TABLE t (v BIGINT); INSERT INTO t VALUES (5)")
+        .unwrap();
+    let mode: String = pair
+        .client("postgres")
+        .query_one("SELECT sync_state FROM pg_stat_replication", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "async");
+    pair.wait_replayed();
+    let standby = pair.standby_port().unwrap();
+    pair.kill_primary();
+    pair.promote();
+    assert_eq!(pair.primary_port(), standby);
+    assert_eq!(values_at(standby, "game"), [5]);
+    pair.client("game")
+        .batch_execute("INSERT INTO t VALUES (6)")
+        .unwrap();
 }

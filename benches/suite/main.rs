@@ -46,6 +46,10 @@ mod s12_durable;
 #[path = "../../tests/common/postgres.rs"]
 mod pg_cluster;
 
+/// The tests' primary + streaming standby pair, for failover and synchronous replication.
+#[path = "../../tests/common/replica.rs"]
+mod pg_pair;
+
 /// A section: measures, prints its rows, and adds its keys to the run's JSON object.
 type Section = fn(&Run, &mut Map<String, Value>);
 

@@ -46,7 +46,7 @@ pub fn under_ci() -> bool {
 }
 
 /// PostgreSQL could not be found: a failure under CI, a notice elsewhere.
-fn missing<T>(reason: &str) -> Option<T> {
+pub fn missing<T>(reason: &str) -> Option<T> {
     if under_ci() {
         panic!("PostgreSQL tests must run under CI, but {reason}");
     }
@@ -56,7 +56,7 @@ fn missing<T>(reason: &str) -> Option<T> {
 
 /// The folder holding `initdb`, `pg_ctl` and `pg_isready`: `pg_config --bindir`, else
 /// Debian's folder for PostgreSQL 15, else Debian's newest.
-fn bindir() -> Result<PathBuf, String> {
+pub fn bindir() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         if out.status.success() {
@@ -436,7 +436,7 @@ impl Database<'_> {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

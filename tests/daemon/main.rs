@@ -5,6 +5,8 @@
 mod postgres_cluster;
 #[path = "../common/proxy.rs"]
 mod proxy;
+#[path = "../common/replica.rs"]
+mod replica;
 mod util;
 
 mod admin_origin;
