@@ -77,17 +77,23 @@ pub fn postgres_label(url: &str) -> String {
         })
         .chain(config.get_hostaddrs().iter().map(|addr| addr.to_string()))
         .collect();
-    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let ports = config.get_ports();
     let user = config
         .get_user()
         .map(|u| format!("{u}@"))
         .unwrap_or_default();
-    let port = match ports.as_slice() {
-        [] => String::new(),
-        ports => format!(":{}", ports.join(",")),
-    };
+    // Each host with the port it is tried on (`h1:5432,h2:5433`; one port given serves
+    // every host), none when the URL gives none.
+    let hosts: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match ports.get(i).or(ports.first()) {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        })
+        .collect();
     let db = config.get_dbname().unwrap_or_default();
-    format!("postgres://{user}{}{port}/{db}", hosts.join(","))
+    format!("postgres://{user}{}/{db}", hosts.join(","))
 }
 
 /// Where the admin API listens (`GWAR_ADMIN_LISTEN`): never the game's address, so that
@@ -835,6 +841,26 @@ mod tests {
         }
         let secret = DatabaseUrl::parse("postgresql://gwar:secret@127.0.0.1:5432/game").unwrap();
         assert_eq!(secret.label(), "postgres://gwar@127.0.0.1:5432/game");
+        // Several hosts (failover): each with the port it is tried on (5432 where the URL
+        // gives none), no password.
+        for (url, label) in [
+            (
+                "postgres://gwar:pw@db1:5432,db2:5433/game?target_session_attrs=read-write",
+                "postgres://gwar@db1:5432,db2:5433/game",
+            ),
+            (
+                "postgres://gwar:pw@db1,db2:6000/game",
+                "postgres://gwar@db1:5432,db2:6000/game",
+            ),
+            (
+                "postgres://gwar@db1,db2/game",
+                "postgres://gwar@db1:5432,db2:5432/game",
+            ),
+        ] {
+            let parsed = DatabaseUrl::parse(url).unwrap();
+            assert_eq!(parsed, DatabaseUrl::Postgres(url.to_owned()));
+            assert_eq!(parsed.label(), label);
+        }
     }
 
     #[test]
