@@ -198,7 +198,9 @@ impl Pair {
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
             .arg("--no-sync"));
         // Settings every copy shares (pg_basebackup copies this file); the port and
-        // socket directory are each server's own, given on its command line.
+        // socket directory are each server's own, given on its command line. A standby
+        // whose primary died retries it every `wal_retrieve_retry_interval`, and a
+        // promotion may wait out one such pause (5 s by default).
         let sync = if self.durable {
             "fsync = on\nsynchronous_commit = on\n"
         } else {
@@ -208,7 +210,7 @@ impl Pair {
             "\n# gwar-pair\nlisten_addresses = '127.0.0.1'\nmax_connections = 300\n\
              wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
              wal_keep_size = '512MB'\nwal_sender_timeout = '10s'\n\
-             wal_receiver_status_interval = '1s'\n{sync}"
+             wal_receiver_status_interval = '1s'\nwal_retrieve_retry_interval = '200ms'\n{sync}"
         );
         append(&server.data().join("postgresql.conf"), &settings);
         self.servers[0] = Some(server);
@@ -429,11 +431,16 @@ impl Pair {
         client_at(port, db)
     }
 
-    /// `CREATE DATABASE` on the primary (the standby gets it by replication).
+    /// `CREATE DATABASE` on the primary, and on the standby by replication: returns once
+    /// the standby has replayed it (a synchronous commit waits only for the standby's
+    /// flush), so that a session on either server finds it.
     pub fn create_database(&self, name: &str) {
         self.client("postgres")
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        if self.has_standby {
+            self.wait_replayed();
+        }
     }
 
     /// Waits until the standby has replayed everything the primary had written when

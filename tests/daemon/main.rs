@@ -27,6 +27,7 @@ mod ownership;
 mod paging;
 mod partition;
 mod postgres;
+mod replication;
 mod signals;
 mod soak;
 mod stall;

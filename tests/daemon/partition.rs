@@ -28,20 +28,22 @@ const LOSS_WINDOW: Duration = Duration::from_millis(50 + 1000);
 const SLACK: Duration = Duration::from_millis(1000);
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Orders on `coords` in turn, one at a time, until `stop`: every answer recorded, a
-/// refusal (503) as an order that was not acknowledged (and changed nothing).
-fn ordering(
+/// Orders on `coords` of `galaxy` in turn, one at a time, until `stop`: every answer
+/// recorded, a refusal (503) as an order that was not acknowledged (and changed nothing).
+pub(crate) fn ordering(
     addr: std::net::SocketAddr,
+    galaxy: &str,
     coords: Vec<(u64, u64)>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Vec<Order>, usize)> {
+    let galaxy = galaxy.to_owned();
     std::thread::spawn(move || {
         let (mut acknowledged, mut refused) = (Vec::new(), 0);
         let mut i = 0usize;
         while !stop.load(Relaxed) {
             let system = i % coords.len();
             let (x, y) = coords[system];
-            let path = format!("/galaxies/cut/systems/{x}/{y}/build/colony");
+            let path = format!("/galaxies/{galaxy}/systems/{x}/{y}/build/colony");
             let reply = request_at(addr, "POST", &path, &[], b"");
             match reply.status {
                 201 => acknowledged.push(Order {
@@ -52,7 +54,7 @@ fn ordering(
                     refused += 1;
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                other => panic!("an order got {other}: {}", reply.body),
+                other => panic!("{galaxy}: an order got {other}: {}", reply.body),
             }
             i += 1;
         }
@@ -76,7 +78,7 @@ fn a_daemon_cut_off_from_its_database_stops_acknowledging_within_its_stall_limit
     let baseline = stored_metal_pg(&db, "cut");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let orders = ordering(a.addr, coords.clone(), stop.clone());
+    let orders = ordering(a.addr, "cut", coords.clone(), stop.clone());
     // Play for a while with the database reachable, then cut A off.
     assert!(wait_for(PATIENCE, || a
         .metric("gwar_persistence_batches_total")

@@ -20,6 +20,71 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
 }
 
+/// A daemon started but not yet listening ([`Daemon::spawn`]); killed on drop.
+pub struct Starting {
+    /// `None` once handed to the [`Daemon`].
+    child: Option<Child>,
+    dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    addr: crossbeam_channel::Receiver<String>,
+    admin_addr: crossbeam_channel::Receiver<String>,
+}
+
+impl Starting {
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not yet handed over");
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` until it listens on both listeners; panics with its log
+    /// when it does not (or exits).
+    pub fn listening(mut self, timeout: Duration) -> Daemon {
+        let addr = self.wait_listening(&self.addr.clone(), timeout);
+        let admin_addr = self.wait_listening(&self.admin_addr.clone(), timeout);
+        let child = self.child.take().expect("not yet handed over");
+        Daemon {
+            child,
+            addr,
+            admin_addr,
+            dir: self.dir.clone(),
+            log: self.log.clone(),
+        }
+    }
+
+    fn wait_listening(
+        &mut self,
+        found: &crossbeam_channel::Receiver<String>,
+        timeout: Duration,
+    ) -> SocketAddr {
+        match found.recv_timeout(timeout) {
+            Ok(addr) => addr.parse().expect("a socket address"),
+            Err(_) => {
+                if let Some(child) = self.child.as_mut() {
+                    let _ = child.kill();
+                }
+                panic!("the daemon did not start listening; log:\n{}", self.log());
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// An HTTP response.
 #[derive(Debug)]
 pub struct Reply {
@@ -51,7 +116,13 @@ impl Daemon {
 
     /// [`Daemon::start`] with `command`, which runs the daemon's binary in its own way
     /// (through `unshare`, say) and keeps the process id: it `exec`s the binary.
-    pub fn start_command(mut command: Command, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+    pub fn start_command(command: Command, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(command, dir, env).listening(Duration::from_secs(60))
+    }
+
+    /// Starts the daemon as [`Daemon::start_command`] does without waiting until it
+    /// listens: for a start-up that waits (for a primary, say) before serving.
+    pub fn spawn(mut command: Command, dir: &Path, env: &[(&str, &str)]) -> Starting {
         let mut child = command
             .current_dir(dir)
             .env_remove("DATABASE_URL")
@@ -84,26 +155,12 @@ impl Daemon {
                 }
             });
         }
-        let mut listening = |found: crossbeam_channel::Receiver<String>| -> SocketAddr {
-            match found.recv_timeout(Duration::from_secs(60)) {
-                Ok(addr) => addr.parse().expect("a socket address"),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "the daemon did not start listening; log:\n{}",
-                        log.lock().unwrap()
-                    );
-                }
-            }
-        };
-        let addr = listening(addr);
-        let admin_addr = listening(admin_addr);
-        Daemon {
-            child,
-            addr,
-            admin_addr,
+        Starting {
+            child: Some(child),
             dir: dir.to_path_buf(),
             log,
+            addr,
+            admin_addr,
         }
     }
 
@@ -346,7 +403,12 @@ pub struct Order {
 /// Metal per system of a galaxy stored in PostgreSQL database `db`, in (x, y) order
 /// (empty when it is not stored).
 pub fn stored_metal_pg(db: &crate::postgres_cluster::Database<'_>, galaxy: &str) -> Vec<i64> {
-    db.client()
+    stored_metal_on(&mut db.client(), galaxy)
+}
+
+/// [`stored_metal_pg`] through a connection of the caller's (to one server of a pair, say).
+pub fn stored_metal_on(client: &mut postgres::Client, galaxy: &str) -> Vec<i64> {
+    client
         .query(
             "SELECT metal FROM systems WHERE galaxy_name = $1 ORDER BY x, y",
             &[&galaxy],
