@@ -66,6 +66,7 @@ mod cancel;
 mod claimer;
 mod diag;
 mod error;
+mod hosts;
 mod identity;
 mod jobs;
 mod load;
@@ -110,7 +111,7 @@ pub(super) fn open(
             // one to come (or just done, when one answers read-write now). Start-up waits
             // for it; only servers that cannot be used fail it.
             let config = session::session_config(url, session::APPLICATION_NAME)?;
-            let survey = session::survey(&config, &database);
+            let survey = hosts::survey(&config);
             if survey.read_only + survey.writable > 0 {
                 return Err(StoreError::NoPrimary {
                     database,

@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::postgres::config::TargetSessionAttrs;
-use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
+use ::postgres::{Client, Config, GenericClient, Statement};
 
 use super::super::StoreError;
 use super::error::{describe, Context, LOG};
 use super::migrate::{migrate, refuse_newer, refuse_older_daemon, schema_version};
-use super::stall::Call;
 use crate::settings::postgres_label;
 
 /// The `application_name` of every session of the engine but the writer's, so an
@@ -119,13 +118,11 @@ pub(super) enum Access {
 /// Opens a session on the read-write server, sets the server's side of its timeouts
 /// ([`SERVER_SETTINGS`]) and, for `Access::ReadOnly`, read-only transactions.
 pub(super) fn connect(config: &Config, label: &str, access: Access) -> Result<Client, StoreError> {
-    let _call = Call::start();
-    let mut client = super::stall::claiming(|| config.connect(NoTls)).map_err(|source| {
-        StoreError::PostgresConnect {
+    let mut client =
+        super::hosts::open_client(config).map_err(|source| StoreError::PostgresConnect {
             database: label.to_owned(),
             source,
-        }
-    })?;
+        })?;
     client
         .batch_execute(SERVER_SETTINGS)
         .context("setting the session's timeouts")?;
@@ -150,108 +147,6 @@ pub(super) fn connect(config: &Config, label: &str, access: Access) -> Result<Cl
         }
     }
     Ok(client)
-}
-
-/// What the hosts of a URL are now, as start-up reads them when no session could open.
-pub(super) struct Survey {
-    /// Hosts that answered and take writes (one may have become the primary meanwhile).
-    pub(super) writable: usize,
-    /// Hosts that answered read-only: standbys, or primaries demoted.
-    pub(super) read_only: usize,
-    /// Each host and what it is, for the log: `h1:5432 unreachable (…), h2:5433 read-only`.
-    pub(super) text: String,
-}
-
-/// Tries each host of `config` on its own (the client's own attempt reports only the last
-/// host's error), each bounded as any session is.
-pub(super) fn survey(config: &Config, label: &str) -> Survey {
-    let ports = config.get_ports();
-    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-    let mut hosts: Vec<(String, Config)> = Vec::new();
-    for (i, host) in config.get_hosts().iter().enumerate() {
-        let mut one = single_host(config, port_of(i));
-        let name = match host {
-            ::postgres::config::Host::Tcp(name) => {
-                one.host(name);
-                name.clone()
-            }
-            ::postgres::config::Host::Unix(path) => {
-                one.host_path(path);
-                path.display().to_string()
-            }
-        };
-        if let Some(address) = config.get_hostaddrs().get(i) {
-            one.hostaddr(*address);
-        }
-        hosts.push((format!("{name}:{}", port_of(i)), one));
-    }
-    if hosts.is_empty() {
-        for (i, address) in config.get_hostaddrs().iter().enumerate() {
-            let mut one = single_host(config, port_of(i));
-            one.hostaddr(*address);
-            hosts.push((format!("{address}:{}", port_of(i)), one));
-        }
-    }
-    let mut survey = Survey {
-        writable: 0,
-        read_only: 0,
-        text: String::new(),
-    };
-    for (host, one) in hosts {
-        let what = match connect(&one, label, Access::ReadOnly) {
-            Ok(_) => {
-                survey.writable += 1;
-                "read-write".to_owned()
-            }
-            Err(StoreError::PostgresConnect { source, .. }) if refused_as_read_only(&source) => {
-                survey.read_only += 1;
-                "read-only (a standby?)".to_owned()
-            }
-            Err(error) => format!("unusable ({error})"),
-        };
-        if !survey.text.is_empty() {
-            survey.text.push_str("; ");
-        }
-        survey.text.push_str(&format!("{host} {what}"));
-    }
-    survey
-}
-
-/// `config`'s settings for one host on `port`: who connects, to what, and its bounds.
-fn single_host(config: &Config, port: u16) -> Config {
-    let mut one = Config::new();
-    one.port(port)
-        .dbname(config.get_dbname().unwrap_or_default())
-        .application_name(config.get_application_name().unwrap_or(APPLICATION_NAME))
-        .target_session_attrs(TargetSessionAttrs::ReadWrite)
-        .keepalives(true)
-        .keepalives_idle(KEEPALIVE_IDLE)
-        .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES);
-    if let Some(user) = config.get_user() {
-        one.user(user);
-    }
-    if let Some(password) = config.get_password() {
-        one.password(password);
-    }
-    if let Some(options) = config.get_options() {
-        one.options(options);
-    }
-    if let Some(timeout) = config.get_connect_timeout() {
-        one.connect_timeout(*timeout);
-    }
-    if let Some(timeout) = config.get_tcp_user_timeout() {
-        one.tcp_user_timeout(*timeout);
-    }
-    one
-}
-
-/// Whether a failed connect reached a server that refused to be a primary
-/// (`target_session_attrs=read-write` on a read-only server).
-fn refused_as_read_only(error: &::postgres::Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// Prepared statements by their text: each is parsed once per session, not per batch.
