@@ -406,7 +406,9 @@ impl WriteStore for LosesAnswers {
         self.committed = Some(std::mem::take(progress));
         progress.written = before;
         progress.set_unsettled(Some(to));
-        Err(StoreError::Unreachable("injected: the commit's answer was lost".into()))
+        Err(StoreError::Unreachable(
+            "injected: the commit's answer was lost".into(),
+        ))
     }
     fn purge_chunk(
         &mut self,
@@ -1936,10 +1938,18 @@ fn a_creation_whose_chunks_answers_were_lost_is_settled_and_succeeds() {
         }
         rig.after(100 * MS);
     }
-    assert_eq!(lose.lock().lost, 2, "a middle chunk's answer and the last one's");
+    assert_eq!(
+        lose.lock().lost,
+        2,
+        "a middle chunk's answer and the last one's"
+    );
     assert_eq!(lose.lock().settled, 2, "each settled by the next call");
     let created = answer.try_recv().unwrap();
-    assert!(created.is_ok(), "created, never refused: {:?}", created.err());
+    assert!(
+        created.is_ok(),
+        "created, never refused: {:?}",
+        created.err()
+    );
     assert!(rig.writer.jobs.is_empty(), "no removal queued");
     for _ in 0..10 {
         rig.after(100 * MS);
@@ -1956,7 +1966,10 @@ fn a_creation_whose_only_chunks_answer_was_lost_is_not_refused_for_lack_of_room(
     let answer = rig.send_create("small", 10);
     rig.turn();
     assert_eq!(lose.lock().lost, 1);
-    assert!(answer.is_empty(), "not answered while its outcome is unknown");
+    assert!(
+        answer.is_empty(),
+        "not answered while its outcome is unknown"
+    );
     // Creations not begun are refused while bulk work lacks room; this one may exist.
     let failure = StoreError::Unreachable("injected".into()).failure();
     assert_eq!(rig.writer.jobs.refuse_waiting_creations(&failure), 0);

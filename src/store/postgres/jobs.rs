@@ -74,6 +74,17 @@ const ADD_JOB_OWNERS: &str = "INSERT INTO galaxy_owners
      SELECT name, 0, NULL, NULL, now() FROM galaxy_jobs
      ON CONFLICT (galaxy_name) DO NOTHING";
 
+/// The context of a creation chunk's commit, by which [`lost_commit`] knows it.
+const COMMITTING: &str = "committing a creation";
+
+/// Whether `error` is a creation chunk's commit whose outcome is unknown: the
+/// connection broke (or the server went away) after the commit was sent. A server that
+/// answered with an error rolled back; one that answered nothing may have committed.
+fn lost_commit(error: &StoreError) -> bool {
+    matches!(error, StoreError::Postgres { context, .. } if *context == COMMITTING)
+        && error.kind() == FailureKind::Unavailable
+}
+
 /// A creation whose commit's answer was lost, as stored: a row when the galaxy's row is
 /// there, saying whether it is still marked as being created.
 const SETTLE_CHUNK: &str = "SELECT EXISTS (SELECT 1 FROM galaxy_jobs j
@@ -116,9 +127,10 @@ impl PostgresWriter {
         let (stats, mut ids) = match self.write_chunk(galaxy, from, to) {
             Ok(written) => written,
             Err(error) => {
-                // The connection broke: the commit may have been sent, and applied, with
-                // its answer lost. The next call finds out.
-                if error.kind() == FailureKind::Unavailable {
+                // The connection broke during the commit: it may have been applied, its
+                // answer lost. The next call finds out. (Broken before the commit, the
+                // transaction is rolled back with the session: nothing was written.)
+                if lost_commit(&error) {
                     progress.unsettled = Some(to);
                 }
                 return Err(error);
@@ -163,7 +175,7 @@ impl PostgresWriter {
                 tx.rollback().context("rolling back a fenced creation")?;
                 return Ok(None);
             }
-            tx.commit().context("committing a creation")?;
+            tx.commit().context(COMMITTING)?;
             Ok(Some((stats, rows.ids)))
         })?;
         match created {

@@ -16,7 +16,7 @@ use ::postgres::config::Host;
 use ::postgres::Config;
 
 use super::super::{CreationProgress, FailureKind, ReadStore, WriteStore};
-use super::tests::{as_new, identity, new_galaxy, take_batch, TestDb};
+use super::tests::{as_new, identity, new_galaxy, take_batch, terminate_writer, TestDb};
 use super::{PostgresReader, PostgresWriter};
 use crate::model::StructureKind;
 
@@ -245,6 +245,19 @@ fn a_creation_chunk_whose_commit_answer_was_lost_is_settled_never_written_twice(
             "{name}: owned under epoch 1"
         );
     }
+    // A connection broken before the commit was sent: nothing was written, and that is
+    // known (the writer refuses the creation at once and removes what it wrote).
+    let galaxy = new_galaxy("cut");
+    let mut progress = CreationProgress::default();
+    as_new(&galaxy, |new| {
+        store.create_chunk(new, &mut progress, 64).unwrap();
+        terminate_writer(&db, &mut store);
+        let err = store.create_chunk(new, &mut progress, 64).unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+        assert!(!progress.is_unsettled(), "no commit was sent");
+        assert_eq!(progress.written, 64);
+        while !store.purge_chunk("cut", 1000).unwrap().1 {}
+    });
     assert_eq!(db.count("systems"), 600);
     assert_eq!(db.count("structures"), 3 * 200 * 5);
     assert_eq!(db.count("galaxy_jobs"), 0, "every creation finished");

@@ -168,7 +168,7 @@ pub(crate) fn stored_galaxy(tag: &str) -> Option<(TestDb, PostgresWriter, Postgr
 }
 
 /// Ends the writer's session from another one, as an operator's `pg_terminate_backend`.
-fn terminate_writer(db: &TestDb, store: &mut PostgresWriter) {
+pub(super) fn terminate_writer(db: &TestDb, store: &mut PostgresWriter) {
     let pid = store.backend_pid().unwrap();
     let row = db
         .client()
