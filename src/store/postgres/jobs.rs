@@ -17,6 +17,13 @@
 //! never purged. At start-up only the jobs whose galaxies are free (or whose owner's
 //! lease ran out) are taken and returned: another live daemon's creation or deletion in
 //! progress is its own.
+//!
+//! A chunk whose commit's answer was lost (the connection broke during the `COMMIT`: the
+//! server died, or a failover, or the network) may or may not be in the database. The
+//! progress is then marked unsettled, and the next call reads the galaxy's rows back under
+//! the chunk's fence before it writes anything: the chunk is taken as written (its ids read
+//! back) or written again, never twice; and a last chunk that made the galaxy exist ends
+//! the creation as created (see `PostgresWriter::settle_chunk`).
 
 use std::collections::HashMap;
 
