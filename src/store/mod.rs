@@ -425,6 +425,26 @@ pub struct CreationProgress {
     /// Systems committed; the next chunk starts at this index.
     pub written: usize,
     ids: SystemIds,
+    /// The end (in systems) of a chunk whose commit was sent but never answered (the
+    /// connection broke): it may or may not be in the database. The next call finds out
+    /// before it writes anything (see [`WriteStore::create_chunk`]).
+    unsettled: Option<usize>,
+}
+
+impl CreationProgress {
+    /// True when the last chunk's outcome is unknown: its commit was sent and the answer
+    /// lost. Such a creation must be run again (the next chunk settles it), never
+    /// refused: its last chunk may have made the galaxy exist.
+    pub fn is_unsettled(&self) -> bool {
+        self.unsettled.is_some()
+    }
+
+    /// For a test's store standing in for one whose answer was lost: the chunk ending at
+    /// `to` may have committed.
+    #[cfg(test)]
+    pub(crate) fn set_unsettled(&mut self, to: Option<usize>) {
+        self.unsettled = to;
+    }
 }
 
 /// A deadline one thread sets and the store's waits obey (for a lock held by another
@@ -507,7 +527,12 @@ pub trait WriteStore: Any + Send {
     /// chunk also writes the galaxy and its `creating` mark). The chunk that reaches the
     /// last system removes the mark, so the galaxy exists from that commit on, and caches
     /// its row ids; `progress.written` then equals the galaxy's systems. On error nothing
-    /// of the chunk is written and `progress` is unchanged.
+    /// of the chunk is written and `progress.written` is unchanged — except when the
+    /// commit was sent and its answer lost (a server store's connection broke): then
+    /// [`CreationProgress::is_unsettled`], the chunk may be in the database, and the next
+    /// call reads back what the database holds before anything else. If the chunk is
+    /// there it is taken as written (and the call returns, having written nothing more),
+    /// else it is written again: a call after a lost answer never writes a chunk twice.
     fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,

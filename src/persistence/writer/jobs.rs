@@ -212,7 +212,9 @@ impl Jobs {
     /// Runs one chunk of the oldest job in one transaction, if the store can spare the
     /// room (see `held_back`). On error the chunk left nothing behind: a purge is retried
     /// later; a creation is refused to its caller and replaced by the purge of whatever it
-    /// had committed.
+    /// had committed — unless the chunk's commit was sent and its answer lost (the store
+    /// cannot say whether it left something behind): then the creation stays first and
+    /// is retried with the lane, its next chunk settling the lost one.
     pub(crate) fn step(
         &mut self,
         store: &mut dyn WriteStore,
@@ -266,6 +268,16 @@ impl Jobs {
                             creation.refuse(PersistError::Failed(error.failure()));
                         }
                         Ok((WriteStats::default(), None))
+                    }
+                    // The commit was sent and its answer lost: the chunk may be in the
+                    // database, and if it was the last, the galaxy exists. Never refused
+                    // for that: the creation stays first and its next chunk, once the
+                    // store answers, settles it (taken as written, or written again).
+                    Err(error) if creation.progress.is_unsettled() => {
+                        log::warn!(target: LOG, "creation of galaxy '{}': the answer to a \
+                            chunk's commit was lost ({error}); it is settled at the next \
+                            attempt", galaxy.name());
+                        Err(error)
                     }
                     Err(error) => {
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
@@ -341,6 +353,9 @@ impl Jobs {
         error: StoreError,
     ) -> Result<(WriteStats, Option<Finished>), StoreError> {
         let begun = match self.queue.front() {
+            // One whose last commit was not answered waits to be settled: refused, it
+            // might exist all the same.
+            Some(Job::Create(creation)) if creation.progress.is_unsettled() => return Err(error),
             Some(Job::Create(creation)) => creation.progress.written > 0,
             Some(Job::Purge { .. }) | None => return Err(error),
         };
@@ -362,7 +377,9 @@ impl Jobs {
         let mut refused = 0;
         for job in std::mem::take(&mut self.queue) {
             match job {
-                Job::Create(creation) if creation.progress.written == 0 => {
+                Job::Create(creation)
+                    if creation.progress.written == 0 && !creation.progress.is_unsettled() =>
+                {
                     let name = creation.refuse(PersistError::Failed(failure.clone()));
                     log::warn!(target: LOG, "creation of galaxy '{name}' refused: {failure}");
                     refused += 1;
@@ -390,10 +407,20 @@ impl Jobs {
                 Job::Create(creation) => {
                     let (written, total) =
                         (creation.progress.written, creation.galaxy.systems().len());
+                    let unsettled = creation.progress.is_unsettled();
                     let name = creation.refuse(PersistError::Stopped);
-                    log::warn!(target: LOG,
-                        "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
-                         it was not created, and what was written is removed at the next start");
+                    if unsettled {
+                        // Its last commit may have made the galaxy exist: the next start
+                        // keeps it whole if it did, and removes what was written if not.
+                        log::warn!(target: LOG,
+                            "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems, \
+                             the answer to its last chunk's commit lost: if that chunk was its last and reached \
+                             the database, the galaxy exists; else what was written is removed at the next start");
+                    } else {
+                        log::warn!(target: LOG,
+                            "creation of galaxy '{name}' stopped by shutdown after {written} of {total} systems; \
+                             it was not created, and what was written is removed at the next start");
+                    }
                 }
                 purge => self.queue.push_back(purge),
             }

@@ -341,6 +341,111 @@ impl WriteStore for Probed {
     }
 }
 
+/// The rig's SQLite store standing in for a server store that loses the answers to
+/// creation chunks' commits: the chunk commits, and the call fails as over a broken
+/// connection, the creation's progress as before the commit and unsettled; the next call
+/// reads the chunk back, as the PostgreSQL store does (`store/postgres/jobs.rs`).
+struct LosesAnswers {
+    inner: SqliteWriter,
+    lose: Arc<Mutex<Lose>>,
+    /// The creation's progress as the database has it, while an answer is lost.
+    committed: Option<CreationProgress>,
+}
+
+/// Which answers [`LosesAnswers`] loses, and what it saw.
+#[derive(Default)]
+struct Lose {
+    /// The next chunk's answer is lost.
+    next: bool,
+    /// The answer to a creation's last chunk (the one that makes the galaxy exist).
+    last: bool,
+    lost: u32,
+    settled: u32,
+}
+
+impl WriteStore for LosesAnswers {
+    fn on_writer_thread(&mut self) {
+        self.inner.on_writer_thread()
+    }
+    fn unfinished_jobs(&mut self) -> Result<Vec<GalaxyJob>, StoreError> {
+        self.inner.unfinished_jobs()
+    }
+    fn write_batch(
+        &mut self,
+        deletions: &[String],
+        galaxies: &[GalaxyRows],
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.write_batch(deletions, galaxies)
+    }
+    fn create_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        max_systems: usize,
+    ) -> Result<WriteStats, StoreError> {
+        if progress.is_unsettled() {
+            if let Some(committed) = self.committed.take() {
+                self.lose.lock().settled += 1;
+                let systems = (committed.written - progress.written) as u64;
+                *progress = committed;
+                return Ok(WriteStats {
+                    systems,
+                    rows: systems,
+                });
+            }
+        }
+        let before = progress.written;
+        let stats = self.inner.create_chunk(galaxy, progress, max_systems)?;
+        let mut lose = self.lose.lock();
+        let last = progress.written == galaxy.systems.len();
+        if !(std::mem::take(&mut lose.next) || (lose.last && last)) {
+            return Ok(stats);
+        }
+        lose.lost += 1;
+        let to = progress.written;
+        self.committed = Some(std::mem::take(progress));
+        progress.written = before;
+        progress.set_unsettled(Some(to));
+        Err(StoreError::Unreachable(
+            "injected: the commit's answer was lost".into(),
+        ))
+    }
+    fn purge_chunk(
+        &mut self,
+        name: &str,
+        max_systems: usize,
+    ) -> Result<(WriteStats, bool), StoreError> {
+        self.inner.purge_chunk(name, max_systems)
+    }
+    fn adopt_ids(&mut self, name: &str, ids: RowIds) {
+        self.inner.adopt_ids(name, ids)
+    }
+    fn forget_ids(&mut self, name: &str) {
+        self.inner.forget_ids(name)
+    }
+    fn after_commit(&mut self) {
+        self.inner.after_commit()
+    }
+    fn maintain(&mut self, idle: bool) {
+        self.inner.maintain(idle)
+    }
+    fn finish(&mut self, all_saved: bool) {
+        self.inner.finish(all_saved)
+    }
+}
+
+/// A rig whose store loses the answers the returned [`Lose`] says.
+fn losing_rig(settings: PersistenceSettings) -> (Rig, Arc<Mutex<Lose>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let lose = Arc::new(Mutex::new(Lose::default()));
+    let store = LosesAnswers {
+        inner: sqlite_store(&dir),
+        lose: lose.clone(),
+        committed: None,
+    };
+    (rig_on(settings, dir, Box::new(store)), lose)
+}
+
 fn rig(settings: PersistenceSettings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
@@ -1811,6 +1916,72 @@ fn a_creation_that_runs_out_of_room_midway_is_refused_and_its_rows_removed_later
     }
     assert_eq!(rig.stored_systems("big"), 0);
     assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn a_creation_whose_chunks_answers_were_lost_is_settled_and_succeeds() {
+    let (mut rig, lose) = losing_rig(settings(|_| {}));
+    // Chunks start at 1 000 systems and at most double: this creation takes at least
+    // four, so the second is not the last.
+    let answer = rig.send_create("big", 10_000);
+    rig.turn();
+    assert!(rig.stored_systems("big") > 0, "one chunk in");
+    // A middle chunk's answer is lost, and the last one's (the galaxy then exists).
+    {
+        let mut lose = lose.lock();
+        lose.next = true;
+        lose.last = true;
+    }
+    for _ in 0..200 {
+        if !answer.is_empty() {
+            break;
+        }
+        rig.after(100 * MS);
+    }
+    assert_eq!(
+        lose.lock().lost,
+        2,
+        "a middle chunk's answer and the last one's"
+    );
+    assert_eq!(lose.lock().settled, 2, "each settled by the next call");
+    let created = answer.try_recv().unwrap();
+    assert!(
+        created.is_ok(),
+        "created, never refused: {:?}",
+        created.err()
+    );
+    assert!(rig.writer.jobs.is_empty(), "no removal queued");
+    for _ in 0..10 {
+        rig.after(100 * MS);
+    }
+    assert_eq!(rig.stored_systems("big"), 10_000, "kept whole");
+    assert!(rig.stored("big").is_some(), "it exists");
+    assert_eq!(rig.metrics.state(), PersistenceState::Healthy);
+}
+
+#[test]
+fn a_creation_whose_only_chunks_answer_was_lost_is_not_refused_for_lack_of_room() {
+    let (mut rig, lose) = losing_rig(settings(|_| {}));
+    lose.lock().last = true;
+    let answer = rig.send_create("small", 10);
+    rig.turn();
+    assert_eq!(lose.lock().lost, 1);
+    assert!(
+        answer.is_empty(),
+        "not answered while its outcome is unknown"
+    );
+    // Creations not begun are refused while bulk work lacks room; this one may exist.
+    let failure = StoreError::Unreachable("injected".into()).failure();
+    assert_eq!(rig.writer.jobs.refuse_waiting_creations(&failure), 0);
+    lose.lock().last = false;
+    for _ in 0..20 {
+        if !answer.is_empty() {
+            break;
+        }
+        rig.after(100 * MS);
+    }
+    assert!(answer.try_recv().unwrap().is_ok(), "created");
+    assert_eq!(rig.stored_systems("small"), 10);
 }
 
 #[test]

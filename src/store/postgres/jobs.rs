@@ -17,6 +17,13 @@
 //! never purged. At start-up only the jobs whose galaxies are free (or whose owner's
 //! lease ran out) are taken and returned: another live daemon's creation or deletion in
 //! progress is its own.
+//!
+//! A chunk whose commit's answer was lost (the connection broke during the `COMMIT`: the
+//! server died, or a failover, or the network) may or may not be in the database. The
+//! progress is then marked unsettled, and the next call reads the galaxy's rows back under
+//! the chunk's fence before it writes anything: the chunk is taken as written (its ids read
+//! back) or written again, never twice; and a last chunk that made the galaxy exist ends
+//! the creation as created (see `PostgresWriter::settle_chunk`).
 
 use std::collections::HashMap;
 
@@ -24,7 +31,10 @@ use ::postgres::error::SqlState;
 use ::postgres::Transaction;
 
 use super::super::stored_int;
-use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoreError, StoredSystem, WriteStats};
+use super::super::{
+    CreationProgress, FailureKind, GalaxyJob, NewGalaxy, StoreError, StoredSystem, SystemIds,
+    WriteStats,
+};
 use super::error::{retry_serialization, Context, LOG};
 use super::identity::Identity;
 use super::owners::{self, Fence};
@@ -71,22 +81,82 @@ const ADD_JOB_OWNERS: &str = "INSERT INTO galaxy_owners
      SELECT name, 0, NULL, NULL, now() FROM galaxy_jobs
      ON CONFLICT (galaxy_name) DO NOTHING";
 
+/// The context of a creation chunk's commit, by which [`lost_commit`] knows it.
+const COMMITTING: &str = "committing a creation";
+
+/// Whether `error` is a creation chunk's commit whose outcome is unknown: the
+/// connection broke (or the server went away) after the commit was sent. A server that
+/// answered with an error rolled back; one that answered nothing may have committed.
+fn lost_commit(error: &StoreError) -> bool {
+    matches!(error, StoreError::Postgres { context, .. } if *context == COMMITTING)
+        && error.kind() == FailureKind::Unavailable
+}
+
+/// A creation whose commit's answer was lost, as stored: a row when the galaxy's row is
+/// there, saying whether it is still marked as being created.
+const SETTLE_CHUNK: &str = "SELECT EXISTS (SELECT 1 FROM galaxy_jobs j
+         WHERE j.name = g.name AND j.job = 'creating')
+     FROM galaxies g WHERE g.name = $1";
+
+/// What [`PostgresWriter::settle_chunk`] found.
+enum Settled {
+    /// No galaxy of the name: the first chunk is not in the database.
+    Absent,
+    /// The name is not held by this daemon under epoch 1.
+    NotOurs,
+    /// This creation's galaxy: whether it is still marked, and its systems as stored.
+    Found { marked: bool, ids: SystemIds },
+}
+
 const INSERT_STRUCTURES: &str = "INSERT INTO structures (system_id, structure_type, level)
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])";
 
 impl PostgresWriter {
-    /// [`crate::store::WriteStore::create_chunk`].
+    /// [`crate::store::WriteStore::create_chunk`]. A chunk whose commit's answer was lost
+    /// is settled first ([`PostgresWriter::settle_chunk`]): taken as written if the
+    /// database has it, else written again.
     pub(super) fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,
         progress: &mut CreationProgress,
         max_systems: usize,
     ) -> Result<WriteStats, StoreError> {
+        if let Some(to) = progress.unsettled {
+            if let Some(stats) = self.settle_chunk(galaxy, progress, to)? {
+                return Ok(stats);
+            }
+        }
         let from = progress.written;
         let to = galaxy
             .systems
             .len()
             .min(from.saturating_add(max_systems.max(1)));
+        let (stats, mut ids) = match self.write_chunk(galaxy, from, to) {
+            Ok(written) => written,
+            Err(error) => {
+                // The connection broke during the commit: it may have been applied, its
+                // answer lost. The next call finds out. (Broken before the commit, the
+                // transaction is rolled back with the session: nothing was written.)
+                if lost_commit(&error) {
+                    progress.unsettled = Some(to);
+                }
+                return Err(error);
+            }
+        };
+        progress.written = to;
+        progress.ids.append(&mut ids);
+        self.chunk_written(galaxy, progress);
+        Ok(stats)
+    }
+
+    /// Systems `from..to` of a new galaxy in one transaction, fenced on `(name, 1)`;
+    /// their ids.
+    fn write_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        from: usize,
+        to: usize,
+    ) -> Result<(WriteStats, Vec<StoredSystem>), StoreError> {
         let finished = to == galaxy.systems.len();
         let chunk = &galaxy.systems[from..to];
         let mut fence = Fence::default();
@@ -112,20 +182,108 @@ impl PostgresWriter {
                 tx.rollback().context("rolling back a fenced creation")?;
                 return Ok(None);
             }
-            tx.commit().context("committing a creation")?;
+            tx.commit().context(COMMITTING)?;
             Ok(Some((stats, rows.ids)))
         })?;
-        let Some((stats, mut ids)) = created else {
-            return Err(self.lose(vec![galaxy.name.to_owned()]));
-        };
+        match created {
+            Some(written) => Ok(written),
+            None => Err(self.lose(vec![galaxy.name.to_owned()])),
+        }
+    }
+
+    /// A chunk is committed and `progress` says so: the galaxy is this daemon's, and once
+    /// its last chunk is in, its ids go to the cache.
+    fn chunk_written(&mut self, galaxy: &NewGalaxy<'_>, progress: &mut CreationProgress) {
+        progress.unsettled = None;
         self.owned.insert(galaxy.name.to_owned(), 1);
-        progress.written = to;
-        progress.ids.append(&mut ids);
-        if finished {
+        if progress.written == galaxy.systems.len() {
             self.ids
                 .insert(galaxy.name.to_owned(), std::mem::take(&mut progress.ids));
         }
-        Ok(stats)
+    }
+
+    /// The chunk `progress.written..to` was sent and its commit's answer lost: reads back
+    /// what the database holds of the galaxy, in a transaction fenced like a chunk's. If
+    /// the chunk is there, `progress` takes it (its ids read back) and its stats are
+    /// returned; if not, `None`, and the chunk is to be written again. Anything else (a
+    /// part of it, rows this creation did not write) is [`StoreError::Inconsistent`]; a
+    /// name another daemon holds is [`StoreError::Exists`] before the first chunk and
+    /// [`StoreError::Lost`] after, and `progress` is settled all the same (the creation
+    /// is to be refused). When the database does not answer, `progress` is unchanged:
+    /// still unsettled.
+    fn settle_chunk(
+        &mut self,
+        galaxy: &NewGalaxy<'_>,
+        progress: &mut CreationProgress,
+        to: usize,
+    ) -> Result<Option<WriteStats>, StoreError> {
+        let from = progress.written;
+        let name = galaxy.name;
+        let mut fence = Fence::default();
+        fence.push(name, 1);
+        let found = self.with_session(|session, _, me| {
+            let Session { client, prepared } = session;
+            let mut tx = client.transaction().context("settling a creation")?;
+            let row = tx
+                .query_opt(SETTLE_CHUNK, &[&name])
+                .context("settling a creation")?;
+            let marked = match row {
+                None if from == 0 => return Ok(Settled::Absent),
+                None => false,
+                Some(row) => row.try_get(0).context("settling a creation")?,
+            };
+            if !owners::fence(&mut tx, prepared, me, &fence)?.is_empty() {
+                tx.rollback().context("rolling back a fenced creation")?;
+                return Ok(Settled::NotOurs);
+            }
+            let ids = super::write::fetch_ids(&mut tx, prepared, name)?;
+            tx.commit().context("settling a creation")?;
+            Ok(Settled::Found { marked, ids })
+        })?;
+        // Known now, whatever follows: written again, taken as written, or refused (the
+        // name another daemon's, or rows this creation did not write).
+        progress.unsettled = None;
+        let (marked, ids) = match found {
+            Settled::Absent => return Ok(None),
+            Settled::NotOurs if from == 0 => return Err(StoreError::Exists(name.to_owned())),
+            Settled::NotOurs => return Err(self.lose(vec![name.to_owned()])),
+            Settled::Found { marked, ids } => (marked, ids),
+        };
+        let inconsistent = |reason: String| StoreError::Inconsistent {
+            galaxy: name.to_owned(),
+            reason: format!("settling a creation whose commit was not answered: {reason}"),
+        };
+        let stored = ids.len();
+        let misplaced = (ids.iter().zip(galaxy.systems))
+            .position(|(stored, system)| (stored.x, stored.y) != (system.x, system.y));
+        if let Some(at) = misplaced.filter(|_| stored <= galaxy.systems.len()) {
+            let (x, y) = (ids[at].x, ids[at].y);
+            return Err(inconsistent(format!(
+                "stored system ({x}, {y}) is not the new galaxy's"
+            )));
+        }
+        // The galaxy's row came with the first chunk: with it, the first chunk is in.
+        let committed = stored > from || from == 0;
+        let finished = to == galaxy.systems.len();
+        if stored != if committed { to } else { from } || marked != (!committed || !finished) {
+            return Err(inconsistent(format!(
+                "{stored} systems stored (marked as being created: {marked}) where {from} \
+                 or {to} were expected"
+            )));
+        }
+        if !committed {
+            return Ok(None);
+        }
+        log::info!(target: LOG, "galaxy '{name}': the commit of systems {from}..{to}, whose \
+            answer was lost, is in the database; the creation goes on from there");
+        progress.written = to;
+        progress.ids = ids;
+        self.chunk_written(galaxy, progress);
+        let systems = (to - from) as u64;
+        Ok(Some(WriteStats {
+            systems,
+            rows: systems,
+        }))
     }
 
     /// [`crate::store::WriteStore::purge_chunk`]: only a galaxy with a mark

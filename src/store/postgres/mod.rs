@@ -151,4 +151,6 @@ pub(super) fn open(
 
 // The database of a test and a galaxy stored in it, for the check's tests too.
 #[cfg(test)]
+mod lost_answer_tests;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -57,6 +57,20 @@ pub(super) const FENCE: &str = "UPDATE galaxy_owners
          (SELECT * FROM unnest($1::text[], $2::bigint[]))
      RETURNING galaxy_name";
 
+/// The fence of a stop's final batch, which releases every galaxy in the same commit: as
+/// [`FENCE`], and a galaxy this daemon released under the epoch listed counts as held.
+/// That is the state a final batch whose commit's answer was lost leaves, and the batch
+/// sent again must write, not be told its galaxies were lost. Safe: a row without an
+/// owner keeps its epoch only until the next take (which raises it), and epochs granted
+/// start at 1, so `(no owner, an epoch this daemon holds)` is this daemon's release, with
+/// no other owner since; nothing is renewed for it.
+const FENCE_RELEASED: &str = "UPDATE galaxy_owners
+     SET expires_at = CASE WHEN owner IS NULL THEN expires_at
+         ELSE now() + $4::bigint * interval '1 millisecond' END
+     WHERE (owner = $3 OR owner IS NULL) AND (galaxy_name, epoch) IN
+         (SELECT * FROM unnest($1::text[], $2::bigint[]))
+     RETURNING galaxy_name";
+
 /// Gives up the galaxies listed, each only if held under the epoch listed.
 const RELEASE: &str = "UPDATE galaxy_owners
      SET owner = NULL, owner_url = NULL, expires_at = now()
@@ -82,10 +96,31 @@ pub(super) fn fence(
     me: &Identity,
     fence: &Fence,
 ) -> Result<Vec<String>, StoreError> {
+    fence_with(tx, prepared, me, fence, FENCE)
+}
+
+/// [`fence`] for a stop's final batch, which releases the galaxies in the same
+/// transaction: see [`FENCE_RELEASED`].
+pub(super) fn fence_final(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    me: &Identity,
+    fence: &Fence,
+) -> Result<Vec<String>, StoreError> {
+    fence_with(tx, prepared, me, fence, FENCE_RELEASED)
+}
+
+fn fence_with(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    me: &Identity,
+    fence: &Fence,
+    sql: &'static str,
+) -> Result<Vec<String>, StoreError> {
     if fence.names.is_empty() {
         return Ok(Vec::new());
     }
-    let statement = prepared.get(tx, FENCE)?;
+    let statement = prepared.get(tx, sql)?;
     let rows = tx
         .query(
             &statement,

@@ -35,7 +35,7 @@ pub(crate) struct TestDb {
 
 impl TestDb {
     /// `None` (after a notice) when no server is configured.
-    fn new(tag: &str) -> Option<TestDb> {
+    pub(super) fn new(tag: &str) -> Option<TestDb> {
         let base = match std::env::var("GWAR_TEST_POSTGRES_URL") {
             Ok(base) => base,
             // The integration suites' throwaway cluster (which fails under CI when
@@ -60,7 +60,7 @@ impl TestDb {
         Client::connect(&self.url, NoTls).unwrap()
     }
 
-    fn count(&self, table: &str) -> i64 {
+    pub(super) fn count(&self, table: &str) -> i64 {
         self.client()
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .unwrap()
@@ -90,14 +90,14 @@ fn with_dbname(url: &str, name: &str) -> String {
     format!("{scheme}://{authority}/{name}{query}")
 }
 
-fn new_galaxy(name: &str) -> Galaxy {
+pub(super) fn new_galaxy(name: &str) -> Galaxy {
     let (config, _) = GalaxyConfig::preset("blitz").unwrap();
     let mut galaxy = Galaxy::create(name, config, 9, 100).unwrap();
     galaxy.take_changes();
     galaxy
 }
 
-fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
+pub(super) fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
     let config_toml = galaxy.config().to_toml();
     write(&NewGalaxy {
         name: galaxy.name(),
@@ -129,7 +129,7 @@ fn insert(store: &mut PostgresWriter, reader: &PostgresReader, galaxy: &Galaxy) 
     })
 }
 
-fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
+pub(super) fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
     let changes = galaxy.take_changes();
     let mut systems: Vec<SystemRow> = changes
         .iter()
@@ -148,7 +148,7 @@ fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
 }
 
 /// A daemon's identity with a lease of `lease` seconds.
-fn identity(url: &str, lease: u64) -> Identity {
+pub(super) fn identity(url: &str, lease: u64) -> Identity {
     Identity::new(url, Duration::from_secs(lease))
 }
 
@@ -168,7 +168,7 @@ pub(crate) fn stored_galaxy(tag: &str) -> Option<(TestDb, PostgresWriter, Postgr
 }
 
 /// Ends the writer's session from another one, as an operator's `pg_terminate_backend`.
-fn terminate_writer(db: &TestDb, store: &mut PostgresWriter) {
+pub(super) fn terminate_writer(db: &TestDb, store: &mut PostgresWriter) {
     let pid = store.backend_pid().unwrap();
     let row = db
         .client()

@@ -472,7 +472,13 @@ fn write_rows(
             stored.event = Some(event);
         }
     }
-    let missing = owners::fence(&mut tx, prepared, me, fence)?;
+    // A final batch sent again after its answer was lost finds its galaxies released by
+    // the first attempt: still this daemon's to write (see `owners::fence_final`).
+    let missing = if release.names.is_empty() {
+        owners::fence(&mut tx, prepared, me, fence)?
+    } else {
+        owners::fence_final(&mut tx, prepared, me, fence)?
+    };
     if !missing.is_empty() {
         tx.rollback().context("rolling back a fenced batch")?;
         return Ok(Written::Fenced(missing));
