@@ -68,6 +68,8 @@ pub fn postgres_label(url: &str) -> String {
     let Ok(config) = url.parse::<postgres::Config>() else {
         return "postgres://(an invalid URL)".to_owned();
     };
+    let ports = config.get_ports();
+    // Each host with the port it is tried on (`h1:5432,h2:5433`; one port serves all).
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -76,22 +78,16 @@ pub fn postgres_label(url: &str) -> String {
             postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .chain(config.get_hostaddrs().iter().map(|addr| addr.to_string()))
+        .enumerate()
+        .map(|(i, host)| match ports.get(i).or(ports.first()) {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
         .collect();
-    let ports = config.get_ports();
     let user = config
         .get_user()
         .map(|u| format!("{u}@"))
         .unwrap_or_default();
-    // Each host with the port it is tried on (`h1:5432,h2:5433`; one port given serves
-    // every host), none when the URL gives none.
-    let hosts: Vec<String> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, host)| match ports.get(i).or(ports.first()) {
-            Some(port) => format!("{host}:{port}"),
-            None => host.clone(),
-        })
-        .collect();
     let db = config.get_dbname().unwrap_or_default();
     format!("postgres://{user}{}/{db}", hosts.join(","))
 }

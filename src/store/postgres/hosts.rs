@@ -22,7 +22,6 @@ use ::postgres::config::{Host, TargetSessionAttrs};
 use ::postgres::{Client, Config, NoTls};
 use parking_lot::Mutex;
 
-use super::session::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
 use super::stall::{claiming, Call};
 
 /// A failed attempt that took longer than this hung (no answer), rather than being
@@ -123,10 +122,14 @@ fn single_host(config: &Config, port: u16) -> Config {
     one.port(port)
         .dbname(config.get_dbname().unwrap_or_default())
         .target_session_attrs(TargetSessionAttrs::ReadWrite)
-        .keepalives(true)
-        .keepalives_idle(KEEPALIVE_IDLE)
-        .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES);
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle());
+    if let Some(interval) = config.get_keepalives_interval() {
+        one.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        one.keepalives_retries(retries);
+    }
     if let Some(name) = config.get_application_name() {
         one.application_name(name);
     }
