@@ -496,7 +496,7 @@ fn an_unresolvable_host_or_a_refused_port_fails_start_up_in_bounded_time() {
         ),
         (
             replica::url_of(&[one, two], "db"),
-            format!("postgres://postgres@127.0.0.1,127.0.0.1:{one},{two}/db"),
+            format!("postgres://postgres@127.0.0.1:{one},127.0.0.1:{two}/db"),
         ),
     ];
     for (url, label) in cases {
