@@ -22,7 +22,7 @@ use ::postgres::config::{Host, TargetSessionAttrs};
 use ::postgres::{Client, Config, NoTls};
 use parking_lot::Mutex;
 
-use super::stall::{claiming, Call};
+use super::stall::{claiming, last_hung, Call};
 
 /// A failed attempt that took longer than this hung (no answer), rather than being
 /// refused: it is tried last next time.
@@ -54,10 +54,14 @@ pub(super) fn open_client(config: &Config) -> Result<Client, ::postgres::Error> 
     {
         let seen = memory().lock();
         // Stable: hosts seen alike keep the URL's order.
+        // A host whose session the call timeout's watch abandoned since it last opened
+        // one (the server froze under an open session) hung too.
         hosts.sort_by_key(|(name, _)| match seen.get(name) {
-            Some(Seen::ReadWrite(at)) => (0, Some(std::cmp::Reverse(*at))),
+            Some(Seen::ReadWrite(at)) if last_hung(name).is_none_or(|hung| hung < *at) => {
+                (0, Some(std::cmp::Reverse(*at)))
+            }
+            Some(Seen::Hung | Seen::ReadWrite(_)) => (2, None),
             None | Some(Seen::Refused) => (1, None),
-            Some(Seen::Hung) => (2, None),
         });
     }
     let mut last_error = None;

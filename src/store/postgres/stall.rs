@@ -58,6 +58,8 @@ const POLL: Duration = Duration::from_millis(250);
 struct Server {
     label: String,
     timeout: Duration,
+    /// The URL's `host:port` it is, as `hosts.rs` names it.
+    host: String,
 }
 
 /// The call timeout while a schema migration runs (start-up only): a migration's backfill
@@ -97,15 +99,18 @@ pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
     let state = watch_state();
     let ports = config.get_ports();
     let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-    let mut addresses: Vec<SocketAddr> = Vec::new();
+    let mut addresses: Vec<(SocketAddr, String)> = Vec::new();
     for (i, address) in config.get_hostaddrs().iter().enumerate() {
-        addresses.push(SocketAddr::new(address.to_canonical(), port_of(i)));
+        let host = format!("{address}:{}", port_of(i));
+        addresses.push((SocketAddr::new(address.to_canonical(), port_of(i)), host));
     }
     for (i, host) in config.get_hosts().iter().enumerate() {
         match host {
             Host::Tcp(name) => match (name.as_str(), port_of(i)).to_socket_addrs() {
-                Ok(found) => addresses
-                    .extend(found.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))),
+                Ok(found) => addresses.extend(found.map(|a| {
+                    let address = SocketAddr::new(a.ip().to_canonical(), a.port());
+                    (address, format!("{name}:{}", port_of(i)))
+                })),
                 Err(error) => log::warn!(target: LOG,
                     "{label}: cannot resolve {name} for the call timeout's watch ({error}); \
                      its connections are bounded by TCP's timeouts only"),
@@ -116,10 +121,11 @@ pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
     }
     {
         let mut servers = state.servers.lock();
-        for address in addresses {
+        for (address, host) in addresses {
             let server = servers.entry(address).or_insert_with(|| Server {
                 label: label.to_owned(),
                 timeout,
+                host,
             });
             server.timeout = server.timeout.min(timeout);
         }
@@ -222,6 +228,18 @@ fn abandoned() -> &'static Mutex<HashSet<u64>> {
     ABANDONED.get_or_init(Default::default)
 }
 
+/// When the watch last abandoned a connection to each host (`host:port`, as the URL
+/// names it), for `hosts.rs`: a host that hung is tried last.
+fn hung() -> &'static Mutex<HashMap<String, Instant>> {
+    static HUNG: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    HUNG.get_or_init(Default::default)
+}
+
+/// When the watch last abandoned a connection to `host` (`host:port`).
+pub(super) fn last_hung(host: &str) -> Option<Instant> {
+    hung().lock().get(host).copied()
+}
+
 /// One look at every connection to a registered server.
 fn look(state: &Watch) {
     let servers = state.servers.lock().clone();
@@ -270,6 +288,7 @@ fn look(state: &Watch) {
             continue;
         }
         abandoned.insert(socket.inode);
+        hung().lock().insert(server.host.clone(), now);
         log::warn!(target: LOG,
             "{}: no answer from {} for {} ms (GWAR_DB_CALL_TIMEOUT_SECS={}): abandoning the \
              connection; its session is reopened at the next call",
@@ -301,6 +320,7 @@ mod tests {
             Server {
                 label: "test".into(),
                 timeout: Duration::from_millis(500),
+                host: server.to_string(),
             },
         );
         // Idle: one exchange, answered, then nothing.
