@@ -52,6 +52,30 @@ fn health(node: &Daemon) -> String {
     }
 }
 
+/// Waits until `/healthz` reports the primary's replication as `mode` with `standbys`
+/// streaming (the writer reads it every auto-save interval, 1 s here), and checks that
+/// `/metrics` says the same.
+fn assert_replication(node: &Daemon, mode: &str, standbys: u64) {
+    let mut last = String::new();
+    let reported = wait_for(PATIENCE, || {
+        last = node.get("/healthz").body;
+        let json: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        let replication = &json["persistence"]["replication"];
+        replication["mode"] == mode && replication["standbys"] == standbys
+    });
+    assert!(
+        reported,
+        "replication {mode} with {standbys} standbys: {last}"
+    );
+    let metrics = node.get("/metrics").body;
+    for line in [
+        format!("gwar_postgres_replication_mode{{mode=\"{mode}\"}} 1"),
+        format!("gwar_postgres_standbys {standbys}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
+
 /// Orders flowing on some galaxies of one daemon, each from a thread of its own.
 struct Play {
     stop: Arc<AtomicBool>,
@@ -222,6 +246,7 @@ fn sync_replication_kill_9_of_the_primary_and_promotion_lose_no_acknowledged_ord
         .collect();
     let mut all: Vec<Vec<Order>> = vec![Vec::new(); games.len()];
     for cycle in 1..=3 {
+        assert_replication(&node, "sync", 1);
         let play = Play::start(node.addr, &plays);
         let failover = fail_over(&mut pair, &[&node], Pair::kill_primary);
         let (orders, refused) = play.stop();
@@ -260,6 +285,9 @@ fn sync_replication_kill_9_of_the_primary_and_promotion_lose_no_acknowledged_ord
             all.iter().all(|o| !o.is_empty()),
             "orders flowed on every galaxy"
         );
+        // The promoted server has no standby yet (the harness leaves
+        // synchronous_standby_names to the primary it configured).
+        assert_replication(&node, "none", 0);
         if cycle < 3 {
             pair.rebuild_standby();
         }
@@ -274,6 +302,7 @@ fn async_replication_failover_recovers_and_counts_the_orders_lost() {
     pair.create_database(DB);
     let node = Node::start(&pair.url(DB), &ONE_DAEMON);
     let games = galaxies(&pair, &node, "a", 3);
+    assert_replication(&node, "async", 1);
     let plays: Vec<_> = games
         .iter()
         .map(|g| (g.name.clone(), g.coords.clone()))
