@@ -532,6 +532,27 @@ impl Pair {
         self.make_standby(old, Some(self.ports[old]));
     }
 
+    /// Stops the standby (`pg_ctl stop -m fast`), keeping its data: with synchronous
+    /// replication the primary's commits then wait for it.
+    pub fn stop_standby(&mut self) {
+        assert!(self.has_standby, "there is no standby to stop");
+        let server = self.server(1 - self.primary);
+        run(self
+            .pg_command("pg_ctl", &server.dir)
+            .args(["stop", "-w", "-m", "fast", "-D"])
+            .arg(server.data())
+            .stdin(Stdio::null()));
+    }
+
+    /// Starts the standby [`Pair::stop_standby`] stopped, and waits until it streams again.
+    pub fn start_standby(&mut self) {
+        self.start_on_its_port(1 - self.primary);
+        self.wait_streaming(match self.mode {
+            Replication::Sync => "sync",
+            Replication::Async => "async",
+        });
+    }
+
     /// The log of the server on `port`, for failure messages.
     pub fn server_log(&self, port: u16) -> String {
         self.servers

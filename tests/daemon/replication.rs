@@ -539,3 +539,58 @@ fn an_unresolvable_host_or_a_refused_port_fails_start_up_in_bounded_time() {
         );
     }
 }
+
+#[test]
+fn a_durable_order_is_answered_only_once_the_synchronous_standby_has_it() {
+    let Some(mut pair) = Pair::start(Replication::Sync) else {
+        return;
+    };
+    pair.create_database(DB);
+    let node = Node::start(&pair.url(DB), &ONE_DAEMON);
+    let game = galaxies(&pair, &node, "d", 1).remove(0);
+    let (x, y) = game.coords[0];
+    let mut sorted = game.coords.clone();
+    sorted.sort();
+    let index = sorted.iter().position(|&c| c == (x, y)).unwrap();
+    let primary = pair.primary_port();
+    let stored = || stored_metal_on(&mut replica::client_at(primary, DB), &game.name)[index];
+    let durable = || {
+        node.request(
+            "POST",
+            &format!(
+                "/galaxies/{}/systems/{x}/{y}/build/colony?durable=1",
+                game.name
+            ),
+            "",
+        )
+    };
+    let first = durable();
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(
+        stored(),
+        game.baseline[index] - 1,
+        "committed before the 201"
+    );
+
+    // Without the standby the primary holds every commit: no 201, ever.
+    pair.stop_standby();
+    let waiting = durable();
+    assert_eq!(waiting.status, 503, "{}", waiting.body);
+    let body = waiting.json();
+    assert_eq!(body["applied"], true, "{body}");
+    assert_eq!(body["durable"], false, "{body}");
+    assert_eq!(health(&node), "degraded");
+
+    // The standby back: the order, applied and kept, is saved; durable orders pass again.
+    pair.start_standby();
+    assert!(
+        wait_for(PATIENCE, || node.healthy()
+            && stored() == game.baseline[index] - 2),
+        "saved once the standby is back: {} stored; {}",
+        stored(),
+        node.get("/healthz").body
+    );
+    let again = durable();
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(stored(), game.baseline[index] - 3);
+}
