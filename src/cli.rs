@@ -43,7 +43,9 @@ It prints the path written. check and backup only read the database, also beside
 running daemon, and leave no -wal/-shm files beside one nobody else has open.
 
 Configuration comes from the environment:
-  DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db)
+  DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db),
+                                        or postgres://USER@HOST:PORT[,HOST2:PORT2]/DB
+                                        (several hosts: the read-write one is used)
   GWAR_LISTEN                           HTTP address of the game (127.0.0.1:3050)
   GWAR_ADMIN_LISTEN                     HOST:PORT or unix:PATH of the admin calls, never
                                         exposed (127.0.0.1:3051)
