@@ -594,3 +594,39 @@ fn a_durable_order_is_answered_only_once_the_synchronous_standby_has_it() {
     assert_eq!(again.status, 201, "{}", again.body);
     assert_eq!(stored(), game.baseline[index] - 3);
 }
+
+#[test]
+fn sigterm_while_start_up_waits_for_a_primary_exits_0_at_once() {
+    let Some(cluster) = crate::postgres_cluster::shared() else {
+        return;
+    };
+    // A database that takes no writes answers as a standby does.
+    let db = cluster.database();
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let mut starting = Daemon::spawn(Command::new(BIN), dir.path(), &[("DATABASE_URL", &url)]);
+    assert!(
+        wait_for(PATIENCE, || starting
+            .log()
+            .contains("waiting for a read-write PostgreSQL server")),
+        "{}",
+        starting.log()
+    );
+    // Nothing was held: a clean exit, within the retry's second and a connect.
+    let status = starting.terminate_within(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "log:\n{}",
+        starting.log()
+    );
+    assert!(
+        starting.log().contains("stopped while waiting"),
+        "{}",
+        starting.log()
+    );
+}

@@ -42,6 +42,25 @@ impl Starting {
         matches!(child.try_wait(), Ok(None))
     }
 
+    /// Sends it SIGTERM and waits up to `timeout` for it to exit; its status, or `None`
+    /// when it still runs.
+    pub fn terminate_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("not yet handed over");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to `timeout` until it listens on both listeners; panics with its log
     /// when it does not (or exits).
     pub fn listening(mut self, timeout: Duration) -> Daemon {
