@@ -381,7 +381,6 @@ fn cycle(app: &AppState, pair: &mut Pair, db: &str, late: Option<Duration>) -> C
         "the engine commits before the kill"
     );
     let base = AtomicU64::new(u64::MAX);
-    let give_up = AtomicBool::new(false);
     let killed = Instant::now();
     let (kill, waited, promotion, (detected, committed)) = std::thread::scope(|scope| {
         let poller = scope.spawn(|| {
@@ -396,7 +395,7 @@ fn cycle(app: &AppState, pair: &mut Pair, db: &str, late: Option<Duration>) -> C
                 if base != u64::MAX && metrics.batches_committed > base {
                     committed = Some(now - killed);
                 }
-                committed.is_some() || give_up.load(Relaxed)
+                committed.is_some()
             });
             (detected, committed)
         });
@@ -415,7 +414,6 @@ fn cycle(app: &AppState, pair: &mut Pair, db: &str, late: Option<Duration>) -> C
         let waited = killed.elapsed();
         let promotion = pair.promote();
         let seen = poller.join().expect("the poller ends");
-        give_up.store(true, Relaxed);
         (kill, waited, promotion, seen)
     });
     let committed = committed.expect("a batch commits on the promoted server");
