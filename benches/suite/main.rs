@@ -12,9 +12,11 @@
 //! throwaway cluster of the bench's own with `fsync` and `synchronous_commit` on (the
 //! tests' harness, `tests/common/postgres.rs`); without PostgreSQL the section is skipped.
 //! Sections 11 (several daemons) and 12 (durable orders, beside SQLite) start such a
-//! cluster too, and skip what needs it the same way.
+//! cluster too, and skip what needs it the same way; section 13 (replication: failover,
+//! the price of a synchronous standby) starts a primary + standby pair
+//! (`tests/common/replica.rs`) and a lone cluster beside it.
 //!
-//! One file per section (`s01_save.rs` … `s12_durable.rs`), each with the workloads it
+//! One file per section (`s01_save.rs` … `s13_replication.rs`), each with the workloads it
 //! measures and the rows it prints; `harness.rs` holds what several sections share,
 //! `floor.rs` and `pg_floor.rs` the floors, `daemon.rs` the daemons and their HTTP clients.
 //! This file reads the arguments and runs the sections in order.
@@ -41,12 +43,14 @@ mod s09_edge;
 mod s10_postgres;
 mod s11_failover;
 mod s12_durable;
+mod s13_replication;
 
 /// The tests' throwaway PostgreSQL cluster, for sections 10, 11 and 12 (started with `fsync` on).
 #[path = "../../tests/common/postgres.rs"]
 mod pg_cluster;
 
-/// The tests' primary + streaming standby pair, for failover and synchronous replication.
+/// The tests' primary + streaming standby pair, for section 13 (failover, synchronous
+/// replication).
 #[path = "../../tests/common/replica.rs"]
 mod pg_pair;
 
@@ -54,7 +58,7 @@ mod pg_pair;
 type Section = fn(&Run, &mut Map<String, Value>);
 
 /// The sections, in the order they run; section N is the N-th.
-const SECTIONS: [Section; 12] = [
+const SECTIONS: [Section; 13] = [
     s01_save::run,
     s02_orders::run,
     s03_game::run,
@@ -67,6 +71,7 @@ const SECTIONS: [Section; 12] = [
     s10_postgres::run,
     s11_failover::run,
     s12_durable::run,
+    s13_replication::run,
 ];
 
 fn main() {
