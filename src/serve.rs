@@ -207,8 +207,8 @@ fn open_waiting_for_primary(
     let started = Instant::now();
     let mut logged: Option<Instant> = None;
     loop {
-        let error = match AppState::open_notifying(settings, systemd) {
-            Err(error @ StoreError::NoPrimary { .. }) => error,
+        let (error, round_within) = match AppState::open_notifying(settings, systemd) {
+            Err(error @ StoreError::NoPrimary { round_within, .. }) => (error, round_within),
             result => {
                 if logged.is_some() {
                     log::info!(
@@ -224,7 +224,9 @@ fn open_waiting_for_primary(
             log::warn!("{status}; trying again every {PRIMARY_RETRY:?} (not serving meanwhile)");
             logged = Some(Instant::now());
         }
-        systemd.extend_timeout(PRIMARY_RETRY * 10, &status);
+        // Past systemd's start timeout as long as we wait: the next try's bound and then
+        // some (a frozen host costs a call timeout per connect).
+        systemd.extend_timeout(PRIMARY_RETRY + round_within + PRIMARY_RETRY * 10, &status);
         if shutdown.wait_for(PRIMARY_RETRY) {
             log::info!(
                 "stopped while waiting for a read-write PostgreSQL server; nothing was held"

@@ -124,7 +124,12 @@ pub enum StoreError {
     },
     /// Start-up found servers, all read-only (standbys): waiting for a primary may help.
     #[error("no read-write server for the database {database} yet: {hosts}")]
-    NoPrimary { database: String, hosts: String },
+    NoPrimary {
+        database: String,
+        hosts: String,
+        /// How long one more try may take, at most.
+        round_within: std::time::Duration,
+    },
     #[error("{context}: {}", DriverError::describe(.source))]
     Postgres {
         context: &'static str,

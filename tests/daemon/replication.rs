@@ -597,17 +597,12 @@ fn a_durable_order_is_answered_only_once_the_synchronous_standby_has_it() {
 
 #[test]
 fn sigterm_while_start_up_waits_for_a_primary_exits_0_at_once() {
-    let Some(cluster) = crate::postgres_cluster::shared() else {
+    let Some(pair) = Pair::start(Replication::Async) else {
         return;
     };
-    // A database that takes no writes answers as a standby does.
-    let db = cluster.database();
-    db.execute(&format!(
-        "ALTER DATABASE {} SET default_transaction_read_only = on",
-        db.name
-    ));
+    pair.create_database(DB);
+    let url = replica::url_of(&[pair.standby_port().expect("a standby")], DB);
     let dir = tempfile::tempdir().unwrap();
-    let url = db.url();
     let mut starting = Daemon::spawn(Command::new(BIN), dir.path(), &[("DATABASE_URL", &url)]);
     assert!(
         wait_for(PATIENCE, || starting
@@ -629,4 +624,19 @@ fn sigterm_while_start_up_waits_for_a_primary_exits_0_at_once() {
         "{}",
         starting.log()
     );
+}
+
+#[test]
+fn a_primary_whose_sessions_are_read_only_fails_start_up_naming_the_setting() {
+    let Some(cluster) = crate::postgres_cluster::shared() else {
+        return;
+    };
+    let db = cluster.database();
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ));
+    let (status, took, log) = failed_start(&db.url(), PATIENCE);
+    assert_eq!(status.code(), Some(1), "after {took:?}; log:\n{log}");
+    assert!(log.contains("default_transaction_read_only"), "{log}");
 }

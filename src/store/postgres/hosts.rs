@@ -120,12 +120,17 @@ fn each_host(config: &Config) -> Vec<(String, Config)> {
     hosts
 }
 
-/// `config`'s settings for one host on `port`: who connects, to what, and its bounds.
+/// `config`'s settings for one host on `port`: who connects, to what, how securely, and
+/// its bounds. (`tests.rs` checks that every setting the URL can carry is kept.)
 fn single_host(config: &Config, port: u16) -> Config {
     let mut one = Config::new();
     one.port(port)
         .dbname(config.get_dbname().unwrap_or_default())
         .target_session_attrs(TargetSessionAttrs::ReadWrite)
+        // What protects the connection: a host of several must not get less of it.
+        .ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .channel_binding(config.get_channel_binding())
         .keepalives(config.get_keepalives())
         .keepalives_idle(config.get_keepalives_idle());
     if let Some(interval) = config.get_keepalives_interval() {
@@ -159,21 +164,24 @@ fn single_host(config: &Config, port: u16) -> Config {
 pub(super) struct Survey {
     /// Hosts that answered and take writes (one may have become the primary meanwhile).
     pub(super) writable: usize,
-    /// Hosts that answered read-only: standbys, or primaries demoted.
-    pub(super) read_only: usize,
-    /// Each host and what it is, for the log: `h1:5432 unusable (…); h2:5433 read-only`.
+    /// Hosts that are standbys (in recovery): one may be promoted.
+    pub(super) standbys: usize,
+    /// Each host and what it is, for the log: `h1:5432 unusable (…); h2:5433 a standby`.
     pub(super) text: String,
 }
 
 /// Tries each host of `config` on its own (a connect reports only the last host's error),
-/// each bounded as any session is.
+/// each bounded as any session is; a host that refuses to be a primary is asked whether
+/// it is a standby (`pg_is_in_recovery()`), since a primary whose sessions are read-only
+/// by default (`default_transaction_read_only`) refuses the same way and will not change
+/// by waiting.
 pub(super) fn survey(config: &Config) -> Survey {
     let mut survey = Survey {
         writable: 0,
-        read_only: 0,
+        standbys: 0,
         text: String::new(),
     };
-    for (host, one) in each_host(config) {
+    for (host, mut one) in each_host(config) {
         let attempt = {
             let _call = Call::start();
             claiming(|| one.connect(NoTls))
@@ -184,8 +192,17 @@ pub(super) fn survey(config: &Config) -> Survey {
                 "read-write".to_owned()
             }
             Err(error) if refused_as_read_only(&error) => {
-                survey.read_only += 1;
-                "read-only (a standby?)".to_owned()
+                one.target_session_attrs(TargetSessionAttrs::Any);
+                match in_recovery(&one) {
+                    Ok(true) => {
+                        survey.standbys += 1;
+                        "a standby".to_owned()
+                    }
+                    Ok(false) => "read-only, not a standby (is default_transaction_read_only \
+                        on for the database or the role?)"
+                        .to_owned(),
+                    Err(error) => format!("unusable ({})", super::error::describe(&error)),
+                }
             }
             Err(error) => format!("unusable ({})", super::error::describe(&error)),
         };
@@ -197,10 +214,66 @@ pub(super) fn survey(config: &Config) -> Survey {
     survey
 }
 
+/// Whether the server of `config` (one host, any session) is in recovery: a standby.
+fn in_recovery(config: &Config) -> Result<bool, ::postgres::Error> {
+    let _call = Call::start();
+    let mut client = claiming(|| config.connect(NoTls))?;
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])?
+        .try_get(0)
+}
+
 /// Whether a failed connect reached a server that refused to be a primary
-/// (`target_session_attrs=read-write` on a read-only server).
+/// (`target_session_attrs=read-write` on a server whose transactions are read-only): the
+/// `postgres` crate's own refusal, an I/O error of kind `PermissionDenied` with its words
+/// (the kind alone is also what a socket the daemon may not open gives).
 fn refused_as_read_only(error: &::postgres::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|source| source.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        .is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                && io.to_string().contains("does not allow writes")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything a URL can say of the connection but its hosts reaches each host's own
+    /// config: a host of several gets the same security, identity and bounds as one alone.
+    #[test]
+    fn each_host_keeps_every_setting_of_the_url() {
+        let url = "postgres://gwar:pw@db1:5432,db2:5433/game?sslmode=require\
+            &channel_binding=require&sslnegotiation=direct&connect_timeout=3\
+            &application_name=app&options=-c%20search_path%3Dgw&keepalives_idle=7\
+            &tcp_user_timeout=9000&target_session_attrs=read-write";
+        let config: Config = url.parse().unwrap();
+        let hosts = each_host(&config);
+        let names: Vec<&str> = hosts.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["db1:5432", "db2:5433"]);
+        // The crate's Debug shows every field: with the host and port lines left out, a
+        // host's config must read as the URL's (a field added to the crate one day and
+        // not copied here fails this test).
+        let without_hosts = |config: &Config| {
+            let mut kept = Vec::new();
+            let mut skipping = false;
+            for line in format!("{config:#?}").lines() {
+                let field = line.trim_start();
+                if ["host: [", "hostaddr: [", "port: ["].contains(&field) {
+                    skipping = true;
+                } else if skipping && field == "]," {
+                    skipping = false;
+                } else if !skipping {
+                    kept.push(line.to_owned());
+                }
+            }
+            kept.join("\n")
+        };
+        for (name, one) in &hosts {
+            assert_eq!(without_hosts(one), without_hosts(&config), "{name}");
+            // Not in the crate's Debug.
+            assert_eq!(one.get_ssl_negotiation(), config.get_ssl_negotiation());
+        }
+    }
 }

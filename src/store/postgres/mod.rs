@@ -112,12 +112,22 @@ pub(super) fn open(
             // for it; only servers that cannot be used fail it.
             let config = session::session_config(url, session::APPLICATION_NAME)?;
             let survey = hosts::survey(&config);
-            if survey.read_only + survey.writable > 0 {
+            if survey.standbys > 0 {
+                // Each round tries every host twice (the writer, then the survey), and a
+                // standby a third time; each try is bounded by the connect and call
+                // timeouts.
+                let per_try = *config
+                    .get_connect_timeout()
+                    .unwrap_or(&std::time::Duration::ZERO)
+                    + settings.db_call_timeout;
+                let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
                 return Err(StoreError::NoPrimary {
                     database,
                     hosts: survey.text,
+                    round_within: per_try * 3 * u32::try_from(hosts).unwrap_or(u32::MAX),
                 });
             }
+            log::error!(target: error::LOG, "{database}: {}", survey.text);
             return Err(StoreError::PostgresConnect { database, source });
         }
         Err(error) => return Err(error),
