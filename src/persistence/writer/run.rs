@@ -308,6 +308,8 @@ impl Writer {
         // Before the batch and the chunk: a store seen down that answers again has its
         // lanes retried in this very turn.
         self.probe(self.clock.now());
+        // What the store last knew (a lost session forgets it; a new one reads it).
+        self.metrics.set_replication(self.store.replication());
         let now = self.clock.now();
         if now >= self.next_interval {
             self.ticks_due = true;
@@ -362,7 +364,6 @@ impl Writer {
             .last_commit
             .is_none_or(|at| now.saturating_duration_since(at) >= self.settings.auto_save_interval);
         self.store.maintain(idle);
-        self.metrics.set_replication(self.store.replication());
     }
 
     pub(super) fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {

@@ -83,6 +83,8 @@ struct Watch {
     /// Engine sessions connecting now: meanwhile, a socket to a registered server is
     /// watched whoever opened it (the connecting session's is not known yet).
     connecting: AtomicU64,
+    /// Host names that did not resolve (said once in the log).
+    unresolved: Mutex<HashSet<String>>,
 }
 
 fn watch_state() -> &'static Watch {
@@ -101,7 +103,11 @@ pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
     let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let mut addresses: Vec<(SocketAddr, String)> = Vec::new();
     for (i, address) in config.get_hostaddrs().iter().enumerate() {
-        let host = format!("{address}:{}", port_of(i));
+        // Named as `hosts.rs` names it: by its host name when the URL gives one.
+        let host = match config.get_hosts().get(i) {
+            Some(Host::Tcp(name)) => format!("{name}:{}", port_of(i)),
+            _ => format!("{address}:{}", port_of(i)),
+        };
         addresses.push((SocketAddr::new(address.to_canonical(), port_of(i)), host));
     }
     for (i, host) in config.get_hosts().iter().enumerate() {
@@ -111,9 +117,14 @@ pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
                     let address = SocketAddr::new(a.ip().to_canonical(), a.port());
                     (address, format!("{name}:{}", port_of(i)))
                 })),
-                Err(error) => log::warn!(target: LOG,
+                // Once per name: start-up may try again every second (waiting for a
+                // primary), and the log need not say it every time.
+                Err(error) if state.unresolved.lock().insert(name.clone()) => {
+                    log::warn!(target: LOG,
                     "{label}: cannot resolve {name} for the call timeout's watch ({error}); \
-                     its connections are bounded by TCP's timeouts only"),
+                     its connections are bounded by TCP's timeouts only")
+                }
+                Err(_) => {}
             },
             Host::Unix(path) => log::debug!(target: LOG,
                 "{label}: {} is a local socket; the call timeout does not watch it", path.display()),

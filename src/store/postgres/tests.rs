@@ -1382,9 +1382,18 @@ fn the_writer_commits_at_least_synchronously_and_reads_the_replication() {
     }
     // A lone server: no standby, none required.
     let mut store = open_writer(&db.url);
-    assert_eq!(store.replication(), None, "not read yet");
+    let lone = |store: &PostgresWriter| {
+        let replication = store.replication().expect("read with the session");
+        assert_eq!(replication.mode, crate::store::ReplicationMode::None);
+        assert_eq!(replication.standbys, 0);
+    };
+    lone(&store);
     store.maintain(false);
-    let replication = store.replication().unwrap();
-    assert_eq!(replication.mode, crate::store::ReplicationMode::None);
-    assert_eq!(replication.standbys, 0);
+    lone(&store);
+    // A lost session forgets it (the next may be on another server), a new one reads it.
+    terminate_writer(&db, &mut store);
+    assert!(store.probe().is_err());
+    assert_eq!(store.replication(), None);
+    store.probe().unwrap();
+    lone(&store);
 }

@@ -57,7 +57,8 @@ impl PostgresWriter {
     pub fn open(url: &str, identity: Identity) -> Result<PostgresWriter, StoreError> {
         let config = session_config(url, WRITER_APPLICATION_NAME)?;
         let label = postgres_label(url);
-        let session = Session::open(&config, &label, identity.lease)?;
+        let mut session = Session::open(&config, &label, identity.lease)?;
+        let replication = read_replication(&mut session.client).ok();
         Ok(PostgresWriter {
             config,
             label,
@@ -69,7 +70,7 @@ impl PostgresWriter {
             lost: false,
             canceller: None,
             fencing: true,
-            replication: None,
+            replication,
         })
     }
 
@@ -118,7 +119,14 @@ impl PostgresWriter {
         let session = match &mut self.session {
             Some(session) => session,
             None => {
-                let session = Session::open(&self.config, &self.label, self.identity.lease)?;
+                let mut session = Session::open(&self.config, &self.label, self.identity.lease)?;
+                // A new session may be on another server (a failover): its replication
+                // is read now, not an auto-save interval later.
+                self.replication = read_replication(&mut session.client)
+                    .inspect_err(|error| {
+                        log::debug!(target: LOG, "{}: reading the replication: {error}", self.label)
+                    })
+                    .ok();
                 if self.lost {
                     log::info!(target: LOG, "{}: the writer's session is open again", self.label);
                     self.lost = false;
@@ -148,6 +156,8 @@ impl PostgresWriter {
     fn drop_session(&mut self) {
         self.session = None;
         self.lost = true;
+        // Unknown until a session is open again, perhaps on another server.
+        self.replication = None;
     }
 }
 
