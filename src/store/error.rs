@@ -150,6 +150,10 @@ pub enum StoreError {
     OwnershipLocked(String),
     #[error("the database {0} could not be reached a moment ago; try again in a second")]
     Unreachable(String),
+    /// A commit whose wait for the synchronous standby was cancelled (the shutdown's
+    /// deadline): PostgreSQL then answers success, with a warning.
+    #[error("{0}: the commit is on the primary, but its wait for the synchronous standby was cancelled: not counted as saved")]
+    Unreplicated(String),
     #[error("no read connection to the database came free within {0:?} (it is slow to answer); try again in a moment")]
     ReadersBusy(std::time::Duration),
     #[error("galaxy '{galaxy}' is held by another live daemon ({owner}) that advertises this daemon's own address, {url}: give each daemon its own GWAR_ADVERTISE_URL; it can be taken here once that lease runs out")]
@@ -193,7 +197,9 @@ impl StoreError {
             StoreError::SameAddress { .. }
             | StoreError::OwnershipLocked(_)
             | StoreError::ReadersBusy(_) => FailureKind::Busy,
-            StoreError::Unreachable(_) | StoreError::NoPrimary { .. } => FailureKind::Unavailable,
+            StoreError::Unreachable(_)
+            | StoreError::Unreplicated(_)
+            | StoreError::NoPrimary { .. } => FailureKind::Unavailable,
             StoreError::Exists(_) => FailureKind::Exists,
             StoreError::InUse { .. } => FailureKind::InUse,
             StoreError::CreateDir { .. }

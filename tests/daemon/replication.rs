@@ -640,3 +640,32 @@ fn a_primary_whose_sessions_are_read_only_fails_start_up_naming_the_setting() {
     assert_eq!(status.code(), Some(1), "after {took:?}; log:\n{log}");
     assert!(log.contains("default_transaction_read_only"), "{log}");
 }
+
+#[test]
+fn a_stop_whose_commits_the_synchronous_standby_never_confirmed_does_not_say_everything_saved() {
+    let Some(mut pair) = Pair::start(Replication::Sync) else {
+        return;
+    };
+    pair.create_database(DB);
+    // A call timeout longer than the stop's: the shutdown's deadline, not the call
+    // timeout's watch, ends the commits' wait for the standby (PostgreSQL then answers
+    // the commit with success and a warning).
+    let mut node = Node::start(
+        &pair.url(DB),
+        &[
+            ("GWAR_OWNERSHIP_LEASE_SECS", "20"),
+            ("GWAR_DB_CALL_TIMEOUT_SECS", "30"),
+            ("GWAR_PERSISTENCE_MAX_STALL_MS", "off"),
+            ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "2"),
+        ],
+    );
+    let game = galaxies(&pair, &node, "f", 1).remove(0);
+    pair.stop_standby();
+    let order = node.order(&game.name, game.coords[0], "colony");
+    assert_eq!(order.status, 201, "{}", order.body);
+    let status = node.terminate();
+    let log = node.log();
+    assert_ne!(status.code(), Some(0), "log:\n{log}");
+    assert!(!log.contains("everything saved"), "{log}");
+    assert!(log.contains("not counted as saved"), "{log}");
+}

@@ -5,6 +5,8 @@
 //!
 //! A leaf: it names nothing else of the PostgreSQL store, so every file may use it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ::postgres::error::SqlState;
 
 use super::super::{DriverError, FailureKind, StoreError};
@@ -125,4 +127,33 @@ pub(super) fn retry_serialization<T>(
             result => return result,
         }
     }
+}
+
+/// The start of PostgreSQL's warning when a commit's wait for a synchronous standby is
+/// cancelled (the writer's canceller does it at the shutdown's deadline; an operator's
+/// `pg_cancel_backend` too): the commit then answers success, though only the primary has
+/// it. (An English server's words: with another `lc_messages` it goes unnoticed, and
+/// such a commit counts as saved.)
+const UNREPLICATED_NOTICE: &str = "canceling wait for synchronous replication";
+
+/// Such warnings seen by this process, on any session: a batch compares it before and
+/// after its commit. Process-wide because a session's notices are handled where its
+/// connection runs, not on the caller's thread; another session's warning at the same
+/// moment makes the batch count as unsaved and be written again (it is idempotent), which
+/// is harmless.
+static UNREPLICATED: AtomicU64 = AtomicU64::new(0);
+
+/// How many commits were answered without their synchronous standby's confirmation.
+pub(super) fn unreplicated_commits() -> u64 {
+    UNREPLICATED.load(Ordering::SeqCst)
+}
+
+/// What every session of the engine does with a notice from the server: counts the
+/// warning above, and logs each (the client's default logs them under its own target).
+pub(super) fn on_notice(notice: ::postgres::error::DbError) {
+    if notice.message().starts_with(UNREPLICATED_NOTICE) {
+        UNREPLICATED.fetch_add(1, Ordering::SeqCst);
+    }
+    log::warn!(target: LOG, "the server says: {} {}: {}",
+        notice.severity(), notice.code().code(), notice.message());
 }

@@ -127,6 +127,8 @@ fn single_host(config: &Config, port: u16) -> Config {
     one.port(port)
         .dbname(config.get_dbname().unwrap_or_default())
         .target_session_attrs(TargetSessionAttrs::ReadWrite)
+        // The engine's handling of the server's notices (a config cannot say its own).
+        .notice_callback(super::error::on_notice)
         // What protects the connection: a host of several must not get less of it.
         .ssl_mode(config.get_ssl_mode())
         .ssl_negotiation(config.get_ssl_negotiation())

@@ -85,7 +85,9 @@ pub(super) fn session_config(url: &str, name: &str) -> Result<Config, StoreError
         database: postgres_label(url),
         source,
     })?;
-    config.application_name(name);
+    config
+        .application_name(name)
+        .notice_callback(super::error::on_notice);
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }

@@ -16,7 +16,7 @@ use ::postgres::{GenericClient, Transaction};
 use super::super::{
     stored_int, stored_row, GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats,
 };
-use super::error::{serialization_failure, Context};
+use super::error::{serialization_failure, unreplicated_commits, Context};
 use super::identity::Identity;
 use super::owners::{self, Fence};
 use super::session::{Prepared, Session};
@@ -133,6 +133,7 @@ impl PostgresWriter {
         let (fencing, unfenced) = (self.fencing, Fence::default());
         let mut attempt = 1;
         loop {
+            let unreplicated = unreplicated_commits();
             let result = self.with_session(|session, cache, me| {
                 for galaxy in galaxies {
                     if !cache.contains_key(&galaxy.name) && !galaxy.systems.is_empty() {
@@ -155,6 +156,12 @@ impl PostgresWriter {
                 for galaxy in galaxies {
                     self.ids.remove(&galaxy.name);
                 }
+            }
+            // Committed on the primary only: written again (idempotent) if the writer
+            // goes on, reported unsaved if it is stopping.
+            if matches!(result, Ok(Written::Committed(_))) && unreplicated_commits() != unreplicated
+            {
+                return Err(StoreError::Unreplicated(self.label().to_owned()));
             }
             match result {
                 Ok(Written::Committed(stats)) => {

@@ -153,6 +153,11 @@ impl PostgresWriter {
         result
     }
 
+    /// The database, as the log names it.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
     fn drop_session(&mut self) {
         self.session = None;
         self.lost = true;
