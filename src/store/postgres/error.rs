@@ -149,11 +149,16 @@ pub(super) fn unreplicated_commits() -> u64 {
 }
 
 /// What every session of the engine does with a notice from the server: counts the
-/// warning above, and logs each (the client's default logs them under its own target).
+/// warning above, and logs each (a warning as one; the client's default logs them all
+/// under its own target, at `info`).
 pub(super) fn on_notice(notice: ::postgres::error::DbError) {
     if notice.message().starts_with(UNREPLICATED_NOTICE) {
         UNREPLICATED.fetch_add(1, Ordering::SeqCst);
     }
-    log::warn!(target: LOG, "the server says: {} {}: {}",
+    let level = match notice.severity() {
+        "WARNING" => log::Level::Warn,
+        _ => log::Level::Info,
+    };
+    log::log!(target: LOG, level, "the server says: {} {}: {}",
         notice.severity(), notice.code().code(), notice.message());
 }
