@@ -18,6 +18,7 @@
 //! - [`metrics`]: HTTP counters and the Prometheus exposition of `GET /metrics`.
 //! - [`origin`]: the admin listener's `Host` and `Origin` checks (DNS rebinding, CSRF).
 //! - [`listen`]: binding the admin listener's Unix socket, replacing only a stale one.
+//! - [`starting`]: the answers of a daemon still waiting for its database at start-up.
 
 mod answer;
 mod conn;
@@ -31,6 +32,7 @@ mod parse;
 mod poller;
 pub mod routes;
 pub mod server;
+pub mod starting;
 mod url;
 mod waiting;
 mod worker;

@@ -433,12 +433,13 @@ fn a_url_naming_only_a_standby_waits_for_a_primary_and_saves_once_one_is_promote
     let label = format!("postgres://postgres@127.0.0.1:{standby}/{DB}");
     let url = replica::url_of(&[standby], DB);
     let dir = tempfile::tempdir().unwrap();
-    let mut env = vec![("DATABASE_URL", url.as_str())];
+    let game = SocketAddr::from(([127, 0, 0, 1], crate::postgres_cluster::free_port()));
+    let listen = game.to_string();
+    let mut env = vec![("DATABASE_URL", url.as_str()), ("GWAR_LISTEN", &listen)];
     env.extend_from_slice(&ONE_DAEMON);
     let mut starting = Daemon::spawn(Command::new(BIN), dir.path(), &env);
     // It waits, saying so clearly, rather than exiting or writing to a server that
-    // refuses writes. (Start-up waits before serving: /healthz answers only once a
-    // primary does, so `degraded` cannot be seen meanwhile.)
+    // refuses writes; meanwhile /healthz says degraded, and the game waits (503).
     let waiting = |log: &str| {
         log.lines()
             .any(|l| l.contains(&label) && l.contains("read-write") && l.contains("WARN"))
@@ -449,6 +450,16 @@ fn a_url_naming_only_a_standby_waits_for_a_primary_and_saves_once_one_is_promote
         starting.log()
     );
     assert!(starting.running(), "it exited:\n{}", starting.log());
+    let answer = crate::util::request_at(game, "GET", "/healthz", &[], b"");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = answer.json();
+    assert_eq!(answer["status"], "degraded", "{answer}");
+    let reason = answer["persistence"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("a standby"), "{answer}");
+    let refused = crate::util::request_at(game, "POST", "/galaxies/early", &[], b"");
+    assert_eq!(refused.status, 503, "{}", refused.body);
     pair.kill_primary();
     pair.promote();
     let daemon = starting.listening(PATIENCE);
