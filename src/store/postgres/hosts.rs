@@ -44,12 +44,13 @@ fn memory() -> &'static Mutex<HashMap<String, Seen>> {
     MEMORY.get_or_init(Mutex::default)
 }
 
-/// Opens a client on the read-write server among `config`'s hosts (see the module doc).
-pub(super) fn open_client(config: &Config) -> Result<Client, ::postgres::Error> {
+/// Opens a client on the read-write server among `config`'s hosts (see the module doc),
+/// and names the host it is on when the URL names several.
+pub(super) fn open_client(config: &Config) -> Result<(Client, Option<String>), ::postgres::Error> {
     let mut hosts = each_host(config);
     if hosts.len() < 2 {
         let _call = Call::start();
-        return claiming(|| config.connect(NoTls));
+        return claiming(|| config.connect(NoTls)).map(|client| (client, None));
     }
     {
         let seen = memory().lock();
@@ -76,14 +77,39 @@ pub(super) fn open_client(config: &Config) -> Result<Client, ::postgres::Error> 
             Err(_) if started.elapsed() >= HUNG_AFTER => Seen::Hung,
             Err(_) => Seen::Refused,
         };
-        memory().lock().insert(name, seen);
+        memory().lock().insert(name.clone(), seen);
         match attempt {
-            Ok(client) => return Ok(client),
+            Ok(client) => return Ok((client, Some(name))),
             Err(error) => last_error = Some(error),
         }
     }
     // `hosts` had at least two entries, so an error was kept.
     Err(last_error.expect("an attempt was made"))
+}
+
+/// Whether a session of this process has since opened on another host than `host` as the
+/// read-write server: `host` was the primary, and may be no longer (a failover, a
+/// demotion). A session that only reads never learns it from its own statements, which a
+/// read-only server still answers, with what may be old data.
+pub(super) fn primary_moved_from(host: &str) -> bool {
+    let seen = memory().lock();
+    let latest = seen
+        .iter()
+        .filter_map(|(name, seen)| match seen {
+            Seen::ReadWrite(at) => Some((*at, name)),
+            _ => None,
+        })
+        .max();
+    latest.is_some_and(|(_, name)| name != host)
+}
+
+/// Records that a session opened on `host` as the read-write server now (tests: as if
+/// the writer had moved there).
+#[cfg(test)]
+pub(super) fn note_read_write(host: &str) {
+    memory()
+        .lock()
+        .insert(host.to_owned(), Seen::ReadWrite(Instant::now()));
 }
 
 /// Each host of `config` as a config of its own (`host:port` and the settings of the

@@ -11,8 +11,9 @@ use ::postgres::{Client, Config};
 
 use super::super::{FailureKind, Owner, ReadStore, RowIds, StoreError};
 use super::error::LOG;
+use super::hosts::primary_moved_from;
 use super::migrate::{refuse_newer, schema_version};
-use super::session::{connect, session_config, Access, APPLICATION_NAME};
+use super::session::{connect_on, session_config, Access, APPLICATION_NAME};
 use super::stall::Call;
 use super::{load, owners};
 use crate::model::Galaxy;
@@ -34,6 +35,8 @@ pub struct PostgresReader {
     /// `RefCell`: the client needs `&mut` to query, and a reader is lent to one thread at
     /// a time (`ReadStore` is `Send`, not `Sync`).
     pub(super) client: RefCell<Client>,
+    /// The host the session is on, when the URL names several.
+    host: RefCell<Option<String>>,
 }
 
 impl PostgresReader {
@@ -41,13 +44,22 @@ impl PostgresReader {
     pub fn open(url: &str) -> Result<PostgresReader, StoreError> {
         let config = session_config(url, APPLICATION_NAME)?;
         let label = postgres_label(url);
-        let mut client = connect(&config, &label, Access::ReadOnly)?;
+        let (mut client, host) = connect_on(&config, &label, Access::ReadOnly)?;
         refuse_newer(&label, schema_version(&mut client)?)?;
         Ok(PostgresReader {
             config,
             label,
             client: RefCell::new(client),
+            host: RefCell::new(host),
         })
+    }
+
+    /// A new session in place of the current one.
+    fn reconnect(&self, client: &mut Client) -> Result<(), StoreError> {
+        let (new, host) = connect_on(&self.config, &self.label, Access::ReadOnly)?;
+        *client = new;
+        *self.host.borrow_mut() = host;
+        Ok(())
     }
 
     /// Runs `read` on the session. A session found broken (the server restarted since
@@ -58,10 +70,22 @@ impl PostgresReader {
     ) -> Result<T, StoreError> {
         let _call = Call::start();
         let mut client = self.client.borrow_mut();
+        // Its reads would still be answered by a server that is no longer the primary
+        // (demoted, or cut off from the new one), with what may be old data: it follows
+        // the other sessions there.
+        let moved = self
+            .host
+            .borrow()
+            .as_deref()
+            .is_some_and(primary_moved_from);
+        if moved {
+            log::info!(target: LOG, "{}: the primary moved; a reader follows it", self.label);
+            self.reconnect(&mut client)?;
+        }
         match read(&mut client) {
             Err(error) if client.is_closed() || error.kind() == FailureKind::Unavailable => {
                 log::debug!(target: LOG, "{}: a reader's session was lost ({error}); reconnecting", self.label);
-                *client = connect(&self.config, &self.label, Access::ReadOnly)?;
+                self.reconnect(&mut client)?;
                 read(&mut client)
             }
             result => result,

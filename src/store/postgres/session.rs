@@ -120,7 +120,16 @@ pub(super) enum Access {
 /// Opens a session on the read-write server, sets the server's side of its timeouts
 /// ([`SERVER_SETTINGS`]) and, for `Access::ReadOnly`, read-only transactions.
 pub(super) fn connect(config: &Config, label: &str, access: Access) -> Result<Client, StoreError> {
-    let mut client =
+    connect_on(config, label, access).map(|(client, _)| client)
+}
+
+/// [`connect`], naming the host the session is on when the URL names several.
+pub(super) fn connect_on(
+    config: &Config,
+    label: &str,
+    access: Access,
+) -> Result<(Client, Option<String>), StoreError> {
+    let (mut client, host) =
         super::hosts::open_client(config).map_err(|source| StoreError::PostgresConnect {
             database: label.to_owned(),
             source,
@@ -148,7 +157,7 @@ pub(super) fn connect(config: &Config, label: &str, access: Access) -> Result<Cl
             }
         }
     }
-    Ok(client)
+    Ok((client, host))
 }
 
 /// Prepared statements by their text: each is parsed once per session, not per batch.

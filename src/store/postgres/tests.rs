@@ -1397,3 +1397,46 @@ fn the_writer_commits_at_least_synchronously_and_reads_the_replication() {
     store.probe().unwrap();
     lone(&store);
 }
+
+#[test]
+fn a_reader_follows_the_primary_when_another_session_found_it_elsewhere() {
+    let Some(db) = TestDb::new("follow") else {
+        return;
+    };
+    open_writer(&db.url).finish(true);
+    // Two names of one server: two hosts, as far as the URL says.
+    let port = db
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap();
+    let url = db.url.replacen(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{port},localhost:{port}"),
+        1,
+    );
+    let reader = PostgresReader::open(&url).unwrap();
+    let pid = |reader: &PostgresReader| -> i32 {
+        reader
+            .client
+            .borrow_mut()
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = pid(&reader);
+    reader.galaxy_names().unwrap();
+    assert_eq!(
+        pid(&reader),
+        before,
+        "the primary has not moved: the same session"
+    );
+    // Another session of the process found the primary on the other host.
+    hosts::note_read_write(&format!("localhost:{port}"));
+    reader.galaxy_names().unwrap();
+    assert_ne!(pid(&reader), before, "the reader opened a session there");
+    let after = pid(&reader);
+    reader.galaxy_names().unwrap();
+    assert_eq!(pid(&reader), after, "and stays");
+}
