@@ -22,7 +22,7 @@ use ::postgres::config::{Host, TargetSessionAttrs};
 use ::postgres::{Client, Config, NoTls};
 use parking_lot::Mutex;
 
-use super::stall::{claiming, last_hung, Call};
+use super::stall::{claiming, last_hung, rewatch, Call};
 
 /// A failed attempt that took longer than this hung (no answer), rather than being
 /// refused: it is tried last next time.
@@ -47,6 +47,7 @@ fn memory() -> &'static Mutex<HashMap<String, Seen>> {
 /// Opens a client on the read-write server among `config`'s hosts (see the module doc),
 /// and names the host it is on when the URL names several.
 pub(super) fn open_client(config: &Config) -> Result<(Client, Option<String>), ::postgres::Error> {
+    rewatch(config);
     let mut hosts = each_host(config);
     if hosts.len() < 2 {
         let _call = Call::start();

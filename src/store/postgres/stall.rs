@@ -99,6 +99,40 @@ fn watch_state() -> &'static Watch {
 /// the log says.
 pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
     let state = watch_state();
+    register(state, config, label, timeout);
+    if state.started.set(()).is_ok() {
+        let spawned = std::thread::Builder::new()
+            .name("gwar-pg-stall".into())
+            .spawn(|| loop {
+                std::thread::sleep(POLL);
+                look(watch_state());
+            });
+        if let Err(error) = spawned {
+            log::error!(target: LOG, "cannot start the PostgreSQL call timeout's watch: {error}; \
+                a stalled connection is bounded by TCP's timeouts only");
+        }
+    }
+}
+
+/// Resolves `config`'s hosts again and watches any new address, with the label and call
+/// timeout [`watch`] registered: a host name moved to another address (a managed
+/// service's failover moves its endpoint's name) is watched there too. Called before each
+/// session opens; nothing when nothing was registered (no engine).
+pub(super) fn rewatch(config: &Config) {
+    let state = watch_state();
+    let registered = state
+        .servers
+        .lock()
+        .values()
+        .map(|server| (server.label.clone(), server.timeout))
+        .min_by_key(|(_, timeout)| *timeout);
+    if let Some((label, timeout)) = registered {
+        register(state, config, &label, timeout);
+    }
+}
+
+/// Registers every address `config`'s hosts resolve to now.
+fn register(state: &Watch, config: &Config, label: &str, timeout: Duration) {
     let ports = config.get_ports();
     let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let mut addresses: Vec<(SocketAddr, String)> = Vec::new();
@@ -130,28 +164,14 @@ pub(super) fn watch(config: &Config, label: &str, timeout: Duration) {
                 "{label}: {} is a local socket; the call timeout does not watch it", path.display()),
         }
     }
-    {
-        let mut servers = state.servers.lock();
-        for (address, host) in addresses {
-            let server = servers.entry(address).or_insert_with(|| Server {
-                label: label.to_owned(),
-                timeout,
-                host,
-            });
-            server.timeout = server.timeout.min(timeout);
-        }
-    }
-    if state.started.set(()).is_ok() {
-        let spawned = std::thread::Builder::new()
-            .name("gwar-pg-stall".into())
-            .spawn(|| loop {
-                std::thread::sleep(POLL);
-                look(watch_state());
-            });
-        if let Err(error) = spawned {
-            log::error!(target: LOG, "cannot start the PostgreSQL call timeout's watch: {error}; \
-                a stalled connection is bounded by TCP's timeouts only");
-        }
+    let mut servers = state.servers.lock();
+    for (address, host) in addresses {
+        let server = servers.entry(address).or_insert_with(|| Server {
+            label: label.to_owned(),
+            timeout,
+            host,
+        });
+        server.timeout = server.timeout.min(timeout);
     }
 }
 
@@ -313,6 +333,32 @@ fn look(state: &Watch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name resolved again is watched at every address it has now, under the host name
+    /// `hosts.rs` uses, with the registered timeout (kept at the smallest).
+    #[test]
+    fn addresses_are_registered_under_their_host_names() {
+        let state = Watch::default();
+        let config = |url: &str| url.parse::<Config>().unwrap();
+        register(
+            &state,
+            &config("postgres://u@127.0.0.1:5999/db"),
+            "db",
+            Duration::from_secs(3),
+        );
+        register(
+            &state,
+            &config("postgres://u@localhost:6001,127.0.0.1:5999/db"),
+            "db",
+            Duration::from_secs(5),
+        );
+        let servers = state.servers.lock();
+        let at = |port: u16| &servers[&SocketAddr::from(([127, 0, 0, 1], port))];
+        assert_eq!(at(5999).host, "127.0.0.1:5999");
+        assert_eq!(at(5999).timeout, Duration::from_secs(3), "the smaller kept");
+        assert_eq!(at(6001).host, "localhost:6001");
+        assert_eq!(at(6001).timeout, Duration::from_secs(5));
+    }
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
