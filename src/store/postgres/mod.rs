@@ -107,9 +107,10 @@ pub(super) fn open(
     let mut writer = match PostgresWriter::open(url, identity.clone()) {
         Ok(writer) => writer,
         Err(StoreError::PostgresConnect { database, source }) => {
-            // Servers that answer, none as a primary when tried: a failover under way, or
-            // one to come (or just done, when one answers read-write now). Start-up waits
-            // for it; only servers that cannot be used fail it.
+            // No primary among the hosts. A standby among them may be promoted (a
+            // failover under way): start-up waits for that. Anything else (hosts that
+            // do not answer, refuse us, or are primaries read-only by default) fails
+            // start-up, as with one host.
             let config = session::session_config(url, session::APPLICATION_NAME)?;
             let survey = hosts::survey(&config);
             if survey.standbys > 0 {
@@ -132,11 +133,12 @@ pub(super) fn open(
         }
         Err(error) => return Err(error),
     };
-    // Once, when start-up waits for a primary: after the writer's session opened.
+    // Logged once the writer's session is open (start-up may have waited for a primary,
+    // trying every second).
     if settings.synchronous != Synchronous::Normal {
         log::info!(target: error::LOG,
             "GWAR_PERSISTENCE_SYNCHRONOUS={} is SQLite's setting and is ignored on PostgreSQL: \
-             every batch commits with synchronous_commit = on",
+             every batch commits with synchronous_commit = on (or remote_apply)",
             settings.synchronous.pragma_value().to_ascii_lowercase());
     }
     log::info!(target: error::LOG, "{}: this daemon is {} at {} (lease {:?})",
