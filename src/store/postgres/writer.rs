@@ -128,7 +128,10 @@ impl PostgresWriter {
                     })
                     .ok();
                 if self.lost {
-                    log::info!(target: LOG, "{}: the writer's session is open again", self.label);
+                    let replication = self.replication.map_or("unknown", |r| r.mode.as_str());
+                    log::info!(target: LOG,
+                        "{}: the writer's session is open again (replication: {replication})",
+                        self.label);
                     self.lost = false;
                 }
                 self.session.insert(session)
