@@ -35,12 +35,23 @@ Usage:
   galactic-war                                  serve the game over HTTP
   galactic-war check [--database URL]           integrity and consistency of a database
   galactic-war backup --to PATH [--database URL] online backup of a database file
+  galactic-war export NAME... --out DIR [--database URL]
+  galactic-war export --all --out DIR [--database URL]
+                                                one archive file per galaxy, DIR/NAME.gwar
+  galactic-war import FILE... [--replace] [--database URL]
+                                                archive files into the database
   galactic-war --help | --version
 
 backup writes PATH, never over an existing file; when PATH is a directory (or ends
 in /) it writes galactic_war-YYYYMMDDTHHMMSSZ.db inside, as the daemon's backups do.
 It prints the path written. check and backup only read the database, also beside a
 running daemon, and leave no -wal/-shm files beside one nobody else has open.
+
+export reads what the database holds (beside a running daemon too: what it has saved),
+never writes over an existing file, and writes each file whole. import refuses a galaxy
+that exists unless --replace, and then one a running daemon owns (PostgreSQL); into an
+SQLite file it runs only while no daemon serves it. export --all, then import with
+DATABASE_URL=postgres://..., moves every galaxy from SQLite to PostgreSQL (or back).
 
 Configuration comes from the environment:
   DATABASE_URL                          sqlite:PATH or sqlite::memory: (sqlite:galactic_war.db),
@@ -79,7 +90,8 @@ Configuration comes from the environment:
 
 /// Runs the `galactic-war` command line `args` (without the program name) and returns the
 /// process's exit status: with no arguments the daemon, configured from the environment,
-/// serving until SIGTERM or SIGINT; `check`, `backup`, `--help` and `--version` otherwise.
+/// serving until SIGTERM or SIGINT; `check`, `backup`, `export`, `import`, `--help` and
+/// `--version` otherwise.
 /// It installs signal handlers and a logger, so it is for a program's `main` only: a
 /// program that embeds the game opens an [`crate::app::AppState`] or calls
 /// [`crate::serve::serve`] instead.
@@ -96,6 +108,8 @@ pub fn main(args: &[String]) -> i32 {
         }
         Some("backup") => backup_command(&args[1..]),
         Some("check") => check_command(&args[1..]),
+        Some("export") => crate::port::export_command(&args[1..]),
+        Some("import") => crate::port::import_command(&args[1..]),
         Some(other) => {
             eprintln!("galactic-war: unknown argument {other:?}; see galactic-war --help");
             EX_USAGE

@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub(crate) mod archive;
 pub(crate) mod check;
 pub mod cli;
 pub(crate) mod clock;
@@ -47,6 +48,7 @@ pub(crate) mod logging;
 pub(crate) mod machine;
 pub mod model;
 pub(crate) mod persistence;
+pub(crate) mod port;
 pub mod serve;
 pub mod settings;
 pub(crate) mod store;

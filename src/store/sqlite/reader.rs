@@ -32,6 +32,19 @@ impl SqliteReader {
             db: Db::open_reader(path)?,
         })
     }
+
+    /// A reader on a connection the caller opened (`galactic-war export`, through
+    /// `open_to_read`, which leaves nothing beside the file), named `label` in errors. The
+    /// caller has checked its schema version.
+    pub fn on_connection(conn: rusqlite::Connection, label: String) -> SqliteReader {
+        SqliteReader {
+            db: Db {
+                conn,
+                label,
+                file: None,
+            },
+        }
+    }
 }
 
 impl ReadStore for SqliteReader {
