@@ -26,6 +26,7 @@ mod operations;
 mod ownership;
 mod paging;
 mod partition;
+mod port;
 mod postgres;
 mod replication;
 mod signals;
