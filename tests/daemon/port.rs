@@ -351,6 +351,12 @@ fn on_postgres_an_import_replaces_no_galaxy_a_live_daemon_owns_and_adds_new_ones
     assert_eq!(served.status, 200, "{}", served.body);
     assert!(daemon.terminate().success(), "{}", daemon.log());
     assert_eq!(loaded_pg(&url).len(), 2);
+
+    // Released at the daemon's stop: now --replace replaces it, as it was archived.
+    let printed = succeeds(&["import", "--replace", andromeda], &env);
+    assert!(printed.contains("replaced"), "{printed}");
+    let archived = loaded_sqlite(&dir.path().join("galactic_war.db"));
+    assert!(loaded_pg(&url)["andromeda"] == archived["andromeda"]);
 }
 
 /// An archive file as a newer galactic-war would write it: the header's format version
