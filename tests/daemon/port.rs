@@ -363,8 +363,9 @@ fn on_postgres_an_import_replaces_no_galaxy_a_live_daemon_owns_and_adds_new_ones
 /// raised by one.
 fn newer_version(file: &[u8]) -> Vec<u8> {
     let mut newer = file.to_vec();
-    // PLACEHOLDER until the archive format lands: magic (4 bytes), then a u16 version.
-    let at = 4;
+    // The file's header: the magic `GWARCHV\0` (8 bytes), then the version (u16, LE).
+    assert_eq!(&newer[..8], b"GWARCHV\0", "an archive file");
+    let at = 8;
     let version = u16::from_le_bytes([newer[at], newer[at + 1]]) + 1;
     newer[at..at + 2].copy_from_slice(&version.to_le_bytes());
     newer
