@@ -20,7 +20,8 @@
 //! Private to the crate (`cargo doc --document-private-items` shows them); the layers, the
 //! code map and the invariants are in `ARCHITECTURE.md`. Bottom to top (a module names
 //! only modules on its own floor or below; `tests/layers.rs` keeps it so):
-//! - `model`, `clock`, `time`, `logging`, `systemd`, `machine`: leaves.
+//! - `model`, `archive` (a galaxy as one compressed, checksummed byte string), `clock`,
+//!   `time`, `logging`, `systemd`, `machine`: leaves.
 //! - `settings`: the environment, validated.
 //! - `store`: the seam to a database (`WriteStore`, `ReadStore`, `ClaimStore`) and the
 //!   SQLite and PostgreSQL stores behind it with their migrations (`sql/`).
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod archive;
 pub(crate) mod check;
 pub mod cli;
 pub(crate) mod clock;

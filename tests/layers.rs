@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// The floors, bottom to top: a module may name only modules on its own floor or below.
 const FLOORS: &[&[&str]] = &[
-    &["model", "clock", "time", "systemd", "logging", "machine"],
+    &[
+        "model", "archive", "clock", "time", "systemd", "logging", "machine",
+    ],
     &["settings"],
     &["store"],
     &["galaxies"],
