@@ -20,7 +20,8 @@
 //! Private to the crate (`cargo doc --document-private-items` shows them); the layers, the
 //! code map and the invariants are in `ARCHITECTURE.md`. Bottom to top (a module names
 //! only modules on its own floor or below; `tests/layers.rs` keeps it so):
-//! - `model`, `clock`, `time`, `logging`, `systemd`, `machine`: leaves.
+//! - `model`, `archive` (a galaxy as one compressed, checksummed byte string), `clock`,
+//!   `time`, `logging`, `systemd`, `machine`: leaves.
 //! - `settings`: the environment, validated.
 //! - `store`: the seam to a database (`WriteStore`, `ReadStore`, `ClaimStore`) and the
 //!   SQLite and PostgreSQL stores behind it with their migrations (`sql/`).
@@ -31,14 +32,15 @@
 //!   jobs, loads on a cache miss, metrics and health, the one-daemon-per-database lock,
 //!   online backups.
 //! - `app`, then `http` (a bounded blocking HTTP/1.1 server, the API routes, `/metrics`),
-//!   then `serve`, then `check` (`galactic-war check`) and `cli`.
+//!   then `serve`, then `check` (`galactic-war check`), `port` (`galactic-war export`
+//!   and `import`: galaxies to archive files and back) and `cli`.
 //! - `testing`, with the `testing` feature only: what the crate's own tests and benches
 //!   reach inside; not API.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub(crate) mod archive;
+pub mod archive;
 pub(crate) mod check;
 pub mod cli;
 pub(crate) mod clock;
