@@ -9,6 +9,8 @@
 //!   database's failure as its [`app::FailureKind`] and message).
 //! - [`model`]: the game itself (galaxies, systems, structures, the level formula, accrual,
 //!   builds, galaxy configs and presets). Pure: no I/O, no locks, time passed in as ticks.
+//! - [`archive`]: a galaxy as one compressed, checksummed, versioned byte string (an
+//!   export file): [`archive::to_file`] and [`archive::from_file`].
 //! - [`settings`]: the environment (README, *Configuration*) parsed once into validated
 //!   settings.
 //! - [`serve`]: serving the game over HTTP from bound listeners until a shutdown token
