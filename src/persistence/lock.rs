@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
 
@@ -28,8 +29,8 @@ impl DatabaseLock {
         PathBuf::from(name)
     }
 
-    /// Takes the lock, or fails at once with [`StoreError::InUse`] when another process
-    /// holds it.
+    /// Takes the lock, or fails with [`StoreError::InUse`] when another process holds it
+    /// for longer than [`LOCK_PATIENCE`].
     pub fn acquire(database: &Path) -> Result<DatabaseLock, StoreError> {
         let path = DatabaseLock::path_for(database);
         let file = OpenOptions::new()
@@ -41,16 +42,33 @@ impl DatabaseLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => Ok(DatabaseLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(StoreError::InUse {
-                database: database.to_path_buf(),
-                lock: path,
-            }),
-            Err(TryLockError::Error(source)) => Err(StoreError::Lock { path, source }),
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DatabaseLock { _file: file }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::InUse {
+                        database: database.to_path_buf(),
+                        lock: path,
+                    })
+                }
+                Err(TryLockError::Error(source)) => return Err(StoreError::Lock { path, source }),
+            }
         }
     }
 }
+
+/// How long a lock held by someone else is waited for before the database counts as in
+/// use. A lock is held by an open file description, and a child process this one starts
+/// holds a copy of every descriptor from its fork to its `exec` (close-on-exec closes
+/// them only then): a lock just released by this process (an engine stopped and opened
+/// again) can still be held for that moment, longer on a busy machine. A daemon that
+/// really holds the database holds it far longer.
+const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+const LOCK_POLL: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {
