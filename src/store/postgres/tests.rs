@@ -424,6 +424,9 @@ fn a_terminated_writer_fails_one_batch_then_reconnects() {
         .build(200, x.into(), y.into(), StructureKind::Hatchery)
         .unwrap();
     let batch = take_batch(&mut galaxy, 200);
+    // A session used a moment ago is not checked first (under load the calls follow
+    // each other): the batch meets its end.
+    store.session_used = std::time::Instant::now();
     let err = store
         .write_batch(&[], std::slice::from_ref(&batch))
         .unwrap_err();
@@ -433,6 +436,24 @@ fn a_terminated_writer_fails_one_batch_then_reconnects() {
     assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
     let holder: i32 = db.client().query_one(WRITER_PID_SQL, &[]).unwrap().get(0);
     assert_eq!(holder, store.backend_pid().unwrap());
+}
+
+#[test]
+fn an_idle_session_the_server_ended_is_replaced_before_the_batch() {
+    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("idle") else {
+        return;
+    };
+    // The server restarted, or an operator ended the session, while the writer was idle.
+    terminate_writer(&db, &mut store);
+    let (x, y) = galaxy.systems()[3].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    let batch = take_batch(&mut galaxy, 200);
+    store.session_used -= Duration::from_secs(2);
+    // Checked first, found gone, replaced: the batch passes at its first attempt.
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
 }
 
 #[test]

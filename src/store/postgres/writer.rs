@@ -8,7 +8,7 @@
 //! writer ready for the next one.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::postgres::Config;
 
@@ -49,7 +49,20 @@ pub struct PostgresWriter {
     pub(super) fencing: bool,
     /// The primary's replication, as [`WriteStore::maintain`] last read it.
     replication: Option<Replication>,
+    /// When the session last answered a call: one idle for [`IDLE_CHECK_AFTER`] is
+    /// checked before the next.
+    pub(super) session_used: Instant,
 }
+
+/// A session idle this long is checked with an empty query before a call. The client
+/// learns that the server ended the session (a restart, a failover, an operator's
+/// `pg_terminate_backend`) only when it next uses it: unchecked, that next call is a
+/// batch that fails (an error in the log, `retrying` in health) although a new session
+/// would have saved it. Under load calls follow each other closer than this, and cost
+/// nothing more.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// How long the check waits: a server that does not answer it is checked by the batch.
+const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl PostgresWriter {
     /// Opens the writer's session (see [`Session::open`]) for the daemon `identity`;
@@ -71,6 +84,7 @@ impl PostgresWriter {
             canceller: None,
             fencing: true,
             replication,
+            session_used: Instant::now(),
         })
     }
 
@@ -116,6 +130,15 @@ impl PostgresWriter {
                 "{}: the writer's session was closed; opening a new one", self.label);
             self.drop_session();
         }
+        if self.session_used.elapsed() >= IDLE_CHECK_AFTER {
+            let checked = self.session.as_mut().map(|s| s.client.is_valid(IDLE_CHECK_TIMEOUT));
+            if let Some(Err(error)) = checked {
+                log::info!(target: LOG,
+                    "{}: the writer's idle session is gone ({}); opening a new one",
+                    self.label, super::error::describe(&error));
+                self.drop_session();
+            }
+        }
         let session = match &mut self.session {
             Some(session) => session,
             None => {
@@ -141,6 +164,7 @@ impl PostgresWriter {
             canceller.call_starts(session.client.cancel_token());
         }
         let result = work(session, &mut self.ids, &self.identity);
+        self.session_used = Instant::now();
         if let Some(canceller) = &self.canceller {
             canceller.call_ends();
         }
