@@ -131,7 +131,10 @@ impl PostgresWriter {
             self.drop_session();
         }
         if self.session_used.elapsed() >= IDLE_CHECK_AFTER {
-            let checked = self.session.as_mut().map(|s| s.client.is_valid(IDLE_CHECK_TIMEOUT));
+            let checked = self
+                .session
+                .as_mut()
+                .map(|s| s.client.is_valid(IDLE_CHECK_TIMEOUT));
             if let Some(Err(error)) = checked {
                 log::info!(target: LOG,
                     "{}: the writer's idle session is gone ({}); opening a new one",
