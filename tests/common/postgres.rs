@@ -249,50 +249,18 @@ impl Cluster {
             self.port,
             self.dir.display()
         );
-        let ctl_log = self.dir.join("pg_ctl.log");
-        let status = self
-            .pg_command("pg_ctl")
-            .args(["start", "-w", "-t", "120", "-D"])
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("server.log"))
-            .args(["-o", &options])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&ctl_log).expect("a log file"))
-            .stderr(Stdio::null())
-            .status()
-            .expect("pg_ctl runs");
-        if status.success() && self.wait_ready(Duration::from_secs(60)) {
-            return Ok(());
-        }
-        Err(format!(
-            "pg_ctl: {}\nserver log:\n{}",
-            std::fs::read_to_string(&ctl_log).unwrap_or_default(),
-            self.server_log()
-        ))
+        pg_ctl_start(self.pg_command("pg_ctl"), &self.dir, &options)
+            .and_then(|()| {
+                wait_ready(&self.bin, self.port, Duration::from_secs(60))
+                    .then_some(())
+                    .ok_or_else(|| "not ready in time".to_owned())
+            })
+            .map_err(|ctl| format!("pg_ctl: {ctl}\nserver log:\n{}", self.server_log()))
     }
 
     /// The server's log, for failure messages.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    /// Polls `pg_isready` until the server accepts connections or `timeout` passes.
-    fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     pub fn port(&self) -> u16 {
@@ -446,4 +414,46 @@ pub fn free_port() -> u16 {
 /// The cluster's directory, for tests of the harness.
 pub fn dir_of(cluster: &Cluster) -> &Path {
     &cluster.dir
+}
+
+/// `pg_ctl start -w` (the command given, run as the right user) of the cluster whose data
+/// is `dir/data`, logging to `dir/server.log`, with the server `options`; `pg_ctl`'s own
+/// output when it fails.
+pub fn pg_ctl_start(mut pg_ctl: Command, dir: &Path, options: &str) -> Result<(), String> {
+    let ctl_log = dir.join("pg_ctl.log");
+    let status = pg_ctl
+        .args(["start", "-w", "-t", "120", "-D"])
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-o", options])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&ctl_log).expect("a log file"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("pg_ctl runs");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::fs::read_to_string(&ctl_log).unwrap_or_default())
+    }
+}
+
+/// Polls `pg_isready` (in `bin`) until the server on `port` accepts connections or
+/// `timeout` passes.
+pub fn wait_ready(bin: &Path, port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

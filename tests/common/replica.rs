@@ -254,44 +254,17 @@ impl Pair {
     fn try_start(&self, i: usize) -> Result<(), String> {
         let server = self.server(i);
         let options = format!("-p {} -k {}", server.port, server.dir.display());
-        let ctl_log = server.dir.join("pg_ctl.log");
-        let status = self
-            .pg_command("pg_ctl", &server.dir)
-            .args(["start", "-w", "-t", "120", "-D"])
-            .arg(server.data())
-            .arg("-l")
-            .arg(server.dir.join("server.log"))
-            .args(["-o", &options])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&ctl_log).expect("a log file"))
-            .stderr(Stdio::null())
-            .status()
-            .expect("pg_ctl runs");
-        if status.success() && self.wait_ready(server.port) {
-            return Ok(());
-        }
-        Err(format!(
-            "pg_ctl: {}\nserver log:\n{}",
-            std::fs::read_to_string(&ctl_log).unwrap_or_default(),
-            server.log()
-        ))
-    }
-
-    fn wait_ready(&self, port: u16) -> bool {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        single::pg_ctl_start(
+            self.pg_command("pg_ctl", &server.dir),
+            &server.dir,
+            &options,
+        )
+        .and_then(|()| {
+            single::wait_ready(&self.bin, server.port, PATIENCE)
+                .then_some(())
+                .ok_or_else(|| "not ready in time".to_owned())
+        })
+        .map_err(|ctl| format!("pg_ctl: {ctl}\nserver log:\n{}", server.log()))
     }
 
     fn server(&self, i: usize) -> &Server {

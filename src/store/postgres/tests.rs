@@ -413,17 +413,26 @@ fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
     assert_eq!(err.kind(), FailureKind::Inconsistent, "{err}");
 }
 
-#[test]
-fn a_terminated_writer_fails_one_batch_then_reconnects() {
-    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("terminate") else {
-        return;
-    };
+/// A stored galaxy whose writer's session the server ended, and a batch of one order
+/// made meanwhile.
+fn terminated_with_a_batch(
+    tag: &str,
+) -> Option<(TestDb, PostgresWriter, PostgresReader, Galaxy, GalaxyRows)> {
+    let (db, mut store, reader, mut galaxy) = stored_galaxy(tag)?;
     terminate_writer(&db, &mut store);
     let (x, y) = galaxy.systems()[3].coords();
     galaxy
         .build(200, x.into(), y.into(), StructureKind::Hatchery)
         .unwrap();
     let batch = take_batch(&mut galaxy, 200);
+    Some((db, store, reader, galaxy, batch))
+}
+
+#[test]
+fn a_terminated_writer_fails_one_batch_then_reconnects() {
+    let Some((db, mut store, reader, galaxy, batch)) = terminated_with_a_batch("terminate") else {
+        return;
+    };
     // A session used a moment ago is not checked first (under load the calls follow
     // each other): the batch meets its end.
     store.session_used = std::time::Instant::now();
@@ -440,16 +449,10 @@ fn a_terminated_writer_fails_one_batch_then_reconnects() {
 
 #[test]
 fn an_idle_session_the_server_ended_is_replaced_before_the_batch() {
-    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("idle") else {
+    // The server restarted, or an operator ended the session, while the writer was idle.
+    let Some((_db, mut store, reader, galaxy, batch)) = terminated_with_a_batch("idle") else {
         return;
     };
-    // The server restarted, or an operator ended the session, while the writer was idle.
-    terminate_writer(&db, &mut store);
-    let (x, y) = galaxy.systems()[3].coords();
-    galaxy
-        .build(200, x.into(), y.into(), StructureKind::Hatchery)
-        .unwrap();
-    let batch = take_batch(&mut galaxy, 200);
     store.session_used -= Duration::from_secs(2);
     // Checked first, found gone, replaced: the batch passes at its first attempt.
     store.write_batch(&[], &[batch]).unwrap();
