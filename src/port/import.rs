@@ -287,6 +287,7 @@ impl Target {
             tick: galaxy.tick(),
             systems: galaxy.systems(),
             rows: RowMask::new_system(galaxy.rules()),
+            restoring: false,
         };
         let mut progress = CreationProgress::default();
         let mut unsettled = 0;

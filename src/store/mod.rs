@@ -134,6 +134,47 @@ pub struct NewGalaxy<'a> {
     pub systems: &'a [System],
     /// The rows each system has (see [`RowMask::new_system`]).
     pub rows: RowMask,
+    /// A restore of the archive stored under `name`: the chunk that makes the galaxy
+    /// exist also deletes that archive, in the same transaction (a crash leaves the galaxy
+    /// archived or live, never both or neither). Without it, a name with an archive is
+    /// [`StoreError::Exists`].
+    pub restoring: bool,
+}
+
+/// A galaxy's archive as the writer stores it (`crate::archive::encode`'s body): in one
+/// transaction with the mark that removes its live rows ([`WriteStore::write_archive`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ArchiveRow<'a> {
+    pub name: &'a str,
+    /// The archive format's version (`crate::archive::FORMAT_VERSION`).
+    pub format: u16,
+    pub systems: u64,
+    pub body: &'a [u8],
+}
+
+/// One stored archive, without its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    pub name: String,
+    pub format: u16,
+    pub systems: u64,
+    /// The body's length.
+    pub bytes: u64,
+    /// When it was archived (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub archived_at: String,
+}
+
+/// What the database holds, live and archived (for `check` and `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Systems in live galaxies (those being created or removed included).
+    pub live_systems: u64,
+    /// Bytes the live tables take (their rows and indexes).
+    pub live_bytes: u64,
+    pub archived_galaxies: u64,
+    pub archived_systems: u64,
+    /// Bytes of archive bodies.
+    pub archived_bytes: u64,
 }
 
 /// Rows written by one batch.
@@ -352,6 +393,18 @@ pub trait WriteStore: Any + Send {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError>;
 
+    /// Archives a galaxy in one transaction: stores `archive` and marks the galaxy's live
+    /// rows `deleting` (as a deletion does; they are removed by [`WriteStore::purge_chunk`]),
+    /// fenced like any write where daemons share the database. From that commit on the
+    /// galaxy is archived and invisible to loads. [`StoreError::Exists`] when an archive
+    /// of that name is stored already; nothing is written on any error. The galaxy's
+    /// cached row ids are forgotten.
+    fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError>;
+
+    /// Deletes the archive stored under `name` in one transaction; false when there was
+    /// none.
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError>;
+
     /// Takes the row ids a load read for galaxy `name` into the cache, replacing any
     /// there: they are what the database holds, since nothing writes a galaxy's rows while
     /// it is not in memory.
@@ -488,6 +541,23 @@ pub trait ReadStore: Send {
     /// Every galaxy row with its number of systems, those with an unfinished creation or
     /// deletion included (they hold their rows): what `GWAR_MAX_TOTAL_SYSTEMS` counts.
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The body of the archive stored under `name`, if any.
+    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every stored archive, without bodies, sorted by name.
+    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError>;
+
+    /// Up to `limit` stored galaxies (no creation or deletion unfinished) whose last saved
+    /// change (`galaxies.updated_at`) is older than `idle`, oldest first.
+    fn idle_galaxies(
+        &self,
+        idle: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// What the database holds, live and archived.
+    fn storage(&self) -> Result<Storage, StoreError>;
 
     /// Every stored galaxy (as [`ReadStore::galaxy_names`]) with the daemon whose lease on
     /// it has not run out, if any. Without ownership (SQLite): nobody's.

@@ -1566,6 +1566,7 @@ fn jobs_other_daemons_left_are_taken_over_every_interval() {
         tick: half.tick(),
         systems: half.systems(),
         rows: RowMask::new_system(half.rules()),
+        restoring: false,
     };
     let mut progress = CreationProgress::default();
     rig.writer

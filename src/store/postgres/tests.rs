@@ -105,6 +105,7 @@ pub(super) fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) ->
         tick: galaxy.tick(),
         systems: galaxy.systems(),
         rows: RowMask::new_system(galaxy.rules()),
+        restoring: false,
     })
 }
 

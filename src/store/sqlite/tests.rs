@@ -40,6 +40,7 @@ fn as_new<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
         tick: galaxy.tick(),
         systems: galaxy.systems(),
         rows: RowMask::new_system(galaxy.rules()),
+        restoring: false,
     })
 }
 
