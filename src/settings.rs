@@ -260,6 +260,21 @@ pub struct PersistenceSettings {
     /// `GWAR_MIN_FREE_DISK` (SQLite file): bytes the database's filesystem keeps free. A
     /// creation without the admin token that would leave less is refused; 0: no check.
     pub min_free_disk: u64,
+    /// `GWAR_ARCHIVE_AFTER_SECS`: archive a galaxy with no change saved and no request for
+    /// this long, in the background; `None` (the default): only an admin archives.
+    pub archive_after: Option<Duration>,
+    /// `GWAR_ARCHIVE_RESTORE`: whether a request for an archived galaxy restores it.
+    pub archive_restore: ArchiveRestore,
+}
+
+/// `GWAR_ARCHIVE_RESTORE`: who brings an archived galaxy back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchiveRestore {
+    /// `demand`: the first request for it restores it (and waits for that).
+    #[default]
+    OnDemand,
+    /// `explicit`: requests get 404 with `"archived": true` until an admin restores it.
+    Explicit,
 }
 
 impl Default for PersistenceSettings {
@@ -279,6 +294,8 @@ impl Default for PersistenceSettings {
             advertise_url: "http://127.0.0.1:3050".to_owned(),
             db_call_timeout: Duration::from_secs(5),
             min_free_disk: DEFAULT_MIN_FREE_DISK,
+            archive_after: None,
+            archive_restore: ArchiveRestore::OnDemand,
         }
     }
 }
@@ -497,7 +514,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
-    /// `GWAR_PERSISTENCE_*`, `GWAR_GALAXY_IDLE_SECS` and `GWAR_OWNERSHIP_LEASE_SECS`; the
+    /// `GWAR_PERSISTENCE_*`, `GWAR_GALAXY_IDLE_SECS`, `GWAR_OWNERSHIP_LEASE_SECS` and
+    /// `GWAR_ARCHIVE_*`; the
     /// advertised URL is left as in `defaults` (its default depends on `GWAR_LISTEN`).
     fn persistence(
         &self,
@@ -562,6 +580,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 defaults.db_call_timeout,
             )?,
             min_free_disk: self.var("GWAR_MIN_FREE_DISK", parse_bytes, defaults.min_free_disk)?,
+            archive_after: self.var("GWAR_ARCHIVE_AFTER_SECS", seconds, defaults.archive_after)?,
+            archive_restore: self.var(
+                "GWAR_ARCHIVE_RESTORE",
+                |v| match v.to_ascii_lowercase().as_str() {
+                    "demand" => Ok(ArchiveRestore::OnDemand),
+                    "explicit" => Ok(ArchiveRestore::Explicit),
+                    _ => Err("expected demand or explicit".to_owned()),
+                },
+                defaults.archive_restore,
+            )?,
         })
     }
 

@@ -57,6 +57,24 @@ pub enum AppError {
     /// This daemon's lease on the galaxy may have run out and is not renewed yet.
     #[error("galaxy '{0}' is not served for a moment: this daemon's lease on it is being renewed; try again shortly")]
     LeaseLapsed(String),
+    /// Archived, restored only on an admin's word (`GWAR_ARCHIVE_RESTORE=explicit`).
+    #[error(
+        "galaxy '{0}' is archived; an admin restores it with POST /admin/galaxies/{0}/restore"
+    )]
+    Archived(String),
+    #[error("galaxy '{0}' is archived already")]
+    AlreadyArchived(String),
+    #[error("galaxy '{0}' is not archived")]
+    NotArchived(String),
+    /// Its archive does not decode: refused, and kept as it is.
+    #[error("galaxy '{name}' is archived, and its archive is damaged ({reason}); it is kept as it is: see `galactic-war check`")]
+    DamagedArchive { name: String, reason: String },
+    /// Its restore, or its archiving, could not be saved now; nothing changed.
+    #[error("galaxy '{name}': {reason}")]
+    ArchiveUnavailable { name: String, reason: String },
+    /// Being loaded, archived or restored right now.
+    #[error("galaxy '{0}' is being loaded, archived or restored; try again shortly")]
+    Busy(String),
     #[error("running from memory only: the database could not be opened at start-up (see /healthz), so nothing can be saved; creating galaxies and saving are refused until the daemon restarts on a sound database")]
     MemoryOnly,
 }
@@ -77,6 +95,13 @@ impl From<LifeError> for AppError {
             LifeError::Store(error) => AppError::Store(error.failure()),
             LifeError::Elsewhere { name, owner } => AppError::OwnedElsewhere { name, owner },
             LifeError::LeaseLapsed(name) => AppError::LeaseLapsed(name),
+            LifeError::Archived(name) => AppError::Archived(name),
+            LifeError::DamagedArchive { name, reason } => AppError::DamagedArchive { name, reason },
+            LifeError::RestoreFailed { name, reason } => AppError::ArchiveUnavailable {
+                reason: format!("it is archived and could not be restored now: {reason}"),
+                name,
+            },
+            LifeError::Busy(name) => AppError::Busy(name),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! does it); one that another live daemon owns is `AppError::OwnedElsewhere`, which the
 //! HTTP layer turns into a redirect to that daemon.
 
+mod archives;
 mod create;
 mod durable;
 mod error;
@@ -28,7 +29,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 pub use crate::galaxies::valid_galaxy_name;
-use crate::galaxies::{Galaxies, GalaxyCell, Listed, Live};
+use crate::galaxies::{Galaxies, GalaxyCell, LifeError, Listed, Live};
 use crate::model::{
     Build, Galaxy, GameError, StructureDetails, StructureKind, SystemDetails, SystemSummary,
 };
@@ -45,9 +46,10 @@ use crate::systemd::Notifier;
 pub use crate::persistence::backup::BackupError;
 pub use crate::persistence::budget::{BudgetSnapshot, OverBudget};
 pub use crate::persistence::metrics::{MetricsSnapshot, PersistenceState};
-pub use crate::persistence::writer::{FlushReport, PersistError};
+pub use crate::persistence::writer::{ArchivedGalaxy, FlushReport, PersistError};
 use crate::store::StoreError;
-pub use crate::store::{FailureKind, Owner, StoreFailure};
+pub use crate::store::{FailureKind, Owner, Storage, StoreFailure};
+pub use archives::RestoredGalaxy;
 pub use durable::{CreateOptions, Durability, DurableTicket};
 pub use error::AppError;
 use limits::OrderLimits;
@@ -79,6 +81,8 @@ pub struct GalaxyListing {
     pub name: String,
     /// In this daemon's memory.
     pub loaded: bool,
+    /// Stored as an archive (README, *Archives and moving a deployment*).
+    pub archived: bool,
     /// The advertised URL of the daemon whose lease on it has not run out (this one's for
     /// a galaxy in its memory), where several daemons share the database; `None` when
     /// nobody holds it, and always without other daemons (SQLite).
@@ -440,10 +444,18 @@ impl AppState {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(name, Listed { loaded, owner })| GalaxyListing {
-                name,
-                loaded,
-                owner,
+            .map(|(name, listed)| {
+                let Listed {
+                    loaded,
+                    archived,
+                    owner,
+                } = listed;
+                GalaxyListing {
+                    name,
+                    loaded,
+                    archived,
+                    owner,
+                }
             })
             .collect();
         Ok(GalaxyPage {
@@ -459,11 +471,17 @@ impl AppState {
     /// another live daemon owns is refused (`OwnedElsewhere`).
     pub fn delete(&self, name: &str) -> Result<(), AppError> {
         let shared = &self.shared;
-        shared.galaxies.delete(&shared.engine, name, |epoch| {
+        let deleted = shared.galaxies.delete(&shared.engine, name, |epoch| {
             if let Some(engine) = &shared.engine {
                 engine.writer().delete(name.to_owned(), epoch);
             }
-        })?;
+        });
+        match deleted {
+            Ok(()) => {}
+            // Not live: its archive, if it has one, is what is deleted.
+            Err(LifeError::Unknown(_)) if self.delete_archive(name)? => {}
+            Err(error) => return Err(error.into()),
+        }
         log::info!("galaxy '{name}' deleted");
         Ok(())
     }

@@ -37,9 +37,21 @@ pub(super) enum Life {
     /// Dropped from memory while clean and idle: look the name up again, which loads
     /// the galaxy afresh.
     Evicted,
+    /// Being archived, or archived: the galaxy left memory whole (unsaved changes
+    /// included) for its archive; nobody may play on, the writer must not save it, and a
+    /// holder of the stale cell looks the name up again (which waits for the archive and
+    /// restores it, or finds it archived).
+    Archived,
     /// Taken by another daemon (PostgreSQL, several daemons): its unsaved changes are
     /// dropped, the writer must not save it again, and a look-up finds its new owner.
     Lost,
+}
+
+impl Life {
+    /// The cell will never be saved again: deleted, lost, or archived whole.
+    pub(super) fn is_gone(self) -> bool {
+        matches!(self, Life::Deleted | Life::Lost | Life::Archived)
+    }
 }
 
 /// What a cell's lock protects.
@@ -123,7 +135,7 @@ impl GalaxyCell {
     pub(crate) fn give_back(&self, changes: Changes) {
         let mut state = self.lock();
         state.in_flight.clear();
-        if !matches!(state.life, Life::Deleted | Life::Lost) {
+        if !state.life.is_gone() {
             state.galaxy.restore_changes(changes);
         }
     }
@@ -153,9 +165,9 @@ impl GalaxyCell {
         state.life == Life::Lost && state.dropped > 0
     }
 
-    /// Deleted or lost to another daemon: a late dirty marker of it is dropped.
+    /// Deleted, lost to another daemon or archived: a late dirty marker of it is dropped.
     pub(crate) fn is_gone(&self) -> bool {
-        matches!(self.lock().life, Life::Deleted | Life::Lost)
+        self.lock().life.is_gone()
     }
 
     /// Unsaved systems, in memory and in the batch being written (none once deleted or
@@ -163,7 +175,7 @@ impl GalaxyCell {
     pub(crate) fn unsaved(&self) -> usize {
         let state = self.lock();
         match state.life {
-            Life::Deleted | Life::Lost => 0,
+            Life::Deleted | Life::Lost | Life::Archived => 0,
             Life::Live | Life::Evicted => state.unsaved(),
         }
     }

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::cell::{GalaxyCell, Life};
+use super::cell::GalaxyCell;
 use crate::model::{Changes, Resources, RowMask, System};
 use crate::store::SystemRow;
 
@@ -47,7 +47,8 @@ fn touched<T: Clone>(capacity: usize, placeholder: T) -> Vec<T> {
 }
 
 impl GalaxyCell {
-    /// The writer's consistent cut of the galaxy; `None` once it was deleted or lost.
+    /// The writer's consistent cut of the galaxy; `None` once it was deleted, lost or
+    /// archived.
     pub(crate) fn cut(&self) -> Option<Cut> {
         // A first, brief look to size the buffers. The numbers may grow before the cut;
         // the margin absorbs most of that and pushing past it only regrows.
@@ -76,7 +77,7 @@ impl GalaxyCell {
         };
 
         let mut state = self.lock();
-        if matches!(state.life, Life::Deleted | Life::Lost) {
+        if state.life.is_gone() {
             return None;
         }
         let hold = Instant::now();
@@ -124,6 +125,7 @@ impl GalaxyCell {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cell::Life;
     use super::*;
     use crate::model::{Galaxy, GalaxyConfig, StructureKind};
 

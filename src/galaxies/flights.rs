@@ -24,6 +24,8 @@ pub(super) enum Landed {
     Cell(Arc<GalaxyCell>),
     /// No such galaxy (never stored, or deleted).
     Missing,
+    /// Archived, and restored only on an admin's word.
+    Archived,
     /// Another live daemon owns it (PostgreSQL, several daemons): every waiter is sent
     /// there, not only the leader.
     Elsewhere(Owner),

@@ -47,6 +47,7 @@
 //! thread makes its final flush, which takes the locks above). The writer thread holds no
 //! lock during its SQL; looking a name up in the registry takes no lock at all.
 
+mod archiving;
 pub(crate) mod cell;
 mod cut;
 mod flights;
@@ -59,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub(crate) use archiving::Restore;
 use cell::Life;
 pub(crate) use cell::Settled;
 pub use cell::{GalaxyCell, Live};
@@ -82,6 +84,20 @@ pub fn valid_galaxy_name(name: &str) -> bool {
 pub enum LifeError {
     #[error("galaxy '{0}' not found")]
     Unknown(String),
+    /// Archived, and restored only on an admin's word (`GWAR_ARCHIVE_RESTORE=explicit`).
+    #[error(
+        "galaxy '{0}' is archived; an admin restores it with POST /admin/galaxies/{0}/restore"
+    )]
+    Archived(String),
+    /// Its archive does not decode: kept as it is, for an operator to look at.
+    #[error("galaxy '{name}' is archived, and its archive is damaged ({reason}); it is kept as it is: see `galactic-war check`")]
+    DamagedArchive { name: String, reason: String },
+    /// Its restore could not be saved now (the database is failing, say): still archived.
+    #[error("galaxy '{name}' is archived and could not be restored now: {reason}")]
+    RestoreFailed { name: String, reason: String },
+    /// Being loaded, restored or archived right now: ask again in a moment.
+    #[error("galaxy '{0}' is being loaded, archived or restored; try again shortly")]
+    Busy(String),
     #[error("galaxy '{0}' already exists")]
     Exists(String),
     #[error("there are already {limit} galaxies, the most this server holds")]
@@ -151,6 +167,25 @@ pub(crate) trait Backing {
     fn own_url(&self) -> Option<&str> {
         None
     }
+    /// True when an archive of `name` is stored.
+    fn is_archived(&self, _name: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Names of the stored archives, sorted.
+    fn archived_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Whether a request for an archived galaxy restores it (else only an admin does).
+    fn restores_on_demand(&self) -> bool {
+        true
+    }
+    /// Restores archived galaxy `name`: read, decoded, and created again through the
+    /// writer (the commit that makes it exist deletes its archive); the galaxy back, saved,
+    /// with its lease's deadline. `None` when it has no archive (any more).
+    fn restore(&self, name: &str) -> Result<Option<(Galaxy, Option<Instant>)>, LifeError> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// What the galaxies hold, as a creation's budget counts it ([`Galaxies::reserve_counted`]).
@@ -169,6 +204,8 @@ pub(crate) struct Usage {
 pub(crate) struct Listed {
     /// In this daemon's memory.
     pub(crate) loaded: bool,
+    /// Stored as an archive, not live.
+    pub(crate) archived: bool,
     /// The advertised URL of the daemon that owns it (this one's for a galaxy in memory),
     /// where daemons share the database.
     pub(crate) owner: Option<String>,
@@ -220,12 +257,23 @@ impl Galaxies {
         name: &str,
         f: impl FnOnce(Live<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.with_live_restoring(backing, name, Restore::OnRequest, f)
+    }
+
+    /// [`Galaxies::with_live`], restoring an archived galaxy as `mode` says.
+    pub(crate) fn with_live_restoring<T, E: From<LifeError>>(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+        mode: Restore,
+        f: impl FnOnce(Live<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         loop {
-            let cell = self.live_or_load(backing, name)?;
+            let cell = self.live_or_load(backing, name, mode)?;
             let mut state = cell.lock();
             match state.life {
                 Life::Deleted => return Err(LifeError::Unknown(name.to_owned()).into()),
-                Life::Evicted | Life::Lost => continue,
+                Life::Evicted | Life::Lost | Life::Archived => continue,
                 Life::Live => {
                     let now = self.clock.now();
                     if state.lease_until.is_some_and(|until| now >= until) {
@@ -245,6 +293,7 @@ impl Galaxies {
         &self,
         backing: &impl Backing,
         name: &str,
+        mode: Restore,
     ) -> Result<Arc<GalaxyCell>, LifeError> {
         let unknown = || LifeError::Unknown(name.to_owned());
         loop {
@@ -254,9 +303,10 @@ impl Galaxies {
             if !backing.persists() || !valid_galaxy_name(name) {
                 return Err(unknown());
             }
-            match self.load_once(backing, name)? {
+            match self.load_once(backing, name, mode)? {
                 Landed::Cell(cell) => return Ok(cell),
                 Landed::Missing => return Err(unknown()),
+                Landed::Archived => return Err(LifeError::Archived(name.to_owned())),
                 Landed::Elsewhere(owner) => {
                     return Err(LifeError::Elsewhere {
                         name: name.to_owned(),
@@ -272,7 +322,13 @@ impl Galaxies {
 
     /// One flight of a load: the first thread (the leader) reads, the others wait for what
     /// it lands. A failed read is the leader's error; the others see [`Landed::Again`].
-    fn load_once(&self, backing: &impl Backing, name: &str) -> Result<Landed, StoreError> {
+    /// A galaxy not stored may be archived: the leader restores it as `mode` says.
+    fn load_once(
+        &self,
+        backing: &impl Backing,
+        name: &str,
+        mode: Restore,
+    ) -> Result<Landed, LifeError> {
         let leading = match self.flights.board(name) {
             Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
             Boarding::Lead(leading) => leading,
@@ -294,7 +350,7 @@ impl Galaxies {
             Taken::Unfenced => (None, None),
             Taken::Ours { epoch, lease_until } => (Some(epoch), Some(lease_until)),
             Taken::Elsewhere(owner) => return Ok(leading.land(Landed::Elsewhere(owner))),
-            Taken::Missing => return Ok(leading.land(Landed::Missing)),
+            Taken::Missing => return self.restore_leading(backing, name, mode, leading),
         };
         let mut unused = TakenUnused {
             backing,
@@ -302,7 +358,8 @@ impl Galaxies {
             epoch,
         };
         let Some((galaxy, ids)) = backing.read(name)? else {
-            return Ok(leading.land(Landed::Missing));
+            drop(unused);
+            return self.restore_leading(backing, name, mode, leading);
         };
         // A read long beside the lease (a huge galaxy, a slow link): the deadline may be
         // near, and the lease in the database too. Taken again for a fresh one (the same
@@ -375,6 +432,7 @@ impl Galaxies {
         if self.registry.get(name).is_some()
             || creating.contains_key(name)
             || self.is_stored(backing, name).map_err(LifeError::from)?
+            || backing.is_archived(name).map_err(LifeError::from)?
         {
             return Err(LifeError::Exists(name.to_owned()).into());
         }
@@ -499,23 +557,37 @@ impl Galaxies {
             let deleting = self.deleting.lock();
             for (name, owner) in stored {
                 if !deleting.contains(&name) && !creating.contains_key(&name) {
-                    let loaded = false;
-                    listing.insert(name, Listed { loaded, owner });
+                    let (loaded, archived) = (false, false);
+                    let listed = Listed {
+                        loaded,
+                        archived,
+                        owner,
+                    };
+                    listing.insert(name, listed);
                 }
+            }
+            drop((creating, deleting));
+            for name in backing.archived_names()? {
+                let (loaded, archived, owner) = (false, true, None);
+                let listed = Listed {
+                    loaded,
+                    archived,
+                    owner,
+                };
+                listing.entry(name).or_insert(listed);
             }
         }
         let ours = backing.own_url().map(str::to_owned);
         for cell in self.registry.all() {
-            let (loaded, owner) = (true, ours.clone());
-            listing.insert(cell.name().to_owned(), Listed { loaded, owner });
+            let (loaded, archived, owner) = (true, false, ours.clone());
+            let listed = Listed {
+                loaded,
+                archived,
+                owner,
+            };
+            listing.insert(cell.name().to_owned(), listed);
         }
         Ok(listing)
-    }
-
-    /// True when galaxy `name` is live in memory.
-    #[cfg(test)]
-    pub(crate) fn is_loaded(&self, name: &str) -> bool {
-        self.registry.get(name).is_some()
     }
 
     /// Galaxies in memory.
@@ -572,13 +644,13 @@ pub(crate) struct Reservation<'a> {
 impl Reservation<'_> {
     /// The created (and saved) galaxy becomes live, served until `lease_until` unless a
     /// renewal moves that on (`None`: no other daemon shares the database).
-    pub(crate) fn publish(self, galaxy: Galaxy, lease_until: Option<Instant>) {
+    pub(crate) fn publish(self, galaxy: Galaxy, lease_until: Option<Instant>) -> Arc<GalaxyCell> {
         let mut creating = self.galaxies.catalog.lock();
         let now = self.galaxies.clock.now();
-        self.galaxies
-            .registry
-            .insert(GalaxyCell::new(galaxy, now, lease_until));
+        let cell = GalaxyCell::new(galaxy, now, lease_until);
+        self.galaxies.registry.insert(cell.clone());
         creating.remove(&self.name);
+        cell
     }
 }
 

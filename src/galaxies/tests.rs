@@ -388,7 +388,7 @@ fn a_galaxy_owned_elsewhere_is_never_read_and_every_waiter_learns_its_owner() {
     });
     assert_eq!(*stored.taken.lock(), ["theirs"], "one take for both");
     assert_eq!(*stored.reads.lock(), 0, "nothing was read");
-    assert!(!galaxies.is_loaded("theirs"));
+    assert!(!galaxies.is_live("theirs"));
     // Asked again, it is taken again: its owner may have let it go meanwhile.
     assert!(elsewhere_err(tick_of(&galaxies, &stored, "theirs")));
     // A galaxy taken is published with its epoch and served under its lease.
@@ -476,7 +476,7 @@ fn a_read_long_beside_the_lease_takes_the_galaxy_again_or_reads_it_again() {
             }
         });
         if taken_meanwhile {
-            assert!(!galaxies.is_loaded("big"), "not published: no longer ours");
+            assert!(!galaxies.is_live("big"), "not published: no longer ours");
             assert!(stored.published.lock().is_empty());
         } else {
             assert_eq!(*stored.taken.lock(), ["big", "big"], "taken again");
@@ -548,6 +548,7 @@ fn the_listing_names_each_owner() {
     let listing = galaxies.listing(&owners).unwrap();
     let listed = |loaded, owner: Option<&str>| Listed {
         loaded,
+        archived: false,
         owner: owner.map(str::to_owned),
     };
     assert_eq!(listing["free"], listed(false, None));

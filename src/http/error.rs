@@ -22,6 +22,9 @@ pub struct ApiError {
     /// The request's change was applied in memory though the answer is a refusal (a
     /// durable order whose commit failed): the body says so, so that it is not resent.
     pub applied: bool,
+    /// The galaxy asked for is archived (`GWAR_ARCHIVE_RESTORE=explicit`): the body says
+    /// `"archived": true`.
+    pub archived: bool,
 }
 
 impl ApiError {
@@ -32,6 +35,7 @@ impl ApiError {
             owner: None,
             headers: Vec::new(),
             applied: false,
+            archived: false,
         }
     }
 }
@@ -41,8 +45,10 @@ impl From<AppError> for ApiError {
     fn from(error: AppError) -> ApiError {
         let status = match &error {
             AppError::BadName(_) | AppError::Config(_) => 400,
-            AppError::UnknownGalaxy(_) => 404,
-            AppError::GalaxyExists(_) => 409,
+            AppError::UnknownGalaxy(_) | AppError::Archived(_) => 404,
+            AppError::GalaxyExists(_) | AppError::AlreadyArchived(_) | AppError::NotArchived(_) => {
+                409
+            }
             AppError::TooManyGalaxies { .. } | AppError::OverBudget(_) => 422,
             AppError::Game(game) => match game {
                 GameError::UnknownSystem { .. } | GameError::UnknownStructure(_) => 404,
@@ -61,7 +67,11 @@ impl From<AppError> for ApiError {
             | AppError::DurabilityUnavailable { .. }
             | AppError::NotDurable { .. }
             | AppError::MemoryOnly
+            | AppError::ArchiveUnavailable { .. }
+            | AppError::Busy(_)
             | AppError::LeaseLapsed(_) => 503,
+            // Kept as it is for an operator: no retry mends it.
+            AppError::DamagedArchive { .. } => 500,
             // On the game listener a redirect to the owner (see the module doc).
             AppError::OwnedElsewhere { .. } => 409,
             AppError::NoDatabase
@@ -81,7 +91,10 @@ impl From<AppError> for ApiError {
             AppError::OwnedElsewhere { owner, .. } => api_error.owner = Some(owner.url),
             AppError::NotDurable { .. } => api_error.applied = true,
             // Renewals come every third of the lease, and fail over quickly.
-            AppError::LeaseLapsed(_) => api_error.headers.push(("Retry-After", "1".to_owned())),
+            AppError::LeaseLapsed(_) | AppError::Busy(_) | AppError::ArchiveUnavailable { .. } => {
+                api_error.headers.push(("Retry-After", "1".to_owned()))
+            }
+            AppError::Archived(_) => api_error.archived = true,
             AppError::Store(store) if transient(store.kind) => {
                 api_error.headers.push(("Retry-After", "1".to_owned()))
             }

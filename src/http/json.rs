@@ -43,6 +43,31 @@ pub struct NotDurableJson<'a> {
     pub error: &'a str,
 }
 
+/// `{"error": "...", "archived": true}`: a galaxy archived, restored only by an admin.
+#[derive(Serialize)]
+pub struct ArchivedErrorJson<'a> {
+    pub error: &'a str,
+    pub archived: bool,
+}
+
+/// `POST /admin/galaxies/{name}/archive`'s answer.
+#[derive(Serialize)]
+pub struct ArchivedJson<'a> {
+    pub name: &'a str,
+    pub archived: bool,
+    pub systems: u64,
+    pub bytes: u64,
+}
+
+/// `POST /admin/galaxies/{name}/restore`'s answer.
+#[derive(Serialize)]
+pub struct RestoredJson<'a> {
+    pub name: &'a str,
+    pub restored: bool,
+    pub systems: usize,
+    pub tick: u64,
+}
+
 /// Items of a slice, each shown as `J`, written one by one.
 struct Each<'a, T, J>(&'a [T], fn(&'a T) -> J);
 
@@ -230,12 +255,14 @@ impl<'a> From<&'a GalaxyDetails> for GalaxyJson<'a> {
 }
 
 /// One entry of `GET /galaxies`: `{"name","loaded","owner"}` (`owner` is `null` unless
-/// several daemons share the database).
+/// several daemons share the database), and `"archived": true` for an archived galaxy.
 #[derive(Serialize)]
 struct ListingJson<'a> {
     name: &'a str,
     loaded: bool,
     owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archived: bool,
 }
 
 impl<'a> From<&'a GalaxyListing> for ListingJson<'a> {
@@ -244,6 +271,7 @@ impl<'a> From<&'a GalaxyListing> for ListingJson<'a> {
             name: &l.name,
             loaded: l.loaded,
             owner: l.owner.as_deref(),
+            archived: l.archived,
         }
     }
 }
@@ -469,11 +497,13 @@ mod tests {
                 GalaxyListing {
                     name: "a".into(),
                     loaded: true,
+                    archived: false,
                     owner: Some("http://10.0.0.5:3050".into()),
                 },
                 GalaxyListing {
                     name: "b\"".into(),
                     loaded: false,
+                    archived: true,
                     owner: None,
                 },
             ],
@@ -483,7 +513,7 @@ mod tests {
         };
         assert_eq!(
             json(&GalaxiesJson::from(&galaxies)),
-            r#"{"galaxies":[{"name":"a","loaded":true,"owner":"http://10.0.0.5:3050"},{"name":"b\"","loaded":false,"owner":null}],"total":3,"offset":1,"limit":2}"#
+            r#"{"galaxies":[{"name":"a","loaded":true,"owner":"http://10.0.0.5:3050"},{"name":"b\"","loaded":false,"owner":null,"archived":true}],"total":3,"offset":1,"limit":2}"#
         );
     }
 

@@ -13,7 +13,7 @@ use crate::app::{AppState, BudgetSnapshot};
 use crate::persistence::metrics::{
     MetricsSnapshot, PersistenceState, PER_COMMIT_BUCKETS, WAIT_BUCKETS,
 };
-use crate::store::ReplicationMode;
+use crate::store::{ReplicationMode, Storage};
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -77,6 +77,9 @@ struct Sources<'a> {
     http: &'a HttpMetrics,
     /// The creation budgets, counted once per exposition.
     budget: BudgetSnapshot,
+    /// What the database holds, live and archived, read once per exposition (zeros
+    /// without a database, or when the read failed).
+    storage: Storage,
 }
 
 /// A sample's value, written as the exposition always wrote it: integers as integers,
@@ -255,6 +258,48 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Galaxies loaded from the database on a cache miss.",
         read: Read::One(|s| Value::Count(s.engine.galaxies_loaded_total)),
+    },
+    Family {
+        name: "gwar_galaxies_archived_total",
+        kind: "counter",
+        help: "Galaxies this daemon archived (by an admin or automatically).",
+        read: Read::One(|s| Value::Count(s.engine.galaxies_archived_total)),
+    },
+    Family {
+        name: "gwar_galaxies_restored_total",
+        kind: "counter",
+        help: "Galaxies this daemon restored from their archives.",
+        read: Read::One(|s| Value::Count(s.engine.galaxies_restored_total)),
+    },
+    Family {
+        name: "gwar_storage_live_systems",
+        kind: "gauge",
+        help: "Systems in the database's live tables (galaxies being created or removed included).",
+        read: Read::One(|s| Value::Count(s.storage.live_systems)),
+    },
+    Family {
+        name: "gwar_storage_live_bytes",
+        kind: "gauge",
+        help: "Bytes the database's live tables take.",
+        read: Read::One(|s| Value::Count(s.storage.live_bytes)),
+    },
+    Family {
+        name: "gwar_storage_archived_galaxies",
+        kind: "gauge",
+        help: "Galaxies stored as archives.",
+        read: Read::One(|s| Value::Count(s.storage.archived_galaxies)),
+    },
+    Family {
+        name: "gwar_storage_archived_systems",
+        kind: "gauge",
+        help: "Systems in the stored archives.",
+        read: Read::One(|s| Value::Count(s.storage.archived_systems)),
+    },
+    Family {
+        name: "gwar_storage_archived_bytes",
+        kind: "gauge",
+        help: "Bytes of the stored archives (compressed).",
+        read: Read::One(|s| Value::Count(s.storage.archived_bytes)),
     },
     Family {
         name: "gwar_galaxy_loads_in_progress",
@@ -452,6 +497,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         engine: app.metrics(),
         http,
         budget: app.budget(),
+        storage: app.storage().ok().flatten().unwrap_or_default(),
     };
     let mut out = String::with_capacity(4096);
     for family in FAMILIES {

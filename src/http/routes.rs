@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::json::{
-    BackupJson, BuildJson, CreatedJson, ElsewhereJson, GalaxiesJson, GalaxyJson, HealthJson,
-    NotDurableJson, SavedJson, StructureJson, SystemJson,
+    ArchivedErrorJson, ArchivedJson, BackupJson, BuildJson, CreatedJson, ElsewhereJson,
+    GalaxiesJson, GalaxyJson, HealthJson, NotDurableJson, RestoredJson, SavedJson, StructureJson,
+    SystemJson,
 };
 use super::message::{Handler, Later, Reply, Request, Response};
 use super::metrics::{render, HttpMetrics};
@@ -56,6 +57,13 @@ impl ApiError {
                 }
                 response
             }
+            None if self.archived => Response::json(
+                self.status,
+                &ArchivedErrorJson {
+                    error: &self.message,
+                    archived: true,
+                },
+            ),
             None if self.applied => Response::json(
                 self.status,
                 &NotDurableJson {
@@ -247,6 +255,9 @@ impl Api {
                 (["admin", "save"], "POST") => Ok(self.save()),
                 (["admin", "backup"], "POST") => Ok(self.backup()),
                 (["admin", "save" | "backup"], _) => Err(&["POST"]),
+                (["admin", "galaxies", name, "archive"], "POST") => Ok(self.archive(name)),
+                (["admin", "galaxies", name, "restore"], "POST") => Ok(self.restore(name)),
+                (["admin", "galaxies", _, "archive" | "restore"], _) => Err(&["POST"]),
                 _ => return Err(ApiError::new(404, format!("no route for {}", request.path))),
             };
         match outcome {
@@ -255,6 +266,30 @@ impl Api {
                 Ok(not_allowed(&format!("method {method} not allowed here"), allowed).into())
             }
         }
+    }
+
+    fn archive(&self, name: &str) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let archived = self.app.archive(name)?;
+        let body = ArchivedJson {
+            name,
+            archived: true,
+            systems: archived.systems,
+            bytes: archived.bytes,
+        };
+        Ok(Response::json(200, &body))
+    }
+
+    fn restore(&self, name: &str) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let restored = self.app.restore(name)?;
+        let body = RestoredJson {
+            name,
+            restored: true,
+            systems: restored.systems,
+            tick: restored.tick,
+        };
+        Ok(Response::json(200, &body))
     }
 
     fn metrics(&self) -> Response {

@@ -246,6 +246,20 @@ impl Galaxy {
         self.changes.clear();
     }
 
+    /// Moves the galaxy out, its systems and unsaved changes with it, leaving an empty
+    /// galaxy of the same name, config and tick behind (a galaxy leaving memory to be
+    /// archived: its cell keeps a shell nobody plays on).
+    pub(crate) fn take_all(&mut self) -> Galaxy {
+        Galaxy {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            rules: self.rules.clone(),
+            tick: self.tick,
+            systems: std::mem::take(&mut self.systems),
+            changes: std::mem::take(&mut self.changes),
+        }
+    }
+
     /// Gives back changes whose save failed, so they are saved later.
     pub(crate) fn restore_changes(&mut self, changes: Changes) {
         self.changes.merge(changes);

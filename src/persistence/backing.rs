@@ -4,7 +4,9 @@
 //! nothing about a galaxy's life (that is `crate::galaxies`'s): it forwards.
 
 use super::Engine;
-use crate::galaxies::{Backing, Taken};
+use std::time::Instant;
+
+use crate::galaxies::{Backing, LifeError, Taken};
 use crate::model::Galaxy;
 use crate::store::{Claim, Epoch, RowIds, StoreError};
 
@@ -81,5 +83,30 @@ impl Backing for Option<Engine> {
 
     fn own_url(&self) -> Option<&str> {
         self.as_ref().and_then(Engine::own_url)
+    }
+
+    fn is_archived(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Some(engine) => engine.is_archived(name),
+            None => Ok(false),
+        }
+    }
+
+    fn archived_names(&self) -> Result<Vec<String>, StoreError> {
+        let Some(engine) = self else {
+            return Ok(Vec::new());
+        };
+        Ok(engine.archives()?.into_iter().map(|a| a.name).collect())
+    }
+
+    fn restores_on_demand(&self) -> bool {
+        self.as_ref().is_some_and(Engine::restores_on_demand)
+    }
+
+    fn restore(&self, name: &str) -> Result<Option<(Galaxy, Option<Instant>)>, LifeError> {
+        match self {
+            Some(engine) => engine.restore(name),
+            None => Ok(None),
+        }
     }
 }

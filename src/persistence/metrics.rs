@@ -72,6 +72,8 @@ pub struct Metrics {
     pub(crate) max_lock_hold_micros: AtomicU64,
     pub(crate) last_lock_hold_micros: AtomicU64,
     pub(crate) galaxies_loaded_total: AtomicU64,
+    galaxies_archived_total: AtomicU64,
+    galaxies_restored_total: AtomicU64,
     pub(crate) galaxies_evicted_total: AtomicU64,
     /// Galaxies another daemon took from this one, their unsaved changes dropped.
     pub(crate) galaxies_lost_total: AtomicU64,
@@ -199,6 +201,8 @@ pub struct MetricsSnapshot {
     pub last_lock_hold_micros: u64,
     /// Galaxies loaded from the database on a cache miss.
     pub galaxies_loaded_total: u64,
+    pub galaxies_archived_total: u64,
+    pub galaxies_restored_total: u64,
     /// Clean, idle galaxies evicted from memory.
     pub galaxies_evicted_total: u64,
     /// Galaxies another daemon took from this one (PostgreSQL, several daemons).
@@ -238,6 +242,8 @@ impl Metrics {
             max_lock_hold_micros: AtomicU64::new(0),
             last_lock_hold_micros: AtomicU64::new(0),
             galaxies_loaded_total: AtomicU64::new(0),
+            galaxies_archived_total: AtomicU64::new(0),
+            galaxies_restored_total: AtomicU64::new(0),
             galaxies_evicted_total: AtomicU64::new(0),
             galaxies_lost_total: AtomicU64::new(0),
             loads_in_progress: AtomicU64::new(0),
@@ -250,6 +256,16 @@ impl Metrics {
     }
 
     /// From now on, an unsaved change older than `limit` reads as `Lagging`.
+    /// A galaxy archived.
+    pub(crate) fn archived(&self) {
+        self.galaxies_archived_total.fetch_add(1, Relaxed);
+    }
+
+    /// A galaxy restored from its archive.
+    pub(crate) fn restored(&self) {
+        self.galaxies_restored_total.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn set_lagging_after(&self, limit: Duration) {
         let ms = u64::try_from(limit.as_millis()).unwrap_or(NONE);
         self.lagging_after_ms.store(ms, Relaxed);
@@ -388,6 +404,8 @@ impl Metrics {
             max_lock_hold_micros: self.max_lock_hold_micros.load(Relaxed),
             last_lock_hold_micros: self.last_lock_hold_micros.load(Relaxed),
             galaxies_loaded_total: self.galaxies_loaded_total.load(Relaxed),
+            galaxies_archived_total: self.galaxies_archived_total.load(Relaxed),
+            galaxies_restored_total: self.galaxies_restored_total.load(Relaxed),
             galaxies_evicted_total: self.galaxies_evicted_total.load(Relaxed),
             galaxies_lost_total: self.galaxies_lost_total.load(Relaxed),
             loads_in_progress: self.loads_in_progress.load(Relaxed),

@@ -10,6 +10,7 @@
 //! - `loads`: the pool of read-only connections that read galaxies on a cache miss.
 //! - [`metrics`]: counters and health as atomics.
 //! - [`lock`]: one daemon per database file.
+//! - `archives`: looking archives up, and restoring one through the writer.
 //! - `backing`: the engine as the galaxies' [`crate::galaxies::Backing`] (or nothing, when
 //!   persistence is off).
 //! - [`backup`]: online backups through SQLite's backup API.
@@ -27,6 +28,7 @@
 //! also lists every lock in order; the writer sees galaxies only through that module's
 //! narrow handle. Everything here logs under the target `galactic_war::persistence`.
 
+mod archives;
 mod backing;
 pub mod backup;
 pub mod budget;
@@ -44,7 +46,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::galaxies::WriterSide;
 use crate::model::Galaxy;
-use crate::settings::{DatabaseUrl, PersistenceSettings};
+use crate::settings::{ArchiveRestore, DatabaseUrl, PersistenceSettings};
 use crate::store::sqlite::StartupCheck;
 use crate::store::{
     lease_deadline, BusyDeadline, Claim, ClaimStore, Epoch, Owner, RowIds, StoreError,
@@ -72,6 +74,8 @@ pub struct Engine {
     clean: Option<CleanShutdown>,
     /// Takes galaxies for this daemon; `None` when no other daemon shares the database.
     claims: Option<Claims>,
+    /// `GWAR_ARCHIVE_RESTORE`: a request for an archived galaxy restores it.
+    restore_on_demand: bool,
     _lock: Option<DatabaseLock>,
 }
 
@@ -183,6 +187,7 @@ impl Engine {
             },
             clean,
             claims,
+            restore_on_demand: settings.archive_restore == ArchiveRestore::OnDemand,
             _lock: lock,
         })
     }

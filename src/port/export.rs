@@ -36,9 +36,7 @@ pub(super) fn export(
     let reader = open_reader(url).map_err(|error| vec![error])?;
     let names = match names {
         Some(names) => names,
-        None => reader
-            .galaxy_names()
-            .map_err(|error| vec![PortError::from(error)])?,
+        None => all_names(reader.as_ref()).map_err(|error| vec![PortError::from(error)])?,
     };
     let mut refused = Vec::new();
     let mut targets = Vec::with_capacity(names.len());
@@ -56,7 +54,8 @@ pub(super) fn export(
                 target.display()
             )));
         } else {
-            match reader.galaxy_exists(&name) {
+            let stored = reader.galaxy_exists(&name);
+            match stored.and_then(|live| Ok(live || reader.archive_exists(&name)?)) {
                 Ok(true) => targets.push((name, target)),
                 Ok(false) => refused.push(PortError::Refused(format!(
                     "no galaxy '{name}' in {}; nothing was written",
@@ -84,13 +83,34 @@ pub(super) fn export(
     }
 }
 
-/// Reads galaxy `name` and writes its file at `target`; the line to print.
+/// Every stored galaxy, live or archived, sorted.
+fn all_names(reader: &dyn ReadStore) -> Result<Vec<String>, StoreError> {
+    let mut names = reader.galaxy_names()?;
+    names.extend(reader.archives()?.into_iter().map(|archive| archive.name));
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+/// Reads galaxy `name` (live, or from its archive, which is checked on the way) and
+/// writes its file at `target`; the line to print.
 fn export_one(reader: &dyn ReadStore, name: &str, target: &Path) -> Result<String, PortError> {
-    let Some((galaxy, _)) = reader.load_galaxy_with_ids(name)? else {
-        return Err(PortError::Refused(format!(
-            "galaxy '{name}' was deleted while the export ran; {} not written",
-            target.display()
-        )));
+    let galaxy = match reader.load_galaxy_with_ids(name)? {
+        Some((galaxy, _)) => galaxy,
+        None => match reader.read_archive(name)? {
+            Some(body) => crate::archive::decode(&body).map_err(|error| {
+                PortError::Refused(format!(
+                    "the archive of galaxy '{name}' is damaged ({error}); {} not written",
+                    target.display()
+                ))
+            })?,
+            None => {
+                return Err(PortError::Refused(format!(
+                    "galaxy '{name}' was deleted while the export ran; {} not written",
+                    target.display()
+                )))
+            }
+        },
     };
     let bytes = crate::archive::to_file(&galaxy);
     write_new(target, &bytes)?;

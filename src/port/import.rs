@@ -204,10 +204,16 @@ impl Target {
             .reader
             .galaxy_owners()
             .map_err(|error| vec![PortError::from(error)])?;
+        let archives = self
+            .reader
+            .archives()
+            .map_err(|error| vec![PortError::from(error)])?;
         let mut refused = Vec::new();
         for name in names {
-            let Some((_, owner)) = owners.iter().find(|(stored, _)| stored == name) else {
-                continue;
+            let owner = match owners.iter().find(|(stored, _)| stored == name) {
+                Some((_, owner)) => owner.clone(),
+                None if archives.iter().any(|archive| archive.name == *name) => None,
+                None => continue,
             };
             if !replace {
                 refused.push(PortError::Refused(format!(
@@ -215,7 +221,7 @@ impl Target {
                     self.label
                 )));
             } else if let Some(owner) = owner {
-                refused.push(owned_elsewhere(name, owner));
+                refused.push(owned_elsewhere(name, &owner));
             }
         }
         if refused.is_empty() {
@@ -235,8 +241,12 @@ impl Target {
                 file.display()
             )));
         }
-        let replaced = replace && self.reader.galaxy_exists(name)? && self.remove(name)?;
-        self.create(&galaxy)?;
+        let replaced_live = replace && self.reader.galaxy_exists(name)? && self.remove(name)?;
+        // An archive of the name is replaced by the galaxy: the commit that makes it exist
+        // deletes the archive, as a restore's does.
+        let replaces_archive = replace && self.reader.archive_exists(name)?;
+        self.create(&galaxy, replaces_archive)?;
+        let replaced = replaced_live || replaces_archive;
         Ok(format!(
             "{}: galaxy '{name}', {} systems, tick {}, {} {}",
             file.display(),
@@ -277,9 +287,10 @@ impl Target {
         }
     }
 
-    /// Stores `galaxy` whole, in chunks; on failure removes what it wrote (if it can: a
-    /// daemon's start-up removes it otherwise).
-    fn create(&mut self, galaxy: &Galaxy) -> Result<(), PortError> {
+    /// Stores `galaxy` whole, in chunks (`restoring`: in place of its archive, which the
+    /// last chunk deletes); on failure removes what it wrote (if it can: a daemon's
+    /// start-up removes it otherwise).
+    fn create(&mut self, galaxy: &Galaxy, restoring: bool) -> Result<(), PortError> {
         let config_toml = galaxy.config().to_toml();
         let new = NewGalaxy {
             name: galaxy.name(),
@@ -287,7 +298,7 @@ impl Target {
             tick: galaxy.tick(),
             systems: galaxy.systems(),
             rows: RowMask::new_system(galaxy.rules()),
-            restoring: false,
+            restoring,
         };
         let mut progress = CreationProgress::default();
         let mut unsettled = 0;

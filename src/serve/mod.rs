@@ -44,8 +44,10 @@ use crate::store::StoreError;
 pub use crate::http::listen::UnixBindError;
 pub use crate::http::message::Listener;
 pub use crate::systemd::Notifier;
+use archiver::ArchiveSchedule;
 use primary::open_waiting_for_primary;
 
+mod archiver;
 mod primary;
 
 /// Exit statuses (sysexits.h).
@@ -285,9 +287,18 @@ pub fn serve(
     systemd.ready(&status_line(&app));
     let supervisor = Supervisor::start(app.clone(), systemd.clone()).ok();
     let backups = BackupSchedule::from_settings(settings, &app);
+    let archiver = settings.persistence.archive_after.and_then(|idle| {
+        ArchiveSchedule::start(app.clone(), idle)
+            .map_err(|error| log::error!("cannot start automatic archiving: {error}"))
+            .ok()
+    });
 
     shutdown.wait();
     let timeout = settings.persistence.shutdown_timeout;
+    // Its round ends with the archive in hand (the writer refuses new ones once stopping).
+    if let Some(archiver) = archiver {
+        archiver.stop();
+    }
     let stop_began = Instant::now();
     systemd.stopping(timeout + Duration::from_secs(15));
     // A creation in progress would hold its request, and so the server's shutdown, for

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::jobs::Created;
 use super::message::{Message, WriterDatabase};
-use super::report::{FlushReport, PersistError, LOG};
+use super::report::{ArchiveRefused, ArchivedGalaxy, FlushReport, PersistError, LOG};
 use super::state::{Losses, Writer};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
@@ -122,15 +122,54 @@ impl WriterHandle {
         galaxy: Box<Galaxy>,
         durable: bool,
     ) -> Result<Created, PersistError> {
+        self.send_creation(galaxy, durable, false)
+    }
+
+    /// [`WriterHandle::create`] of a galaxy decoded from its archive: the commit that
+    /// makes it exist deletes the archive.
+    pub(crate) fn restore(&self, galaxy: Box<Galaxy>) -> Result<Created, PersistError> {
+        self.send_creation(galaxy, false, true)
+    }
+
+    fn send_creation(
+        &self,
+        galaxy: Box<Galaxy>,
+        durable: bool,
+        restoring: bool,
+    ) -> Result<Created, PersistError> {
         let (reply, answer) = bounded(1);
         self.tx
             .send(Message::Create {
                 galaxy,
                 durable,
+                restoring,
                 reply,
             })
             .map_err(|_| PersistError::Stopped)?;
         answer.recv().map_err(|_| PersistError::Stopped)?
+    }
+
+    /// Archives live galaxy `name` on the writer thread, between batches, and answers
+    /// once the archive is committed (the galaxy has left memory) or refused (the galaxy
+    /// is live as before).
+    pub(crate) fn archive(&self, name: &str) -> Result<ArchivedGalaxy, ArchiveRefused> {
+        let (reply, answer) = bounded(1);
+        let name = name.to_owned();
+        self.tx
+            .send(Message::Archive { name, reply })
+            .map_err(|_| ArchiveRefused::Stopped)?;
+        answer.recv().map_err(|_| ArchiveRefused::Stopped)?
+    }
+
+    /// Deletes the archive of galaxy `name`; false when there was none.
+    pub(crate) fn delete_archive(&self, name: &str) -> Result<bool, PersistError> {
+        let (reply, answer) = bounded(1);
+        let name = name.to_owned();
+        self.tx
+            .send(Message::DeleteArchive { name, reply })
+            .map_err(|_| PersistError::Stopped)?;
+        let answered = answer.recv().map_err(|_| PersistError::Stopped)?;
+        answered.map_err(PersistError::Failed)
     }
 
     /// Refuses creations from now on and stops those in progress at their next chunk, so

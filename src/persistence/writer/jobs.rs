@@ -48,6 +48,8 @@ pub(crate) struct Creation {
     started: Instant,
     /// Its last chunk commits synced to stable storage (`?durable=1`).
     durable: bool,
+    /// A restore: the chunk that makes it exist deletes its archive.
+    restoring: bool,
 }
 
 enum Job {
@@ -125,7 +127,14 @@ impl Creation {
             reply,
             started: Instant::now(),
             durable,
+            restoring: false,
         }
+    }
+
+    /// Makes this creation a restore of the galaxy's archive, or not.
+    pub(crate) fn restoring(mut self, restoring: bool) -> Creation {
+        self.restoring = restoring;
+        self
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -144,8 +153,12 @@ impl Creation {
             self.galaxy.systems().len(),
             self.started.elapsed(),
         );
-        log::info!(target: LOG,
-            "galaxy '{name}' created and saved ({systems} systems, {took:?})");
+        let what = if self.restoring {
+            "restored from its archive"
+        } else {
+            "created"
+        };
+        log::info!(target: LOG, "galaxy '{name}' {what} and saved ({systems} systems, {took:?})");
         let created = Created {
             galaxy: self.galaxy,
             lease_until,
@@ -239,6 +252,7 @@ impl Jobs {
                     tick: galaxy.tick(),
                     systems: galaxy.systems(),
                     rows: RowMask::new_system(galaxy.rules()),
+                    restoring: creation.restoring,
                 };
                 let size = self.create_size.0;
                 match store.create_chunk(&new, &mut creation.progress, size) {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::jobs::CreationReply;
-use super::report::{FlushReport, PersistError};
+use super::report::{ArchiveRefused, ArchivedGalaxy, FlushReport, PersistError};
 use crate::galaxies::GalaxyCell;
 use crate::model::Galaxy;
 use crate::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreWork, WriteStore};
@@ -23,7 +23,19 @@ pub(crate) enum Message {
         galaxy: Box<Galaxy>,
         /// Its last chunk's commit is synced before the answer (`?durable=1`).
         durable: bool,
+        /// A restore of its archive, which the commit that makes it exist deletes.
+        restoring: bool,
         reply: CreationReply,
+    },
+    /// Archive this live galaxy (see `archiving.rs`).
+    Archive {
+        name: String,
+        reply: Sender<Result<ArchivedGalaxy, ArchiveRefused>>,
+    },
+    /// Delete the archive of this galaxy; the answer says whether there was one.
+    DeleteArchive {
+        name: String,
+        reply: Sender<Result<bool, crate::store::StoreFailure>>,
     },
     /// Refuse creations from now on, and the ones in progress (the daemon is stopping).
     StopCreating,

@@ -57,6 +57,7 @@
 //! [`GalaxyCell`]: crate::galaxies::GalaxyCell
 //! [`WriterSide`]: crate::galaxies::WriterSide
 
+mod archiving;
 mod batch;
 mod handle;
 mod jobs;
@@ -73,4 +74,4 @@ mod tests;
 
 pub use handle::{FlushWait, WriterHandle};
 pub(crate) use message::WriterDatabase;
-pub use report::{FlushReport, PersistError};
+pub use report::{ArchiveRefused, ArchivedGalaxy, FlushReport, PersistError};

@@ -46,3 +46,22 @@ impl FlushReport {
             && self.error.is_none()
     }
 }
+
+/// A galaxy archived: what its archive holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchivedGalaxy {
+    pub systems: u64,
+    /// The archive's size.
+    pub bytes: u64,
+}
+
+/// Why a galaxy was not archived; it is live (or not in memory) as before.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveRefused {
+    #[error(transparent)]
+    Life(#[from] crate::galaxies::LifeError),
+    #[error("the archive could not be saved: {0}")]
+    Failed(StoreFailure),
+    #[error("the persistence writer is stopping")]
+    Stopped,
+}

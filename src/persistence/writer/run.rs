@@ -97,10 +97,12 @@ impl Writer {
             Message::Create {
                 galaxy,
                 durable,
+                restoring,
                 reply,
             } => {
                 if self.creating {
-                    self.jobs.create(Creation::new(galaxy, durable, reply));
+                    let creation = Creation::new(galaxy, durable, reply);
+                    self.jobs.create(creation.restoring(restoring));
                 } else {
                     let _ = reply.send(Err(PersistError::Stopped));
                 }
@@ -160,6 +162,12 @@ impl Writer {
             Message::Shutdown { deadline, reply } => self
                 .tickets
                 .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply))),
+            Message::Archive { name, reply } => {
+                let _ = reply.send(self.archive(&name));
+            }
+            Message::DeleteArchive { name, reply } => {
+                let _ = reply.send(self.delete_archive(&name));
+            }
             Message::Exec(job) => job(self.store.as_mut()),
         }
     }
@@ -167,7 +175,7 @@ impl Writer {
     /// Galaxy `cell` has (or may have) changes since `since`. A late marker of a galaxy
     /// deleted or lost since is dropped; a marker of a newer cell under the same name
     /// (recreated) replaces the stale one, or the new cell's changes would never be cut.
-    fn make_pending(&mut self, cell: Arc<GalaxyCell>, since: Instant) {
+    pub(super) fn make_pending(&mut self, cell: Arc<GalaxyCell>, since: Instant) {
         if cell.is_gone() {
             return;
         }

@@ -554,6 +554,7 @@ impl Rig {
             .send(Message::Create {
                 galaxy: Box::new(galaxy),
                 durable,
+                restoring: false,
                 reply,
             })
             .unwrap();
@@ -960,9 +961,9 @@ fn an_idle_clean_galaxy_is_evicted_at_the_first_interval_after_its_idle_time() {
     assert_eq!(rig.galaxies.len(), 2, "20 s idle: kept");
     rig.order(&busy, 0, 30);
     rig.after(10 * SEC);
-    assert!(!rig.galaxies.is_loaded("idle"), "30 s idle: evicted");
+    assert!(!rig.galaxies.is_live("idle"), "30 s idle: evicted");
     assert!(idle.is_evicted());
-    assert!(rig.galaxies.is_loaded("busy"), "touched 10 s ago");
+    assert!(rig.galaxies.is_live("busy"), "touched 10 s ago");
     assert_eq!(rig.metrics.galaxies_evicted_total.load(Relaxed), 1);
     rig.assert_stored_as_in_memory(&idle);
 }
@@ -980,17 +981,14 @@ fn a_dirty_galaxy_is_never_evicted_before_it_is_saved() {
         rig.after(SEC);
     }
     assert!(rig.errors() > 1);
-    assert!(
-        rig.galaxies.is_loaded("busy"),
-        "a minute idle, unsaved: kept"
-    );
+    assert!(rig.galaxies.is_live("busy"), "a minute idle, unsaved: kept");
     assert_eq!(cell.unsaved(), 1);
     rig.mend_writes();
     rig.after(SEC);
     assert_eq!(cell.unsaved(), 0, "saved first");
     rig.assert_stored_as_in_memory(&cell);
     rig.after(SEC);
-    assert!(!rig.galaxies.is_loaded("busy"), "then evicted");
+    assert!(!rig.galaxies.is_live("busy"), "then evicted");
 }
 
 #[test]
@@ -1184,7 +1182,7 @@ fn a_batch_with_a_lost_galaxy_saves_the_others_at_once_and_drops_it_from_memory(
         stored_before.systems(),
         "nothing of the lost galaxy was written"
     );
-    assert!(taken.is_gone() && !rig.galaxies.is_loaded("taken"));
+    assert!(taken.is_gone() && !rig.galaxies.is_live("taken"));
     assert_eq!(taken.unsaved(), 0, "its changes are dropped");
     assert!(
         matches!(rig.try_read("taken"), Err(LifeError::Unknown(_))),
@@ -1228,7 +1226,7 @@ fn leases_are_renewed_every_third_of_the_lease_and_a_lapsed_one_is_refused_until
         matches!(rig.try_read("r"), Err(LifeError::LeaseLapsed(_))),
         "at 6.8 s, the deadline of the last renewal that succeeded"
     );
-    assert!(rig.galaxies.is_loaded("r"), "kept in memory meanwhile");
+    assert!(rig.galaxies.is_live("r"), "kept in memory meanwhile");
     assert_eq!(rig.errors(), 0, "failed renewals are no failed batches");
     assert!(rig.writer.failure.is_none());
     fence.lock().renewals_fail = false;
@@ -1238,7 +1236,7 @@ fn leases_are_renewed_every_third_of_the_lease_and_a_lapsed_one_is_refused_until
     // A renewal that finds the galaxy taken drops it.
     fence.lock().taken.insert("r".to_owned());
     rig.after(2 * SEC);
-    assert!(cell.is_gone() && !rig.galaxies.is_loaded("r"));
+    assert!(cell.is_gone() && !rig.galaxies.is_live("r"));
     assert_eq!(rig.lost(), 1);
 }
 
@@ -1325,7 +1323,7 @@ fn an_evicted_galaxy_is_no_longer_renewed() {
     rig.after(10 * SEC);
     assert!(fence.lock().disowned.is_empty());
     rig.after(10 * SEC);
-    assert!(!rig.galaxies.is_loaded("idle"));
+    assert!(!rig.galaxies.is_live("idle"));
     assert_eq!(fence.lock().disowned, ["idle"]);
     assert!(
         fence.lock().released.is_empty(),
@@ -1533,6 +1531,7 @@ fn a_creation_whose_caller_has_gone_is_no_longer_renewed() {
         .send(Message::Create {
             galaxy: Box::new(galaxy),
             durable: false,
+            restoring: false,
             reply,
         })
         .unwrap();
@@ -1594,6 +1593,7 @@ fn jobs_other_daemons_left_are_taken_over_every_interval() {
         .send(Message::Create {
             galaxy: Box::new(mine),
             durable: false,
+            restoring: false,
             reply,
         })
         .unwrap();
@@ -1718,6 +1718,7 @@ impl Rig {
             .send(Message::Create {
                 galaxy,
                 durable: false,
+                restoring: false,
                 reply,
             })
             .unwrap();
