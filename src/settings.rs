@@ -902,6 +902,15 @@ mod tests {
         assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(5));
         let s = settings(&[("GWAR_DB_CALL_TIMEOUT_SECS", "2")]).unwrap();
         assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(2));
+        assert_eq!(s.persistence.archive_after, None);
+        assert_eq!(s.persistence.archive_restore, ArchiveRestore::OnDemand);
+        let s = settings(&[
+            ("GWAR_ARCHIVE_AFTER_SECS", "86400"),
+            ("GWAR_ARCHIVE_RESTORE", "Explicit"),
+        ])
+        .unwrap();
+        assert_eq!(s.persistence.archive_after, Some(Duration::from_secs(86400)));
+        assert_eq!(s.persistence.archive_restore, ArchiveRestore::Explicit);
         let v6 = settings(&[("GWAR_ADVERTISE_URL", "http://[fd00::5]:3050")]).unwrap();
         assert_eq!(v6.persistence.advertise_url, "http://[fd00::5]:3050");
     }
@@ -923,6 +932,10 @@ mod tests {
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "0"),
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "never"),
             ("GWAR_GALAXY_IDLE_SECS", "0"),
+            ("GWAR_ARCHIVE_AFTER_SECS", "0"),
+            ("GWAR_ARCHIVE_AFTER_SECS", "a week"),
+            ("GWAR_ARCHIVE_RESTORE", "lazy"),
+            ("GWAR_ARCHIVE_RESTORE", ""),
             ("GWAR_BACKUP_INTERVAL", "hourly"),
             ("GWAR_BACKUP_KEEP", "0"),
             ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "9999999999999999999"),
