@@ -239,6 +239,7 @@ impl Jobs {
                     tick: galaxy.tick(),
                     systems: galaxy.systems(),
                     rows: RowMask::new_system(galaxy.rules()),
+                    restoring: false,
                 };
                 let size = self.create_size.0;
                 match store.create_chunk(&new, &mut creation.progress, size) {
