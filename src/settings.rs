@@ -909,7 +909,10 @@ mod tests {
             ("GWAR_ARCHIVE_RESTORE", "Explicit"),
         ])
         .unwrap();
-        assert_eq!(s.persistence.archive_after, Some(Duration::from_secs(86400)));
+        assert_eq!(
+            s.persistence.archive_after,
+            Some(Duration::from_secs(86400))
+        );
         assert_eq!(s.persistence.archive_restore, ArchiveRestore::Explicit);
         let v6 = settings(&[("GWAR_ADVERTISE_URL", "http://[fd00::5]:3050")]).unwrap();
         assert_eq!(v6.persistence.advertise_url, "http://[fd00::5]:3050");

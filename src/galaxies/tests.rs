@@ -590,7 +590,10 @@ fn archive(galaxies: &Arc<Galaxies>, stored: &Stored, name: &str) -> Galaxy {
     let archiving = side.take_for_archive(name).unwrap();
     let galaxy = archiving.galaxy().clone();
     stored.galaxies.lock().remove(name);
-    stored.archives.lock().insert(name.to_owned(), galaxy.clone());
+    stored
+        .archives
+        .lock()
+        .insert(name.to_owned(), galaxy.clone());
     drop(archiving);
     galaxy
 }
@@ -598,9 +601,14 @@ fn archive(galaxies: &Arc<Galaxies>, stored: &Stored, name: &str) -> Galaxy {
 fn order(galaxies: &Galaxies, stored: &Stored, name: &str, tick: u64) -> Result<(), LifeError> {
     galaxies.with_live(stored, name, |mut live| {
         let (x, y) = live.systems()[0].coords();
-        live.build(tick, x.into(), y.into(), crate::model::StructureKind::Hatchery)
-            .map(|_| ())
-            .map_err(|e| LifeError::Unknown(e.to_string()))
+        live.build(
+            tick,
+            x.into(),
+            y.into(),
+            crate::model::StructureKind::Hatchery,
+        )
+        .map(|_| ())
+        .map_err(|e| LifeError::Unknown(e.to_string()))
     })
 }
 
@@ -613,7 +621,11 @@ fn an_archived_galaxy_leaves_memory_whole_and_a_request_restores_it_once() {
     order(&galaxies, &stored, "a", 5).unwrap();
     let archived = archive(&galaxies, &stored, "a");
     assert!(!galaxies.is_live("a"));
-    assert_eq!(archived.changes().len(), 1, "its unsaved order left with it");
+    assert_eq!(
+        archived.changes().len(),
+        1,
+        "its unsaved order left with it"
+    );
     assert_eq!(archived.tick(), 5);
     let listing = galaxies.listing(&stored).unwrap();
     assert!(listing["a"].archived && !listing["a"].loaded);
@@ -649,7 +661,11 @@ fn a_request_during_archiving_waits_and_finds_the_galaxy_restored() {
         drop(archiving);
         waiting.join().unwrap().unwrap();
     });
-    assert_eq!(*stored.restores.lock(), 1, "served after, on the restored galaxy");
+    assert_eq!(
+        *stored.restores.lock(),
+        1,
+        "served after, on the restored galaxy"
+    );
     assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 7);
 }
 
@@ -663,7 +679,10 @@ fn a_refused_archive_puts_the_galaxy_back_with_its_changes() {
     let side = galaxies.writer_side();
     let old = galaxies.registry.get("a").unwrap();
     let archiving = side.take_for_archive("a").unwrap();
-    assert!(old.is_gone() && old.cut().is_none(), "the old cell is never saved");
+    assert!(
+        old.is_gone() && old.cut().is_none(),
+        "the old cell is never saved"
+    );
     assert!(
         matches!(side.take_for_archive("a"), Err(LifeError::Busy(_))),
         "one archive at a time"
@@ -672,7 +691,11 @@ fn a_refused_archive_puts_the_galaxy_back_with_its_changes() {
     assert_eq!(cell.unsaved(), 1);
     assert!(galaxies.is_live("a"));
     assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 3);
-    assert_eq!(*stored.reads.lock(), 1, "never read again from the stale rows");
+    assert_eq!(
+        *stored.reads.lock(),
+        1,
+        "never read again from the stale rows"
+    );
 }
 
 #[test]
