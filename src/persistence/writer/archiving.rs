@@ -24,6 +24,8 @@ impl Writer {
             return Err(ArchiveRefused::Stopped);
         }
         let started = std::time::Instant::now();
+        // Its changes' age, kept if it goes back: the loss window runs from their start.
+        let since = self.pending.get(name).map(|pending| pending.since);
         let archiving = self.galaxies.take_for_archive(name)?;
         let galaxy = archiving.galaxy();
         let body = archive::encode(galaxy);
@@ -40,6 +42,7 @@ impl Writer {
         match self.store.write_archive(&row) {
             Ok(_) => {
                 self.pending.remove(name);
+                self.publish_oldest();
                 self.saved_ticks.remove(name);
                 self.store.forget_ids(name);
                 self.last_commit = Some(self.clock.now());
@@ -54,8 +57,8 @@ impl Writer {
             Err(error) => {
                 let cell = archiving.put_back();
                 if cell.unsaved() > 0 {
-                    let now = self.clock.now();
-                    self.make_pending(cell, now);
+                    let since = since.unwrap_or_else(|| self.clock.now());
+                    self.make_pending(cell, since);
                 }
                 log::warn!(target: LOG, "galaxy '{name}' was not archived, and stays live: {error}");
                 Err(ArchiveRefused::Failed(error.failure()))

@@ -153,12 +153,12 @@ impl Creation {
             self.galaxy.systems().len(),
             self.started.elapsed(),
         );
-        let what = if self.restoring {
-            "restored from its archive"
+        if self.restoring {
+            // The engine logs the whole restore, its read and decoding included.
+            log::debug!(target: LOG, "galaxy '{name}' written back from its archive ({systems} systems, {took:?})");
         } else {
-            "created"
-        };
-        log::info!(target: LOG, "galaxy '{name}' {what} and saved ({systems} systems, {took:?})");
+            log::info!(target: LOG, "galaxy '{name}' created and saved ({systems} systems, {took:?})");
+        }
         let created = Created {
             galaxy: self.galaxy,
             lease_until,
