@@ -6,6 +6,7 @@
 //!   (stored)  --miss--> loading --published--> live --deleted--> deleting --committed--> gone
 //!   (nothing) --create: reserved (creating) --saved--> live          ^
 //!                                       live --idle, clean, saved--> evicted --miss--> loading
+//!                                       live --archived (writer)--> archived --miss--> restoring --> live
 //! ```
 //! - **creating**: the name is reserved ([`Galaxies::reserve`]) while the writer saves the
 //!   new galaxy; nobody sees it (loads find nothing, listings skip it, a second creation
@@ -21,6 +22,9 @@
 //! - **deleting**: gone from memory at once, but the stored copy is stale until the
 //!   writer commits the deletion ([`WriterSide::deletions_committed`]): loads, look-ups
 //!   and listings treat the name as absent meanwhile.
+//! - **archived** ([`archiving`]): the writer takes the galaxy out of memory whole and
+//!   stores it as an archive, holding its load flight meanwhile; a miss on an archived
+//!   name restores it under the name's reservation (or answers [`LifeError::Archived`]).
 //! - **evicted**: the writer drops a clean, idle galaxy whose tick is saved
 //!   ([`WriterSide::evict_if_idle`]); a holder of the stale cell looks the name up again.
 //!
