@@ -447,9 +447,15 @@ impl Galaxies {
         let stored = if backing.persists() {
             let names = backing.stored_names().map_err(LifeError::from)?;
             let deleting = self.deleting.lock();
-            names
+            let live = names
                 .iter()
                 .filter(|name| !deleting.contains(*name) && !creating.contains_key(*name))
+                .count();
+            // Archived galaxies count too: any request may bring one back.
+            let archived = backing.archived_names().map_err(LifeError::from)?;
+            live + archived
+                .iter()
+                .filter(|name| !creating.contains_key(*name))
                 .count()
         } else {
             0
