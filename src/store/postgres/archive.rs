@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use ::postgres::{Client, Transaction};
+use ::postgres::{Client, GenericClient, Transaction};
 
 use super::super::{
     stored_int, ArchiveInfo, ArchiveRow, FailureKind, NewGalaxy, Storage, StoreError, WriteStats,
@@ -304,9 +304,10 @@ const LIVE_TABLES: &[&str] = &[
     "galaxy_owners",
 ];
 
-/// One statement, so one snapshot of the counts (the relations' sizes are the files' as
-/// they are).
-pub(super) fn storage(client: &mut Client) -> Result<Storage, StoreError> {
+/// What the database holds, live and archived ([`crate::store::ReadStore::storage`], and
+/// `galactic-war check`): one statement, so one snapshot of the counts (the relations'
+/// sizes are their files' as they are).
+pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
     const CONTEXT: &str = "measuring the database";
     let tables: Vec<&str> = LIVE_TABLES.to_vec();
     let row = client

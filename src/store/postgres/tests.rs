@@ -263,7 +263,7 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     );
     let err = PostgresReader::open(&db.url).err().unwrap();
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
-    assert_eq!(db.count("galactic_war_schema"), 5, "left untouched");
+    assert_eq!(db.count("galactic_war_schema"), 6, "left untouched");
 }
 
 #[test]
