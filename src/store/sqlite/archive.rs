@@ -37,9 +37,9 @@ impl SqliteWriter {
         &mut self,
         archive: &ArchiveRow<'_>,
     ) -> Result<WriteStats, StoreError> {
-        self.db.check_file()?;
         // The galaxy has left memory, whatever follows: its next load reads its ids again.
         self.ids.remove(archive.name);
+        self.db.check_file()?;
         let tx = self.db.conn.transaction().context("starting an archive")?;
         let inserted = tx
             .prepare_cached(INSERT_ARCHIVE)
