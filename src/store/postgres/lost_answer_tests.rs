@@ -367,6 +367,7 @@ fn an_archive_whose_commit_answer_was_lost_is_settled_by_the_next_call() {
     assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
     assert_eq!(relay.lost(), 1);
     assert_eq!(db.count("galaxy_archives"), 1, "committed");
+    assert!(store.unsettled_archives.contains("g"), "its outcome is unknown");
     // The writer's retry: taken as made, nothing written twice.
     assert_eq!(
         store
@@ -375,6 +376,7 @@ fn an_archive_whose_commit_answer_was_lost_is_settled_by_the_next_call() {
             .rows,
         2
     );
+    assert!(store.unsettled_archives.is_empty(), "settled");
     assert_eq!(db.count("galaxy_archives"), 1);
     assert_eq!(db.count("galaxy_jobs"), 1);
     assert!(!reader.galaxy_exists("g").unwrap());
