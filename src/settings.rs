@@ -4,6 +4,9 @@
 //! a map in tests) and turned into typed values here; only [`Settings`] travels further. A
 //! value that does not parse is an error naming the variable and the value: nothing is
 //! silently replaced by a default.
+//!
+//! Length: every variable the daemon reads is parsed and checked here, in one place, so
+//! that the README's table, `--help` and the checks can be read side by side.
 
 use crate::model::MAX_SYSTEMS;
 use std::net::SocketAddr;
