@@ -6,7 +6,8 @@
 //! Read-only, through its own connection, so it also works beside a running daemon:
 //! SQLite's integrity check, the schema version, row counts, and our own consistency rules
 //! (no orphaned rows, values within the bounds the game can hold, configs that parse,
-//! at most one build in flight per system). Each failed rule is reported with a count and
+//! at most one build in flight per system, every archive in `galaxy_archives` decoding
+//! to the galaxy it is stored under). Each failed rule is reported with a count and
 //! an example; the exit status is 0 only when every rule holds. A backup's temporary file
 //! (`….partial-PID`, see [`crate::persistence::backup`]) is named as what it is, an
 //! unfinished backup, without being opened.
@@ -19,6 +20,7 @@
 
 use std::path::Path;
 
+use crate::archive;
 use crate::model::GalaxyConfig;
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
@@ -160,7 +162,63 @@ pub fn check_database(path: &Path) -> Result<CheckReport, rusqlite::Error> {
             ));
         }
     }
+    drop(rows);
+    drop(stmt);
+    let mut archives = Archives::default();
+    // One body at a time: a deployment's archives together may not fit in memory.
+    let mut stmt = conn.prepare("SELECT name, body FROM galaxy_archives ORDER BY name")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        match row.get_ref(1)? {
+            rusqlite::types::ValueRef::Blob(body) => archives.check(&mut report, &name, body),
+            other => archives.damaged(
+                &mut report,
+                &name,
+                &format!("its body is {:?}, not a blob", other.data_type()),
+            ),
+        }
+    }
+    archives.report(&mut report);
     Ok(report)
+}
+
+/// What the check found of the archives stored in place of galaxies.
+#[derive(Default)]
+struct Archives {
+    stored: u64,
+    damaged: u64,
+}
+
+impl Archives {
+    /// An archive must decode, and hold the galaxy it is stored under: a restore refuses
+    /// anything else (the galaxy answers 500 until an operator deletes or replaces it).
+    fn check(&mut self, report: &mut CheckReport, name: &str, body: &[u8]) {
+        match archive::decode(body) {
+            Ok(galaxy) if galaxy.name() == name => self.stored += 1,
+            Ok(galaxy) => {
+                let holds = format!("it holds galaxy '{}'", galaxy.name());
+                self.damaged(report, name, &holds);
+            }
+            Err(error) => self.damaged(report, name, &error.to_string()),
+        }
+    }
+
+    fn damaged(&mut self, report: &mut CheckReport, name: &str, reason: &str) {
+        self.stored += 1;
+        self.damaged += 1;
+        report.problems.push(format!(
+            "the archive of galaxy '{name}' cannot be restored: {reason}"
+        ));
+    }
+
+    fn report(&self, report: &mut CheckReport) {
+        let sound = self.stored - self.damaged;
+        report.lines.push(format!(
+            "galaxy_archives: {} archived galaxies, {sound} of them decode",
+            self.stored
+        ));
+    }
 }
 
 /// The same rules on PostgreSQL, whose columns are typed (no `typeof` needed) and whose
@@ -282,6 +340,24 @@ pub fn check_postgres(url: &str) -> Result<CheckReport, StoreError> {
             ));
         }
     }
+    // Names first, then one body at a time (all of them may not fit in memory), in the
+    // same snapshot.
+    let names: Vec<String> = tx
+        .query(
+            "SELECT name FROM galaxy_archives ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
+        .map_err(context("listing archives"))?;
+    let mut archives = Archives::default();
+    for name in names {
+        let body: Vec<u8> = tx
+            .query_one("SELECT body FROM galaxy_archives WHERE name = $1", &[&name])
+            .and_then(|row| row.try_get(0))
+            .map_err(context("reading an archive"))?;
+        archives.check(&mut report, &name, &body);
+    }
+    archives.report(&mut report);
     Ok(report)
 }
 
