@@ -453,7 +453,11 @@ fn an_archived_galaxy_leaves_its_rows_and_comes_back_after_a_restart_answering_a
 
     // Stopped and started again: only the database holds it now.
     assert!(daemon.terminate().success(), "{}", daemon.log());
-    check_passes(&sqlite_url(&db));
+    let checked = check_passes(&sqlite_url(&db));
+    assert!(
+        checked.contains("galaxy_archives: 1 archived galaxies, 1 of them decode"),
+        "{checked}"
+    );
     let mut daemon = Daemon::start(dir.path(), &[]);
     assert_eq!(
         listing(&daemon),
@@ -556,6 +560,9 @@ fn with_explicit_restores_an_archived_galaxy_answers_404_archived_until_an_admin
 /// Played on by a client each; `gamma` is only archived and restored by the admin.
 const CRASH_GALAXIES: [&str; 3] = ["alpha", "beta", "gamma"];
 const PLAYED: usize = 2;
+/// `gamma`: large enough that its purge and its restore take many chunks (of about 25 ms
+/// each, `CHUNK_TARGET`), so that kills land in the middle of both.
+const GAMMA_SYSTEMS: usize = 20_000;
 /// Coalescing delay plus one commit, with room for a slow disk on a shared machine (as in
 /// `crash_loop.rs`).
 const LOSS_WINDOW: Duration = Duration::from_millis(50 + 1000);
@@ -566,7 +573,7 @@ const CRASH_ENV: [(&str, &str); 2] = [
 
 /// Where galaxy `name` is, read behind the daemon's back: archived or live, never both and
 /// never neither, and its metal per system from whichever holds it.
-fn stored_state(db: &Path, name: &str) -> (bool, Vec<i64>) {
+fn stored_state(db: &Path, name: &str, count: usize) -> (bool, Vec<i64>) {
     let (galaxies, systems, jobs, archives) = rows_of(db, name);
     let live = galaxies == 1 && jobs == 0;
     let archived = archives == 1;
@@ -577,6 +584,7 @@ fn stored_state(db: &Path, name: &str) -> (bool, Vec<i64>) {
     );
     if archived {
         let galaxy = decoded_archive(db, name);
+        assert_eq!(galaxy.systems().len(), count, "{name}: archived");
         let metal = galaxy
             .systems()
             .iter()
@@ -584,21 +592,24 @@ fn stored_state(db: &Path, name: &str) -> (bool, Vec<i64>) {
             .collect();
         (true, metal)
     } else {
-        assert_eq!(systems, 40, "{name}: live with {systems} systems rows");
+        assert_eq!(
+            systems as usize, count,
+            "{name}: live with {systems} systems rows"
+        );
         (false, stored_metal(db, name).expect("live rows"))
     }
 }
 
-/// The admin's side of the crash loop: archives and restores galaxies at random, at a
+/// The admin's side of the crash loop: archives and restores `galaxies` at random, at a
 /// random pace, until the daemon is killed; the archives and restores that succeeded.
-fn churn(admin: SocketAddr, seed: u64) -> (u64, u64) {
+fn churn(admin: SocketAddr, galaxies: &[&str], seed: u64) -> (u64, u64) {
     let (mut archived, mut restored) = (0, 0);
     let mut rng = seed | 1;
     loop {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let galaxy = CRASH_GALAXIES[(rng % 3) as usize];
+        let galaxy = galaxies[(rng % galaxies.len() as u64) as usize];
         let op = if rng % 5 < 3 { "archive" } else { "restore" };
         let path = format!("/admin/galaxies/{galaxy}/{op}");
         let Some(reply) = try_request(admin, "POST", &path, Duration::from_secs(15)) else {
@@ -633,13 +644,25 @@ fn kill_9_racing_archives_and_restores_leaves_each_galaxy_live_or_archived_and_i
     // Where each galaxy was found after the last kill: what the next start must list.
     let mut placement: BTreeMap<String, bool> = BTreeMap::new();
     let (mut acknowledged, mut archives, mut restores, mut ended_archived) = (0, 0, 0, 0);
+    // Kills that left a restore, or a purge, half done (the daemon finishes or undoes it).
+    let (mut cut_restores, mut cut_purges) = (0, 0);
+    let gamma = COUNTING_CONFIG.replace(
+        "system_count = 40\n[size]\nx = 9\ny = 9",
+        &format!("system_count = {GAMMA_SYSTEMS}\n[size]\nx = 199\ny = 199"),
+    );
+    let sizes = [40, 40, GAMMA_SYSTEMS];
 
     for cycle in 0..cycles {
         let mut daemon = Daemon::start(dir.path(), &CRASH_ENV);
         if coords.is_empty() {
             for galaxy in CRASH_GALAXIES {
                 let path = format!("/galaxies/{galaxy}?seed=7");
-                let created = daemon.request("POST", &path, COUNTING_CONFIG);
+                let config = if galaxy == "gamma" {
+                    &gamma
+                } else {
+                    COUNTING_CONFIG
+                };
+                let created = daemon.request("POST", &path, config);
                 assert_eq!(created.status, 201, "{}", created.body);
                 coords.push(systems(&daemon, galaxy));
             }
@@ -648,7 +671,8 @@ fn kill_9_racing_archives_and_restores_leaves_each_galaxy_live_or_archived_and_i
         }
         let baseline: Vec<Vec<i64>> = CRASH_GALAXIES
             .iter()
-            .map(|g| stored_state(&db, g).1)
+            .zip(sizes)
+            .map(|(g, size)| stored_state(&db, g, size).1)
             .collect();
 
         let clients: Vec<_> = (0..PLAYED)
@@ -658,22 +682,34 @@ fn kill_9_racing_archives_and_restores_leaves_each_galaxy_live_or_archived_and_i
                 std::thread::spawn(move || play(addr, galaxy, &systems, seed, usize::MAX, true))
             })
             .collect();
-        let admin = {
-            let (addr, seed) = (daemon.admin_addr, random(u64::MAX));
-            std::thread::spawn(move || churn(addr, seed))
-        };
+        // One admin on the small galaxies, one on gamma, whose restores take a while.
+        let admins: Vec<_> = [&CRASH_GALAXIES[..PLAYED], &CRASH_GALAXIES[PLAYED..]]
+            .into_iter()
+            .map(|galaxies| {
+                let (addr, seed) = (daemon.admin_addr, random(u64::MAX));
+                std::thread::spawn(move || churn(addr, galaxies, seed))
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(200 + random(1300)));
         let killed_at = Instant::now();
         daemon.kill9();
         let histories: Vec<Played> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-        let (a, r) = admin.join().unwrap();
-        archives += a;
-        restores += r;
+        for admin in admins {
+            let (a, r) = admin.join().unwrap();
+            archives += a;
+            restores += r;
+        }
 
         check_passes(&sqlite_url(&db));
         placement.clear();
         for (g, galaxy) in CRASH_GALAXIES.iter().enumerate() {
-            let (archived, metal) = stored_state(&db, galaxy);
+            let job = sqlite3(
+                &db,
+                &format!("SELECT job FROM galaxy_jobs WHERE name = '{galaxy}'"),
+            );
+            let (archived, metal) = stored_state(&db, galaxy, sizes[g]);
+            cut_restores += u64::from(archived && job == "creating");
+            cut_purges += u64::from(archived && job == "deleting");
             placement.insert((*galaxy).to_owned(), archived);
             ended_archived += u64::from(archived);
             match histories.get(g) {
@@ -695,7 +731,8 @@ fn kill_9_racing_archives_and_restores_leaves_each_galaxy_live_or_archived_and_i
     eprintln!(
         "archive crash loop: {cycles} cycles, {acknowledged} orders acknowledged, {archives} \
          archives and {restores} admin restores answered 200, {ended_archived} galaxies \
-         found archived after a kill (of {})",
+         found archived after a kill (of {}), {cut_restores} restores and {cut_purges} \
+         purges cut by the kill",
         cycles * CRASH_GALAXIES.len() as u64
     );
     assert!(acknowledged > 0, "no order was ever acknowledged");
@@ -732,7 +769,7 @@ fn orders_racing_an_archive_get_201_or_a_refusal_and_every_201_is_kept() {
                     _ => panic!("archive: {reply:?}"),
                 }
                 // Every third round the admin restores it; else the next order does.
-                if round % 3 == 0 {
+                if round.is_multiple_of(3) {
                     let reply = try_request(addr, "POST", "/admin/galaxies/race/restore", DEADLINE)
                         .expect("the admin's restore is answered");
                     match reply.status {
@@ -779,7 +816,7 @@ fn orders_racing_an_archive_get_201_or_a_refusal_and_every_201_is_kept() {
     assert!(daemon.terminate().success(), "{}", daemon.log());
     let db = daemon.database();
     check_passes(&sqlite_url(&db));
-    assert_eq!(stored_state(&db, "race").1, metal, "as saved");
+    assert_eq!(stored_state(&db, "race", 40).1, metal, "as saved");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -907,8 +944,8 @@ fn an_idle_galaxy_is_archived_automatically_and_played_or_watched_ones_are_not()
     .collect();
 
     let never_theirs = |listed: &BTreeMap<String, bool>| {
-        assert_eq!(listed["played"], false, "a played galaxy was archived");
-        assert_eq!(listed["watched"], false, "a watched galaxy was archived");
+        assert!(!listed["played"], "a played galaxy was archived");
+        assert!(!listed["watched"], "a watched galaxy was archived");
     };
     let archived = wait_for(DEADLINE, || {
         let listed = listing(&daemon);
@@ -972,7 +1009,11 @@ fn on_postgres_an_archived_galaxy_leaves_its_rows_and_comes_back_answering_as_be
     );
     assert_eq!(rows("SELECT count(*) FROM galaxy_archives"), 1);
     assert!(daemon.terminate().success(), "{}", daemon.log());
-    check_passes(&url);
+    let checked = check_passes(&url);
+    assert!(
+        checked.contains("galaxy_archives: 1 archived galaxies, 1 of them decode"),
+        "{checked}"
+    );
 
     let mut daemon = Daemon::start(dir.path(), &env);
     assert_eq!(listing(&daemon), listed(&[("andromeda", true)]));
