@@ -455,7 +455,7 @@ fn an_archived_galaxy_leaves_its_rows_and_comes_back_after_a_restart_answering_a
     assert!(daemon.terminate().success(), "{}", daemon.log());
     let checked = check_passes(&sqlite_url(&db));
     assert!(
-        checked.contains("galaxy_archives: 1 archived galaxies, 1 of them decode"),
+        checked.contains("archived: 1 galaxies, 200 systems"),
         "{checked}"
     );
     let mut daemon = Daemon::start(dir.path(), &[]);
@@ -1023,7 +1023,7 @@ fn on_postgres_an_archived_galaxy_leaves_its_rows_and_comes_back_answering_as_be
     assert!(daemon.terminate().success(), "{}", daemon.log());
     let checked = check_passes(&url);
     assert!(
-        checked.contains("galaxy_archives: 1 archived galaxies, 1 of them decode"),
+        checked.contains("archived: 1 galaxies, 200 systems"),
         "{checked}"
     );
 
