@@ -146,19 +146,25 @@ impl Engine {
         if galaxy.name() != name {
             return Err(damaged(format!("it holds galaxy '{}'", galaxy.name())));
         }
-        let created = self
-            .writer
-            .restore(Box::new(galaxy))
-            .map_err(|error| match &error {
-                // Restored (or created) by another daemon meanwhile: look again.
-                PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {
-                    LifeError::Busy(name.to_owned())
-                }
-                _ => LifeError::RestoreFailed {
-                    name: name.to_owned(),
-                    reason: error.to_string(),
-                },
-            })?;
+        let restored = self.writer.restore(Box::new(galaxy));
+        // Its archive went while it was restored: a deletion won the race (not there any
+        // more), or another daemon restored it (there, and that daemon's: look again).
+        if restored.is_err() && !self.is_archived(name).unwrap_or(true) {
+            return match self.is_stored(name) {
+                Ok(false) => Ok(None),
+                _ => Err(LifeError::Busy(name.to_owned())),
+            };
+        }
+        let created = restored.map_err(|error| match &error {
+            // Restored (or created) by another daemon meanwhile: look again.
+            PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {
+                LifeError::Busy(name.to_owned())
+            }
+            _ => LifeError::RestoreFailed {
+                name: name.to_owned(),
+                reason: error.to_string(),
+            },
+        })?;
         self.metrics.restored();
         log::info!(target: crate::logging::PERSISTENCE,
             "galaxy '{name}' restored from its archive ({} systems, {:?})",

@@ -283,6 +283,16 @@ impl Jobs {
                         }
                         Ok((WriteStats::default(), None))
                     }
+                    // A restore whose archive was deleted meanwhile (a deletion won the
+                    // race): refused, and what it wrote removed; the store is sound.
+                    Err(error @ StoreError::ArchiveGone(_)) => {
+                        if let Some(Job::Create(creation)) = self.queue.pop_front() {
+                            let name = creation.refuse(PersistError::Failed(error.failure()));
+                            log::info!(target: LOG, "restore of galaxy '{name}' abandoned: {error}");
+                            self.queue.push_front(Job::Purge { name, removed: 0 });
+                        }
+                        Ok((WriteStats::default(), None))
+                    }
                     // The commit was sent and its answer lost: the chunk may be in the
                     // database, and if it was the last, the galaxy exists. Never refused
                     // for that: the creation stays first and its next chunk, once the
