@@ -114,6 +114,15 @@ impl Engine {
                  was lost and it has not answered since); it stays live, and its next save, in \
                  full, undoes the archive if it was stored");
         }
+        if let ArchiveRefused::Failed { failure, .. } = &refused {
+            if failure.kind == FailureKind::Lost {
+                // Another daemon took it (its lease here had run out): it is that
+                // daemon's now, and its changes here are dropped, as for any galaxy lost.
+                log::warn!(target: crate::logging::PERSISTENCE,
+                    "galaxy '{name}' was not archived: another daemon took it; its changes here are dropped");
+                return Err(refused);
+            }
+        }
         let cell = archiving.put_back();
         self.writer.mark_dirty(cell, Instant::now());
         Err(refused)
