@@ -34,7 +34,7 @@ impl AppState {
         self.refuse_if_memory_only()?;
         match &self.shared.engine {
             Some(engine) if engine.keeps_archives() => Ok(engine),
-            _ => Err(AppError::NoDatabase),
+            _ => Err(AppError::NoArchives),
         }
     }
 
