@@ -7,7 +7,10 @@
 //! a load that finds an archive (see `crate::galaxies`): one per name at a time, the
 //! first request waiting for it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::{AppError, AppState};
 use crate::galaxies::{valid_galaxy_name, LifeError, Restore};
@@ -158,4 +161,30 @@ impl AppState {
             None => Ok(None),
         }
     }
+
+    /// The storage figures as last counted (zeros before the first count, or without a
+    /// database), and a new count started on a thread of its own unless one is running:
+    /// `/metrics` answers at once even while the database does not.
+    pub fn storage_gauge(&self) -> Storage {
+        let gauge = &self.shared.storage;
+        if self.shared.engine.is_some() && !gauge.counting.swap(true, Ordering::AcqRel) {
+            self.count_aside(
+                "gwar-storage-count",
+                |app| match app.storage() {
+                    Ok(storage) => *app.shared.storage.last.lock() = storage,
+                    Err(error) => log::debug!(target: crate::logging::PERSISTENCE,
+                        "counting the database's storage: {error}"),
+                },
+                |app| app.shared.storage.counting.store(false, Ordering::Release),
+            );
+        }
+        gauge.last.lock().unwrap_or_default()
+    }
+}
+
+/// See [`AppState::storage_gauge`].
+#[derive(Debug, Default)]
+pub(super) struct StorageGauge {
+    last: Mutex<Option<Storage>>,
+    counting: AtomicBool,
 }

@@ -139,6 +139,8 @@ struct Shared {
     backup: Mutex<()>,
     /// See [`AppState::use_wall_clock`].
     wall_clock: std::sync::atomic::AtomicBool,
+    /// The storage figures of `/metrics`, counted off the request's thread.
+    storage: archives::StorageGauge,
 }
 
 impl AppState {
@@ -237,6 +239,7 @@ impl AppState {
                 budget,
                 backup: Mutex::new(()),
                 wall_clock: std::sync::atomic::AtomicBool::new(false),
+                storage: archives::StorageGauge::default(),
             }),
         }
     }
@@ -587,28 +590,34 @@ impl AppState {
     pub fn budget(&self) -> BudgetSnapshot {
         let shared = &self.shared;
         if shared.budget.begin_count() {
-            let app = self.clone();
-            let counting = std::thread::Builder::new()
-                .name("gwar-budget-count".into())
-                .spawn(move || {
-                    // Ended however the count ends (a panic included), so counts go on.
-                    struct Counted(AppState);
-                    impl Drop for Counted {
-                        fn drop(&mut self) {
-                            self.0.shared.budget.counted();
-                        }
-                    }
-                    let counted = Counted(app);
-                    let shared = &counted.0.shared;
+            self.count_aside(
+                "gwar-budget-count",
+                |app| {
+                    let shared = &app.shared;
                     if let Err(error) = shared.budget.recount(&shared.galaxies, &shared.engine) {
                         log::debug!(target: crate::logging::PERSISTENCE, "counting the galaxies' systems: {error}");
                     }
-                });
-            if counting.is_err() {
-                shared.budget.counted();
-            }
+                },
+                |app| app.shared.budget.counted(),
+            );
         }
         shared.budget.snapshot()
+    }
+
+    /// Runs `count` on a thread of its own, then `done` however it ends (a panic
+    /// included, or no thread to be had), so that the next count can begin.
+    fn count_aside(&self, name: &str, count: fn(&AppState), done: fn(&AppState)) {
+        struct Done(AppState, fn(&AppState));
+        impl Drop for Done {
+            fn drop(&mut self) {
+                (self.1)(&self.0);
+            }
+        }
+        let finished = Done(self.clone(), done);
+        // Without a thread, the closure (and `finished` with it) is dropped: done.
+        let _ = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || count(&finished.0));
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {

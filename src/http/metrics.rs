@@ -497,7 +497,7 @@ pub fn render(app: &AppState, http: &HttpMetrics) -> String {
         engine: app.metrics(),
         http,
         budget: app.budget(),
-        storage: app.storage().ok().flatten().unwrap_or_default(),
+        storage: app.storage_gauge(),
     };
     let mut out = String::with_capacity(4096);
     for family in FAMILIES {
