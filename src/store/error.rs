@@ -30,7 +30,8 @@ pub enum FailureKind {
     /// failure of the database; the writer drops them and saves the rest.
     Lost,
     /// A galaxy of that name exists already (PostgreSQL: another daemon created it at
-    /// the same time): a creation answers as for any name taken.
+    /// the same time), or an archive of that name is stored: a creation answers as for
+    /// any name taken.
     Exists,
     /// Another galactic-war process holds the database (found at start-up).
     InUse,
@@ -140,8 +141,12 @@ pub enum StoreError {
         name: &'static str,
         source: ::postgres::Error,
     },
-    #[error("galaxy '{0}' exists already (another daemon created it)")]
+    #[error("galaxy '{0}' exists already (created by another daemon, or archived)")]
     Exists(String),
+    /// A restore's archive was deleted while the galaxy was being restored: the restore
+    /// is abandoned (its rows are removed as a failed creation's are).
+    #[error("the archive of galaxy '{0}' is gone (deleted during its restore); the restore is abandoned")]
+    ArchiveGone(String),
     #[error("the database {database} is served by an older galactic-war daemon (one that holds the advisory lock of one daemon per database, and writes without the ownership fence); stop it before starting this one")]
     OlderDaemon { database: String },
     #[error("{}", lost_message(.0))]
@@ -205,7 +210,19 @@ impl StoreError {
             StoreError::CreateDir { .. }
             | StoreError::Lock { .. }
             | StoreError::OlderDaemon { .. }
+            | StoreError::ArchiveGone(_)
             | StoreError::Thread { .. } => FailureKind::Other,
+        }
+    }
+
+    /// An archive of galaxy `name` was refused: the galaxy has no live rows for it to
+    /// replace.
+    pub(crate) fn not_live(name: &str) -> StoreError {
+        StoreError::Inconsistent {
+            galaxy: name.to_owned(),
+            reason: "no live rows to archive (not stored, or its creation or deletion is \
+                     unfinished); the archive was not written"
+                .into(),
         }
     }
 

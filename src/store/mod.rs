@@ -399,15 +399,11 @@ pub trait WriteStore: Any + Send {
     /// galaxy is archived and invisible to loads. [`StoreError::Exists`] when an archive
     /// of that name is stored already; nothing is written on any error. The galaxy's
     /// cached row ids are forgotten.
-    fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError> {
-        unimplemented!()
-    } // TEMP
+    fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError>;
 
     /// Deletes the archive stored under `name` in one transaction; false when there was
     /// none.
-    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
-        unimplemented!()
-    } // TEMP
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError>;
 
     /// Takes the row ids a load read for galaxy `name` into the cache, replacing any
     /// there: they are what the database holds, since nothing writes a galaxy's rows while
@@ -547,9 +543,7 @@ pub trait ReadStore: Send {
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// The body of the archive stored under `name`, if any.
-    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        unimplemented!()
-    } // TEMP
+    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// True when an archive is stored under `name`.
     fn archive_exists(&self, name: &str) -> Result<bool, StoreError> {
@@ -557,9 +551,7 @@ pub trait ReadStore: Send {
     }
 
     /// Every stored archive, without bodies, sorted by name.
-    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
-        unimplemented!()
-    } // TEMP
+    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError>;
 
     /// Up to `limit` stored galaxies (no creation or deletion unfinished) whose last saved
     /// change (`galaxies.updated_at`) is older than `idle`, oldest first.
@@ -567,14 +559,10 @@ pub trait ReadStore: Send {
         &self,
         idle: std::time::Duration,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        unimplemented!()
-    } // TEMP
+    ) -> Result<Vec<String>, StoreError>;
 
     /// What the database holds, live and archived.
-    fn storage(&self) -> Result<Storage, StoreError> {
-        unimplemented!()
-    } // TEMP
+    fn storage(&self) -> Result<Storage, StoreError>;
 
     /// Every stored galaxy (as [`ReadStore::galaxy_names`]) with the daemon whose lease on
     /// it has not run out, if any. Without ownership (SQLite): nobody's.

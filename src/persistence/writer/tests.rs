@@ -165,6 +165,15 @@ impl WriteStore for Fenced {
         }
         self.inner.purge_chunk(name, max_systems)
     }
+    fn write_archive(
+        &mut self,
+        archive: &crate::store::ArchiveRow<'_>,
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.write_archive(archive)
+    }
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_archive(name)
+    }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)
     }
@@ -303,6 +312,15 @@ impl WriteStore for Probed {
     ) -> Result<(WriteStats, bool), StoreError> {
         self.inner.purge_chunk(name, max_systems)
     }
+    fn write_archive(
+        &mut self,
+        archive: &crate::store::ArchiveRow<'_>,
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.write_archive(archive)
+    }
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_archive(name)
+    }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)
     }
@@ -416,6 +434,15 @@ impl WriteStore for LosesAnswers {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
         self.inner.purge_chunk(name, max_systems)
+    }
+    fn write_archive(
+        &mut self,
+        archive: &crate::store::ArchiveRow<'_>,
+    ) -> Result<WriteStats, StoreError> {
+        self.inner.write_archive(archive)
+    }
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_archive(name)
     }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)

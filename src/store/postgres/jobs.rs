@@ -35,6 +35,7 @@ use super::super::{
     CreationProgress, FailureKind, GalaxyJob, NewGalaxy, StoreError, StoredSystem, SystemIds,
     WriteStats,
 };
+use super::archive::restore_archive;
 use super::error::{retry_serialization, Context, LOG};
 use super::identity::Identity;
 use super::owners::{self, Fence};
@@ -165,6 +166,7 @@ impl PostgresWriter {
             let Session { client, prepared } = session;
             let mut tx = client.transaction().context("starting a creation")?;
             let mut stats = WriteStats::default();
+            stats.rows += restore_archive(&mut tx, galaxy, from == 0, finished)?;
             if from == 0 {
                 stats.rows += insert_galaxy(&mut tx, galaxy, me)?;
             }

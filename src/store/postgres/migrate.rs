@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_galaxy_sizes",
         include_str!("../../../sql/postgres/0004_galaxy_sizes.sql"),
     ),
+    (
+        "0005_galaxy_archives",
+        include_str!("../../../sql/postgres/0005_galaxy_archives.sql"),
+    ),
 ];
 
 /// The schema version this binary writes on PostgreSQL: SQLite's tables are its first

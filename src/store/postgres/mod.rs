@@ -48,7 +48,8 @@
 //! - `writer.rs`: [`PostgresWriter`], the writer thread's store, with `cancel.rs` (the
 //!   shutdown's deadline for its calls); its calls' statements are in `write.rs` (a
 //!   batch, and the id cache's look-up), `jobs.rs` (creating and deleting whole
-//!   galaxies in chunks) and `owners.rs` (the fence, renewals, releases, losses).
+//!   galaxies in chunks), `owners.rs` (the fence, renewals, releases, losses) and
+//!   `archive.rs` (archiving, restoring and deleting archives, and reading them).
 //! - `identity.rs`: who this daemon is; `claimer.rs`: [`PostgresClaimer`], which takes
 //!   galaxies for game threads on a session of its own.
 //! - `reader.rs`: [`PostgresReader`], the read-only sessions; `load.rs` reads a galaxy
@@ -62,6 +63,7 @@
 //! A galaxy with an unfinished job (table `galaxy_jobs`) is invisible to every read here,
 //! as on SQLite.
 
+mod archive;
 mod cancel;
 mod claimer;
 mod diag;

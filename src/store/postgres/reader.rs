@@ -9,13 +9,13 @@ use std::cell::RefCell;
 
 use ::postgres::{Client, Config};
 
-use super::super::{FailureKind, Owner, ReadStore, RowIds, StoreError};
+use super::super::{ArchiveInfo, FailureKind, Owner, ReadStore, RowIds, Storage, StoreError};
 use super::error::LOG;
 use super::hosts::primary_moved_from;
 use super::migrate::{refuse_newer, schema_version};
 use super::session::{connect_on, session_config, Access, APPLICATION_NAME};
 use super::stall::Call;
-use super::{load, owners};
+use super::{archive, load, owners};
 use crate::model::Galaxy;
 use crate::settings::postgres_label;
 
@@ -108,6 +108,26 @@ impl ReadStore for PostgresReader {
 
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.with_client(load::galaxy_sizes)
+    }
+
+    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_client(|client| archive::read_archive(client, name))
+    }
+
+    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
+        self.with_client(archive::archives)
+    }
+
+    fn idle_galaxies(
+        &self,
+        idle: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with_client(|client| archive::idle_galaxies(client, idle, limit))
+    }
+
+    fn storage(&self) -> Result<Storage, StoreError> {
+        self.with_client(archive::storage)
     }
 
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {

@@ -227,7 +227,7 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     };
     let mut store = open_writer(&db.url);
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4, "SQLite's three, and the ownership table");
+    assert_eq!(SCHEMA_VERSION, 5, "SQLite's four, and the ownership table");
     let mut client = db.client();
     let index: String = client
         .query_one(

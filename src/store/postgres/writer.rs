@@ -1,7 +1,7 @@
 //! The writer thread's store, [`PostgresWriter`]: its session, opened again after a break
 //! by the next call, and the cache of system row ids; the galaxies it owns and the
 //! epochs that fence its writes; and the store interface's writer calls, each handed to
-//! the file that holds its statements (`write.rs`, `jobs.rs`, `owners.rs`).
+//! the file that holds its statements (`write.rs`, `jobs.rs`, `owners.rs`, `archive.rs`).
 //!
 //! Only the engine's writer thread holds one. A session found broken is dropped, never
 //! reused, so the writer's retries are the reconnects; a call that fails leaves the
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ::postgres::Config;
 
 use super::super::{
-    CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy,
+    ArchiveRow, CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows, LostGalaxy, NewGalaxy,
     Replication, RowIds, StoreError, SystemIds, WriteStats, WriteStore,
 };
 use super::cancel::Canceller;
@@ -52,6 +52,9 @@ pub struct PostgresWriter {
     /// When the session last answered a call: one idle for [`IDLE_CHECK_AFTER`] is
     /// checked before the next.
     pub(super) session_used: Instant,
+    /// The galaxy whose archive's commit was sent and its answer lost: the next archive
+    /// of it settles that first (see `archive.rs`).
+    pub(super) unsettled_archive: Option<String>,
 }
 
 /// A session idle this long is checked with an empty query before a call. The client
@@ -85,6 +88,7 @@ impl PostgresWriter {
             fencing: true,
             replication,
             session_used: Instant::now(),
+            unsettled_archive: None,
         })
     }
 
@@ -227,6 +231,14 @@ impl WriteStore for PostgresWriter {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
         retry_serialization(|| PostgresWriter::purge_chunk(self, name, max_systems))
+    }
+
+    fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError> {
+        PostgresWriter::write_archive(self, archive)
+    }
+
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
+        PostgresWriter::delete_archive(self, name)
     }
 
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {

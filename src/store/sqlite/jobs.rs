@@ -21,6 +21,7 @@ use rusqlite::params;
 use super::super::stored_int;
 use super::super::StoreError;
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
+use super::archive::restore_archive;
 use super::db::Context;
 use super::write::RowWriter;
 use super::writer::SqliteWriter;
@@ -31,7 +32,8 @@ impl SqliteWriter {
     /// chunk also writes the galaxy row and its `creating` mark). When the chunk reaches
     /// the last system it removes the mark, so the galaxy exists, and caches its system
     /// ids; `progress.written` then equals the galaxy's systems. On error nothing of the
-    /// chunk is written and `progress` is unchanged.
+    /// chunk is written and `progress` is unchanged. A restore's last chunk deletes its
+    /// archive, and a name with an archive is no creation's (see `archive.rs`).
     pub(super) fn create_chunk(
         &mut self,
         galaxy: &NewGalaxy<'_>,
@@ -48,6 +50,7 @@ impl SqliteWriter {
         let mut stats = WriteStats::default();
         let mut ids = Vec::with_capacity(to - from);
         let tx = self.db.conn.transaction().context("starting a creation")?;
+        stats.rows += restore_archive(&tx, galaxy, from == 0, finished)?;
         if from == 0 {
             tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| {

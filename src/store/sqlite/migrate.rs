@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_galaxy_sizes",
         include_str!("../../../sql/sqlite/0003_galaxy_sizes.sql"),
     ),
+    (
+        "0004_galaxy_archives",
+        include_str!("../../../sql/sqlite/0004_galaxy_archives.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

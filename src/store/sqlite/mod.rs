@@ -14,11 +14,13 @@
 //! connection shares; `migrate.rs` opens, checks and migrates at start-up; `writer.rs` is
 //! the writer's store, with its statements in `write.rs` (a batch, and the cache of row
 //! ids) and `jobs.rs` (creating and deleting whole galaxies in bounded chunks);
+//! `archive.rs` archives a galaxy, restores and deletes archives, and reads them;
 //! `reader.rs` is the read side and `load.rs` reads a galaxy back; `busy.rs` ends lock
 //! waits at the shutdown deadline; `space.rs` shares the filesystem's room between
 //! batches of orders and bulk work (orders first). A galaxy with an unfinished job (table `galaxy_jobs`)
 //! is invisible to every read here.
 
+mod archive;
 mod busy;
 mod checkpoint;
 mod db;

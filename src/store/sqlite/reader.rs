@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::super::{ReadStore, RowIds, StoreError};
+use super::super::{ArchiveInfo, ReadStore, RowIds, Storage, StoreError};
 use super::db::{Context, Db};
 use crate::model::Galaxy;
 
@@ -63,6 +63,26 @@ impl ReadStore for SqliteReader {
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.db.galaxy_sizes()
     }
+
+    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.read_archive(name)
+    }
+
+    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
+        self.db.archives()
+    }
+
+    fn idle_galaxies(
+        &self,
+        idle: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.db.idle_galaxies(idle, limit)
+    }
+
+    fn storage(&self) -> Result<Storage, StoreError> {
+        self.db.storage()
+    }
 }
 
 /// The writer's connection reads too (its tests), through the same queries.
@@ -82,6 +102,26 @@ impl ReadStore for super::writer::SqliteWriter {
 
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.db.galaxy_sizes()
+    }
+
+    fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.read_archive(name)
+    }
+
+    fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
+        self.db.archives()
+    }
+
+    fn idle_galaxies(
+        &self,
+        idle: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.db.idle_galaxies(idle, limit)
+    }
+
+    fn storage(&self) -> Result<Storage, StoreError> {
+        self.db.storage()
     }
 }
 

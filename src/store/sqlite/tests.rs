@@ -4,8 +4,8 @@
 use rusqlite::Connection;
 
 use super::super::{
-    CreationProgress, FailureKind, GalaxyJob, GalaxyRows, NewGalaxy, ReadStore, StoreError,
-    SystemRow, WriteStats, WriteStore,
+    ArchiveRow, CreationProgress, FailureKind, GalaxyJob, GalaxyRows, NewGalaxy, ReadStore,
+    StoreError, SystemRow, WriteStats, WriteStore,
 };
 use super::write;
 use super::{SqliteReader, SqliteWriter, SCHEMA_VERSION};
@@ -450,4 +450,232 @@ fn a_write_that_fails_for_room_leaves_no_transaction_open_and_the_probe_sees_the
     std::fs::remove_file(&path).unwrap();
     let err = WriteStore::probe(&mut store).unwrap_err();
     assert_eq!(err.failure().kind, FailureKind::FileGone, "{err}");
+}
+
+/// Galaxy `galaxy`'s archive as the writer stores it: its body and the row.
+fn archive_of(galaxy: &Galaxy) -> Vec<u8> {
+    crate::archive::encode(galaxy)
+}
+
+fn archive_row<'a>(galaxy: &'a Galaxy, body: &'a [u8]) -> ArchiveRow<'a> {
+    ArchiveRow {
+        name: galaxy.name(),
+        format: crate::archive::FORMAT_VERSION,
+        systems: galaxy.systems().len() as u64,
+        body,
+    }
+}
+
+/// Restores `galaxy` (an archive's decoded galaxy) in chunks of 64, as the writer's
+/// creation jobs do.
+fn restore(store: &mut SqliteWriter, galaxy: &Galaxy) -> Result<WriteStats, StoreError> {
+    as_new(galaxy, |new| {
+        let new = NewGalaxy {
+            restoring: true,
+            ..*new
+        };
+        insert_new(store, galaxy, &new)
+    })
+}
+
+#[test]
+fn an_archive_replaces_the_live_rows_and_a_restore_brings_them_back() {
+    let (mut store, mut galaxy) = stored_galaxy();
+    let (x, y) = galaxy.systems()[3].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    let tick = galaxy.tick();
+    let batch = take_batch(&mut galaxy, tick);
+    store.write_batch(&[], &[batch]).unwrap();
+    let systems = galaxy.systems().len() as u64;
+    let before = store.storage().unwrap();
+    assert_eq!(before.live_systems, systems);
+    assert_eq!((before.archived_galaxies, before.archived_bytes), (0, 0));
+    assert!(before.live_bytes > 0);
+
+    let body = archive_of(&galaxy);
+    let stats = store.write_archive(&archive_row(&galaxy, &body)).unwrap();
+    assert_eq!(stats.rows, 2);
+    // Archived from that commit on: invisible to every read of live galaxies.
+    assert!(!store.galaxy_exists("g").unwrap());
+    assert_eq!(store.load_galaxy("g").unwrap(), None);
+    assert!(store.galaxy_names().unwrap().is_empty());
+    assert_eq!(store.read_archive("g").unwrap().as_deref(), Some(&body[..]));
+    assert_eq!(crate::archive::decode(&body).unwrap(), galaxy);
+    let listed = store.archives().unwrap();
+    assert_eq!(listed.len(), 1);
+    let info = &listed[0];
+    assert_eq!(
+        (info.name.as_str(), info.format, info.systems, info.bytes),
+        (
+            "g",
+            crate::archive::FORMAT_VERSION,
+            systems,
+            body.len() as u64
+        )
+    );
+    assert_eq!(
+        info.archived_at.len(),
+        "2026-01-01 00:00:00".len(),
+        "{info:?}"
+    );
+    assert_eq!(
+        store
+            .write_archive(&archive_row(&galaxy, &body))
+            .unwrap_err()
+            .kind(),
+        FailureKind::Exists,
+        "archived twice"
+    );
+    assert_eq!(
+        store.unfinished_jobs().unwrap(),
+        [GalaxyJob::Deleting("g".into())],
+        "its rows are marked as a deletion's are"
+    );
+    // Counted until purged, like a deletion's rows.
+    assert_eq!(store.storage().unwrap().live_systems, systems);
+    while !store.purge_chunk("g", 64).unwrap().1 {}
+    assert_eq!(count(&store, "systems"), 0);
+    assert_eq!(count(&store, "galaxies"), 0);
+    let archived = store.storage().unwrap();
+    assert_eq!(archived.live_systems, 0);
+    assert_eq!(
+        (
+            archived.archived_galaxies,
+            archived.archived_systems,
+            archived.archived_bytes
+        ),
+        (1, systems, body.len() as u64)
+    );
+
+    // A creation under the archived name is refused, and writes nothing.
+    let fresh = new_galaxy("g");
+    let err = insert(&mut store, &fresh).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Exists(name) if name == "g"),
+        "{err}"
+    );
+    assert_eq!(count(&store, "galaxies"), 0);
+    assert_eq!(count(&store, "galaxy_jobs"), 0);
+
+    let decoded = crate::archive::decode(&store.read_archive("g").unwrap().unwrap()).unwrap();
+    restore(&mut store, &decoded).unwrap();
+    assert_eq!(store.load_galaxy("g").unwrap(), Some(galaxy));
+    assert_eq!(
+        store.read_archive("g").unwrap(),
+        None,
+        "the restore took it"
+    );
+    assert!(store.archives().unwrap().is_empty());
+    assert_eq!(store.storage().unwrap().archived_galaxies, 0);
+}
+
+#[test]
+fn only_a_live_galaxy_is_archived() {
+    let (mut store, galaxy) = stored_galaxy();
+    let body = archive_of(&galaxy);
+    let other = new_galaxy("absent");
+    let err = store
+        .write_archive(&archive_row(&other, &body))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Inconsistent { galaxy, .. } if galaxy == "absent"),
+        "{err}"
+    );
+    delete_mark_only(&mut store, "g");
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Inconsistent, "{err}");
+    assert!(store.archives().unwrap().is_empty(), "nothing written");
+    let half = new_galaxy("half");
+    begin_creation(&mut store, &half, 10);
+    let err = store.write_archive(&archive_row(&half, &body)).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Inconsistent, "{err}");
+    assert!(store.archives().unwrap().is_empty(), "nothing written");
+}
+
+#[test]
+fn a_restore_whose_archive_is_deleted_meanwhile_is_refused() {
+    let (mut store, galaxy) = stored_galaxy();
+    let body = archive_of(&galaxy);
+    store.write_archive(&archive_row(&galaxy, &body)).unwrap();
+    while !store.purge_chunk("g", 64).unwrap().1 {}
+    let mut progress = CreationProgress::default();
+    as_new(&galaxy, |new| {
+        let new = NewGalaxy {
+            restoring: true,
+            ..*new
+        };
+        store.create_chunk(&new, &mut progress, 64).unwrap();
+        assert!(store.delete_archive("g").unwrap());
+        assert!(!store.delete_archive("g").unwrap(), "deleted already");
+        let err = loop {
+            match store.create_chunk(&new, &mut progress, 64) {
+                Ok(_) => assert!(progress.written < galaxy.systems().len()),
+                Err(err) => break err,
+            }
+        };
+        assert!(
+            matches!(&err, StoreError::ArchiveGone(name) if name == "g"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the archive of galaxy 'g' is gone (deleted during its restore); the restore is \
+             abandoned"
+        );
+        // The last chunk rolled back: the galaxy is still being created, and its rows go
+        // as a failed creation's do.
+        assert!(!store.galaxy_exists("g").unwrap());
+        while !store.purge_chunk("g", 64).unwrap().1 {}
+        assert_eq!(count(&store, "systems"), 0);
+        // A restore of no archive writes nothing.
+        let err = store
+            .create_chunk(&new, &mut CreationProgress::default(), 64)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ArchiveGone(_)), "{err}");
+        assert_eq!(count(&store, "galaxies"), 0);
+    });
+}
+
+#[test]
+fn idle_galaxies_are_those_saved_longest_ago() {
+    let mut store = memory();
+    for name in ["a", "b", "c", "d"] {
+        insert(&mut store, &new_galaxy(name)).unwrap();
+    }
+    let set = |name: &str, at: &str| {
+        store
+            .connection()
+            .execute(
+                "UPDATE galaxies SET updated_at = ?2 WHERE name = ?1",
+                [name, at],
+            )
+            .unwrap();
+    };
+    set("b", "2000-01-01 00:00:00");
+    set("a", "2001-01-01 00:00:00");
+    set("d", "1999-01-01 00:00:00");
+    let hour = std::time::Duration::from_secs(3600);
+    delete_mark_only(&mut store, "d");
+    assert_eq!(store.idle_galaxies(hour, 10).unwrap(), ["b", "a"]);
+    assert_eq!(store.idle_galaxies(hour, 1).unwrap(), ["b"]);
+    // A batch that saves a change makes it recent again.
+    store.write_batch(&[], &[tick_batch_of("b", 5)]).unwrap();
+    assert_eq!(store.idle_galaxies(hour, 10).unwrap(), ["a"]);
+    assert!(store
+        .idle_galaxies(std::time::Duration::MAX, 10)
+        .unwrap()
+        .is_empty());
+}
+
+/// A batch that advances galaxy `name`'s tick and nothing else.
+fn tick_batch_of(name: &str, tick: u64) -> GalaxyRows {
+    GalaxyRows {
+        name: name.into(),
+        tick: Some(tick),
+        systems: Vec::new(),
+    }
 }

@@ -3,7 +3,8 @@
 //! how it plugs into the store's interface ([`WriteStore`]).
 //!
 //! Its statements live beside it: `write.rs` (a batch), `jobs.rs` (creating and deleting
-//! whole galaxies in chunks). Nothing here locks a galaxy or reads one for the engine.
+//! whole galaxies in chunks), `archive.rs` (archives). Nothing here locks a galaxy or reads
+//! one for the engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::super::{
-    BusyDeadline, CreationProgress, GalaxyJob, GalaxyRows, NewGalaxy, RowIds, StoreError,
-    SystemIds, WriteStats, WriteStore,
+    ArchiveRow, BusyDeadline, CreationProgress, GalaxyJob, GalaxyRows, NewGalaxy, RowIds,
+    StoreError, SystemIds, WriteStats, WriteStore,
 };
 use super::busy;
 use super::checkpoint::{CheckpointMode, Checkpointer};
@@ -133,6 +134,16 @@ impl WriteStore for SqliteWriter {
         max_systems: usize,
     ) -> Result<(WriteStats, bool), StoreError> {
         let result = SqliteWriter::purge_chunk(self, name, max_systems);
+        self.after_write(result)
+    }
+
+    fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError> {
+        let result = SqliteWriter::write_archive(self, archive);
+        self.after_write(result)
+    }
+
+    fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
+        let result = SqliteWriter::delete_archive(self, name);
         self.after_write(result)
     }
 
