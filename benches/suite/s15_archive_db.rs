@@ -1,0 +1,431 @@
+//! Section 15: archives in the database. A played galaxy (section 14's: the classic
+//! preset's economy, a day of random orders) restored from its archive against a load of
+//! the same galaxy from its live rows, each as the first request after a restart waits
+//! for it; the space its live rows leave reusable in the SQLite file once archived; and
+//! orders on another galaxy while a large galaxy is archived beside them (section 8's
+//! measurement, an archive instead of creations).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use galactic_war::app::AppState;
+use galactic_war::archive;
+use galactic_war::model::Galaxy;
+use galactic_war::testing::{ReadStore, SqliteReader};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Map, Value};
+
+use crate::harness::{coords, median, paired_ratio, per_sec, percentile, row, settings, Run};
+use crate::s08_creation::{
+    beside_app, cheap_config, orders_on_disk, spawn_orders, watch_commits, BESIDE_RATE,
+    BESIDE_THREADS,
+};
+use crate::s14_archive::{day_of_orders, played_config};
+
+/// The played galaxy's name and seed.
+const NAME: &str = "played";
+const SEED: u64 = 15;
+
+/// The large galaxy archived beside orders.
+const HUGE: &str = "huge";
+
+/// A read-only connection to the SQLite file `path`, beside the app's own.
+fn peek(path: &Path) -> Connection {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("opens");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn
+}
+
+/// Bytes of the file's pages in use, and of its free pages (reusable without growing it).
+fn pages(conn: &Connection) -> (u64, u64) {
+    let one = |pragma: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+            .expect("pragma") as u64
+    };
+    let (count, free, size) = (one("page_count"), one("freelist_count"), one("page_size"));
+    ((count - free) * size, free * size)
+}
+
+/// True when no galaxy's removal is left unfinished (an archived galaxy's rows purged).
+fn purged(conn: &Connection) -> bool {
+    conn.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM galaxy_jobs WHERE job = 'deleting')",
+        [],
+        |r| r.get(0),
+    )
+    .expect("looked up")
+}
+
+/// Waits, polling every 20 ms, until [`purged`] (at most a minute).
+fn wait_purged(conn: &Connection) {
+    let started = Instant::now();
+    while !purged(conn) {
+        assert!(started.elapsed() < Duration::from_secs(60), "purge stuck");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An app on the file `path` as every section opens one (saves only when asked).
+fn open(path: &Path) -> AppState {
+    AppState::open(&settings(path, |_| {})).expect("opens")
+}
+
+/// The first request for `galaxy` in a fresh app on `path` (a system's details): how long
+/// it waited, which is the load from live rows or the restore from the archive, whichever
+/// the database holds; and the app's galaxies loaded and restored.
+fn first_request(path: &Path, galaxy: &Galaxy) -> (Duration, AppState) {
+    let app = open(path);
+    let first = &galaxy.systems()[0];
+    let started = Instant::now();
+    app.system_details(NAME, galaxy.tick(), first.x.into(), first.y.into())
+        .expect("answered");
+    let took = started.elapsed();
+    (took, app)
+}
+
+/// What the restore-vs-load part measured.
+struct RestoreVsLoad {
+    loads: Vec<Duration>,
+    restores: Vec<Duration>,
+    /// Reading the archive's body (a reader of its own) and decoding it, within a restore.
+    read_decode: Vec<Duration>,
+    /// The archive call (encode, the archive row and the mark, committed).
+    archive_calls: Vec<Duration>,
+    /// From the archive call to its galaxy's rows purged, on an idle writer.
+    purges: Vec<Duration>,
+    archive_bytes: u64,
+    /// Bytes of pages the galaxy's live rows took: pages in use after its creation and
+    /// orders, less before.
+    live_bytes: u64,
+    /// Free pages' bytes after the first archive's purge, less before the archive.
+    freed_bytes: u64,
+    file_bytes: (u64, u64),
+}
+
+/// The played galaxy of `systems` systems stored in `path` through an app (the same orders
+/// section 14 plays), saved; the galaxy as it is then, and the bytes of pages its rows
+/// take.
+fn store_played(path: &Path, systems: u64) -> (Galaxy, u64) {
+    let app = open(path);
+    let conn = peek(path);
+    let (empty, _) = pages(&conn);
+    app.create_galaxy(NAME, played_config(systems), Some(SEED), 0)
+        .expect("created");
+    let places = coords(&app, NAME);
+    for (tick, index, kind) in day_of_orders(systems) {
+        let (x, y) = places[index];
+        let _ = app.build(NAME, tick, x, y, kind);
+    }
+    app.save_all().expect("saved");
+    let galaxy = app.galaxy_copy(NAME).expect("live");
+    assert!(app.shutdown().all_saved());
+    let (used, _) = pages(&conn);
+    (galaxy, used - empty)
+}
+
+/// `rounds` rounds, each: restart, the first request loads the galaxy from its live rows;
+/// archive it and let its rows go; restart, the first request restores it.
+fn restore_vs_load(dir: &Path, systems: u64, rounds: usize) -> RestoreVsLoad {
+    let path = dir.join("archive-db.db");
+    let (galaxy, live_bytes) = store_played(&path, systems);
+    let conn = peek(&path);
+    let mut m = RestoreVsLoad {
+        loads: Vec::new(),
+        restores: Vec::new(),
+        read_decode: Vec::new(),
+        archive_calls: Vec::new(),
+        purges: Vec::new(),
+        archive_bytes: 0,
+        live_bytes,
+        freed_bytes: 0,
+        file_bytes: (0, 0),
+    };
+    for round in 0..rounds {
+        let (took, app) = first_request(&path, &galaxy);
+        let loaded = app.metrics();
+        assert_eq!(
+            (loaded.galaxies_loaded_total, loaded.galaxies_restored_total),
+            (1, 0),
+            "a load"
+        );
+        m.loads.push(took);
+        let (_, free_before) = pages(&conn);
+        let started = Instant::now();
+        let archived = app.archive(NAME).expect("archived");
+        m.archive_calls.push(started.elapsed());
+        wait_purged(&conn);
+        m.purges.push(started.elapsed());
+        m.archive_bytes = archived.bytes;
+        assert!(app.shutdown().all_saved());
+        drop(app);
+        if round == 0 {
+            let (used, free_after) = pages(&conn);
+            m.freed_bytes = free_after.saturating_sub(free_before);
+            m.file_bytes = (used, free_after);
+        }
+        // Where a restore's time goes: reading and decoding, the rest is writing rows.
+        let reader = SqliteReader::open(&path).expect("reader");
+        let started = Instant::now();
+        let body = reader.read_archive(NAME).expect("reads").expect("archived");
+        let decoded = archive::decode(&body).expect("decodes");
+        m.read_decode.push(started.elapsed());
+        assert_eq!(decoded, galaxy, "the archive holds the galaxy");
+        drop(reader);
+        let (took, app) = first_request(&path, &galaxy);
+        let restored = app.metrics();
+        assert_eq!(
+            (restored.galaxies_loaded_total, restored.galaxies_restored_total),
+            (0, 1),
+            "a restore"
+        );
+        m.restores.push(took);
+        assert_eq!(app.galaxy_copy(NAME).expect("live"), galaxy, "restored whole");
+        assert!(app.shutdown().all_saved());
+    }
+    m
+}
+
+/// One window of orders on `play` beside an archive, or without one.
+struct Window {
+    p99: Duration,
+    persisted: f64,
+    placed: f64,
+    max_unsaved: Duration,
+}
+
+/// How long after the window's start the archive begins: after section 8's warm-up
+/// (a second) and the first commit after it, which opens the measurement.
+const ARCHIVE_AFTER: Duration = Duration::from_millis(2500);
+
+/// A thread that, after [`ARCHIVE_AFTER`], archives `huge` and waits for its rows to be
+/// purged: the archive call's time, and the purge's end from the call.
+fn spawn_archive(app: &AppState, path: &Path) -> JoinHandle<(Duration, Duration)> {
+    let (app, conn) = (app.clone(), peek(path));
+    std::thread::spawn(move || {
+        std::thread::sleep(ARCHIVE_AFTER);
+        let started = Instant::now();
+        app.archive(HUGE).expect("archived");
+        let call = started.elapsed();
+        wait_purged(&conn);
+        (call, started.elapsed())
+    })
+}
+
+/// Section 8's measurement of orders on `play` for `window`, in `app` on `path`; beside
+/// the archiving of [`HUGE`] if `archiving`: the window, and the archive call's and the
+/// purge's times.
+fn orders_window(
+    app: &AppState,
+    path: &Path,
+    window: Duration,
+    archiving: bool,
+) -> (Window, Option<(Duration, Duration)>) {
+    let reader = peek(path);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let archiver = archiving.then(|| spawn_archive(app, path));
+    let (orderers, placed) = spawn_orders(app, &stop, BESIDE_THREADS, BESIDE_RATE);
+    let placed_now = || {
+        placed
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let (first, last, max_unsaved) = watch_commits(app, started, window, || {
+        (orders_on_disk(&reader), placed_now())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut samples: Vec<Duration> = orderers
+        .into_iter()
+        .flat_map(|t| t.join().expect("joins"))
+        .collect();
+    samples.sort();
+    let archived = archiver.map(|a| a.join().expect("joins"));
+    (
+        Window {
+            p99: percentile(&samples, 0.99),
+            persisted: per_sec(last.1 - first.1, last.0 - first.0),
+            placed: per_sec(last.2 - first.2, last.0 - first.0),
+            max_unsaved: Duration::from_millis(max_unsaved),
+        },
+        archived,
+    )
+}
+
+/// One round: a fresh app holding `play` and a galaxy of `huge` cheap systems; a window
+/// of orders without an archive and one beside the archive of the large galaxy, in the
+/// order `round`'s parity says. (without, with, archive call, purge).
+fn archive_round(
+    dir: &Path,
+    huge: u64,
+    window: Duration,
+    round: usize,
+) -> (Window, Window, (Duration, Duration)) {
+    let path = dir.join(format!("archive-beside-{round}.db"));
+    let (app, reader) = beside_app(&path);
+    drop(reader);
+    app.create_galaxy(HUGE, cheap_config(huge), Some(4), 0)
+        .expect("created");
+    let (control, during, archived) = if round.is_multiple_of(2) {
+        let (control, _) = orders_window(&app, &path, window, false);
+        let (during, archived) = orders_window(&app, &path, window, true);
+        (control, during, archived)
+    } else {
+        let (during, archived) = orders_window(&app, &path, window, true);
+        let (control, _) = orders_window(&app, &path, window, false);
+        (control, during, archived)
+    };
+    assert!(app.shutdown().all_saved());
+    drop(app);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    (control, during, archived.expect("archived"))
+}
+
+/// Prints the rows of the archive beside orders and returns its JSON.
+fn beside_rows(dir: &Path, huge: u64, rounds: usize, window: Duration) -> Value {
+    let (mut control, mut during, mut archived) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (c, d, a) = archive_round(dir, huge, window, round);
+        control.push(c);
+        during.push(d);
+        archived.push(a);
+    }
+    let of = |side: &[Window], f: fn(&Window) -> f64| side.iter().map(f).collect::<Vec<_>>();
+    let p99 = |w: &Window| w.p99.as_secs_f64();
+    let persisted = |w: &Window| w.persisted;
+    let placed = |w: &Window| w.placed;
+    let seconds = |samples: Vec<f64>| Duration::from_secs_f64(median(samples));
+    let beside = format!("archiving {huge} systems vs none, 100000 orders/s");
+    let p99_ratio = paired_ratio(&of(&control, p99), &of(&during, p99));
+    let persisted_ratio = paired_ratio(&of(&during, persisted), &of(&control, persisted));
+    let placed_ratio = paired_ratio(&of(&during, placed), &of(&control, placed));
+    row(
+        &format!("15. order p99, {beside}"),
+        format!("{:?}", seconds(of(&during, p99))),
+        format!("{:?}", seconds(of(&control, p99))),
+        Some(p99_ratio),
+        "≥ 0.8 (p99 without / with)",
+    );
+    row(
+        &format!("15. orders persisted/s, {beside}"),
+        format!("{:.0}", median(of(&during, persisted))),
+        format!("{:.0}", median(of(&control, persisted))),
+        Some(persisted_ratio),
+        "≥ 0.8",
+    );
+    row(
+        &format!("15. orders placed/s, {beside}"),
+        format!("{:.0}", median(of(&during, placed))),
+        format!("{:.0}", median(of(&control, placed))),
+        Some(placed_ratio),
+        "",
+    );
+    let highest = |side: &[Window]| side.iter().map(|w| w.max_unsaved).max().unwrap_or_default();
+    let limit = Duration::from_secs(2);
+    row(
+        &format!("15. oldest unsaved age at most, {beside}"),
+        format!("{:?}", highest(&during)),
+        format!("{:?}", highest(&control)),
+        Some(highest(&during).as_secs_f64() / limit.as_secs_f64()),
+        &format!("≤ {limit:?} (ratio: with / that)"),
+    );
+    let calls = seconds(archived.iter().map(|a| a.0.as_secs_f64()).collect());
+    let purges = seconds(archived.iter().map(|a| a.1.as_secs_f64()).collect());
+    row(
+        &format!("15. archiving {huge} systems beside 100000 orders/s: the call / its rows purged"),
+        format!("{calls:?} / {purges:?}"),
+        String::new(),
+        None,
+        &format!("{:.0} systems/s purged", per_sec(huge, purges)),
+    );
+    let nanos = |w: &Window| w.p99.as_nanos() as u64;
+    let unsaved = |w: &Window| w.max_unsaved.as_millis() as u64;
+    json!({"systems": huge, "rounds": rounds, "threads": BESIDE_THREADS, "rate": BESIDE_RATE,
+           "window_ms": window.as_millis() as u64,
+           "p99_ns": during.iter().map(nanos).collect::<Vec<_>>(),
+           "control_p99_ns": control.iter().map(nanos).collect::<Vec<_>>(),
+           "persisted": of(&during, persisted), "control_persisted": of(&control, persisted),
+           "placed": of(&during, placed), "control_placed": of(&control, placed),
+           "max_unsaved_ms": during.iter().map(unsaved).collect::<Vec<_>>(),
+           "control_max_unsaved_ms": control.iter().map(unsaved).collect::<Vec<_>>(),
+           "p99_ratio": p99_ratio, "persisted_ratio": persisted_ratio,
+           "placed_ratio": placed_ratio,
+           "archive_call_ms": archived.iter().map(|a| a.0.as_millis() as u64).collect::<Vec<_>>(),
+           "purged_ms": archived.iter().map(|a| a.1.as_millis() as u64).collect::<Vec<_>>()})
+}
+
+/// Prints the rows of the restore against the load, and of the space freed; returns
+/// their JSON.
+fn restore_rows(dir: &Path, systems: u64, rounds: usize) -> Value {
+    let m = restore_vs_load(dir, systems, rounds);
+    let secs = |d: &[Duration]| d.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
+    let med = |d: &[Duration]| Duration::from_secs_f64(median(secs(d)));
+    let ratio = paired_ratio(&secs(&m.restores), &secs(&m.loads));
+    row(
+        &format!("15. restore from the archive in SQLite vs load from live rows ({systems} systems, played; first request after a restart)"),
+        format!("{:?}", med(&m.restores)),
+        format!("{:?}", med(&m.loads)),
+        Some(ratio),
+        "≤ 1.5 (restore time / load time)",
+    );
+    row(
+        "15. within a restore: reading + decoding the archive (the rest writes the rows)",
+        format!("{:?}", med(&m.read_decode)),
+        String::new(),
+        None,
+        "",
+    );
+    row(
+        "15. archiving it (idle writer): the call / its rows purged",
+        format!("{:?} / {:?}", med(&m.archive_calls), med(&m.purges)),
+        String::new(),
+        None,
+        "",
+    );
+    let freed = m.freed_bytes as f64 / m.live_bytes as f64;
+    row(
+        "15. SQLite free pages gained by archiving vs the live rows' pages",
+        format!("{:.1} MB", m.freed_bytes as f64 / 1e6),
+        format!("{:.1} MB", m.live_bytes as f64 / 1e6),
+        Some(freed),
+        "≥ 0.9 (freed / live)",
+    );
+    row(
+        "15. archive bytes per system in the database (vs live rows' pages per system)",
+        format!("{:.1} B", m.archive_bytes as f64 / systems as f64),
+        format!("{:.0} B", m.live_bytes as f64 / systems as f64),
+        Some(m.live_bytes as f64 / m.archive_bytes as f64),
+        "(live / archive)",
+    );
+    let micros = |d: &[Duration]| d.iter().map(|d| d.as_micros() as u64).collect::<Vec<_>>();
+    json!({"systems": systems, "rounds": rounds,
+           "load_us": micros(&m.loads), "restore_us": micros(&m.restores),
+           "read_decode_us": micros(&m.read_decode),
+           "archive_call_us": micros(&m.archive_calls), "purged_us": micros(&m.purges),
+           "restore_ratio": ratio, "archive_bytes": m.archive_bytes,
+           "live_bytes": m.live_bytes, "freed_bytes": m.freed_bytes, "freed_ratio": freed,
+           "file_used_bytes_after": m.file_bytes.0, "file_free_bytes_after": m.file_bytes.1})
+}
+
+/// Section 15: measures, prints its rows and puts its JSON in `out`.
+pub fn run(run: &Run, out: &mut Map<String, Value>) {
+    let dir = run.dir.as_path();
+    let (rounds, huge, beside_rounds, window) = if run.quick {
+        (2, 200_000, 1, Duration::from_secs(4))
+    } else {
+        (3, 1_000_000, 2, Duration::from_secs(6))
+    };
+    let restore = restore_rows(dir, run.large, rounds);
+    let beside = beside_rows(dir, huge, beside_rounds, window);
+    out.insert(
+        "archive_db".into(),
+        json!({"restore": restore, "beside": beside}),
+    );
+}
