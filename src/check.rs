@@ -6,10 +6,13 @@
 //! Read-only, through its own connection, so it also works beside a running daemon:
 //! SQLite's integrity check, the schema version, row counts, and our own consistency rules
 //! (no orphaned rows, values within the bounds the game can hold, configs that parse,
-//! at most one build in flight per system). Each failed rule is reported with a count and
-//! an example; the exit status is 0 only when every rule holds. A backup's temporary file
-//! (`….partial-PID`, see [`crate::persistence::backup`]) is named as what it is, an
-//! unfinished backup, without being opened.
+//! at most one build in flight per system, archives that decode, no galaxy both live and
+//! archived), and what the database holds, live and archived. Each failed rule is
+//! reported with a count and an example (a damaged archive by its galaxy's name, and
+//! never deleted: its bytes are all there is of that galaxy); the exit status is 0 only
+//! when every rule holds. A backup's temporary file (`….partial-PID`, see
+//! [`crate::persistence::backup`]) is named as what it is, an unfinished backup, without
+//! being opened.
 //!
 //! "Read-only" includes the directory: the database is opened by
 //! [`crate::persistence::reading::open_to_read`], so a check of a file nobody else has open
@@ -19,11 +22,14 @@
 
 use std::path::Path;
 
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
 use crate::model::GalaxyConfig;
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
 use crate::store::sqlite::SCHEMA_VERSION;
-use crate::store::StoreError;
+use crate::store::{Storage, StoreError};
 
 /// The outcome of a check: what was found, and what is wrong.
 #[derive(Debug, Default)]
@@ -160,7 +166,88 @@ pub fn check_database(path: &Path) -> Result<CheckReport, rusqlite::Error> {
             ));
         }
     }
+    drop(rows);
+    drop(stmt);
+    check_archives(&conn, &mut report)?;
     Ok(report)
+}
+
+/// A galaxy both live and archived: an archive replaces its galaxy's live rows in one
+/// transaction, and a restore's last chunk deletes the archive in one (a galaxy being
+/// archived or restored has a mark in `galaxy_jobs`).
+const LIVE_AND_ARCHIVED: &str = "SELECT a.name FROM galaxy_archives a
+     JOIN galaxies g ON g.name = a.name
+     WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = a.name)
+     ORDER BY a.name";
+
+/// Every archive in the SQLite database decodes, and no galaxy is both live and archived;
+/// then what the database holds, live and archived. A damaged archive is reported,
+/// never deleted: its bytes are all there is of that galaxy.
+fn check_archives(conn: &Connection, report: &mut CheckReport) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("SELECT name, systems, body FROM galaxy_archives ORDER BY name")?;
+    let mut rows = stmt.query([])?;
+    // One body at a time: the rows are stepped through, never collected.
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let systems: i64 = row.get(1)?;
+        let problem = match row.get_ref(2)? {
+            ValueRef::Blob(body) => archive_problem(&name, systems, body),
+            _ => Some(format!("archived galaxy '{name}': its body is not a blob")),
+        };
+        report.problems.extend(problem);
+    }
+    let mut stmt = conn.prepare(LIVE_AND_ARCHIVED)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        report.problems.push(both_problem(&name));
+    }
+    let galaxies: i64 = conn.query_row("SELECT count(*) FROM galaxies", [], |r| r.get(0))?;
+    let storage = crate::store::sqlite::measure(conn)?;
+    report
+        .lines
+        .extend(storage_lines(galaxies, &storage, " (approximate)"));
+    Ok(())
+}
+
+/// What is wrong with the archive of galaxy `name` (its row says `systems` systems), if
+/// anything: a body that does not decode, or one that holds another galaxy.
+fn archive_problem(name: &str, systems: i64, body: &[u8]) -> Option<String> {
+    match crate::archive::decode(body) {
+        Err(error) => Some(format!("archived galaxy '{name}': {error}")),
+        Ok(galaxy) if galaxy.name() != name => Some(format!(
+            "archived galaxy '{name}': its archive holds galaxy '{}'",
+            galaxy.name()
+        )),
+        Ok(galaxy) if i64::try_from(galaxy.systems().len()).ok() != Some(systems) => Some(format!(
+            "archived galaxy '{name}': its archive holds {} systems, its row says {systems}",
+            galaxy.systems().len()
+        )),
+        Ok(_) => None,
+    }
+}
+
+fn both_problem(name: &str) -> String {
+    format!("galaxy '{name}' is both live and archived (neither being archived nor restored)")
+}
+
+/// The report's lines for what the database holds: `galaxies` rows, and `storage`;
+/// `approximate` follows the live bytes.
+fn storage_lines(galaxies: i64, storage: &Storage, approximate: &str) -> [String; 2] {
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    [
+        format!(
+            "live: {galaxies} galaxies, {} systems, {:.1} MB{approximate}",
+            storage.live_systems,
+            mb(storage.live_bytes)
+        ),
+        format!(
+            "archived: {} galaxies, {} systems, {:.1} MB",
+            storage.archived_galaxies,
+            storage.archived_systems,
+            mb(storage.archived_bytes)
+        ),
+    ]
 }
 
 /// The same rules on PostgreSQL, whose columns are typed (no `typeof` needed) and whose
@@ -282,14 +369,209 @@ pub fn check_postgres(url: &str) -> Result<CheckReport, StoreError> {
             ));
         }
     }
+    check_postgres_archives(&mut tx, &mut report)?;
     Ok(report)
+}
+
+/// [`check_archives`] on PostgreSQL, in the check's snapshot: the names first, then each
+/// body on its own, so one body at a time is in memory.
+fn check_postgres_archives(
+    tx: &mut ::postgres::Transaction<'_>,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let context = |context| move |source| StoreError::Postgres { context, source };
+    let archives = tx
+        .query(
+            "SELECT name, systems FROM galaxy_archives ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .map_err(context("listing archives"))?;
+    for row in archives {
+        let name: &str = row.try_get(0).map_err(context("listing archives"))?;
+        let systems: i64 = row.try_get(1).map_err(context("listing archives"))?;
+        let body: Option<Vec<u8>> = tx
+            .query_opt("SELECT body FROM galaxy_archives WHERE name = $1", &[&name])
+            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+            .map_err(context("reading an archive"))?;
+        // Listed in this snapshot, so there.
+        let body = body.unwrap_or_default();
+        report
+            .problems
+            .extend(archive_problem(name, systems, &body));
+    }
+    let both = tx
+        .query(
+            "SELECT a.name FROM galaxy_archives a JOIN galaxies g ON g.name = a.name
+             WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = a.name)
+             ORDER BY a.name COLLATE \"C\"",
+            &[],
+        )
+        .map_err(context("checking archives"))?;
+    for row in both {
+        let name: &str = row.try_get(0).map_err(context("checking archives"))?;
+        report.problems.push(both_problem(name));
+    }
+    let galaxies: i64 = tx
+        .query_one("SELECT count(*) FROM galaxies", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(context("counting galaxies"))?;
+    let storage = crate::store::postgres::measure(tx)?;
+    report.lines.extend(storage_lines(galaxies, &storage, ""));
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Galaxy, RowMask};
+    use crate::settings::{DatabaseUrl, Synchronous};
+    use crate::store::sqlite::SqliteWriter;
+    use crate::store::{ArchiveRow, CreationProgress, NewGalaxy, WriteStore};
     // A galaxy stored on the PostgreSQL store's throwaway cluster, as its own tests do.
     use crate::store::postgres::tests::stored_galaxy;
+
+    /// Archives `galaxy` (stored, live) through `store`, as the writer does.
+    fn archive(store: &mut dyn WriteStore, galaxy: &Galaxy) {
+        let body = crate::archive::encode(galaxy);
+        store
+            .write_archive(&ArchiveRow {
+                name: galaxy.name(),
+                format: crate::archive::FORMAT_VERSION,
+                systems: galaxy.systems().len() as u64,
+                body: &body,
+            })
+            .unwrap();
+    }
+
+    /// `body` with one byte in its middle changed, as a bit flipped on disk leaves it.
+    fn damaged(mut body: Vec<u8>) -> Vec<u8> {
+        let middle = body.len() / 2;
+        body[middle] ^= 0x55;
+        body
+    }
+
+    fn has_line(report: &CheckReport, line: &str) -> bool {
+        report.lines.iter().any(|l| l.starts_with(line))
+    }
+
+    #[test]
+    fn a_damaged_archive_is_reported_by_name_and_kept_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let url = DatabaseUrl::File(path.clone());
+        let mut store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        for name in ["g", "h"] {
+            let galaxy = Galaxy::create(name, config.clone(), 9, 100).unwrap();
+            let config_toml = galaxy.config().to_toml();
+            let new = NewGalaxy {
+                name,
+                config_toml: &config_toml,
+                tick: galaxy.tick(),
+                systems: galaxy.systems(),
+                rows: RowMask::new_system(galaxy.rules()),
+                restoring: false,
+            };
+            store
+                .create_chunk(&new, &mut CreationProgress::default(), 1000)
+                .unwrap();
+            if name == "g" {
+                archive(&mut store, &galaxy);
+            }
+        }
+        let report = check_database(&path).unwrap();
+        assert!(report.passed(), "{:?}", report.problems);
+        assert!(
+            has_line(&report, "live: 2 galaxies, 400 systems, "),
+            "{:?}",
+            report.lines
+        );
+        assert!(
+            has_line(&report, "archived: 1 galaxies, 200 systems, "),
+            "{:?}",
+            report.lines
+        );
+
+        let conn = store.connection();
+        let body: Vec<u8> = conn
+            .query_row(
+                "SELECT body FROM galaxy_archives WHERE name = 'g'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE galaxy_archives SET body = ?1 WHERE name = 'g'",
+            [damaged(body)],
+        )
+        .unwrap();
+        // And an archive beside a live galaxy, which no archive or restore leaves.
+        conn.execute(
+            "INSERT INTO galaxy_archives (name, format, systems, body)
+             SELECT 'h', format, systems, body FROM galaxy_archives WHERE name = 'g'",
+            [],
+        )
+        .unwrap();
+        drop(store);
+        let report = check_database(&path).unwrap();
+        assert!(!report.passed());
+        assert!(
+            report.problems[0].starts_with("archived galaxy 'g': the archive is corrupt"),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.starts_with("galaxy 'h' is both live and archived")),
+            "{:?}",
+            report.problems
+        );
+        let conn = Connection::open(&path).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM galaxy_archives", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2, "reported, never deleted");
+    }
+
+    #[test]
+    fn a_damaged_archive_is_reported_by_name_on_postgres() {
+        let Some((db, mut store, _reader, galaxy)) = stored_galaxy("check_archive") else {
+            return;
+        };
+        archive(&mut store, &galaxy);
+        let report = check_postgres(&db.url).unwrap();
+        assert!(report.passed(), "{:?}", report.problems);
+        assert!(
+            has_line(&report, "live: 1 galaxies, 200 systems, "),
+            "{:?}",
+            report.lines
+        );
+        assert!(
+            has_line(&report, "archived: 1 galaxies, 200 systems, "),
+            "{:?}",
+            report.lines
+        );
+        let mut client = db.client();
+        let body: Vec<u8> = client
+            .query_one("SELECT body FROM galaxy_archives WHERE name = 'g'", &[])
+            .unwrap()
+            .get(0);
+        client
+            .execute(
+                "UPDATE galaxy_archives SET body = $1 WHERE name = 'g'",
+                &[&damaged(body)],
+            )
+            .unwrap();
+        let report = check_postgres(&db.url).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].starts_with("archived galaxy 'g': the archive is corrupt"),
+            "{:?}",
+            report.problems
+        );
+    }
 
     #[test]
     fn check_passes_on_a_sound_database_and_names_a_broken_rule() {

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use ::postgres::{Client, Transaction};
+use ::postgres::{Client, GenericClient, Transaction};
 
 use super::super::{
     stored_int, ArchiveInfo, ArchiveRow, FailureKind, NewGalaxy, Storage, StoreError, WriteStats,
@@ -91,15 +91,21 @@ impl PostgresWriter {
         };
         let mut fence = Fence::default();
         fence.push(name, epoch);
-        let settling = self.unsettled_archive.as_deref() == Some(name);
+        let settling = self.unsettled_archives.contains(name);
         let result = retry_serialization(|| {
             self.with_session(|session, _, me| {
                 archive_in_tx(session, me, archive, &fence, settling)
             })
         });
-        if !matches!(&result, Err(error) if !lost_commit(error)) {
-            // Known now (or unknown again, after another lost answer).
-            self.unsettled_archive = None;
+        match &result {
+            Err(error) if lost_commit(error) => {
+                self.unsettled_archives.insert(name.to_owned());
+            }
+            // Still unknown, if it was: nothing was decided.
+            Err(_) => {}
+            Ok(_) => {
+                self.unsettled_archives.remove(name);
+            }
         }
         match result {
             Ok(Archived::Committed) => Ok(ARCHIVE_STATS),
@@ -111,12 +117,7 @@ impl PostgresWriter {
             Ok(Archived::Exists) => Err(StoreError::Exists(name.to_owned())),
             Ok(Archived::NotLive) => Err(StoreError::not_live(name)),
             Ok(Archived::Fenced) => Err(self.lose(vec![name.to_owned()])),
-            Err(error) => {
-                if lost_commit(&error) {
-                    self.unsettled_archive = Some(name.to_owned());
-                }
-                Err(error)
-            }
+            Err(error) => Err(error),
         }
     }
 
@@ -304,9 +305,10 @@ const LIVE_TABLES: &[&str] = &[
     "galaxy_owners",
 ];
 
-/// One statement, so one snapshot of the counts (the relations' sizes are the files' as
-/// they are).
-pub(super) fn storage(client: &mut Client) -> Result<Storage, StoreError> {
+/// What the database holds, live and archived ([`crate::store::ReadStore::storage`], and
+/// `galactic-war check`): one statement, so one snapshot of the counts (the relations'
+/// sizes are their files' as they are).
+pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
     const CONTEXT: &str = "measuring the database";
     let tables: Vec<&str> = LIVE_TABLES.to_vec();
     let row = client

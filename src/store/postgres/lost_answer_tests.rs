@@ -16,7 +16,9 @@ use ::postgres::config::Host;
 use ::postgres::Config;
 
 use super::super::{CreationProgress, FailureKind, ReadStore, WriteStore};
-use super::tests::{as_new, identity, new_galaxy, take_batch, terminate_writer, TestDb};
+use super::tests::{
+    archive_row, as_new, as_restore, identity, new_galaxy, take_batch, terminate_writer, TestDb,
+};
 use super::{PostgresReader, PostgresWriter};
 use crate::model::StructureKind;
 
@@ -343,4 +345,65 @@ fn a_batch_whose_commit_answer_was_lost_is_written_again_to_the_same_rows() {
         .unwrap()
         .get(0);
     assert_eq!(owner, None, "released");
+}
+
+#[test]
+fn an_archive_whose_commit_answer_was_lost_is_settled_by_the_next_call() {
+    let Some((db, relay, mut store)) = through_relay("lostarchive") else {
+        return;
+    };
+    let reader = PostgresReader::open(&db.url).unwrap();
+    let galaxy = new_galaxy("g");
+    as_new(&galaxy, |new| {
+        store
+            .create_chunk(new, &mut CreationProgress::default(), 1000)
+            .unwrap();
+    });
+    let body = crate::archive::encode(&galaxy);
+    relay.arm();
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    assert_eq!(relay.lost(), 1);
+    assert_eq!(db.count("galaxy_archives"), 1, "committed");
+    assert!(store.unsettled_archives.contains("g"), "its outcome is unknown");
+    // The writer's retry: taken as made, nothing written twice.
+    assert_eq!(
+        store
+            .write_archive(&archive_row(&galaxy, &body))
+            .unwrap()
+            .rows,
+        2
+    );
+    assert!(store.unsettled_archives.is_empty(), "settled");
+    assert_eq!(db.count("galaxy_archives"), 1);
+    assert_eq!(db.count("galaxy_jobs"), 1);
+    assert!(!reader.galaxy_exists("g").unwrap());
+    // Settled: one more is an archive of a name taken, as ever.
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Exists, "{err}");
+    while !store.purge_chunk("g", 1000).unwrap().1 {}
+
+    // A restore whose last chunk's answer is lost: the galaxy exists and its archive is
+    // gone, both from that commit; the retry settles it as created.
+    as_restore(&galaxy, |new| {
+        let mut progress = CreationProgress::default();
+        store.create_chunk(new, &mut progress, 150).unwrap();
+        relay.arm();
+        let err = store.create_chunk(new, &mut progress, 150).unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+        assert!(progress.is_unsettled());
+        assert_eq!(db.count("galaxy_archives"), 0, "committed with the galaxy");
+        store.create_chunk(new, &mut progress, 150).unwrap();
+        assert_eq!(
+            progress.written,
+            galaxy.systems().len(),
+            "settled as created"
+        );
+    });
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
+    assert!(reader.archives().unwrap().is_empty());
 }

@@ -80,6 +80,7 @@ mod stall;
 mod write;
 mod writer;
 
+pub use archive::measure;
 pub use claimer::PostgresClaimer;
 pub use identity::Identity;
 pub use migrate::{stored_schema_version, SCHEMA_VERSION};

@@ -127,7 +127,7 @@ impl ReadStore for PostgresReader {
     }
 
     fn storage(&self) -> Result<Storage, StoreError> {
-        self.with_client(archive::storage)
+        self.with_client(archive::measure)
     }
 
     fn galaxy_owners(&self) -> Result<Vec<(String, Option<Owner>)>, StoreError> {

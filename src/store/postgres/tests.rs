@@ -14,8 +14,8 @@ use ::postgres::{Client, NoTls};
 mod cluster;
 
 use super::super::{
-    BusyDeadline, Claim, ClaimStore, CreationProgress, Epoch, FailureKind, GalaxyJob, GalaxyRows,
-    LostGalaxy, NewGalaxy, Owner, ReadStore, SystemRow, WriteStats, WriteStore,
+    ArchiveRow, BusyDeadline, Claim, ClaimStore, CreationProgress, Epoch, FailureKind, GalaxyJob,
+    GalaxyRows, LostGalaxy, NewGalaxy, Owner, ReadStore, SystemRow, WriteStats, WriteStore,
 };
 use super::cancel::Canceller;
 use super::error::state_kind;
@@ -263,7 +263,7 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     );
     let err = PostgresReader::open(&db.url).err().unwrap();
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
-    assert_eq!(db.count("galactic_war_schema"), 5, "left untouched");
+    assert_eq!(db.count("galactic_war_schema"), 6, "left untouched");
 }
 
 #[test]
@@ -1464,4 +1464,244 @@ fn a_reader_follows_the_primary_when_another_session_found_it_elsewhere() {
     let after = pid(&reader);
     reader.galaxy_names().unwrap();
     assert_eq!(pid(&reader), after, "and stays");
+}
+
+/// Galaxy `galaxy`'s archive row as the writer stores it, with `body`.
+pub(super) fn archive_row<'a>(galaxy: &'a Galaxy, body: &'a [u8]) -> ArchiveRow<'a> {
+    ArchiveRow {
+        name: galaxy.name(),
+        format: crate::archive::FORMAT_VERSION,
+        systems: galaxy.systems().len() as u64,
+        body,
+    }
+}
+
+/// Runs `write` on `galaxy` as a restore of its archive writes it.
+pub(super) fn as_restore<T>(galaxy: &Galaxy, write: impl FnOnce(&NewGalaxy) -> T) -> T {
+    as_new(galaxy, |new| {
+        write(&NewGalaxy {
+            restoring: true,
+            ..*new
+        })
+    })
+}
+
+#[test]
+fn an_archive_replaces_the_live_rows_and_a_restore_brings_them_back() {
+    let Some((db, mut store, reader, mut galaxy)) = stored_galaxy("archive") else {
+        return;
+    };
+    let (x, y) = galaxy.systems()[3].coords();
+    galaxy
+        .build(200, x.into(), y.into(), StructureKind::Hatchery)
+        .unwrap();
+    store
+        .write_batch(&[], &[take_batch(&mut galaxy, 200)])
+        .unwrap();
+    let systems = galaxy.systems().len() as u64;
+    let before = reader.storage().unwrap();
+    assert_eq!(before.live_systems, systems);
+    assert_eq!((before.archived_galaxies, before.archived_bytes), (0, 0));
+    assert!(before.live_bytes > 0, "{before:?}");
+
+    let body = crate::archive::encode(&galaxy);
+    assert_eq!(
+        store
+            .write_archive(&archive_row(&galaxy, &body))
+            .unwrap()
+            .rows,
+        2
+    );
+    assert!(!store.ids.contains_key("g"), "its cached ids are forgotten");
+    assert!(!reader.galaxy_exists("g").unwrap());
+    assert_eq!(reader.load_galaxy("g").unwrap(), None);
+    assert!(reader.galaxy_names().unwrap().is_empty());
+    assert_eq!(
+        reader.read_archive("g").unwrap().as_deref(),
+        Some(&body[..])
+    );
+    assert_eq!(crate::archive::decode(&body).unwrap(), galaxy);
+    let listed = reader.archives().unwrap();
+    assert_eq!(listed.len(), 1);
+    let info = &listed[0];
+    assert_eq!(
+        (info.name.as_str(), info.format, info.systems, info.bytes),
+        (
+            "g",
+            crate::archive::FORMAT_VERSION,
+            systems,
+            body.len() as u64
+        )
+    );
+    assert_eq!(
+        info.archived_at.len(),
+        "2026-01-01 00:00:00".len(),
+        "{info:?}"
+    );
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Exists(name) if name == "g"),
+        "{err}"
+    );
+    assert_eq!(db.count("galaxy_archives"), 1);
+    let job: String = db
+        .client()
+        .query_one("SELECT job FROM galaxy_jobs WHERE name = 'g'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(job, "deleting", "its rows are marked as a deletion's are");
+    while !store.purge_chunk("g", 64).unwrap().1 {}
+    assert_eq!(db.count("systems"), 0);
+    assert_eq!(db.count("galaxies"), 0);
+    let archived = reader.storage().unwrap();
+    assert_eq!(archived.live_systems, 0);
+    assert_eq!(
+        (
+            archived.archived_galaxies,
+            archived.archived_systems,
+            archived.archived_bytes
+        ),
+        (1, systems, body.len() as u64)
+    );
+
+    // A creation under the archived name is refused, and writes nothing.
+    let fresh = new_galaxy("g");
+    let err = as_new(&fresh, |new| {
+        store.create_chunk(new, &mut CreationProgress::default(), 64)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Exists(name) if name == "g"),
+        "{err}"
+    );
+    assert_eq!(db.count("galaxies"), 0);
+
+    let decoded = crate::archive::decode(&reader.read_archive("g").unwrap().unwrap()).unwrap();
+    as_restore(&decoded, |new| {
+        let mut progress = CreationProgress::default();
+        while progress.written < decoded.systems().len() {
+            assert_eq!(
+                reader.archives().unwrap().len(),
+                1,
+                "archived until the last chunk"
+            );
+            store.create_chunk(new, &mut progress, 64).unwrap();
+        }
+    });
+    assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
+    assert_eq!(
+        reader.read_archive("g").unwrap(),
+        None,
+        "the restore took it"
+    );
+    assert!(reader.archives().unwrap().is_empty());
+    assert_eq!(
+        store.owned().get("g"),
+        Some(&1),
+        "the restorer's, as a creator's"
+    );
+    assert!(!store.delete_archive("g").unwrap());
+}
+
+#[test]
+fn an_archive_of_a_galaxy_not_owned_is_lost_and_writes_nothing() {
+    let Some((db, mut store, _reader, galaxy)) = stored_galaxy("archive_fence") else {
+        return;
+    };
+    let body = crate::archive::encode(&galaxy);
+    // Another daemon took it (as a take after the lease ran out leaves the row).
+    db.client()
+        .execute(
+            "UPDATE galaxy_owners SET epoch = 2, owner = 'b', owner_url = 'http://b'
+             WHERE galaxy_name = 'g'",
+            &[],
+        )
+        .unwrap();
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lost(lost) if lost[0].name == "g" && lost[0].current == Some(2)),
+        "{err}"
+    );
+    assert_eq!(db.count("galaxy_archives"), 0, "rolled back");
+    assert_eq!(db.count("galaxy_jobs"), 0, "rolled back");
+    assert!(!store.owns("g"));
+    // No longer owned here: refused before anything is sent.
+    let err = store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Lost, "{err}");
+    // A galaxy with no live rows (never stored) is no archive's either.
+    let mut other = PostgresWriter::open(&db.url, identity("http://c", 15)).unwrap();
+    other.own("absent", 1);
+    let absent = new_galaxy("absent");
+    let err = other
+        .write_archive(&archive_row(&absent, &body))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Lost, "no ownership row: {err}");
+    assert_eq!(db.count("galaxy_archives"), 0);
+}
+
+#[test]
+fn a_restore_whose_archive_is_deleted_meanwhile_is_refused() {
+    let Some((db, mut store, reader, galaxy)) = stored_galaxy("archive_gone") else {
+        return;
+    };
+    let body = crate::archive::encode(&galaxy);
+    store.write_archive(&archive_row(&galaxy, &body)).unwrap();
+    while !store.purge_chunk("g", 1000).unwrap().1 {}
+    as_restore(&galaxy, |new| {
+        let mut progress = CreationProgress::default();
+        store.create_chunk(new, &mut progress, 150).unwrap();
+        // Another daemon deletes the archive, on its own session.
+        let mut other = PostgresWriter::open(&db.url, identity("http://b", 15)).unwrap();
+        assert!(other.delete_archive("g").unwrap());
+        let err = store.create_chunk(new, &mut progress, 150).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::ArchiveGone(name) if name == "g"),
+            "{err}"
+        );
+        assert_eq!(progress.written, 150, "the last chunk rolled back");
+        assert!(!reader.galaxy_exists("g").unwrap());
+        while !store.purge_chunk("g", 1000).unwrap().1 {}
+        assert_eq!(db.count("galaxies"), 0);
+        // A restore of no archive writes nothing.
+        let err = store
+            .create_chunk(new, &mut CreationProgress::default(), 1000)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ArchiveGone(_)), "{err}");
+        assert_eq!(db.count("galaxies"), 0);
+    });
+}
+
+#[test]
+fn idle_galaxies_are_those_saved_longest_ago() {
+    let Some(db) = TestDb::new("idle") else {
+        return;
+    };
+    let mut store = open_writer(&db.url);
+    let reader = PostgresReader::open(&db.url).unwrap();
+    for name in ["a", "b", "c", "d"] {
+        insert(&mut store, &reader, &new_galaxy(name));
+    }
+    let mut client = db.client();
+    for (name, days) in [("b", 3), ("a", 2), ("d", 4)] {
+        client
+            .execute(
+                "UPDATE galaxies SET updated_at = now() - $2::bigint * interval '1 day'
+                 WHERE name = $1",
+                &[&name, &(days as i64)],
+            )
+            .unwrap();
+    }
+    store.write_batch(&["d".to_owned()], &[]).unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(reader.idle_galaxies(hour, 10).unwrap(), ["b", "a"]);
+    assert_eq!(reader.idle_galaxies(hour, 1).unwrap(), ["b"]);
+    store.write_batch(&[], &[tick_only("b", 5)]).unwrap();
+    assert_eq!(reader.idle_galaxies(hour, 10).unwrap(), ["a"]);
+    assert!(reader.idle_galaxies(Duration::MAX, 10).unwrap().is_empty());
 }

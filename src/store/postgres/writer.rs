@@ -7,7 +7,7 @@
 //! reused, so the writer's retries are the reconnects; a call that fails leaves the
 //! writer ready for the next one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ::postgres::Config;
@@ -52,9 +52,9 @@ pub struct PostgresWriter {
     /// When the session last answered a call: one idle for [`IDLE_CHECK_AFTER`] is
     /// checked before the next.
     pub(super) session_used: Instant,
-    /// The galaxy whose archive's commit was sent and its answer lost: the next archive
-    /// of it settles that first (see `archive.rs`).
-    pub(super) unsettled_archive: Option<String>,
+    /// The galaxies whose archive's commit was sent and its answer lost: the next archive
+    /// of each settles that first (see `archive.rs`).
+    pub(super) unsettled_archives: HashSet<String>,
 }
 
 /// A session idle this long is checked with an empty query before a call. The client
@@ -88,7 +88,7 @@ impl PostgresWriter {
             fencing: true,
             replication,
             session_used: Instant::now(),
-            unsettled_archive: None,
+            unsettled_archives: HashSet::new(),
         })
     }
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::super::WriteStats;
 use super::super::{stored_int, ArchiveInfo, ArchiveRow, NewGalaxy, Storage, StoreError};
@@ -23,7 +23,7 @@ const INSERT_ARCHIVE: &str = "INSERT INTO galaxy_archives (name, format, systems
 /// Marks a live galaxy `deleting`, as a deletion's batch does (`write.rs`), but only a live
 /// one: a galaxy not stored, or with a creation or deletion unfinished, has no whole rows
 /// for an archive to replace, and is left alone.
-pub(super) const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
+const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
      SELECT name, 'deleting' FROM galaxies g WHERE name = ?1
          AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
      ON CONFLICT (name) DO NOTHING";
@@ -37,9 +37,9 @@ impl SqliteWriter {
         &mut self,
         archive: &ArchiveRow<'_>,
     ) -> Result<WriteStats, StoreError> {
-        self.db.check_file()?;
         // The galaxy has left memory, whatever follows: its next load reads its ids again.
         self.ids.remove(archive.name);
+        self.db.check_file()?;
         let tx = self.db.conn.transaction().context("starting an archive")?;
         let inserted = tx
             .prepare_cached(INSERT_ARCHIVE)
@@ -183,34 +183,36 @@ impl Db {
         Ok(names)
     }
 
-    /// One statement, so one snapshot. `live_bytes` is the file's pages in use less the
-    /// archives' bodies: approximate (the archive table's own overhead and the schema
-    /// count as live), and cheap, where `dbstat` would read every page of the file.
     pub(super) fn storage(&self) -> Result<Storage, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT (SELECT coalesce(sum(systems), 0) FROM galaxy_sizes),
-                    (SELECT page_count FROM pragma_page_count())
-                        - (SELECT freelist_count FROM pragma_freelist_count()),
-                    (SELECT page_size FROM pragma_page_size()),
-                    count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0)
-                 FROM galaxy_archives",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([], |row| {
-                    let used_pages = count(row.get(1)?);
-                    let archived_bytes = count(row.get(5)?);
-                    Ok(Storage {
-                        live_systems: count(row.get(0)?),
-                        live_bytes: used_pages
-                            .saturating_mul(count(row.get(2)?))
-                            .saturating_sub(archived_bytes),
-                        archived_galaxies: count(row.get(3)?),
-                        archived_systems: count(row.get(4)?),
-                        archived_bytes,
-                    })
-                })
-            })
-            .context("measuring the database")
+        measure(&self.conn).context("measuring the database")
     }
+}
+
+/// What the database on `conn` holds, live and archived ([`crate::store::ReadStore::storage`],
+/// and `galactic-war check`), in one statement, so one snapshot. `live_bytes` is the
+/// file's pages in use less the archives' bodies: approximate (the archive table's own
+/// overhead and the schema count as live), and cheap, where `dbstat` would read every
+/// page of the file.
+pub fn measure(conn: &Connection) -> rusqlite::Result<Storage> {
+    conn.prepare_cached(
+        "SELECT (SELECT coalesce(sum(systems), 0) FROM galaxy_sizes),
+            (SELECT page_count FROM pragma_page_count())
+                - (SELECT freelist_count FROM pragma_freelist_count()),
+            (SELECT page_size FROM pragma_page_size()),
+            count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0)
+         FROM galaxy_archives",
+    )?
+    .query_row([], |row| {
+        let used_pages = count(row.get(1)?);
+        let archived_bytes = count(row.get(5)?);
+        Ok(Storage {
+            live_systems: count(row.get(0)?),
+            live_bytes: used_pages
+                .saturating_mul(count(row.get(2)?))
+                .saturating_sub(archived_bytes),
+            archived_galaxies: count(row.get(3)?),
+            archived_systems: count(row.get(4)?),
+            archived_bytes,
+        })
+    })
 }

@@ -44,6 +44,7 @@ use crate::systemd::Notifier;
 use checkpoint::Checkpointer;
 use db::Db;
 
+pub use archive::measure;
 pub use db::BUSY_TIMEOUT;
 #[cfg(any(test, feature = "testing"))]
 pub use migrate::WRITER_PRAGMAS;
