@@ -5,7 +5,7 @@
 //! orders on another galaxy while a large galaxy is archived beside them (section 8's
 //! measurement, an archive instead of creations).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use galactic_war::app::AppState;
 use galactic_war::archive;
 use galactic_war::model::Galaxy;
-use galactic_war::testing::{ReadStore, RowMask, SqliteReader, WRITER_PRAGMAS};
+use galactic_war::settings::Settings;
+use galactic_war::testing::{PostgresReader, ReadStore, RowMask, SqliteReader, WRITER_PRAGMAS};
 use rusqlite::{params, Connection, OpenFlags};
 use serde_json::{json, Map, Value};
 
-use crate::harness::{coords, median, paired_ratio, per_sec, percentile, row, settings, Run};
+use crate::harness::{
+    coords, median, paired_ratio, per_sec, percentile, pg_settings, row, settings, Run,
+};
+use crate::pg_cluster;
 use crate::s08_creation::{
     beside_app, cheap_config, orders_on_disk, spawn_orders, watch_commits, BESIDE_RATE,
     BESIDE_THREADS,
@@ -67,25 +71,81 @@ fn purged(conn: &Connection) -> bool {
     .expect("looked up")
 }
 
-/// Waits, polling every 20 ms, until [`purged`] (at most a minute).
-fn wait_purged(conn: &Connection) {
+/// Waits, polling every 20 ms, until `done` (at most a minute).
+fn wait_until(mut done: impl FnMut() -> bool) {
     let started = Instant::now();
-    while !purged(conn) {
+    while !done() {
         assert!(started.elapsed() < Duration::from_secs(60), "purge stuck");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// An app on the file `path` as every section opens one (saves only when asked).
-fn open(path: &Path) -> AppState {
-    AppState::open(&settings(path, |_| {})).expect("opens")
+/// Where the played galaxy is stored.
+enum Store<'c> {
+    Sqlite(PathBuf),
+    Postgres(pg_cluster::Database<'c>),
 }
 
-/// The first request for `galaxy` in a fresh app on `path` (a system's details): how long
-/// it waited, which is the load from live rows or the restore from the archive, whichever
-/// the database holds; and the app's galaxies loaded and restored.
-fn first_request(path: &Path, galaxy: &Galaxy) -> (Duration, AppState) {
-    let app = open(path);
+impl Store<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "SQLite",
+            Store::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Settings as every section's (saves only when asked).
+    fn settings(&self) -> Settings {
+        match self {
+            Store::Sqlite(path) => settings(path, |_| {}),
+            Store::Postgres(database) => pg_settings(&database.url()),
+        }
+    }
+
+    fn open(&self) -> AppState {
+        AppState::open(&self.settings()).expect("opens")
+    }
+
+    /// A reader of the store's own, as the engine's pool holds.
+    fn reader(&self) -> Box<dyn ReadStore> {
+        match self {
+            Store::Sqlite(path) => Box::new(SqliteReader::open(path).expect("reader")),
+            Store::Postgres(database) => {
+                Box::new(PostgresReader::open(&database.url()).expect("reader"))
+            }
+        }
+    }
+
+    /// True once no removal is left unfinished, asked on a connection of its own.
+    fn purged(&self) -> Box<dyn FnMut() -> bool> {
+        const NONE_LEFT: &str =
+            "SELECT NOT EXISTS (SELECT 1 FROM galaxy_jobs WHERE job = 'deleting')";
+        match self {
+            Store::Sqlite(path) => {
+                let conn = peek(path);
+                Box::new(move || purged(&conn))
+            }
+            Store::Postgres(database) => {
+                let mut client = database.client();
+                Box::new(move || client.query_one(NONE_LEFT, &[]).expect("looked up").get(0))
+            }
+        }
+    }
+
+    /// [`pages`] of a SQLite file.
+    fn pages(&self) -> Option<(u64, u64)> {
+        match self {
+            Store::Sqlite(path) => Some(pages(&peek(path))),
+            Store::Postgres(_) => None,
+        }
+    }
+}
+
+/// The first request for `galaxy` in a fresh app on `store` (a system's details): how
+/// long it waited, which is the load from live rows or the restore from the archive,
+/// whichever the database holds; and the app.
+fn first_request(store: &Store<'_>, galaxy: &Galaxy) -> (Duration, AppState) {
+    let app = store.open();
     let first = &galaxy.systems()[0];
     let started = Instant::now();
     app.system_details(NAME, galaxy.tick(), first.x.into(), first.y.into())
@@ -181,25 +241,22 @@ struct RestoreVsLoad {
     /// From the archive call to its galaxy's rows purged, on an idle writer.
     purges: Vec<Duration>,
     archive_bytes: u64,
-    /// Bytes of pages the galaxy's live rows took: pages in use after its creation and
-    /// orders, less before.
-    live_bytes: u64,
-    /// Free pages' bytes after the first archive's purge, less before the archive.
-    freed_bytes: u64,
-    file_bytes: (u64, u64),
+    /// SQLite: bytes of pages the galaxy's live rows took (pages in use after its creation
+    /// and orders, less before), and free pages' bytes gained by the first archive (after
+    /// its purge, less before it).
+    space: Option<(u64, u64)>,
     /// Creating the galaxy fresh (`create_galaxy`, the path a restore takes).
     created: Duration,
-    /// [`floor_insert`] of the same galaxy, once per round.
-    floor: Vec<Duration>,
+    /// SQLite: [`floor_insert`] of the same galaxy, once.
+    floor: Option<Duration>,
 }
 
-/// The played galaxy of `systems` systems stored in `path` through an app (the same orders
-/// section 14 plays), saved; the galaxy as it is then, and the bytes of pages its rows
-/// take, and how long its creation took.
-fn store_played(path: &Path, systems: u64) -> (Galaxy, u64, Duration) {
-    let app = open(path);
-    let conn = peek(path);
-    let (empty, _) = pages(&conn);
+/// The played galaxy of `systems` systems stored in `store` through an app (the same
+/// orders section 14 plays), saved; the galaxy as it is then, how long its creation took,
+/// and on SQLite the bytes of pages its rows take.
+fn store_played(store: &Store<'_>, systems: u64) -> (Galaxy, Duration, Option<u64>) {
+    let app = store.open();
+    let empty = store.pages();
     let started = Instant::now();
     app.create_galaxy(NAME, played_config(systems), Some(SEED), 0)
         .expect("created");
@@ -212,16 +269,26 @@ fn store_played(path: &Path, systems: u64) -> (Galaxy, u64, Duration) {
     app.save_all().expect("saved");
     let galaxy = app.galaxy_copy(NAME).expect("live");
     assert!(app.shutdown().all_saved());
-    let (used, _) = pages(&conn);
-    (galaxy, used - empty, created)
+    let live = store.pages().zip(empty).map(|((used, _), (e, _))| used - e);
+    (galaxy, created, live)
+}
+
+/// Archives `galaxy` in `app` and waits for its rows to be purged: the archive's bytes;
+/// the call's time and the purge's end from the call go into `m`.
+fn archive_and_purge(store: &Store<'_>, app: &AppState, m: &mut RestoreVsLoad) {
+    let mut purged = store.purged();
+    let started = Instant::now();
+    let archived = app.archive(NAME).expect("archived");
+    m.archive_calls.push(started.elapsed());
+    wait_until(&mut purged);
+    m.purges.push(started.elapsed());
+    m.archive_bytes = archived.bytes;
 }
 
 /// `rounds` rounds, each: restart, the first request loads the galaxy from its live rows;
 /// archive it and let its rows go; restart, the first request restores it.
-fn restore_vs_load(dir: &Path, systems: u64, rounds: usize) -> RestoreVsLoad {
-    let path = dir.join("archive-db.db");
-    let (galaxy, live_bytes, created) = store_played(&path, systems);
-    let conn = peek(&path);
+fn restore_vs_load(store: &Store<'_>, dir: &Path, systems: u64, rounds: usize) -> RestoreVsLoad {
+    let (galaxy, created, live) = store_played(store, systems);
     let mut m = RestoreVsLoad {
         loads: Vec::new(),
         restores: Vec::new(),
@@ -229,64 +296,49 @@ fn restore_vs_load(dir: &Path, systems: u64, rounds: usize) -> RestoreVsLoad {
         archive_calls: Vec::new(),
         purges: Vec::new(),
         archive_bytes: 0,
-        live_bytes,
-        freed_bytes: 0,
-        file_bytes: (0, 0),
+        space: None,
         created,
-        floor: Vec::new(),
+        floor: None,
     };
     for round in 0..rounds {
-        let (took, app) = first_request(&path, &galaxy);
+        let (took, app) = first_request(store, &galaxy);
         let loaded = app.metrics();
-        assert_eq!(
-            (loaded.galaxies_loaded_total, loaded.galaxies_restored_total),
-            (1, 0),
-            "a load"
-        );
+        let counts = (loaded.galaxies_loaded_total, loaded.galaxies_restored_total);
+        assert_eq!(counts, (1, 0), "a load");
         m.loads.push(took);
-        let (_, free_before) = pages(&conn);
-        let started = Instant::now();
-        let archived = app.archive(NAME).expect("archived");
-        m.archive_calls.push(started.elapsed());
-        wait_purged(&conn);
-        m.purges.push(started.elapsed());
-        m.archive_bytes = archived.bytes;
+        let before = store.pages();
+        archive_and_purge(store, &app, &mut m);
         assert!(app.shutdown().all_saved());
         drop(app);
         if round == 0 {
-            let (used, free_after) = pages(&conn);
-            m.freed_bytes = free_after.saturating_sub(free_before);
-            m.file_bytes = (used, free_after);
+            let gained = |(_, after): (u64, u64), (_, before): (u64, u64)| after - before;
+            m.space = live.zip(store.pages().zip(before).map(|(a, b)| gained(a, b)));
         }
         // Where a restore's time goes: reading and decoding, the rest is writing rows.
-        let reader = SqliteReader::open(&path).expect("reader");
+        let reader = store.reader();
         let started = Instant::now();
         let body = reader.read_archive(NAME).expect("reads").expect("archived");
         let decoded = archive::decode(&body).expect("decodes");
         m.read_decode.push(started.elapsed());
         assert_eq!(decoded, galaxy, "the archive holds the galaxy");
         drop(reader);
-        let floor_path = dir.join(format!("archive-floor-{round}.db"));
-        m.floor.push(floor_insert(&floor_path, &decoded));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", floor_path.display()));
+        if round == 0 && matches!(store, Store::Sqlite(_)) {
+            let floor_path = dir.join("archive-floor.db");
+            m.floor = Some(floor_insert(&floor_path, &decoded));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", floor_path.display()));
+            }
         }
-        let (took, app) = first_request(&path, &galaxy);
+        let (took, app) = first_request(store, &galaxy);
         let restored = app.metrics();
-        assert_eq!(
-            (
-                restored.galaxies_loaded_total,
-                restored.galaxies_restored_total
-            ),
-            (0, 1),
-            "a restore"
+        let counts = (
+            restored.galaxies_loaded_total,
+            restored.galaxies_restored_total,
         );
+        assert_eq!(counts, (0, 1), "a restore");
         m.restores.push(took);
-        assert_eq!(
-            app.galaxy_copy(NAME).expect("live"),
-            galaxy,
-            "restored whole"
-        );
+        let back = app.galaxy_copy(NAME).expect("live");
+        assert_eq!(back, galaxy, "restored whole");
         assert!(app.shutdown().all_saved());
     }
     m
@@ -313,7 +365,7 @@ fn spawn_archive(app: &AppState, path: &Path) -> JoinHandle<(Duration, Duration)
         let started = Instant::now();
         app.archive(HUGE).expect("archived");
         let call = started.elapsed();
-        wait_purged(&conn);
+        wait_until(|| purged(&conn));
         (call, started.elapsed())
     })
 }
@@ -463,76 +515,93 @@ fn beside_rows(dir: &Path, huge: u64, rounds: usize, window: Duration) -> Value 
            "purged_ms": archived.iter().map(|a| a.1.as_millis() as u64).collect::<Vec<_>>()})
 }
 
-/// Prints the rows of the restore against the load, and of the space freed; returns
-/// their JSON.
-fn restore_rows(dir: &Path, systems: u64, rounds: usize) -> Value {
-    let m = restore_vs_load(dir, systems, rounds);
+/// Prints the rows of the restore against the load on `store`, and on SQLite of the
+/// space freed; returns their JSON.
+fn restore_rows(store: &Store<'_>, dir: &Path, systems: u64, rounds: usize) -> Value {
+    let m = restore_vs_load(store, dir, systems, rounds);
+    let on = store.label();
     let secs = |d: &[Duration]| d.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
     let med = |d: &[Duration]| Duration::from_secs_f64(median(secs(d)));
     let ratio = paired_ratio(&secs(&m.restores), &secs(&m.loads));
     row(
-        &format!("15. restore from the archive in SQLite vs load from live rows ({systems} systems, played; first request after a restart)"),
+        &format!("15. restore from the archive vs load from live rows, {on} ({systems} systems, played; the first request after a restart)"),
         format!("{:?}", med(&m.restores)),
         format!("{:?}", med(&m.loads)),
         Some(ratio),
         "≤ 1.5 (restore time / load time)",
     );
     row(
-        "15. within a restore: reading + decoding the archive (the rest writes the rows)",
+        &format!(
+            "15. within a restore, {on}: reading + decoding the archive (the rest writes the rows)"
+        ),
         format!("{:?}", med(&m.read_decode)),
         String::new(),
         None,
         "",
     );
+    let floor = m.floor.map_or(String::new(), |f| {
+        format!("{f:?} (plain inserts, one transaction); ")
+    });
     row(
-        "15. restore vs plain rusqlite inserting the same rows (one transaction), and creating the galaxy fresh",
+        &format!("15. restore vs writing the same rows, {on}: plain rusqlite inserts; creating the galaxy fresh"),
         format!("{:?}", med(&m.restores)),
-        format!("{:?}; created in {:?}", med(&m.floor), m.created),
-        Some(paired_ratio(&secs(&m.restores), &secs(&m.floor))),
-        "(restore / insert)",
+        format!("{floor}created in {:?}", m.created),
+        m.floor.map(|f| med(&m.restores).as_secs_f64() / f.as_secs_f64()),
+        "(restore / inserts)",
     );
     row(
-        "15. archiving it (idle writer): the call / its rows purged",
+        &format!("15. archiving it, {on} (idle writer): the call / its rows purged"),
         format!("{:?} / {:?}", med(&m.archive_calls), med(&m.purges)),
         String::new(),
         None,
         "",
     );
-    let freed = m.freed_bytes as f64 / m.live_bytes as f64;
-    row(
-        "15. SQLite free pages gained by archiving vs the live rows' pages",
-        format!("{:.1} MB", m.freed_bytes as f64 / 1e6),
-        format!("{:.1} MB", m.live_bytes as f64 / 1e6),
-        Some(freed),
-        "≥ 0.9 (freed / live)",
-    );
-    row(
-        "15. archive bytes per system in the database (vs live rows' pages per system)",
-        format!("{:.1} B", m.archive_bytes as f64 / systems as f64),
-        format!("{:.0} B", m.live_bytes as f64 / systems as f64),
-        Some(m.live_bytes as f64 / m.archive_bytes as f64),
-        "(live / archive)",
-    );
+    let mut space = json!(null);
+    if let Some((live, freed)) = m.space {
+        let share = freed as f64 / live as f64;
+        row(
+            "15. SQLite free pages gained by archiving vs the live rows' pages",
+            format!("{:.1} MB", freed as f64 / 1e6),
+            format!("{:.1} MB", live as f64 / 1e6),
+            Some(share),
+            "≥ 0.9 (freed / live)",
+        );
+        row(
+            "15. archive bytes per system in the database (vs live rows' pages per system)",
+            format!("{:.1} B", m.archive_bytes as f64 / systems as f64),
+            format!("{:.0} B", live as f64 / systems as f64),
+            Some(live as f64 / m.archive_bytes as f64),
+            "(live / archive)",
+        );
+        space = json!({"live_bytes": live, "freed_bytes": freed, "freed_ratio": share});
+    }
     let micros = |d: &[Duration]| d.iter().map(|d| d.as_micros() as u64).collect::<Vec<_>>();
-    json!({"systems": systems, "rounds": rounds,
+    json!({"store": on, "systems": systems, "rounds": rounds,
            "load_us": micros(&m.loads), "restore_us": micros(&m.restores),
-           "read_decode_us": micros(&m.read_decode), "floor_insert_us": micros(&m.floor),
+           "read_decode_us": micros(&m.read_decode),
+           "floor_insert_us": m.floor.map(|f| f.as_micros() as u64),
            "created_us": m.created.as_micros() as u64,
            "archive_call_us": micros(&m.archive_calls), "purged_us": micros(&m.purges),
-           "restore_ratio": ratio, "archive_bytes": m.archive_bytes,
-           "live_bytes": m.live_bytes, "freed_bytes": m.freed_bytes, "freed_ratio": freed,
-           "file_used_bytes_after": m.file_bytes.0, "file_free_bytes_after": m.file_bytes.1})
+           "restore_ratio": ratio, "archive_bytes": m.archive_bytes, "space": space})
 }
 
 /// Section 15: measures, prints its rows and puts its JSON in `out`.
 pub fn run(run: &Run, out: &mut Map<String, Value>) {
     let dir = run.dir.as_path();
-    let (rounds, huge, beside_rounds, window) = if run.quick {
-        (2, 200_000, 1, Duration::from_secs(4))
+    let (rounds, pg_rounds, huge, beside_rounds, window) = if run.quick {
+        (2, 1, 200_000, 1, Duration::from_secs(4))
     } else {
-        (3, 1_000_000, 2, Duration::from_secs(10))
+        (3, 2, 1_000_000, 2, Duration::from_secs(10))
     };
-    let restore = restore_rows(dir, run.large, rounds);
+    let sqlite = Store::Sqlite(dir.join("archive-db.db"));
+    let mut restore = vec![restore_rows(&sqlite, dir, run.large, rounds)];
+    match pg_cluster::Cluster::private_durable() {
+        None => println!("| 15. PostgreSQL: skipped, not installed |  |  |  |  |"),
+        Some(cluster) => {
+            let postgres = Store::Postgres(cluster.database());
+            restore.push(restore_rows(&postgres, dir, run.large, pg_rounds));
+        }
+    }
     let beside = beside_rows(dir, huge, beside_rounds, window);
     out.insert(
         "archive_db".into(),

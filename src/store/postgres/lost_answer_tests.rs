@@ -367,7 +367,10 @@ fn an_archive_whose_commit_answer_was_lost_is_settled_by_the_next_call() {
     assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
     assert_eq!(relay.lost(), 1);
     assert_eq!(db.count("galaxy_archives"), 1, "committed");
-    assert!(store.unsettled_archives.contains("g"), "its outcome is unknown");
+    assert!(
+        store.unsettled_archives.contains("g"),
+        "its outcome is unknown"
+    );
     // The writer's retry: taken as made, nothing written twice.
     assert_eq!(
         store
