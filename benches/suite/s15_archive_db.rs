@@ -132,6 +132,19 @@ impl Store<'_> {
         }
     }
 
+    /// PostgreSQL: `VACUUM ANALYZE`, as autovacuum does in time: a galaxy is archived for
+    /// being idle and restored later, when the dead rows its purge left are long gone
+    /// (left in place, the unique indexes' checks of the restore's inserts visit them).
+    /// Section 10 does the same before its loads.
+    fn settle(&self) {
+        if let Store::Postgres(database) = self {
+            database
+                .client()
+                .batch_execute("VACUUM ANALYZE")
+                .expect("vacuum");
+        }
+    }
+
     /// [`pages`] of a SQLite file.
     fn pages(&self) -> Option<(u64, u64)> {
         match self {
@@ -289,6 +302,7 @@ fn archive_and_purge(store: &Store<'_>, app: &AppState, m: &mut RestoreVsLoad) {
 /// archive it and let its rows go; restart, the first request restores it.
 fn restore_vs_load(store: &Store<'_>, dir: &Path, systems: u64, rounds: usize) -> RestoreVsLoad {
     let (galaxy, created, live) = store_played(store, systems);
+    store.settle();
     let mut m = RestoreVsLoad {
         loads: Vec::new(),
         restores: Vec::new(),
@@ -310,6 +324,7 @@ fn restore_vs_load(store: &Store<'_>, dir: &Path, systems: u64, rounds: usize) -
         archive_and_purge(store, &app, &mut m);
         assert!(app.shutdown().all_saved());
         drop(app);
+        store.settle();
         if round == 0 {
             let gained = |(_, after): (u64, u64), (_, before): (u64, u64)| after - before;
             m.space = live.zip(store.pages().zip(before).map(|(a, b)| gained(a, b)));
@@ -340,6 +355,7 @@ fn restore_vs_load(store: &Store<'_>, dir: &Path, systems: u64, rounds: usize) -
         let back = app.galaxy_copy(NAME).expect("live");
         assert_eq!(back, galaxy, "restored whole");
         assert!(app.shutdown().all_saved());
+        store.settle();
     }
     m
 }
@@ -591,7 +607,7 @@ pub fn run(run: &Run, out: &mut Map<String, Value>) {
     let (rounds, pg_rounds, huge, beside_rounds, window) = if run.quick {
         (2, 1, 200_000, 1, Duration::from_secs(4))
     } else {
-        (3, 2, 1_000_000, 2, Duration::from_secs(10))
+        (3, 1, 1_000_000, 2, Duration::from_secs(10))
     };
     let sqlite = Store::Sqlite(dir.join("archive-db.db"));
     let mut restore = vec![restore_rows(&sqlite, dir, run.large, rounds)];
