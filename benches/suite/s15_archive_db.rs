@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -368,37 +369,48 @@ struct Window {
     max_unsaved: Duration,
 }
 
-/// How long after the window's start the archive begins: after section 8's warm-up
-/// (a second) and the first commit after it, which opens the measurement.
-const ARCHIVE_AFTER: Duration = Duration::from_millis(2500);
+/// The archive beside orders: the call's time, the time from the call to its rows
+/// purged, and the share of the measured window it ran in.
+#[derive(Clone, Copy)]
+struct Archived {
+    call: Duration,
+    purged: Duration,
+    covered: f64,
+}
 
-/// A thread that, after [`ARCHIVE_AFTER`], archives `huge` and waits for its rows to be
-/// purged: the archive call's time, and the purge's end from the call.
-fn spawn_archive(app: &AppState, path: &Path) -> JoinHandle<(Duration, Duration)> {
+/// A thread that archives [`HUGE`] once told to (when the measurement opens) and waits
+/// for its rows to be purged: when the call began, the call's time, and when the purge
+/// ended.
+fn spawn_archive(
+    app: &AppState,
+    path: &Path,
+    go: Receiver<()>,
+) -> JoinHandle<(Instant, Duration, Instant)> {
     let (app, conn) = (app.clone(), peek(path));
     std::thread::spawn(move || {
-        std::thread::sleep(ARCHIVE_AFTER);
+        go.recv().expect("told to archive");
         let started = Instant::now();
         app.archive(HUGE).expect("archived");
         let call = started.elapsed();
         wait_until(|| purged(&conn));
-        (call, started.elapsed())
+        (started, call, Instant::now())
     })
 }
 
 /// Section 8's measurement of orders on `play` for `window`, in `app` on `path`; beside
-/// the archiving of [`HUGE`] if `archiving`: the window, and the archive call's and the
-/// purge's times.
+/// the archiving of [`HUGE`] if `archiving`, begun when the measurement opens (its first
+/// sample, at the first commit after a second of warm-up).
 fn orders_window(
     app: &AppState,
     path: &Path,
     window: Duration,
     archiving: bool,
-) -> (Window, Option<(Duration, Duration)>) {
+) -> (Window, Option<Archived>) {
     let reader = peek(path);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let archiver = archiving.then(|| spawn_archive(app, path));
+    let (go, told) = mpsc::channel();
+    let archiver = archiving.then(|| spawn_archive(app, path, told));
     let (orderers, placed) = spawn_orders(app, &stop, BESIDE_THREADS, BESIDE_RATE);
     let placed_now = || {
         placed
@@ -407,6 +419,9 @@ fn orders_window(
             .sum::<u64>()
     };
     let (first, last, max_unsaved) = watch_commits(app, started, window, || {
+        // The first sample opens the measurement: the archive starts then (the second,
+        // at its end, finds the archiver gone or busy; either way it is ignored).
+        let _ = go.send(());
         (orders_on_disk(&reader), placed_now())
     });
     stop.store(true, Ordering::Relaxed);
@@ -415,7 +430,18 @@ fn orders_window(
         .flat_map(|t| t.join().expect("joins"))
         .collect();
     samples.sort();
-    let archived = archiver.map(|a| a.join().expect("joins"));
+    let measured = (last.0 - first.0).as_secs_f64();
+    let archived = archiver.map(|a| {
+        let (began, call, purged) = a.join().expect("joins");
+        let ran = purged
+            .min(last.0)
+            .saturating_duration_since(began.max(first.0));
+        Archived {
+            call,
+            purged: purged - began,
+            covered: ran.as_secs_f64() / measured,
+        }
+    });
     (
         Window {
             p99: percentile(&samples, 0.99),
@@ -435,7 +461,7 @@ fn archive_round(
     huge: u64,
     window: Duration,
     round: usize,
-) -> (Window, Window, (Duration, Duration)) {
+) -> (Window, Window, Archived) {
     let path = dir.join(format!("archive-beside-{round}.db"));
     let (app, reader) = beside_app(&path);
     drop(reader);
@@ -506,11 +532,12 @@ fn beside_rows(dir: &Path, huge: u64, rounds: usize, window: Duration) -> Value 
         Some(highest(&during).as_secs_f64() / limit.as_secs_f64()),
         &format!("≤ {limit:?} (ratio: with / that)"),
     );
-    let calls = seconds(archived.iter().map(|a| a.0.as_secs_f64()).collect());
-    let purges = seconds(archived.iter().map(|a| a.1.as_secs_f64()).collect());
+    let calls = seconds(archived.iter().map(|a| a.call.as_secs_f64()).collect());
+    let purges = seconds(archived.iter().map(|a| a.purged.as_secs_f64()).collect());
+    let covered = median(archived.iter().map(|a| a.covered).collect());
     row(
-        &format!("15. archiving {huge} systems beside 100000 orders/s: the call / its rows purged"),
-        format!("{calls:?} / {purges:?}"),
+        &format!("15. archiving {huge} systems beside 100000 orders/s: the call / its rows purged (share of the window it ran in)"),
+        format!("{calls:?} / {purges:?} ({:.0} %)", covered * 100.0),
         String::new(),
         None,
         &format!("{:.0} systems/s purged", per_sec(huge, purges)),
@@ -527,8 +554,9 @@ fn beside_rows(dir: &Path, huge: u64, rounds: usize, window: Duration) -> Value 
            "control_max_unsaved_ms": control.iter().map(unsaved).collect::<Vec<_>>(),
            "p99_ratio": p99_ratio, "persisted_ratio": persisted_ratio,
            "placed_ratio": placed_ratio,
-           "archive_call_ms": archived.iter().map(|a| a.0.as_millis() as u64).collect::<Vec<_>>(),
-           "purged_ms": archived.iter().map(|a| a.1.as_millis() as u64).collect::<Vec<_>>()})
+           "archive_call_ms": archived.iter().map(|a| a.call.as_millis() as u64).collect::<Vec<_>>(),
+           "purged_ms": archived.iter().map(|a| a.purged.as_millis() as u64).collect::<Vec<_>>(),
+           "window_share_archiving": archived.iter().map(|a| a.covered).collect::<Vec<_>>()})
 }
 
 /// Prints the rows of the restore against the load on `store`, and on SQLite of the
@@ -607,7 +635,7 @@ pub fn run(run: &Run, out: &mut Map<String, Value>) {
     let (rounds, pg_rounds, huge, beside_rounds, window) = if run.quick {
         (2, 1, 200_000, 1, Duration::from_secs(4))
     } else {
-        (3, 1, 1_000_000, 2, Duration::from_secs(10))
+        (3, 1, 1_000_000, 2, Duration::from_secs(8))
     };
     let sqlite = Store::Sqlite(dir.join("archive-db.db"));
     let mut restore = vec![restore_rows(&sqlite, dir, run.large, rounds)];
