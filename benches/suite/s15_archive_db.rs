@@ -641,7 +641,7 @@ pub fn run(run: &Run, out: &mut Map<String, Value>) {
     let (rounds, pg_rounds, huge, beside_rounds, window) = if run.quick {
         (2, 1, 200_000, 1, Duration::from_secs(4))
     } else {
-        (3, 1, 1_000_000, 2, Duration::from_secs(8))
+        (3, 1, 1_000_000, 2, Duration::from_secs(6))
     };
     let sqlite = Store::Sqlite(dir.join("archive-db.db"));
     let mut restore = vec![restore_rows(&sqlite, dir, run.large, rounds)];
