@@ -78,6 +78,10 @@ Configuration comes from the environment:
   GWAR_BACKUP_INTERVAL                  seconds between automatic backups (unset: none)
   GWAR_BACKUP_KEEP                      automatic backups kept, newest first (7)
   GWAR_GALAXY_IDLE_SECS                 evict clean galaxies idle this long (unset: never)
+  GWAR_ARCHIVE_AFTER_SECS               archive galaxies unchanged and unread this long
+                                        (unset: only an admin archives)
+  GWAR_ARCHIVE_RESTORE                  demand (a request restores an archived galaxy) or
+                                        explicit (only POST /admin/galaxies/NAME/restore)
   GWAR_MAX_GALAXY_SYSTEMS               largest galaxy a caller without the admin token
                                         may create (100000)
   GWAR_MAX_GALAXIES                     galaxies that may exist at once (10000)

@@ -4,6 +4,9 @@
 //! a map in tests) and turned into typed values here; only [`Settings`] travels further. A
 //! value that does not parse is an error naming the variable and the value: nothing is
 //! silently replaced by a default.
+//!
+//! Length: every variable the daemon reads is parsed and checked here, in one place, so
+//! that the README's table, `--help` and the checks can be read side by side.
 
 use crate::model::MAX_SYSTEMS;
 use std::net::SocketAddr;
@@ -902,6 +905,18 @@ mod tests {
         assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(5));
         let s = settings(&[("GWAR_DB_CALL_TIMEOUT_SECS", "2")]).unwrap();
         assert_eq!(s.persistence.db_call_timeout, Duration::from_secs(2));
+        assert_eq!(s.persistence.archive_after, None);
+        assert_eq!(s.persistence.archive_restore, ArchiveRestore::OnDemand);
+        let s = settings(&[
+            ("GWAR_ARCHIVE_AFTER_SECS", "86400"),
+            ("GWAR_ARCHIVE_RESTORE", "Explicit"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.persistence.archive_after,
+            Some(Duration::from_secs(86400))
+        );
+        assert_eq!(s.persistence.archive_restore, ArchiveRestore::Explicit);
         let v6 = settings(&[("GWAR_ADVERTISE_URL", "http://[fd00::5]:3050")]).unwrap();
         assert_eq!(v6.persistence.advertise_url, "http://[fd00::5]:3050");
     }
@@ -923,6 +938,10 @@ mod tests {
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "0"),
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "never"),
             ("GWAR_GALAXY_IDLE_SECS", "0"),
+            ("GWAR_ARCHIVE_AFTER_SECS", "0"),
+            ("GWAR_ARCHIVE_AFTER_SECS", "a week"),
+            ("GWAR_ARCHIVE_RESTORE", "lazy"),
+            ("GWAR_ARCHIVE_RESTORE", ""),
             ("GWAR_BACKUP_INTERVAL", "hourly"),
             ("GWAR_BACKUP_KEEP", "0"),
             ("GWAR_PERSISTENCE_SHUTDOWN_TIMEOUT", "9999999999999999999"),

@@ -34,7 +34,7 @@ impl AppState {
         self.refuse_if_memory_only()?;
         match &self.shared.engine {
             Some(engine) if engine.keeps_archives() => Ok(engine),
-            _ => Err(AppError::NoDatabase),
+            _ => Err(AppError::NoArchives),
         }
     }
 
@@ -54,7 +54,7 @@ impl AppState {
             shared
                 .galaxies
                 .with_live(&shared.engine, name, |_| Ok::<(), AppError>(()))?;
-            match engine.archive(name) {
+            match engine.archive(&shared.galaxies, name) {
                 Ok(archived) => return Ok(archived),
                 // Evicted, or loading, in the instant between: again.
                 Err(ArchiveRefused::Life(LifeError::Unknown(_) | LifeError::Busy(_)))
@@ -66,7 +66,7 @@ impl AppState {
                     return Err(AppError::Busy(name.to_owned()))
                 }
                 Err(ArchiveRefused::Life(error)) => return Err(error.into()),
-                Err(ArchiveRefused::Failed(failure)) => {
+                Err(ArchiveRefused::Failed { failure, .. }) => {
                     return Err(AppError::ArchiveUnavailable {
                         name: name.to_owned(),
                         reason: format!("not archived, and still live: {failure}"),

@@ -62,6 +62,8 @@ pub enum AppError {
         "galaxy '{0}' is archived; an admin restores it with POST /admin/galaxies/{0}/restore"
     )]
     Archived(String),
+    #[error("archives need a database file or server, and persistence is off or in memory")]
+    NoArchives,
     #[error("galaxy '{0}' is archived already")]
     AlreadyArchived(String),
     #[error("galaxy '{0}' is not archived")]

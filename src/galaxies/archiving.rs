@@ -1,12 +1,14 @@
 //! A galaxy leaving memory for its archive, and coming back from it.
 //!
-//! - **Archiving** ([`WriterSide::take_for_archive`]): only the writer thread takes a galaxy
-//!   out to archive it, between batches, so no cut of it is in flight. It boards the
-//!   galaxy's load flight first and holds it until the archive is committed or refused:
-//!   a request for the name meanwhile waits for that flight, then looks again — and finds
-//!   the galaxy live (refused: put back) or archived (restored, or answered as archived).
-//!   The cell is marked [`Life::Archived`] and emptied under its lock, so no order slips
-//!   in after the galaxy was taken; its unsaved changes leave with it, into the archive.
+//! - **Archiving** ([`Galaxies::take_for_archive`]): the archiver boards the galaxy's load
+//!   flight and holds it until the archive is committed or refused: a request for the
+//!   name meanwhile waits for that flight, then looks again — and finds the galaxy live
+//!   (refused: put back) or archived (restored, or answered as archived). The cell is
+//!   marked [`Life::Archived`] and emptied under its lock, so no order slips in after the
+//!   galaxy was taken: its whole state, unsaved changes included, goes into the archive.
+//!   A batch may be writing a cut of it at that moment: committed, it changes nothing
+//!   (the archive supersedes the rows); failed, its changes are not given back to the
+//!   emptied cell — so a galaxy put back is marked changed in full, and nothing is lost.
 //! - **Restoring** ([`Galaxies::restore_leading`]): the leader of a load that found no
 //!   stored galaxy asks the backing for an archive; it restores it (on a request, or on an
 //!   admin's word only, see [`Restore`]) under the name's reservation, as a creation, and
@@ -17,7 +19,7 @@ use std::time::Instant;
 
 use super::cell::{GalaxyCell, Life};
 use super::flights::{Boarding, Landed, Leading};
-use super::{Backing, Galaxies, LifeError, Reservation, WriterSide};
+use super::{Backing, Galaxies, LifeError, Reservation};
 use crate::model::Galaxy;
 
 /// When a load that finds an archive restores it.
@@ -45,23 +47,25 @@ impl Archiving<'_> {
     }
 
     /// The archive was not stored: the galaxy is live again, in a new cell (its old one is
-    /// archived for good), with its unsaved changes; the writer makes it pending when it
-    /// has some.
+    /// archived for good), changed in full (see the module comment), for the caller to
+    /// send to the writer as dirty.
     pub(crate) fn put_back(self) -> Arc<GalaxyCell> {
         let galaxies = self.galaxies;
+        let mut galaxy = self.galaxy;
+        galaxy.mark_all_changed();
         let _catalog = galaxies.catalog.lock();
-        let cell = GalaxyCell::new(self.galaxy, galaxies.clock.now(), self.lease_until);
+        let cell = GalaxyCell::new(galaxy, galaxies.clock.now(), self.lease_until);
         galaxies.registry.insert(cell.clone());
         cell
     }
 }
 
-impl WriterSide {
+impl Galaxies {
     /// Takes live galaxy `name` out of memory to archive it (see the module comment).
     /// Refused when it is not in memory ([`LifeError::Unknown`]), is being loaded or
     /// restored ([`LifeError::Busy`]), or its lease may have run out.
     pub(crate) fn take_for_archive(&self, name: &str) -> Result<Archiving<'_>, LifeError> {
-        let galaxies = &*self.0;
+        let galaxies = self;
         let leading = match galaxies.flights.board(name) {
             Boarding::Lead(leading) => leading,
             Boarding::Follow(_) => return Err(LifeError::Busy(name.to_owned())),
@@ -93,9 +97,7 @@ impl WriterSide {
             lease_until,
         })
     }
-}
 
-impl Galaxies {
     /// True when galaxy `name` is live in memory.
     pub(crate) fn is_live(&self, name: &str) -> bool {
         self.registry.get(name).is_some()

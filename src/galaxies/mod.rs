@@ -6,6 +6,7 @@
 //!   (stored)  --miss--> loading --published--> live --deleted--> deleting --committed--> gone
 //!   (nothing) --create: reserved (creating) --saved--> live          ^
 //!                                       live --idle, clean, saved--> evicted --miss--> loading
+//!                                       live --archived (writer)--> archived --miss--> restoring --> live
 //! ```
 //! - **creating**: the name is reserved ([`Galaxies::reserve`]) while the writer saves the
 //!   new galaxy; nobody sees it (loads find nothing, listings skip it, a second creation
@@ -21,6 +22,9 @@
 //! - **deleting**: gone from memory at once, but the stored copy is stale until the
 //!   writer commits the deletion ([`WriterSide::deletions_committed`]): loads, look-ups
 //!   and listings treat the name as absent meanwhile.
+//! - **archived** ([`archiving`]): the writer takes the galaxy out of memory whole and
+//!   stores it as an archive, holding its load flight meanwhile; a miss on an archived
+//!   name restores it under the name's reservation (or answers [`LifeError::Archived`]).
 //! - **evicted**: the writer drops a clean, idle galaxy whose tick is saved
 //!   ([`WriterSide::evict_if_idle`]); a holder of the stale cell looks the name up again.
 //!
@@ -53,10 +57,11 @@ mod cut;
 mod flights;
 mod registry;
 mod sizes;
+mod writer_side;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -66,6 +71,7 @@ pub(crate) use cell::Settled;
 pub use cell::{GalaxyCell, Live};
 use flights::{Boarding, Flights, Landed};
 use registry::Registry;
+pub(crate) use writer_side::WriterSide;
 
 use crate::clock::Clock;
 use crate::model::Galaxy;
@@ -443,9 +449,15 @@ impl Galaxies {
         let stored = if backing.persists() {
             let names = backing.stored_names().map_err(LifeError::from)?;
             let deleting = self.deleting.lock();
-            names
+            let live = names
                 .iter()
                 .filter(|name| !deleting.contains(*name) && !creating.contains_key(*name))
+                .count();
+            // Archived galaxies count too: any request may bring one back.
+            let archived = backing.archived_names().map_err(LifeError::from)?;
+            live + archived
+                .iter()
+                .filter(|name| !creating.contains_key(*name))
                 .count()
         } else {
             0
@@ -657,90 +669,6 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.galaxies.catalog.lock().remove(&self.name);
-    }
-}
-
-/// What the writer may do with the galaxies as a whole.
-#[derive(Clone)]
-pub(crate) struct WriterSide(Arc<Galaxies>);
-
-impl WriterSide {
-    /// Every live galaxy.
-    pub(crate) fn all(&self) -> Vec<Arc<GalaxyCell>> {
-        self.0.registry.all()
-    }
-
-    /// Evicts `cell` when it is live, clean, untouched since `now - idle`, and its tick is
-    /// `saved_tick`; true when it did. Only the writer can decide this: it alone knows
-    /// that a galaxy has no batch in flight (none is, between batches).
-    pub(crate) fn evict_if_idle(
-        &self,
-        cell: &Arc<GalaxyCell>,
-        now: Instant,
-        idle: Duration,
-        saved_tick: Option<u64>,
-    ) -> bool {
-        let mut state = cell.lock();
-        let evict = state.life == Life::Live
-            && state.galaxy.changes().is_empty()
-            && now.saturating_duration_since(state.last_access) >= idle
-            && saved_tick == Some(state.galaxy.tick());
-        if evict {
-            // Marked and unlisted under the cell's lock, so no order can slip in between.
-            state.life = Life::Evicted;
-            self.0.registry.remove_cell(cell);
-        }
-        evict
-    }
-
-    /// Another daemon took galaxy `name`: its cell (if live) leaves memory with its
-    /// unsaved changes, which are dropped; a holder of the cell looks the name up again
-    /// and finds the new owner. Returns the unsaved systems dropped (`None`: not in
-    /// memory). Call after giving back any cut of it, so the count includes the batch
-    /// that was refused.
-    pub(crate) fn lose(&self, name: &str) -> Option<usize> {
-        let cell = self.0.registry.get(name)?;
-        let mut state = cell.lock();
-        if state.life != Life::Live {
-            return None;
-        }
-        let unsaved = state.unsaved();
-        // Marked and unlisted under the cell's lock, so no order can slip in between.
-        state.life = Life::Lost;
-        state.dropped = unsaved;
-        state.in_flight.clear();
-        self.0.registry.remove_cell(&cell);
-        Some(unsaved)
-    }
-
-    /// Galaxies with unsaved systems (those in a batch in flight included), and how many,
-    /// sorted by name: what a shutdown reports.
-    pub(crate) fn unsaved(&self) -> Vec<(String, usize)> {
-        let mut unsaved: Vec<(String, usize)> = self
-            .all()
-            .into_iter()
-            .filter_map(|cell| {
-                let count = cell.unsaved();
-                (count > 0).then(|| (cell.name().to_owned(), count))
-            })
-            .collect();
-        unsaved.sort();
-        unsaved
-    }
-
-    /// Deleted galaxies whose deletion is not committed yet, sorted.
-    pub(crate) fn deleting(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.0.deleting.lock().iter().cloned().collect();
-        names.sort();
-        names
-    }
-
-    /// These deletions are committed: the names are free of their stale stored copies.
-    pub(crate) fn deletions_committed<'n>(&self, names: impl IntoIterator<Item = &'n String>) {
-        let mut deleting = self.0.deleting.lock();
-        for name in names {
-            deleting.remove(name);
-        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::*;
@@ -25,6 +27,10 @@ struct Stored {
     reads: Mutex<usize>,
     /// Takes whose galaxy did not go into memory.
     unused: Mutex<Vec<(String, Epoch)>>,
+    /// Archived galaxies, restored on request unless `explicit`.
+    archives: Mutex<HashMap<String, Galaxy>>,
+    explicit: bool,
+    restores: Mutex<usize>,
 }
 
 impl Stored {
@@ -87,6 +93,23 @@ impl Backing for Stored {
     }
     fn stored_names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.galaxies.lock().keys().cloned().collect())
+    }
+    fn is_archived(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.archives.lock().contains_key(name))
+    }
+    fn archived_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.archives.lock().keys().cloned().collect())
+    }
+    fn restores_on_demand(&self) -> bool {
+        !self.explicit
+    }
+    fn restore(&self, name: &str) -> Result<Option<(Galaxy, Option<Instant>)>, LifeError> {
+        *self.restores.lock() += 1;
+        let restored = self.archives.lock().remove(name);
+        if let Some(galaxy) = &restored {
+            self.galaxies.lock().insert(name.to_owned(), galaxy.clone());
+        }
+        Ok(restored.map(|galaxy| (galaxy, None)))
     }
 }
 
@@ -560,4 +583,144 @@ fn the_listing_names_each_owner() {
         galaxies.listing(&alone).unwrap()["free"],
         listed(false, None)
     );
+}
+
+/// Archives `name` as the writer does: taken out of memory, then stored as an archive
+/// (its live copy gone) before the flight lands.
+fn archive(galaxies: &Arc<Galaxies>, stored: &Stored, name: &str) -> Galaxy {
+    let archiving = galaxies.take_for_archive(name).unwrap();
+    let galaxy = archiving.galaxy().clone();
+    stored.galaxies.lock().remove(name);
+    stored
+        .archives
+        .lock()
+        .insert(name.to_owned(), galaxy.clone());
+    drop(archiving);
+    galaxy
+}
+
+fn order(galaxies: &Galaxies, stored: &Stored, name: &str, tick: u64) -> Result<(), LifeError> {
+    galaxies.with_live(stored, name, |mut live| {
+        let (x, y) = live.systems()[0].coords();
+        live.build(
+            tick,
+            x.into(),
+            y.into(),
+            crate::model::StructureKind::Hatchery,
+        )
+        .map(|_| ())
+        .map_err(|e| LifeError::Unknown(e.to_string()))
+    })
+}
+
+#[test]
+fn an_archived_galaxy_leaves_memory_whole_and_a_request_restores_it_once() {
+    let (galaxies, stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    order(&galaxies, &stored, "a", 5).unwrap();
+    let archived = archive(&galaxies, &stored, "a");
+    assert!(!galaxies.is_live("a"));
+    assert_eq!(
+        archived.changes().len(),
+        1,
+        "its unsaved order left with it"
+    );
+    assert_eq!(archived.tick(), 5);
+    let listing = galaxies.listing(&stored).unwrap();
+    assert!(listing["a"].archived && !listing["a"].loaded);
+    // Two requests at once: one restore.
+    std::thread::scope(|scope| {
+        let one = scope.spawn(|| tick_of(&galaxies, &stored, "a"));
+        let two = scope.spawn(|| tick_of(&galaxies, &stored, "a"));
+        assert_eq!(one.join().unwrap().unwrap(), 5);
+        assert_eq!(two.join().unwrap().unwrap(), 5);
+    });
+    assert_eq!(*stored.restores.lock(), 1);
+    assert!(galaxies.is_live("a"));
+}
+
+#[test]
+fn a_request_during_archiving_waits_and_finds_the_galaxy_restored() {
+    let (galaxies, stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    tick_of(&galaxies, &stored, "a").unwrap();
+    let archiving = galaxies.take_for_archive("a").unwrap();
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| order(&galaxies, &stored, "a", 7));
+        // The order waits on the archive's flight (nothing else can end it).
+        while galaxies.flights.followers("a") != Some(1) {
+            std::thread::yield_now();
+        }
+        let galaxy = archiving.galaxy().clone();
+        stored.galaxies.lock().remove("a");
+        stored.archives.lock().insert("a".to_owned(), galaxy);
+        drop(archiving);
+        waiting.join().unwrap().unwrap();
+    });
+    assert_eq!(
+        *stored.restores.lock(),
+        1,
+        "served after, on the restored galaxy"
+    );
+    assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 7);
+}
+
+#[test]
+fn a_refused_archive_puts_the_galaxy_back_with_its_changes() {
+    let (galaxies, stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    order(&galaxies, &stored, "a", 3).unwrap();
+    let old = galaxies.registry.get("a").unwrap();
+    let archiving = galaxies.take_for_archive("a").unwrap();
+    assert!(
+        old.is_gone() && old.cut().is_none(),
+        "the old cell is never saved"
+    );
+    assert!(
+        matches!(galaxies.take_for_archive("a"), Err(LifeError::Busy(_))),
+        "one archive at a time"
+    );
+    let cell = archiving.put_back();
+    assert_eq!(
+        cell.unsaved(),
+        200,
+        "changed in full: a failed batch's cut is not lost"
+    );
+    assert!(galaxies.is_live("a"));
+    assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 3);
+    assert_eq!(
+        *stored.reads.lock(),
+        1,
+        "never read again from the stale rows"
+    );
+}
+
+#[test]
+fn in_explicit_mode_a_request_is_told_archived_until_an_admin_restores() {
+    let (galaxies, mut stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    stored.explicit = true;
+    tick_of(&galaxies, &stored, "a").unwrap();
+    archive(&galaxies, &stored, "a");
+    assert!(matches!(
+        tick_of(&galaxies, &stored, "a"),
+        Err(LifeError::Archived(_))
+    ));
+    assert!(matches!(
+        galaxies.reserve(&stored, "a"),
+        Err(LifeError::Exists(_))
+    ));
+    let tick = galaxies.with_live_restoring(&stored, "a", Restore::Now, |live| {
+        Ok::<_, LifeError>(live.tick())
+    });
+    assert_eq!(tick.unwrap(), 0);
+    assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
 }

@@ -75,6 +75,7 @@ impl From<AppError> for ApiError {
             // On the game listener a redirect to the owner (see the module doc).
             AppError::OwnedElsewhere { .. } => 409,
             AppError::NoDatabase
+            | AppError::NoArchives
             | AppError::ServerBackup(_)
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,

@@ -2,15 +2,19 @@
 //! read-only connections, and restoring one through the writer (README, *Archives and
 //! moving a deployment*). Archiving itself is the writer's (`writer/archiving.rs`).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::loads::Purpose;
 use super::writer::{ArchiveRefused, ArchivedGalaxy, PersistError};
 use super::Engine;
 use crate::archive;
-use crate::galaxies::LifeError;
+use crate::galaxies::{Galaxies, LifeError};
 use crate::model::Galaxy;
 use crate::store::{ArchiveInfo, FailureKind, Storage, StoreError};
+
+/// The pause between attempts to settle an archive whose commit's answer was lost.
+const SETTLE_PAUSE: Duration = Duration::from_millis(200);
 
 impl Engine {
     /// Whether a request for an archived galaxy restores it (`GWAR_ARCHIVE_RESTORE`).
@@ -62,11 +66,66 @@ impl Engine {
         }
     }
 
-    /// Archives live galaxy `name` (the writer takes it out of memory).
-    pub(crate) fn archive(&self, name: &str) -> Result<ArchivedGalaxy, ArchiveRefused> {
-        let archived = self.writer.archive(name)?;
-        self.metrics.archived();
-        Ok(archived)
+    /// Archives live galaxy `name`: takes it out of memory (requests for it wait),
+    /// encodes it here, off the writer thread and holding no lock, and has the writer
+    /// store the archive in the transaction that marks its rows deleted. Refused, the
+    /// galaxy goes back into memory, live, and nothing is lost.
+    pub(crate) fn archive(
+        &self,
+        galaxies: &Galaxies,
+        name: &str,
+    ) -> Result<ArchivedGalaxy, ArchiveRefused> {
+        let started = Instant::now();
+        let archiving = galaxies.take_for_archive(name)?;
+        let galaxy = archiving.galaxy();
+        let body: Arc<[u8]> = archive::encode(galaxy).into();
+        let archived = ArchivedGalaxy {
+            systems: galaxy.systems().len() as u64,
+            bytes: body.len() as u64,
+        };
+        // A commit whose answer was lost is settled by sending the same archive again
+        // (PostgreSQL), for as long as a save would wait; the galaxy stays out of memory
+        // meanwhile, since it may be archived already.
+        let settle_by = started + self.writer.save_bound();
+        let refused = loop {
+            match self
+                .writer
+                .write_archive(name, archived.systems, body.clone())
+            {
+                Ok(()) => {
+                    self.metrics.archived();
+                    log::info!(target: crate::logging::PERSISTENCE,
+                        "galaxy '{name}' archived ({} systems in {} bytes, {:?})",
+                        archived.systems, archived.bytes, started.elapsed());
+                    return Ok(archived);
+                }
+                Err(ArchiveRefused::Failed {
+                    unsettled: true, ..
+                }) if Instant::now() < settle_by => std::thread::sleep(SETTLE_PAUSE),
+                Err(refused) => break refused,
+            }
+        };
+        if let ArchiveRefused::Failed {
+            unsettled: true, ..
+        } = &refused
+        {
+            log::error!(target: crate::logging::PERSISTENCE,
+                "galaxy '{name}': whether its archive was stored is unknown (the database's answer \
+                 was lost and it has not answered since); it stays live, and its next save, in \
+                 full, undoes the archive if it was stored");
+        }
+        if let ArchiveRefused::Failed { failure, .. } = &refused {
+            if failure.kind == FailureKind::Lost {
+                // Another daemon took it (its lease here had run out): it is that
+                // daemon's now, and its changes here are dropped, as for any galaxy lost.
+                log::warn!(target: crate::logging::PERSISTENCE,
+                    "galaxy '{name}' was not archived: another daemon took it; its changes here are dropped");
+                return Err(refused);
+            }
+        }
+        let cell = archiving.put_back();
+        self.writer.mark_dirty(cell, Instant::now());
+        Err(refused)
     }
 
     /// Deletes the archive of galaxy `name`; false when there was none.
@@ -96,19 +155,25 @@ impl Engine {
         if galaxy.name() != name {
             return Err(damaged(format!("it holds galaxy '{}'", galaxy.name())));
         }
-        let created = self
-            .writer
-            .restore(Box::new(galaxy))
-            .map_err(|error| match &error {
-                // Restored (or created) by another daemon meanwhile: look again.
-                PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {
-                    LifeError::Busy(name.to_owned())
-                }
-                _ => LifeError::RestoreFailed {
-                    name: name.to_owned(),
-                    reason: error.to_string(),
-                },
-            })?;
+        let restored = self.writer.restore(Box::new(galaxy));
+        // Its archive went while it was restored: a deletion won the race (not there any
+        // more), or another daemon restored it (there, and that daemon's: look again).
+        if restored.is_err() && !self.is_archived(name).unwrap_or(true) {
+            return match self.is_stored(name) {
+                Ok(false) => Ok(None),
+                _ => Err(LifeError::Busy(name.to_owned())),
+            };
+        }
+        let created = restored.map_err(|error| match &error {
+            // Restored (or created) by another daemon meanwhile: look again.
+            PersistError::Failed(failure) if failure.kind == FailureKind::Exists => {
+                LifeError::Busy(name.to_owned())
+            }
+            _ => LifeError::RestoreFailed {
+                name: name.to_owned(),
+                reason: error.to_string(),
+            },
+        })?;
         self.metrics.restored();
         log::info!(target: crate::logging::PERSISTENCE,
             "galaxy '{name}' restored from its archive ({} systems, {:?})",

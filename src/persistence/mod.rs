@@ -287,10 +287,16 @@ impl Engine {
         }
     }
 
-    /// Every galaxy row with its number of systems (`GWAR_MAX_TOTAL_SYSTEMS` counts them).
+    /// Every galaxy row and archive with its number of systems (`GWAR_MAX_TOTAL_SYSTEMS`
+    /// counts them; an archive at its size, since any request may bring it back).
     pub(crate) fn stored_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, |store| store.galaxy_sizes()),
+            Some(readers) => readers.with(Purpose::Lookup, |store| {
+                let mut sizes = store.galaxy_sizes()?;
+                let archived = store.archives()?.into_iter();
+                sizes.extend(archived.map(|archive| (archive.name, archive.systems)));
+                Ok(sizes)
+            }),
             None => Ok(Vec::new()),
         }
     }

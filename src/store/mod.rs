@@ -401,6 +401,13 @@ pub trait WriteStore: Any + Send {
     /// cached row ids are forgotten.
     fn write_archive(&mut self, archive: &ArchiveRow<'_>) -> Result<WriteStats, StoreError>;
 
+    /// True when the last [`WriteStore::write_archive`] of `name` failed after its commit
+    /// was sent (the answer lost, PostgreSQL): the archive may be stored. The same archive
+    /// sent again settles it (stored once, or found stored).
+    fn archive_unsettled(&self, _name: &str) -> bool {
+        false
+    }
+
     /// Deletes the archive stored under `name` in one transaction; false when there was
     /// none.
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError>;

@@ -10,6 +10,7 @@ mod replica;
 mod util;
 
 mod admin_origin;
+mod archive;
 mod bad_requests;
 mod budget;
 mod crash_loop;

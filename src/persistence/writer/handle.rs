@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::jobs::Created;
 use super::message::{Message, WriterDatabase};
-use super::report::{ArchiveRefused, ArchivedGalaxy, FlushReport, PersistError, LOG};
+use super::report::{ArchiveRefused, FlushReport, PersistError, LOG};
 use super::state::{Losses, Writer};
 use crate::clock::Clock;
 use crate::galaxies::{GalaxyCell, WriterSide};
@@ -149,14 +149,24 @@ impl WriterHandle {
         answer.recv().map_err(|_| PersistError::Stopped)?
     }
 
-    /// Archives live galaxy `name` on the writer thread, between batches, and answers
-    /// once the archive is committed (the galaxy has left memory) or refused (the galaxy
-    /// is live as before).
-    pub(crate) fn archive(&self, name: &str) -> Result<ArchivedGalaxy, ArchiveRefused> {
+    /// Stores the archive `body` of galaxy `name` (taken out of memory: see
+    /// `persistence/archives.rs`) between batches, in the transaction that marks its live
+    /// rows deleted; answers once it is committed or refused.
+    pub(crate) fn write_archive(
+        &self,
+        name: &str,
+        systems: u64,
+        body: Arc<[u8]>,
+    ) -> Result<(), ArchiveRefused> {
         let (reply, answer) = bounded(1);
         let name = name.to_owned();
         self.tx
-            .send(Message::Archive { name, reply })
+            .send(Message::Archive {
+                name,
+                systems,
+                body,
+                reply,
+            })
             .map_err(|_| ArchiveRefused::Stopped)?;
         answer.recv().map_err(|_| ArchiveRefused::Stopped)?
     }
@@ -170,6 +180,11 @@ impl WriterHandle {
             .map_err(|_| PersistError::Stopped)?;
         let answered = answer.recv().map_err(|_| PersistError::Stopped)?;
         answered.map_err(PersistError::Failed)
+    }
+
+    /// How long a save's answer is awaited ([`save_timeout`]).
+    pub(crate) fn save_bound(&self) -> Duration {
+        self.save_timeout
     }
 
     /// Refuses creations from now on and stops those in progress at their next chunk, so

@@ -153,12 +153,12 @@ impl Creation {
             self.galaxy.systems().len(),
             self.started.elapsed(),
         );
-        let what = if self.restoring {
-            "restored from its archive"
+        if self.restoring {
+            // The engine logs the whole restore, its read and decoding included.
+            log::debug!(target: LOG, "galaxy '{name}' written back from its archive ({systems} systems, {took:?})");
         } else {
-            "created"
-        };
-        log::info!(target: LOG, "galaxy '{name}' {what} and saved ({systems} systems, {took:?})");
+            log::info!(target: LOG, "galaxy '{name}' created and saved ({systems} systems, {took:?})");
+        }
         let created = Created {
             galaxy: self.galaxy,
             lease_until,
@@ -280,6 +280,16 @@ impl Jobs {
                         }
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
                             creation.refuse(PersistError::Failed(error.failure()));
+                        }
+                        Ok((WriteStats::default(), None))
+                    }
+                    // A restore whose archive was deleted meanwhile (a deletion won the
+                    // race): refused, and what it wrote removed; the store is sound.
+                    Err(error @ StoreError::ArchiveGone(_)) => {
+                        if let Some(Job::Create(creation)) = self.queue.pop_front() {
+                            let name = creation.refuse(PersistError::Failed(error.failure()));
+                            log::info!(target: LOG, "restore of galaxy '{name}' abandoned: {error}");
+                            self.queue.push_front(Job::Purge { name, removed: 0 });
                         }
                         Ok((WriteStats::default(), None))
                     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::jobs::CreationReply;
-use super::report::{ArchiveRefused, ArchivedGalaxy, FlushReport, PersistError};
+use super::report::{ArchiveRefused, FlushReport, PersistError};
 use crate::galaxies::GalaxyCell;
 use crate::model::Galaxy;
 use crate::store::{BusyDeadline, Epoch, GalaxyJob, RowIds, StoreWork, WriteStore};
@@ -27,10 +27,12 @@ pub(crate) enum Message {
         restoring: bool,
         reply: CreationReply,
     },
-    /// Archive this live galaxy (see `archiving.rs`).
+    /// Store this archive of a galaxy taken out of memory (see `archiving.rs`).
     Archive {
         name: String,
-        reply: Sender<Result<ArchivedGalaxy, ArchiveRefused>>,
+        systems: u64,
+        body: Arc<[u8]>,
+        reply: Sender<Result<(), ArchiveRefused>>,
     },
     /// Delete the archive of this galaxy; the answer says whether there was one.
     DeleteArchive {

@@ -60,8 +60,13 @@ pub struct ArchivedGalaxy {
 pub enum ArchiveRefused {
     #[error(transparent)]
     Life(#[from] crate::galaxies::LifeError),
-    #[error("the archive could not be saved: {0}")]
-    Failed(StoreFailure),
+    /// `unsettled`: the commit was sent and its answer lost (PostgreSQL): it may be in
+    /// the database, and sending the same archive again settles it.
+    #[error("the archive could not be saved: {failure}")]
+    Failed {
+        failure: StoreFailure,
+        unsettled: bool,
+    },
     #[error("the persistence writer is stopping")]
     Stopped,
 }

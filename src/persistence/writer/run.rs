@@ -14,7 +14,7 @@ use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::GalaxyCell;
-use crate::store::{FailureKind, StoreError};
+use crate::store::{ArchiveRow, FailureKind, StoreError};
 
 impl Writer {
     pub(super) fn run(mut self) {
@@ -162,8 +162,19 @@ impl Writer {
             Message::Shutdown { deadline, reply } => self
                 .tickets
                 .push(Ticket::new(Some(deadline), TicketReply::Shutdown(reply))),
-            Message::Archive { name, reply } => {
-                let _ = reply.send(self.archive(&name));
+            Message::Archive {
+                name,
+                systems,
+                body,
+                reply,
+            } => {
+                let archive = ArchiveRow {
+                    name: &name,
+                    format: crate::archive::FORMAT_VERSION,
+                    systems,
+                    body: &body,
+                };
+                let _ = reply.send(self.write_archive(&archive));
             }
             Message::DeleteArchive { name, reply } => {
                 let _ = reply.send(self.delete_archive(&name));

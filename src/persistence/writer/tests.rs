@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::message::{Message, WriterDatabase};
-use super::report::{FlushReport, PersistError};
+use super::report::{ArchiveRefused, FlushReport, PersistError};
 use super::state::Writer;
 use crate::clock::Clock;
 use crate::galaxies::{Backing, Galaxies, GalaxyCell, LifeError};
@@ -2155,4 +2155,133 @@ fn a_durable_order_is_answered_for_its_own_galaxy_when_another_is_lost() {
         late.try_recv().unwrap(),
         Err(PersistError::Lost(vec!["taken".to_owned()]))
     );
+}
+
+/// Archives galaxy `name` as the engine does: taken out of memory and encoded, then
+/// stored by the writer in the turn that reads the message; put back when refused.
+fn archive(rig: &mut Rig, name: &str) -> Result<(), ArchiveRefused> {
+    let galaxies = rig.galaxies.clone();
+    let archiving = galaxies.take_for_archive(name)?;
+    let galaxy = archiving.galaxy();
+    let body: Arc<[u8]> = crate::archive::encode(galaxy).into();
+    let systems = galaxy.systems().len() as u64;
+    let (reply, answer) = bounded(1);
+    let name = name.to_owned();
+    let message = Message::Archive {
+        name,
+        systems,
+        body,
+        reply,
+    };
+    rig.tx.send(message).unwrap();
+    rig.turn();
+    let stored = answer
+        .try_recv()
+        .expect("answered in the turn that read it");
+    if stored.is_err() {
+        let cell = archiving.put_back();
+        let since = rig.clock.now();
+        rig.tx.send(Message::Dirty { cell, since }).unwrap();
+    }
+    stored
+}
+
+fn stored_archive(rig: &Rig, name: &str) -> Option<Galaxy> {
+    let reader = SqliteReader::open(&rig.dir.path().join("writer.db")).unwrap();
+    let body = reader.read_archive(name).unwrap()?;
+    Some(crate::archive::decode(&body).unwrap())
+}
+
+#[test]
+fn an_archive_holds_the_unsaved_orders_its_rows_go_and_a_restore_brings_it_back() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("old", 50);
+    rig.order(&cell, 3, 7);
+    let in_memory = cell.peek(Galaxy::clone);
+    archive(&mut rig, "old").unwrap();
+    assert!(cell.is_gone() && rig.try_read("old").is_err());
+    assert!(
+        rig.stored("old").is_none(),
+        "invisible from the archive's commit"
+    );
+    let kept = stored_archive(&rig, "old").expect("archived");
+    assert_eq!(
+        kept.systems(),
+        in_memory.systems(),
+        "the unsaved order included"
+    );
+    assert_eq!(kept.tick(), 7);
+    assert_eq!(
+        rig.metrics.oldest_unsaved_age(),
+        None,
+        "nothing left to save"
+    );
+    let path = rig.dir.path().join("writer.db");
+    let rows = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM systems", [], |r| r.get(0))
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if rows() == 0 {
+            break;
+        }
+        rig.turn();
+    }
+    assert_eq!(rows(), 0, "its live rows are purged");
+    // The restore: a creation whose last chunk deletes the archive.
+    let (reply, answer) = bounded(1);
+    let galaxy = Box::new(kept);
+    let restore = Message::Create {
+        galaxy,
+        durable: false,
+        restoring: true,
+        reply,
+    };
+    rig.tx.send(restore).unwrap();
+    let restored = loop {
+        rig.turn();
+        if let Ok(created) = answer.try_recv() {
+            break created.unwrap();
+        }
+    };
+    assert_eq!(restored.galaxy.systems(), in_memory.systems());
+    assert_eq!(rig.stored("old").unwrap().systems(), in_memory.systems());
+    assert!(
+        stored_archive(&rig, "old").is_none(),
+        "the archive went with it"
+    );
+}
+
+#[test]
+fn a_refused_archive_leaves_the_galaxy_live_and_its_orders_are_saved() {
+    let mut rig = rig(settings(|_| {}));
+    let cell = rig.create("kept", 20);
+    rig.order(&cell, 0, 5);
+    rig.connection()
+        .execute_batch(
+            "CREATE TEMP TRIGGER fail_archives BEFORE INSERT ON main.galaxy_archives
+               BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let refused = archive(&mut rig, "kept");
+    assert!(
+        matches!(refused, Err(ArchiveRefused::Failed { .. })),
+        "{refused:?}"
+    );
+    assert!(stored_archive(&rig, "kept").is_none());
+    assert_eq!(
+        rig.try_read("kept").unwrap(),
+        5,
+        "live again, its order kept"
+    );
+    // Within the loss window of the order, as if nothing had happened.
+    rig.after(3 * Duration::from_secs(1));
+    let cell = rig.cell("kept");
+    rig.assert_stored_as_in_memory(&cell);
+    assert!(matches!(
+        archive(&mut rig, "missing"),
+        Err(ArchiveRefused::Life(LifeError::Unknown(_)))
+    ));
 }

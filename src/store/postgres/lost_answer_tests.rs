@@ -410,3 +410,34 @@ fn an_archive_whose_commit_answer_was_lost_is_settled_by_the_next_call() {
     assert_eq!(reader.load_galaxy("g").unwrap(), Some(galaxy));
     assert!(reader.archives().unwrap().is_empty());
 }
+
+#[test]
+fn a_galaxy_put_back_after_a_lost_archive_answer_is_made_live_by_its_next_batch() {
+    let Some((db, relay, mut store)) = through_relay("unarchive") else {
+        return;
+    };
+    let reader = PostgresReader::open(&db.url).unwrap();
+    let mut galaxy = new_galaxy("g");
+    as_new(&galaxy, |new| {
+        store
+            .create_chunk(new, &mut CreationProgress::default(), 1000)
+            .unwrap();
+    });
+    let body = crate::archive::encode(&galaxy);
+    relay.arm();
+    store
+        .write_archive(&archive_row(&galaxy, &body))
+        .unwrap_err();
+    assert_eq!(db.count("galaxy_archives"), 1, "committed, the answer lost");
+    assert!(!reader.galaxy_exists("g").unwrap());
+    // The engine gave up settling and put the galaxy back, changed in full: its next
+    // batch makes it live again in the same transaction.
+    galaxy.mark_all_changed();
+    let batch = take_batch(&mut galaxy, 700);
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(db.count("galaxy_archives"), 0);
+    assert_eq!(db.count("galaxy_jobs"), 0);
+    let loaded = reader.load_galaxy("g").unwrap().expect("live again");
+    assert!(loaded.systems() == galaxy.systems(), "saved in full");
+    assert!(store.unsettled_archives.is_empty());
+}

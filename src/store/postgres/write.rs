@@ -131,6 +131,13 @@ impl PostgresWriter {
             }
         }
         let (fencing, unfenced) = (self.fencing, Fence::default());
+        // Galaxies put back in memory after their archive's commit answer was lost: this
+        // batch makes them live in the database, whatever that commit did.
+        let unarchive: Vec<String> = galaxies
+            .iter()
+            .map(|galaxy| galaxy.name.clone())
+            .filter(|name| self.unsettled_archives.contains(name))
+            .collect();
         let mut attempt = 1;
         loop {
             let unreplicated = unreplicated_commits();
@@ -148,9 +155,12 @@ impl PostgresWriter {
                 let Session { client, prepared } = session;
                 let tx = client.transaction().context("starting a batch")?;
                 let fence = if fencing { &fence } else { &unfenced };
-                write_rows(
-                    tx, prepared, cache, deletions, galaxies, built, fence, &release, me,
-                )
+                let batch = Batch {
+                    deletions,
+                    unarchive: &unarchive,
+                    galaxies,
+                };
+                write_rows(tx, prepared, cache, batch, built, fence, &release, me)
             });
             if !matches!(result, Ok(Written::Committed(_))) {
                 for galaxy in galaxies {
@@ -167,6 +177,9 @@ impl PostgresWriter {
                 Ok(Written::Committed(stats)) => {
                     for name in deletions {
                         self.ids.remove(name);
+                    }
+                    for name in &unarchive {
+                        self.unsettled_archives.remove(name);
                     }
                     if release_all {
                         self.owned.clear();
@@ -419,14 +432,25 @@ fn build_rows(
     })
 }
 
+/// What one batch changes: the galaxies it deletes, those it makes live again (see
+/// `unarchive` in [`PostgresWriter::write_fenced`]), and the rows it writes.
+struct Batch<'a> {
+    deletions: &'a [String],
+    unarchive: &'a [String],
+    galaxies: &'a [GalaxyRows],
+}
+
+/// A lost archive commit undone, if it happened: its archive and its `deleting` mark.
+const UNARCHIVE: &str = "WITH gone AS (DELETE FROM galaxy_archives WHERE name = ANY($1::text[]))
+     DELETE FROM galaxy_jobs WHERE name = ANY($1::text[]) AND job = 'deleting'";
+
 /// The batch's statements in `tx`, the fence last before the release and the commit.
 #[allow(clippy::too_many_arguments)]
 fn write_rows(
     mut tx: Transaction<'_>,
     prepared: &mut Prepared,
     cache: &mut HashMap<String, SystemIds>,
-    deletions: &[String],
-    galaxies: &[GalaxyRows],
+    batch: Batch<'_>,
     built: Built,
     fence: &Fence,
     release: &Fence,
@@ -437,6 +461,17 @@ fn write_rows(
         mut stats,
         new_events,
     } = built;
+    let Batch {
+        deletions,
+        unarchive,
+        galaxies,
+    } = batch;
+    // Before the deletions: a galaxy put back and deleted since is marked again below.
+    if !unarchive.is_empty() {
+        let statement = prepared.get(&mut tx, UNARCHIVE)?;
+        tx.execute(&statement, &[&unarchive])
+            .context("making galaxies live again after a lost archive commit")?;
+    }
     if !deletions.is_empty() {
         let statement = prepared.get(&mut tx, MARK_DELETING)?;
         stats.rows += tx

@@ -237,6 +237,10 @@ impl WriteStore for PostgresWriter {
         PostgresWriter::write_archive(self, archive)
     }
 
+    fn archive_unsettled(&self, name: &str) -> bool {
+        self.unsettled_archives.contains(name)
+    }
+
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
         PostgresWriter::delete_archive(self, name)
     }
