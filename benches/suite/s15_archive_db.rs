@@ -1,10 +1,10 @@
 //! Section 15: archives in the database. A played galaxy (section 14's: the classic
 //! preset's economy, a day of random orders) restored from its archive against a load of
 //! the same galaxy from its live rows, each as the first request after a restart waits
-//! for it; the space its live rows leave reusable in the SQLite file once archived; and
-//! orders on another galaxy while a large galaxy is archived beside them (section 8's
-//! measurement, an archive instead of creations).
-
+//! for it, on SQLite and (when installed) PostgreSQL, with where the restore's time goes;
+//! the space its live rows leave reusable in the SQLite file once archived; and orders on
+//! another galaxy while a large galaxy is archived beside them (section 8's measurement,
+//! an archive instead of creations).
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
