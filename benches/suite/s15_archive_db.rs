@@ -5,6 +5,7 @@
 //! the space its live rows leave reusable in the SQLite file once archived; and orders on
 //! another galaxy while a large galaxy is archived beside them (section 8's measurement,
 //! an archive instead of creations).
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
