@@ -16,9 +16,9 @@
 //! the price of a synchronous standby) starts a primary + standby pair
 //! (`tests/common/replica.rs`) and a lone cluster beside it.
 //!
-//! Section 14 (archives) needs nothing beyond SQLite.
+//! Sections 14 (archives) and 15 (archives in the database) need nothing beyond SQLite.
 //!
-//! One file per section (`s01_save.rs` … `s14_archive.rs`), each with the workloads it
+//! One file per section (`s01_save.rs` … `s15_archive_db.rs`), each with the workloads it
 //! measures and the rows it prints; `harness.rs` holds what several sections share,
 //! `floor.rs` and `pg_floor.rs` the floors, `daemon.rs` the daemons and their HTTP clients.
 //! This file reads the arguments and runs the sections in order.
@@ -47,6 +47,7 @@ mod s11_failover;
 mod s12_durable;
 mod s13_replication;
 mod s14_archive;
+mod s15_archive_db;
 
 /// The tests' throwaway PostgreSQL cluster, for sections 10, 11 and 12 (started with `fsync` on).
 #[path = "../../tests/common/postgres.rs"]
@@ -61,7 +62,7 @@ mod pg_pair;
 type Section = fn(&Run, &mut Map<String, Value>);
 
 /// The sections, in the order they run; section N is the N-th.
-const SECTIONS: [Section; 14] = [
+const SECTIONS: [Section; 15] = [
     s01_save::run,
     s02_orders::run,
     s03_game::run,
@@ -76,6 +77,7 @@ const SECTIONS: [Section; 14] = [
     s12_durable::run,
     s13_replication::run,
     s14_archive::run,
+    s15_archive_db::run,
 ];
 
 fn main() {

@@ -21,10 +21,10 @@ use crate::harness::{
 const BESIDE_DELAY: Duration = Duration::from_millis(1000);
 
 /// Threads ordering on `play` in section 8.
-const BESIDE_THREADS: usize = 2;
+pub const BESIDE_THREADS: usize = 2;
 
 /// A cheap galaxy: one structure per system, so its creation is mostly system rows.
-fn cheap_config(systems: u64) -> GalaxyConfig {
+pub fn cheap_config(systems: u64) -> GalaxyConfig {
     let side = (systems as f64).sqrt().ceil() as u64 * 2;
     let text = format!(
         "system_count = {systems}\n[size]\nx = {side}\ny = {side}\n\
@@ -36,7 +36,7 @@ fn cheap_config(systems: u64) -> GalaxyConfig {
 /// Orders on `play` that are on disk, plus a constant: each order on a system completes
 /// the system's previous build (its colony's level goes up by one) and leaves one pending
 /// build (one event row), so levels plus events grow by exactly one per saved order.
-fn orders_on_disk(conn: &Connection) -> u64 {
+pub fn orders_on_disk(conn: &Connection) -> u64 {
     conn.query_row(
         "SELECT (SELECT COALESCE(SUM(st.level), 0) FROM systems s
                  JOIN structures st ON st.system_id = s.id AND st.structure_type = 'colony'
@@ -121,7 +121,7 @@ fn orders_beside(
 
 /// A fresh app on `path` (persistence on, the default coalescing delay) holding `play`,
 /// and a read-only connection to its database.
-fn beside_app(path: &Path) -> (AppState, Connection) {
+pub fn beside_app(path: &Path) -> (AppState, Connection) {
     let app = AppState::open(&settings(path, |s| {
         s.coalescing_delay = BESIDE_DELAY;
         s.auto_save_interval = Duration::from_secs(30);
@@ -165,7 +165,7 @@ fn spawn_creations(
 
 /// `threads` threads ordering on `play` until `stop`, at `rate` orders/s between them; each
 /// thread's order latencies, and each one's count of orders placed so far.
-fn spawn_orders(
+pub fn spawn_orders(
     app: &AppState,
     stop: &Arc<AtomicBool>,
     threads: usize,
@@ -201,7 +201,7 @@ fn spawn_orders(
 /// on disk, orders placed) with the time, at the first commit after a second of warm-up
 /// and at the first once `window` has passed; and the oldest unsaved change's highest age
 /// in milliseconds.
-fn watch_commits(
+pub fn watch_commits(
     app: &AppState,
     started: Instant,
     window: Duration,
@@ -243,7 +243,7 @@ fn watch_commits(
 }
 
 /// Orders/s offered by section 8's steady stream, over both threads.
-const BESIDE_RATE: u64 = 100_000;
+pub const BESIDE_RATE: u64 = 100_000;
 
 /// `rounds` rounds of [`orders_beside`] at `rate`, without a creation and beside creations
 /// of `huge` systems, taking turns at going first: the measurements without, and with.
