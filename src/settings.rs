@@ -10,7 +10,7 @@
 
 use crate::model::MAX_SYSTEMS;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the database lives (`DATABASE_URL`).
@@ -26,6 +26,14 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// The database file, for `sqlite:PATH`.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            DatabaseUrl::File(path) => Some(path),
+            DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
+        }
+    }
+
     /// Parses `sqlite:PATH` (also `sqlite://PATH`), `sqlite::memory:`, or a PostgreSQL
     /// URL (`postgres://USER@HOST:PORT/DB`, also `postgresql://`), which must name a host.
     pub fn parse(url: &str) -> Result<DatabaseUrl, String> {

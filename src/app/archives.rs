@@ -53,10 +53,20 @@ impl AppState {
         }
         let shared = &self.shared;
         for attempt in 1..=ARCHIVE_ATTEMPTS {
-            // Only a galaxy in memory is archived: loaded first.
-            shared
-                .galaxies
-                .with_live(&shared.engine, name, |_| Ok::<(), AppError>(()))?;
+            // Only a galaxy in memory is archived: loaded first (an archive found meanwhile,
+            // another admin's, is not restored to be archived again).
+            let loaded =
+                shared
+                    .galaxies
+                    .with_live_restoring(&shared.engine, name, Restore::Never, |_| {
+                        Ok::<(), LifeError>(())
+                    });
+            match loaded {
+                Err(LifeError::Archived(_)) => {
+                    return Err(AppError::AlreadyArchived(name.to_owned()))
+                }
+                loaded => loaded?,
+            }
             match engine.archive(&shared.galaxies, name) {
                 Ok(archived) => return Ok(archived),
                 // Evicted, or loading, in the instant between: again.
@@ -121,7 +131,8 @@ impl AppState {
 
     /// One round of automatic archiving (`GWAR_ARCHIVE_AFTER_SECS`): archives up to
     /// `at_most` galaxies with no change saved and no request for `idle`, oldest first;
-    /// returns how many. Galaxies another daemon owns are left to it.
+    /// returns how many. Galaxies another daemon owns are left to it. The round ends at
+    /// the first archive the database refuses (it would refuse the next ones too).
     pub fn archive_idle(&self, idle: Duration, at_most: usize) -> usize {
         let Ok(engine) = self.archiving_engine() else {
             return 0;
@@ -147,8 +158,17 @@ impl AppState {
                     archived += 1;
                     log::info!("galaxy '{name}' archived automatically after {idle:?} idle ({} systems, {} bytes)", done.systems, done.bytes);
                 }
-                Err(AppError::OwnedElsewhere { .. } | AppError::AlreadyArchived(_)) => {}
-                Err(error) => log::warn!("automatic archiving of galaxy '{name}': {error}"),
+                Err(
+                    AppError::OwnedElsewhere { .. }
+                    | AppError::AlreadyArchived(_)
+                    | AppError::UnknownGalaxy(_)
+                    | AppError::Busy(_)
+                    | AppError::LeaseLapsed(_),
+                ) => {}
+                Err(error) => {
+                    log::warn!("automatic archiving of galaxy '{name}': {error}; the next round tries again");
+                    break;
+                }
             }
         }
         archived

@@ -500,11 +500,12 @@ impl AppState {
         }
     }
 
-    /// Refuses creations from now on and stops those in progress at a chunk boundary (the
-    /// daemon is stopping: their requests must end, and the galaxies are not kept).
+    /// Refuses creations and archives from now on and stops creations in progress at a
+    /// chunk boundary (the daemon is stopping: their requests must end, and the galaxies
+    /// are not kept).
     pub(crate) fn stop_creating(&self) {
         if let Some(engine) = &self.shared.engine {
-            engine.writer().stop_creating();
+            engine.stop_bulk();
         }
     }
 

@@ -8,12 +8,16 @@
 //!   galaxy was taken: its whole state, unsaved changes included, goes into the archive.
 //!   A batch may be writing a cut of it at that moment: committed, it changes nothing
 //!   (the archive supersedes the rows); failed, its changes are not given back to the
-//!   emptied cell — so a galaxy put back is marked changed in full, and nothing is lost.
+//!   emptied cell — so a galaxy taken with a cut in flight is marked changed in full if
+//!   it is put back, and nothing is lost. While it is out, it is marked archiving (under
+//!   the catalog lock): a deletion waits it out (refused, [`LifeError::Busy`]), and a
+//!   stop counts its unsaved systems as unsaved.
 //! - **Restoring** ([`Galaxies::restore_leading`]): the leader of a load that found no
 //!   stored galaxy asks the backing for an archive; it restores it (on a request, or on an
 //!   admin's word only, see [`Restore`]) under the name's reservation, as a creation, and
 //!   publishes the result for every waiter of its flight: one restore per name at a time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,11 +29,20 @@ use crate::model::Galaxy;
 /// When a load that finds an archive restores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Restore {
-    /// As the backing says (`GWAR_ARCHIVE_RESTORE`).
+    /// As the backing says (`GWAR_ARCHIVE_RESTORE`), at most [`MAX_RESTORES_ON_REQUEST`]
+    /// at once.
     OnRequest,
     /// Always: an admin's restore.
     Now,
+    /// Never: an archive is answered as [`LifeError::Archived`] (archiving it again).
+    Never,
 }
+
+/// Restores on request running at once, at most: each holds its request (and the
+/// requests following its flight) for as long as its rows take to write, and runs one
+/// after the other on the writer, so more would only hold more of the game's workers.
+/// Past it, a request is answered [`LifeError::Busy`] (503, try again).
+pub(crate) const MAX_RESTORES_ON_REQUEST: usize = 2;
 
 /// A galaxy taken out of memory to be archived. Dropped, it lands its flight: waiters
 /// look the name up again. Refused, [`Archiving::put_back`] makes it live again.
@@ -38,6 +51,8 @@ pub(crate) struct Archiving<'a> {
     _flight: Leading<'a>,
     galaxy: Galaxy,
     lease_until: Option<Instant>,
+    /// A batch held a cut of it when it was taken (see the module comment).
+    cut_in_flight: bool,
 }
 
 impl Archiving<'_> {
@@ -49,14 +64,26 @@ impl Archiving<'_> {
     /// The archive was not stored: the galaxy is live again, in a new cell (its old one is
     /// archived for good), changed in full (see the module comment), for the caller to
     /// send to the writer as dirty.
-    pub(crate) fn put_back(self) -> Arc<GalaxyCell> {
+    pub(crate) fn put_back(mut self) -> Arc<GalaxyCell> {
         let galaxies = self.galaxies;
-        let mut galaxy = self.galaxy;
-        galaxy.mark_all_changed();
+        let mut galaxy = self.galaxy.take_all();
+        if self.cut_in_flight {
+            galaxy.mark_all_changed();
+        }
         let _catalog = galaxies.catalog.lock();
         let cell = GalaxyCell::new(galaxy, galaxies.clock.now(), self.lease_until);
         galaxies.registry.insert(cell.clone());
+        galaxies.archiving.lock().remove(self.galaxy.name());
         cell
+    }
+}
+
+impl Drop for Archiving<'_> {
+    /// Stored or put back: no longer out of memory.
+    fn drop(&mut self) {
+        let galaxies = self.galaxies;
+        let _catalog = galaxies.catalog.lock();
+        galaxies.archiving.lock().remove(self.galaxy.name());
     }
 }
 
@@ -74,6 +101,9 @@ impl Galaxies {
             .registry
             .get(name)
             .ok_or_else(|| LifeError::Unknown(name.to_owned()))?;
+        // The catalog lock, then the cell's: a deletion is wholly before (the cell is
+        // deleted) or wholly after (it finds the name archiving).
+        let _catalog = galaxies.catalog.lock();
         let mut state = cell.lock();
         if state.life != Life::Live {
             return Err(LifeError::Unknown(name.to_owned()));
@@ -86,15 +116,19 @@ impl Galaxies {
         }
         // Marked, emptied and unlisted under the cell's lock: no order slips in between.
         state.life = Life::Archived;
+        let unsaved = state.unsaved();
+        let cut_in_flight = !state.in_flight.is_empty();
         let galaxy = state.galaxy.take_all();
         let lease_until = state.lease_until;
         state.in_flight.clear();
         galaxies.registry.remove_cell(&cell);
+        galaxies.archiving.lock().insert(name.to_owned(), unsaved);
         Ok(Archiving {
             galaxies,
             _flight: leading,
             galaxy,
             lease_until,
+            cut_in_flight,
         })
     }
 
@@ -125,9 +159,17 @@ impl Galaxies {
         if !backing.is_archived(name)? {
             return Ok(leading.land(Landed::Missing));
         }
-        if mode == Restore::OnRequest && !backing.restores_on_demand() {
+        let on_request = mode == Restore::OnRequest;
+        if mode == Restore::Never || (on_request && !backing.restores_on_demand()) {
             return Ok(leading.land(Landed::Archived));
         }
+        let _slot = match on_request {
+            true => Some(
+                RestoreSlot::take(&self.restores_on_request)
+                    .ok_or_else(|| LifeError::Busy(name.to_owned()))?,
+            ),
+            false => None,
+        };
         let reservation = {
             let mut creating = self.catalog.lock();
             if self.registry.get(name).is_some() {
@@ -147,5 +189,25 @@ impl Galaxies {
         };
         let cell = reservation.publish(galaxy, lease_until);
         Ok(leading.land(Landed::Cell(cell)))
+    }
+}
+
+/// One of the [`MAX_RESTORES_ON_REQUEST`] restores on request, released on drop.
+struct RestoreSlot<'a>(&'a AtomicUsize);
+
+impl<'a> RestoreSlot<'a> {
+    fn take(running: &'a AtomicUsize) -> Option<RestoreSlot<'a>> {
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_RESTORES_ON_REQUEST).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| RestoreSlot(running))
+    }
+}
+
+impl Drop for RestoreSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

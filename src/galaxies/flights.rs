@@ -47,13 +47,17 @@ impl Flight {
         self.superseded.load(Ordering::Acquire)
     }
 
-    fn wait(&self) -> Landed {
+    /// The outcome, or `None` when it has not landed within `bound`.
+    fn wait(&self, bound: std::time::Duration) -> Option<Landed> {
+        let deadline = std::time::Instant::now() + bound;
         let mut outcome = self.outcome.lock();
         loop {
             if let Some(landed) = outcome.as_ref() {
-                return landed.clone();
+                return Some(landed.clone());
             }
-            self.landed.wait(&mut outcome);
+            if self.landed.wait_until(&mut outcome, deadline).timed_out() {
+                return outcome.clone();
+            }
         }
     }
 }
@@ -97,8 +101,10 @@ impl Flights {
         }
     }
 
-    pub(super) fn follow(flight: &Flight) -> Landed {
-        flight.wait()
+    /// What the flight landed, waited for at most `bound` (`None` past it: a large load
+    /// or a restore is still running, and the follower is better answered than held).
+    pub(super) fn follow(flight: &Flight, bound: std::time::Duration) -> Option<Landed> {
+        flight.wait(bound)
     }
 
     /// Threads following the flight of `name` (`None`: no flight), for tests: besides
@@ -153,6 +159,8 @@ impl Drop for Leading<'_> {
 mod tests {
     use super::*;
 
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
     #[test]
     fn a_second_boarder_follows_and_sees_the_leaders_outcome() {
         let flights = Flights::default();
@@ -163,9 +171,9 @@ mod tests {
             panic!("the second follows");
         };
         assert!(matches!(flights.board("h"), Boarding::Lead(_)));
-        let follower = std::thread::spawn(move || Flights::follow(&flight));
+        let follower = std::thread::spawn(move || Flights::follow(&flight, BOUND));
         leading.land(Landed::Missing);
-        assert!(matches!(follower.join().unwrap(), Landed::Missing));
+        assert!(matches!(follower.join().unwrap(), Some(Landed::Missing)));
         assert!(
             matches!(flights.board("g"), Boarding::Lead(_)),
             "a landed flight is gone"
@@ -185,7 +193,12 @@ mod tests {
         assert!(!leading.flight().superseded());
         flights.supersede("g");
         assert!(leading.flight().superseded());
+        let short = std::time::Duration::from_millis(1);
+        assert!(Flights::follow(&flight, short).is_none(), "not landed yet");
         drop(leading);
-        assert!(matches!(Flights::follow(&flight), Landed::Again));
+        assert!(matches!(
+            Flights::follow(&flight, BOUND),
+            Some(Landed::Again)
+        ));
     }
 }

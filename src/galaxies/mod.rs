@@ -61,7 +61,7 @@ mod writer_side;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -76,6 +76,11 @@ pub(crate) use writer_side::WriterSide;
 use crate::clock::Clock;
 use crate::model::Galaxy;
 use crate::store::{Epoch, Owner, StoreError};
+
+/// How long a request waits for another's load or restore of the same galaxy before it is
+/// answered [`LifeError::Busy`] (503, try again): a restore of a large galaxy takes
+/// seconds, and every request waiting holds an HTTP worker.
+const FOLLOW_BOUND: Duration = Duration::from_secs(10);
 
 /// Galaxy names: 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_galaxy_name(name: &str) -> bool {
@@ -224,6 +229,11 @@ pub struct Galaxies {
     catalog: Mutex<HashMap<String, u64>>,
     /// Deleted, the deletion not yet committed: the stored copy is stale. A leaf lock.
     deleting: Mutex<HashSet<String>>,
+    /// Galaxies taken out of memory to be archived, not yet stored or put back, with
+    /// their unsaved systems then. Changed under the catalog lock; a leaf lock.
+    archiving: Mutex<HashMap<String, usize>>,
+    /// Restores on request running (see [`archiving::MAX_RESTORES_ON_REQUEST`]).
+    restores_on_request: std::sync::atomic::AtomicUsize,
     flights: Flights,
     max_galaxies: usize,
     /// Times accesses, which the writer's idle eviction compares with its own clock.
@@ -238,6 +248,8 @@ impl Galaxies {
             registry: Registry::default(),
             catalog: Mutex::new(HashMap::new()),
             deleting: Mutex::new(HashSet::new()),
+            archiving: Mutex::new(HashMap::new()),
+            restores_on_request: std::sync::atomic::AtomicUsize::new(0),
             flights: Flights::default(),
             max_galaxies,
             clock,
@@ -336,7 +348,10 @@ impl Galaxies {
         mode: Restore,
     ) -> Result<Landed, LifeError> {
         let leading = match self.flights.board(name) {
-            Boarding::Follow(flight) => return Ok(Flights::follow(&flight)),
+            Boarding::Follow(flight) => {
+                return Flights::follow(&flight, FOLLOW_BOUND)
+                    .ok_or_else(|| LifeError::Busy(name.to_owned()))
+            }
             Boarding::Lead(leading) => leading,
         };
         // A previous flight publishes before it lands, so a cell it published is seen.
@@ -506,6 +521,11 @@ impl Galaxies {
             // not there to delete (deleting it now would leave its creator publishing a
             // galaxy whose rows are being removed).
             return Err(unknown());
+        }
+        if self.archiving.lock().contains_key(name) {
+            // Out of memory but not yet archived: whether it ends archived or back in
+            // memory, a deletion now would be undone by one or the other.
+            return Err(LifeError::Busy(name.to_owned()));
         }
         // Marked deleted under the cell's lock, so the writer cannot evict it meanwhile:
         // a galaxy it evicted is no longer renewed here, so it is taken like any galaxy

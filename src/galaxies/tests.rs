@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -677,11 +678,14 @@ fn a_refused_archive_puts_the_galaxy_back_with_its_changes() {
     );
     order(&galaxies, &stored, "a", 3).unwrap();
     let old = galaxies.registry.get("a").unwrap();
+    // A batch holds its cut when the galaxy is taken (and will fail).
+    let in_flight = old.cut().expect("a cut");
     let archiving = galaxies.take_for_archive("a").unwrap();
     assert!(
         old.is_gone() && old.cut().is_none(),
         "the old cell is never saved"
     );
+    old.give_back(in_flight.changes);
     assert!(
         matches!(galaxies.take_for_archive("a"), Err(LifeError::Busy(_))),
         "one archive at a time"
@@ -723,4 +727,58 @@ fn in_explicit_mode_a_request_is_told_archived_until_an_admin_restores() {
     });
     assert_eq!(tick.unwrap(), 0);
     assert_eq!(tick_of(&galaxies, &stored, "a").unwrap(), 0);
+}
+
+#[test]
+fn a_deletion_waits_out_an_archive_in_hand_and_a_stop_counts_its_changes() {
+    let (galaxies, stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    order(&galaxies, &stored, "a", 4).unwrap();
+    let archiving = galaxies.take_for_archive("a").unwrap();
+    assert!(matches!(
+        galaxies.delete(&stored, "a", |_| panic!("not deleted")),
+        Err(LifeError::Busy(_))
+    ));
+    assert_eq!(
+        galaxies.writer_side().unsaved(),
+        [("a".to_owned(), 1)],
+        "out of memory, not yet archived: unsaved"
+    );
+    let cell = archiving.put_back();
+    assert_eq!(
+        cell.unsaved(),
+        1,
+        "no cut was in flight: its own changes only"
+    );
+    assert_eq!(galaxies.writer_side().unsaved(), [("a".to_owned(), 1)]);
+    let mut told = false;
+    galaxies.delete(&stored, "a", |_| told = true).unwrap();
+    assert!(told, "deleted once the archive is refused");
+}
+
+#[test]
+fn restores_on_request_are_capped_and_an_archiver_never_restores() {
+    let (galaxies, stored) = (
+        Arc::new(Galaxies::new(10, Clock::system())),
+        Stored::with(&["a"]),
+    );
+    tick_of(&galaxies, &stored, "a").unwrap();
+    archive(&galaxies, &stored, "a");
+    let never =
+        galaxies.with_live_restoring(&stored, "a", Restore::Never, |_| Ok::<(), LifeError>(()));
+    assert!(matches!(never, Err(LifeError::Archived(_))));
+    galaxies
+        .restores_on_request
+        .store(archiving::MAX_RESTORES_ON_REQUEST, Ordering::SeqCst);
+    assert!(matches!(
+        tick_of(&galaxies, &stored, "a"),
+        Err(LifeError::Busy(_))
+    ));
+    assert_eq!(*stored.restores.lock(), 0);
+    // An admin's restore is not capped.
+    let now = galaxies.with_live_restoring(&stored, "a", Restore::Now, |_| Ok::<(), LifeError>(()));
+    assert!(now.is_ok());
+    galaxies.restores_on_request.store(0, Ordering::SeqCst);
 }

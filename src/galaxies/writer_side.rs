@@ -63,6 +63,8 @@ impl WriterSide {
 
     /// Galaxies with unsaved systems (those in a batch in flight included), and how many,
     /// sorted by name: what a shutdown reports.
+    /// Galaxies out of memory for an archive not yet stored count with their unsaved
+    /// systems then: a stop before their archive lands has not saved them.
     pub(crate) fn unsaved(&self) -> Vec<(String, usize)> {
         let mut unsaved: Vec<(String, usize)> = self
             .all()
@@ -72,6 +74,11 @@ impl WriterSide {
                 (count > 0).then(|| (cell.name().to_owned(), count))
             })
             .collect();
+        for (name, &count) in self.0.archiving.lock().iter() {
+            if count > 0 && !unsaved.iter().any(|(known, _)| known == name) {
+                unsaved.push((name.clone(), count));
+            }
+        }
         unsaved.sort();
         unsaved
     }

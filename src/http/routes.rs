@@ -255,6 +255,12 @@ impl Api {
                 (["admin", "save"], "POST") => Ok(self.save()),
                 (["admin", "backup"], "POST") => Ok(self.backup()),
                 (["admin", "save" | "backup"], _) => Err(&["POST"]),
+                (["admin", "galaxies", _, "archive" | "restore"], "POST") if !query.is_empty() => {
+                    Ok(Err(ApiError::new(
+                        400,
+                        "this call takes no query parameters",
+                    )))
+                }
                 (["admin", "galaxies", name, "archive"], "POST") => Ok(self.archive(name)),
                 (["admin", "galaxies", name, "restore"], "POST") => Ok(self.restore(name)),
                 (["admin", "galaxies", _, "archive" | "restore"], _) => Err(&["POST"]),

@@ -66,6 +66,13 @@ impl Engine {
         }
     }
 
+    /// The daemon is stopping: no archive is begun from now on, and creations stop.
+    pub(crate) fn stop_bulk(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.writer.stop_creating();
+    }
+
     /// Archives live galaxy `name`: takes it out of memory (requests for it wait),
     /// encodes it here, off the writer thread and holding no lock, and has the writer
     /// store the archive in the transaction that marks its rows deleted. Refused, the
@@ -75,6 +82,9 @@ impl Engine {
         galaxies: &Galaxies,
         name: &str,
     ) -> Result<ArchivedGalaxy, ArchiveRefused> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ArchiveRefused::Stopped);
+        }
         let started = Instant::now();
         let archiving = galaxies.take_for_archive(name)?;
         let galaxy = archiving.galaxy();

@@ -76,6 +76,8 @@ pub struct Engine {
     claims: Option<Claims>,
     /// `GWAR_ARCHIVE_RESTORE`: a request for an archived galaxy restores it.
     restore_on_demand: bool,
+    /// Set once the daemon is stopping: no archive is begun.
+    stopping: std::sync::atomic::AtomicBool,
     _lock: Option<DatabaseLock>,
 }
 
@@ -177,10 +179,7 @@ impl Engine {
             writer,
             readers,
             metrics,
-            path: match url {
-                DatabaseUrl::File(path) => Some(path.clone()),
-                DatabaseUrl::Memory | DatabaseUrl::Postgres(_) => None,
-            },
+            path: url.file().map(Path::to_path_buf),
             server: match url {
                 DatabaseUrl::Postgres(_) => Some(url.label()),
                 DatabaseUrl::File(_) | DatabaseUrl::Memory => None,
@@ -188,6 +187,7 @@ impl Engine {
             clean,
             claims,
             restore_on_demand: settings.archive_restore == ArchiveRestore::OnDemand,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         })
     }

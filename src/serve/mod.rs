@@ -295,15 +295,15 @@ pub fn serve(
 
     shutdown.wait();
     let timeout = settings.persistence.shutdown_timeout;
-    // Its round ends with the archive in hand (the writer refuses new ones once stopping).
-    if let Some(archiver) = archiver {
-        archiver.stop();
-    }
     let stop_began = Instant::now();
     systemd.stopping(timeout + Duration::from_secs(15));
     // A creation in progress would hold its request, and so the server's shutdown, for
     // as long as it takes to write (minutes at 10 M systems): stop it first.
     app.stop_creating();
+    // After it: no archive is begun from now on, so the one in hand is the last.
+    if let Some(archiver) = archiver {
+        archiver.stop();
+    }
     // Requests in flight get at most half the timeout (one waiting on a database that
     // does not answer is left behind), the final flush the rest: the stop as a whole
     // keeps to the timeout whatever the network does.

@@ -283,16 +283,6 @@ impl Jobs {
                         }
                         Ok((WriteStats::default(), None))
                     }
-                    // A restore whose archive was deleted meanwhile (a deletion won the
-                    // race): refused, and what it wrote removed; the store is sound.
-                    Err(error @ StoreError::ArchiveGone(_)) => {
-                        if let Some(Job::Create(creation)) = self.queue.pop_front() {
-                            let name = creation.refuse(PersistError::Failed(error.failure()));
-                            log::info!(target: LOG, "restore of galaxy '{name}' abandoned: {error}");
-                            self.queue.push_front(Job::Purge { name, removed: 0 });
-                        }
-                        Ok((WriteStats::default(), None))
-                    }
                     // The commit was sent and its answer lost: the chunk may be in the
                     // database, and if it was the last, the galaxy exists. Never refused
                     // for that: the creation stays first and its next chunk, once the
@@ -304,34 +294,53 @@ impl Jobs {
                         Err(error)
                     }
                     Err(error) => {
+                        // A restore whose archive a deletion removed meanwhile: refused as
+                        // any, but the store is sound (no lane failure).
+                        let gone = matches!(error, StoreError::ArchiveGone(_));
                         if let Some(Job::Create(creation)) = self.queue.pop_front() {
                             let name = creation.refuse(PersistError::Failed(error.failure()));
+                            if gone {
+                                log::info!(target: LOG, "restore of galaxy '{name}' abandoned: {error}");
+                            }
                             self.queue.push_front(Job::Purge { name, removed: 0 });
+                        }
+                        if gone {
+                            return Ok((WriteStats::default(), None));
                         }
                         Err(error)
                     }
                 }
             }
-            Job::Purge { name, removed } => {
-                let (stats, done) = store.purge_chunk(name, self.purge_size.0)?;
-                self.purge_size
-                    .adapt(stats.systems as usize, started.elapsed());
-                *removed += stats.systems;
-                if !done {
-                    let name = name.clone();
-                    self.let_others_pass(&name);
-                    return Ok((stats, None));
-                }
-                log::debug!(target: LOG,
-                    "galaxy '{name}': its {removed} systems are removed from the database");
-                // The front job, just borrowed: this purge.
-                let finished = match self.queue.pop_front() {
-                    Some(Job::Purge { .. }) => Some(Finished::Purged),
-                    _ => None,
-                };
-                Ok((stats, finished))
-            }
+            Job::Purge { .. } => self.purge_step(store, started),
         }
+    }
+
+    /// One chunk of the removal at the front of the queue (see [`Jobs::step`]).
+    fn purge_step(
+        &mut self,
+        store: &mut dyn WriteStore,
+        started: Instant,
+    ) -> Result<(WriteStats, Option<Finished>), StoreError> {
+        let Some(Job::Purge { name, removed }) = self.queue.front_mut() else {
+            return Ok((WriteStats::default(), None));
+        };
+        let (stats, done) = store.purge_chunk(name, self.purge_size.0)?;
+        self.purge_size
+            .adapt(stats.systems as usize, started.elapsed());
+        *removed += stats.systems;
+        if !done {
+            let name = name.clone();
+            self.let_others_pass(&name);
+            return Ok((stats, None));
+        }
+        log::debug!(target: LOG,
+            "galaxy '{name}': its {removed} systems are removed from the database");
+        // The front job, just borrowed: this purge.
+        let finished = match self.queue.pop_front() {
+            Some(Job::Purge { .. }) => Some(Finished::Purged),
+            _ => None,
+        };
+        Ok((stats, finished))
     }
 
     /// Takes over the jobs other daemons abandoned (their leases ran out, or they exited)
