@@ -319,45 +319,12 @@ fn beside_rows(
 ) -> Value {
     let (control, during) = measure_beside(dir, huge, rounds, window, rate);
     let of = |side: &[Beside], f: fn(&Beside) -> f64| side.iter().map(f).collect::<Vec<_>>();
-    let p99 = |b: &Beside| b.p99.as_secs_f64();
     let persisted = |b: &Beside| b.persisted;
     let placed = |b: &Beside| b.placed;
-    let p99_ratio = paired_ratio(&of(&control, p99), &of(&during, p99));
-    let persisted_ratio = paired_ratio(&of(&during, persisted), &of(&control, persisted));
-    let placed_ratio = paired_ratio(&of(&during, placed), &of(&control, placed));
-    let highest = |side: &[Beside]| side.iter().map(|b| b.max_unsaved).max().unwrap_or_default();
     let (creations, took) = creation_time(&during);
     let beside = format!("{huge}-system creations vs none, {what}");
-    let seconds = |samples: Vec<f64>| Duration::from_secs_f64(median(samples));
-    row(
-        &format!("8. order p99, {beside}"),
-        format!("{:?}", seconds(of(&during, p99))),
-        format!("{:?}", seconds(of(&control, p99))),
-        Some(p99_ratio),
-        "≥ 0.8 (p99 without / with)",
-    );
-    row(
-        &format!("8. orders persisted/s, {beside}"),
-        format!("{:.0}", median(of(&during, persisted))),
-        format!("{:.0}", median(of(&control, persisted))),
-        Some(persisted_ratio),
-        "≥ 0.8",
-    );
-    row(
-        &format!("8. orders placed/s, {beside}"),
-        format!("{:.0}", median(of(&during, placed))),
-        format!("{:.0}", median(of(&control, placed))),
-        Some(placed_ratio),
-        "",
-    );
-    let limit = 2 * BESIDE_DELAY;
-    row(
-        &format!("8. oldest unsaved age at most, {beside}"),
-        format!("{:?}", highest(&during)),
-        format!("{:?}", highest(&control)),
-        Some(highest(&during).as_secs_f64() / limit.as_secs_f64()),
-        &format!("≤ {limit:?} (ratio: with / that)"),
-    );
+    let [p99_ratio, persisted_ratio, placed_ratio] =
+        order_rows(8, &beside, &control, &during, 2 * BESIDE_DELAY);
     row(
         &format!(
             "8. creating {huge} systems beside {what} ({} created in all)",
@@ -385,6 +352,83 @@ fn beside_rows(
 }
 
 /// Section 8: measures, prints its rows and puts its JSON in `out`.
+/// One window of orders as sections 8 and 15 report it: with bulk work beside it, or
+/// without (the control).
+pub trait OrderWindow {
+    fn p99(&self) -> Duration;
+    /// Orders on disk per second.
+    fn persisted(&self) -> f64;
+    /// Orders placed per second.
+    fn placed(&self) -> f64;
+    /// The oldest unsaved change's age, at its highest.
+    fn max_unsaved(&self) -> Duration;
+}
+
+impl OrderWindow for Beside {
+    fn p99(&self) -> Duration {
+        self.p99
+    }
+    fn persisted(&self) -> f64 {
+        self.persisted
+    }
+    fn placed(&self) -> f64 {
+        self.placed
+    }
+    fn max_unsaved(&self) -> Duration {
+        self.max_unsaved
+    }
+}
+
+/// Prints section `section`'s rows of orders `during` bulk work against `control`, paired
+/// within rounds (`beside` says what ran beside), the oldest unsaved age against
+/// `limit`; returns the ratios of p99, persisted and placed orders.
+pub fn order_rows<W: OrderWindow>(
+    section: u32,
+    beside: &str,
+    control: &[W],
+    during: &[W],
+    limit: Duration,
+) -> [f64; 3] {
+    let of = |side: &[W], f: fn(&W) -> f64| side.iter().map(f).collect::<Vec<_>>();
+    let p99 = |w: &W| w.p99().as_secs_f64();
+    let seconds = |samples: Vec<f64>| Duration::from_secs_f64(median(samples));
+    let ratios = [
+        paired_ratio(&of(control, p99), &of(during, p99)),
+        paired_ratio(&of(during, W::persisted), &of(control, W::persisted)),
+        paired_ratio(&of(during, W::placed), &of(control, W::placed)),
+    ];
+    row(
+        &format!("{section}. order p99, {beside}"),
+        format!("{:?}", seconds(of(during, p99))),
+        format!("{:?}", seconds(of(control, p99))),
+        Some(ratios[0]),
+        "≥ 0.8 (p99 without / with)",
+    );
+    row(
+        &format!("{section}. orders persisted/s, {beside}"),
+        format!("{:.0}", median(of(during, W::persisted))),
+        format!("{:.0}", median(of(control, W::persisted))),
+        Some(ratios[1]),
+        "≥ 0.8",
+    );
+    row(
+        &format!("{section}. orders placed/s, {beside}"),
+        format!("{:.0}", median(of(during, W::placed))),
+        format!("{:.0}", median(of(control, W::placed))),
+        Some(ratios[2]),
+        "",
+    );
+    let highest = |side: &[W]| side.iter().map(W::max_unsaved).max().unwrap_or_default();
+    row(
+        &format!("{section}. oldest unsaved age at most, {beside}"),
+        format!("{:?}", highest(during)),
+        format!("{:?}", highest(control)),
+        Some(highest(during).as_secs_f64() / limit.as_secs_f64()),
+        &format!("≤ {limit:?} (ratio: with / that)"),
+    );
+    ratios
+}
+
 pub fn run(run: &Run, out: &mut Map<String, Value>) {
     let (quick, dir) = (run.quick, run.dir.as_path());
     let (huge, rounds, window) = if quick {

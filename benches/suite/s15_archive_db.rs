@@ -26,8 +26,8 @@ use crate::harness::{
 };
 use crate::pg_cluster;
 use crate::s08_creation::{
-    beside_app, cheap_config, orders_on_disk, spawn_orders, watch_commits, BESIDE_RATE,
-    BESIDE_THREADS,
+    beside_app, cheap_config, order_rows, orders_on_disk, spawn_orders, watch_commits, OrderWindow,
+    BESIDE_RATE, BESIDE_THREADS,
 };
 use crate::s14_archive::{day_of_orders, played_config};
 
@@ -370,6 +370,21 @@ struct Window {
     max_unsaved: Duration,
 }
 
+impl OrderWindow for Window {
+    fn p99(&self) -> Duration {
+        self.p99
+    }
+    fn persisted(&self) -> f64 {
+        self.persisted
+    }
+    fn placed(&self) -> f64 {
+        self.placed
+    }
+    fn max_unsaved(&self) -> Duration {
+        self.max_unsaved
+    }
+}
+
 /// The archive beside orders: the call's time, the time from the call to its rows
 /// purged, and the share of the measured window it ran in.
 #[derive(Clone, Copy)]
@@ -495,44 +510,12 @@ fn beside_rows(dir: &Path, huge: u64, rounds: usize, window: Duration) -> Value 
         archived.push(a);
     }
     let of = |side: &[Window], f: fn(&Window) -> f64| side.iter().map(f).collect::<Vec<_>>();
-    let p99 = |w: &Window| w.p99.as_secs_f64();
     let persisted = |w: &Window| w.persisted;
     let placed = |w: &Window| w.placed;
     let seconds = |samples: Vec<f64>| Duration::from_secs_f64(median(samples));
     let beside = format!("archiving {huge} systems vs none, 100000 orders/s");
-    let p99_ratio = paired_ratio(&of(&control, p99), &of(&during, p99));
-    let persisted_ratio = paired_ratio(&of(&during, persisted), &of(&control, persisted));
-    let placed_ratio = paired_ratio(&of(&during, placed), &of(&control, placed));
-    row(
-        &format!("15. order p99, {beside}"),
-        format!("{:?}", seconds(of(&during, p99))),
-        format!("{:?}", seconds(of(&control, p99))),
-        Some(p99_ratio),
-        "≥ 0.8 (p99 without / with)",
-    );
-    row(
-        &format!("15. orders persisted/s, {beside}"),
-        format!("{:.0}", median(of(&during, persisted))),
-        format!("{:.0}", median(of(&control, persisted))),
-        Some(persisted_ratio),
-        "≥ 0.8",
-    );
-    row(
-        &format!("15. orders placed/s, {beside}"),
-        format!("{:.0}", median(of(&during, placed))),
-        format!("{:.0}", median(of(&control, placed))),
-        Some(placed_ratio),
-        "",
-    );
-    let highest = |side: &[Window]| side.iter().map(|w| w.max_unsaved).max().unwrap_or_default();
-    let limit = Duration::from_secs(2);
-    row(
-        &format!("15. oldest unsaved age at most, {beside}"),
-        format!("{:?}", highest(&during)),
-        format!("{:?}", highest(&control)),
-        Some(highest(&during).as_secs_f64() / limit.as_secs_f64()),
-        &format!("≤ {limit:?} (ratio: with / that)"),
-    );
+    let [p99_ratio, persisted_ratio, placed_ratio] =
+        order_rows(15, &beside, &control, &during, Duration::from_secs(2));
     let calls = seconds(archived.iter().map(|a| a.call.as_secs_f64()).collect());
     let purges = seconds(archived.iter().map(|a| a.purged.as_secs_f64()).collect());
     let covered = median(archived.iter().map(|a| a.covered).collect());

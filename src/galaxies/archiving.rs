@@ -62,8 +62,8 @@ impl Archiving<'_> {
     }
 
     /// The archive was not stored: the galaxy is live again, in a new cell (its old one is
-    /// archived for good), changed in full (see the module comment), for the caller to
-    /// send to the writer as dirty.
+    /// archived for good), with its unsaved changes — every row of it when a batch held
+    /// its cut (see the module comment) — for the caller to send to the writer as dirty.
     pub(crate) fn put_back(mut self) -> Arc<GalaxyCell> {
         let galaxies = self.galaxies;
         let mut galaxy = self.galaxy.take_all();

@@ -42,9 +42,10 @@
 //!    Never held during SQL.
 //! 3. **the registry's change lock** ([`registry`]): publishing a changed map.
 //!
-//! Leaves, taken under any of the above and taking nothing themselves: the deleting set
-//! (here), the flights map and a flight's outcome ([`flights`]), the engine's reader pool
-//! (`persistence::loads`), and the metrics' last error (`persistence::metrics`).
+//! Leaves, taken under any of the above and taking nothing themselves: the deleting and
+//! archiving sets (here), the flights map and a flight's outcome ([`flights`]), the
+//! engine's reader pool (`persistence::loads`), and the metrics' last error
+//! (`persistence::metrics`).
 //!
 //! Held alone, never under another lock: the backup lock (`crate::app`, for a whole
 //! backup) and the writer handle's shutdown lock (`persistence::writer`, while the writer
