@@ -47,7 +47,10 @@ impl WriterSide {
     /// memory). Call after giving back any cut of it, so the count includes the batch
     /// that was refused.
     pub(crate) fn lose(&self, name: &str) -> Option<usize> {
-        let cell = self.0.registry.get(name)?;
+        let Some(cell) = self.0.registry.get(name) else {
+            // Out of memory for an archive, which is refused with it: its changes go too.
+            return self.0.archiving.lock().get(name).copied();
+        };
         let mut state = cell.lock();
         if state.life != Life::Live {
             return None;

@@ -127,9 +127,8 @@ impl Engine {
         if let ArchiveRefused::Failed { failure, .. } = &refused {
             if failure.kind == FailureKind::Lost {
                 // Another daemon took it (its lease here had run out): it is that
-                // daemon's now, and its changes here are dropped, as for any galaxy lost.
-                log::warn!(target: crate::logging::PERSISTENCE,
-                    "galaxy '{name}' was not archived: another daemon took it; its changes here are dropped");
+                // daemon's now, and the writer dropped and reported its changes here, as
+                // for any galaxy lost.
                 return Err(refused);
             }
         }

@@ -12,7 +12,7 @@
 
 use super::report::{ArchiveRefused, LOG};
 use super::state::Writer;
-use crate::store::{ArchiveRow, StoreFailure};
+use crate::store::{ArchiveRow, StoreError, StoreFailure};
 
 impl Writer {
     /// Stores `archive`, whose galaxy has left memory. Refused, the caller puts the
@@ -38,11 +38,14 @@ impl Writer {
             }
             Err(error) => {
                 let unsettled = self.store.archive_unsettled(name);
-                log::warn!(target: LOG, "galaxy '{name}': its archive was not stored: {error}");
-                Err(ArchiveRefused::Failed {
-                    failure: error.failure(),
-                    unsettled,
-                })
+                let failure = error.failure();
+                match error {
+                    // Taken by another daemon: lost like any galaxy, its changes counted.
+                    StoreError::Lost(lost) => self.lose(lost),
+                    error => log::warn!(target: LOG,
+                        "galaxy '{name}': its archive was not stored: {error}"),
+                }
+                Err(ArchiveRefused::Failed { failure, unsettled })
             }
         }
     }

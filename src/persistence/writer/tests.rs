@@ -169,6 +169,7 @@ impl WriteStore for Fenced {
         &mut self,
         archive: &crate::store::ArchiveRow<'_>,
     ) -> Result<WriteStats, StoreError> {
+        self.check([archive.name])?;
         self.inner.write_archive(archive)
     }
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
@@ -2158,7 +2159,8 @@ fn a_durable_order_is_answered_for_its_own_galaxy_when_another_is_lost() {
 }
 
 /// Archives galaxy `name` as the engine does: taken out of memory and encoded, then
-/// stored by the writer in the turn that reads the message; put back when refused.
+/// stored by the writer in the turn that reads the message; put back when refused (but
+/// not when another daemon took it).
 fn archive(rig: &mut Rig, name: &str) -> Result<(), ArchiveRefused> {
     let galaxies = rig.galaxies.clone();
     let archiving = galaxies.take_for_archive(name)?;
@@ -2178,7 +2180,9 @@ fn archive(rig: &mut Rig, name: &str) -> Result<(), ArchiveRefused> {
     let stored = answer
         .try_recv()
         .expect("answered in the turn that read it");
-    if stored.is_err() {
+    let lost = matches!(&stored, Err(ArchiveRefused::Failed { failure, .. })
+        if failure.kind == FailureKind::Lost);
+    if stored.is_err() && !lost {
         let cell = archiving.put_back();
         let since = rig.clock.now();
         rig.tx.send(Message::Dirty { cell, since }).unwrap();
@@ -2284,4 +2288,27 @@ fn a_refused_archive_leaves_the_galaxy_live_and_its_orders_are_saved() {
         archive(&mut rig, "missing"),
         Err(ArchiveRefused::Life(LifeError::Unknown(_)))
     ));
+}
+
+#[test]
+fn an_archive_of_a_galaxy_another_daemon_took_is_lost_and_its_changes_reported() {
+    let (mut rig, fence) = fenced_rig(settings(|_| {}), 6 * SEC);
+    let taken = rig.create("taken", 10);
+    rig.order(&taken, 0, 1);
+    fence.lock().taken.insert("taken".to_owned());
+    let refused = archive(&mut rig, "taken");
+    assert!(
+        matches!(&refused, Err(ArchiveRefused::Failed { failure, .. }) if failure.kind == FailureKind::Lost),
+        "{refused:?}"
+    );
+    assert_eq!(rig.lost(), 1);
+    let report = rig.shutdown(2 * SEC);
+    assert!(rig.turn());
+    let report = report.try_recv().unwrap();
+    assert_eq!(
+        report.lost,
+        [("taken".to_owned(), 1)],
+        "its order was dropped"
+    );
+    assert!(!report.all_saved());
 }
