@@ -276,7 +276,15 @@ pub struct PersistenceSettings {
     pub archive_after: Option<Duration>,
     /// `GWAR_ARCHIVE_RESTORE`: whether a request for an archived galaxy restores it.
     pub archive_restore: ArchiveRestore,
+    /// `GWAR_HISTORY`: every order and completed build is saved in the galaxy's history.
+    pub history: bool,
+    /// `GWAR_HISTORY_KEEP_SECS`: history segments older than this are deleted; `None`:
+    /// kept as long as their galaxy.
+    pub history_keep: Option<Duration>,
 }
+
+/// `GWAR_HISTORY_KEEP_SECS`'s default: 30 days.
+pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `GWAR_ARCHIVE_RESTORE`: who brings an archived galaxy back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -307,6 +315,8 @@ impl Default for PersistenceSettings {
             min_free_disk: DEFAULT_MIN_FREE_DISK,
             archive_after: None,
             archive_restore: ArchiveRestore::OnDemand,
+            history: true,
+            history_keep: Some(DEFAULT_HISTORY_KEEP),
         }
     }
 }
@@ -600,6 +610,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                     _ => Err("expected demand or explicit".to_owned()),
                 },
                 defaults.archive_restore,
+            )?,
+            history: self.var("GWAR_HISTORY", parse_bool, defaults.history)?,
+            history_keep: self.var(
+                "GWAR_HISTORY_KEEP_SECS",
+                |v| match v {
+                    "forever" => Ok(None),
+                    v => parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
+                },
+                defaults.history_keep,
             )?,
         })
     }

@@ -111,7 +111,7 @@ fn write_builds(out: &mut Vec<u8>, systems: &[System]) {
 
 /// Reads the body of `count` systems; `Err` names what is wrong with it.
 pub(super) fn read(body: &[u8], count: usize) -> Result<Parts<'_>, String> {
-    let mut r = Reader { bytes: body, at: 0 };
+    let mut r = Reader::new(body);
     let name = r.text(MAX_NAME_BYTES, "name")?;
     let config = r.text(MAX_CONFIG_BYTES, "config")?;
     let tick = r.quantity("galaxy tick")?;
@@ -241,12 +241,12 @@ pub(super) fn zigzag(value: i128) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzigzag(value: u64) -> i128 {
+pub(super) fn unzigzag(value: u64) -> i128 {
     i128::from(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
 /// `base + delta`, refused unless it is a quantity.
-fn shifted(base: u64, delta: i128, what: &str) -> Result<u64, String> {
+pub(super) fn shifted(base: u64, delta: i128, what: &str) -> Result<u64, String> {
     let value = i128::from(base) + delta;
     u64::try_from(value)
         .ok()
@@ -255,18 +255,31 @@ fn shifted(base: u64, delta: i128, what: &str) -> Result<u64, String> {
 }
 
 /// A cursor over the body that checks every read against the bytes left.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn left(&self) -> usize {
+    pub(super) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    pub(super) fn left(&self) -> usize {
         self.bytes.len() - self.at
     }
 
+    pub(super) fn byte(&mut self) -> Result<u8, String> {
+        let byte = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| "the body ends early".to_owned())?;
+        self.at += 1;
+        Ok(byte)
+    }
+
     #[inline]
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(super) fn varint(&mut self) -> Result<u64, String> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.bytes.get(self.at) else {

@@ -14,11 +14,13 @@
 
 mod columns;
 mod crc;
+mod history;
 
 use std::io::Read as _;
 
 use crate::model::{ConfigError, Galaxy, GalaxyConfig, MAX_SYSTEMS};
 use crc::Crc32;
+pub use history::{decode_history, encode_history, MAX_HISTORY_ENTRIES, SEGMENT_ENTRIES};
 
 /// The format this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;

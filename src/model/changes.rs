@@ -3,12 +3,15 @@
 //! A galaxy owns one [`Changes`] and updates it in the same call that applies a change, so
 //! "what is unsaved" is always exactly what was done, with no scan of the galaxy. The set is
 //! keyed by system index and holds a small row mask per system: its size is bounded by the
-//! number of systems, however many operations touched them.
+//! number of systems, however many operations touched them. It also carries the history
+//! entries of those operations (`history.rs`), which are saved, given back and dropped
+//! with the rows they explain.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::config::Rules;
+use super::history::HistoryEntry;
 use super::structure::StructureKind;
 
 /// Which rows of one system changed since it was last taken for saving.
@@ -67,6 +70,8 @@ impl std::ops::BitOrAssign for RowMask {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     rows: HashMap<u32, RowMask, BuildHasherDefault<IndexHasher>>,
+    /// What the changes were, in the order they were made.
+    history: Vec<HistoryEntry>,
 }
 
 /// Hashes a system index with one multiplication (Fibonacci hashing), cheaper per order
@@ -110,14 +115,28 @@ impl Changes {
         *self.rows.entry(index).or_default() |= rows;
     }
 
+    /// Records what a change was (with the rows it marks).
+    pub(crate) fn record(&mut self, entry: HistoryEntry) {
+        self.history.push(entry);
+    }
+
+    /// The history entries of these changes, oldest first.
+    pub fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
+
     /// Empties the set; its memory is kept.
     pub fn clear(&mut self) {
         self.rows.clear();
+        self.history.clear();
     }
 
     /// Puts back changes taken earlier (after a failed save); a system changed again in the
-    /// meantime keeps the union of both masks.
+    /// meantime keeps the union of both masks, and the earlier history goes first.
     pub fn merge(&mut self, earlier: Changes) {
+        let mut history = earlier.history;
+        history.append(&mut self.history);
+        self.history = history;
         if self.rows.is_empty() {
             self.rows = earlier.rows;
             return;

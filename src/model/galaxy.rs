@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::changes::{Changes, RowMask};
 use super::config::{ConfigError, Cost, GalaxyConfig, Rules};
+use super::history::{HistoryEntry, HistoryKind};
 use super::rng::SplitMix64;
 use super::structure::{Resources, StructureKind, MAX_QUANTITY, MAX_TICK};
 use super::system::{Build, System};
@@ -337,6 +338,7 @@ impl Galaxy {
             structure,
         };
         next.build = Some(build);
+        let (x, y) = next.coords();
         self.systems[index] = next;
 
         let mut rows = RowMask::SYSTEM | RowMask::EVENTS;
@@ -344,6 +346,20 @@ impl Galaxy {
             rows |= RowMask::structure(kind);
         }
         self.changes.mark(index as u32, rows);
+        for (kind, tick) in [
+            (HistoryKind::Ordered, tick),
+            (HistoryKind::Completed, build.completion_tick),
+        ] {
+            let (level, structure) = (target, structure);
+            self.changes.record(HistoryEntry {
+                tick,
+                x,
+                y,
+                kind,
+                structure,
+                level,
+            });
+        }
         Ok(build)
     }
 

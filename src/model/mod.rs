@@ -12,7 +12,8 @@
 pub(crate) mod changes;
 mod config;
 mod galaxy;
-mod rng;
+mod history;
+pub(crate) mod rng;
 mod structure;
 mod system;
 
@@ -22,6 +23,7 @@ pub use config::{
     StructureRules, SystemsConfig, DEFAULT_PRESET, MAX_SYSTEMS,
 };
 pub use galaxy::{EventDetails, Galaxy, GameError, StructureDetails, SystemDetails, SystemSummary};
+pub use history::{HistoryEntry, HistoryKind};
 pub use structure::{
     level_value, produced_between, Resources, StructureKind, UnknownStructureName, MAX_QUANTITY,
     MAX_TICK, TICKS_PER_HOUR,

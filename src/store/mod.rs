@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::model::{Galaxy, GalaxyConfig, RowMask, System};
+use crate::model::{Galaxy, GalaxyConfig, HistoryEntry, RowMask, System};
 
 /// A count, tick or limit as both stores take it: the model keeps them at most
 /// `i64::MAX`; saturate rather than wrap if that ever broke.
@@ -123,6 +123,10 @@ pub struct GalaxyRows {
     pub name: String,
     pub tick: Option<u64>,
     pub systems: Vec<SystemRow>,
+    /// What the changes were (README, *History*), oldest first: saved in the batch's
+    /// transaction as segments of at most `crate::archive::SEGMENT_ENTRIES` entries.
+    /// Empty with `GWAR_HISTORY=off`.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// A whole new galaxy, as creation writes it (borrowed from the galaxy in memory).
@@ -408,9 +412,20 @@ pub trait WriteStore: Any + Send {
         false
     }
 
-    /// Deletes the archive stored under `name` in one transaction; false when there was
-    /// none.
+    /// Deletes the archive stored under `name` in one transaction, and the galaxy's
+    /// history with it (the galaxy is gone for good); false when there was none.
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` history segments saved longer than `older_than` ago
+    /// (`GWAR_HISTORY_KEEP_SECS`), oldest first, in one transaction; returns how many.
+    fn prune_history(
+        &mut self,
+        older_than: std::time::Duration,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let _ = (older_than, limit);
+        unimplemented!() // TEMP
+    }
 
     /// Takes the row ids a load read for galaxy `name` into the cache, replacing any
     /// there: they are what the database holds, since nothing writes a galaxy's rows while
@@ -548,6 +563,19 @@ pub trait ReadStore: Send {
     /// Every galaxy row with its number of systems, those with an unfinished creation or
     /// deletion included (they hold their rows): what `GWAR_MAX_TOTAL_SYSTEMS` counts.
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Galaxy `name`'s history (live or archived): its saved entries with a tick at or
+    /// after `since_tick`, ordered by tick (entries of one tick in the order they were
+    /// made), at most `limit`.
+    fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let _ = (name, since_tick, limit);
+        unimplemented!() // TEMP
+    }
 
     /// The body of the archive stored under `name`, if any.
     fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -113,10 +113,15 @@ impl Writer {
             };
             longest_hold = longest_hold.max(cut.hold);
             let name = pending.cell.name();
+            let history = match self.settings.history {
+                true => cut.changes.history().to_vec(),
+                false => Vec::new(),
+            };
             galaxies.push(GalaxyRows {
                 name: name.to_owned(),
                 tick: (self.saved_ticks.get(name) != Some(&cut.tick)).then_some(cut.tick),
                 systems: cut.rows,
+                history,
             });
             taken.push((pending.cell.clone(), cut.changes));
         }
@@ -145,6 +150,7 @@ impl Writer {
                         name: cell.name().to_owned(),
                         tick: Some(tick),
                         systems: Vec::new(),
+                        history: Vec::new(),
                     });
                 }
             }

@@ -145,6 +145,7 @@ pub(super) fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
         name: galaxy.name().to_owned(),
         tick: Some(tick),
         systems,
+        history: Vec::new(),
     }
 }
 
@@ -409,6 +410,7 @@ fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
             rows: RowMask::SYSTEM,
             system,
         }],
+        history: Vec::new(),
     };
     let err = store.write_batch(&[], &[batch]).unwrap_err();
     assert_eq!(err.kind(), FailureKind::Inconsistent, "{err}");
@@ -480,6 +482,7 @@ fn a_statement_timeout_fails_as_busy_and_the_next_batch_passes() {
         name: "g".into(),
         tick: Some(galaxy.tick() + 5),
         systems: Vec::new(),
+        history: Vec::new(),
     };
     let err = store
         .write_batch(&[], std::slice::from_ref(&batch))
@@ -532,6 +535,7 @@ fn a_statement_running_at_the_shutdown_deadline_is_cancelled() {
         name: "g".into(),
         tick: Some(galaxy.tick() + 5),
         systems: Vec::new(),
+        history: Vec::new(),
     };
     let err = store.write_batch(&[], &[batch]).unwrap_err();
     assert_eq!(err.kind(), FailureKind::Busy, "{err}");
@@ -685,6 +689,7 @@ fn tick_only(name: &str, tick: u64) -> GalaxyRows {
         name: name.to_owned(),
         tick: Some(tick),
         systems: Vec::new(),
+        history: Vec::new(),
     }
 }
 

@@ -104,6 +104,7 @@ fn take_batch(galaxy: &mut Galaxy, tick: u64) -> GalaxyRows {
         name: galaxy.name().to_owned(),
         tick: Some(tick),
         systems,
+        history: Vec::new(),
     }
 }
 
@@ -329,6 +330,7 @@ fn a_stale_id_cache_is_an_error_not_a_wrong_write() {
             rows: RowMask::SYSTEM,
             system,
         }],
+        history: Vec::new(),
     };
     let err = store.write_batch(&[], &[batch]).unwrap_err();
     assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
@@ -341,6 +343,7 @@ fn tick_batch(tick: u64) -> GalaxyRows {
         name: "g".into(),
         tick: Some(tick),
         systems: Vec::new(),
+        history: Vec::new(),
     }
 }
 
@@ -677,5 +680,6 @@ fn tick_batch_of(name: &str, tick: u64) -> GalaxyRows {
         name: name.into(),
         tick: Some(tick),
         systems: Vec::new(),
+        history: Vec::new(),
     }
 }
