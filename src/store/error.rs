@@ -116,6 +116,14 @@ pub enum StoreError {
         name: &'static str,
         source: std::io::Error,
     },
+    /// A stored segment of a galaxy's history that does not decode, or does not match
+    /// its row (`galactic-war check` lists them all).
+    #[error("the history of galaxy '{galaxy}' is damaged (segment {segment}, left as it is): {details}")]
+    HistoryDamaged {
+        galaxy: String,
+        segment: i64,
+        details: String,
+    },
     #[error("galaxy '{galaxy}' in the database is inconsistent: {reason}")]
     Inconsistent { galaxy: String, reason: String },
     #[error("cannot connect to the database {database}: {}", DriverError::describe(.source))]
@@ -193,7 +201,9 @@ impl StoreError {
             }
             StoreError::PostgresConnect { source, .. } => source.connect_failure_kind(),
             StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
-            StoreError::Corrupt { .. } => FailureKind::Corrupt,
+            StoreError::Corrupt { .. } | StoreError::HistoryDamaged { .. } => {
+                FailureKind::Corrupt
+            }
             StoreError::FileGone { .. } => FailureKind::FileGone,
             StoreError::LowSpace { .. } => FailureKind::Full,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,

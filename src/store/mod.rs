@@ -22,6 +22,7 @@
 
 mod decode;
 mod error;
+pub(crate) mod history;
 pub(crate) mod open;
 pub mod postgres;
 mod replication;

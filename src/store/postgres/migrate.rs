@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_galaxy_archives",
         include_str!("../../../sql/postgres/0005_galaxy_archives.sql"),
     ),
+    (
+        "0006_galaxy_history",
+        include_str!("../../../sql/postgres/0006_galaxy_history.sql"),
+    ),
 ];
 
 /// The schema version this binary writes on PostgreSQL: SQLite's tables are its first

@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_galaxy_archives",
         include_str!("../../../sql/sqlite/0004_galaxy_archives.sql"),
     ),
+    (
+        "0005_galaxy_history",
+        include_str!("../../../sql/sqlite/0005_galaxy_history.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
