@@ -175,6 +175,9 @@ impl WriteStore for Fenced {
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
         self.inner.delete_archive(name)
     }
+    fn prune_history(&mut self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_history(older_than, limit)
+    }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)
     }
@@ -322,6 +325,9 @@ impl WriteStore for Probed {
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
         self.inner.delete_archive(name)
     }
+    fn prune_history(&mut self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_history(older_than, limit)
+    }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)
     }
@@ -444,6 +450,9 @@ impl WriteStore for LosesAnswers {
     }
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
         self.inner.delete_archive(name)
+    }
+    fn prune_history(&mut self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_history(older_than, limit)
     }
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.inner.adopt_ids(name, ids)
