@@ -6,10 +6,11 @@
 //! Read-only, through its own connection, so it also works beside a running daemon:
 //! SQLite's integrity check, the schema version, row counts, and our own consistency rules
 //! (no orphaned rows, values within the bounds the game can hold, configs that parse,
-//! at most one build in flight per system, archives that decode, no galaxy both live and
-//! archived), and what the database holds, live and archived. Each failed rule is
-//! reported with a count and an example (a damaged archive by its galaxy's name, and
-//! never deleted: its bytes are all there is of that galaxy); the exit status is 0 only
+//! at most one build in flight per system, archives and history segments that decode, no
+//! galaxy both live and archived, no history of a galaxy neither live nor archived), and
+//! what the database holds, live, archived and history. Each failed rule is reported with
+//! a count and an example (a damaged archive by its galaxy's name, damaged history by its
+//! galaxy's, and neither deleted: their bytes are all there is); the exit status is 0 only
 //! when every rule holds. A backup's temporary file (`….partial-PID`, see
 //! [`crate::persistence::backup`]) is named as what it is, an unfinished backup, without
 //! being opened.
@@ -26,6 +27,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use crate::model::GalaxyConfig;
+use crate::store::history::{decode_segment, SegmentInfo};
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
 use crate::store::sqlite::SCHEMA_VERSION;
@@ -85,7 +87,17 @@ const RULES: &[(&str, &str)] = &[
         "galaxies with a negative tick",
         "SELECT count(*), min(rowid) FROM galaxies WHERE typeof(tick) != 'integer' OR tick < 0",
     ),
+    HISTORY_OF_NOTHING,
 ];
+
+/// History is deleted before its galaxy's row (a purge) or with its archive, so every
+/// segment belongs to a galaxy row or an archive.
+const HISTORY_OF_NOTHING: (&str, &str) = (
+    "history segments of no galaxy or archive",
+    "SELECT count(*), min(id) FROM galaxy_history h WHERE NOT EXISTS
+     (SELECT 1 FROM galaxies g WHERE g.name = h.galaxy_name) AND NOT EXISTS
+     (SELECT 1 FROM galaxy_archives a WHERE a.name = h.galaxy_name)",
+);
 
 /// Checks the database file at `path` without changing it.
 pub fn check_database(path: &Path) -> Result<CheckReport, rusqlite::Error> {
@@ -202,6 +214,23 @@ fn check_archives(conn: &Connection, report: &mut CheckReport) -> Result<(), rus
         let name: String = row.get(0)?;
         report.problems.push(both_problem(&name));
     }
+    drop(rows);
+    drop(stmt);
+    let mut stmt = conn.prepare(HISTORY_SEGMENTS)?;
+    let mut rows = stmt.query([])?;
+    let mut damage = HistoryDamage::default();
+    // One body at a time, as the archives'.
+    while let Some(row) = rows.next()? {
+        let info = SegmentInfo {
+            id: row.get(1)?,
+            first_tick: row.get(2)?,
+            last_tick: row.get(3)?,
+            entries: row.get(4)?,
+        };
+        let body = row.get_ref(5)?.as_blob().unwrap_or_default();
+        damage.check(row.get_ref(0)?.as_str().unwrap_or_default(), &info, body);
+    }
+    damage.report(report);
     let galaxies: i64 = conn.query_row("SELECT count(*) FROM galaxies", [], |r| r.get(0))?;
     let storage = crate::store::sqlite::measure(conn)?;
     report
@@ -231,9 +260,49 @@ fn both_problem(name: &str) -> String {
     format!("galaxy '{name}' is both live and archived (neither being archived nor restored)")
 }
 
+/// Every history segment, a galaxy's together.
+const HISTORY_SEGMENTS: &str = "SELECT galaxy_name, id, first_tick, last_tick, entries, body
+     FROM galaxy_history ORDER BY galaxy_name, id";
+
+/// Damaged history segments, counted by galaxy as the check reads them (a galaxy's
+/// segments one after the other).
+#[derive(Default)]
+struct HistoryDamage {
+    /// The galaxy being read, its damaged segments, and the first one's error.
+    current: Option<(String, u64, String)>,
+    problems: Vec<String>,
+}
+
+impl HistoryDamage {
+    fn check(&mut self, galaxy: &str, info: &SegmentInfo, body: &[u8]) {
+        if self.current.as_ref().is_some_and(|(name, ..)| name != galaxy) {
+            self.close();
+        }
+        if let Err(error) = decode_segment(galaxy, info, body) {
+            match &mut self.current {
+                Some((_, count, _)) => *count += 1,
+                None => self.current = Some((galaxy.to_owned(), 1, error.to_string())),
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((galaxy, count, example)) = self.current.take() {
+            self.problems.push(format!(
+                "history of galaxy '{galaxy}': {count} damaged segments (the first: {example})"
+            ));
+        }
+    }
+
+    fn report(mut self, report: &mut CheckReport) {
+        self.close();
+        report.problems.append(&mut self.problems);
+    }
+}
+
 /// The report's lines for what the database holds: `galaxies` rows, and `storage`;
 /// `approximate` follows the live bytes.
-fn storage_lines(galaxies: i64, storage: &Storage, approximate: &str) -> [String; 2] {
+fn storage_lines(galaxies: i64, storage: &Storage, approximate: &str) -> [String; 3] {
     let mb = |bytes: u64| bytes as f64 / 1e6;
     [
         format!(
@@ -246,6 +315,11 @@ fn storage_lines(galaxies: i64, storage: &Storage, approximate: &str) -> [String
             storage.archived_galaxies,
             storage.archived_systems,
             mb(storage.archived_bytes)
+        ),
+        format!(
+            "history: {} segments, {:.1} MB",
+            storage.history_segments,
+            mb(storage.history_bytes)
         ),
     ]
 }
@@ -296,6 +370,7 @@ const POSTGRES_RULES: &[(&str, &str)] = &[
         "galaxies with a negative tick",
         "SELECT count(*), NULL::bigint FROM galaxies WHERE tick < 0",
     ),
+    HISTORY_OF_NOTHING,
 ];
 
 /// Checks the PostgreSQL database at `url` without changing it: through a read-only
@@ -411,6 +486,7 @@ fn check_postgres_archives(
         let name: &str = row.try_get(0).map_err(context("checking archives"))?;
         report.problems.push(both_problem(name));
     }
+    check_postgres_history(tx, report)?;
     let galaxies: i64 = tx
         .query_one("SELECT count(*) FROM galaxies", &[])
         .and_then(|row| row.try_get(0))
@@ -419,6 +495,48 @@ fn check_postgres_archives(
     report.lines.extend(storage_lines(galaxies, &storage, ""));
     Ok(())
 }
+
+/// Every history segment decodes, on PostgreSQL: read through a portal, a few rows at a
+/// time, so a few bodies at a time are in memory.
+fn check_postgres_history(
+    tx: &mut ::postgres::Transaction<'_>,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let context = |context| move |source| StoreError::Postgres { context, source };
+    let portal = tx
+        .bind(HISTORY_SEGMENTS_POSTGRES, &[])
+        .map_err(context("reading history"))?;
+    let mut damage = HistoryDamage::default();
+    loop {
+        let rows = tx
+            .query_portal(&portal, 64)
+            .map_err(context("reading history"))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let (galaxy, info, body) = segment_row(&row).map_err(context("reading history"))?;
+            damage.check(galaxy, &info, body);
+        }
+    }
+    damage.report(report);
+    Ok(())
+}
+
+/// A row of [`HISTORY_SEGMENTS_POSTGRES`]: the galaxy, the segment, its body.
+fn segment_row(row: &::postgres::Row) -> Result<(&str, SegmentInfo, &[u8]), ::postgres::Error> {
+    let info = SegmentInfo {
+        id: row.try_get(1)?,
+        first_tick: row.try_get(2)?,
+        last_tick: row.try_get(3)?,
+        entries: row.try_get(4)?,
+    };
+    Ok((row.try_get(0)?, info, row.try_get(5)?))
+}
+
+/// [`HISTORY_SEGMENTS`] in PostgreSQL's types and byte order of names.
+const HISTORY_SEGMENTS_POSTGRES: &str = "SELECT galaxy_name, id, first_tick, last_tick,
+     entries::bigint, body FROM galaxy_history ORDER BY galaxy_name COLLATE \"C\", id";
 
 #[cfg(test)]
 mod tests {

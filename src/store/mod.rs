@@ -169,7 +169,7 @@ pub struct ArchiveInfo {
     pub archived_at: String,
 }
 
-/// What the database holds, live and archived (for `check` and `/metrics`).
+/// What the database holds, live, archived and history (for `check` and `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Storage {
     /// Systems in live galaxies (those being created or removed included).
@@ -180,6 +180,10 @@ pub struct Storage {
     pub archived_systems: u64,
     /// Bytes of archive bodies.
     pub archived_bytes: u64,
+    /// Segments of galaxies' history (README, *History*), live and archived galaxies'.
+    pub history_segments: u64,
+    /// Bytes of their bodies (as stored: compressed).
+    pub history_bytes: u64,
 }
 
 /// Rows written by one batch.
@@ -423,10 +427,7 @@ pub trait WriteStore: Any + Send {
         &mut self,
         older_than: std::time::Duration,
         limit: usize,
-    ) -> Result<u64, StoreError> {
-        let _ = (older_than, limit);
-        unimplemented!() // TEMP
-    }
+    ) -> Result<u64, StoreError>;
 
     /// Takes the row ids a load read for galaxy `name` into the cache, replacing any
     /// there: they are what the database holds, since nothing writes a galaxy's rows while
@@ -568,15 +569,15 @@ pub trait ReadStore: Send {
     /// Galaxy `name`'s history (live or archived): its saved entries with a tick at or
     /// after `since_tick`, ordered by tick (entries of one tick in the order they were
     /// made), at most `limit`.
+    ///
+    /// Damaged history is [`StoreError::HistoryDamaged`] (kind
+    /// [`FailureKind::Corrupt`]), naming the galaxy and the segment.
     fn history(
         &self,
         name: &str,
         since_tick: u64,
         limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let _ = (name, since_tick, limit);
-        unimplemented!() // TEMP
-    }
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// The body of the archive stored under `name`, if any.
     fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

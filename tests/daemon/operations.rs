@@ -31,7 +31,7 @@ fn check_passes_on_a_sound_database_and_names_an_orphan() {
     assert_eq!(status, 0, "{text}");
     for line in [
         "integrity_check: ok",
-        "schema version: 4",
+        "schema version: 5",
         "systems: 200 rows",
         "events: 1 rows",
         "all checks passed",

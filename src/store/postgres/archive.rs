@@ -1,8 +1,8 @@
 //! Archives on PostgreSQL (table `galaxy_archives`, `sql/postgres/0005_galaxy_archives.sql`):
 //! archiving a galaxy (its archive row and the mark that removes its live rows, in one
 //! transaction fenced by the galaxy's epoch), a restore's hold on its archive (see
-//! [`restore_archive`]), deleting an archive, and the reads of archives, idle galaxies and
-//! what the database holds. The same rules as SQLite's (`../sqlite/archive.rs`).
+//! [`restore_archive`]), and the reads of archives, idle galaxies and what the database
+//! holds (deleting an archive is `history.rs`'s: its galaxy's history goes with it). The same rules as SQLite's (`../sqlite/archive.rs`).
 //!
 //! An archive's commit whose answer was lost (the connection broke during the `COMMIT`)
 //! may or may not be in the database. The call fails (kind `Unavailable`), and the next
@@ -119,22 +119,6 @@ impl PostgresWriter {
             Ok(Archived::Fenced) => Err(self.lose(vec![name.to_owned()])),
             Err(error) => Err(error),
         }
-    }
-
-    /// [`crate::store::WriteStore::delete_archive`]: one statement. Not fenced: an
-    /// archive has no owner (its galaxy's ownership row went with its rows), and two
-    /// daemons deleting it, or one deleting it while another restores it, meet on the
-    /// row: one of them finds it gone.
-    pub(super) fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
-        retry_serialization(|| {
-            self.with_session(|session, _, _| {
-                session
-                    .client
-                    .execute("DELETE FROM galaxy_archives WHERE name = $1", &[&name])
-                    .context("deleting an archive")
-            })
-        })
-        .map(|deleted| deleted > 0)
     }
 }
 
@@ -305,8 +289,8 @@ const LIVE_TABLES: &[&str] = &[
     "galaxy_owners",
 ];
 
-/// What the database holds, live and archived ([`crate::store::ReadStore::storage`], and
-/// `galactic-war check`): one statement, so one snapshot of the counts (the relations'
+/// What the database holds, live, archived and history
+/// ([`crate::store::ReadStore::storage`], and `galactic-war check`): one statement, so one snapshot of the counts (the relations'
 /// sizes are their files' as they are).
 pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
     const CONTEXT: &str = "measuring the database";
@@ -317,7 +301,9 @@ pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
                  (SELECT coalesce(sum(pg_total_relation_size(t::regclass)), 0)::bigint
                      FROM unnest($1::text[]) AS t),
                  count(*), coalesce(sum(systems), 0)::bigint,
-                 coalesce(sum(octet_length(body)), 0)::bigint
+                 coalesce(sum(octet_length(body)), 0)::bigint,
+                 (SELECT count(*) FROM galaxy_history),
+                 (SELECT coalesce(sum(octet_length(body)), 0)::bigint FROM galaxy_history)
              FROM galaxy_archives",
             &[&tables],
         )
@@ -331,5 +317,7 @@ pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
         archived_galaxies: value(2)?,
         archived_systems: value(3)?,
         archived_bytes: value(4)?,
+        history_segments: value(5)?,
+        history_bytes: value(6)?,
     })
 }

@@ -37,6 +37,7 @@ use super::super::{
 };
 use super::archive::restore_archive;
 use super::error::{retry_serialization, Context, LOG};
+use super::history::PURGE_HISTORY;
 use super::identity::Identity;
 use super::owners::{self, Fence};
 use super::session::{Prepared, Session};
@@ -321,7 +322,15 @@ impl PostgresWriter {
                     &[&name, &limit],
                 )
                 .context("deleting systems")?;
-            let done = (systems as i64) < limit;
+            // Its systems gone, its history (none of an archived galaxy's), a chunk at a
+            // time like them, and the galaxy row last (see `history.rs`).
+            let segments = if (systems as i64) < limit {
+                tx.execute(PURGE_HISTORY, &[&name, &limit])
+                    .context("deleting a galaxy's history")?
+            } else {
+                0
+            };
+            let done = (systems as i64) < limit && (segments as i64) < limit;
             // The fence before the galaxy's own row goes (its ownership row goes with it).
             if !owners::fence(&mut tx, prepared, me, &fence)?.is_empty() {
                 tx.rollback().context("rolling back a fenced deletion")?;
@@ -334,7 +343,7 @@ impl PostgresWriter {
             tx.commit().context("committing a deletion")?;
             let stats = WriteStats {
                 systems,
-                rows: systems + u64::from(done),
+                rows: systems + segments + u64::from(done),
             };
             Ok(Some((stats, done)))
         })?;

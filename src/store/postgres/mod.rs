@@ -48,8 +48,10 @@
 //! - `writer.rs`: [`PostgresWriter`], the writer thread's store, with `cancel.rs` (the
 //!   shutdown's deadline for its calls); its calls' statements are in `write.rs` (a
 //!   batch, and the id cache's look-up), `jobs.rs` (creating and deleting whole
-//!   galaxies in chunks), `owners.rs` (the fence, renewals, releases, losses) and
-//!   `archive.rs` (archiving, restoring and deleting archives, and reading them).
+//!   galaxies in chunks), `owners.rs` (the fence, renewals, releases, losses),
+//!   `archive.rs` (archiving and restoring, and reading archives) and `history.rs`
+//!   (galaxies' history: saved with batches, removed with a galaxy or an archive,
+//!   pruned, read back).
 //! - `identity.rs`: who this daemon is; `claimer.rs`: [`PostgresClaimer`], which takes
 //!   galaxies for game threads on a session of its own.
 //! - `reader.rs`: [`PostgresReader`], the read-only sessions; `load.rs` reads a galaxy
@@ -68,6 +70,7 @@ mod cancel;
 mod claimer;
 mod diag;
 mod error;
+mod history;
 mod hosts;
 mod identity;
 mod jobs;

@@ -15,8 +15,8 @@ use super::hosts::primary_moved_from;
 use super::migrate::{refuse_newer, schema_version};
 use super::session::{connect_on, session_config, Access, APPLICATION_NAME};
 use super::stall::Call;
-use super::{archive, load, owners};
-use crate::model::Galaxy;
+use super::{archive, history, load, owners};
+use crate::model::{Galaxy, HistoryEntry};
 use crate::settings::postgres_label;
 
 /// A read-only session, for loads on a cache miss and look-ups of stored names. It has
@@ -108,6 +108,15 @@ impl ReadStore for PostgresReader {
 
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.with_client(load::galaxy_sizes)
+    }
+
+    fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.with_client(|client| history::history(client, name, since_tick, limit))
     }
 
     fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -228,7 +228,7 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     };
     let mut store = open_writer(&db.url);
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5, "SQLite's four, and the ownership table");
+    assert_eq!(SCHEMA_VERSION, 6, "SQLite's five, and the ownership table");
     let mut client = db.client();
     let index: String = client
         .query_one(
@@ -264,7 +264,7 @@ fn migrations_create_the_schema_and_a_newer_one_is_refused_untouched() {
     );
     let err = PostgresReader::open(&db.url).err().unwrap();
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
-    assert_eq!(db.count("galactic_war_schema"), 6, "left untouched");
+    assert_eq!(db.count("galactic_war_schema"), 7, "left untouched");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use super::super::{
     stored_int, stored_row, GalaxyRows, StoreError, StoredSystem, SystemIds, WriteStats,
 };
 use super::error::{serialization_failure, unreplicated_commits, Context};
+use super::history::HistoryRows;
 use super::identity::Identity;
 use super::owners::{self, Fence};
 use super::session::{Prepared, Session};
@@ -26,7 +27,7 @@ use crate::model::RowMask;
 /// The most rows one statement of a batch writes: a few tenths of a second at the rates
 /// measured here (section 10), far inside any call timeout of a second or more. The unit
 /// tests use a handful, so that their small batches cross statement boundaries.
-const STATEMENT_ROWS: usize = if cfg!(test) { 7 } else { 20_000 };
+pub(super) const STATEMENT_ROWS: usize = if cfg!(test) { 7 } else { 20_000 };
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
 pub(super) const MARK_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
@@ -102,7 +103,7 @@ impl PostgresWriter {
     /// [`crate::store::WriteStore::write_batch`], and with `release_all`
     /// [`crate::store::WriteStore::write_final_batch`]: deletions first
     /// (their rows are removed later, in chunks: see `jobs.rs`), then every galaxy's tick
-    /// and changed rows, then the fence over every galaxy written or deleted (and with
+    /// and changed rows and its history's segments (`history.rs`), then the fence over every galaxy written or deleted (and with
     /// `release_all`, the release of every galaxy owned), then the commit.
     ///
     /// A galaxy this daemon does not own (any more) is never written: the batch fails
@@ -241,6 +242,7 @@ struct Rows {
     current_tick: Vec<i64>,
     structures: StructureRows,
     events: EventRows,
+    history: HistoryRows,
 }
 
 /// Structure rows to write: system id, type, level.
@@ -399,6 +401,7 @@ fn build_rows(
             rows.tick_names.push(galaxy.name.clone());
             rows.ticks.push(stored_int(tick));
         }
+        rows.history.push(galaxy);
         if galaxy.systems.is_empty() {
             continue;
         }
@@ -514,6 +517,8 @@ fn write_rows(
             stored.event = Some(event);
         }
     }
+    // Inside the fenced transaction: a batch fenced out writes no history either.
+    stats.rows += rows.history.write(&mut tx, prepared)?;
     // A final batch sent again after its answer was lost finds its galaxies released by
     // the first attempt: still this daemon's to write (see `owners::fence_final`).
     let missing = if release.names.is_empty() {

@@ -245,6 +245,10 @@ impl WriteStore for PostgresWriter {
         PostgresWriter::delete_archive(self, name)
     }
 
+    fn prune_history(&mut self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        PostgresWriter::prune_history(self, older_than, limit)
+    }
+
     fn adopt_ids(&mut self, name: &str, ids: RowIds) {
         self.ids.insert(name.to_owned(), ids.0);
     }

@@ -1,7 +1,8 @@
 //! Archives in the SQLite database (table `galaxy_archives`, migration 0004): archiving a
 //! galaxy (its archive row and the mark that removes its live rows, in one transaction),
-//! a restore's hold on its archive (see [`restore_archive`]), deleting an archive, and the
-//! reads of archives, idle galaxies and what the database holds.
+//! a restore's hold on its archive (see [`restore_archive`]), and the reads of archives,
+//! idle galaxies and what the database holds (deleting an archive is `history.rs`'s: its
+//! galaxy's history goes with it).
 //!
 //! A galaxy is live or archived, never both and never neither: the archive row and the
 //! `deleting` mark commit together, and a restore's last chunk deletes the archive row in
@@ -67,18 +68,6 @@ impl SqliteWriter {
             systems: 0,
             rows: 2,
         })
-    }
-
-    /// [`crate::store::WriteStore::delete_archive`]: one statement, its own transaction.
-    pub(super) fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
-        self.db.check_file()?;
-        let deleted = self
-            .db
-            .conn
-            .prepare_cached("DELETE FROM galaxy_archives WHERE name = ?1")
-            .and_then(|mut stmt| stmt.execute([name]))
-            .context("deleting an archive")?;
-        Ok(deleted > 0)
     }
 }
 
@@ -188,31 +177,37 @@ impl Db {
     }
 }
 
-/// What the database on `conn` holds, live and archived ([`crate::store::ReadStore::storage`],
-/// and `galactic-war check`), in one statement, so one snapshot. `live_bytes` is the
-/// file's pages in use less the archives' bodies: approximate (the archive table's own
-/// overhead and the schema count as live), and cheap, where `dbstat` would read every
-/// page of the file.
+/// What the database on `conn` holds, live, archived and history
+/// ([`crate::store::ReadStore::storage`], and `galactic-war check`), in one statement, so
+/// one snapshot. `live_bytes` is the file's pages in use less the archives' and history's
+/// bodies: approximate (those tables' own overhead and the schema count as live), and
+/// cheap, where `dbstat` would read every page of the file.
 pub fn measure(conn: &Connection) -> rusqlite::Result<Storage> {
     conn.prepare_cached(
         "SELECT (SELECT coalesce(sum(systems), 0) FROM galaxy_sizes),
             (SELECT page_count FROM pragma_page_count())
                 - (SELECT freelist_count FROM pragma_freelist_count()),
             (SELECT page_size FROM pragma_page_size()),
-            count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0)
+            count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0),
+            (SELECT count(*) FROM galaxy_history),
+            (SELECT coalesce(sum(length(body)), 0) FROM galaxy_history)
          FROM galaxy_archives",
     )?
     .query_row([], |row| {
         let used_pages = count(row.get(1)?);
         let archived_bytes = count(row.get(5)?);
+        let history_bytes = count(row.get(7)?);
         Ok(Storage {
             live_systems: count(row.get(0)?),
             live_bytes: used_pages
                 .saturating_mul(count(row.get(2)?))
-                .saturating_sub(archived_bytes),
+                .saturating_sub(archived_bytes)
+                .saturating_sub(history_bytes),
             archived_galaxies: count(row.get(3)?),
             archived_systems: count(row.get(4)?),
             archived_bytes,
+            history_segments: count(row.get(6)?),
+            history_bytes,
         })
     })
 }

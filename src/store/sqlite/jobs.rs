@@ -8,8 +8,9 @@
 //!   systems; the last chunk deletes the mark in the same transaction, so the galaxy
 //!   exists from that commit on, whole;
 //! - deletion: a batch marks the galaxy `deleting` (that commit is the deletion); chunks
-//!   then delete its systems, whose structures and events go by cascade, and the last one
-//!   deletes the galaxy row, which takes the mark with it.
+//!   then delete its systems, whose structures and events go by cascade, then its history
+//!   (unless the galaxy is archived: see `history.rs`), and the last one deletes the
+//!   galaxy row, which takes the mark with it.
 //!
 //! A creation interrupted by a crash or a shutdown is turned into a deletion at the next
 //! start ([`SqliteWriter::unfinished_jobs`]), so nothing half-made is ever seen or kept.
@@ -23,6 +24,7 @@ use super::super::StoreError;
 use super::super::{CreationProgress, GalaxyJob, NewGalaxy, StoredSystem, WriteStats};
 use super::archive::restore_archive;
 use super::db::Context;
+use super::history::purge_history;
 use super::write::RowWriter;
 use super::writer::SqliteWriter;
 use crate::time::UtcTime;
@@ -154,7 +156,15 @@ impl SqliteWriter {
             )
             .and_then(|mut stmt| stmt.execute(params![name, limit]))
             .context("deleting systems")?;
-        let done = (systems as i64) < limit;
+        // Its systems gone, its history (none of an archived galaxy's), a chunk at a
+        // time like them, and the galaxy row last: a galaxy is not gone while history
+        // of its name that is not an archive's is left.
+        let segments = if (systems as i64) < limit {
+            purge_history(&tx, name, limit)?
+        } else {
+            0
+        };
+        let done = (systems as i64) < limit && (segments as i64) < limit;
         if done {
             tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
                 .and_then(|mut stmt| stmt.execute([name]))
@@ -166,7 +176,7 @@ impl SqliteWriter {
         }
         let stats = WriteStats {
             systems: systems as u64,
-            rows: systems as u64 + u64::from(done),
+            rows: systems as u64 + segments + u64::from(done),
         };
         Ok((stats, done))
     }

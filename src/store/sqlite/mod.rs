@@ -14,7 +14,8 @@
 //! connection shares; `migrate.rs` opens, checks and migrates at start-up; `writer.rs` is
 //! the writer's store, with its statements in `write.rs` (a batch, and the cache of row
 //! ids) and `jobs.rs` (creating and deleting whole galaxies in bounded chunks);
-//! `archive.rs` archives a galaxy, restores and deletes archives, and reads them;
+//! `archive.rs` archives a galaxy, restores archives, and reads them; `history.rs` keeps
+//! galaxies' history (saved with batches, removed with a galaxy or an archive, pruned);
 //! `reader.rs` is the read side and `load.rs` reads a galaxy back; `busy.rs` ends lock
 //! waits at the shutdown deadline; `space.rs` shares the filesystem's room between
 //! batches of orders and bulk work (orders first). A galaxy with an unfinished job (table `galaxy_jobs`)
@@ -24,6 +25,7 @@ mod archive;
 mod busy;
 mod checkpoint;
 mod db;
+mod history;
 mod jobs;
 mod load;
 mod migrate;

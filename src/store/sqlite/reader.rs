@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::super::{ArchiveInfo, ReadStore, RowIds, Storage, StoreError};
 use super::db::{Context, Db};
-use crate::model::Galaxy;
+use crate::model::{Galaxy, HistoryEntry};
 
 /// A read-only connection, for loads on a cache miss and look-ups of stored names. It has
 /// no write method, and SQLite refuses writes on it besides (the doctest builds with the
@@ -64,6 +64,15 @@ impl ReadStore for SqliteReader {
         self.db.galaxy_sizes()
     }
 
+    fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.db.history(name, since_tick, limit)
+    }
+
     fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.read_archive(name)
     }
@@ -102,6 +111,15 @@ impl ReadStore for super::writer::SqliteWriter {
 
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.db.galaxy_sizes()
+    }
+
+    fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.db.history(name, since_tick, limit)
     }
 
     fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

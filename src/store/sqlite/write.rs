@@ -10,6 +10,7 @@ use super::super::StoreError;
 use super::super::{stored_int, stored_row};
 use super::super::{GalaxyRows, StoredSystem, SystemIds, WriteStats};
 use super::db::Context;
+use super::history::insert_history;
 use super::writer::SqliteWriter;
 use crate::model::{RowMask, System};
 use crate::time::UtcTime;
@@ -17,7 +18,7 @@ use crate::time::UtcTime;
 impl SqliteWriter {
     /// [`crate::store::WriteStore::write_batch`]: deletions first (their rows
     /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
-    /// rows. On error nothing is written (the transaction rolls back on drop) and the
+    /// rows, then their history's segments (`history.rs`). On error nothing is written (the transaction rolls back on drop) and the
     /// batch's galaxies are dropped from the id cache, which may have run ahead of what was
     /// rolled back; they are read again on their next save.
     pub(super) fn write_batch(
@@ -87,6 +88,7 @@ fn write_rows(
             stats.systems += 1;
         }
     }
+    stats.rows += insert_history(&tx, &now, galaxies)?;
     tx.commit().context("committing a batch")?;
     Ok(stats)
 }

@@ -3,7 +3,7 @@
 //! how it plugs into the store's interface ([`WriteStore`]).
 //!
 //! Its statements live beside it: `write.rs` (a batch), `jobs.rs` (creating and deleting
-//! whole galaxies in chunks), `archive.rs` (archives). Nothing here locks a galaxy or reads
+//! whole galaxies in chunks), `archive.rs` (archives), `history.rs` (galaxies' history). Nothing here locks a galaxy or reads
 //! one for the engine.
 
 use std::collections::HashMap;
@@ -144,6 +144,13 @@ impl WriteStore for SqliteWriter {
 
     fn delete_archive(&mut self, name: &str) -> Result<bool, StoreError> {
         let result = SqliteWriter::delete_archive(self, name);
+        self.after_write(result)
+    }
+
+    fn prune_history(
+        &mut self,
+        older_than: std::time::Duration, limit: usize) -> Result<u64, StoreError> {
+        let result = SqliteWriter::prune_history(self, older_than, limit);
         self.after_write(result)
     }
 
