@@ -27,9 +27,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use crate::model::GalaxyConfig;
-use crate::store::history::{decode_segment, SegmentInfo};
 use crate::persistence::backup::unfinished_backup_pid;
 use crate::persistence::reading::open_to_read;
+use crate::store::history::{decode_segment, SegmentInfo};
 use crate::store::sqlite::SCHEMA_VERSION;
 use crate::store::{Storage, StoreError};
 
@@ -275,7 +275,11 @@ struct HistoryDamage {
 
 impl HistoryDamage {
     fn check(&mut self, galaxy: &str, info: &SegmentInfo, body: &[u8]) {
-        if self.current.as_ref().is_some_and(|(name, ..)| name != galaxy) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(name, ..)| name != galaxy)
+        {
             self.close();
         }
         if let Err(error) = decode_segment(galaxy, info, body) {

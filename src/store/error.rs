@@ -118,7 +118,9 @@ pub enum StoreError {
     },
     /// A stored segment of a galaxy's history that does not decode, or does not match
     /// its row (`galactic-war check` lists them all).
-    #[error("the history of galaxy '{galaxy}' is damaged (segment {segment}, left as it is): {details}")]
+    #[error(
+        "the history of galaxy '{galaxy}' is damaged (segment {segment}, left as it is): {details}"
+    )]
     HistoryDamaged {
         galaxy: String,
         segment: i64,
@@ -201,9 +203,7 @@ impl StoreError {
             }
             StoreError::PostgresConnect { source, .. } => source.connect_failure_kind(),
             StoreError::NewerSchema { .. } => FailureKind::NewerSchema,
-            StoreError::Corrupt { .. } | StoreError::HistoryDamaged { .. } => {
-                FailureKind::Corrupt
-            }
+            StoreError::Corrupt { .. } | StoreError::HistoryDamaged { .. } => FailureKind::Corrupt,
             StoreError::FileGone { .. } => FailureKind::FileGone,
             StoreError::LowSpace { .. } => FailureKind::Full,
             StoreError::Inconsistent { .. } => FailureKind::Inconsistent,

@@ -37,7 +37,10 @@ pub(crate) struct Segment {
 
 /// `entries` (in the order they were made) cut into segments of at most `size` entries,
 /// in order, each encoded.
-pub(crate) fn segments(entries: &[HistoryEntry], size: usize) -> impl Iterator<Item = Segment> + '_ {
+pub(crate) fn segments(
+    entries: &[HistoryEntry],
+    size: usize,
+) -> impl Iterator<Item = Segment> + '_ {
     entries.chunks(size.max(1)).map(|chunk| Segment {
         first_tick: chunk.iter().map(|e| e.tick).min().unwrap_or(0),
         last_tick: chunk.iter().map(|e| e.tick).max().unwrap_or(0),
@@ -108,7 +111,10 @@ pub(crate) fn read_history(
         if group.is_empty() {
             return Ok(read.found);
         }
-        let ids: Vec<i64> = read.listed[group.clone()].iter().map(|info| info.id).collect();
+        let ids: Vec<i64> = read.listed[group.clone()]
+            .iter()
+            .map(|info| info.id)
+            .collect();
         let mut bodies = fetch(&ids)?;
         bodies.sort_unstable_by_key(|(id, _)| *id);
         for (id, body) in bodies {
@@ -230,7 +236,10 @@ mod tests {
         let mut fetched = 0;
         let found = read_history("g", since, limit, listed, |ids| {
             fetched += ids.len();
-            Ok(ids.iter().map(|&id| (id, bodies[id as usize].clone())).collect())
+            Ok(ids
+                .iter()
+                .map(|&id| (id, bodies[id as usize].clone()))
+                .collect())
         })
         .unwrap();
         (found, fetched)
@@ -258,7 +267,11 @@ mod tests {
         for since in [0, 11, 12, 500, 501, 601] {
             for limit in 0..12 {
                 let (got, _) = read(&stored, since, limit);
-                assert_eq!(got, expected(&stored, since, limit), "since {since} limit {limit}");
+                assert_eq!(
+                    got,
+                    expected(&stored, since, limit),
+                    "since {since} limit {limit}"
+                );
             }
         }
         // Two entries from tick 0 are in the first two segments, nothing after can
@@ -279,7 +292,11 @@ mod tests {
                     (0..1 + rng.inclusive(5))
                         .map(|_| {
                             tick += rng.inclusive(2);
-                            let ahead = if rng.inclusive(1) == 0 { rng.inclusive(6) } else { 0 };
+                            let ahead = if rng.inclusive(1) == 0 {
+                                rng.inclusive(6)
+                            } else {
+                                0
+                            };
                             entry(tick + ahead, rng.inclusive(1000) as u32)
                         })
                         .collect()
@@ -287,7 +304,10 @@ mod tests {
                 .collect();
             let since = rng.inclusive(tick);
             let limit = rng.inclusive(20) as usize;
-            assert_eq!(read(&stored, since, limit).0, expected(&stored, since, limit));
+            assert_eq!(
+                read(&stored, since, limit).0,
+                expected(&stored, since, limit)
+            );
         }
     }
 
@@ -317,7 +337,10 @@ mod tests {
         assert!(decode_segment("g", &info, &segment.body).is_ok());
         for wrong in [
             SegmentInfo { entries: 3, ..info },
-            SegmentInfo { first_tick: 6, ..info },
+            SegmentInfo {
+                first_tick: 6,
+                ..info
+            },
         ] {
             let err = decode_segment("g", &wrong, &segment.body).unwrap_err();
             assert_eq!(err.kind(), super::super::FailureKind::Corrupt);

@@ -154,7 +154,11 @@ impl Db {
                 // A body that is no blob reads as none, which does not decode: damaged.
                 let found: Option<Vec<u8>> = body
                     .query_row([id], |row| {
-                        Ok(row.get_ref(0)?.as_blob().map(<[u8]>::to_vec).unwrap_or_default())
+                        Ok(row
+                            .get_ref(0)?
+                            .as_blob()
+                            .map(<[u8]>::to_vec)
+                            .unwrap_or_default())
                     })
                     .optional()
                     .context("reading history")?;

@@ -9,7 +9,7 @@ use super::super::{
 };
 use super::write;
 use super::{SqliteReader, SqliteWriter, SCHEMA_VERSION};
-use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
+use crate::model::{Galaxy, GalaxyConfig, HistoryEntry, HistoryKind, RowMask, StructureKind};
 use crate::settings::{DatabaseUrl, Synchronous};
 
 fn memory() -> SqliteWriter {
@@ -682,4 +682,289 @@ fn tick_batch_of(name: &str, tick: u64) -> GalaxyRows {
         systems: Vec::new(),
         history: Vec::new(),
     }
+}
+
+// History (table `galaxy_history`): segments of `SEGMENT_SIZE` (3 in unit tests) entries.
+
+fn entry(tick: u64, x: u32, kind: HistoryKind) -> HistoryEntry {
+    HistoryEntry {
+        tick,
+        x,
+        y: 7,
+        kind,
+        structure: StructureKind::Hatchery,
+        level: 2,
+    }
+}
+
+/// The first batch's history: orders at ticks 10 and 12, their completions ahead of
+/// them (one at 110, far past the next batch's orders).
+fn first_history() -> Vec<HistoryEntry> {
+    use HistoryKind::{Completed, Ordered};
+    vec![
+        entry(10, 1, Ordered),
+        entry(110, 1, Completed),
+        entry(10, 2, Ordered),
+        entry(15, 2, Completed),
+        entry(12, 3, Ordered),
+        entry(20, 3, Completed),
+        entry(12, 4, Ordered),
+    ]
+}
+
+fn second_history() -> Vec<HistoryEntry> {
+    vec![
+        entry(50, 5, HistoryKind::Ordered),
+        entry(60, 5, HistoryKind::Completed),
+    ]
+}
+
+/// A batch advancing galaxy `name` to `tick` with `history`.
+fn history_batch(name: &str, tick: u64, history: Vec<HistoryEntry>) -> GalaxyRows {
+    GalaxyRows {
+        history,
+        ..tick_batch_of(name, tick)
+    }
+}
+
+/// `(first_tick, last_tick, entries)` of galaxy `name`'s segments, in id order.
+fn segment_rows(store: &SqliteWriter, name: &str) -> Vec<(i64, i64, i64)> {
+    let conn = store.connection();
+    let mut stmt = conn
+        .prepare(
+            "SELECT first_tick, last_tick, entries FROM galaxy_history
+             WHERE galaxy_name = ?1 ORDER BY id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
+/// The `x` of each entry, which tells them apart in these tests, and their ticks.
+fn ticks_and_x(entries: &[HistoryEntry]) -> Vec<(u64, u32)> {
+    entries.iter().map(|e| (e.tick, e.x)).collect()
+}
+
+#[test]
+fn history_is_saved_in_segments_with_its_batch_and_paged_back_in_tick_order() {
+    let (mut store, _) = stored_galaxy();
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    assert_eq!(
+        segment_rows(&store, "g"),
+        [(10, 110, 3), (12, 20, 3), (12, 12, 1)],
+        "cut in order, each with its smallest and largest tick"
+    );
+    store
+        .write_batch(&[], &[history_batch("g", 70, second_history())])
+        .unwrap();
+    let all = store.history("g", 0, 100).unwrap();
+    assert_eq!(
+        ticks_and_x(&all),
+        [
+            (10, 1),
+            (10, 2),
+            (12, 3),
+            (12, 4),
+            (15, 2),
+            (20, 3),
+            (50, 5),
+            (60, 5),
+            (110, 1)
+        ]
+    );
+    assert_eq!(all[0], first_history()[0], "entries come back whole");
+    // Pages: from a tick, at most `limit`; of one tick, in the order they were saved.
+    assert_eq!(
+        ticks_and_x(&store.history("g", 12, 3).unwrap()),
+        [(12, 3), (12, 4), (15, 2)]
+    );
+    assert_eq!(
+        ticks_and_x(&store.history("g", 21, 100).unwrap()),
+        [(50, 5), (60, 5), (110, 1)]
+    );
+    assert!(store.history("g", 111, 100).unwrap().is_empty());
+    assert!(store.history("g", 0, 0).unwrap().is_empty());
+    assert!(store.history("nowhere", 0, 10).unwrap().is_empty());
+    // A batch without history writes none.
+    store.write_batch(&[], &[tick_batch(80)]).unwrap();
+    assert_eq!(count(&store, "galaxy_history"), 4);
+    let storage = store.storage().unwrap();
+    assert_eq!(storage.history_segments, 4);
+    let bytes: i64 = store
+        .connection()
+        .query_row("SELECT sum(length(body)) FROM galaxy_history", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(storage.history_bytes, bytes as u64);
+}
+
+#[test]
+fn a_failed_batch_saves_no_history() {
+    let (mut store, galaxy) = stored_galaxy();
+    // The batch fails at its third segment, after its tick and two segments were written.
+    store
+        .connection()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON galaxy_history
+             WHEN NEW.first_tick = 12 AND NEW.entries = 1
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .unwrap();
+    let batch = history_batch("g", 30, first_history());
+    store
+        .write_batch(&[], std::slice::from_ref(&batch))
+        .unwrap_err();
+    assert_eq!(
+        count(&store, "galaxy_history"),
+        0,
+        "rolled back with the rest"
+    );
+    let tick: i64 = store
+        .connection()
+        .query_row("SELECT tick FROM galaxies WHERE name = 'g'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(tick as u64, galaxy.tick());
+    store
+        .connection()
+        .execute_batch("DROP TRIGGER refuse")
+        .unwrap();
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(count(&store, "galaxy_history"), 3);
+}
+
+#[test]
+fn a_purge_removes_history_but_an_archived_galaxys_stays_until_its_archive_is_deleted() {
+    let mut store = memory();
+    let (g, h) = (new_galaxy("g"), new_galaxy("h"));
+    insert(&mut store, &g).unwrap();
+    insert(&mut store, &h).unwrap();
+    store
+        .write_batch(
+            &[],
+            &[
+                history_batch("g", 30, first_history()),
+                history_batch("h", 30, first_history()),
+            ],
+        )
+        .unwrap();
+    // g deleted: its history goes, a chunk at a time, before the galaxy row.
+    store.write_batch(&["g".to_owned()], &[]).unwrap();
+    loop {
+        let (_, done) = store.purge_chunk("g", 2).unwrap();
+        let left = segment_rows(&store, "g").len();
+        let row: bool = store
+            .connection()
+            .query_row("SELECT count(*) FROM galaxies WHERE name = 'g'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(row || left == 0, "no history of a galaxy row gone");
+        if done {
+            break;
+        }
+    }
+    assert!(segment_rows(&store, "g").is_empty());
+    assert_eq!(segment_rows(&store, "h").len(), 3, "another galaxy's stays");
+    // h archived: its live rows are purged, its history stays, and reads back.
+    let body = archive_of(&h);
+    store.write_archive(&archive_row(&h, &body)).unwrap();
+    while !store.purge_chunk("h", 64).unwrap().1 {}
+    assert_eq!(count(&store, "galaxies"), 0);
+    assert_eq!(store.history("h", 0, 100).unwrap().len(), 7);
+    // Deleting the archive of another name touches nothing.
+    assert!(!store.delete_archive("g").unwrap());
+    assert_eq!(count(&store, "galaxy_history"), 3);
+    assert!(store.delete_archive("h").unwrap());
+    assert_eq!(count(&store, "galaxy_history"), 0);
+}
+
+#[test]
+fn a_restored_galaxy_keeps_its_history_and_adds_to_it() {
+    let (mut store, galaxy) = stored_galaxy();
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    let body = archive_of(&galaxy);
+    store.write_archive(&archive_row(&galaxy, &body)).unwrap();
+    while !store.purge_chunk("g", 64).unwrap().1 {}
+    restore(&mut store, &galaxy).unwrap();
+    store
+        .write_batch(&[], &[history_batch("g", 70, second_history())])
+        .unwrap();
+    assert_eq!(store.history("g", 0, 100).unwrap().len(), 9);
+}
+
+#[test]
+fn pruning_deletes_the_oldest_segments_past_their_age_up_to_the_limit() {
+    let (mut store, _) = stored_galaxy();
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    store
+        .write_batch(&[], &[history_batch("g", 70, second_history())])
+        .unwrap();
+    // The first batch's three segments saved long ago, the oldest first.
+    store
+        .connection()
+        .execute_batch(
+            "UPDATE galaxy_history SET saved_at = datetime('now', '-' || (10 - id) || ' days')
+             WHERE first_tick < 50",
+        )
+        .unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.prune_history(hour, 2).unwrap(), 2);
+    assert_eq!(segment_rows(&store, "g"), [(12, 12, 1), (50, 60, 2)]);
+    assert_eq!(store.prune_history(hour, 10).unwrap(), 1);
+    assert_eq!(
+        store.prune_history(hour, 10).unwrap(),
+        0,
+        "the recent one stays"
+    );
+    assert_eq!(
+        store.prune_history(std::time::Duration::MAX, 10).unwrap(),
+        0
+    );
+    assert_eq!(
+        ticks_and_x(&store.history("g", 0, 10).unwrap()),
+        [(50, 5), (60, 5)]
+    );
+    assert_eq!(
+        store.prune_history(std::time::Duration::ZERO, 0).unwrap(),
+        0
+    );
+}
+
+#[test]
+fn a_damaged_segment_is_an_error_naming_its_galaxy() {
+    let (mut store, _) = stored_galaxy();
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    store
+        .connection()
+        .execute_batch("UPDATE galaxy_history SET body = x'00ff' WHERE id = 2")
+        .unwrap();
+    let err = store.history("g", 0, 100).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("galaxy 'g'"), "{err}");
+    // A row whose ticks lie about its body is damaged too.
+    store
+        .connection()
+        .execute_batch(
+            "UPDATE galaxy_history SET body = (SELECT body FROM galaxy_history WHERE id = 3)
+             WHERE id = 2",
+        )
+        .unwrap();
+    let err = store.history("g", 0, 100).unwrap_err();
+    assert!(
+        matches!(err, StoreError::HistoryDamaged { segment: 2, .. }),
+        "{err}"
+    );
 }

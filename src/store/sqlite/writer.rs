@@ -149,7 +149,9 @@ impl WriteStore for SqliteWriter {
 
     fn prune_history(
         &mut self,
-        older_than: std::time::Duration, limit: usize) -> Result<u64, StoreError> {
+        older_than: std::time::Duration,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let result = SqliteWriter::prune_history(self, older_than, limit);
         self.after_write(result)
     }
