@@ -200,6 +200,50 @@ impl HistoryRead {
     }
 }
 
+/// Histories the stores' tests save and read back.
+#[cfg(test)]
+pub(crate) mod samples {
+    use crate::model::{HistoryEntry, HistoryKind, StructureKind};
+
+    pub(crate) fn entry(tick: u64, x: u32, kind: HistoryKind) -> HistoryEntry {
+        HistoryEntry {
+            tick,
+            x,
+            y: 7,
+            kind,
+            structure: StructureKind::Hatchery,
+            level: 2,
+        }
+    }
+
+    /// The first batch's history: orders at ticks 10 and 12, their completions ahead of
+    /// them (one at 110, far past the next batch's orders).
+    pub(crate) fn first_history() -> Vec<HistoryEntry> {
+        use HistoryKind::{Completed, Ordered};
+        vec![
+            entry(10, 1, Ordered),
+            entry(110, 1, Completed),
+            entry(10, 2, Ordered),
+            entry(15, 2, Completed),
+            entry(12, 3, Ordered),
+            entry(20, 3, Completed),
+            entry(12, 4, Ordered),
+        ]
+    }
+
+    pub(crate) fn second_history() -> Vec<HistoryEntry> {
+        vec![
+            entry(50, 5, HistoryKind::Ordered),
+            entry(60, 5, HistoryKind::Completed),
+        ]
+    }
+
+    /// The `x` of each entry, which tells them apart in these tests, and their ticks.
+    pub(crate) fn ticks_and_x(entries: &[HistoryEntry]) -> Vec<(u64, u32)> {
+        entries.iter().map(|e| (e.tick, e.x)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use ::postgres::{Client, NoTls};
 #[path = "../../../tests/common/postgres.rs"]
 mod cluster;
 
+use super::super::history::samples::{first_history, second_history, ticks_and_x};
 use super::super::{
     ArchiveRow, BusyDeadline, Claim, ClaimStore, CreationProgress, Epoch, FailureKind, GalaxyJob,
     GalaxyRows, LostGalaxy, NewGalaxy, Owner, ReadStore, SystemRow, WriteStats, WriteStore,
@@ -24,7 +25,7 @@ use super::session::{
     KEEPALIVE_RETRIES, TCP_USER_TIMEOUT, WRITER_APPLICATION_NAME, WRITER_PID_SQL,
 };
 use super::*;
-use crate::model::{Galaxy, GalaxyConfig, RowMask, StructureKind};
+use crate::model::{Galaxy, GalaxyConfig, HistoryEntry, RowMask, StructureKind};
 
 /// A database of its own for one test, dropped at the end.
 pub(crate) struct TestDb {
@@ -1709,4 +1710,231 @@ fn idle_galaxies_are_those_saved_longest_ago() {
     store.write_batch(&[], &[tick_only("b", 5)]).unwrap();
     assert_eq!(reader.idle_galaxies(hour, 10).unwrap(), ["a"]);
     assert!(reader.idle_galaxies(Duration::MAX, 10).unwrap().is_empty());
+}
+
+// History (table `galaxy_history`): segments of `SEGMENT_SIZE` (3 in unit tests) entries.
+
+/// A batch advancing galaxy `name` to `tick` with `history`.
+fn history_batch(name: &str, tick: u64, history: Vec<HistoryEntry>) -> GalaxyRows {
+    GalaxyRows {
+        history,
+        ..tick_only(name, tick)
+    }
+}
+
+/// `(first_tick, last_tick, entries)` of galaxy `name`'s segments, in id order.
+fn segment_rows(db: &TestDb, name: &str) -> Vec<(i64, i64, i32)> {
+    db.client()
+        .query(
+            "SELECT first_tick, last_tick, entries FROM galaxy_history
+             WHERE galaxy_name = $1 ORDER BY id",
+            &[&name],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[test]
+fn history_is_saved_with_its_batch_and_paged_back_in_tick_order() {
+    let Some((db, mut store, reader, _)) = stored_galaxy("history") else {
+        return;
+    };
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    assert_eq!(
+        segment_rows(&db, "g"),
+        [(10, 110, 3), (12, 20, 3), (12, 12, 1)],
+        "cut in order, ids in that order, each with its smallest and largest tick"
+    );
+    store
+        .write_batch(&[], &[history_batch("g", 70, second_history())])
+        .unwrap();
+    let all = reader.history("g", 0, 100).unwrap();
+    assert_eq!(
+        ticks_and_x(&all),
+        [
+            (10, 1),
+            (10, 2),
+            (12, 3),
+            (12, 4),
+            (15, 2),
+            (20, 3),
+            (50, 5),
+            (60, 5),
+            (110, 1)
+        ]
+    );
+    assert_eq!(all[0], first_history()[0], "entries come back whole");
+    assert_eq!(
+        ticks_and_x(&reader.history("g", 12, 3).unwrap()),
+        [(12, 3), (12, 4), (15, 2)]
+    );
+    assert_eq!(
+        ticks_and_x(&reader.history("g", 21, 100).unwrap()),
+        [(50, 5), (60, 5), (110, 1)]
+    );
+    assert!(reader.history("g", 111, 100).unwrap().is_empty());
+    assert!(reader.history("g", 0, 0).unwrap().is_empty());
+    assert!(reader.history("nowhere", 0, 10).unwrap().is_empty());
+    // More segments than one statement takes (7 rows in unit tests): in order still,
+    // ids included (entries 20 and 21 share a tick, across the two statements).
+    let many: Vec<HistoryEntry> = (0..30)
+        .map(|i| HistoryEntry {
+            tick: 200 + i / 2,
+            x: i as u32,
+            ..first_history()[0]
+        })
+        .collect();
+    store
+        .write_batch(&[], &[history_batch("g", 300, many.clone())])
+        .unwrap();
+    assert_eq!(segment_rows(&db, "g").len(), 4 + 10);
+    assert_eq!(reader.history("g", 200, 100).unwrap(), many);
+    let storage = reader.storage().unwrap();
+    assert_eq!(storage.history_segments, 14);
+    let bytes: i64 = db
+        .client()
+        .query_one(
+            "SELECT sum(octet_length(body))::bigint FROM galaxy_history",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(storage.history_bytes, bytes as u64);
+}
+
+#[test]
+fn a_fenced_batch_saves_no_history() {
+    let Some((db, mut store, reader, _)) = stored_galaxy("history_fenced") else {
+        return;
+    };
+    // Another daemon took g: the batch's history was sent before the fence, and is
+    // rolled back with the rest.
+    let bump = |by: i64| {
+        db.client()
+            .execute(
+                "UPDATE galaxy_owners SET epoch = epoch + $1 WHERE galaxy_name = 'g'",
+                &[&by],
+            )
+            .unwrap()
+    };
+    bump(1);
+    let batch = history_batch("g", 30, first_history());
+    let err = store
+        .write_batch(&[], std::slice::from_ref(&batch))
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Lost, "{err}");
+    assert_eq!(db.count("galaxy_history"), 0);
+    assert!(reader.history("g", 0, 10).unwrap().is_empty());
+    bump(-1);
+    store.own("g", 1);
+    store.write_batch(&[], &[batch]).unwrap();
+    assert_eq!(db.count("galaxy_history"), 3);
+}
+
+#[test]
+fn a_purge_removes_history_but_an_archived_galaxys_stays_until_its_archive_is_deleted() {
+    let Some(db) = TestDb::new("history_purge") else {
+        return;
+    };
+    let mut store = open_writer(&db.url);
+    let reader = PostgresReader::open(&db.url).unwrap();
+    let h = new_galaxy("h");
+    insert(&mut store, &reader, &new_galaxy("g"));
+    insert(&mut store, &reader, &h);
+    store
+        .write_batch(
+            &[],
+            &[
+                history_batch("g", 30, first_history()),
+                history_batch("h", 30, first_history()),
+            ],
+        )
+        .unwrap();
+    store.write_batch(&["g".to_owned()], &[]).unwrap();
+    loop {
+        let (_, done) = store.purge_chunk("g", 2).unwrap();
+        let row = db
+            .client()
+            .query_opt("SELECT 1 FROM galaxies WHERE name = 'g'", &[])
+            .unwrap()
+            .is_some();
+        assert!(
+            row || segment_rows(&db, "g").is_empty(),
+            "no history of a galaxy row gone"
+        );
+        if done {
+            break;
+        }
+    }
+    assert!(segment_rows(&db, "g").is_empty());
+    assert_eq!(segment_rows(&db, "h").len(), 3, "another galaxy's stays");
+    let body = crate::archive::encode(&h);
+    store.write_archive(&archive_row(&h, &body)).unwrap();
+    while !store.purge_chunk("h", 64).unwrap().1 {}
+    assert_eq!(db.count("galaxies"), 0);
+    assert_eq!(reader.history("h", 0, 100).unwrap().len(), 7);
+    assert!(!store.delete_archive("g").unwrap());
+    assert_eq!(db.count("galaxy_history"), 3);
+    assert!(store.delete_archive("h").unwrap());
+    assert_eq!(db.count("galaxy_history"), 0);
+}
+
+#[test]
+fn pruning_deletes_the_oldest_segments_past_their_age_up_to_the_limit() {
+    let Some((db, mut store, reader, _)) = stored_galaxy("history_prune") else {
+        return;
+    };
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    store
+        .write_batch(&[], &[history_batch("g", 70, second_history())])
+        .unwrap();
+    db.client()
+        .execute(
+            "UPDATE galaxy_history SET saved_at = now() - (10 - id) * interval '1 day'
+             WHERE first_tick < 50",
+            &[],
+        )
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(store.prune_history(hour, 2).unwrap(), 2);
+    assert_eq!(segment_rows(&db, "g"), [(12, 12, 1), (50, 60, 2)]);
+    assert_eq!(store.prune_history(hour, 10).unwrap(), 1);
+    assert_eq!(
+        store.prune_history(hour, 10).unwrap(),
+        0,
+        "the recent one stays"
+    );
+    assert_eq!(store.prune_history(Duration::MAX, 10).unwrap(), 0);
+    assert_eq!(
+        ticks_and_x(&reader.history("g", 0, 10).unwrap()),
+        [(50, 5), (60, 5)]
+    );
+}
+
+#[test]
+fn a_damaged_segment_is_an_error_naming_its_galaxy() {
+    let Some((db, mut store, reader, _)) = stored_galaxy("history_damaged") else {
+        return;
+    };
+    store
+        .write_batch(&[], &[history_batch("g", 30, first_history())])
+        .unwrap();
+    db.client()
+        .execute(
+            "UPDATE galaxy_history SET body = '\\x00ff'::bytea WHERE id = 2",
+            &[],
+        )
+        .unwrap();
+    let err = reader.history("g", 0, 100).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Corrupt, "{err}");
+    assert!(
+        matches!(&err, StoreError::HistoryDamaged { galaxy, segment: 2, .. } if galaxy == "g"),
+        "{err}"
+    );
 }

@@ -3,13 +3,14 @@
 
 use rusqlite::Connection;
 
+use super::super::history::samples::{first_history, second_history, ticks_and_x};
 use super::super::{
     ArchiveRow, CreationProgress, FailureKind, GalaxyJob, GalaxyRows, NewGalaxy, ReadStore,
     StoreError, SystemRow, WriteStats, WriteStore,
 };
 use super::write;
 use super::{SqliteReader, SqliteWriter, SCHEMA_VERSION};
-use crate::model::{Galaxy, GalaxyConfig, HistoryEntry, HistoryKind, RowMask, StructureKind};
+use crate::model::{Galaxy, GalaxyConfig, HistoryEntry, RowMask, StructureKind};
 use crate::settings::{DatabaseUrl, Synchronous};
 
 fn memory() -> SqliteWriter {
@@ -686,39 +687,6 @@ fn tick_batch_of(name: &str, tick: u64) -> GalaxyRows {
 
 // History (table `galaxy_history`): segments of `SEGMENT_SIZE` (3 in unit tests) entries.
 
-fn entry(tick: u64, x: u32, kind: HistoryKind) -> HistoryEntry {
-    HistoryEntry {
-        tick,
-        x,
-        y: 7,
-        kind,
-        structure: StructureKind::Hatchery,
-        level: 2,
-    }
-}
-
-/// The first batch's history: orders at ticks 10 and 12, their completions ahead of
-/// them (one at 110, far past the next batch's orders).
-fn first_history() -> Vec<HistoryEntry> {
-    use HistoryKind::{Completed, Ordered};
-    vec![
-        entry(10, 1, Ordered),
-        entry(110, 1, Completed),
-        entry(10, 2, Ordered),
-        entry(15, 2, Completed),
-        entry(12, 3, Ordered),
-        entry(20, 3, Completed),
-        entry(12, 4, Ordered),
-    ]
-}
-
-fn second_history() -> Vec<HistoryEntry> {
-    vec![
-        entry(50, 5, HistoryKind::Ordered),
-        entry(60, 5, HistoryKind::Completed),
-    ]
-}
-
 /// A batch advancing galaxy `name` to `tick` with `history`.
 fn history_batch(name: &str, tick: u64, history: Vec<HistoryEntry>) -> GalaxyRows {
     GalaxyRows {
@@ -740,11 +708,6 @@ fn segment_rows(store: &SqliteWriter, name: &str) -> Vec<(i64, i64, i64)> {
         .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap();
     rows.collect::<Result<_, _>>().unwrap()
-}
-
-/// The `x` of each entry, which tells them apart in these tests, and their ticks.
-fn ticks_and_x(entries: &[HistoryEntry]) -> Vec<(u64, u32)> {
-    entries.iter().map(|e| (e.tick, e.x)).collect()
 }
 
 #[test]
