@@ -547,6 +547,7 @@ mod tests {
     use super::*;
     use crate::model::{Galaxy, RowMask};
     use crate::settings::{DatabaseUrl, Synchronous};
+    use crate::store::history::samples::first_history;
     use crate::store::sqlite::SqliteWriter;
     use crate::store::{ArchiveRow, CreationProgress, NewGalaxy, WriteStore};
     // A galaxy stored on the PostgreSQL store's throwaway cluster, as its own tests do.
@@ -690,6 +691,94 @@ mod tests {
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert!(
             report.problems[0].starts_with("archived galaxy 'g': the archive is corrupt"),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    /// A batch saving `first_history` for galaxy "g" (stored, live).
+    fn save_history(store: &mut dyn WriteStore) {
+        let batch = crate::store::GalaxyRows {
+            name: "g".into(),
+            tick: Some(30),
+            systems: Vec::new(),
+            history: first_history(),
+        };
+        store.write_batch(&[], &[batch]).unwrap();
+    }
+
+    #[test]
+    fn damaged_history_is_reported_by_galaxy_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let url = DatabaseUrl::File(path.clone());
+        let mut store = SqliteWriter::open(&url, Synchronous::Normal).unwrap();
+        let (config, _) = GalaxyConfig::preset("blitz").unwrap();
+        let galaxy = Galaxy::create("g", config, 9, 100).unwrap();
+        let config_toml = galaxy.config().to_toml();
+        let new = NewGalaxy {
+            name: "g",
+            config_toml: &config_toml,
+            tick: galaxy.tick(),
+            systems: galaxy.systems(),
+            rows: RowMask::new_system(galaxy.rules()),
+            restoring: false,
+        };
+        store
+            .create_chunk(&new, &mut CreationProgress::default(), 1000)
+            .unwrap();
+        save_history(&mut store);
+        let report = check_database(&path).unwrap();
+        assert!(report.passed(), "{:?}", report.problems);
+        assert!(
+            has_line(&report, "history: 3 segments, "),
+            "{:?}",
+            report.lines
+        );
+        let conn = store.connection();
+        conn.execute_batch("UPDATE galaxy_history SET body = x'00ff' WHERE id > 1")
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO galaxy_history (galaxy_name, first_tick, last_tick, entries, body)
+             SELECT 'gone', first_tick, last_tick, entries, body FROM galaxy_history
+             WHERE id = 1",
+        )
+        .unwrap();
+        let report = check_database(&path).unwrap();
+        let problems = report.problems.join("\n");
+        assert!(
+            problems.contains("history of galaxy 'g': 2 damaged segments"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("1 history segments of no galaxy or archive"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn damaged_history_is_reported_by_galaxy_on_postgres() {
+        let Some((db, mut store, _reader, _galaxy)) = stored_galaxy("check_history") else {
+            return;
+        };
+        save_history(&mut store);
+        let report = check_postgres(&db.url).unwrap();
+        assert!(report.passed(), "{:?}", report.problems);
+        assert!(
+            has_line(&report, "history: 3 segments, "),
+            "{:?}",
+            report.lines
+        );
+        db.client()
+            .execute(
+                "UPDATE galaxy_history SET body = '\\x00ff'::bytea WHERE id = 2",
+                &[],
+            )
+            .unwrap();
+        let report = check_postgres(&db.url).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].starts_with("history of galaxy 'g': 1 damaged segments"),
             "{:?}",
             report.problems
         );
