@@ -12,13 +12,14 @@ use super::super::history::{read_history, segments, SegmentInfo, SEGMENT_SIZE};
 use super::super::{stored_int, GalaxyRows, StoreError};
 use super::error::{retry_serialization, Context};
 use super::session::Prepared;
-use super::write::STATEMENT_ROWS;
 use super::writer::PostgresWriter;
 use crate::model::HistoryEntry;
 
-/// The body bytes one insert carries at most (beside [`STATEMENT_ROWS`]): a batch's
-/// history is one statement unless it is large, and a statement is answered well within
-/// the call timeout.
+/// The segments and body bytes one insert carries at most: a batch's history is one
+/// statement unless it is large, and a statement is answered well within the call timeout
+/// (as `write.rs`'s `STATEMENT_ROWS`, whose cap the unit tests lower likewise, so that
+/// their small batches cross statement boundaries).
+const STATEMENT_SEGMENTS: usize = if cfg!(test) { 7 } else { 20_000 };
 const STATEMENT_BYTES: usize = 8 << 20;
 
 /// A batch's segments, in order; `WITH ORDINALITY … ORDER BY` keeps that order for the
@@ -82,7 +83,7 @@ impl HistoryRows {
             let mut to = from;
             let mut bytes = 0;
             while to < self.names.len()
-                && to - from < STATEMENT_ROWS
+                && to - from < STATEMENT_SEGMENTS
                 && (to == from || bytes + self.bodies[to].len() <= STATEMENT_BYTES)
             {
                 bytes += self.bodies[to].len();

@@ -27,7 +27,7 @@ use crate::model::RowMask;
 /// The most rows one statement of a batch writes: a few tenths of a second at the rates
 /// measured here (section 10), far inside any call timeout of a second or more. The unit
 /// tests use a handful, so that their small batches cross statement boundaries.
-pub(super) const STATEMENT_ROWS: usize = if cfg!(test) { 7 } else { 20_000 };
+const STATEMENT_ROWS: usize = if cfg!(test) { 7 } else { 20_000 };
 
 /// Marks galaxies deleted (see `jobs.rs`); a galaxy not stored is skipped.
 pub(super) const MARK_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
