@@ -83,8 +83,8 @@ pub(super) fn refuse_newer(label: &str, version: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// How many times a migration that met another daemon's migrating (see [`migrate`]) is
-/// looked at again before the error is returned.
+/// How many times one migration that met another daemon's migrating (see [`migrate`]) is
+/// looked at again, the version unchanged, before the error is returned.
 const MIGRATION_ATTEMPTS: u32 = 5;
 
 /// Applies the migrations after `from`, each in its own transaction with its row in the
@@ -116,12 +116,16 @@ pub(super) fn migrate(client: &mut Client, label: &str, from: i64) -> Result<(),
                 from = version;
             }
             Err(source) if migrated_meanwhile(&source) && conflicts < MIGRATION_ATTEMPTS => {
-                conflicts += 1;
                 log::info!(target: LOG,
                     "{label}: migration {name} met another daemon's ({}); reading the version again",
                     describe(&source));
-                from = schema_version(client)?;
-                refuse_newer(label, from)?;
+                let now = schema_version(client)?;
+                refuse_newer(label, now)?;
+                // The attempts are per migration: a daemon one migration ahead at every
+                // step is progress, however many migrations there are (with a count over
+                // them all, two daemons racing through six migrations ran out of it).
+                conflicts = if now > from { 0 } else { conflicts + 1 };
+                from = now;
             }
             Err(source) => return Err(StoreError::PostgresMigration { name, source }),
         }
