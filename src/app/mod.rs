@@ -19,6 +19,7 @@ mod archives;
 mod create;
 mod durable;
 mod error;
+mod history;
 mod limits;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub use crate::store::{FailureKind, Owner, Storage, StoreFailure};
 pub use archives::RestoredGalaxy;
 pub use durable::{CreateOptions, Durability, DurableTicket};
 pub use error::AppError;
+pub use history::HistoryPage;
 use limits::OrderLimits;
 
 /// `POST /galaxies/{name}`'s answer.

@@ -10,7 +10,7 @@ use super::writer::{ArchiveRefused, ArchivedGalaxy, PersistError};
 use super::Engine;
 use crate::archive;
 use crate::galaxies::{Galaxies, LifeError};
-use crate::model::Galaxy;
+use crate::model::{Galaxy, HistoryEntry};
 use crate::store::{ArchiveInfo, FailureKind, Storage, StoreError};
 
 /// The pause between attempts to settle an archive whose commit's answer was lost.
@@ -71,6 +71,22 @@ impl Engine {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
         self.writer.stop_creating();
+    }
+
+    /// Galaxy `name`'s saved history from `since_tick`, at most `limit` entries (see
+    /// `ReadStore::history`).
+    pub(crate) fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.with(Purpose::Load, |store| {
+                store.history(name, since_tick, limit)
+            }),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Archives live galaxy `name`: takes it out of memory (requests for it wait),
