@@ -314,12 +314,14 @@ impl Api {
             match key.as_str() {
                 "since_tick" => since_tick = value.parse().map_err(|_| bad())?,
                 "limit" => limit = value.parse().map_err(|_| bad())?,
-                other => return Err(ApiError::new(
-                    400,
-                    format!(
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        format!(
                         "unknown query parameter {other:?} (this list takes since_tick and limit)"
                     ),
-                )),
+                    ))
+                }
             }
         }
         if !(1..=HISTORY_PAGE.max_limit).contains(&limit) {
