@@ -163,10 +163,8 @@ impl AppState {
             app.set_limits(settings);
             return Ok(app);
         }
-        let galaxies = Arc::new(Galaxies::new(
-            settings.galaxy_limits.max_galaxies,
-            Clock::system(),
-        ));
+        let galaxies = Galaxies::new(settings.galaxy_limits.max_galaxies, Clock::system());
+        let galaxies = Arc::new(galaxies.keep_history(settings.persistence.history));
         let metrics = Arc::new(Metrics::new(PersistenceState::Healthy));
         let engine = Engine::open(
             &settings.database,

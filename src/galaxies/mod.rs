@@ -237,6 +237,8 @@ pub struct Galaxies {
     restores_on_request: std::sync::atomic::AtomicUsize,
     flights: Flights,
     max_galaxies: usize,
+    /// `GWAR_HISTORY`: orders on the galaxies record their history.
+    history: bool,
     /// Times accesses, which the writer's idle eviction compares with its own clock.
     clock: Clock,
 }
@@ -253,8 +255,22 @@ impl Galaxies {
             restores_on_request: std::sync::atomic::AtomicUsize::new(0),
             flights: Flights::default(),
             max_galaxies,
+            history: true,
             clock,
         }
+    }
+
+    /// With `on` false (`GWAR_HISTORY=false`), orders on the galaxies that come into
+    /// memory from now on record no history.
+    pub fn keep_history(mut self, on: bool) -> Galaxies {
+        self.history = on;
+        self
+    }
+
+    /// A galaxy coming into memory, set to record history or not.
+    fn admitted(&self, mut galaxy: Galaxy) -> Galaxy {
+        galaxy.keep_history(self.history);
+        galaxy
     }
 
     /// True while `name` is deleted and its deletion not yet committed.
@@ -420,6 +436,7 @@ impl Galaxies {
                 // Before the galaxy can change: a deletion then comes after this.
                 unused.epoch = None;
                 backing.published(name, ids, epoch);
+                let galaxy = self.admitted(galaxy);
                 let cell = GalaxyCell::new(galaxy, self.clock.now(), lease_until);
                 self.registry.insert(cell.clone());
                 Landed::Cell(cell)
@@ -680,6 +697,7 @@ impl Reservation<'_> {
     pub(crate) fn publish(self, galaxy: Galaxy, lease_until: Option<Instant>) -> Arc<GalaxyCell> {
         let mut creating = self.galaxies.catalog.lock();
         let now = self.galaxies.clock.now();
+        let galaxy = self.galaxies.admitted(galaxy);
         let cell = GalaxyCell::new(galaxy, now, lease_until);
         self.galaxies.registry.insert(cell.clone());
         creating.remove(&self.name);
