@@ -115,8 +115,8 @@ impl SlowCalls {
         if threshold != OFF && took.as_micros() >= u128::from(threshold) {
             self.counts[kind as usize].fetch_add(1, Relaxed);
             log::warn!(target: LOG,
-                "slow store call: {} took {} ms, {} rows (GWAR_SLOW_QUERY_MS={})",
-                kind.as_str(), took.as_millis(), rows(&result), threshold / 1000);
+                "slow store call: {} took {:.1} ms, {} rows (GWAR_SLOW_QUERY_MS={})",
+                kind.as_str(), took.as_secs_f64() * 1000.0, rows(&result), threshold / 1000);
         }
         result
     }

@@ -84,201 +84,182 @@ impl Examples {
     }
 
     /// Every statement on the hot paths: its kind, its text, its parameters.
-    fn statements(&self) -> Vec<(&'static str, &'static str, Vec<String>)> {
-        let s = |v: &str| v.to_owned();
-        let hundred = |v: i64| array([v; 100]);
-        let ten = |v: &str| array([v; 10]);
-        let types = array(
-            [
-                "colony",
-                "asteroidmine",
-                "waterharvester",
-                "hatchery",
-                "storagedepot",
-            ]
-            .repeat(100),
-        );
-        let me = || vec![s("'daemon-a'"), s("'http://a'"), s("15000")];
-        let fence = || vec![s("'{g3,g4}'"), s("'{1,1}'"), s("'daemon-a'"), s("15000")];
+    fn statements(&self) -> Vec<Planned> {
+        [
+            self.saves(),
+            ownership(),
+            self.loads(),
+            self.jobs(),
+            archives(),
+        ]
+        .concat()
+    }
+
+    fn saves(&self) -> Vec<Planned> {
         let [deleted, updated, event_systems] = &self.events;
-        let event_changes = vec![
+        let (ticks, ten) = (array([200; 10]), |v: &str| array([v; 10]));
+        let events = vec![
             deleted.clone(),
             updated.clone(),
-            array([200; 10]),
+            ticks.clone(),
             ten("hatchery"),
             event_systems.clone(),
-            array([200; 10]),
+            ticks,
             ten("colony"),
         ];
-        let systems_insert = [
-            s("'fresh'"),
-            hundred(1),
-            hundred(2),
-            hundred(10),
-            hundred(10),
-            hundred(10),
-            hundred(1),
-        ];
-        let mut take = me();
-        take.push(s("'{}'"));
+        let mut systems = vec![self.systems.clone()];
+        systems.extend((1..=4).map(|v| array([v; 100])));
+        let structures = vec![self.structure_systems.clone(), types(), array([2; 500])];
         vec![
-            (
-                "save: deletion marks",
-                write::MARK_DELETING,
-                vec![s("'{g3}'")],
-            ),
+            ("save: deletion marks", write::MARK_DELETING, p(&["'{g3}'"])),
             (
                 "save: galaxy ticks",
                 write::UPDATE_TICKS,
-                vec![s("'{g3,g4}'"), s("'{5,5}'")],
+                p(&["'{g3,g4}'", "'{5,5}'"]),
             ),
-            (
-                "save: systems",
-                write::UPDATE_SYSTEMS,
-                vec![
-                    self.systems.clone(),
-                    hundred(1),
-                    hundred(2),
-                    hundred(3),
-                    hundred(4),
-                ],
-            ),
-            (
-                "save: structures",
-                write::UPSERT_STRUCTURES,
-                vec![
-                    self.structure_systems.clone(),
-                    types.clone(),
-                    array([2; 500]),
-                ],
-            ),
-            ("save: events", write::WRITE_EVENTS, event_changes),
-            ("save: row ids", write::FETCH_IDS, vec![s("'g3'")]),
-            ("save: unarchive", write::UNARCHIVE, vec![s("'{g3}'")]),
-            ("ownership: fence, renew", owners::FENCE, fence()),
-            ("ownership: final fence", owners::FENCE_RELEASED, fence()),
-            ("ownership: release", owners::RELEASE, fence()[..3].to_vec()),
-            (
-                "ownership: current epochs",
-                owners::CURRENT_EPOCHS,
-                vec![s("'{g3}'")],
-            ),
-            (
-                "ownership: take",
-                claimer::TAKE,
-                vec![
-                    s("'g3'"),
-                    s("'daemon-b'"),
-                    s("'http://b'"),
-                    s("15000"),
-                    s("NULL"),
-                ],
-            ),
-            ("ownership: look", claimer::LOOK, vec![s("'g3'")]),
-            (
-                "ownership: add free row",
-                claimer::ADD_FREE_ROW,
-                vec![s("'g3'")],
-            ),
-            ("load: galaxy", load::GALAXY, vec![s("'g3'")]),
-            ("load: systems", load::SYSTEMS, vec![s("'g3'")]),
+            ("save: systems", write::UPDATE_SYSTEMS, systems),
+            ("save: structures", write::UPSERT_STRUCTURES, structures),
+            ("save: events", write::WRITE_EVENTS, events),
+            ("save: row ids", write::FETCH_IDS, p(&["'g3'"])),
+            ("save: unarchive", write::UNARCHIVE, p(&["'{g3}'"])),
+        ]
+    }
+
+    fn loads(&self) -> Vec<Planned> {
+        vec![
+            ("load: galaxy", load::GALAXY, p(&["'g3'"])),
+            ("load: systems", load::SYSTEMS, p(&["'g3'"])),
             ("load: structures", load::STRUCTURES, self.range.to_vec()),
             ("load: events", load::EVENTS, self.range.to_vec()),
-            ("load: names", load::GALAXY_NAMES, vec![]),
-            ("load: sizes", load::GALAXY_SIZES, vec![]),
-            ("load: exists", load::GALAXY_EXISTS, vec![s("'g3'")]),
-            ("load: owners", owners::GALAXY_OWNERS, vec![]),
+            ("load: names", load::GALAXY_NAMES, p(&[])),
+            ("load: sizes", load::GALAXY_SIZES, p(&[])),
+            ("load: exists", load::GALAXY_EXISTS, p(&["'g3'"])),
+            ("load: owners", owners::GALAXY_OWNERS, p(&[])),
+        ]
+    }
+
+    fn jobs(&self) -> Vec<Planned> {
+        let me = ["'daemon-a'", "'http://a'", "15000"];
+        let take = p(&[&me[..], &["'{}'"]].concat());
+        let mut systems = vec!["'fresh'".to_owned()];
+        systems.extend([1, 2, 10, 10, 10, 1].map(|v| array([v; 100])));
+        let structures = vec![self.structure_systems.clone(), types(), array([1; 500])];
+        vec![
             (
                 "job: insert galaxy",
                 jobs::INSERT_GALAXY,
-                vec![s("'fresh'"), s("''"), s("0")],
+                p(&["'fresh'", "''", "0"]),
             ),
-            (
-                "job: creation mark",
-                jobs::MARK_CREATING,
-                vec![s("'fresh'")],
-            ),
+            ("job: creation mark", jobs::MARK_CREATING, p(&["'fresh'"])),
             (
                 "job: insert owner",
                 jobs::INSERT_OWNER,
-                [vec![s("'fresh'")], me()].concat(),
+                p(&[&["'fresh'"], &me[..]].concat()),
             ),
             (
                 "job: insert size",
                 jobs::INSERT_SIZE,
-                vec![s("'fresh'"), s("1000")],
+                p(&["'fresh'", "1000"]),
             ),
-            (
-                "job: insert systems",
-                jobs::INSERT_SYSTEMS,
-                systems_insert.to_vec(),
-            ),
+            ("job: insert systems", jobs::INSERT_SYSTEMS, systems),
             (
                 "job: insert structures",
                 jobs::INSERT_STRUCTURES,
-                vec![self.structure_systems.clone(), types, array([1; 500])],
+                structures,
             ),
-            (
-                "job: finish creation",
-                jobs::FINISH_CREATION,
-                vec![s("'new'")],
-            ),
-            ("job: settle a chunk", jobs::SETTLE_CHUNK, vec![s("'new'")]),
-            ("job: is marked", jobs::IS_MARKED, vec![s("'gone'")]),
+            ("job: finish creation", jobs::FINISH_CREATION, p(&["'new'"])),
+            ("job: settle a chunk", jobs::SETTLE_CHUNK, p(&["'new'"])),
+            ("job: is marked", jobs::IS_MARKED, p(&["'gone'"])),
             (
                 "job: purge systems",
                 jobs::PURGE_SYSTEMS,
-                vec![s("'gone'"), s("1000")],
+                p(&["'gone'", "1000"]),
             ),
-            ("job: delete galaxy", jobs::DELETE_GALAXY, vec![s("'gone'")]),
+            ("job: delete galaxy", jobs::DELETE_GALAXY, p(&["'gone'"])),
             (
                 "job: abandon creations",
                 jobs::ABANDON_CREATIONS,
-                vec![s("'{new}'")],
+                p(&["'{new}'"]),
             ),
-            ("job: add job owners", jobs::ADD_JOB_OWNERS, vec![]),
-            ("job: job owners", jobs::JOB_OWNERS, vec![]),
+            ("job: add job owners", jobs::ADD_JOB_OWNERS, p(&[])),
+            ("job: job owners", jobs::JOB_OWNERS, p(&[])),
             ("job: unfinished", jobs::TAKE_JOBS, take.clone()),
             ("job: orphaned", jobs::TAKE_ORPHANED_JOBS, take),
-            (
-                "archive: insert",
-                archive::INSERT_ARCHIVE,
-                vec![s("'g3'"), s("1"), s("1000"), s("'\\x00'")],
-            ),
-            (
-                "archive: mark live deleting",
-                archive::MARK_LIVE_DELETING,
-                vec![s("'g3'")],
-            ),
-            (
-                "archive: archived already",
-                archive::ARCHIVED_ALREADY,
-                vec![s("'old1'"), s("'\\x00'")],
-            ),
-            (
-                "archive: delete",
-                archive::DELETE_ARCHIVE,
-                vec![s("'old1'")],
-            ),
-            (
-                "archive: exists",
-                archive::ARCHIVE_EXISTS,
-                vec![s("'old1'")],
-            ),
-            ("archive: read", archive::READ_ARCHIVE, vec![s("'old1'")]),
-            ("archive: listing", archive::ARCHIVES, vec![]),
-            (
-                "archive: idle galaxies",
-                archive::IDLE_GALAXIES,
-                vec![s("60000"), s("10")],
-            ),
-            (
-                "archive: storage",
-                archive::MEASURE,
-                vec![s("'{galaxies,systems,structures,events}'")],
-            ),
         ]
     }
+}
+
+/// A statement to explain: its kind, its text, its parameters as SQL literals.
+type Planned = (&'static str, &'static str, Vec<String>);
+
+/// Parameters from literals.
+fn p(literals: &[&str]) -> Vec<String> {
+    literals.iter().map(|&l| l.to_owned()).collect()
+}
+
+/// Five structure types per system, for 100 systems.
+fn types() -> String {
+    let kinds = [
+        "colony",
+        "asteroidmine",
+        "waterharvester",
+        "hatchery",
+        "storagedepot",
+    ];
+    array(kinds.repeat(100))
+}
+
+fn ownership() -> Vec<Planned> {
+    let fence = ["'{g3,g4}'", "'{1,1}'", "'daemon-a'", "15000"];
+    let take = ["'g3'", "'daemon-b'", "'http://b'", "15000", "NULL"];
+    vec![
+        ("ownership: fence, renew", owners::FENCE, p(&fence)),
+        ("ownership: final fence", owners::FENCE_RELEASED, p(&fence)),
+        ("ownership: release", owners::RELEASE, p(&fence[..3])),
+        (
+            "ownership: current epochs",
+            owners::CURRENT_EPOCHS,
+            p(&["'{g3}'"]),
+        ),
+        ("ownership: take", claimer::TAKE, p(&take)),
+        ("ownership: look", claimer::LOOK, p(&["'g3'"])),
+        (
+            "ownership: add free row",
+            claimer::ADD_FREE_ROW,
+            p(&["'g3'"]),
+        ),
+    ]
+}
+
+fn archives() -> Vec<Planned> {
+    let tables = "'{galaxies,systems,structures,events}'";
+    vec![
+        (
+            "archive: insert",
+            archive::INSERT_ARCHIVE,
+            p(&["'g3'", "1", "1000", "'\\x00'"]),
+        ),
+        (
+            "archive: mark live deleting",
+            archive::MARK_LIVE_DELETING,
+            p(&["'g3'"]),
+        ),
+        (
+            "archive: archived already",
+            archive::ARCHIVED_ALREADY,
+            p(&["'old1'", "'\\x00'"]),
+        ),
+        ("archive: delete", archive::DELETE_ARCHIVE, p(&["'old1'"])),
+        ("archive: exists", archive::ARCHIVE_EXISTS, p(&["'old1'"])),
+        ("archive: read", archive::READ_ARCHIVE, p(&["'old1'"])),
+        ("archive: listing", archive::ARCHIVES, p(&[])),
+        (
+            "archive: idle galaxies",
+            archive::IDLE_GALAXIES,
+            p(&["60000", "10"]),
+        ),
+        ("archive: storage", archive::MEASURE, p(&[tables])),
+    ]
 }
 
 /// The rows: galaxy `big` of 20 000 systems, `g0`..`g59` of 1 000, `gone` of 1 000 marked
