@@ -1,6 +1,6 @@
 //! The plan test (issue 27, point 4): every statement the engine runs on SQLite's hot paths
 //! (saves, loads, jobs, archives) is explained with `EXPLAIN QUERY PLAN` on a database
-//! with realistic row counts (a galaxy of 20 000 systems among eleven of 1 000, five
+//! with realistic row counts (a galaxy of 20 000 systems among twelve of 1 000, five
 //! structures per system, an event per tenth, then `ANALYZE`), and none may read the
 //! whole of `systems`, `structures` or `events`.
 //!
