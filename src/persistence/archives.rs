@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::loads::Purpose;
+use super::slow::{listed, SlowKind};
 use super::writer::{ArchiveRefused, ArchivedGalaxy, PersistError};
 use super::Engine;
 use crate::archive;
@@ -39,7 +40,11 @@ impl Engine {
     /// Every stored archive, without bodies, sorted by name.
     pub(crate) fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, |store| store.archives()),
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.archives()),
+                listed,
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -47,7 +52,11 @@ impl Engine {
     /// What the database holds, live and archived.
     pub(crate) fn storage(&self) -> Result<Option<Storage>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, |store| store.storage().map(Some)),
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.storage().map(Some)),
+                |_| 1,
+            ),
             None => Ok(None),
         }
     }
@@ -59,9 +68,11 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         match &self.readers {
-            Some(readers) => {
-                readers.with(Purpose::Lookup, |store| store.idle_galaxies(idle, limit))
-            }
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.idle_galaxies(idle, limit)),
+                listed,
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -169,7 +180,10 @@ impl Engine {
             return Ok(None);
         };
         let started = Instant::now();
-        let Some(body) = readers.with(Purpose::Load, |store| store.read_archive(name))? else {
+        let read = || readers.with(Purpose::Load, |store| store.read_archive(name));
+        let found =
+            |body: &Result<Option<Vec<u8>>, StoreError>| u64::from(matches!(body, Ok(Some(_))));
+        let Some(body) = self.metrics.slow.time(SlowKind::ArchiveRead, read, found)? else {
             return Ok(None);
         };
         let damaged = |reason: String| LifeError::DamagedArchive {

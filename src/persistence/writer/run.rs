@@ -14,6 +14,7 @@ use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::GalaxyCell;
+use crate::persistence::slow::{written, SlowKind};
 use crate::store::{ArchiveRow, FailureKind, StoreError};
 
 /// History segments deleted per interval at most: a segment is one galaxy's entries of one
@@ -279,7 +280,18 @@ impl Writer {
         // without holding them up), so any answer ends it.
         self.metrics.note_call_started();
         let durable = self.jobs.next_is_durable();
-        let result = synced_if(self.store.as_mut(), durable, |store| self.jobs.step(store));
+        let kind = match self.jobs.next_is_creation() {
+            true => SlowKind::CreateChunk,
+            false => SlowKind::PurgeChunk,
+        };
+        let (jobs, slow) = (&mut self.jobs, &self.metrics.slow);
+        let result = synced_if(self.store.as_mut(), durable, |store| {
+            slow.time(
+                kind,
+                || jobs.step(store),
+                |r| written(&r.as_ref().map(|r| r.0)),
+            )
+        });
         self.answered_outside_batches();
         match result {
             Ok((stats, finished)) => {

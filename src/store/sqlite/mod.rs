@@ -27,6 +27,8 @@ mod db;
 mod jobs;
 mod load;
 mod migrate;
+#[cfg(test)]
+mod plans;
 mod reader;
 mod space;
 mod sync;
