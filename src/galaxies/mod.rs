@@ -56,11 +56,12 @@ mod archiving;
 pub(crate) mod cell;
 mod cut;
 mod flights;
+mod listing;
 mod registry;
 mod sizes;
 mod writer_side;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -591,53 +592,6 @@ impl Galaxies {
             commit_later(epoch);
         }
         Ok(())
-    }
-
-    /// Stored and in-memory galaxies by name, with whether each is in memory and which
-    /// daemon owns it (where daemons share the database).
-    pub(crate) fn listing(
-        &self,
-        backing: &impl Backing,
-    ) -> Result<BTreeMap<String, Listed>, LifeError> {
-        let mut listing = BTreeMap::new();
-        if backing.persists() {
-            let stored = backing.stored_owners()?;
-            // A creation's last chunk committed but not yet reported is not there yet.
-            let creating = self.catalog.lock();
-            let deleting = self.deleting.lock();
-            for (name, owner) in stored {
-                if !deleting.contains(&name) && !creating.contains_key(&name) {
-                    let (loaded, archived) = (false, false);
-                    let listed = Listed {
-                        loaded,
-                        archived,
-                        owner,
-                    };
-                    listing.insert(name, listed);
-                }
-            }
-            drop((creating, deleting));
-            for name in backing.archived_names()? {
-                let (loaded, archived, owner) = (false, true, None);
-                let listed = Listed {
-                    loaded,
-                    archived,
-                    owner,
-                };
-                listing.entry(name).or_insert(listed);
-            }
-        }
-        let ours = backing.own_url().map(str::to_owned);
-        for cell in self.registry.all() {
-            let (loaded, archived, owner) = (true, false, ours.clone());
-            let listed = Listed {
-                loaded,
-                archived,
-                owner,
-            };
-            listing.insert(cell.name().to_owned(), listed);
-        }
-        Ok(listing)
     }
 
     /// Galaxies in memory.
