@@ -82,6 +82,9 @@ Configuration comes from the environment:
                                         (unset: only an admin archives)
   GWAR_ARCHIVE_RESTORE                  demand (a request restores an archived galaxy) or
                                         explicit (only POST /admin/galaxies/NAME/restore)
+  GWAR_HISTORY                          save every order and completed build (true)
+  GWAR_HISTORY_KEEP_SECS                delete history older than this (2592000), or forever
+  GWAR_SLOW_QUERY_MS                    log store calls slower than this (1000), or off
   GWAR_MAX_GALAXY_SYSTEMS               largest galaxy a caller without the admin token
                                         may create (100000)
   GWAR_MAX_GALAXIES                     galaxies that may exist at once (10000)

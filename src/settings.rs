@@ -281,10 +281,22 @@ pub struct PersistenceSettings {
     /// `GWAR_HISTORY_KEEP_SECS`: history segments older than this are deleted; `None`:
     /// kept as long as their galaxy.
     pub history_keep: Option<Duration>,
+    /// `GWAR_SLOW_QUERY_MS`: a store call (a batch, a chunk, a load, a take) slower than
+    /// this is logged at warn and counted (`gwar_slow_queries_total`); `None` (`off`):
+    /// never. Default [`DEFAULT_SLOW_QUERY`].
+    pub slow_query: Option<Duration>,
 }
 
 /// `GWAR_HISTORY_KEEP_SECS`'s default: 30 days.
 pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The default of `GWAR_SLOW_QUERY_MS`: one second. A batch of orders, a load of a
+/// galaxy of 100 000 systems and a creation chunk each take tens to a few hundred
+/// milliseconds (README, *Benchmarks*), so a call past a second is out of the ordinary
+/// (a database that stalls, a plan gone wrong) and worth a line; and it is a fifth of the
+/// PostgreSQL call timeout, so a call is reported well before it is abandoned. Measuring
+/// costs two clock reads per call, so it is on by default.
+pub const DEFAULT_SLOW_QUERY: Duration = Duration::from_millis(1000);
 
 /// `GWAR_ARCHIVE_RESTORE`: who brings an archived galaxy back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -317,6 +329,7 @@ impl Default for PersistenceSettings {
             archive_restore: ArchiveRestore::OnDemand,
             history: true,
             history_keep: Some(DEFAULT_HISTORY_KEEP),
+            slow_query: Some(DEFAULT_SLOW_QUERY),
         }
     }
 }
@@ -619,6 +632,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                     v => parse_positive(v, "seconds").map(|s| Some(Duration::from_secs(s))),
                 },
                 defaults.history_keep,
+            )?,
+            slow_query: self.var(
+                "GWAR_SLOW_QUERY_MS",
+                |v| match v.to_ascii_lowercase().as_str() {
+                    "off" => Ok(None),
+                    _ => parse_number(v, "milliseconds (or off)")
+                        .map(|ms| Some(Duration::from_millis(ms))),
+                },
+                defaults.slow_query,
             )?,
         })
     }
@@ -949,6 +971,26 @@ mod tests {
     }
 
     #[test]
+    fn the_slow_query_threshold_defaults_to_a_second_and_takes_zero_and_off() {
+        let slow = |vars: &[(&str, &str)]| settings(vars).unwrap().persistence.slow_query;
+        assert_eq!(slow(&[]), Some(DEFAULT_SLOW_QUERY));
+        assert_eq!(DEFAULT_SLOW_QUERY, Duration::from_secs(1));
+        assert_eq!(
+            slow(&[("GWAR_SLOW_QUERY_MS", "250")]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            slow(&[("GWAR_SLOW_QUERY_MS", "0")]),
+            Some(Duration::ZERO),
+            "0 logs every call"
+        );
+        assert_eq!(slow(&[("GWAR_SLOW_QUERY_MS", "Off")]), None);
+        let error = settings(&[("GWAR_SLOW_QUERY_MS", "1s")]).unwrap_err();
+        assert_eq!(error.variable, "GWAR_SLOW_QUERY_MS");
+        assert!(error.to_string().contains("GWAR_SLOW_QUERY_MS"), "{error}");
+    }
+
+    #[test]
     fn a_bad_value_names_the_variable_and_the_value() {
         for (variable, value) in [
             ("DATABASE_URL", "mysql://x"),
@@ -964,6 +1006,11 @@ mod tests {
             ("GWAR_PERSISTENCE_MAX_UNSAVED_SECS", ""),
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "0"),
             ("GWAR_PERSISTENCE_MAX_STALL_MS", "never"),
+            ("GWAR_SLOW_QUERY_MS", "-1"),
+            ("GWAR_SLOW_QUERY_MS", "1.5"),
+            ("GWAR_SLOW_QUERY_MS", "never"),
+            ("GWAR_SLOW_QUERY_MS", ""),
+            ("GWAR_SLOW_QUERY_MS", "99999999999"),
             ("GWAR_GALAXY_IDLE_SECS", "0"),
             ("GWAR_ARCHIVE_AFTER_SECS", "0"),
             ("GWAR_ARCHIVE_AFTER_SECS", "a week"),

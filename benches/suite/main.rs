@@ -18,7 +18,7 @@
 //!
 //! Sections 14 (archives) and 15 (archives in the database) need nothing beyond SQLite.
 //!
-//! One file per section (`s01_save.rs` … `s15_archive_db.rs`), each with the workloads it
+//! One file per section (`s01_save.rs` … `s16_history.rs`), each with the workloads it
 //! measures and the rows it prints; `harness.rs` holds what several sections share,
 //! `floor.rs` and `pg_floor.rs` the floors, `daemon.rs` the daemons and their HTTP clients.
 //! This file reads the arguments and runs the sections in order.
@@ -48,6 +48,7 @@ mod s12_durable;
 mod s13_replication;
 mod s14_archive;
 mod s15_archive_db;
+mod s16_history;
 
 /// The tests' throwaway PostgreSQL cluster, for sections 10, 11 and 12 (started with `fsync` on).
 #[path = "../../tests/common/postgres.rs"]
@@ -62,7 +63,7 @@ mod pg_pair;
 type Section = fn(&Run, &mut Map<String, Value>);
 
 /// The sections, in the order they run; section N is the N-th.
-const SECTIONS: [Section; 15] = [
+const SECTIONS: [Section; 16] = [
     s01_save::run,
     s02_orders::run,
     s03_game::run,
@@ -78,6 +79,7 @@ const SECTIONS: [Section; 15] = [
     s13_replication::run,
     s14_archive::run,
     s15_archive_db::run,
+    s16_history::run,
 ];
 
 fn main() {

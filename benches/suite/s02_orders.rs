@@ -37,7 +37,7 @@ pub fn order_throughput(dir: &Path, systems: u64, orders: u64, batch: u64) -> (f
 
 /// The engine's side of sections 2 and 10: orders/s placing `stream` and saving after
 /// every `batch` orders, on the store `settings` names; and the systems' coordinates.
-fn engine_orders(
+pub fn engine_orders(
     settings: &Settings,
     systems: u64,
     stream: &[(u64, usize, StructureKind)],

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use galactic_war::app::AppState;
 use galactic_war::model::StructureKind;
+use galactic_war::settings::PersistenceSettings;
 use galactic_war::testing::AppInternals;
 use serde_json::{json, Map, Value};
 
@@ -20,7 +21,7 @@ use crate::harness::{
 
 /// Orders/s (`reads` false) or reads/s on two threads, each on its own galaxy, counted
 /// over `window` after `warm_up`, with the threads already running.
-fn game_path(app: &AppState, reads: bool, warm_up: Duration, window: Duration) -> f64 {
+pub fn game_path(app: &AppState, reads: bool, warm_up: Duration, window: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = ["g0", "g1"]
@@ -51,7 +52,7 @@ fn game_path(app: &AppState, reads: bool, warm_up: Duration, window: Duration) -
 
 /// Saves what `app` has pending (nothing without persistence), so that no save of one
 /// measurement's orders runs during the next measurement.
-fn settle(app: &AppState) {
+pub fn settle(app: &AppState) {
     if let Some(writer) = app.writer() {
         writer.flush(None).expect("saved");
     }
@@ -70,10 +71,19 @@ fn order_cost_ns(app: &AppState, orders: u64) -> f64 {
 }
 
 fn game_app(path: &Path, enabled: bool, systems: u64) -> AppState {
+    game_app_with(path, systems, |s| s.enabled = enabled)
+}
+
+/// Section 3's app, with two galaxies of `systems`, its settings changed by `tweak`.
+pub fn game_app_with(
+    path: &Path,
+    systems: u64,
+    tweak: impl FnOnce(&mut PersistenceSettings),
+) -> AppState {
     let app = AppState::open(&settings(path, |s| {
-        s.enabled = enabled;
         s.coalescing_delay = Duration::from_millis(1000);
         s.auto_save_interval = Duration::from_secs(30);
+        tweak(s);
     }))
     .expect("opens");
     for name in ["g0", "g1"] {

@@ -64,6 +64,8 @@ pub enum AppError {
     Archived(String),
     #[error("archives need a database file or server, and persistence is off or in memory")]
     NoArchives,
+    #[error("history is kept in the database, and persistence is off or in memory")]
+    NoHistory,
     #[error("galaxy '{0}' is archived already")]
     AlreadyArchived(String),
     #[error("galaxy '{0}' is not archived")]

@@ -19,6 +19,7 @@ mod archives;
 mod create;
 mod durable;
 mod error;
+mod history;
 mod limits;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub use crate::store::{FailureKind, Owner, Storage, StoreFailure};
 pub use archives::RestoredGalaxy;
 pub use durable::{CreateOptions, Durability, DurableTicket};
 pub use error::AppError;
+pub use history::HistoryPage;
 use limits::OrderLimits;
 
 /// `POST /galaxies/{name}`'s answer.
@@ -161,10 +163,8 @@ impl AppState {
             app.set_limits(settings);
             return Ok(app);
         }
-        let galaxies = Arc::new(Galaxies::new(
-            settings.galaxy_limits.max_galaxies,
-            Clock::system(),
-        ));
+        let galaxies = Galaxies::new(settings.galaxy_limits.max_galaxies, Clock::system());
+        let galaxies = Arc::new(galaxies.keep_history(settings.persistence.history));
         let metrics = Arc::new(Metrics::new(PersistenceState::Healthy));
         let engine = Engine::open(
             &settings.database,

@@ -56,11 +56,12 @@ mod archiving;
 pub(crate) mod cell;
 mod cut;
 mod flights;
+mod listing;
 mod registry;
 mod sizes;
 mod writer_side;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,8 @@ pub struct Galaxies {
     restores_on_request: std::sync::atomic::AtomicUsize,
     flights: Flights,
     max_galaxies: usize,
+    /// `GWAR_HISTORY`: orders on the galaxies record their history.
+    history: bool,
     /// Times accesses, which the writer's idle eviction compares with its own clock.
     clock: Clock,
 }
@@ -253,8 +256,22 @@ impl Galaxies {
             restores_on_request: std::sync::atomic::AtomicUsize::new(0),
             flights: Flights::default(),
             max_galaxies,
+            history: true,
             clock,
         }
+    }
+
+    /// With `on` false (`GWAR_HISTORY=false`), orders on the galaxies that come into
+    /// memory from now on record no history.
+    pub fn keep_history(mut self, on: bool) -> Galaxies {
+        self.history = on;
+        self
+    }
+
+    /// A galaxy coming into memory, set to record history or not.
+    fn admitted(&self, mut galaxy: Galaxy) -> Galaxy {
+        galaxy.keep_history(self.history);
+        galaxy
     }
 
     /// True while `name` is deleted and its deletion not yet committed.
@@ -420,6 +437,7 @@ impl Galaxies {
                 // Before the galaxy can change: a deletion then comes after this.
                 unused.epoch = None;
                 backing.published(name, ids, epoch);
+                let galaxy = self.admitted(galaxy);
                 let cell = GalaxyCell::new(galaxy, self.clock.now(), lease_until);
                 self.registry.insert(cell.clone());
                 Landed::Cell(cell)
@@ -576,53 +594,6 @@ impl Galaxies {
         Ok(())
     }
 
-    /// Stored and in-memory galaxies by name, with whether each is in memory and which
-    /// daemon owns it (where daemons share the database).
-    pub(crate) fn listing(
-        &self,
-        backing: &impl Backing,
-    ) -> Result<BTreeMap<String, Listed>, LifeError> {
-        let mut listing = BTreeMap::new();
-        if backing.persists() {
-            let stored = backing.stored_owners()?;
-            // A creation's last chunk committed but not yet reported is not there yet.
-            let creating = self.catalog.lock();
-            let deleting = self.deleting.lock();
-            for (name, owner) in stored {
-                if !deleting.contains(&name) && !creating.contains_key(&name) {
-                    let (loaded, archived) = (false, false);
-                    let listed = Listed {
-                        loaded,
-                        archived,
-                        owner,
-                    };
-                    listing.insert(name, listed);
-                }
-            }
-            drop((creating, deleting));
-            for name in backing.archived_names()? {
-                let (loaded, archived, owner) = (false, true, None);
-                let listed = Listed {
-                    loaded,
-                    archived,
-                    owner,
-                };
-                listing.entry(name).or_insert(listed);
-            }
-        }
-        let ours = backing.own_url().map(str::to_owned);
-        for cell in self.registry.all() {
-            let (loaded, archived, owner) = (true, false, ours.clone());
-            let listed = Listed {
-                loaded,
-                archived,
-                owner,
-            };
-            listing.insert(cell.name().to_owned(), listed);
-        }
-        Ok(listing)
-    }
-
     /// Galaxies in memory.
     pub fn len(&self) -> usize {
         self.registry.len()
@@ -680,6 +651,7 @@ impl Reservation<'_> {
     pub(crate) fn publish(self, galaxy: Galaxy, lease_until: Option<Instant>) -> Arc<GalaxyCell> {
         let mut creating = self.galaxies.catalog.lock();
         let now = self.galaxies.clock.now();
+        let galaxy = self.galaxies.admitted(galaxy);
         let cell = GalaxyCell::new(galaxy, now, lease_until);
         self.galaxies.registry.insert(cell.clone());
         creating.remove(&self.name);

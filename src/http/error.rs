@@ -76,6 +76,7 @@ impl From<AppError> for ApiError {
             AppError::OwnedElsewhere { .. } => 409,
             AppError::NoDatabase
             | AppError::NoArchives
+            | AppError::NoHistory
             | AppError::ServerBackup(_)
             | AppError::BackupInProgress
             | AppError::Backup(BackupError::InProgress { .. }) => 409,

@@ -16,9 +16,10 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
-use crate::app::{CreatedGalaxy, GalaxyDetails, GalaxyListing, GalaxyPage, Health};
+use crate::app::{CreatedGalaxy, GalaxyDetails, GalaxyListing, GalaxyPage, Health, HistoryPage};
 use crate::model::{
-    Build, Cost, EventDetails, Resources, StructureDetails, SystemDetails, SystemSummary,
+    Build, Cost, EventDetails, HistoryEntry, Resources, StructureDetails, SystemDetails,
+    SystemSummary,
 };
 
 /// `{"error": "..."}`, every refusal's body.
@@ -66,6 +67,50 @@ pub struct RestoredJson<'a> {
     pub restored: bool,
     pub systems: usize,
     pub tick: u64,
+}
+
+/// One entry of a galaxy's history: `{"tick","x","y","action","structure","level"}`.
+#[derive(Serialize)]
+struct HistoryEntryJson {
+    tick: u64,
+    x: u32,
+    y: u32,
+    action: &'static str,
+    structure: &'static str,
+    level: u32,
+}
+
+impl From<&HistoryEntry> for HistoryEntryJson {
+    fn from(e: &HistoryEntry) -> Self {
+        HistoryEntryJson {
+            tick: e.tick,
+            x: e.x,
+            y: e.y,
+            action: e.kind.name(),
+            structure: e.structure.as_str(),
+            level: e.level,
+        }
+    }
+}
+
+/// `GET /admin/galaxies/{name}/history`'s answer.
+#[derive(Serialize)]
+pub struct HistoryJson<'a> {
+    name: &'a str,
+    since_tick: u64,
+    limit: usize,
+    entries: Each<'a, HistoryEntry, HistoryEntryJson>,
+}
+
+impl<'a> From<&'a HistoryPage> for HistoryJson<'a> {
+    fn from(page: &'a HistoryPage) -> Self {
+        HistoryJson {
+            name: &page.name,
+            since_tick: page.since_tick,
+            limit: page.limit,
+            entries: Each(&page.entries, HistoryEntryJson::from),
+        }
+    }
 }
 
 /// Items of a slice, each shown as `J`, written one by one.

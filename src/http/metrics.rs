@@ -13,6 +13,7 @@ use crate::app::{AppState, BudgetSnapshot};
 use crate::persistence::metrics::{
     MetricsSnapshot, PersistenceState, PER_COMMIT_BUCKETS, WAIT_BUCKETS,
 };
+use crate::persistence::slow::SlowKind;
 use crate::store::{ReplicationMode, Storage};
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
@@ -320,6 +321,12 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.engine.durable.failed)),
     },
     Family {
+        name: "gwar_slow_queries_total",
+        kind: "counter",
+        help: "Store calls (a batch, a chunk, a load, a take, ...) slower than GWAR_SLOW_QUERY_MS, by kind.",
+        read: Read::Lines(slow_queries),
+    },
+    Family {
         name: "gwar_durable_commits_total",
         kind: "counter",
         help: "Synced commits that answered durable orders.",
@@ -394,6 +401,12 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.http.timed_out.load(Relaxed))),
     },
 ];
+
+fn slow_queries(s: &Sources<'_>, name: &str, out: &mut String) {
+    for (kind, count) in SlowKind::ALL.iter().zip(s.engine.slow_calls) {
+        let _ = writeln!(out, "{name}{{kind=\"{}\"}} {count}", kind.as_str());
+    }
+}
 
 fn replication_mode(s: &Sources<'_>, name: &str, out: &mut String) {
     let Some(replication) = s.engine.replication else {

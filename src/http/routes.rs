@@ -26,8 +26,8 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::json::{
     ArchivedErrorJson, ArchivedJson, BackupJson, BuildJson, CreatedJson, ElsewhereJson,
-    GalaxiesJson, GalaxyJson, HealthJson, NotDurableJson, RestoredJson, SavedJson, StructureJson,
-    SystemJson,
+    GalaxiesJson, GalaxyJson, HealthJson, HistoryJson, NotDurableJson, RestoredJson, SavedJson,
+    StructureJson, SystemJson,
 };
 use super::message::{Handler, Later, Reply, Request, Response};
 use super::metrics::{render, HttpMetrics};
@@ -264,6 +264,8 @@ impl Api {
                 (["admin", "galaxies", name, "archive"], "POST") => Ok(self.archive(name)),
                 (["admin", "galaxies", name, "restore"], "POST") => Ok(self.restore(name)),
                 (["admin", "galaxies", _, "archive" | "restore"], _) => Err(&["POST"]),
+                (["admin", "galaxies", name, "history"], "GET") => Ok(self.history(name, &query)),
+                (["admin", "galaxies", _, "history"], _) => Err(&["GET"]),
                 _ => return Err(ApiError::new(404, format!("no route for {}", request.path))),
             };
         match outcome {
@@ -296,6 +298,41 @@ impl Api {
             tick: restored.tick,
         };
         Ok(Response::json(200, &body))
+    }
+
+    /// `?since_tick=N&limit=N` (default 0 and 1000, at most 10 000).
+    fn history(&self, name: &str, query: &[(String, String)]) -> Result<Response, ApiError> {
+        let name = galaxy_name(name)?;
+        let (mut since_tick, mut limit) = (0u64, HISTORY_PAGE.default_limit);
+        for (key, value) in query {
+            let bad = || {
+                ApiError::new(
+                    400,
+                    format!("{key} must be a non-negative integer, not {value:?}"),
+                )
+            };
+            match key.as_str() {
+                "since_tick" => since_tick = value.parse().map_err(|_| bad())?,
+                "limit" => limit = value.parse().map_err(|_| bad())?,
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        format!(
+                        "unknown query parameter {other:?} (this list takes since_tick and limit)"
+                    ),
+                    ))
+                }
+            }
+        }
+        if !(1..=HISTORY_PAGE.max_limit).contains(&limit) {
+            let max = HISTORY_PAGE.max_limit;
+            return Err(ApiError::new(
+                400,
+                format!("limit must be between 1 and {max}, not {limit}"),
+            ));
+        }
+        let page = self.app.history(name, since_tick, limit, now_tick())?;
+        Ok(Response::json(200, &HistoryJson::from(&page)))
     }
 
     fn metrics(&self) -> Response {
@@ -530,6 +567,12 @@ pub struct PageBounds {
 /// `GET /galaxies/{name}`'s systems: the default holds a whole blitz or classic galaxy;
 /// the maximum keeps a body near 400 KB, however large the galaxy (README, *Paging*).
 pub const SYSTEMS_PAGE: PageBounds = PageBounds {
+    default_limit: 1000,
+    max_limit: 10_000,
+};
+
+/// `GET /admin/galaxies/{name}/history`.
+pub const HISTORY_PAGE: PageBounds = PageBounds {
     default_limit: 1000,
     max_limit: 10_000,
 };

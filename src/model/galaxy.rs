@@ -61,6 +61,8 @@ pub struct Galaxy {
     tick: u64,
     systems: Vec<System>,
     changes: Changes,
+    /// Orders record their history entries (`GWAR_HISTORY`).
+    history: bool,
 }
 
 /// What `GET /galaxies/{name}/systems/{x}/{y}` shows.
@@ -143,6 +145,7 @@ impl Galaxy {
             tick,
             systems,
             changes: Changes::default(),
+            history: true,
         };
         galaxy.mark_all_changed();
         Ok(galaxy)
@@ -192,6 +195,7 @@ impl Galaxy {
             tick: tick.min(MAX_TICK),
             systems,
             changes: Changes::default(),
+            history: true,
         })
     }
 
@@ -258,7 +262,13 @@ impl Galaxy {
             tick: self.tick,
             systems: std::mem::take(&mut self.systems),
             changes: std::mem::take(&mut self.changes),
+            history: self.history,
         }
+    }
+
+    /// Whether orders record their history entries from now on (`GWAR_HISTORY`).
+    pub(crate) fn keep_history(&mut self, on: bool) {
+        self.history = on;
     }
 
     /// Gives back changes whose save failed, so they are saved later.
@@ -346,6 +356,9 @@ impl Galaxy {
             rows |= RowMask::structure(kind);
         }
         self.changes.mark(index as u32, rows);
+        if !self.history {
+            return Ok(build);
+        }
         for (kind, tick) in [
             (HistoryKind::Ordered, tick),
             (HistoryKind::Completed, build.completion_tick),

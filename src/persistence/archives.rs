@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::loads::Purpose;
+use super::slow::{listed, SlowKind};
 use super::writer::{ArchiveRefused, ArchivedGalaxy, PersistError};
 use super::Engine;
 use crate::archive;
 use crate::galaxies::{Galaxies, LifeError};
-use crate::model::Galaxy;
+use crate::model::{Galaxy, HistoryEntry};
 use crate::store::{ArchiveInfo, FailureKind, Storage, StoreError};
 
 /// The pause between attempts to settle an archive whose commit's answer was lost.
@@ -39,7 +40,11 @@ impl Engine {
     /// Every stored archive, without bodies, sorted by name.
     pub(crate) fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, |store| store.archives()),
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.archives()),
+                listed,
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -47,7 +52,11 @@ impl Engine {
     /// What the database holds, live and archived.
     pub(crate) fn storage(&self) -> Result<Option<Storage>, StoreError> {
         match &self.readers {
-            Some(readers) => readers.with(Purpose::Lookup, |store| store.storage().map(Some)),
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.storage().map(Some)),
+                |_| 1,
+            ),
             None => Ok(None),
         }
     }
@@ -59,9 +68,11 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         match &self.readers {
-            Some(readers) => {
-                readers.with(Purpose::Lookup, |store| store.idle_galaxies(idle, limit))
-            }
+            Some(readers) => self.metrics.slow.time(
+                SlowKind::Lookup,
+                || readers.with(Purpose::Lookup, |store| store.idle_galaxies(idle, limit)),
+                listed,
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -71,6 +82,22 @@ impl Engine {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
         self.writer.stop_creating();
+    }
+
+    /// Galaxy `name`'s saved history from `since_tick`, at most `limit` entries (see
+    /// `ReadStore::history`).
+    pub(crate) fn history(
+        &self,
+        name: &str,
+        since_tick: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.with(Purpose::Load, |store| {
+                store.history(name, since_tick, limit)
+            }),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Archives live galaxy `name`: takes it out of memory (requests for it wait),
@@ -153,7 +180,10 @@ impl Engine {
             return Ok(None);
         };
         let started = Instant::now();
-        let Some(body) = readers.with(Purpose::Load, |store| store.read_archive(name))? else {
+        let read = || readers.with(Purpose::Load, |store| store.read_archive(name));
+        let found =
+            |body: &Result<Option<Vec<u8>>, StoreError>| u64::from(matches!(body, Ok(Some(_))));
+        let Some(body) = self.metrics.slow.time(SlowKind::ArchiveRead, read, found)? else {
             return Ok(None);
         };
         let damaged = |reason: String| LifeError::DamagedArchive {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::slow::{SlowCalls, SlowKind};
 use crate::clock::Clock;
 use crate::store::Replication;
 
@@ -91,6 +92,8 @@ pub struct Metrics {
     pub(crate) durable: DurableStats,
     /// The PostgreSQL primary's replication, as the writer last read it.
     replication: Mutex<Option<Replication>>,
+    /// Store calls slower than `GWAR_SLOW_QUERY_MS`, by kind.
+    pub(crate) slow: SlowCalls,
 }
 
 /// Upper bounds of the buckets of durable requests per synced commit.
@@ -217,6 +220,8 @@ pub struct MetricsSnapshot {
     pub durable: DurableSnapshot,
     /// The PostgreSQL primary's replication, where known.
     pub replication: Option<Replication>,
+    /// Store calls slower than `GWAR_SLOW_QUERY_MS`, in the order of [`SlowKind::ALL`].
+    pub slow_calls: [u64; SlowKind::ALL.len()],
 }
 
 impl Metrics {
@@ -252,6 +257,7 @@ impl Metrics {
             stalled_since_ms: AtomicU64::new(NONE),
             durable: DurableStats::default(),
             replication: Mutex::new(None),
+            slow: SlowCalls::default(),
         }
     }
 
@@ -413,6 +419,7 @@ impl Metrics {
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
             durable: self.durable.snapshot(),
             replication: *self.replication.lock(),
+            slow_calls: self.slow.counts(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   deletions of whole galaxies, in chunks between batches.
 //! - `loads`: the pool of read-only connections that read galaxies on a cache miss.
 //! - [`metrics`]: counters and health as atomics.
+//! - [`slow`]: store calls slower than `GWAR_SLOW_QUERY_MS`, logged and counted by kind.
 //! - [`lock`]: one daemon per database file.
 //! - `archives`: looking archives up, and restoring one through the writer.
 //! - `backing`: the engine as the galaxies' [`crate::galaxies::Backing`] (or nothing, when
@@ -37,6 +38,7 @@ mod loads;
 pub mod lock;
 pub mod metrics;
 pub mod reading;
+pub mod slow;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,7 @@ use clean::CleanShutdown;
 use loads::{Purpose, ReaderPool};
 use lock::DatabaseLock;
 use metrics::Metrics;
+use slow::{listed, SlowKind};
 use writer::{FlushReport, WriterDatabase, WriterHandle};
 
 /// A running persistence engine on one database.
@@ -130,7 +133,8 @@ impl Engine {
             url: settings.advertise_url.clone(),
         });
         let mut store = opened.writer;
-        let unfinished = store.unfinished_jobs()?;
+        metrics.slow.set_threshold(settings.slow_query);
+        let unfinished = (metrics.slow).time(SlowKind::Jobs, || store.unfinished_jobs(), listed)?;
         let clean = match url {
             DatabaseUrl::File(path) => {
                 Some(
@@ -234,7 +238,11 @@ impl Engine {
             return Ok(None);
         };
         let sent = Instant::now();
-        let claim = claims.store.take(name)?;
+        let claim = self.metrics.slow.time(
+            SlowKind::Take,
+            || claims.store.take(name),
+            |claim| u64::from(matches!(claim, Ok(Claim::Owned { .. }))),
+        )?;
         match &claim {
             Claim::Owned { epoch } => log::debug!(target: crate::logging::PERSISTENCE,
                 "galaxy '{name}' taken (epoch {epoch})"),
@@ -260,7 +268,12 @@ impl Engine {
         let started = std::time::Instant::now();
         let read = {
             let _in_progress = InProgress::start(&self.metrics);
-            readers.with(Purpose::Load, |store| store.load_galaxy_with_ids(name))?
+            let load = || readers.with(Purpose::Load, |store| store.load_galaxy_with_ids(name));
+            let systems = |read: &Result<Option<(Galaxy, RowIds)>, StoreError>| match read {
+                Ok(Some((galaxy, _))) => galaxy.systems().len() as u64,
+                _ => 0,
+            };
+            self.metrics.slow.time(SlowKind::Load, load, systems)?
         };
         if let Some((galaxy, _)) = &read {
             log::info!(target: crate::logging::PERSISTENCE,

@@ -19,6 +19,7 @@ mod durable;
 mod edge;
 mod faults;
 mod fuzz;
+mod history;
 mod isolation;
 mod nginx;
 mod notify;

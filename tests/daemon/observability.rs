@@ -125,3 +125,38 @@ fn metrics_parse_with_the_official_prometheus_parser() {
         .unwrap();
     assert!(families >= 15, "{families} families");
 }
+
+/// `GWAR_SLOW_QUERY_MS=0` makes every store call slow: a real SQLite batch is logged at
+/// warn with its kind, its duration and its rows, and counted under its kind. Nothing here
+/// asserts a duration.
+#[test]
+fn slow_store_calls_are_logged_at_warn_and_counted_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[("GWAR_SLOW_QUERY_MS", "0")]);
+    let slow = |kind: &str| daemon.metric(&format!("gwar_slow_queries_total{{kind=\"{kind}\"}}"));
+    let batches = slow("batch");
+    assert_eq!(daemon.post("/galaxies/g?seed=1").status, 201);
+    assert!(slow("create_chunk") >= 1.0, "the creation's chunk");
+    let (x, y) = first_system(&daemon, "g");
+    daemon.order("g", (x, y), "hatchery");
+    assert_eq!(daemon.admin_post("/admin/save").status, 200);
+    assert!(slow("batch") >= batches + 1.0);
+    assert_eq!(slow("take"), 0.0, "SQLite takes no galaxy");
+    let logged = |needle: &str| {
+        crate::util::wait_for(std::time::Duration::from_secs(10), || {
+            daemon
+                .log()
+                .lines()
+                .any(|line| line.contains("WARN") && line.contains(needle))
+        })
+    };
+    assert!(logged("slow store call: batch took"), "{}", daemon.log());
+    assert!(logged("slow store call: create_chunk took"));
+    let text = daemon.get("/metrics").body;
+    assert!(text.contains("# TYPE gwar_slow_queries_total counter"));
+    let kinds = text
+        .lines()
+        .filter(|line| line.starts_with("gwar_slow_queries_total{"))
+        .count();
+    assert_eq!(kinds, 10, "one sample per kind, whatever happened");
+}

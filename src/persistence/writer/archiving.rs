@@ -12,6 +12,7 @@
 
 use super::report::{ArchiveRefused, LOG};
 use super::state::Writer;
+use crate::persistence::slow::{written, SlowKind};
 use crate::store::{ArchiveRow, StoreError, StoreFailure};
 
 impl Writer {
@@ -23,7 +24,13 @@ impl Writer {
             return Err(ArchiveRefused::Stopped);
         }
         let name = archive.name;
-        match self.store.write_archive(archive) {
+        let store = &mut self.store;
+        let stored = (self.metrics.slow).time(
+            SlowKind::ArchiveWrite,
+            || store.write_archive(archive),
+            written,
+        );
+        match stored {
             Ok(_) => {
                 // Its changes are in the archive: nothing of it is left to save.
                 self.pending.remove(name);

@@ -30,6 +30,7 @@ use super::report::{PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::{GalaxyCell, Settled};
 use crate::model::Changes;
+use crate::persistence::slow::{written, SlowKind};
 use crate::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
 
 /// What a batch took from memory: phase 1's result, which phases 2 and 3 work on.
@@ -193,13 +194,22 @@ impl Writer {
         }
         self.metrics.note_call_started();
         let (deletions, galaxies) = (&self.deletions, &collected.galaxies);
+        let slow = &self.metrics.slow;
         synced_if(self.store.as_mut(), durable, |store| {
             let stats = if nothing {
                 WriteStats::default()
             } else if last {
-                store.write_final_batch(deletions, galaxies)?
+                slow.time(
+                    SlowKind::Batch,
+                    || store.write_final_batch(deletions, galaxies),
+                    written,
+                )?
             } else {
-                store.write_batch(deletions, galaxies)?
+                slow.time(
+                    SlowKind::Batch,
+                    || store.write_batch(deletions, galaxies),
+                    written,
+                )?
             };
             // Nothing for the store to do if that commit was synced; a commit that wrote
             // nothing (only empty cuts) synced nothing, so earlier commits are synced here.

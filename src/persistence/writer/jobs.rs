@@ -214,6 +214,11 @@ impl Jobs {
 
     /// True when the next chunk is a durable creation's last: it commits synced (the
     /// WAL is written in order, so that sync covers the chunks before it).
+    /// Whether the next chunk is a creation's (else a purge's, or none).
+    pub(crate) fn next_is_creation(&self) -> bool {
+        matches!(self.queue.front(), Some(Job::Create(_)))
+    }
+
     pub(crate) fn next_is_durable(&self) -> bool {
         let Some(Job::Create(creation)) = self.queue.front() else {
             return false;

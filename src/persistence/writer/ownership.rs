@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use super::report::LOG;
 use super::state::Writer;
+use crate::persistence::slow::{listed, SlowKind};
 use crate::store::{lease_deadline, GalaxyJob, LostGalaxy};
 
 /// A failed renewal is retried after a third of the lease, or this, if sooner.
@@ -66,7 +67,11 @@ impl Writer {
         self.drain();
         let sent = self.clock.now();
         self.metrics.note_call_started();
-        let result = self.store.renew_leases();
+        let store = &mut self.store;
+        let result = self
+            .metrics
+            .slow
+            .time(SlowKind::Renew, || store.renew_leases(), listed);
         let next_at = match result {
             Ok(lost) => {
                 self.answered_outside_batches();
@@ -161,7 +166,12 @@ impl Writer {
     /// the removal of their rows; a name already in this writer's own queue is left to
     /// the job there. A failure is logged: the next interval asks again.
     pub(super) fn adopt_orphaned_jobs(&mut self) {
-        let jobs = match self.store.orphaned_jobs() {
+        let store = &mut self.store;
+        let jobs = self
+            .metrics
+            .slow
+            .time(SlowKind::Jobs, || store.orphaned_jobs(), listed);
+        let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
                 log::warn!(target: LOG, "looking for jobs other daemons left unfinished failed (asked again next interval): {error}");

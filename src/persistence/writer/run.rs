@@ -14,7 +14,12 @@ use super::message::Message;
 use super::report::{FlushReport, PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
 use crate::galaxies::GalaxyCell;
+use crate::persistence::slow::{written, SlowKind};
 use crate::store::{ArchiveRow, FailureKind, StoreError};
+
+/// History segments deleted per interval at most: a segment is one galaxy's entries of one
+/// batch, so this keeps up with a thousand galaxies saved every interval.
+const PRUNE_SEGMENTS: usize = 10_000;
 
 impl Writer {
     pub(super) fn run(mut self) {
@@ -275,7 +280,18 @@ impl Writer {
         // without holding them up), so any answer ends it.
         self.metrics.note_call_started();
         let durable = self.jobs.next_is_durable();
-        let result = synced_if(self.store.as_mut(), durable, |store| self.jobs.step(store));
+        let kind = match self.jobs.next_is_creation() {
+            true => SlowKind::CreateChunk,
+            false => SlowKind::PurgeChunk,
+        };
+        let (jobs, slow) = (&mut self.jobs, &self.metrics.slow);
+        let result = synced_if(self.store.as_mut(), durable, |store| {
+            slow.time(
+                kind,
+                || jobs.step(store),
+                |r| written(&r.as_ref().map(|r| r.0)),
+            )
+        });
         self.answered_outside_batches();
         match result {
             Ok((stats, finished)) => {
@@ -383,6 +399,23 @@ impl Writer {
             .last_commit
             .is_none_or(|at| now.saturating_duration_since(at) >= self.settings.auto_save_interval);
         self.store.maintain(idle);
+        if let Some(keep) = self.settings.history_keep {
+            self.prune_history(keep);
+        }
+    }
+
+    /// Deletes history older than `keep` (`GWAR_HISTORY_KEEP_SECS`), a bounded number of
+    /// segments per interval, so that pruning a backlog never holds up a batch for long.
+    fn prune_history(&mut self, keep: Duration) {
+        match self.store.prune_history(keep, PRUNE_SEGMENTS) {
+            Ok(0) => {}
+            Ok(pruned) => {
+                log::debug!(target: LOG, "{pruned} history segments older than {keep:?} deleted")
+            }
+            Err(error) => {
+                log::warn!(target: LOG, "deleting old history failed (tried again next interval): {error}")
+            }
+        }
     }
 
     pub(super) fn answer(&mut self, ticket: Ticket, result: Result<u64, PersistError>) {

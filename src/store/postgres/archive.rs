@@ -26,13 +26,13 @@ use super::session::Session;
 use super::writer::PostgresWriter;
 
 /// Inserts an archive; a name stored already inserts nothing (the caller says so).
-const INSERT_ARCHIVE: &str = "INSERT INTO galaxy_archives (name, format, systems, body)
+pub(super) const INSERT_ARCHIVE: &str = "INSERT INTO galaxy_archives (name, format, systems, body)
      VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
 
 /// Marks a live galaxy `deleting`, as a deletion's batch does (`write.rs`, `MARK_DELETING`),
 /// but only a live one: a galaxy not stored, or with a creation or deletion unfinished, has
 /// no whole rows for an archive to replace.
-const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
+pub(super) const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
      SELECT name, 'deleting' FROM galaxies g WHERE name = $1
          AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
      ON CONFLICT (name) DO NOTHING";
@@ -40,10 +40,32 @@ const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
 /// After an archive's commit whose answer was lost: whether this archive (`$2`, its body)
 /// is the one stored and the galaxy's live rows are marked for removal or gone already,
 /// which is what that commit leaves.
-const ARCHIVED_ALREADY: &str = "SELECT a.body = $2 AND NOT EXISTS (SELECT 1 FROM galaxies g
+pub(super) const ARCHIVED_ALREADY: &str =
+    "SELECT a.body = $2 AND NOT EXISTS (SELECT 1 FROM galaxies g
          WHERE g.name = a.name AND NOT EXISTS
              (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name AND j.job = 'deleting'))
      FROM galaxy_archives a WHERE a.name = $1";
+
+pub(super) const DELETE_ARCHIVE: &str = "DELETE FROM galaxy_archives WHERE name = $1";
+pub(super) const ARCHIVE_EXISTS: &str = "SELECT 1 FROM galaxy_archives WHERE name = $1";
+pub(super) const READ_ARCHIVE: &str = "SELECT body FROM galaxy_archives WHERE name = $1";
+pub(super) const ARCHIVES: &str = "SELECT name, format, systems, octet_length(body)::bigint,
+         coalesce(to_char(archived_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '')
+     FROM galaxy_archives ORDER BY name COLLATE \"C\"";
+pub(super) const IDLE_GALAXIES: &str = "SELECT name FROM galaxies g
+     WHERE updated_at < now() - $1::bigint * interval '1 millisecond'
+         AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
+     ORDER BY updated_at, name COLLATE \"C\" LIMIT $2";
+/// See [`measure`]: `$1` the live tables.
+pub(super) const MEASURE: &str =
+    "SELECT (SELECT coalesce(sum(systems), 0)::bigint FROM galaxy_sizes),
+         (SELECT coalesce(sum(pg_total_relation_size(t::regclass)), 0)::bigint
+             FROM unnest($1::text[]) AS t),
+         count(*), coalesce(sum(systems), 0)::bigint,
+         coalesce(sum(octet_length(body)), 0)::bigint,
+         (SELECT count(*) FROM galaxy_history),
+         (SELECT coalesce(sum(octet_length(body)), 0)::bigint FROM galaxy_history)
+     FROM galaxy_archives";
 
 /// The context of an archive's commit, by which [`lost_commit`] knows it.
 const COMMITTING: &str = "committing an archive";
@@ -192,7 +214,7 @@ pub(super) fn restore_archive(
     let name = galaxy.name;
     if first {
         let archived = tx
-            .query_opt("SELECT 1 FROM galaxy_archives WHERE name = $1", &[&name])
+            .query_opt(ARCHIVE_EXISTS, &[&name])
             .context("looking up an archive")?
             .is_some();
         match (galaxy.restoring, archived) {
@@ -205,7 +227,7 @@ pub(super) fn restore_archive(
         return Ok(0);
     }
     let deleted = tx
-        .execute("DELETE FROM galaxy_archives WHERE name = $1", &[&name])
+        .execute(DELETE_ARCHIVE, &[&name])
         .context("deleting a restored archive")?;
     if deleted == 0 {
         return Err(StoreError::ArchiveGone(name.to_owned()));
@@ -220,7 +242,7 @@ fn count(value: i64) -> u64 {
 
 pub(super) fn read_archive(client: &mut Client, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
     client
-        .query_opt("SELECT body FROM galaxy_archives WHERE name = $1", &[&name])
+        .query_opt(READ_ARCHIVE, &[&name])
         .context("reading an archive")?
         .map(|row| row.try_get(0))
         .transpose()
@@ -231,14 +253,7 @@ pub(super) fn read_archive(client: &mut Client, name: &str) -> Result<Option<Vec
 /// TOAST pointer, never the value.
 pub(super) fn archives(client: &mut Client) -> Result<Vec<ArchiveInfo>, StoreError> {
     const CONTEXT: &str = "listing archives";
-    let rows = client
-        .query(
-            "SELECT name, format, systems, octet_length(body)::bigint,
-                 coalesce(to_char(archived_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '')
-             FROM galaxy_archives ORDER BY name COLLATE \"C\"",
-            &[],
-        )
-        .context(CONTEXT)?;
+    let rows = client.query(ARCHIVES, &[]).context(CONTEXT)?;
     rows.iter()
         .map(|row| {
             let format: i32 = row.try_get(1).context(CONTEXT)?;
@@ -265,13 +280,7 @@ pub(super) fn idle_galaxies(
 ) -> Result<Vec<String>, StoreError> {
     let idle_ms = stored_int(idle.min(IDLE_MAX).as_millis());
     let rows = client
-        .query(
-            "SELECT name FROM galaxies g
-             WHERE updated_at < now() - $1::bigint * interval '1 millisecond'
-                 AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
-             ORDER BY updated_at, name COLLATE \"C\" LIMIT $2",
-            &[&idle_ms, &stored_int(limit)],
-        )
+        .query(IDLE_GALAXIES, &[&idle_ms, &stored_int(limit)])
         .context("listing idle galaxies")?;
     rows.iter()
         .map(|row| row.try_get(0).context("listing idle galaxies"))
@@ -295,19 +304,7 @@ const LIVE_TABLES: &[&str] = &[
 pub fn measure(client: &mut impl GenericClient) -> Result<Storage, StoreError> {
     const CONTEXT: &str = "measuring the database";
     let tables: Vec<&str> = LIVE_TABLES.to_vec();
-    let row = client
-        .query_one(
-            "SELECT (SELECT coalesce(sum(systems), 0)::bigint FROM galaxy_sizes),
-                 (SELECT coalesce(sum(pg_total_relation_size(t::regclass)), 0)::bigint
-                     FROM unnest($1::text[]) AS t),
-                 count(*), coalesce(sum(systems), 0)::bigint,
-                 coalesce(sum(octet_length(body)), 0)::bigint,
-                 (SELECT count(*) FROM galaxy_history),
-                 (SELECT coalesce(sum(octet_length(body)), 0)::bigint FROM galaxy_history)
-             FROM galaxy_archives",
-            &[&tables],
-        )
-        .context(CONTEXT)?;
+    let row = client.query_one(MEASURE, &[&tables]).context(CONTEXT)?;
     let value = |column: usize| -> Result<u64, StoreError> {
         Ok(count(row.try_get(column).context(CONTEXT)?))
     };

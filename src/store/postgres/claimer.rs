@@ -28,7 +28,7 @@ use crate::settings::postgres_label;
 /// has (a creation not yet published, a load whose read failed), and a take must never
 /// fence this daemon's own writes; one process has one writer, so nothing else can
 /// write under that epoch.
-const TAKE: &str = "UPDATE galaxy_owners
+pub(super) const TAKE: &str = "UPDATE galaxy_owners
      SET epoch = CASE WHEN owner = $2 THEN epoch ELSE epoch + 1 END, owner = $2, owner_url = $3,
          expires_at = now() + $4::bigint * interval '1 millisecond'
      WHERE galaxy_name = $1
@@ -39,7 +39,7 @@ const TAKE: &str = "UPDATE galaxy_owners
 /// What a take that took nothing found: the galaxy (none: not stored), its ownership row
 /// (`has_row`), its owner and whether that owner's lease still runs, and any unfinished
 /// job. A plain read: it never waits on a lock.
-const LOOK: &str = "SELECT o.galaxy_name IS NOT NULL, o.owner, o.owner_url,
+pub(super) const LOOK: &str = "SELECT o.galaxy_name IS NOT NULL, o.owner, o.owner_url,
          coalesce(o.expires_at > now(), false),
          EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
      FROM galaxies g LEFT JOIN galaxy_owners o ON o.galaxy_name = g.name
@@ -47,7 +47,8 @@ const LOOK: &str = "SELECT o.galaxy_name IS NOT NULL, o.owner, o.owner_url,
 
 /// A galaxy stored without an ownership row (none should be: the migration fills them
 /// in and creation inserts them) gets a free one, at epoch 0.
-const ADD_FREE_ROW: &str = "INSERT INTO galaxy_owners (galaxy_name, epoch, owner, owner_url,
+pub(super) const ADD_FREE_ROW: &str =
+    "INSERT INTO galaxy_owners (galaxy_name, epoch, owner, owner_url,
          expires_at)
      SELECT name, 0, NULL, NULL, now() FROM galaxies WHERE name = $1
      ON CONFLICT (galaxy_name) DO NOTHING";

@@ -10,6 +10,7 @@ use ::postgres::{Client, IsolationLevel, Transaction};
 
 use super::super::history::{read_history, segments, SegmentInfo, SEGMENT_SIZE};
 use super::super::{stored_int, GalaxyRows, StoreError};
+use super::archive::DELETE_ARCHIVE;
 use super::error::{retry_serialization, Context};
 use super::session::Prepared;
 use super::writer::PostgresWriter;
@@ -24,7 +25,7 @@ const STATEMENT_BYTES: usize = 8 << 20;
 
 /// A batch's segments, in order; `WITH ORDINALITY … ORDER BY` keeps that order for the
 /// ids the identity gives them (id order is save order).
-const INSERT_HISTORY: &str = "INSERT INTO galaxy_history
+pub(super) const INSERT_HISTORY: &str = "INSERT INTO galaxy_history
          (galaxy_name, first_tick, last_tick, entries, body)
      SELECT name, first_tick, last_tick, entries, body
      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bytea[])
@@ -37,6 +38,17 @@ pub(super) const PURGE_HISTORY: &str = "DELETE FROM galaxy_history WHERE id IN
      (SELECT id FROM galaxy_history WHERE galaxy_name = $1
           AND NOT EXISTS (SELECT 1 FROM galaxy_archives WHERE name = $1)
       LIMIT $2)";
+
+pub(super) const DELETE_HISTORY: &str = "DELETE FROM galaxy_history WHERE galaxy_name = $1";
+/// Oldest first, by the `saved_at` index.
+pub(super) const PRUNE_HISTORY: &str = "DELETE FROM galaxy_history WHERE id IN
+     (SELECT id FROM galaxy_history
+      WHERE saved_at < now() - $1::bigint * interval '1 millisecond'
+      ORDER BY saved_at LIMIT $2)";
+pub(super) const LIST_HISTORY: &str = "SELECT id, first_tick, last_tick, entries::bigint
+     FROM galaxy_history WHERE galaxy_name = $1 AND last_tick >= $2 ORDER BY id";
+pub(super) const READ_SEGMENTS: &str =
+    "SELECT id, body FROM galaxy_history WHERE id = ANY($1::bigint[])";
 
 /// The longest age asked of the server: now less a longer interval would leave the range
 /// of its timestamps. Nothing was saved that long ago.
@@ -121,15 +133,12 @@ impl PostgresWriter {
                     .transaction()
                     .context("deleting an archive")?;
                 let deleted = tx
-                    .execute("DELETE FROM galaxy_archives WHERE name = $1", &[&name])
+                    .execute(DELETE_ARCHIVE, &[&name])
                     .context("deleting an archive")?;
                 // No archive: the name may be a live galaxy's, whose history stays.
                 if deleted > 0 {
-                    tx.execute(
-                        "DELETE FROM galaxy_history WHERE galaxy_name = $1",
-                        &[&name],
-                    )
-                    .context("deleting an archived galaxy's history")?;
+                    tx.execute(DELETE_HISTORY, &[&name])
+                        .context("deleting an archived galaxy's history")?;
                 }
                 tx.commit().context("committing an archive's deletion")?;
                 Ok(deleted > 0)
@@ -151,13 +160,7 @@ impl PostgresWriter {
             self.with_session(|session, _, _| {
                 session
                     .client
-                    .execute(
-                        "DELETE FROM galaxy_history WHERE id IN
-                             (SELECT id FROM galaxy_history
-                              WHERE saved_at < now() - $1::bigint * interval '1 millisecond'
-                              ORDER BY saved_at LIMIT $2)",
-                        &[&age_ms, &limit],
-                    )
+                    .execute(PRUNE_HISTORY, &[&age_ms, &limit])
                     .context("pruning history")
             })
         })
@@ -183,11 +186,7 @@ pub(super) fn history(
         .start()
         .context(CONTEXT)?;
     let listed = tx
-        .query(
-            "SELECT id, first_tick, last_tick, entries::bigint FROM galaxy_history
-             WHERE galaxy_name = $1 AND last_tick >= $2 ORDER BY id",
-            &[&name, &stored_int(since_tick)],
-        )
+        .query(LIST_HISTORY, &[&name, &stored_int(since_tick)])
         .context(CONTEXT)?
         .iter()
         .map(|row| {
@@ -201,15 +200,12 @@ pub(super) fn history(
         .collect::<Result<Vec<_>, ::postgres::Error>>()
         .context(CONTEXT)?;
     let entries = read_history(name, since_tick, limit, listed, |ids| {
-        tx.query(
-            "SELECT id, body FROM galaxy_history WHERE id = ANY($1::bigint[])",
-            &[&ids],
-        )
-        .context(CONTEXT)?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<Vec<_>, ::postgres::Error>>()
-        .context(CONTEXT)
+        tx.query(READ_SEGMENTS, &[&ids])
+            .context(CONTEXT)?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, ::postgres::Error>>()
+            .context(CONTEXT)
     })?;
     // Read-only: ending it changes nothing.
     tx.rollback().context(CONTEXT)?;

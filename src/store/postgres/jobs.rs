@@ -45,27 +45,27 @@ use super::write::{EventRows, StructureRows};
 use super::writer::PostgresWriter;
 use crate::model::System;
 
-const INSERT_SYSTEMS: &str = "INSERT INTO systems
+pub(super) const INSERT_SYSTEMS: &str = "INSERT INTO systems
          (galaxy_name, x, y, metal, crew, water, current_tick)
      SELECT $1, u.* FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
          $6::bigint[], $7::bigint[]) AS u
      RETURNING id, x, y";
 
 /// A creation's ownership row: this daemon's from the first chunk, under epoch 1.
-const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
+pub(super) const INSERT_OWNER: &str = "INSERT INTO galaxy_owners
          (galaxy_name, epoch, owner, owner_url, expires_at)
      VALUES ($1, 1, $2, $3, now() + $4::bigint * interval '1 millisecond')";
 
 /// The daemons holding unfinished jobs under a lease that still runs: those among them
 /// known to have exited ([`super::identity::Identity::outlived`]) need not be waited for.
-const JOB_OWNERS: &str = "SELECT DISTINCT o.owner FROM galaxy_owners o
+pub(super) const JOB_OWNERS: &str = "SELECT DISTINCT o.owner FROM galaxy_owners o
      JOIN galaxy_jobs j ON j.name = o.galaxy_name
      WHERE o.owner IS NOT NULL AND o.expires_at >= now()";
 
 /// Gives every unfinished job whose galaxy is free, whose owner's lease ran out, or
 /// whose owner is one of `$4` (daemons that exited), to this daemon (a new epoch each),
 /// oldest first.
-const TAKE_JOBS: &str = "WITH taken AS (
+pub(super) const TAKE_JOBS: &str = "WITH taken AS (
          UPDATE galaxy_owners o SET epoch = o.epoch + 1, owner = $1, owner_url = $2,
              expires_at = now() + $3::bigint * interval '1 millisecond'
          FROM galaxy_jobs j
@@ -78,10 +78,28 @@ const TAKE_JOBS: &str = "WITH taken AS (
      ORDER BY started_at, galaxy_name COLLATE \"C\"";
 
 /// Jobs whose galaxy has no ownership row (none should: see `owners.rs`) get a free one.
-const ADD_JOB_OWNERS: &str = "INSERT INTO galaxy_owners
+pub(super) const ADD_JOB_OWNERS: &str = "INSERT INTO galaxy_owners
          (galaxy_name, epoch, owner, owner_url, expires_at)
      SELECT name, 0, NULL, NULL, now() FROM galaxy_jobs
      ON CONFLICT (galaxy_name) DO NOTHING";
+
+pub(super) const INSERT_GALAXY: &str =
+    "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)";
+pub(super) const MARK_CREATING: &str =
+    "INSERT INTO galaxy_jobs (name, job) VALUES ($1, 'creating')";
+pub(super) const INSERT_SIZE: &str = "INSERT INTO galaxy_sizes (name, systems) VALUES ($1, $2)";
+/// The last chunk of a creation: the galaxy exists from its commit on.
+pub(super) const FINISH_CREATION: &str = "DELETE FROM galaxy_jobs WHERE name = $1";
+pub(super) const IS_MARKED: &str = "SELECT 1 FROM galaxy_jobs WHERE name = $1";
+/// A purge chunk: up to `$2` of the galaxy's systems, found through the unique
+/// `(galaxy_name, x, y)` index; their structures and events go by cascade. Their ids as
+/// an array, deleted by primary key: an `IN (subquery)` is planned as a hash of the chunk
+/// probed by a scan of the whole systems table (the plan test, `plans.rs`).
+pub(super) const PURGE_SYSTEMS: &str = "DELETE FROM systems WHERE id = ANY(ARRAY(
+     SELECT id FROM systems WHERE galaxy_name = $1 LIMIT $2))";
+pub(super) const DELETE_GALAXY: &str = "DELETE FROM galaxies WHERE name = $1";
+pub(super) const ABANDON_CREATIONS: &str =
+    "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])";
 
 /// The context of a creation chunk's commit, by which [`lost_commit`] knows it.
 const COMMITTING: &str = "committing a creation";
@@ -96,7 +114,7 @@ fn lost_commit(error: &StoreError) -> bool {
 
 /// A creation whose commit's answer was lost, as stored: a row when the galaxy's row is
 /// there, saying whether it is still marked as being created.
-const SETTLE_CHUNK: &str = "SELECT EXISTS (SELECT 1 FROM galaxy_jobs j
+pub(super) const SETTLE_CHUNK: &str = "SELECT EXISTS (SELECT 1 FROM galaxy_jobs j
          WHERE j.name = g.name AND j.job = 'creating')
      FROM galaxies g WHERE g.name = $1";
 
@@ -110,7 +128,8 @@ enum Settled {
     Found { marked: bool, ids: SystemIds },
 }
 
-const INSERT_STRUCTURES: &str = "INSERT INTO structures (system_id, structure_type, level)
+pub(super) const INSERT_STRUCTURES: &str =
+    "INSERT INTO structures (system_id, structure_type, level)
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])";
 
 impl PostgresWriter {
@@ -177,7 +196,7 @@ impl PostgresWriter {
             stats.rows += rows.ids.len() as u64;
             stats.rows += rows.write(&mut tx, prepared, galaxy.name)?;
             if finished {
-                tx.execute("DELETE FROM galaxy_jobs WHERE name = $1", &[&galaxy.name])
+                tx.execute(FINISH_CREATION, &[&galaxy.name])
                     .context("finishing a creation")?;
                 stats.rows += 1;
             }
@@ -309,18 +328,14 @@ impl PostgresWriter {
             let Session { client, prepared } = session;
             let mut tx = client.transaction().context("starting a deletion")?;
             let marked = tx
-                .query_opt("SELECT 1 FROM galaxy_jobs WHERE name = $1", &[&name])
+                .query_opt(IS_MARKED, &[&name])
                 .context("checking a deletion")?
                 .is_some();
             if !marked {
                 return Ok(Some((WriteStats::default(), true)));
             }
             let systems = tx
-                .execute(
-                    "DELETE FROM systems WHERE id IN
-                     (SELECT id FROM systems WHERE galaxy_name = $1 LIMIT $2)",
-                    &[&name, &limit],
-                )
+                .execute(PURGE_SYSTEMS, &[&name, &limit])
                 .context("deleting systems")?;
             // Its systems gone, its history (none of an archived galaxy's), a chunk at a
             // time like them, and the galaxy row last (see `history.rs`).
@@ -337,7 +352,7 @@ impl PostgresWriter {
                 return Ok(None);
             }
             if done {
-                tx.execute("DELETE FROM galaxies WHERE name = $1", &[&name])
+                tx.execute(DELETE_GALAXY, &[&name])
                     .context("deleting a galaxy")?;
             }
             tx.commit().context("committing a deletion")?;
@@ -409,11 +424,8 @@ impl PostgresWriter {
                     }
                 }
                 if !creations.is_empty() {
-                    tx.execute(
-                        "UPDATE galaxy_jobs SET job = 'deleting' WHERE name = ANY($1::text[])",
-                        &[&creations],
-                    )
-                    .context("abandoning unfinished creations")?;
+                    tx.execute(ABANDON_CREATIONS, &[&creations])
+                        .context("abandoning unfinished creations")?;
                 }
                 tx.commit().context(context)?;
                 Ok(jobs)
@@ -439,7 +451,7 @@ fn insert_galaxy(
     me: &Identity,
 ) -> Result<u64, StoreError> {
     let inserted = tx.execute(
-        "INSERT INTO galaxies (name, config_file, tick) VALUES ($1, $2, $3)",
+        INSERT_GALAXY,
         &[&galaxy.name, &galaxy.config_toml, &stored_int(galaxy.tick)],
     );
     match inserted {
@@ -456,18 +468,15 @@ fn insert_galaxy(
             })
         }
     }
-    tx.execute(
-        "INSERT INTO galaxy_jobs (name, job) VALUES ($1, 'creating')",
-        &[&galaxy.name],
-    )
-    .context("marking a galaxy as being created")?;
+    tx.execute(MARK_CREATING, &[&galaxy.name])
+        .context("marking a galaxy as being created")?;
     tx.execute(
         INSERT_OWNER,
         &[&galaxy.name, &me.id, &me.url, &me.lease_ms()],
     )
     .context("taking a new galaxy")?;
     tx.execute(
-        "INSERT INTO galaxy_sizes (name, systems) VALUES ($1, $2)",
+        INSERT_SIZE,
         &[&galaxy.name, &stored_int(galaxy.systems.len() as u64)],
     )
     .context("recording a new galaxy's size")?;
@@ -604,7 +613,7 @@ impl ChunkRows {
 /// [`TAKE_JOBS`] for a running daemon: never a job whose galaxy this daemon (`$1`) owns,
 /// whatever its lease says (this daemon's own lease may have run out on the server while
 /// it was busy; its next fence finds out, and only another daemon may take it from it).
-const TAKE_ORPHANED_JOBS: &str = "WITH taken AS (
+pub(super) const TAKE_ORPHANED_JOBS: &str = "WITH taken AS (
          UPDATE galaxy_owners o SET epoch = o.epoch + 1, owner = $1, owner_url = $2,
              expires_at = now() + $3::bigint * interval '1 millisecond'
          FROM galaxy_jobs j

@@ -18,20 +18,38 @@ use super::super::StoreError;
 use super::error::Context;
 use crate::model::{Galaxy, System};
 
-const GALAXY: &str = "SELECT config_file, tick FROM galaxies g WHERE name = $1
+pub(super) const GALAXY: &str = "SELECT config_file, tick FROM galaxies g WHERE name = $1
      AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)";
 
-const SYSTEMS: &str = "SELECT id, x, y, metal, crew, water, current_tick FROM systems
+pub(super) const SYSTEMS: &str = "SELECT id, x, y, metal, crew, water, current_tick FROM systems
      WHERE galaxy_name = $1";
 
-const STRUCTURES: &str = "SELECT st.system_id, st.structure_type, st.level
-     FROM structures st JOIN systems s ON s.id = st.system_id WHERE s.galaxy_name = $1";
+/// The structures of the systems whose row ids lie between the galaxy's first and last,
+/// through the `(system_id, structure_type)` index; rows of other galaxies' systems inside
+/// the range (another daemon's creation ran beside this one's) are skipped by the load.
+/// Not a join with `systems` on the name: for a galaxy that is a few percent of the
+/// database the planner hashes that join over the whole table (the plan test, `plans.rs`),
+/// and a load would then cost what the whole database holds, not what the galaxy does.
+pub(super) const STRUCTURES: &str = "SELECT system_id, structure_type, level FROM structures
+     WHERE system_id BETWEEN $1 AND $2";
 
-const EVENTS: &str = "SELECT e.system_id, e.completion_tick, e.action_type, e.structure_type, e.id
-     FROM events e JOIN systems s ON s.id = e.system_id WHERE s.galaxy_name = $1";
+/// As [`STRUCTURES`], through the `events(system_id, completion_tick)` index.
+pub(super) const EVENTS: &str =
+    "SELECT system_id, completion_tick, action_type, structure_type, id FROM events
+     WHERE system_id BETWEEN $1 AND $2";
 
-/// The parameters of every query of a load: the galaxy's name.
+pub(super) const GALAXY_NAMES: &str = "SELECT name FROM galaxies g
+     WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
+     ORDER BY name COLLATE \"C\"";
+pub(super) const GALAXY_SIZES: &str = "SELECT name, systems FROM galaxy_sizes";
+pub(super) const GALAXY_EXISTS: &str = "SELECT 1 FROM galaxies g WHERE name = $1
+     AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)";
+
+/// The parameters of a load's first queries: the galaxy's name.
 type ByName<'a> = [&'a (dyn ToSql + Sync); 1];
+
+/// The parameters of its last: the first and last row ids of its systems.
+type ByRange<'a> = [&'a (dyn ToSql + Sync); 2];
 
 /// Each loaded system's position among them, by its row id.
 type Positions = HashMap<i64, usize>;
@@ -57,8 +75,13 @@ pub(super) fn load_galaxy_with_ids(
     let (config, tick) = decode.galaxy(config_text, tick)?;
     let params: ByName = [&name];
     let (ids, mut systems, positions) = systems(&mut tx, params, decode)?;
-    structures(&mut tx, params, &positions, &mut systems, decode)?;
-    let event_ids = events(&mut tx, params, &positions, &mut systems, decode)?;
+    let (first, last) = (
+        ids.iter().min().copied().unwrap_or(0),
+        ids.iter().max().copied().unwrap_or(-1),
+    );
+    let range: ByRange = [&first, &last];
+    structures(&mut tx, range, &positions, &mut systems, decode)?;
+    let event_ids = events(&mut tx, range, &positions, &mut systems, decode)?;
     tx.commit().context("ending a load")?;
     decode
         .assemble(config, tick, systems, &ids, &event_ids)
@@ -89,7 +112,7 @@ fn systems(
 /// Sets the levels of `systems` from their structure rows.
 fn structures(
     tx: &mut Transaction<'_>,
-    params: ByName<'_>,
+    params: ByRange<'_>,
     positions: &Positions,
     systems: &mut [System],
     decode: Decoder<'_>,
@@ -114,7 +137,7 @@ fn structures(
 /// systems.
 fn events(
     tx: &mut Transaction<'_>,
-    params: ByName<'_>,
+    params: ByRange<'_>,
     positions: &Positions,
     systems: &mut [System],
     decode: Decoder<'_>,
@@ -147,12 +170,7 @@ fn bigints<const N: usize>(row: &Row) -> Result<[i64; N], ::postgres::Error> {
 /// Names of every stored galaxy, sorted.
 pub(super) fn galaxy_names(client: &mut Client) -> Result<Vec<String>, StoreError> {
     let rows = client
-        .query(
-            "SELECT name FROM galaxies g
-             WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
-             ORDER BY name COLLATE \"C\"",
-            &[],
-        )
+        .query(GALAXY_NAMES, &[])
         .context("listing galaxies")?;
     rows.iter()
         .map(|row| row.try_get(0).context("listing galaxies"))
@@ -162,7 +180,7 @@ pub(super) fn galaxy_names(client: &mut Client) -> Result<Vec<String>, StoreErro
 /// Every galaxy row with its number of systems (`galaxy_sizes`), unfinished ones included.
 pub(super) fn galaxy_sizes(client: &mut Client) -> Result<Vec<(String, u64)>, StoreError> {
     let rows = client
-        .query("SELECT name, systems FROM galaxy_sizes", &[])
+        .query(GALAXY_SIZES, &[])
         .context("counting the galaxies' systems")?;
     rows.iter()
         .map(|row| {
@@ -175,11 +193,7 @@ pub(super) fn galaxy_sizes(client: &mut Client) -> Result<Vec<(String, u64)>, St
 
 pub(super) fn galaxy_exists(client: &mut Client, name: &str) -> Result<bool, StoreError> {
     let found = client
-        .query_opt(
-            "SELECT 1 FROM galaxies g WHERE name = $1
-             AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)",
-            &[&name],
-        )
+        .query_opt(GALAXY_EXISTS, &[&name])
         .context("looking up a galaxy")?;
     Ok(found.is_some())
 }

@@ -171,4 +171,6 @@ pub(super) fn open(
 #[cfg(test)]
 mod lost_answer_tests;
 #[cfg(test)]
+mod plans;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -64,7 +64,7 @@ pub(super) const FENCE: &str = "UPDATE galaxy_owners
 /// owner keeps its epoch only until the next take (which raises it), and epochs granted
 /// start at 1, so `(no owner, an epoch this daemon holds)` is this daemon's release, with
 /// no other owner since; nothing is renewed for it.
-const FENCE_RELEASED: &str = "UPDATE galaxy_owners
+pub(super) const FENCE_RELEASED: &str = "UPDATE galaxy_owners
      SET expires_at = CASE WHEN owner IS NULL THEN expires_at
          ELSE now() + $4::bigint * interval '1 millisecond' END
      WHERE (owner = $3 OR owner IS NULL) AND (galaxy_name, epoch) IN
@@ -72,17 +72,17 @@ const FENCE_RELEASED: &str = "UPDATE galaxy_owners
      RETURNING galaxy_name";
 
 /// Gives up the galaxies listed, each only if held under the epoch listed.
-const RELEASE: &str = "UPDATE galaxy_owners
+pub(super) const RELEASE: &str = "UPDATE galaxy_owners
      SET owner = NULL, owner_url = NULL, expires_at = now()
      WHERE owner = $3 AND (galaxy_name, epoch) IN
          (SELECT * FROM unnest($1::text[], $2::bigint[]))";
 
 /// The epochs in the table now, for a report of galaxies lost.
-const CURRENT_EPOCHS: &str =
+pub(super) const CURRENT_EPOCHS: &str =
     "SELECT galaxy_name, epoch FROM galaxy_owners WHERE galaxy_name = ANY($1::text[])";
 
 /// Every visible galaxy and its owner, when that owner's lease still runs.
-const GALAXY_OWNERS: &str = "SELECT g.name, o.owner, o.owner_url FROM galaxies g
+pub(super) const GALAXY_OWNERS: &str = "SELECT g.name, o.owner, o.owner_url FROM galaxies g
      LEFT JOIN galaxy_owners o ON o.galaxy_name = g.name
          AND o.owner IS NOT NULL AND o.expires_at > now()
      WHERE NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)

@@ -18,16 +18,36 @@ use super::db::{Context, Db};
 use super::writer::SqliteWriter;
 
 /// Inserts an archive; a name stored already inserts nothing (the caller says so).
-const INSERT_ARCHIVE: &str = "INSERT INTO galaxy_archives (name, format, systems, body)
+pub(super) const INSERT_ARCHIVE: &str = "INSERT INTO galaxy_archives (name, format, systems, body)
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING";
 
 /// Marks a live galaxy `deleting`, as a deletion's batch does (`write.rs`), but only a live
 /// one: a galaxy not stored, or with a creation or deletion unfinished, has no whole rows
 /// for an archive to replace, and is left alone.
-const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
+pub(super) const MARK_LIVE_DELETING: &str = "INSERT INTO galaxy_jobs (name, job)
      SELECT name, 'deleting' FROM galaxies g WHERE name = ?1
          AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
      ON CONFLICT (name) DO NOTHING";
+
+pub(super) const DELETE_ARCHIVE: &str = "DELETE FROM galaxy_archives WHERE name = ?1";
+pub(super) const ARCHIVE_EXISTS: &str = "SELECT 1 FROM galaxy_archives WHERE name = ?1";
+pub(super) const READ_ARCHIVE: &str = "SELECT body FROM galaxy_archives WHERE name = ?1";
+pub(super) const ARCHIVES: &str =
+    "SELECT name, format, systems, length(body), archived_at FROM galaxy_archives
+     ORDER BY name";
+pub(super) const IDLE_GALAXIES: &str =
+    "SELECT name FROM galaxies g WHERE updated_at < datetime('now', ?1)
+         AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
+     ORDER BY updated_at, name LIMIT ?2";
+/// See [`measure`].
+pub(super) const MEASURE: &str = "SELECT (SELECT coalesce(sum(systems), 0) FROM galaxy_sizes),
+        (SELECT page_count FROM pragma_page_count())
+            - (SELECT freelist_count FROM pragma_freelist_count()),
+        (SELECT page_size FROM pragma_page_size()),
+        count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0),
+        (SELECT count(*) FROM galaxy_history),
+        (SELECT coalesce(sum(length(body)), 0) FROM galaxy_history)
+     FROM galaxy_archives";
 
 impl SqliteWriter {
     /// [`crate::store::WriteStore::write_archive`]: the archive row and the `deleting`
@@ -86,7 +106,7 @@ pub(super) fn restore_archive(
     let name = galaxy.name;
     if first {
         let archived = tx
-            .prepare_cached("SELECT 1 FROM galaxy_archives WHERE name = ?1")
+            .prepare_cached(ARCHIVE_EXISTS)
             .and_then(|mut stmt| stmt.exists([name]))
             .context("looking up an archive")?;
         match (galaxy.restoring, archived) {
@@ -99,7 +119,7 @@ pub(super) fn restore_archive(
         return Ok(0);
     }
     let deleted = tx
-        .prepare_cached("DELETE FROM galaxy_archives WHERE name = ?1")
+        .prepare_cached(DELETE_ARCHIVE)
         .and_then(|mut stmt| stmt.execute([name]))
         .context("deleting a restored archive")?;
     if deleted == 0 {
@@ -117,7 +137,7 @@ fn count(value: i64) -> u64 {
 impl Db {
     pub(super) fn read_archive(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
-            .prepare_cached("SELECT body FROM galaxy_archives WHERE name = ?1")
+            .prepare_cached(READ_ARCHIVE)
             .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)).optional())
             .context("reading an archive")
     }
@@ -127,10 +147,7 @@ impl Db {
     pub(super) fn archives(&self) -> Result<Vec<ArchiveInfo>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT name, format, systems, length(body), archived_at FROM galaxy_archives
-                 ORDER BY name",
-            )
+            .prepare_cached(ARCHIVES)
             .context("listing archives")?;
         let archives = stmt
             .query_map([], |row| {
@@ -158,11 +175,7 @@ impl Db {
     ) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT name FROM galaxies g WHERE updated_at < datetime('now', ?1)
-                     AND NOT EXISTS (SELECT 1 FROM galaxy_jobs j WHERE j.name = g.name)
-                 ORDER BY updated_at, name LIMIT ?2",
-            )
+            .prepare_cached(IDLE_GALAXIES)
             .context("listing idle galaxies")?;
         let before = format!("-{} seconds", idle.as_secs());
         let names = stmt
@@ -183,17 +196,7 @@ impl Db {
 /// bodies: approximate (those tables' own overhead and the schema count as live), and
 /// cheap, where `dbstat` would read every page of the file.
 pub fn measure(conn: &Connection) -> rusqlite::Result<Storage> {
-    conn.prepare_cached(
-        "SELECT (SELECT coalesce(sum(systems), 0) FROM galaxy_sizes),
-            (SELECT page_count FROM pragma_page_count())
-                - (SELECT freelist_count FROM pragma_freelist_count()),
-            (SELECT page_size FROM pragma_page_size()),
-            count(*), coalesce(sum(systems), 0), coalesce(sum(length(body)), 0),
-            (SELECT count(*) FROM galaxy_history),
-            (SELECT coalesce(sum(length(body)), 0) FROM galaxy_history)
-         FROM galaxy_archives",
-    )?
-    .query_row([], |row| {
+    conn.prepare_cached(MEASURE)?.query_row([], |row| {
         let used_pages = count(row.get(1)?);
         let archived_bytes = count(row.get(5)?);
         let history_bytes = count(row.get(7)?);

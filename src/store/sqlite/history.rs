@@ -9,16 +9,28 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::super::history::{read_history, segments, SegmentInfo, SEGMENT_SIZE};
 use super::super::{stored_int, GalaxyRows, StoreError};
+use super::archive::DELETE_ARCHIVE;
 use super::db::{Context, Db};
 use super::writer::SqliteWriter;
 use crate::model::HistoryEntry;
 
 /// Deletes up to `$2` segments of galaxy `$1`, unless an archive of that name is stored:
 /// an archived galaxy keeps its history while its live rows are purged.
-const PURGE_HISTORY: &str = "DELETE FROM galaxy_history WHERE id IN
+pub(super) const PURGE_HISTORY: &str = "DELETE FROM galaxy_history WHERE id IN
      (SELECT id FROM galaxy_history WHERE galaxy_name = ?1
           AND NOT EXISTS (SELECT 1 FROM galaxy_archives WHERE name = ?1)
       LIMIT ?2)";
+pub(super) const INSERT_HISTORY: &str = "INSERT INTO galaxy_history
+         (galaxy_name, first_tick, last_tick, entries, body, saved_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+pub(super) const DELETE_HISTORY: &str = "DELETE FROM galaxy_history WHERE galaxy_name = ?1";
+/// Oldest first, by the `saved_at` index (whose entries end with the row id).
+pub(super) const PRUNE_HISTORY: &str = "DELETE FROM galaxy_history WHERE id IN
+     (SELECT id FROM galaxy_history WHERE saved_at < datetime('now', ?1)
+      ORDER BY saved_at, id LIMIT ?2)";
+pub(super) const LIST_HISTORY: &str = "SELECT id, first_tick, last_tick, entries
+     FROM galaxy_history WHERE galaxy_name = ?1 AND last_tick >= ?2 ORDER BY id";
+pub(super) const READ_SEGMENT: &str = "SELECT body FROM galaxy_history WHERE id = ?1";
 
 /// Inserts the segments of every galaxy of a batch that has history, inside the batch's
 /// transaction `tx`, `now` (as [`crate::time::UtcTime::sql`] formats it) as their
@@ -31,11 +43,7 @@ pub(super) fn insert_history(
     let mut written = 0;
     for galaxy in galaxies.iter().filter(|g| !g.history.is_empty()) {
         let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO galaxy_history
-                     (galaxy_name, first_tick, last_tick, entries, body, saved_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
+            .prepare_cached(INSERT_HISTORY)
             .context("preparing the history insert")?;
         for segment in segments(&galaxy.history, SEGMENT_SIZE) {
             insert
@@ -75,12 +83,12 @@ impl SqliteWriter {
         self.db.check_file()?;
         let tx = self.db.conn.transaction().context("deleting an archive")?;
         let deleted = tx
-            .prepare_cached("DELETE FROM galaxy_archives WHERE name = ?1")
+            .prepare_cached(DELETE_ARCHIVE)
             .and_then(|mut stmt| stmt.execute([name]))
             .context("deleting an archive")?;
         // No archive: the name may be a live galaxy's, whose history stays.
         if deleted > 0 {
-            tx.prepare_cached("DELETE FROM galaxy_history WHERE galaxy_name = ?1")
+            tx.prepare_cached(DELETE_HISTORY)
                 .and_then(|mut stmt| stmt.execute([name]))
                 .context("deleting an archived galaxy's history")?;
         }
@@ -100,11 +108,7 @@ impl SqliteWriter {
         let before = format!("-{} seconds", older_than.as_secs());
         let tx = self.db.conn.transaction().context("pruning history")?;
         let deleted = tx
-            .prepare_cached(
-                "DELETE FROM galaxy_history WHERE id IN
-                     (SELECT id FROM galaxy_history WHERE saved_at < datetime('now', ?1)
-                      ORDER BY saved_at, id LIMIT ?2)",
-            )
+            .prepare_cached(PRUNE_HISTORY)
             .and_then(|mut stmt| stmt.execute(params![before, stored_int(limit)]))
             .context("pruning history")?;
         tx.commit().context("committing a prune of history")?;
@@ -129,10 +133,7 @@ impl Db {
             .unchecked_transaction()
             .context("reading history")?;
         let listed: Vec<SegmentInfo> = tx
-            .prepare_cached(
-                "SELECT id, first_tick, last_tick, entries FROM galaxy_history
-                 WHERE galaxy_name = ?1 AND last_tick >= ?2 ORDER BY id",
-            )
+            .prepare_cached(LIST_HISTORY)
             .and_then(|mut stmt| {
                 stmt.query_map(params![name, stored_int(since_tick)], |row| {
                     Ok(SegmentInfo {
@@ -145,9 +146,7 @@ impl Db {
                 .collect()
             })
             .context("listing history")?;
-        let mut body = tx
-            .prepare_cached("SELECT body FROM galaxy_history WHERE id = ?1")
-            .context("reading history")?;
+        let mut body = tx.prepare_cached(READ_SEGMENT).context("reading history")?;
         let entries = read_history(name, since_tick, limit, listed, |ids| {
             let mut bodies = Vec::with_capacity(ids.len());
             for &id in ids {

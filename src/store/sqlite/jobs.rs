@@ -29,6 +29,29 @@ use super::write::RowWriter;
 use super::writer::SqliteWriter;
 use crate::time::UtcTime;
 
+// A job's statements, named so that the plan test (`plans.rs`) explains these very texts.
+
+pub(super) const INSERT_GALAXY: &str =
+    "INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)";
+pub(super) const MARK_CREATING: &str =
+    "INSERT INTO galaxy_jobs (name, job) VALUES (?1, 'creating')";
+pub(super) const INSERT_SIZE: &str = "INSERT INTO galaxy_sizes (name, systems) VALUES (?1, ?2)";
+pub(super) const INSERT_SYSTEM: &str =
+    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// The last chunk of a creation: the galaxy exists from its commit on.
+pub(super) const FINISH_CREATION: &str = "DELETE FROM galaxy_jobs WHERE name = ?1";
+pub(super) const IS_MARKED: &str = "SELECT 1 FROM galaxy_jobs WHERE name = ?1";
+/// A purge chunk: up to `?2` of the galaxy's systems, found through the unique
+/// `(galaxy_name, x, y)` index; their structures and events go by cascade.
+pub(super) const PURGE_SYSTEMS: &str = "DELETE FROM systems WHERE id IN
+     (SELECT id FROM systems WHERE galaxy_name = ?1 LIMIT ?2)";
+pub(super) const DELETE_GALAXY: &str = "DELETE FROM galaxies WHERE name = ?1";
+pub(super) const UNFINISHED_JOBS: &str =
+    "SELECT name, job FROM galaxy_jobs ORDER BY started_at, name";
+pub(super) const ABANDON_CREATIONS: &str =
+    "UPDATE galaxy_jobs SET job = 'deleting' WHERE job = 'creating'";
+
 impl SqliteWriter {
     /// Writes the next `max_systems` systems of a new galaxy in one transaction (the first
     /// chunk also writes the galaxy row and its `creating` mark). When the chunk reaches
@@ -54,7 +77,7 @@ impl SqliteWriter {
         let tx = self.db.conn.transaction().context("starting a creation")?;
         stats.rows += restore_archive(&tx, galaxy, from == 0, finished)?;
         if from == 0 {
-            tx.prepare_cached("INSERT INTO galaxies (name, config_file, tick) VALUES (?1, ?2, ?3)")
+            tx.prepare_cached(INSERT_GALAXY)
                 .and_then(|mut stmt| {
                     stmt.execute(params![
                         galaxy.name,
@@ -63,10 +86,10 @@ impl SqliteWriter {
                     ])
                 })
                 .context("inserting a galaxy")?;
-            tx.prepare_cached("INSERT INTO galaxy_jobs (name, job) VALUES (?1, 'creating')")
+            tx.prepare_cached(MARK_CREATING)
                 .and_then(|mut stmt| stmt.execute([galaxy.name]))
                 .context("marking a galaxy as being created")?;
-            tx.prepare_cached("INSERT INTO galaxy_sizes (name, systems) VALUES (?1, ?2)")
+            tx.prepare_cached(INSERT_SIZE)
                 .and_then(|mut stmt| {
                     stmt.execute(params![
                         galaxy.name,
@@ -78,10 +101,7 @@ impl SqliteWriter {
         }
         {
             let mut insert_system = tx
-                .prepare_cached(
-                    "INSERT INTO systems (galaxy_name, x, y, metal, crew, water, current_tick)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
+                .prepare_cached(INSERT_SYSTEM)
                 .context("inserting systems")?;
             let now = UtcTime::at(SystemTime::now()).sql();
             let mut rows = RowWriter::prepare(&tx, &now)?;
@@ -111,7 +131,7 @@ impl SqliteWriter {
             }
         }
         if finished {
-            tx.prepare_cached("DELETE FROM galaxy_jobs WHERE name = ?1")
+            tx.prepare_cached(FINISH_CREATION)
                 .and_then(|mut stmt| stmt.execute([galaxy.name]))
                 .context("finishing a creation")?;
             stats.rows += 1;
@@ -143,17 +163,14 @@ impl SqliteWriter {
         // Only a galaxy with a mark: a purge must never touch a live galaxy, even one
         // that took the name since.
         let marked = tx
-            .prepare_cached("SELECT 1 FROM galaxy_jobs WHERE name = ?1")
+            .prepare_cached(IS_MARKED)
             .and_then(|mut stmt| stmt.exists([name]))
             .context("checking a deletion")?;
         if !marked {
             return Ok((WriteStats::default(), true));
         }
         let systems = tx
-            .prepare_cached(
-                "DELETE FROM systems WHERE id IN
-                 (SELECT id FROM systems WHERE galaxy_name = ?1 LIMIT ?2)",
-            )
+            .prepare_cached(PURGE_SYSTEMS)
             .and_then(|mut stmt| stmt.execute(params![name, limit]))
             .context("deleting systems")?;
         // Its systems gone, its history (none of an archived galaxy's), a chunk at a
@@ -166,7 +183,7 @@ impl SqliteWriter {
         };
         let done = (systems as i64) < limit && (segments as i64) < limit;
         if done {
-            tx.prepare_cached("DELETE FROM galaxies WHERE name = ?1")
+            tx.prepare_cached(DELETE_GALAXY)
                 .and_then(|mut stmt| stmt.execute([name]))
                 .context("deleting a galaxy")?;
         }
@@ -190,7 +207,7 @@ impl SqliteWriter {
             let mut stmt = self
                 .db
                 .conn
-                .prepare("SELECT name, job FROM galaxy_jobs ORDER BY started_at, name")
+                .prepare(UNFINISHED_JOBS)
                 .context("reading unfinished jobs")?;
             let rows = stmt
                 .query_map([], |row| Ok((row.get(0)?, row.get::<_, String>(1)?)))
@@ -206,10 +223,7 @@ impl SqliteWriter {
         if jobs.iter().any(|job| matches!(job, GalaxyJob::Creating(_))) {
             self.db
                 .conn
-                .execute(
-                    "UPDATE galaxy_jobs SET job = 'deleting' WHERE job = 'creating'",
-                    [],
-                )
+                .execute(ABANDON_CREATIONS, [])
                 .context("abandoning unfinished creations")?;
         }
         Ok(jobs)

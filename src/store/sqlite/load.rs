@@ -8,6 +8,22 @@ use super::super::{RowIds, StoreError};
 use super::db::{Context, Db};
 use crate::model::{Galaxy, GalaxyConfig, System};
 
+// A load's statements, named so that the plan test (`plans.rs`) explains these very texts.
+
+pub(super) const GALAXY: &str = "SELECT config_file, tick FROM galaxies WHERE name = ?1
+     AND name NOT IN (SELECT name FROM galaxy_jobs)";
+/// The galaxy's range of system row ids, read from the `(galaxy_name, x, y)` index only.
+pub(super) const SYSTEM_RANGE: &str = "SELECT min(id), max(id) FROM systems WHERE galaxy_name = ?1";
+pub(super) const SYSTEMS: &str = "SELECT id, x, y, metal, crew, water, current_tick FROM systems
+     WHERE id BETWEEN ?1 AND ?2 AND galaxy_name = ?3";
+/// The range of their structures' row ids, from the `(system_id, structure_type)` index.
+pub(super) const STRUCTURE_RANGE: &str =
+    "SELECT min(id), max(id) FROM structures WHERE system_id BETWEEN ?1 AND ?2";
+pub(super) const STRUCTURES: &str = "SELECT system_id, structure_type, level FROM structures
+     WHERE id BETWEEN ?1 AND ?2";
+pub(super) const EVENTS: &str = "SELECT system_id, completion_tick, action_type, structure_type, id
+     FROM events WHERE system_id BETWEEN ?1 AND ?2";
+
 impl Db {
     /// Loads one galaxy, or `None` when it is not stored (or its creation or deletion is
     /// unfinished), in one read transaction.
@@ -37,11 +53,7 @@ impl Db {
             return Ok(None);
         };
         let (first, last): (Option<i64>, Option<i64>) = tx
-            .query_row(
-                "SELECT min(id), max(id) FROM systems WHERE galaxy_name = ?1",
-                [name],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .query_row(SYSTEM_RANGE, [name], |row| Ok((row.get(0)?, row.get(1)?)))
             .context("finding systems")?;
         let (Some(first), Some(last)) = (first, last) else {
             return decode
@@ -66,12 +78,9 @@ fn galaxy_row(
     decode: Decoder<'_>,
 ) -> Result<Option<(GalaxyConfig, u64)>, StoreError> {
     let Some((config_text, tick)) = conn
-        .query_row(
-            "SELECT config_file, tick FROM galaxies WHERE name = ?1
-             AND name NOT IN (SELECT name FROM galaxy_jobs)",
-            [name],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-        )
+        .query_row(GALAXY, [name], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
         .optional()
         .context("loading a galaxy")?
     else {
@@ -90,12 +99,7 @@ fn systems(
 ) -> Result<(Vec<i64>, Vec<System>), StoreError> {
     let mut ids: Vec<i64> = Vec::new();
     let mut systems: Vec<System> = Vec::new();
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, x, y, metal, crew, water, current_tick FROM systems
-             WHERE id BETWEEN ?1 AND ?2 AND galaxy_name = ?3",
-        )
-        .context("loading systems")?;
+    let mut stmt = conn.prepare(SYSTEMS).context("loading systems")?;
     let mut rows = stmt
         .query(params![first, last, name])
         .context("loading systems")?;
@@ -121,18 +125,11 @@ fn structures(
 ) -> Result<(), StoreError> {
     let mut structures = Positions::new(ids);
     let (from, to): (Option<i64>, Option<i64>) = conn
-        .query_row(
-            "SELECT min(id), max(id) FROM structures WHERE system_id BETWEEN ?1 AND ?2",
-            [first, last],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .query_row(STRUCTURE_RANGE, [first, last], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .context("finding structures")?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT system_id, structure_type, level FROM structures
-             WHERE id BETWEEN ?1 AND ?2",
-        )
-        .context("loading structures")?;
+    let mut stmt = conn.prepare(STRUCTURES).context("loading structures")?;
     let mut rows = stmt.query([from, to]).context("loading structures")?;
     while let Some(row) = rows.next().context("loading structures")? {
         let id: i64 = row.get(0).context("reading a structure")?;
@@ -160,12 +157,7 @@ fn events(
 ) -> Result<Vec<Option<i64>>, StoreError> {
     let mut event_ids: Vec<Option<i64>> = vec![None; ids.len()];
     let mut events = Positions::new(ids);
-    let mut stmt = conn
-        .prepare(
-            "SELECT system_id, completion_tick, action_type, structure_type, id
-             FROM events WHERE system_id BETWEEN ?1 AND ?2",
-        )
-        .context("loading events")?;
+    let mut stmt = conn.prepare(EVENTS).context("loading events")?;
     let mut rows = stmt.query([first, last]).context("loading events")?;
     while let Some(row) = rows.next().context("loading events")? {
         let id: i64 = row.get(0).context("reading an event")?;

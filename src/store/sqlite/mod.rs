@@ -29,6 +29,8 @@ mod history;
 mod jobs;
 mod load;
 mod migrate;
+#[cfg(test)]
+mod plans;
 mod reader;
 mod space;
 mod sync;

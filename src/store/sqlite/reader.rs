@@ -143,15 +143,21 @@ impl ReadStore for super::writer::SqliteWriter {
     }
 }
 
+// The look-ups' statements, named so that the plan test (`plans.rs`) explains them.
+
+pub(super) const GALAXY_NAMES: &str =
+    "SELECT name FROM galaxies WHERE name NOT IN (SELECT name FROM galaxy_jobs)
+     ORDER BY name";
+pub(super) const GALAXY_SIZES: &str = "SELECT name, systems FROM galaxy_sizes";
+pub(super) const GALAXY_EXISTS: &str = "SELECT 1 FROM galaxies WHERE name = ?1
+     AND name NOT IN (SELECT name FROM galaxy_jobs)";
+
 impl Db {
     /// Names of every stored galaxy, sorted.
     fn galaxy_names(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT name FROM galaxies WHERE name NOT IN (SELECT name FROM galaxy_jobs)
-                 ORDER BY name",
-            )
+            .prepare_cached(GALAXY_NAMES)
             .context("listing galaxies")?;
         let names = stmt
             .query_map([], |row| row.get(0))
@@ -163,7 +169,7 @@ impl Db {
     fn galaxy_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, systems FROM galaxy_sizes")
+            .prepare_cached(GALAXY_SIZES)
             .context("counting the galaxies' systems")?;
         let sizes = stmt
             .query_map([], |row| {
@@ -179,10 +185,7 @@ impl Db {
 
     fn galaxy_exists(&self, name: &str) -> Result<bool, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT 1 FROM galaxies WHERE name = ?1
-                 AND name NOT IN (SELECT name FROM galaxy_jobs)",
-            )
+            .prepare_cached(GALAXY_EXISTS)
             .and_then(|mut stmt| stmt.exists([name]))
             .context("looking up a galaxy")
     }

@@ -15,6 +15,43 @@ use super::writer::SqliteWriter;
 use crate::model::{RowMask, System};
 use crate::time::UtcTime;
 
+// A batch's statements, named so that the plan test (`plans.rs`) explains these very
+// texts.
+
+/// A galaxy's tick, when it advanced.
+pub(super) const UPDATE_TICK: &str =
+    "UPDATE galaxies SET tick = ?1, updated_at = ?3 WHERE name = ?2";
+
+/// Marks a galaxy deleted (see `jobs.rs`); a galaxy not stored is skipped.
+pub(super) const MARK_DELETING: &str =
+    "INSERT INTO galaxy_jobs (name, job) SELECT name, 'deleting' FROM galaxies
+     WHERE name = ?1 ON CONFLICT (name) DO UPDATE SET job = 'deleting'";
+
+/// A galaxy's stored systems in `(x, y)` order, with their events' ids.
+pub(super) const FETCH_IDS: &str =
+    "SELECT s.id, s.x, s.y, e.id FROM systems s LEFT JOIN events e ON e.system_id = s.id
+     WHERE s.galaxy_name = ?1 ORDER BY s.x, s.y";
+
+pub(super) const UPDATE_SYSTEM: &str =
+    "UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4,
+     updated_at = ?6 WHERE id = ?5";
+
+pub(super) const UPDATE_STRUCTURE: &str = "UPDATE structures SET level = ?3, updated_at = ?4
+     WHERE system_id = ?1 AND structure_type = ?2";
+
+pub(super) const INSERT_STRUCTURE: &str =
+    "INSERT INTO structures (system_id, structure_type, level, updated_at)
+     VALUES (?1, ?2, ?3, ?4)";
+
+pub(super) const UPDATE_EVENT: &str =
+    "UPDATE events SET completion_tick = ?1, structure_type = ?2 WHERE id = ?3";
+
+pub(super) const DELETE_EVENT: &str = "DELETE FROM events WHERE id = ?1";
+
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (system_id, completion_tick, action_type, structure_type)
+     VALUES (?1, ?2, 'build', ?3)";
+
 impl SqliteWriter {
     /// [`crate::store::WriteStore::write_batch`]: deletions first (their rows
     /// are removed later, in chunks: see `jobs.rs`), then every galaxy's tick and changed
@@ -64,7 +101,7 @@ fn write_rows(
     }
     for galaxy in galaxies {
         if let Some(tick) = galaxy.tick {
-            tx.prepare_cached("UPDATE galaxies SET tick = ?1, updated_at = ?3 WHERE name = ?2")
+            tx.prepare_cached(UPDATE_TICK)
                 .and_then(|mut stmt| stmt.execute(params![stored_int(tick), galaxy.name, now]))
                 .context("saving a galaxy tick")?;
             stats.rows += 1;
@@ -97,10 +134,7 @@ fn write_rows(
 /// galaxy is not stored, which is not an error: there is nothing to delete).
 fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
     let marked = tx
-        .prepare_cached(
-            "INSERT INTO galaxy_jobs (name, job) SELECT name, 'deleting' FROM galaxies
-             WHERE name = ?1 ON CONFLICT (name) DO UPDATE SET job = 'deleting'",
-        )
+        .prepare_cached(MARK_DELETING)
         .and_then(|mut stmt| stmt.execute([name]))
         .context("marking a galaxy deleted")?;
     Ok(marked as u64)
@@ -108,10 +142,7 @@ fn mark_deleting(tx: &Transaction<'_>, name: &str) -> Result<u64, StoreError> {
 
 pub(super) fn fetch_ids(conn: &Connection, galaxy: &str) -> Result<SystemIds, StoreError> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT s.id, s.x, s.y, e.id FROM systems s LEFT JOIN events e ON e.system_id = s.id
-             WHERE s.galaxy_name = ?1 ORDER BY s.x, s.y",
-        )
+        .prepare_cached(FETCH_IDS)
         .context("reading system ids")?;
     let ids: SystemIds = stmt
         .query_map([galaxy], |row| {
@@ -155,40 +186,26 @@ impl<'c> RowWriter<'c> {
         Ok(RowWriter {
             now,
             update_system: conn
-                .prepare_cached(
-                    "UPDATE systems SET metal = ?1, crew = ?2, water = ?3, current_tick = ?4,
-                     updated_at = ?6 WHERE id = ?5",
-                )
+                .prepare_cached(UPDATE_SYSTEM)
                 .context("preparing the system update")?,
             // An update by the unique key, and an insert only when it found no row. An
             // `INSERT .. ON CONFLICT DO UPDATE` makes an insert attempt first, which
             // conflicts on nearly every save, and measured markedly slower (README,
             // *Benchmarks*).
             update_structure: conn
-                .prepare_cached(
-                    "UPDATE structures SET level = ?3, updated_at = ?4
-                     WHERE system_id = ?1 AND structure_type = ?2",
-                )
+                .prepare_cached(UPDATE_STRUCTURE)
                 .context("preparing the structure update")?,
             insert_structure: conn
-                .prepare_cached(
-                    "INSERT INTO structures (system_id, structure_type, level, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
+                .prepare_cached(INSERT_STRUCTURE)
                 .context("preparing the structure insert")?,
             update_event: conn
-                .prepare_cached(
-                    "UPDATE events SET completion_tick = ?1, structure_type = ?2 WHERE id = ?3",
-                )
+                .prepare_cached(UPDATE_EVENT)
                 .context("preparing the event update")?,
             delete_event: conn
-                .prepare_cached("DELETE FROM events WHERE id = ?1")
+                .prepare_cached(DELETE_EVENT)
                 .context("preparing the event delete")?,
             insert_event: conn
-                .prepare_cached(
-                    "INSERT INTO events (system_id, completion_tick, action_type, structure_type)
-                     VALUES (?1, ?2, 'build', ?3)",
-                )
+                .prepare_cached(INSERT_EVENT)
                 .context("preparing the event insert")?,
         })
     }
