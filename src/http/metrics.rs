@@ -303,6 +303,18 @@ const FAMILIES: &[Family] = &[
         read: Read::One(|s| Value::Count(s.storage.archived_bytes)),
     },
     Family {
+        name: "gwar_storage_history_segments",
+        kind: "gauge",
+        help: "Segments of galaxies' history stored (one per galaxy per batch, at most).",
+        read: Read::One(|s| Value::Count(s.storage.history_segments)),
+    },
+    Family {
+        name: "gwar_storage_history_bytes",
+        kind: "gauge",
+        help: "Bytes of the stored history segments (compressed).",
+        read: Read::One(|s| Value::Count(s.storage.history_bytes)),
+    },
+    Family {
         name: "gwar_galaxy_loads_in_progress",
         kind: "gauge",
         help: "Galaxies being read from the database now (one per galaxy, however many requests wait).",
