@@ -55,6 +55,7 @@
 mod archiving;
 pub(crate) mod cell;
 mod cut;
+pub(crate) use cut::Cut;
 mod flights;
 mod listing;
 mod registry;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::config::Rules;
-use super::history::HistoryEntry;
+use super::history::{HistoryLog, OrderRecord};
 use super::structure::StructureKind;
 
 /// Which rows of one system changed since it was last taken for saving.
@@ -71,7 +71,7 @@ impl std::ops::BitOrAssign for RowMask {
 pub struct Changes {
     rows: HashMap<u32, RowMask, BuildHasherDefault<IndexHasher>>,
     /// What the changes were, in the order they were made.
-    history: Vec<HistoryEntry>,
+    history: HistoryLog,
 }
 
 /// Hashes a system index with one multiplication (Fibonacci hashing), cheaper per order
@@ -116,12 +116,12 @@ impl Changes {
     }
 
     /// Records what a change was (with the rows it marks).
-    pub(crate) fn record(&mut self, entry: HistoryEntry) {
-        self.history.push(entry);
+    pub(crate) fn record(&mut self, order: OrderRecord) {
+        self.history.push(order);
     }
 
-    /// The history entries of these changes, oldest first.
-    pub fn history(&self) -> &[HistoryEntry] {
+    /// The orders of these changes, oldest first.
+    pub(crate) fn history(&self) -> &HistoryLog {
         &self.history
     }
 
@@ -134,9 +134,7 @@ impl Changes {
     /// Puts back changes taken earlier (after a failed save); a system changed again in the
     /// meantime keeps the union of both masks, and the earlier history goes first.
     pub fn merge(&mut self, earlier: Changes) {
-        let mut history = earlier.history;
-        history.append(&mut self.history);
-        self.history = history;
+        self.history.prepend(earlier.history);
         if self.rows.is_empty() {
             self.rows = earlier.rows;
             return;

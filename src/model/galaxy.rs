@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::changes::{Changes, RowMask};
 use super::config::{ConfigError, Cost, GalaxyConfig, Rules};
-use super::history::{HistoryEntry, HistoryKind};
+use super::history::OrderRecord;
 use super::rng::SplitMix64;
 use super::structure::{Resources, StructureKind, MAX_QUANTITY, MAX_TICK};
 use super::system::{Build, System};
@@ -348,7 +348,6 @@ impl Galaxy {
             structure,
         };
         next.build = Some(build);
-        let (x, y) = next.coords();
         self.systems[index] = next;
 
         let mut rows = RowMask::SYSTEM | RowMask::EVENTS;
@@ -359,20 +358,13 @@ impl Galaxy {
         if !self.history {
             return Ok(build);
         }
-        for (kind, tick) in [
-            (HistoryKind::Ordered, tick),
-            (HistoryKind::Completed, build.completion_tick),
-        ] {
-            let (level, structure) = (target, structure);
-            self.changes.record(HistoryEntry {
-                tick,
-                x,
-                y,
-                kind,
-                structure,
-                level,
-            });
-        }
+        self.changes.record(OrderRecord {
+            tick,
+            completion: build.completion_tick,
+            index: index as u32,
+            level: target,
+            structure,
+        });
         Ok(build)
     }
 

@@ -4,9 +4,9 @@
 //! A build's completion is certain from the moment it is ordered (nothing cancels one), so
 //! both entries are recorded by the order itself: the completion carries its completion
 //! tick, and a reader asking for the history up to a tick leaves out those still ahead.
-//! Entries ride the galaxy's change set (`changes.rs`), so they are saved in the same
-//! transaction as the state they produced, given back with it when a save fails, and
-//! dropped with it where nothing is saved.
+//! Entries ride the galaxy's change set (`changes.rs`), as one compact [`OrderRecord`] per
+//! order, so they are saved in the same transaction as the state they produced, given back
+//! with it when a save fails, and dropped with it where nothing is saved.
 
 use super::structure::StructureKind;
 
@@ -40,6 +40,76 @@ pub struct HistoryEntry {
     pub level: u32,
 }
 
+/// One order as the change set keeps it until it is saved: both its entries (the order
+/// and its completion) in one record of 32 bytes, its system by index. Orders are the
+/// game's hottest path, and a record is all an order adds to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OrderRecord {
+    pub tick: u64,
+    pub completion: u64,
+    pub index: u32,
+    pub level: u32,
+    pub structure: StructureKind,
+}
+
+impl OrderRecord {
+    /// The two entries of this order, its system at `(x, y)`.
+    pub(crate) fn entries(&self, (x, y): (u32, u32)) -> [HistoryEntry; 2] {
+        let entry = |kind, tick| HistoryEntry {
+            tick,
+            x,
+            y,
+            kind,
+            structure: self.structure,
+            level: self.level,
+        };
+        [
+            entry(HistoryKind::Ordered, self.tick),
+            entry(HistoryKind::Completed, self.completion),
+        ]
+    }
+}
+
+/// The records of unsaved orders, in the order they were made, in chunks of fixed
+/// capacity: a log that grows by millions of orders between two saves never moves what
+/// it holds (a single vector would copy itself whole, under the galaxy's lock, each time
+/// it doubled).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HistoryLog {
+    chunks: Vec<Vec<OrderRecord>>,
+}
+
+/// Records per chunk: 32 KiB.
+const CHUNK: usize = 1024;
+
+impl HistoryLog {
+    pub(crate) fn push(&mut self, record: OrderRecord) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(record);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+    }
+
+    /// Puts `earlier` (taken before this log began) in front of it.
+    pub(crate) fn prepend(&mut self, mut earlier: HistoryLog) {
+        earlier.chunks.append(&mut self.chunks);
+        self.chunks = earlier.chunks;
+    }
+
+    /// Every record, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &OrderRecord> {
+        self.chunks.iter().flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -68,7 +138,12 @@ mod tests {
                 let (x, y) = live.systems()[pick % live.systems().len()].coords();
                 let _ = live.build(tick, x.into(), y.into(), StructureKind::ALL[kind]);
             }
-            let history = live.take_changes().history().to_vec();
+            let changes = live.take_changes();
+            let history: Vec<HistoryEntry> = changes
+                .history()
+                .iter()
+                .flat_map(|r| r.entries(live.systems()[r.index as usize].coords()))
+                .collect();
             let ordered: Vec<_> = history.iter().filter(|e| e.kind == HistoryKind::Ordered).collect();
             let completed: Vec<_> = history.iter().filter(|e| e.kind == HistoryKind::Completed).collect();
             prop_assert_eq!(ordered.len(), completed.len());

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use super::lanes::Lane;
 use super::report::{PersistError, LOG};
 use super::state::{synced_if, Pending, Ticket, TicketReply, Writer};
-use crate::galaxies::{GalaxyCell, Settled};
-use crate::model::Changes;
+use crate::galaxies::{Cut, GalaxyCell, Settled};
+use crate::model::{Changes, HistoryEntry};
 use crate::persistence::slow::{written, SlowKind};
 use crate::store::{GalaxyRows, LostGalaxy, StoreError, WriteStats};
 
@@ -115,7 +115,7 @@ impl Writer {
             longest_hold = longest_hold.max(cut.hold);
             let name = pending.cell.name();
             let history = match self.settings.history {
-                true => cut.changes.history().to_vec(),
+                true => history_of(name, &cut),
                 false => Vec::new(),
             };
             galaxies.push(GalaxyRows {
@@ -389,4 +389,19 @@ impl Writer {
         self.tickets = riding;
         self.lose(lost);
     }
+}
+
+/// The history entries of a cut's orders, oldest first. Each order's system is among the
+/// cut's rows (an order marks its system), where its coordinates are read.
+fn history_of(name: &str, cut: &Cut) -> Vec<HistoryEntry> {
+    let mut entries = Vec::new();
+    for order in cut.changes.history().iter() {
+        let at = cut.rows.binary_search_by_key(&order.index, |row| row.index);
+        match at {
+            Ok(at) => entries.extend(order.entries(cut.rows[at].system.coords())),
+            Err(_) => log::error!(target: LOG,
+                "galaxy '{name}': an order of system {} is not among the rows saved with it; its history entry is left out", order.index),
+        }
+    }
+    entries
 }
