@@ -94,6 +94,11 @@ impl HistoryLog {
         }
     }
 
+    /// Records held.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
     }

@@ -394,7 +394,8 @@ impl Writer {
 /// The history entries of a cut's orders, oldest first. Each order's system is among the
 /// cut's rows (an order marks its system), where its coordinates are read.
 fn history_of(name: &str, cut: &Cut) -> Vec<HistoryEntry> {
-    let mut entries = Vec::new();
+    let orders = cut.changes.history().len();
+    let mut entries = Vec::with_capacity(2 * orders);
     for order in cut.changes.history().iter() {
         let at = cut.rows.binary_search_by_key(&order.index, |row| row.index);
         match at {
