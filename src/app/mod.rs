@@ -198,7 +198,9 @@ impl AppState {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.budget = CreationBudget::new(settings);
             if let Some(galaxies) = Arc::get_mut(&mut shared.galaxies) {
-                *galaxies = Galaxies::new(settings.galaxy_limits.max_galaxies, Clock::system());
+                let limit = settings.galaxy_limits.max_galaxies;
+                // Nothing is saved here: no history either.
+                *galaxies = Galaxies::new(limit, Clock::system()).keep_history(false);
             }
         }
     }
@@ -210,7 +212,8 @@ impl AppState {
         if let Some(reason) = reason {
             metrics.set_memory_only(reason);
         }
-        let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system());
+        let galaxies = Galaxies::new(GalaxyLimits::default().max_galaxies, Clock::system())
+            .keep_history(false);
         let mut settings = Settings::default();
         settings.persistence.enabled = false;
         let budget = CreationBudget::new(&settings);
