@@ -573,6 +573,10 @@ mod tests {
         body
     }
 
+    fn assert_line(report: &CheckReport, start: &str) {
+        assert!(has_line(report, start), "{:?}", report.lines);
+    }
+
     fn has_line(report: &CheckReport, line: &str) -> bool {
         report.lines.iter().any(|l| l.starts_with(line))
     }
@@ -604,16 +608,8 @@ mod tests {
         }
         let report = check_database(&path).unwrap();
         assert!(report.passed(), "{:?}", report.problems);
-        assert!(
-            has_line(&report, "live: 2 galaxies, 400 systems, "),
-            "{:?}",
-            report.lines
-        );
-        assert!(
-            has_line(&report, "archived: 1 galaxies, 200 systems, "),
-            "{:?}",
-            report.lines
-        );
+        assert_line(&report, "live: 2 galaxies, 400 systems, ");
+        assert_line(&report, "archived: 1 galaxies, 200 systems, ");
 
         let conn = store.connection();
         let body: Vec<u8> = conn
@@ -666,16 +662,8 @@ mod tests {
         archive(&mut store, &galaxy);
         let report = check_postgres(&db.url).unwrap();
         assert!(report.passed(), "{:?}", report.problems);
-        assert!(
-            has_line(&report, "live: 1 galaxies, 200 systems, "),
-            "{:?}",
-            report.lines
-        );
-        assert!(
-            has_line(&report, "archived: 1 galaxies, 200 systems, "),
-            "{:?}",
-            report.lines
-        );
+        assert_line(&report, "live: 1 galaxies, 200 systems, ");
+        assert_line(&report, "archived: 1 galaxies, 200 systems, ");
         let mut client = db.client();
         let body: Vec<u8> = client
             .query_one("SELECT body FROM galaxy_archives WHERE name = 'g'", &[])
@@ -730,11 +718,7 @@ mod tests {
         save_history(&mut store);
         let report = check_database(&path).unwrap();
         assert!(report.passed(), "{:?}", report.problems);
-        assert!(
-            has_line(&report, "history: 3 segments, "),
-            "{:?}",
-            report.lines
-        );
+        assert_line(&report, "history: 3 segments, ");
         let conn = store.connection();
         conn.execute_batch("UPDATE galaxy_history SET body = x'00ff' WHERE id > 1")
             .unwrap();
@@ -764,11 +748,7 @@ mod tests {
         save_history(&mut store);
         let report = check_postgres(&db.url).unwrap();
         assert!(report.passed(), "{:?}", report.problems);
-        assert!(
-            has_line(&report, "history: 3 segments, "),
-            "{:?}",
-            report.lines
-        );
+        assert_line(&report, "history: 3 segments, ");
         db.client()
             .execute(
                 "UPDATE galaxy_history SET body = '\\x00ff'::bytea WHERE id = 2",

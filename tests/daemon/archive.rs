@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,8 +37,8 @@ use serde_json::{json, Value};
 
 use crate::postgres_cluster as pg;
 use crate::util::{
-    check_survivors_of, parse_reply, sqlite, stored_metal, systems, wait_for, Daemon, Order, Reply,
-    BIN, COUNTING_CONFIG,
+    check_survivors_of, parse_reply, run, sqlite, stored_metal, systems, text, wait_for, Daemon,
+    Order, Reply, COUNTING_CONFIG,
 };
 
 /// How long a purge of a small galaxy's rows, or an archive's round, may take on a busy
@@ -136,25 +136,6 @@ fn archive_body(path: &Path, name: &str) -> Option<Vec<u8>> {
 fn decoded_archive(path: &Path, name: &str) -> Galaxy {
     let body = archive_body(path, name).unwrap_or_else(|| panic!("no archive of {name}"));
     galactic_war::archive::decode(&body).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// Runs the binary with `args`, never with the caller's `DATABASE_URL`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `galactic-war check --database URL` passes; its output.

@@ -6,32 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use galactic_war::model::Galaxy;
 use galactic_war::testing::{PostgresReader, ReadStore, SqliteReader};
 
 use crate::postgres_cluster as pg;
-use crate::util::{systems, Daemon, BIN};
-
-/// Runs the binary with `args`, `DATABASE_URL` as `env` says (never the caller's).
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::util::{run, systems, text, Daemon};
 
 fn succeeds(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = run(args, env);

@@ -564,3 +564,23 @@ pub fn check_survivors_of(
         must_survive,
     }
 }
+
+/// Runs the binary with `args`, `DATABASE_URL` as `env` says (never the caller's).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+/// A command's status and output, for an assertion's message.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

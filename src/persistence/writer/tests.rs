@@ -675,6 +675,24 @@ impl Rig {
         self.turn();
     }
 
+    /// Rows of `systems` in the rig's database file, of every galaxy.
+    fn system_rows(&self) -> i64 {
+        rusqlite::Connection::open(self.dir.path().join("writer.db"))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM systems", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Turns (a chunk each) until no system rows are left, or 100 turns.
+    fn turn_until_purged(&mut self) {
+        for _ in 0..100 {
+            if self.system_rows() == 0 {
+                break;
+            }
+            self.turn();
+        }
+    }
+
     fn batches(&self) -> u64 {
         self.metrics.batches_committed.load(Relaxed)
     }
@@ -1060,20 +1078,8 @@ fn a_deletion_reaches_the_disk_after_the_coalescing_delay_and_its_rows_go() {
     assert_eq!(rig.metrics.oldest_unsaved_age(), None);
     assert!(rig.stored("doomed").is_none());
     // Its rows go in chunks, one per turn.
-    let path = rig.dir.path().join("writer.db");
-    let rows = || -> i64 {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM systems", [], |r| r.get(0))
-            .unwrap()
-    };
-    for _ in 0..100 {
-        if rows() == 0 {
-            break;
-        }
-        rig.turn();
-    }
-    assert_eq!(rows(), 0);
+    rig.turn_until_purged();
+    assert_eq!(rig.system_rows(), 0);
 }
 
 #[test]
@@ -2229,20 +2235,8 @@ fn an_archive_holds_the_unsaved_orders_its_rows_go_and_a_restore_brings_it_back(
         None,
         "nothing left to save"
     );
-    let path = rig.dir.path().join("writer.db");
-    let rows = || -> i64 {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM systems", [], |r| r.get(0))
-            .unwrap()
-    };
-    for _ in 0..100 {
-        if rows() == 0 {
-            break;
-        }
-        rig.turn();
-    }
-    assert_eq!(rows(), 0, "its live rows are purged");
+    rig.turn_until_purged();
+    assert_eq!(rig.system_rows(), 0, "its live rows are purged");
     // The restore: a creation whose last chunk deletes the archive.
     let (reply, answer) = bounded(1);
     let galaxy = Box::new(kept);
